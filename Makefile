@@ -1,0 +1,44 @@
+# The two commands a newcomer needs: `make run` and `make test`. Both set up .venv first.
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: run test lint unit bench protos lock clean
+
+run: $(STAMP)
+	$(BIN)/python -m infra.local
+
+test: $(STAMP) lint
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy services gateway infra tests
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest -q tests/unit
+
+bench: $(STAMP)
+	$(BIN)/python tests/perf/bench_ingest.py
+
+protos: $(STAMP)
+	$(BIN)/python -m infra.protogen
+
+# Re-pin every dependency (runtime, local servers, dev tools) into constraints.txt.
+lock:
+	rm -rf .local/lock-venv
+	$(PYTHON) -m venv .local/lock-venv
+	.local/lock-venv/bin/pip install -q ".[local,dev]"
+	.local/lock-venv/bin/pip freeze --exclude-editable | grep -v '^lodestar-cdp' > constraints.txt
+	rm -rf .local/lock-venv
+
+# Created when missing, re-run when the project or the pins change.
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[local,dev]"
+	touch $(STAMP)
+
+clean:
+	rm -rf $(VENV) .local .mypy_cache .ruff_cache .pytest_cache

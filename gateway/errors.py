@@ -1,0 +1,33 @@
+"""GraphQL errors with an ``extensions.code`` a frontend can branch on."""
+
+from __future__ import annotations
+
+import grpc
+from graphql import GraphQLError
+
+BAD_USER_INPUT = "BAD_USER_INPUT"
+SERVICE_UNAVAILABLE = "SERVICE_UNAVAILABLE"
+INTERNAL_SERVER_ERROR = "INTERNAL_SERVER_ERROR"
+
+_CODES = {
+    grpc.StatusCode.INVALID_ARGUMENT: BAD_USER_INPUT,
+    grpc.StatusCode.UNAVAILABLE: SERVICE_UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED: SERVICE_UNAVAILABLE,
+}
+
+
+def client_error(message: str, code: str) -> GraphQLError:
+    """An error shown to the client as it is, with ``extensions.code``."""
+    return GraphQLError(message, extensions={"code": code})
+
+
+def from_rpc_error(error: grpc.aio.AioRpcError) -> GraphQLError:
+    """The GraphQL face of a failed gRPC call; internal details stay in the logs."""
+    code = _CODES.get(error.code(), INTERNAL_SERVER_ERROR)
+    if code == BAD_USER_INPUT:
+        message = error.details() or "invalid input"
+    elif code == SERVICE_UNAVAILABLE:
+        message = "a backing service is unavailable; retry shortly"
+    else:
+        message = "internal error"
+    return client_error(message, code)

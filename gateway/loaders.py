@@ -1,0 +1,58 @@
+"""Per-request DataLoaders: each customer's identities and profile fetched once per query,
+concurrently, however many fields ask for them."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import grpc
+from strawberry.dataloader import DataLoader
+
+from gateway.clients import ServiceClients
+from gateway.errors import from_rpc_error
+from lodestar.v1 import identity_pb2, profile_pb2
+
+
+@dataclass
+class Loaders:
+    """The loaders of one GraphQL request."""
+
+    identities: DataLoader[str, identity_pb2.CustomerIdentities | None]
+    profiles: DataLoader[str, profile_pb2.Profile | None]
+
+
+def _absent_if_not_found(error: grpc.aio.AioRpcError) -> None:
+    if error.code() != grpc.StatusCode.NOT_FOUND:
+        raise from_rpc_error(error) from error
+
+
+def make_loaders(clients: ServiceClients) -> Loaders:
+    """Fresh loaders for one request (their cache must not outlive it)."""
+
+    async def identities(ids: Sequence[str]) -> list[identity_pb2.CustomerIdentities | None]:
+        async def one(customer_id: str) -> identity_pb2.CustomerIdentities | None:
+            try:
+                return await clients.identity.GetIdentities(
+                    identity_pb2.GetIdentitiesRequest(customer_id=customer_id)
+                )
+            except grpc.aio.AioRpcError as error:
+                _absent_if_not_found(error)
+                return None
+
+        return list(await asyncio.gather(*(one(i) for i in ids)))
+
+    async def profiles(ids: Sequence[str]) -> list[profile_pb2.Profile | None]:
+        async def one(customer_id: str) -> profile_pb2.Profile | None:
+            try:
+                return await clients.profile.GetProfile(
+                    profile_pb2.GetProfileRequest(customer_id=customer_id)
+                )
+            except grpc.aio.AioRpcError as error:
+                _absent_if_not_found(error)
+                return None
+
+        return list(await asyncio.gather(*(one(i) for i in ids)))
+
+    return Loaders(identities=DataLoader(identities), profiles=DataLoader(profiles))

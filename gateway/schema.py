@@ -1,0 +1,133 @@
+"""The GraphQL schema: the 360-degree customer view, stitched from the services over gRPC."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from functools import partial
+from typing import Any, Literal, cast
+
+import grpc
+import strawberry
+from google.protobuf.json_format import MessageToDict
+from strawberry.extensions import MaskErrors
+from strawberry.scalars import JSON
+from strawberry.types import Info
+
+from gateway.errors import BAD_USER_INPUT, client_error, from_rpc_error
+from gateway.loaders import Loaders
+from lodestar.v1 import common_pb2, identity_pb2, profile_pb2
+
+
+@strawberry.type(description="One way of recognising a customer, e.g. email or user_id.")
+class Identifier:
+    type: str
+    value: str
+
+
+@strawberry.input(description="Find a customer by one of their identifiers.")
+class IdentifierInput:
+    type: str = strawberry.field(
+        description="user_id, anonymous_id, email, phone, loyalty_number, device_id or "
+        "wallet_serial"
+    )
+    value: str
+
+
+@strawberry.type(description="How often the customer performed one event.")
+class EventCount:
+    name: str
+    count: int
+
+
+def _time(
+    profile: profile_pb2.Profile | None, name: Literal["first_seen", "last_seen"]
+) -> datetime | None:
+    if profile is None or not profile.HasField(name):
+        return None
+    return cast(datetime, getattr(profile, name).ToDatetime(UTC))
+
+
+@strawberry.type(description="The 360-degree view of one customer.")
+class Customer:
+    id: strawberry.ID
+
+    @strawberry.field(description="Every identifier linked to this customer.")
+    async def identifiers(self, info: Info) -> list[Identifier]:
+        loaders: Loaders = info.context["loaders"]
+        found = await loaders.identities.load(str(self.id))
+        return (
+            []
+            if found is None
+            else [Identifier(type=i.type, value=i.value) for i in found.identifiers]
+        )
+
+    @strawberry.field(description="Traits from identify calls, as a JSON object.")
+    async def traits(self, info: Info) -> JSON:
+        profile = await info.context["loaders"].profiles.load(str(self.id))
+        return cast(JSON, {} if profile is None else MessageToDict(profile.traits))
+
+    @strawberry.field(description="Track events performed, by event name.")
+    async def event_counts(self, info: Info) -> list[EventCount]:
+        profile = await info.context["loaders"].profiles.load(str(self.id))
+        if profile is None:
+            return []
+        return [EventCount(name=n, count=c) for n, c in sorted(profile.event_counts.items())]
+
+    @strawberry.field(description="When the first event of this customer happened.")
+    async def first_seen(self, info: Info) -> datetime | None:
+        return _time(await info.context["loaders"].profiles.load(str(self.id)), "first_seen")
+
+    @strawberry.field(description="When the latest event of this customer happened.")
+    async def last_seen(self, info: Info) -> datetime | None:
+        return _time(await info.context["loaders"].profiles.load(str(self.id)), "last_seen")
+
+
+async def _customer_by_identifier(info: Info, identifier: IdentifierInput) -> str | None:
+    clients = info.context["clients"]
+    request = identity_pb2.LookupRequest(
+        identifier=common_pb2.Identifier(type=identifier.type, value=identifier.value)
+    )
+    try:
+        found = await clients.identity.Lookup(request)
+    except grpc.aio.AioRpcError as error:
+        if error.code() == grpc.StatusCode.NOT_FOUND:
+            return None
+        raise from_rpc_error(error) from error
+    loaders: Loaders = info.context["loaders"]
+    loaders.identities.prime(found.customer_id, found)
+    return str(found.customer_id)
+
+
+@strawberry.type
+class Query:
+    @strawberry.field(
+        description="A customer by id or by identifier (exactly one); null when unknown."
+    )
+    async def customer(
+        self,
+        info: Info,
+        id: strawberry.ID | None = None,
+        identifier: IdentifierInput | None = None,
+    ) -> Customer | None:
+        if (id is None) == (identifier is None):
+            raise client_error("pass exactly one of id or identifier", BAD_USER_INPUT)
+        if identifier is not None:
+            customer_id = await _customer_by_identifier(info, identifier)
+            return None if customer_id is None else Customer(id=strawberry.ID(customer_id))
+        loaders: Loaders = info.context["loaders"]
+        identities, profile = await asyncio.gather(
+            loaders.identities.load(str(id)), loaders.profiles.load(str(id))
+        )
+        if identities is None and profile is None:
+            return None
+        return Customer(id=strawberry.ID(str(id)))
+
+
+def _should_mask(error: Any) -> bool:
+    """Errors raised on purpose carry a code; anything else is an internal fault."""
+    extensions = getattr(error, "extensions", None) or {}
+    return "code" not in extensions
+
+
+schema = strawberry.Schema(query=Query, extensions=[partial(MaskErrors, should_mask_error=_should_mask)])

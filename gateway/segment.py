@@ -1,0 +1,182 @@
+"""The Segment HTTP tracking spec (subset): validating a call and turning it into an ``Event``.
+
+Pure logic: the HTTP layer hands in parsed JSON, gets an ``Event`` or an :class:`InvalidEvent`
+that names the path of the bad field.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from google.protobuf.struct_pb2 import Struct
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from lodestar.v1 import common_pb2, events_pb2
+
+EVENT_TYPES: dict[str, events_pb2.EventType.ValueType] = {
+    "track": events_pb2.EVENT_TYPE_TRACK,
+    "identify": events_pb2.EVENT_TYPE_IDENTIFY,
+    "page": events_pb2.EVENT_TYPE_PAGE,
+    "screen": events_pb2.EVENT_TYPE_SCREEN,
+    "alias": events_pb2.EVENT_TYPE_ALIAS,
+    "group": events_pb2.EVENT_TYPE_GROUP,
+}
+MAX_ID_LENGTH = 512
+MAX_NAME_LENGTH = 200
+SOURCE = "http-api"
+
+
+class InvalidEvent(ValueError):
+    """A call that breaks the spec; ``path`` locates the bad field (``batch[3].event``)."""
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(f"{path}: {message}")
+        self.path = path
+        self.message = message
+
+
+def _optional_string(body: dict[str, Any], key: str, path: str, limit: int) -> str:
+    value = body.get(key)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise InvalidEvent(f"{path}{key}", f"must be a string, got {type(value).__name__}")
+    if len(value) > limit:
+        raise InvalidEvent(f"{path}{key}", f"is longer than {limit} characters")
+    return value.strip()
+
+
+def _optional_object(body: dict[str, Any], key: str, path: str) -> dict[str, Any] | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise InvalidEvent(f"{path}{key}", f"must be an object, got {type(value).__name__}")
+    return value
+
+
+def _optional_time(body: dict[str, Any], key: str, path: str) -> Timestamp | None:
+    raw = _optional_string(body, key, path, 64)
+    if not raw:
+        return None
+    try:
+        moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidEvent(f"{path}{key}", f"is not an ISO-8601 date-time: {raw!r}") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    stamp = Timestamp()
+    stamp.FromDatetime(moment)
+    return stamp
+
+
+def _struct(value: dict[str, Any] | None) -> Struct | None:
+    if value is None:
+        return None
+    out = Struct()
+    out.update(value)
+    return out
+
+
+def parse_call(
+    body: Any, call_type: str, received_at: datetime, path: str = "", max_bytes: int = 0
+) -> tuple[str, events_pb2.Event]:
+    """Validate one Segment call and build its raw ``Event``; returns ``(kafka_key, event)``.
+
+    ``call_type`` is the endpoint's type, or ``""`` inside a batch where each item says its
+    own. ``max_bytes`` bounds the item's JSON size (0 = unchecked, the caller measured it).
+    """
+    if not isinstance(body, dict):
+        raise InvalidEvent(path.rstrip(".") or "body", "must be a JSON object")
+    if max_bytes and len(json.dumps(body, separators=(",", ":"))) > max_bytes:
+        raise InvalidEvent(path.rstrip(".") or "body", f"is larger than {max_bytes} bytes")
+    kind = call_type or body.get("type")
+    if kind not in EVENT_TYPES:
+        raise InvalidEvent(f"{path}type", f"must be one of {', '.join(EVENT_TYPES)}")
+    user_id = _optional_string(body, "userId", path, MAX_ID_LENGTH)
+    anonymous_id = _optional_string(body, "anonymousId", path, MAX_ID_LENGTH)
+    if not user_id and not anonymous_id:
+        raise InvalidEvent(f"{path}userId", "userId or anonymousId is required")
+    properties = _optional_object(body, "properties", path)
+    traits = _optional_object(body, "traits", path)
+    context = _optional_object(body, "context", path)
+    name = ""
+    previous_id = group_id = ""
+    if kind == "track":
+        name = _optional_string(body, "event", path, MAX_NAME_LENGTH)
+        if not name:
+            raise InvalidEvent(f"{path}event", "is required for track")
+    elif kind in ("page", "screen"):
+        name = _optional_string(body, "name", path, MAX_NAME_LENGTH)
+    elif kind == "alias":
+        previous_id = _optional_string(body, "previousId", path, MAX_ID_LENGTH)
+        if not previous_id or not user_id:
+            raise InvalidEvent(f"{path}previousId", "alias needs previousId and userId")
+    elif kind == "group":
+        group_id = _optional_string(body, "groupId", path, MAX_ID_LENGTH)
+        if not group_id:
+            raise InvalidEvent(f"{path}groupId", "is required for group")
+    message_id = _optional_string(body, "messageId", path, MAX_ID_LENGTH)
+    timestamp = _optional_time(body, "timestamp", path) or _optional_time(
+        body, "originalTimestamp", path
+    )
+    sent_at = _optional_time(body, "sentAt", path)
+
+    identifiers = [
+        common_pb2.Identifier(type=t, value=v)
+        for t, v in (("user_id", user_id), ("anonymous_id", anonymous_id))
+        if v
+    ]
+    context_traits = (context or {}).get("traits")
+    emails = [
+        source.get("email")
+        for source in (traits, context_traits if isinstance(context_traits, dict) else None)
+        if source
+    ]
+    identifiers += [
+        common_pb2.Identifier(type="email", value=e) for e in emails if isinstance(e, str) and e
+    ]
+    received = Timestamp()
+    received.FromDatetime(received_at)
+    event = events_pb2.Event(
+        event_id=message_id or str(uuid.uuid4()),
+        type=EVENT_TYPES[kind],
+        name=name,
+        identifiers=identifiers,
+        properties=_struct(properties),
+        traits=_struct(traits),
+        context=_struct(context),
+        timestamp=timestamp or received,
+        sent_at=sent_at,
+        received_at=received,
+        source=SOURCE,
+        previous_id=previous_id,
+        group_id=group_id,
+    )
+    return user_id or anonymous_id, event
+
+
+def parse_batch(
+    body: Any, received_at: datetime, max_event_bytes: int
+) -> list[tuple[str, events_pb2.Event]]:
+    """Validate a ``/v1/batch`` body; one bad item rejects the whole batch, naming its index."""
+    if not isinstance(body, dict):
+        raise InvalidEvent("body", "must be a JSON object")
+    items = body.get("batch")
+    if not isinstance(items, list):
+        raise InvalidEvent("batch", "must be an array of calls")
+    if not items:
+        raise InvalidEvent("batch", "must not be empty")
+    shared_context = _optional_object(body, "context", "")
+    calls = []
+    for index, item in enumerate(items):
+        call = item
+        if shared_context and isinstance(item, dict) and "context" not in item:
+            call = {**item, "context": shared_context}
+        calls.append(
+            parse_call(call, "", received_at, f"batch[{index}].", max_bytes=max_event_bytes)
+        )
+    return calls

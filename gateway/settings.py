@@ -1,0 +1,23 @@
+"""Settings of the gateway (GraphQL read side and Segment-spec ingest API)."""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr
+
+from services.platform.settings import CommonSettings
+
+
+class GatewaySettings(CommonSettings):
+    """``LODESTAR_*`` settings. The write and API keys are required: there is no safe default."""
+
+    http_host: str = "0.0.0.0"
+    http_port: int = Field(8000, ge=0, le=65_535, validation_alias="LODESTAR_GATEWAY_HTTP_PORT")
+    # HTTP Basic username of the ingest API (Segment's "write key").
+    write_key: SecretStr = Field(min_length=8)
+    # Bearer token of the GraphQL API.
+    api_key: SecretStr = Field(min_length=8)
+    identity_addr: str = "127.0.0.1:50051"
+    profile_addr: str = "127.0.0.1:50052"
+    grpc_timeout_s: float = Field(5.0, gt=0, le=60)
+    max_event_bytes: int = Field(32 * 1024, ge=1_024)
+    max_batch_bytes: int = Field(500 * 1024, ge=1_024)

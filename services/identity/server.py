@@ -1,0 +1,37 @@
+"""Wiring of the identity service: settings -> store -> bus -> servicer and consumer."""
+
+from __future__ import annotations
+
+from lodestar.v1 import events_pb2, identity_pb2, identity_pb2_grpc
+from services.identity.api import IdentityServicer
+from services.identity.consumers import RawEventHandler
+from services.identity.settings import IdentitySettings
+from services.identity.store import IdentityStore
+from services.platform import topics
+from services.platform.bus import Bus, BusConfig
+from services.platform.mongo import database, mongo_client
+from services.platform.rpc import GrpcServer
+from services.platform.runtime import serve_until_shutdown
+
+SERVICE_NAME = identity_pb2.DESCRIPTOR.services_by_name["IdentityService"].full_name
+
+
+async def serve(settings: IdentitySettings) -> None:
+    """Run until SIGTERM: gRPC lookups and the raw-event consumer."""
+    client = mongo_client(settings.mongo_uri, "lodestar-identity")
+    store = IdentityStore(database(client, settings.mongo_database_prefix, "identity"))
+    await store.ensure_indexes()
+    bus = Bus(BusConfig.from_settings(settings, "identity"))
+    await bus.start()
+    servicer = IdentityServicer(store)
+    server = GrpcServer(
+        settings.grpc_host,
+        settings.grpc_port,
+        [SERVICE_NAME],
+        lambda s: identity_pb2_grpc.add_IdentityServiceServicer_to_server(servicer, s),
+        settings.grpc_default_deadline_s,
+    )
+    raw_events = bus.subscribe(
+        [topics.EVENTS_RAW], "identity", events_pb2.Event, RawEventHandler(store, bus)
+    )
+    await serve_until_shutdown(server, [raw_events], [bus.stop, client.close])

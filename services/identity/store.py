@@ -1,0 +1,85 @@
+"""MongoDB persistence of the identity graph (database ``<prefix>_identity``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from motor.motor_asyncio import AsyncIOMotorDatabase
+from pymongo import UpdateOne
+from pymongo.errors import BulkWriteError
+
+from services.identity.graph import IdentifierValue
+from services.platform.mongo import Document, IndexSpec, ensure_indexes
+
+DUPLICATE_KEY = 11000
+
+INDEXES = (
+    # _id is "type:value": each identifier belongs to exactly one customer.
+    IndexSpec("identifiers", [("customer_id", 1)]),
+)
+
+
+class IdentityStore:
+    """Identifiers and the customer each belongs to."""
+
+    def __init__(self, db: AsyncIOMotorDatabase[Document]) -> None:
+        self.identifiers = db["identifiers"]
+        self.db = db
+
+    async def ensure_indexes(self) -> None:
+        """Create the collections' indexes."""
+        await ensure_indexes(self.db, INDEXES)
+
+    async def owners(self, identifiers: Sequence[IdentifierValue]) -> dict[str, str]:
+        """Map each known identifier key to its customer id."""
+        if not identifiers:
+            return {}
+        cursor = self.identifiers.find(
+            {"_id": {"$in": [i.key for i in identifiers]}}, {"customer_id": 1}
+        )
+        return {doc["_id"]: doc["customer_id"] async for doc in cursor}
+
+    async def link(
+        self,
+        customer_id: str,
+        identifiers: Sequence[IdentifierValue],
+        source: str,
+        seen_at: datetime,
+    ) -> None:
+        """Attach identifiers to ``customer_id``; ones already owned keep their owner."""
+        if not identifiers:
+            return
+        ops = [
+            UpdateOne(
+                {"_id": i.key, "customer_id": customer_id},
+                {
+                    "$setOnInsert": {
+                        "type": i.type,
+                        "value": i.value,
+                        "first_seen": seen_at,
+                        "source": source,
+                    },
+                    "$max": {"last_seen": seen_at},
+                },
+                upsert=True,
+            )
+            for i in identifiers
+        ]
+        try:
+            await self.identifiers.bulk_write(ops, ordered=False)
+        except BulkWriteError as exc:
+            # Another customer owns the identifier already (unique _id): it keeps it.
+            others = [e for e in exc.details["writeErrors"] if e["code"] != DUPLICATE_KEY]
+            if others:
+                raise
+
+    async def identities(self, customer_id: str) -> list[IdentifierValue]:
+        """Every identifier of a customer, in a stable order."""
+        cursor = self.identifiers.find({"customer_id": customer_id}, {"type": 1, "value": 1})
+        return sorted([IdentifierValue(d["type"], d["value"]) async for d in cursor])
+
+    async def owner_of(self, identifier: IdentifierValue) -> str | None:
+        """The customer an identifier belongs to, if any."""
+        doc = await self.identifiers.find_one({"_id": identifier.key}, {"customer_id": 1})
+        return None if doc is None else str(doc["customer_id"])

@@ -1,0 +1,350 @@
+"""The Kafka bus every service publishes and consumes through (aiokafka + protobuf).
+
+Delivery is at-least-once: a subscription commits a batch's offsets only after its handler
+returned, i.e. after the effect is stored. Handlers must therefore be idempotent. A message that
+cannot be decoded, or that still fails after the bounded retries, goes to the dead-letter topic
+with the reason and its original bytes, and the subscription moves on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import CommitFailedError, IllegalStateError
+from aiokafka.structs import ConsumerRecord
+from google.protobuf.message import DecodeError, Message
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from lodestar.v1 import events_pb2
+from services.platform import metrics, topics
+from services.platform.errors import PoisonMessage, is_infrastructure_failure
+from services.platform.settings import CommonSettings
+
+log = logging.getLogger(__name__)
+
+M = TypeVar("M", bound=Message)
+
+TOPIC_ALREADY_EXISTS = 36
+
+
+@dataclass(frozen=True)
+class Delivery(Generic[M]):
+    """One consumed record and its decoded message."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    message: M
+
+
+Handler = Callable[[Sequence[Delivery[M]]], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class BusConfig:
+    """Connection and delivery settings, taken from :class:`CommonSettings`."""
+
+    bootstrap_servers: str
+    client_id: str
+    idempotent_producer: bool = False
+    session_timeout_ms: int = 10_000
+    max_batch: int = 500
+    handler_retries: int = 3
+    retry_backoff_ms: int = 200
+    partitions: int = 6
+    replication_factor: int = 1
+
+    @classmethod
+    def from_settings(cls, settings: CommonSettings, client_id: str) -> BusConfig:
+        """Build from the typed settings of the running process."""
+        return cls(
+            bootstrap_servers=settings.kafka_bootstrap_servers,
+            client_id=client_id,
+            idempotent_producer=settings.kafka_idempotent_producer,
+            session_timeout_ms=settings.kafka_session_timeout_ms,
+            max_batch=settings.kafka_max_batch,
+            handler_retries=settings.kafka_handler_retries,
+            retry_backoff_ms=settings.kafka_retry_backoff_ms,
+            partitions=settings.kafka_topic_partitions,
+            replication_factor=settings.kafka_replication_factor,
+        )
+
+
+async def ensure_topics(
+    bootstrap_servers: str, partitions: Mapping[str, int], replication_factor: int = 1
+) -> None:
+    """Create the topics that do not exist yet; existing ones are left as they are."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="lodestar-admin")
+    await admin.start()
+    try:
+        response = await admin.create_topics(
+            [NewTopic(name, count, replication_factor) for name, count in partitions.items()]
+        )
+        for name, code, message in response.topic_errors:
+            if code not in (0, TOPIC_ALREADY_EXISTS):
+                raise RuntimeError(f"creating topic {name} failed: {code} {message}")
+    finally:
+        await admin.close()
+
+
+def _key_bytes(key: str | bytes | None) -> bytes | None:
+    return key.encode() if isinstance(key, str) else key
+
+
+class Bus:
+    """Produces protobuf messages keyed by customer and creates subscriptions."""
+
+    def __init__(self, config: BusConfig) -> None:
+        self.config = config
+        self._producer: AIOKafkaProducer | None = None
+
+    async def start(self) -> None:
+        """Connect the producer (acks=all; idempotence only when configured)."""
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=self.config.bootstrap_servers,
+            client_id=self.config.client_id,
+            acks="all",
+            enable_idempotence=self.config.idempotent_producer,
+            linger_ms=2,
+            request_timeout_ms=15_000,
+        )
+        await self._producer.start()
+
+    async def stop(self) -> None:
+        """Flush what is in flight and disconnect."""
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None
+
+    @property
+    def producer(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            raise RuntimeError("Bus.start() was not awaited")
+        return self._producer
+
+    async def publish(self, topic: str, key: str | bytes | None, message: Message) -> None:
+        """Send one message and return once the broker acknowledged it."""
+        await self.publish_raw(topic, _key_bytes(key), message.SerializeToString())
+
+    async def publish_many(
+        self, records: Sequence[tuple[str, str | bytes | None, Message]]
+    ) -> None:
+        """Send many messages pipelined; return when every one is acknowledged."""
+        pending = [
+            await self.producer.send(topic, key=_key_bytes(key), value=msg.SerializeToString())
+            for topic, key, msg in records
+        ]
+        await asyncio.gather(*pending)
+        for topic, _, _ in records:
+            metrics.BUS_PRODUCED.labels(topic).inc()
+
+    async def publish_raw(self, topic: str, key: bytes | None, value: bytes) -> None:
+        """Send bytes as they are (the dead-letter path keeps the original payload)."""
+        await self.producer.send_and_wait(topic, key=key, value=value)
+        metrics.BUS_PRODUCED.labels(topic).inc()
+
+    def subscribe(
+        self,
+        topics_: Sequence[str],
+        group: str,
+        message_type: type[M],
+        handler: Handler[M],
+    ) -> Subscription[M]:
+        """A consumer-group subscription that feeds decoded batches to ``handler``."""
+        return Subscription(self, list(topics_), group, message_type, handler)
+
+
+class Subscription(Generic[M]):
+    """The consume loop: decode, handle with retries, dead-letter, then commit."""
+
+    def __init__(
+        self,
+        bus: Bus,
+        topics_: list[str],
+        group: str,
+        message_type: type[M],
+        handler: Handler[M],
+    ) -> None:
+        self.bus = bus
+        self.topics = topics_
+        self.group = group
+        self.message_type = message_type
+        self.handler = handler
+        self._stopping = asyncio.Event()
+        self._consumer: AIOKafkaConsumer | None = None
+
+    async def start(self) -> None:
+        """Join the consumer group; messages are read from the earliest uncommitted offset."""
+        cfg = self.bus.config
+        self._consumer = AIOKafkaConsumer(
+            *self.topics,
+            bootstrap_servers=cfg.bootstrap_servers,
+            client_id=cfg.client_id,
+            group_id=self.group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=cfg.session_timeout_ms,
+            heartbeat_interval_ms=max(100, cfg.session_timeout_ms // 3),
+            max_poll_records=cfg.max_batch,
+        )
+        await self._consumer.start()
+
+    async def run(self) -> None:
+        """Consume until :meth:`stop`; the batch in hand is finished and committed first."""
+        if self._consumer is None:
+            await self.start()
+        consumer = self._consumer
+        assert consumer is not None
+        try:
+            while not self._stopping.is_set():
+                batches = await consumer.getmany(
+                    timeout_ms=200, max_records=self.bus.config.max_batch
+                )
+                if batches:
+                    await self._process(consumer, batches)
+        finally:
+            await consumer.stop()
+
+    async def stop(self) -> None:
+        """Ask the loop to drain; :meth:`run` returns after its last commit."""
+        self._stopping.set()
+
+    async def _process(
+        self, consumer: AIOKafkaConsumer, batches: Mapping[TopicPartition, Sequence[ConsumerRecord]]
+    ) -> None:
+        started = time.perf_counter()
+        deliveries: list[Delivery[M]] = []
+        for records in batches.values():
+            for record in records:
+                delivery = self._decode(record)
+                if delivery is None:
+                    await self._dead_letter(
+                        record, f"could not decode {self.message_type.DESCRIPTOR.full_name}", 1
+                    )
+                else:
+                    deliveries.append(delivery)
+        if deliveries:
+            await self._handle(deliveries)
+        offsets = {tp: records[-1].offset + 1 for tp, records in batches.items() if records}
+        try:
+            await consumer.commit(offsets)
+        except (CommitFailedError, IllegalStateError) as exc:
+            # A rebalance took the partitions away; the new owner redelivers, handlers dedupe.
+            log.warning(
+                "commit failed, batch will be redelivered",
+                extra={"fields": {"group": self.group, "error": str(exc)}},
+            )
+        metrics.BUS_BATCH_SECONDS.labels(self.group).observe(time.perf_counter() - started)
+
+    def _decode(self, record: ConsumerRecord) -> Delivery[M] | None:
+        value: bytes = record.value or b""
+        message = self.message_type()
+        try:
+            message.ParseFromString(value)
+        except DecodeError:
+            return None
+        return Delivery(
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            key=record.key,
+            value=value,
+            message=message,
+        )
+
+    async def _handle(self, deliveries: list[Delivery[M]]) -> None:
+        """The whole batch at once; if it keeps failing, one by one to isolate the poison."""
+        error = await self._attempt(deliveries)
+        if error is None:
+            self._count(deliveries, "ok")
+            return
+        if len(deliveries) == 1:
+            await self._dead_letter_delivery(deliveries[0], error)
+            return
+        for delivery in deliveries:
+            single_error = await self._attempt([delivery])
+            if single_error is None:
+                self._count([delivery], "ok")
+            else:
+                await self._dead_letter_delivery(delivery, single_error)
+
+    async def _attempt(self, deliveries: list[Delivery[M]]) -> BaseException | None:
+        cfg = self.bus.config
+        attempt = 0
+        while True:
+            try:
+                await self.handler(deliveries)
+                return None
+            except PoisonMessage as exc:
+                return exc
+            except Exception as exc:
+                attempt += 1
+                infra = is_infrastructure_failure(exc)
+                if not infra and attempt > cfg.handler_retries:
+                    return exc
+                delay = min(30.0, cfg.retry_backoff_ms / 1000 * 2 ** min(attempt - 1, 8))
+                log.warning(
+                    "handler failed, retrying",
+                    extra={
+                        "fields": {
+                            "group": self.group,
+                            "attempt": attempt,
+                            "infrastructure": infra,
+                            "error": f"{type(exc).__name__}: {exc}",
+                            "retry_in_s": delay,
+                        }
+                    },
+                )
+                await asyncio.sleep(delay)
+
+    def _count(self, deliveries: Sequence[Delivery[M]], outcome: str) -> None:
+        for d in deliveries:
+            metrics.BUS_CONSUMED.labels(d.topic, self.group, outcome).inc()
+
+    async def _dead_letter_delivery(self, delivery: Delivery[M], error: BaseException) -> None:
+        reason = f"{type(error).__name__}: {error}"
+        await self._dead_letter(delivery, reason, self.bus.config.handler_retries + 1)
+
+    async def _dead_letter(
+        self, record: ConsumerRecord | Delivery[M], reason: str, attempts: int
+    ) -> None:
+        failed_at = Timestamp()
+        failed_at.GetCurrentTime()
+        letter = events_pb2.DeadLetter(
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            key=record.key or b"",
+            value=record.value or b"",
+            reason=reason,
+            consumer_group=self.group,
+            attempts=attempts,
+            failed_at=failed_at,
+        )
+        await self.bus.publish_raw(
+            topics.DEADLETTER,
+            record.key,
+            letter.SerializeToString(),
+        )
+        metrics.BUS_CONSUMED.labels(letter.topic, self.group, "dead_lettered").inc()
+        log.error(
+            "message dead-lettered",
+            extra={
+                "fields": {
+                    "group": self.group,
+                    "topic": letter.topic,
+                    "partition": letter.partition,
+                    "offset": letter.offset,
+                    "reason": reason,
+                }
+            },
+        )

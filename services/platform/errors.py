@@ -1,0 +1,37 @@
+"""Errors a domain raises; the gRPC and GraphQL edges turn them into codes callers act on."""
+
+from __future__ import annotations
+
+
+class LodestarError(Exception):
+    """Base of the errors a caller may see; the message is safe to show."""
+
+
+class InvalidArgument(LodestarError):
+    """The request names something wrong (gRPC INVALID_ARGUMENT, HTTP 400)."""
+
+
+class NotFound(LodestarError):
+    """The thing asked for does not exist (gRPC NOT_FOUND)."""
+
+
+class Unavailable(LodestarError):
+    """A dependency is down; retrying later may work (gRPC UNAVAILABLE, HTTP 503)."""
+
+
+class PoisonMessage(LodestarError):
+    """A message that no retry will ever handle; it goes to the dead-letter topic at once."""
+
+
+def is_infrastructure_failure(exc: BaseException) -> bool:
+    """True when ``exc`` means a server is unreachable rather than the message being bad.
+
+    Such failures are retried without end instead of dead-lettering every message while
+    MongoDB or Kafka is down.
+    """
+    from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError
+    from pymongo.errors import ConnectionFailure
+
+    return isinstance(
+        exc, ConnectionFailure | KafkaConnectionError | KafkaTimeoutError | Unavailable
+    )

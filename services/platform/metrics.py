@@ -1,0 +1,24 @@
+"""Prometheus metrics shared by every process, and the endpoint that serves them."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram, start_http_server
+
+GRPC_REQUESTS = Counter("lodestar_grpc_requests_total", "gRPC calls served", ["method", "code"])
+GRPC_LATENCY = Histogram("lodestar_grpc_latency_seconds", "gRPC call latency", ["method"])
+BUS_PRODUCED = Counter("lodestar_bus_produced_total", "Messages produced", ["topic"])
+BUS_CONSUMED = Counter(
+    "lodestar_bus_consumed_total", "Messages consumed", ["topic", "group", "outcome"]
+)
+BUS_BATCH_SECONDS = Histogram(
+    "lodestar_bus_batch_seconds", "Time to handle and commit one batch", ["group"]
+)
+INGEST_EVENTS = Counter(
+    "lodestar_ingest_events_total", "Events received by the ingest API", ["type", "outcome"]
+)
+
+
+def serve_metrics(port: int) -> None:
+    """Expose ``/metrics`` on ``port`` in a background thread; 0 leaves it off."""
+    if port:
+        start_http_server(port)

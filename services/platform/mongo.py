@@ -1,0 +1,49 @@
+"""MongoDB access for the stores: one client factory and the index bootstrap they declare."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorDatabase
+
+Document = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class IndexSpec:
+    """An index a store needs; created at start-up, idempotently."""
+
+    collection: str
+    keys: Sequence[tuple[str, int]]
+    unique: bool = False
+    name: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+def mongo_client(uri: str, app_name: str) -> AsyncIOMotorClient[Document]:
+    """A motor client with bounded timeouts so a dead server surfaces as an error fast."""
+    return AsyncIOMotorClient(
+        uri,
+        appname=app_name,
+        serverSelectionTimeoutMS=5_000,
+        connectTimeoutMS=5_000,
+        tz_aware=True,
+    )
+
+
+def database(
+    client: AsyncIOMotorClient[Document], prefix: str, service: str
+) -> AsyncIOMotorDatabase[Document]:
+    """The database a service owns: ``<prefix>_<service>``."""
+    return client[f"{prefix}_{service}"]
+
+
+async def ensure_indexes(db: AsyncIOMotorDatabase[Document], specs: Sequence[IndexSpec]) -> None:
+    """Create every declared index (a no-op when it already exists)."""
+    for spec in specs:
+        kwargs: dict[str, Any] = {"unique": spec.unique, **spec.options}
+        if spec.name:
+            kwargs["name"] = spec.name
+        await db[spec.collection].create_index(list(spec.keys), **kwargs)

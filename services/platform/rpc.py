@@ -1,0 +1,236 @@
+"""gRPC bootstrap on ``grpc.aio``: servers with health, reflection and interceptors, and
+client channels with timeouts and retries. Every service and the gateway use these."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from abc import abstractmethod
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, cast
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from services.platform import metrics
+from services.platform.errors import InvalidArgument, NotFound, Unavailable
+
+log = logging.getLogger(__name__)
+
+Behavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
+
+_ERROR_CODES: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
+    (InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
+    (NotFound, grpc.StatusCode.NOT_FOUND),
+    (Unavailable, grpc.StatusCode.UNAVAILABLE),
+)
+
+
+class _UnaryInterceptor(grpc.aio.ServerInterceptor):
+    """Wraps unary-unary behaviours; streaming handlers pass through unchanged."""
+
+    @abstractmethod
+    def wrap(self, method: str, behavior: Behavior) -> Behavior:
+        """Return ``behavior`` wrapped with this interceptor's concern."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
+        ],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        # grpc.aio registers coroutine behaviours; the stubs type them as the sync kind.
+        behavior = cast(Behavior, handler.unary_unary)
+        return grpc.unary_unary_rpc_method_handler(
+            self.wrap(handler_call_details.method, behavior),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+class LoggingInterceptor(_UnaryInterceptor):
+    """Logs each call with its status and latency, and counts it for Prometheus."""
+
+    def wrap(self, method: str, behavior: Behavior) -> Behavior:
+        async def logged(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            started = time.perf_counter()
+            code = "OK"
+            try:
+                return await behavior(request, context)
+            except BaseException:
+                status = context.code()
+                code = status.name if isinstance(status, grpc.StatusCode) else "UNKNOWN"
+                raise
+            finally:
+                elapsed = time.perf_counter() - started
+                metrics.GRPC_REQUESTS.labels(method, code).inc()
+                metrics.GRPC_LATENCY.labels(method).observe(elapsed)
+                log.debug(
+                    "rpc",
+                    extra={
+                        "fields": {"method": method, "code": code, "ms": round(elapsed * 1000, 2)}
+                    },
+                )
+
+        return logged
+
+
+class DeadlineInterceptor(_UnaryInterceptor):
+    """Bounds every call: the caller's deadline, or a default when the caller set none."""
+
+    def __init__(self, default_deadline_s: float) -> None:
+        self.default_deadline_s = default_deadline_s
+
+    def wrap(self, method: str, behavior: Behavior) -> Behavior:
+        async def bounded(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            remaining = context.time_remaining()
+            budget = self.default_deadline_s if remaining is None else remaining
+            try:
+                return await asyncio.wait_for(behavior(request, context), timeout=budget)
+            except TimeoutError:
+                await context.abort(
+                    grpc.StatusCode.DEADLINE_EXCEEDED, f"{method} took longer than {budget:.2f}s"
+                )
+
+        return bounded
+
+
+class ErrorInterceptor(_UnaryInterceptor):
+    """Turns domain errors into status codes; anything else becomes INTERNAL with a reference,
+    and the stack trace goes to the log, never to the caller."""
+
+    def wrap(self, method: str, behavior: Behavior) -> Behavior:
+        async def guarded(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            try:
+                return await behavior(request, context)
+            except grpc.aio.AbortError:
+                raise
+            except Exception as exc:
+                for kind, code in _ERROR_CODES:
+                    if isinstance(exc, kind):
+                        await context.abort(code, str(exc))
+                ref = uuid.uuid4().hex[:12]
+                log.exception("unhandled error", extra={"fields": {"method": method, "ref": ref}})
+                await context.abort(grpc.StatusCode.INTERNAL, f"internal error (ref {ref})")
+
+        return guarded
+
+
+class GrpcServer:
+    """A ``grpc.aio`` server with health checking, reflection and the standard interceptors."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        service_names: Sequence[str],
+        register: Callable[[grpc.aio.Server], None],
+        default_deadline_s: float = 10.0,
+    ) -> None:
+        self.address = f"{host}:{port}"
+        self.service_names = list(service_names)
+        self.health = health.aio.HealthServicer()
+        self.server = grpc.aio.server(
+            interceptors=[
+                LoggingInterceptor(),
+                ErrorInterceptor(),
+                DeadlineInterceptor(default_deadline_s),
+            ],
+            options=[("grpc.so_reuseport", 0)],
+        )
+        register(self.server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            [*self.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server
+        )
+        self.port = 0
+
+    async def start(self) -> int:
+        """Bind, start, mark every service SERVING; returns the bound port."""
+        self.port = self.server.add_insecure_port(self.address)
+        if self.port == 0:
+            raise RuntimeError(f"cannot bind gRPC on {self.address}")
+        await self.server.start()
+        for name in ["", *self.service_names]:
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        return self.port
+
+    async def stop(self, grace_s: float = 5.0) -> None:
+        """Report NOT_SERVING, then let in-flight calls finish within ``grace_s``."""
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace_s)
+
+
+_RETRY_SERVICE_CONFIG = json.dumps(
+    {
+        "methodConfig": [
+            {
+                "name": [{}],
+                "retryPolicy": {
+                    "maxAttempts": 4,
+                    "initialBackoff": "0.05s",
+                    "maxBackoff": "1s",
+                    "backoffMultiplier": 2,
+                    "retryableStatusCodes": ["UNAVAILABLE"],
+                },
+            }
+        ]
+    }
+)
+
+
+class DefaultTimeoutInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
+    """Gives calls made without a timeout a bounded one."""
+
+    def __init__(self, timeout_s: float) -> None:
+        self.timeout_s = timeout_s
+
+    async def intercept_unary_unary(
+        self,
+        continuation: Callable[[grpc.aio.ClientCallDetails, Any], Any],
+        client_call_details: grpc.aio.ClientCallDetails,
+        request: Any,
+    ) -> Any:
+        if client_call_details.timeout is None:
+            client_call_details = grpc.aio.ClientCallDetails(
+                client_call_details.method,
+                self.timeout_s,
+                client_call_details.metadata,
+                client_call_details.credentials,
+                client_call_details.wait_for_ready,
+            )
+        return await continuation(client_call_details, request)
+
+
+def client_channel(target: str, timeout_s: float = 5.0) -> grpc.aio.Channel:
+    """A channel that retries UNAVAILABLE and times calls out after ``timeout_s`` by default."""
+    return grpc.aio.insecure_channel(
+        target,
+        options=[
+            ("grpc.enable_retries", 1),
+            ("grpc.service_config", _RETRY_SERVICE_CONFIG),
+            ("grpc.keepalive_time_ms", 30_000),
+        ],
+        interceptors=[DefaultTimeoutInterceptor(timeout_s)],
+    )
+
+
+async def check_health(target: str, service: str = "", timeout_s: float = 1.0) -> bool:
+    """True when the server at ``target`` reports ``service`` as SERVING."""
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        try:
+            reply = await stub.Check(
+                health_pb2.HealthCheckRequest(service=service), timeout=timeout_s
+            )
+        except grpc.aio.AioRpcError:
+            return False
+        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)

@@ -1,0 +1,75 @@
+"""Running a service process: settings, logging, metrics, and shutdown on SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import signal
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
+from typing import Any
+
+from services.platform.bus import Subscription
+from services.platform.logs import configure_logging
+from services.platform.metrics import serve_metrics
+from services.platform.rpc import GrpcServer
+from services.platform.settings import CommonSettings, SettingsT, load_settings
+
+
+def shutdown_event() -> asyncio.Event:
+    """An event set by SIGTERM or SIGINT (Kubernetes stops pods with SIGTERM)."""
+    event = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, event.set)
+    return event
+
+
+async def until_shutdown_or_failure(
+    stop: asyncio.Event, tasks: Iterable[asyncio.Task[None]]
+) -> None:
+    """Wait for a shutdown signal, or re-raise if a background task (a consumer) dies,
+    so the process exits non-zero and its supervisor restarts it."""
+    waiter = asyncio.ensure_future(stop.wait())
+    done, _ = await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
+    waiter.cancel()
+    for task in done:
+        if task is not waiter:
+            task.result()
+            raise RuntimeError(f"background task {task.get_name()} ended unexpectedly")
+
+
+async def serve_until_shutdown(
+    server: GrpcServer,
+    subscriptions: Sequence[Subscription[Any]] = (),
+    cleanup: Sequence[Callable[[], Awaitable[None] | None]] = (),
+) -> None:
+    """Start the gRPC server and the consumers; on SIGTERM drain the consumers (each commits
+    its last batch), let in-flight calls finish, then run ``cleanup`` in order."""
+    stop = shutdown_event()
+    await server.start()
+    tasks = [asyncio.create_task(s.run(), name=f"consumer-{s.group}") for s in subscriptions]
+    try:
+        await until_shutdown_or_failure(stop, tasks)
+    finally:
+        for subscription in subscriptions:
+            await subscription.stop()
+        if tasks:
+            await asyncio.wait(tasks, timeout=10)
+        await server.stop()
+        for close in cleanup:
+            result = close()
+            if inspect.isawaitable(result):
+                await result
+
+
+def run_service(
+    name: str,
+    settings_type: type[SettingsT],
+    serve: Callable[[SettingsT], Coroutine[Any, Any, None]],
+) -> None:
+    """The body of every ``__main__``: load settings (or exit naming the bad one), then serve."""
+    settings = load_settings(settings_type)
+    if isinstance(settings, CommonSettings):
+        configure_logging(name, settings.log_level)
+        serve_metrics(settings.metrics_port)
+    asyncio.run(serve(settings))

@@ -1,0 +1,75 @@
+"""Typed settings read once from ``LODESTAR_*`` environment variables.
+
+Every service and the gateway load their settings through :func:`load_settings`; a missing or
+bad value stops start-up with a message naming the variable, never a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Literal, TypeVar
+
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+
+
+class CommonSettings(BaseSettings):
+    """What every process needs: logging, Kafka and metrics."""
+
+    model_config = SettingsConfigDict(env_prefix="LODESTAR_", extra="ignore", frozen=True)
+
+    log_level: LogLevel = "INFO"
+    kafka_bootstrap_servers: str = Field("127.0.0.1:9092", min_length=1)
+    # Off by default: the local broker rejects idempotent producers; turn on for Apache Kafka.
+    kafka_idempotent_producer: bool = False
+    # Tansu joins a group in about session_timeout / 2: local runs set ~2 s.
+    kafka_session_timeout_ms: int = Field(10_000, ge=1_000, le=300_000)
+    kafka_topic_partitions: int = Field(6, ge=1, le=1_000)
+    kafka_replication_factor: int = Field(1, ge=1, le=10)
+    kafka_max_batch: int = Field(500, ge=1, le=10_000)
+    kafka_handler_retries: int = Field(3, ge=0, le=100)
+    kafka_retry_backoff_ms: int = Field(200, ge=0, le=60_000)
+    # 0 turns the Prometheus endpoint off.
+    metrics_port: int = Field(9100, ge=0, le=65_535)
+
+
+class ServiceSettings(CommonSettings):
+    """A gRPC service that owns MongoDB collections. Subclasses set the port default."""
+
+    mongo_uri: str = Field("mongodb://127.0.0.1:27017", pattern=r"^mongodb(\+srv)?://")
+    # Databases are named <prefix>_<service>.
+    mongo_database_prefix: str = Field("lodestar", pattern=r"^[A-Za-z0-9_-]{1,32}$")
+    grpc_host: str = "0.0.0.0"
+    grpc_port: int = Field(0, ge=0, le=65_535)
+    # Applied to calls that arrive without a deadline.
+    grpc_default_deadline_s: float = Field(10.0, gt=0, le=300)
+
+
+SettingsT = TypeVar("SettingsT", bound=BaseSettings)
+
+
+def env_name(loc: tuple[int | str, ...]) -> str:
+    """The environment variable a pydantic error location stands for."""
+    head = str(loc[0]) if loc else "?"
+    return head if head.startswith("LODESTAR_") else f"LODESTAR_{head.upper()}"
+
+
+def describe_errors(error: ValidationError) -> str:
+    """One line per bad variable, naming it and saying what is wrong."""
+    lines = []
+    for item in error.errors():
+        name = env_name(tuple(item["loc"]))
+        problem = "is required but not set" if item["type"] == "missing" else item["msg"]
+        lines.append(f"{name}: {problem}")
+    return "\n".join(lines)
+
+
+def load_settings(cls: type[SettingsT]) -> SettingsT:
+    """Read ``cls`` from the environment or exit with status 2 naming each bad variable."""
+    try:
+        return cls()
+    except ValidationError as error:
+        print(f"invalid configuration:\n{describe_errors(error)}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -1,0 +1,21 @@
+"""Kafka topic names: ``lodestar.<domain>.<name>.v1``."""
+
+from __future__ import annotations
+
+EVENTS_RAW = "lodestar.events.raw.v1"
+EVENTS_RESOLVED = "lodestar.events.resolved.v1"
+IDENTITY_MERGED = "lodestar.identity.merged.v1"
+PROFILE_CHANGED = "lodestar.profile.changed.v1"
+SEGMENTS_MEMBERSHIP = "lodestar.segments.membership.v1"
+PRIVACY = "lodestar.privacy.v1"
+DEADLETTER = "lodestar.deadletter.v1"
+
+ALL_TOPICS = (
+    EVENTS_RAW,
+    EVENTS_RESOLVED,
+    IDENTITY_MERGED,
+    PROFILE_CHANGED,
+    SEGMENTS_MEMBERSHIP,
+    PRIVACY,
+    DEADLETTER,
+)

@@ -1,0 +1,47 @@
+"""Kafka handlers of the profile service: resolved events folded into profiles."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC
+
+from google.protobuf.json_format import MessageToDict
+
+from lodestar.v1 import events_pb2
+from services.platform.bus import Delivery
+from services.platform.errors import PoisonMessage
+from services.profile.fold import IDENTIFY, TRACK, ResolvedEvent, fold
+from services.profile.store import ProfileStore
+
+_KINDS = {events_pb2.EVENT_TYPE_TRACK: TRACK, events_pb2.EVENT_TYPE_IDENTIFY: IDENTIFY}
+
+
+def to_resolved_event(event: events_pb2.Event) -> ResolvedEvent:
+    """Translate the Kafka payload into the fold's input."""
+    if not event.customer_id or not event.event_id:
+        raise PoisonMessage("resolved event without customer_id or event_id")
+    stamp = event.timestamp if event.HasField("timestamp") else event.received_at
+    traits = MessageToDict(event.traits) if event.HasField("traits") else {}
+    context = MessageToDict(event.context) if event.HasField("context") else {}
+    context_traits = context.get("traits")
+    if isinstance(context_traits, dict):
+        traits = {**context_traits, **traits}
+    return ResolvedEvent(
+        event_id=event.event_id,
+        customer_id=event.customer_id,
+        kind=_KINDS.get(event.type, "other"),
+        name=event.name,
+        occurred_at=stamp.ToDatetime(UTC),
+        traits=traits,
+    )
+
+
+class ResolvedEventHandler:
+    """Folds a batch of resolved events into profiles with one bulk write."""
+
+    def __init__(self, store: ProfileStore) -> None:
+        self.store = store
+
+    async def __call__(self, batch: Sequence[Delivery[events_pb2.Event]]) -> None:
+        """Store the batch's effect; the bus commits the offsets afterwards."""
+        await self.store.apply([fold(to_resolved_event(d.message)) for d in batch])

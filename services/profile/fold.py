@@ -1,0 +1,63 @@
+"""How one resolved event changes a profile, as pure logic.
+
+The thin first version: identify events set traits, track events count per event name, every
+event moves first/last seen. The store applies a :class:`ProfileDelta` atomically together with
+the event id, which makes folding idempotent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+TRACK = "track"
+IDENTIFY = "identify"
+
+
+def field_key(name: str) -> str:
+    """A MongoDB-safe field name for an event or trait name ('.' and a leading '$' are
+    meaningful to MongoDB, so they are percent-escaped, and '%' with them)."""
+    escaped = name.replace("%", "%25").replace(".", "%2E")
+    return "%24" + escaped[1:] if escaped.startswith("$") else escaped
+
+
+def original_name(key: str) -> str:
+    """Undo :func:`field_key`."""
+    return key.replace("%24", "$").replace("%2E", ".").replace("%25", "%")
+
+
+@dataclass(frozen=True)
+class ResolvedEvent:
+    """What the fold needs of a resolved event."""
+
+    event_id: str
+    customer_id: str
+    kind: str
+    name: str
+    occurred_at: datetime
+    traits: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ProfileDelta:
+    """The change one event makes: traits to set, counters to add, when it was seen."""
+
+    event_id: str
+    customer_id: str
+    set_traits: dict[str, Any]
+    count_increments: dict[str, int]
+    seen_at: datetime
+
+
+def fold(event: ResolvedEvent) -> ProfileDelta:
+    """The profile change an event causes."""
+    counts = {field_key(event.name): 1} if event.kind == TRACK and event.name else {}
+    traits = {field_key(k): v for k, v in event.traits.items()}
+    return ProfileDelta(
+        event_id=event.event_id,
+        customer_id=event.customer_id,
+        set_traits=traits,
+        count_increments=counts,
+        seen_at=event.occurred_at,
+    )

@@ -1,0 +1,40 @@
+"""Wiring of the profile service: settings -> store -> bus -> servicer and consumer."""
+
+from __future__ import annotations
+
+from lodestar.v1 import events_pb2, profile_pb2, profile_pb2_grpc
+from services.platform import topics
+from services.platform.bus import Bus, BusConfig
+from services.platform.mongo import database, mongo_client
+from services.platform.rpc import GrpcServer
+from services.platform.runtime import serve_until_shutdown
+from services.profile.api import ProfileServicer
+from services.profile.consumers import ResolvedEventHandler
+from services.profile.settings import ProfileSettings
+from services.profile.store import ProfileStore
+
+SERVICE_NAME = profile_pb2.DESCRIPTOR.services_by_name["ProfileService"].full_name
+
+
+async def serve(settings: ProfileSettings) -> None:
+    """Run until SIGTERM: gRPC reads and the resolved-event consumer."""
+    client = mongo_client(settings.mongo_uri, "lodestar-profile")
+    store = ProfileStore(
+        database(client, settings.mongo_database_prefix, "profile"),
+        settings.profile_dedupe_window,
+    )
+    await store.ensure_indexes()
+    bus = Bus(BusConfig.from_settings(settings, "profile"))
+    await bus.start()
+    servicer = ProfileServicer(store)
+    server = GrpcServer(
+        settings.grpc_host,
+        settings.grpc_port,
+        [SERVICE_NAME],
+        lambda s: profile_pb2_grpc.add_ProfileServiceServicer_to_server(servicer, s),
+        settings.grpc_default_deadline_s,
+    )
+    resolved_events = bus.subscribe(
+        [topics.EVENTS_RESOLVED], "profile", events_pb2.Event, ResolvedEventHandler(store)
+    )
+    await serve_until_shutdown(server, [resolved_events], [bus.stop, client.close])
