@@ -82,6 +82,7 @@ def create_app(settings: GatewaySettings) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        await clients.open()
         await bus.start()
         try:
             yield

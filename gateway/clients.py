@@ -10,19 +10,28 @@ from services.platform.rpc import client_channel
 
 
 class ServiceClients:
-    """One channel per service, opened at start-up and shared by every request."""
+    """One channel per service, shared by every request.
+
+    Channels are opened in :meth:`open`, inside the server's event loop: a ``grpc.aio``
+    channel belongs to the loop it was created in.
+    """
+
+    identity: identity_pb2_grpc.IdentityServiceAsyncStub
+    profile: profile_pb2_grpc.ProfileServiceAsyncStub
 
     def __init__(self, settings: GatewaySettings) -> None:
+        self.settings = settings
         self._channels: list[grpc.aio.Channel] = []
-        self.identity = identity_pb2_grpc.IdentityServiceStub(
-            self._open(settings.identity_addr, settings.grpc_timeout_s)
-        )
-        self.profile = profile_pb2_grpc.ProfileServiceStub(
-            self._open(settings.profile_addr, settings.grpc_timeout_s)
-        )
 
-    def _open(self, target: str, timeout_s: float) -> grpc.aio.Channel:
-        channel = client_channel(target, timeout_s)
+    async def open(self) -> None:
+        """Create the channels and stubs."""
+        self.identity = identity_pb2_grpc.IdentityServiceStub(
+            self._open(self.settings.identity_addr)
+        )
+        self.profile = profile_pb2_grpc.ProfileServiceStub(self._open(self.settings.profile_addr))
+
+    def _open(self, target: str) -> grpc.aio.Channel:
+        channel = client_channel(target, self.settings.grpc_timeout_s)
         self._channels.append(channel)
         return channel
 
@@ -30,3 +39,4 @@ class ServiceClients:
         """Close every channel."""
         for channel in self._channels:
             await channel.close()
+        self._channels.clear()

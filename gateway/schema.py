@@ -130,4 +130,6 @@ def _should_mask(error: Any) -> bool:
     return "code" not in extensions
 
 
-schema = strawberry.Schema(query=Query, extensions=[partial(MaskErrors, should_mask_error=_should_mask)])
+schema = strawberry.Schema(
+    query=Query, extensions=[partial(MaskErrors, should_mask_error=_should_mask)]
+)

