@@ -92,7 +92,7 @@ class IngestApi:
             return _error(400, "payload_too_large", f"the body is larger than {limit} bytes")
         try:
             body = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
             metrics.INGEST_EVENTS.labels(kind, "malformed").inc()
             return _error(400, "malformed_json", f"the body is not valid JSON: {exc}")
         received_at = datetime.now(UTC)

@@ -26,6 +26,8 @@ EVENT_TYPES: dict[str, events_pb2.EventType.ValueType] = {
 }
 MAX_ID_LENGTH = 512
 MAX_NAME_LENGTH = 200
+# Protobuf refuses Structs nested much deeper; real events stay far below this.
+MAX_NESTING = 20
 SOURCE = "http-api"
 
 
@@ -73,6 +75,27 @@ def _optional_time(body: dict[str, Any], key: str, path: str) -> Timestamp | Non
     return stamp
 
 
+def _depth(value: Any) -> int:
+    if isinstance(value, dict):
+        return 1 + max((_depth(v) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((_depth(v) for v in value), default=0)
+    return 0
+
+
+def _optional_nested(body: dict[str, Any], key: str, path: str) -> dict[str, Any] | None:
+    value = _optional_object(body, key, path)
+    if value is not None and _depth(value) > MAX_NESTING:
+        raise InvalidEvent(f"{path}{key}", f"is nested deeper than {MAX_NESTING} levels")
+    return value
+
+
+def _check_size(value: Any, max_bytes: int, path: str) -> None:
+    """Reject ``value`` when its compact UTF-8 JSON is larger than ``max_bytes``."""
+    if len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()) > max_bytes:
+        raise InvalidEvent(path, f"is larger than {max_bytes} bytes")
+
+
 def _struct(value: dict[str, Any] | None) -> Struct | None:
     if value is None:
         return None
@@ -91,8 +114,8 @@ def parse_call(
     """
     if not isinstance(body, dict):
         raise InvalidEvent(path.rstrip(".") or "body", "must be a JSON object")
-    if max_bytes and len(json.dumps(body, separators=(",", ":"))) > max_bytes:
-        raise InvalidEvent(path.rstrip(".") or "body", f"is larger than {max_bytes} bytes")
+    if max_bytes:
+        _check_size(body, max_bytes, path.rstrip(".") or "body")
     kind = call_type or body.get("type")
     if kind not in EVENT_TYPES:
         raise InvalidEvent(f"{path}type", f"must be one of {', '.join(EVENT_TYPES)}")
@@ -100,9 +123,9 @@ def parse_call(
     anonymous_id = _optional_string(body, "anonymousId", path, MAX_ID_LENGTH)
     if not user_id and not anonymous_id:
         raise InvalidEvent(f"{path}userId", "userId or anonymousId is required")
-    properties = _optional_object(body, "properties", path)
-    traits = _optional_object(body, "traits", path)
-    context = _optional_object(body, "context", path)
+    properties = _optional_nested(body, "properties", path)
+    traits = _optional_nested(body, "traits", path)
+    context = _optional_nested(body, "context", path)
     name = ""
     previous_id = group_id = ""
     if kind == "track":
@@ -173,10 +196,11 @@ def parse_batch(
     shared_context = _optional_object(body, "context", "")
     calls = []
     for index, item in enumerate(items):
+        path = f"batch[{index}]"
+        # Measured as sent: the batch's shared context does not count against each item.
+        _check_size(item, max_event_bytes, path)
         call = item
         if shared_context and isinstance(item, dict) and "context" not in item:
             call = {**item, "context": shared_context}
-        calls.append(
-            parse_call(call, "", received_at, f"batch[{index}].", max_bytes=max_event_bytes)
-        )
+        calls.append(parse_call(call, "", received_at, f"{path}."))
     return calls

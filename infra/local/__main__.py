@@ -26,8 +26,10 @@ def banner(stack: Stack) -> str:
         for name in SERVICES
     )
     email = DEMO_CUSTOMERS[0][3]
-    query = '{ customer(identifier: {type: \\"email\\", value: \\"%s\\"}) ' % email
-    query += "{ id traits eventCounts { name count } } }"
+    query = (
+        f'{{ customer(identifier: {{type: \\"email\\", value: \\"{email}\\"}}) '
+        "{ id traits eventCounts { name count } } }"
+    )
     return f"""
 Lodestar is running.
 

@@ -45,8 +45,12 @@ def demo_batch() -> list[dict[str, object]]:
                     "messageId": f"demo-view-{user_id}-{k}",
                     "userId": user_id,
                     "event": "Product Viewed",
-                    "properties": {"product_id": sku, "name": name, "category": category,
-                                   "price": price},
+                    "properties": {
+                        "product_id": sku,
+                        "name": name,
+                        "category": category,
+                        "price": price,
+                    },
                 }
             )
         if n % 2 == 0:
@@ -57,9 +61,12 @@ def demo_batch() -> list[dict[str, object]]:
                     "messageId": f"demo-order-{user_id}",
                     "userId": user_id,
                     "event": "Order Completed",
-                    "properties": {"order_id": f"o-{user_id}", "revenue": price,
-                                   "currency": "EUR",
-                                   "products": [{"product_id": sku, "price": price}]},
+                    "properties": {
+                        "order_id": f"o-{user_id}",
+                        "revenue": price,
+                        "currency": "EUR",
+                        "products": [{"product_id": sku, "price": price}],
+                    },
                 }
             )
     return calls

@@ -7,7 +7,6 @@ start them through these classes, so there is one way to bring them up.
 from __future__ import annotations
 
 import importlib.util
-from abc import ABC, abstractmethod
 import os
 import shutil
 import signal
@@ -15,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import IO
 

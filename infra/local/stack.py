@@ -118,6 +118,7 @@ class Stack:
         self,
         ports: StackPorts,
         log_dir: Path,
+        *,
         write_key: str | None = None,
         api_key: str | None = None,
         mongo_uri: str | None = None,

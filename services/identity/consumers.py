@@ -6,39 +6,62 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from lodestar.v1 import events_pb2
-from services.identity.graph import linking_identifiers, resolve_customer
-from services.identity.store import IdentityStore
+from services.identity.graph import (
+    IdentifierValue,
+    Resolution,
+    linking_identifiers,
+    resolve_batch,
+)
+from services.identity.store import IdentityStore, Link
 from services.platform import topics
 from services.platform.bus import Bus, Delivery
 from services.platform.errors import PoisonMessage
 
+Prepared = tuple[events_pb2.Event, list[IdentifierValue]]
+
 
 class RawEventHandler:
-    """Resolves each raw event to a customer and publishes it on ``events.resolved``."""
+    """Resolves raw events to customers and publishes them on ``events.resolved``."""
 
     def __init__(self, store: IdentityStore, bus: Bus) -> None:
         self.store = store
         self.bus = bus
 
     async def __call__(self, batch: Sequence[Delivery[events_pb2.Event]]) -> None:
-        """Resolve in order (a later event may reuse an identifier an earlier one linked),
-        then publish the batch and wait for the broker's acknowledgement."""
-        resolved: list[tuple[str, str, events_pb2.Event]] = []
+        """Resolve the batch (one read and one write to MongoDB), then publish it and wait
+        for the broker's acknowledgement; the bus commits the offsets afterwards."""
+        prepared: list[Prepared] = []
         for delivery in batch:
             event = delivery.message
             identifiers = linking_identifiers((i.type, i.value) for i in event.identifiers)
             if not identifiers:
                 raise PoisonMessage(f"event {event.event_id or '?'} has no usable identifier")
-            owners = await self.store.owners(identifiers)
-            customer_id = resolve_customer(identifiers, owners, event.event_id)
-            seen_at = (
-                event.received_at.ToDatetime(UTC)
-                if event.HasField("received_at")
-                else datetime.now(UTC)
-            )
-            await self.store.link(customer_id, identifiers, event.source, seen_at)
+            prepared.append((event, identifiers))
+        resolutions = await self._resolve(prepared)
+        resolved = []
+        for (event, _), resolution in zip(prepared, resolutions, strict=True):
             out = events_pb2.Event()
             out.CopyFrom(event)
-            out.customer_id = customer_id
-            resolved.append((topics.EVENTS_RESOLVED, customer_id, out))
+            out.customer_id = resolution.customer_id
+            resolved.append((topics.EVENTS_RESOLVED, resolution.customer_id, out))
         await self.bus.publish_many(resolved)
+
+    async def _resolve(self, prepared: list[Prepared]) -> list[Resolution]:
+        owners = await self.store.owners([i for _, ids in prepared for i in ids])
+        resolutions = resolve_batch([(e.event_id, ids) for e, ids in prepared], owners)
+        links = [
+            Link(r.customer_id, i, event.source)
+            for (event, _), r in zip(prepared, resolutions, strict=True)
+            for i in r.links
+        ]
+        conflicts = await self.store.link(links, _seen_at(prepared))
+        if conflicts and len(prepared) > 1:
+            # Another consumer linked one of these identifiers meanwhile: redo the batch one
+            # event at a time so each sees the graph as stored.
+            return [(await self._resolve([p]))[0] for p in prepared]
+        return resolutions
+
+
+def _seen_at(prepared: list[Prepared]) -> datetime:
+    stamps = [e.received_at.ToDatetime(UTC) for e, _ in prepared if e.HasField("received_at")]
+    return max(stamps, default=datetime.now(UTC))

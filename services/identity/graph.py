@@ -7,7 +7,7 @@ This is the thin first version: the first known identifier, in priority order, w
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from services.platform.errors import InvalidArgument
@@ -85,3 +85,26 @@ def resolve_customer(
         if owner:
             return owner
     return str(uuid.uuid5(_CUSTOMER_NAMESPACE, event_id))
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """Where one event landed: its customer, and the identifiers to attach to that customer
+    (new ones, and ones it already owns, whose last-seen moves on)."""
+
+    customer_id: str
+    links: list[IdentifierValue]
+
+
+def resolve_batch(
+    events: Sequence[tuple[str, list[IdentifierValue]]], owners: Mapping[str, str]
+) -> list[Resolution]:
+    """Resolve events in order against the stored owners; an identifier linked by an earlier
+    event of the batch is known to the later ones."""
+    known = dict(owners)
+    resolutions = []
+    for event_id, identifiers in events:
+        customer_id = resolve_customer(identifiers, known, event_id)
+        links = [i for i in identifiers if known.setdefault(i.key, customer_id) == customer_id]
+        resolutions.append(Resolution(customer_id, links))
+    return resolutions

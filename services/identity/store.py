@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import NamedTuple
 
 from motor.motor_asyncio import AsyncIOMotorDatabase
 from pymongo import UpdateOne
@@ -18,6 +19,14 @@ INDEXES = (
     # _id is "type:value": each identifier belongs to exactly one customer.
     IndexSpec("identifiers", [("customer_id", 1)]),
 )
+
+
+class Link(NamedTuple):
+    """An identifier to attach to a customer, and the source that saw them together."""
+
+    customer_id: str
+    identifier: IdentifierValue
+    source: str
 
 
 class IdentityStore:
@@ -40,39 +49,42 @@ class IdentityStore:
         )
         return {doc["_id"]: doc["customer_id"] async for doc in cursor}
 
-    async def link(
-        self,
-        customer_id: str,
-        identifiers: Sequence[IdentifierValue],
-        source: str,
-        seen_at: datetime,
-    ) -> None:
-        """Attach identifiers to ``customer_id``; ones already owned keep their owner."""
-        if not identifiers:
-            return
+    async def link(self, links: Sequence[Link], seen_at: datetime) -> set[str]:
+        """Attach each identifier to its customer in one round trip.
+
+        Returns the keys of identifiers another customer owned already (they keep their
+        owner: the unique ``_id`` decides races between consumers).
+        """
+        latest: dict[str, Link] = {}
+        for link in links:
+            latest.setdefault(link.identifier.key, link)
+        if not latest:
+            return set()
         ops = [
             UpdateOne(
-                {"_id": i.key, "customer_id": customer_id},
+                {"_id": key, "customer_id": link.customer_id},
                 {
                     "$setOnInsert": {
-                        "type": i.type,
-                        "value": i.value,
+                        "type": link.identifier.type,
+                        "value": link.identifier.value,
                         "first_seen": seen_at,
-                        "source": source,
+                        "source": link.source,
                     },
                     "$max": {"last_seen": seen_at},
                 },
                 upsert=True,
             )
-            for i in identifiers
+            for key, link in latest.items()
         ]
         try:
             await self.identifiers.bulk_write(ops, ordered=False)
         except BulkWriteError as exc:
-            # Another customer owns the identifier already (unique _id): it keeps it.
-            others = [e for e in exc.details["writeErrors"] if e["code"] != DUPLICATE_KEY]
-            if others:
+            errors = exc.details["writeErrors"]
+            if any(e["code"] != DUPLICATE_KEY for e in errors):
                 raise
+            keys = list(latest)
+            return {keys[e["index"]] for e in errors}
+        return set()
 
     async def identities(self, customer_id: str) -> list[IdentifierValue]:
         """Every identifier of a customer, in a stable order."""

@@ -60,9 +60,12 @@ def describe_errors(error: ValidationError) -> str:
     """One line per bad variable, naming it and saying what is wrong."""
     lines = []
     for item in error.errors():
-        name = env_name(tuple(item["loc"]))
         problem = "is required but not set" if item["type"] == "missing" else item["msg"]
-        lines.append(f"{name}: {problem}")
+        if item["loc"]:
+            lines.append(f"{env_name(tuple(item['loc']))}: {problem}")
+        else:
+            # A rule across several variables; its message names them.
+            lines.append(problem.removeprefix("Value error, "))
     return "\n".join(lines)
 
 

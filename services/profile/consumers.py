@@ -6,12 +6,19 @@ from collections.abc import Sequence
 from datetime import UTC
 
 from google.protobuf.json_format import MessageToDict
+from prometheus_client import Counter
 
 from lodestar.v1 import events_pb2
 from services.platform.bus import Delivery
 from services.platform.errors import PoisonMessage
 from services.profile.fold import IDENTIFY, TRACK, ResolvedEvent, fold
 from services.profile.store import ProfileStore
+
+FOLDED = Counter(
+    "lodestar_profile_events_folded_total",
+    "Resolved events folded into profiles; 'duplicate' counts redeliveries skipped",
+    ["outcome"],
+)
 
 _KINDS = {events_pb2.EVENT_TYPE_TRACK: TRACK, events_pb2.EVENT_TYPE_IDENTIFY: IDENTIFY}
 
@@ -44,4 +51,6 @@ class ResolvedEventHandler:
 
     async def __call__(self, batch: Sequence[Delivery[events_pb2.Event]]) -> None:
         """Store the batch's effect; the bus commits the offsets afterwards."""
-        await self.store.apply([fold(to_resolved_event(d.message)) for d in batch])
+        applied = await self.store.apply([fold(to_resolved_event(d.message)) for d in batch])
+        FOLDED.labels("applied").inc(applied)
+        FOLDED.labels("duplicate").inc(len(batch) - applied)

@@ -7,6 +7,7 @@ the event id, which makes folding idempotent.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -60,4 +61,30 @@ def fold(event: ResolvedEvent) -> ProfileDelta:
         set_traits=traits,
         count_increments=counts,
         seen_at=event.occurred_at,
+    )
+
+
+@dataclass(frozen=True)
+class MergedDelta:
+    """Several deltas of one customer combined: counters summed, later traits win."""
+
+    set_traits: dict[str, Any]
+    count_increments: dict[str, int]
+    first_seen: datetime
+    last_seen: datetime
+
+
+def merge(deltas: Sequence[ProfileDelta]) -> MergedDelta:
+    """Combine one customer's deltas, given in arrival order, into a single change."""
+    traits: dict[str, Any] = {}
+    counts: dict[str, int] = {}
+    for delta in deltas:
+        traits.update(delta.set_traits)
+        for name, n in delta.count_increments.items():
+            counts[name] = counts.get(name, 0) + n
+    return MergedDelta(
+        set_traits=traits,
+        count_increments=counts,
+        first_seen=min(d.seen_at for d in deltas),
+        last_seen=max(d.seen_at for d in deltas),
     )

@@ -7,6 +7,7 @@ document update. The window must cover what Kafka can redeliver (one uncommitted
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -16,7 +17,7 @@ from pymongo import UpdateOne
 from pymongo.errors import BulkWriteError
 
 from services.platform.mongo import Document
-from services.profile.fold import ProfileDelta, original_name
+from services.profile.fold import ProfileDelta, merge, original_name
 
 DUPLICATE_KEY = 11000
 
@@ -46,46 +47,63 @@ class ProfileStore:
     async def ensure_indexes(self) -> None:
         """Profiles are addressed by ``_id`` only so far; nothing to create."""
 
-    def _update(self, delta: ProfileDelta) -> UpdateOne:
+    def _update(self, customer_id: str, deltas: Sequence[ProfileDelta]) -> UpdateOne:
+        """One atomic update applying ``deltas`` (one customer's, in order) together with
+        their event ids; it matches only while none of those ids was applied."""
+        merged = merge(deltas)
+        event_ids = [d.event_id for d in deltas]
         change: dict[str, Any] = {
-            "$push": {
-                "recent_event_ids": {"$each": [delta.event_id], "$slice": -self.dedupe_window}
-            },
-            "$min": {"first_seen": delta.seen_at},
-            "$max": {"last_seen": delta.seen_at},
+            "$push": {"recent_event_ids": {"$each": event_ids, "$slice": -self.dedupe_window}},
+            "$min": {"first_seen": merged.first_seen},
+            "$max": {"last_seen": merged.last_seen},
         }
-        if delta.set_traits:
-            change["$set"] = {f"traits.{k}": v for k, v in delta.set_traits.items()}
-        if delta.count_increments:
-            change["$inc"] = {f"event_counts.{k}": n for k, n in delta.count_increments.items()}
-        # Matches only when the event was not applied yet. For a profile that exists and has
-        # seen it, the upsert collides on _id: that duplicate-key error means "already done".
+        if merged.set_traits:
+            change["$set"] = {f"traits.{k}": v for k, v in merged.set_traits.items()}
+        if merged.count_increments:
+            change["$inc"] = {f"event_counts.{k}": n for k, n in merged.count_increments.items()}
+        # For a profile that exists and has seen one of the ids, the upsert collides on _id:
+        # that duplicate-key error means "(partly) done already".
         return UpdateOne(
-            {"_id": delta.customer_id, "recent_event_ids": {"$ne": delta.event_id}},
-            change,
-            upsert=True,
+            {"_id": customer_id, "recent_event_ids": {"$nin": event_ids}}, change, upsert=True
         )
 
     async def apply(self, deltas: Sequence[ProfileDelta]) -> int:
-        """Apply the deltas in one ordered round trip; returns how many were new.
+        """Apply a batch; returns how many deltas were new (the rest were redeliveries).
 
-        Ordered, so one customer's events land in the order they arrived.
+        Fast path: one update per customer, all customers in one unordered round trip.
+        A customer whose update collides with ids already applied is redone one event at a
+        time, in order, so exactly the new ones count.
         """
-        if not deltas:
+        by_customer: dict[str, list[ProfileDelta]] = defaultdict(list)
+        for delta in deltas:
+            by_customer[delta.customer_id].append(delta)
+        customers = list(by_customer)
+        if not customers:
             return 0
-        ops = [self._update(d) for d in deltas]
-        applied = len(ops)
-        start = 0
-        while start < len(ops):
+        try:
+            await self.profiles.bulk_write(
+                [self._update(c, by_customer[c]) for c in customers], ordered=False
+            )
+            return len(deltas)
+        except BulkWriteError as exc:
+            errors = exc.details["writeErrors"]
+            if any(e["code"] != DUPLICATE_KEY for e in errors):
+                raise
+            retry = [customers[e["index"]] for e in errors]
+        applied = len(deltas) - sum(len(by_customer[c]) for c in retry)
+        for customer in retry:
+            applied += await self._apply_one_by_one(customer, by_customer[customer])
+        return applied
+
+    async def _apply_one_by_one(self, customer_id: str, deltas: Sequence[ProfileDelta]) -> int:
+        applied = 0
+        for delta in deltas:
             try:
-                await self.profiles.bulk_write(ops[start:], ordered=True)
-                return applied
+                await self.profiles.bulk_write([self._update(customer_id, [delta])])
+                applied += 1
             except BulkWriteError as exc:
-                error = exc.details["writeErrors"][0]
-                if error["code"] != DUPLICATE_KEY:
+                if exc.details["writeErrors"][0]["code"] != DUPLICATE_KEY:
                     raise
-                applied -= 1
-                start += error["index"] + 1
         return applied
 
     async def get(self, customer_id: str) -> StoredProfile | None:

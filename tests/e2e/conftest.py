@@ -1,0 +1,31 @@
+"""The whole platform on real ports: five services and the gateway as processes, on the
+session's SecantusDB and Tansu, started by the same ``infra.local`` code as ``make run``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from infra.local.servers import KafkaWireServer, MongoWireServer
+from infra.local.stack import Stack, StackPorts
+
+
+@pytest.fixture(scope="session")
+def stack(
+    mongo_server: MongoWireServer, kafka_server: KafkaWireServer, log_dir: Path
+) -> Iterator[Stack]:
+    """The running platform; every e2e test uses its own customers."""
+    stack = Stack(
+        StackPorts.free(),
+        log_dir,
+        mongo_uri=mongo_server.uri,
+        kafka_bootstrap=kafka_server.bootstrap_servers,
+        extra_env={"LODESTAR_LOG_LEVEL": "INFO"},
+    )
+    try:
+        stack.start()
+        yield stack
+    finally:
+        stack.stop()

@@ -1,0 +1,209 @@
+"""The Kafka bus against a real Kafka-wire broker (Tansu)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+
+import pytest
+
+from infra.local.servers import KafkaWireServer
+from lodestar.v1 import events_pb2
+from services.platform import topics
+from services.platform.bus import Bus, BusConfig, Delivery, Subscription, ensure_topics
+from tests.support.kafka import eventually, group_lag, read_all, unique
+
+Batch = Sequence[Delivery[events_pb2.Event]]
+
+
+def config(kafka: KafkaWireServer, **overrides: int) -> BusConfig:
+    values = {"session_timeout_ms": 2000, "handler_retries": 2, "retry_backoff_ms": 10}
+    values.update(overrides)
+    return BusConfig(bootstrap_servers=kafka.bootstrap_servers, client_id="test", **values)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def bus(kafka_server: KafkaWireServer) -> AsyncIterator[Bus]:
+    bus = Bus(config(kafka_server))
+    await bus.start()
+    yield bus
+    await bus.stop()
+
+
+@pytest.fixture
+async def topic(kafka_server: KafkaWireServer) -> str:
+    name = unique("test.bus")
+    await ensure_topics(kafka_server.bootstrap_servers, {name: 3, topics.DEADLETTER: 3})
+    return name
+
+
+def event(event_id: str) -> events_pb2.Event:
+    return events_pb2.Event(event_id=event_id, type=events_pb2.EVENT_TYPE_TRACK, name="Tested")
+
+
+class Collector:
+    """A handler that records what it stored; optionally fails on chosen event ids."""
+
+    def __init__(self, fail_on: set[str] | None = None) -> None:
+        self.seen: list[str] = []
+        self.calls = 0
+        self.fail_on = fail_on or set()
+
+    async def __call__(self, batch: Batch) -> None:
+        self.calls += 1
+        bad = [d.message.event_id for d in batch if d.message.event_id in self.fail_on]
+        if bad:
+            raise ValueError(f"cannot handle {bad[0]}")
+        self.seen.extend(d.message.event_id for d in batch)
+
+
+async def run_until(sub: Subscription[events_pb2.Event], done: Collector, count: int) -> None:
+    task = asyncio.create_task(sub.run())
+    try:
+        await eventually(lambda: _ready(done, count, task), 30, f"{count} messages handled")
+    finally:
+        await sub.stop()
+        await asyncio.wait_for(task, 15)
+
+
+async def _ready(done: Collector, count: int, task: asyncio.Task[None]) -> bool:
+    if task.done():
+        task.result()
+    return len(set(done.seen)) >= count
+
+
+async def test_publish_consume_commit(bus: Bus, topic: str, kafka_server: KafkaWireServer) -> None:
+    ids = [f"e{i}" for i in range(50)]
+    await bus.publish_many([(topic, f"c{i % 7}", event(e)) for i, e in enumerate(ids)])
+    group = unique("g")
+    done = Collector()
+    await run_until(bus.subscribe([topic], group, events_pb2.Event, done), done, len(ids))
+    assert sorted(done.seen) == sorted(ids)
+    assert await group_lag(kafka_server.bootstrap_servers, group, topic) == 0
+
+
+async def test_same_key_keeps_order(bus: Bus, topic: str) -> None:
+    ids = [f"ordered-{i:03d}" for i in range(40)]
+    for e in ids:
+        await bus.publish(topic, "one-customer", event(e))
+    done = Collector()
+    await run_until(bus.subscribe([topic], unique("g"), events_pb2.Event, done), done, len(ids))
+    assert done.seen == ids
+
+
+async def test_resumes_from_commit_after_restart(
+    bus: Bus, topic: str, kafka_server: KafkaWireServer
+) -> None:
+    group = unique("g")
+    first = [f"first-{i}" for i in range(20)]
+    await bus.publish_many([(topic, e, event(e)) for e in first])
+    done = Collector()
+    await run_until(bus.subscribe([topic], group, events_pb2.Event, done), done, len(first))
+
+    second = [f"second-{i}" for i in range(15)]
+    await bus.publish_many([(topic, e, event(e)) for e in second])
+    again = Collector()
+    await run_until(bus.subscribe([topic], group, events_pb2.Event, again), again, len(second))
+    assert sorted(again.seen) == sorted(second), "committed messages were delivered again"
+    assert await group_lag(kafka_server.bootstrap_servers, group, topic) == 0
+
+
+async def test_uncommitted_batch_is_redelivered(bus: Bus, topic: str) -> None:
+    """A consumer that dies while handling loses nothing: the next one gets the batch again."""
+    group = unique("g")
+    ids = [f"crash-{i}" for i in range(10)]
+    await bus.publish_many([(topic, "k", event(e)) for e in ids])
+    entered = asyncio.Event()
+
+    async def hangs(batch: Batch) -> None:
+        entered.set()
+        await asyncio.Event().wait()
+
+    dying = bus.subscribe([topic], group, events_pb2.Event, hangs)
+    task = asyncio.create_task(dying.run())
+    await asyncio.wait_for(entered.wait(), 30)
+    task.cancel()  # the process "dies" mid-batch: no commit happens
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    done = Collector()
+    await run_until(bus.subscribe([topic], group, events_pb2.Event, done), done, len(ids))
+    assert sorted(done.seen) == sorted(ids)
+
+
+async def test_poison_bytes_go_to_dead_letter_and_consumer_goes_on(
+    bus: Bus, topic: str, kafka_server: KafkaWireServer
+) -> None:
+    group = unique("g")
+    poison = b"\xff\xfe this is not an Event"
+    await bus.publish_raw(topic, b"k", poison)
+    await bus.publish(topic, "k", event("after-poison"))
+    done = Collector()
+    await run_until(bus.subscribe([topic], group, events_pb2.Event, done), done, 1)
+    assert done.seen == ["after-poison"]
+
+    letters = await _dead_letters(kafka_server, topic)
+    assert len(letters) == 1
+    assert letters[0].value == poison
+    assert "could not decode lodestar.v1.Event" in letters[0].reason
+    assert letters[0].consumer_group == group
+    assert await group_lag(kafka_server.bootstrap_servers, group, topic) == 0
+
+
+async def test_failing_message_is_retried_then_dead_lettered_alone(
+    bus: Bus, topic: str, kafka_server: KafkaWireServer
+) -> None:
+    group = unique("g")
+    ids = [f"m{i}" for i in range(6)]
+    await bus.publish_many([(topic, "same-key", event(e)) for e in ids])
+    done = Collector(fail_on={"m3"})
+    await run_until(bus.subscribe([topic], group, events_pb2.Event, done), done, len(ids) - 1)
+    assert sorted(done.seen) == sorted(set(ids) - {"m3"})
+
+    async def lettered() -> bool:
+        return len(await _dead_letters(kafka_server, topic)) == 1
+
+    await eventually(lettered, 10, "dead letter written")
+    letter = (await _dead_letters(kafka_server, topic))[0]
+    assert letter.reason == "ValueError: cannot handle m3"
+    assert events_pb2.Event.FromString(letter.value).event_id == "m3"
+    assert letter.attempts == 3  # one try and two retries
+    await eventually(
+        lambda: _lag_is_zero(kafka_server, group, topic), 10, "offsets committed past the poison"
+    )
+
+
+async def test_stop_drains_the_batch_in_hand(
+    bus: Bus, topic: str, kafka_server: KafkaWireServer
+) -> None:
+    group = unique("g")
+    ids = [f"drain-{i}" for i in range(8)]
+    await bus.publish_many([(topic, "k", event(e)) for e in ids])
+    entered = asyncio.Event()
+    release = asyncio.Event()
+    stored: list[str] = []
+
+    async def slow(batch: Batch) -> None:
+        entered.set()
+        await release.wait()
+        stored.extend(d.message.event_id for d in batch)
+
+    sub = bus.subscribe([topic], group, events_pb2.Event, slow)
+    task = asyncio.create_task(sub.run())
+    await asyncio.wait_for(entered.wait(), 30)
+    await sub.stop()  # SIGTERM arrives mid-batch
+    release.set()
+    await asyncio.wait_for(task, 15)
+    assert stored, "the batch in hand was dropped"
+    lag = await group_lag(kafka_server.bootstrap_servers, group, topic)
+    assert lag == len(ids) - len(stored), "the drained batch was not committed"
+
+
+async def _lag_is_zero(kafka: KafkaWireServer, group: str, topic: str) -> bool:
+    return await group_lag(kafka.bootstrap_servers, group, topic) == 0
+
+
+async def _dead_letters(kafka: KafkaWireServer, topic: str) -> list[events_pb2.DeadLetter]:
+    records = await read_all(kafka.bootstrap_servers, topics.DEADLETTER)
+    letters = [events_pb2.DeadLetter.FromString(r.value) for r in records]
+    return [letter for letter in letters if letter.topic == topic]

@@ -1,0 +1,149 @@
+"""The gRPC bootstrap and the identity/profile servicers over a real channel."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from infra.local.servers import MongoWireServer
+from lodestar.v1 import common_pb2, identity_pb2, identity_pb2_grpc, profile_pb2, profile_pb2_grpc
+from services.identity.api import IdentityServicer
+from services.identity.graph import IdentifierValue
+from services.identity.server import SERVICE_NAME as IDENTITY
+from services.identity.store import IdentityStore, Link
+from services.platform.mongo import database, mongo_client
+from services.platform.rpc import GrpcServer, client_channel
+from services.profile.api import ProfileServicer
+from services.profile.fold import ProfileDelta
+from services.profile.server import SERVICE_NAME as PROFILE
+from services.profile.store import ProfileStore
+from tests.support.kafka import unique
+
+
+class Servers:
+    def __init__(self, server: GrpcServer, identity: IdentityStore, profile: ProfileStore) -> None:
+        self.server = server
+        self.identity = identity
+        self.profile = profile
+        self.target = f"127.0.0.1:{server.port}"
+
+
+@pytest.fixture
+async def servers(mongo_server: MongoWireServer) -> AsyncIterator[Servers]:
+    client = mongo_client(mongo_server.uri, "tests")
+    prefix = unique("rpc").replace("-", "_")
+    identity = IdentityStore(database(client, prefix, "identity"))
+    await identity.ensure_indexes()
+    profile = ProfileStore(database(client, prefix, "profile"), 100)
+
+    def register(server: grpc.aio.Server) -> None:
+        identity_pb2_grpc.add_IdentityServiceServicer_to_server(IdentityServicer(identity), server)
+        profile_pb2_grpc.add_ProfileServiceServicer_to_server(ProfileServicer(profile), server)
+
+    server = GrpcServer("127.0.0.1", 0, [IDENTITY, PROFILE], register, default_deadline_s=2)
+    await server.start()
+    yield Servers(server, identity, profile)
+    await server.stop(0)
+    client.close()
+
+
+async def test_health_serving_then_not_serving_on_stop(servers: Servers) -> None:
+    async with grpc.aio.insecure_channel(servers.target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        for name in ("", IDENTITY, PROFILE):
+            reply = await stub.Check(health_pb2.HealthCheckRequest(service=name), timeout=2)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        with pytest.raises(grpc.aio.AioRpcError) as unknown:
+            await stub.Check(health_pb2.HealthCheckRequest(service="nope"), timeout=2)
+        assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_reflection_lists_the_services(servers: Servers) -> None:
+    async with grpc.aio.insecure_channel(servers.target) as channel:
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        request = reflection_pb2.ServerReflectionRequest(list_services="")
+        names = set()
+        async for reply in stub.ServerReflectionInfo(iter([request]), timeout=2):
+            names |= {s.name for s in reply.list_services_response.service}
+    assert {IDENTITY, PROFILE, "grpc.health.v1.Health"} <= names
+
+
+async def test_lookup_and_get_profile(servers: Servers) -> None:
+    at = datetime(2026, 3, 1, tzinfo=UTC)
+    await servers.identity.link(
+        [Link("cust-1", IdentifierValue("email", "ada@example.com"), "t")], at
+    )
+    await servers.profile.apply(
+        [ProfileDelta("e1", "cust-1", {"name": "Ada"}, {"Signed Up": 2}, at)]
+    )
+    channel = client_channel(servers.target)
+    try:
+        identity = identity_pb2_grpc.IdentityServiceStub(channel)
+        found = await identity.Lookup(
+            identity_pb2.LookupRequest(
+                identifier=common_pb2.Identifier(type="email", value="  ADA@example.com ")
+            )
+        )
+        assert found.customer_id == "cust-1"
+        assert [(i.type, i.value) for i in found.identifiers] == [("email", "ada@example.com")]
+        profile = await profile_pb2_grpc.ProfileServiceStub(channel).GetProfile(
+            profile_pb2.GetProfileRequest(customer_id="cust-1")
+        )
+        assert dict(profile.event_counts) == {"Signed Up": 2}
+        assert profile.traits["name"] == "Ada"
+        assert profile.first_seen.ToDatetime(UTC) == at
+    finally:
+        await channel.close()
+
+
+@pytest.mark.parametrize(
+    ("identifier", "code", "detail"),
+    [
+        (common_pb2.Identifier(type="shoe_size", value="42"), "INVALID_ARGUMENT", "shoe_size"),
+        (common_pb2.Identifier(type="email", value="no-at-sign"), "INVALID_ARGUMENT", "'@'"),
+        (common_pb2.Identifier(type="user_id", value="nobody"), "NOT_FOUND", "nobody"),
+    ],
+)
+async def test_lookup_errors_name_the_problem(
+    servers: Servers, identifier: common_pb2.Identifier, code: str, detail: str
+) -> None:
+    async with grpc.aio.insecure_channel(servers.target) as channel:
+        stub = identity_pb2_grpc.IdentityServiceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as error:
+            await stub.Lookup(identity_pb2.LookupRequest(identifier=identifier), timeout=2)
+    assert error.value.code().name == code
+    assert detail in (error.value.details() or "")
+
+
+async def test_unexpected_errors_become_internal_without_a_trace(servers: Servers) -> None:
+    async def broken(customer_id: str) -> None:
+        raise RuntimeError("secret internals")
+
+    servers.profile.get = broken  # type: ignore[method-assign]
+    async with grpc.aio.insecure_channel(servers.target) as channel:
+        stub = profile_pb2_grpc.ProfileServiceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as error:
+            await stub.GetProfile(profile_pb2.GetProfileRequest(customer_id="x"), timeout=2)
+    assert error.value.code() == grpc.StatusCode.INTERNAL
+    details = error.value.details() or ""
+    assert "internal error (ref " in details
+    assert "secret" not in details
+
+
+async def test_calls_without_deadline_get_the_default(servers: Servers) -> None:
+    import asyncio
+
+    async def slow(customer_id: str) -> None:
+        await asyncio.sleep(30)
+
+    servers.profile.get = slow  # type: ignore[method-assign]
+    async with grpc.aio.insecure_channel(servers.target) as channel:
+        stub = profile_pb2_grpc.ProfileServiceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as error:
+            await stub.GetProfile(profile_pb2.GetProfileRequest(customer_id="x"))
+    assert error.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED

@@ -1,0 +1,223 @@
+"""The profile fold: MongoDB-safe field names, the delta an event makes, and the Kafka input."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from google.protobuf.struct_pb2 import Struct
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from lodestar.v1 import events_pb2
+from services.platform.errors import PoisonMessage
+from services.profile.consumers import to_resolved_event
+from services.profile.fold import (
+    IDENTIFY,
+    TRACK,
+    ProfileDelta,
+    ResolvedEvent,
+    field_key,
+    fold,
+    original_name,
+)
+
+WHEN = datetime(2024, 5, 1, 12, 30, 15, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("name", "key"),
+    [
+        ("Order Completed", "Order Completed"),
+        ("order.completed", "order%2Ecompleted"),
+        ("$revenue", "%24revenue"),
+        ("price$", "price$"),
+        ("50% off", "50%25 off"),
+        ("$a.b%c", "%24a%2Eb%25c"),
+        ("%2E", "%252E"),
+        ("%24", "%2524"),
+        ("", ""),
+    ],
+)
+def test_field_key_escapes_what_mongodb_reserves(name: str, key: str) -> None:
+    assert field_key(name) == key
+    assert original_name(key) == name
+
+
+def test_field_key_never_contains_a_dot_or_leading_dollar() -> None:
+    for name in ("a.b.c", "$set", "$.$", "..", "$"):
+        key = field_key(name)
+        assert "." not in key
+        assert not key.startswith("$")
+
+
+def test_field_key_round_trips_every_short_name() -> None:
+    alphabet = "%.$2E45a"
+    for length in range(5):
+        for chars in itertools.product(alphabet, repeat=length):
+            name = "".join(chars)
+            key = field_key(name)
+            assert original_name(key) == name, (name, key)
+            assert "." not in key
+            assert not key.startswith("$")
+
+
+def event(
+    kind: str = TRACK, name: str = "Order Completed", traits: dict[str, Any] | None = None
+) -> ResolvedEvent:
+    return ResolvedEvent(
+        event_id="evt-1",
+        customer_id="cust-1",
+        kind=kind,
+        name=name,
+        occurred_at=WHEN,
+        traits=traits or {},
+    )
+
+
+def test_track_counts_the_event_name() -> None:
+    assert fold(event()) == ProfileDelta(
+        event_id="evt-1",
+        customer_id="cust-1",
+        set_traits={},
+        count_increments={"Order Completed": 1},
+        seen_at=WHEN,
+    )
+
+
+def test_track_count_key_is_escaped() -> None:
+    delta = fold(event(name="$checkout.started"))
+    assert delta.count_increments == {"%24checkout%2Estarted": 1}
+
+
+def test_track_without_a_name_counts_nothing() -> None:
+    assert fold(event(name="")).count_increments == {}
+
+
+def test_identify_sets_traits_and_counts_nothing() -> None:
+    delta = fold(
+        event(kind=IDENTIFY, name="", traits={"email": "ada@example.com", "plan.tier": "gold"})
+    )
+    assert delta.set_traits == {"email": "ada@example.com", "plan%2Etier": "gold"}
+    assert delta.count_increments == {}
+    assert delta.seen_at == WHEN
+    assert delta.customer_id == "cust-1"
+    assert delta.event_id == "evt-1"
+
+
+@pytest.mark.parametrize("kind", ["other", IDENTIFY])
+def test_only_track_counts(kind: str) -> None:
+    assert fold(event(kind=kind, name="Viewed Home")).count_increments == {}
+
+
+def test_every_event_moves_seen_at() -> None:
+    assert fold(event(kind="other", name="Home")).seen_at == WHEN
+
+
+def stamp(moment: datetime) -> Timestamp:
+    out = Timestamp()
+    out.FromDatetime(moment)
+    return out
+
+
+def struct(value: dict[str, Any]) -> Struct:
+    out = Struct()
+    out.update(value)
+    return out
+
+
+def test_to_resolved_event_translates_a_track() -> None:
+    message = events_pb2.Event(
+        event_id="evt-1",
+        customer_id="cust-1",
+        type=events_pb2.EVENT_TYPE_TRACK,
+        name="Order Completed",
+        properties=struct({"total": 10}),
+        timestamp=stamp(WHEN),
+        received_at=stamp(datetime(2024, 5, 2, tzinfo=UTC)),
+    )
+    assert to_resolved_event(message) == ResolvedEvent(
+        event_id="evt-1",
+        customer_id="cust-1",
+        kind=TRACK,
+        name="Order Completed",
+        occurred_at=WHEN,
+        traits={},
+    )
+
+
+def test_to_resolved_event_merges_context_traits_under_traits() -> None:
+    message = events_pb2.Event(
+        event_id="evt-1",
+        customer_id="cust-1",
+        type=events_pb2.EVENT_TYPE_IDENTIFY,
+        traits=struct({"plan": "gold", "email": "new@example.com"}),
+        context=struct({"traits": {"email": "old@example.com", "city": "Lyon"}, "ip": "10.0.0.1"}),
+        timestamp=stamp(WHEN),
+    )
+    resolved = to_resolved_event(message)
+    assert resolved.kind == IDENTIFY
+    # The call's own traits win over the context's.
+    assert resolved.traits == {"plan": "gold", "email": "new@example.com", "city": "Lyon"}
+
+
+def test_to_resolved_event_uses_context_traits_alone() -> None:
+    message = events_pb2.Event(
+        event_id="evt-1",
+        customer_id="cust-1",
+        type=events_pb2.EVENT_TYPE_IDENTIFY,
+        context=struct({"traits": {"city": "Lyon"}}),
+    )
+    assert to_resolved_event(message).traits == {"city": "Lyon"}
+
+
+def test_to_resolved_event_ignores_context_traits_that_are_not_an_object() -> None:
+    message = events_pb2.Event(
+        event_id="evt-1",
+        customer_id="cust-1",
+        type=events_pb2.EVENT_TYPE_IDENTIFY,
+        context=struct({"traits": "nope"}),
+    )
+    assert to_resolved_event(message).traits == {}
+
+
+def test_to_resolved_event_falls_back_to_received_at() -> None:
+    received = datetime(2024, 6, 1, 8, 0, tzinfo=UTC)
+    message = events_pb2.Event(
+        event_id="evt-1",
+        customer_id="cust-1",
+        type=events_pb2.EVENT_TYPE_PAGE,
+        name="Home",
+        received_at=stamp(received),
+    )
+    resolved = to_resolved_event(message)
+    assert resolved.occurred_at == received
+    assert resolved.occurred_at.tzinfo is not None
+    assert resolved.kind == "other"
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        events_pb2.Event(event_id="evt-1", type=events_pb2.EVENT_TYPE_TRACK, name="x"),
+        events_pb2.Event(customer_id="cust-1", type=events_pb2.EVENT_TYPE_TRACK, name="x"),
+    ],
+)
+def test_to_resolved_event_without_ids_is_poison(message: events_pb2.Event) -> None:
+    with pytest.raises(PoisonMessage, match="customer_id"):
+        to_resolved_event(message)
+
+
+def test_fold_of_a_translated_identify() -> None:
+    message = events_pb2.Event(
+        event_id="evt-7",
+        customer_id="cust-7",
+        type=events_pb2.EVENT_TYPE_IDENTIFY,
+        traits=struct({"$name": "Ada"}),
+        timestamp=stamp(WHEN),
+    )
+    delta = fold(to_resolved_event(message))
+    assert delta.set_traits == {"%24name": "Ada"}
+    assert delta.count_increments == {}
+    assert delta.seen_at == WHEN
