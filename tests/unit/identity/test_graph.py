@@ -12,6 +12,7 @@ from services.identity.graph import (
     IdentifierValue,
     linking_identifiers,
     normalize,
+    resolve_batch,
     resolve_customer,
 )
 from services.platform.errors import InvalidArgument
@@ -151,3 +152,29 @@ def test_empty_owner_is_not_an_owner() -> None:
     identifiers = [IdentifierValue("user_id", "u-1"), IdentifierValue("email", "a@b.io")]
     owners = {"user_id:u-1": "", "email:a@b.io": "cust-email"}
     assert resolve_customer(identifiers, owners, "evt-1") == "cust-email"
+
+
+def test_resolve_batch_lets_later_events_see_earlier_links() -> None:
+    anon = IdentifierValue("anonymous_id", "a-1")
+    user = IdentifierValue("user_id", "u-1")
+    first, second, third = resolve_batch(
+        [("e1", [anon]), ("e2", [user, anon]), ("e3", [user])], owners={}
+    )
+    assert first.customer_id == second.customer_id == third.customer_id
+    assert first.links == [anon]
+    assert second.links == [user, anon]
+
+
+def test_resolve_batch_never_links_an_identifier_owned_by_someone_else() -> None:
+    email = IdentifierValue("email", "ada@example.com")
+    user = IdentifierValue("user_id", "u-2")
+    (resolution,) = resolve_batch([("e1", [user, email])], owners={email.key: "cust-old"})
+    # user_id is unknown, the e-mail belongs to cust-old: the event joins cust-old.
+    assert resolution.customer_id == "cust-old"
+    assert resolution.links == [user, email]
+    other = IdentifierValue("user_id", "u-3")
+    (second,) = resolve_batch(
+        [("e2", [other, email])], owners={other.key: "cust-b", email.key: "cust-old"}
+    )
+    assert second.customer_id == "cust-b"
+    assert second.links == [other]

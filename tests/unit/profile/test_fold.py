@@ -221,3 +221,23 @@ def test_fold_of_a_translated_identify() -> None:
     assert delta.set_traits == {"%24name": "Ada"}
     assert delta.count_increments == {}
     assert delta.seen_at == WHEN
+
+
+def test_merge_sums_counts_keeps_latest_traits_and_seen_bounds() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from services.profile.fold import ProfileDelta, merge
+
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    merged = merge(
+        [
+            ProfileDelta("e1", "c", {"plan": "free", "city": "Oslo"}, {"Viewed": 1}, t0),
+            ProfileDelta(
+                "e2", "c", {"plan": "gold"}, {"Viewed": 1, "Bought": 1}, t0 - timedelta(hours=1)
+            ),
+        ]
+    )
+    assert merged.set_traits == {"plan": "gold", "city": "Oslo"}
+    assert merged.count_increments == {"Viewed": 2, "Bought": 1}
+    assert merged.first_seen == t0 - timedelta(hours=1)
+    assert merged.last_seen == t0
