@@ -75,8 +75,12 @@ class ProfileStore:
         time, in order, so exactly the new ones count.
         """
         by_customer: dict[str, list[ProfileDelta]] = defaultdict(list)
+        in_batch: set[str] = set()
         for delta in deltas:
-            by_customer[delta.customer_id].append(delta)
+            # The same event twice in one batch (a producer retry) is one event.
+            if delta.event_id not in in_batch:
+                in_batch.add(delta.event_id)
+                by_customer[delta.customer_id].append(delta)
         customers = list(by_customer)
         if not customers:
             return 0
@@ -84,13 +88,13 @@ class ProfileStore:
             await self.profiles.bulk_write(
                 [self._update(c, by_customer[c]) for c in customers], ordered=False
             )
-            return len(deltas)
+            return len(in_batch)
         except BulkWriteError as exc:
             errors = exc.details["writeErrors"]
             if any(e["code"] != DUPLICATE_KEY for e in errors):
                 raise
             retry = [customers[e["index"]] for e in errors]
-        applied = len(deltas) - sum(len(by_customer[c]) for c in retry)
+        applied = len(in_batch) - sum(len(by_customer[c]) for c in retry)
         for customer in retry:
             applied += await self._apply_one_by_one(customer, by_customer[customer])
         return applied

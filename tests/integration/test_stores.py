@@ -55,6 +55,16 @@ async def test_profile_apply_is_idempotent_per_event(db: AsyncIOMotorDatabase[Do
     assert profile.traits == {"plan": "p9"}  # e3 was the last new event; e1 again is a no-op
 
 
+async def test_profile_same_event_twice_in_one_batch_counts_once(
+    db: AsyncIOMotorDatabase[Document],
+) -> None:
+    store = ProfileStore(db, dedupe_window=100)
+    assert await store.apply([delta("dup"), delta("other", "c2"), delta("dup"), delta("dup")]) == 2
+    profile = await store.get("c1")
+    assert profile is not None
+    assert profile.event_counts == {"Viewed": 1}
+
+
 async def test_profile_dedupe_window_is_bounded(db: AsyncIOMotorDatabase[Document]) -> None:
     store = ProfileStore(db, dedupe_window=3)
     await store.apply([delta(f"e{i}") for i in range(5)])
