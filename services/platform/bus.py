@@ -58,6 +58,7 @@ class BusConfig:
     idempotent_producer: bool = False
     session_timeout_ms: int = 10_000
     max_batch: int = 500
+    fetch_max_wait_ms: int = 50
     handler_retries: int = 3
     retry_backoff_ms: int = 200
     partitions: int = 6
@@ -72,6 +73,7 @@ class BusConfig:
             idempotent_producer=settings.kafka_idempotent_producer,
             session_timeout_ms=settings.kafka_session_timeout_ms,
             max_batch=settings.kafka_max_batch,
+            fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
             handler_retries=settings.kafka_handler_retries,
             retry_backoff_ms=settings.kafka_retry_backoff_ms,
             partitions=settings.kafka_topic_partitions,
@@ -195,6 +197,7 @@ class Subscription(Generic[M]):
             session_timeout_ms=cfg.session_timeout_ms,
             heartbeat_interval_ms=max(100, cfg.session_timeout_ms // 3),
             max_poll_records=cfg.max_batch,
+            fetch_max_wait_ms=cfg.fetch_max_wait_ms,
         )
         await self._consumer.start()
 
