@@ -147,3 +147,47 @@ async def test_calls_without_deadline_get_the_default(servers: Servers) -> None:
         with pytest.raises(grpc.aio.AioRpcError) as error:
             await stub.GetProfile(profile_pb2.GetProfileRequest(customer_id="x"))
     assert error.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+async def test_client_channel_retries_unavailable(servers: Servers) -> None:
+    from services.platform.errors import Unavailable
+    from services.profile.store import StoredProfile
+
+    calls = 0
+
+    async def flaky(customer_id: str) -> StoredProfile:
+        nonlocal calls
+        calls += 1
+        if calls < 3:
+            raise Unavailable("warming up")
+        return StoredProfile({"_id": customer_id, "event_counts": {"Ok": 1}})
+
+    servers.profile.get = flaky  # type: ignore[method-assign]
+    channel = client_channel(servers.target, timeout_s=5)
+    try:
+        stub = profile_pb2_grpc.ProfileServiceStub(channel)
+        reply = await stub.GetProfile(profile_pb2.GetProfileRequest(customer_id="c"))
+    finally:
+        await channel.close()
+    assert dict(reply.event_counts) == {"Ok": 1}
+    assert calls == 3
+
+
+async def test_client_channel_applies_its_default_timeout(servers: Servers) -> None:
+    import asyncio
+
+    async def slow(customer_id: str) -> None:
+        await asyncio.sleep(30)
+
+    servers.profile.get = slow  # type: ignore[method-assign]
+    channel = client_channel(servers.target, timeout_s=0.3)
+    try:
+        stub = profile_pb2_grpc.ProfileServiceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as error:
+            await stub.GetProfile(profile_pb2.GetProfileRequest(customer_id="x"))
+    finally:
+        await channel.close()
+    assert error.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    # The server's own 2 s default would say "took longer than 2.00s"; the client's 0.3 s
+    # deadline ended the call first.
+    assert "took longer" not in (error.value.details() or "")
