@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import grpc
 from graphql import GraphQLError
+from strawberry.extensions import MaskErrors
 
 BAD_USER_INPUT = "BAD_USER_INPUT"
 SERVICE_UNAVAILABLE = "SERVICE_UNAVAILABLE"
@@ -31,3 +32,23 @@ def from_rpc_error(error: grpc.aio.AioRpcError) -> GraphQLError:
     else:
         message = "internal error"
     return client_error(message, code)
+
+
+def _is_unexpected(error: GraphQLError) -> bool:
+    """A resolver raised something without a code: an internal fault. Query syntax and
+    validation errors (no original exception) are the client's to see."""
+    return error.original_error is not None and "code" not in (error.extensions or {})
+
+
+class MaskUnexpectedErrors(MaskErrors):
+    """Replaces internal faults with "internal error" and ``INTERNAL_SERVER_ERROR``; the
+    details stay in the gateway's log."""
+
+    def __init__(self) -> None:
+        super().__init__(should_mask_error=_is_unexpected, error_message="internal error")
+
+    def anonymise_error(self, error: GraphQLError) -> GraphQLError:
+        """The masked error, with the code frontends branch on."""
+        masked = super().anonymise_error(error)
+        masked.extensions = {"code": INTERNAL_SERVER_ERROR}
+        return masked

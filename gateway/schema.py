@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
-from functools import partial
-from typing import Any, Literal, cast
+from typing import Literal, cast
 
 import grpc
 import strawberry
 from google.protobuf.json_format import MessageToDict
-from strawberry.extensions import MaskErrors
 from strawberry.scalars import JSON
 from strawberry.types import Info
 
-from gateway.errors import BAD_USER_INPUT, client_error, from_rpc_error
+from gateway.errors import BAD_USER_INPUT, MaskUnexpectedErrors, client_error, from_rpc_error
 from gateway.loaders import Loaders
 from lodestar.v1 import common_pb2, identity_pb2, profile_pb2
 
@@ -124,12 +122,4 @@ class Query:
         return Customer(id=strawberry.ID(str(id)))
 
 
-def _should_mask(error: Any) -> bool:
-    """Errors raised on purpose carry a code; anything else is an internal fault."""
-    extensions = getattr(error, "extensions", None) or {}
-    return "code" not in extensions
-
-
-schema = strawberry.Schema(
-    query=Query, extensions=[partial(MaskErrors, should_mask_error=_should_mask)]
-)
+schema = strawberry.Schema(query=Query, extensions=[MaskUnexpectedErrors])

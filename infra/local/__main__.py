@@ -10,7 +10,7 @@ import argparse
 import os
 import signal
 import sys
-import time
+import threading
 from pathlib import Path
 from types import FrameType
 
@@ -70,11 +70,10 @@ def main() -> None:
         write_key=os.environ.get("LODESTAR_WRITE_KEY"),
         api_key=os.environ.get("LODESTAR_API_KEY"),
     )
-    stopping = False
+    stopping = threading.Event()
 
     def request_stop(signum: int, _: FrameType | None) -> None:
-        nonlocal stopping
-        stopping = True
+        stopping.set()
 
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
@@ -86,14 +85,14 @@ def main() -> None:
             sent = send_demo_data(stack.gateway_url, stack.write_key)
             print(f"sent {sent} demo events for {len(DEMO_CUSTOMERS)} customers", flush=True)
         print(banner(stack), flush=True)
-        while not stopping:
+        # Wake every half second to notice a process that died on its own.
+        while not stopping.wait(0.5):
             dead = stack.dead_processes()
             if dead:
                 for name in dead:
                     print(f"{name} exited:\n{stack.processes[name].log_tail()}", file=sys.stderr)
                 status = 1
                 break
-            time.sleep(0.5)
     finally:
         print("stopping ...", flush=True)
         stack.stop()

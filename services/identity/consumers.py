@@ -50,11 +50,11 @@ class RawEventHandler:
         owners = await self.store.owners([i for _, ids in prepared for i in ids])
         resolutions = resolve_batch([(e.event_id, ids) for e, ids in prepared], owners)
         links = [
-            Link(r.customer_id, i, event.source)
+            Link(r.customer_id, i, event.source, _seen_at(event))
             for (event, _), r in zip(prepared, resolutions, strict=True)
             for i in r.links
         ]
-        conflicts = await self.store.link(links, _seen_at(prepared))
+        conflicts = await self.store.link(links)
         if conflicts and len(prepared) > 1:
             # Another consumer linked one of these identifiers meanwhile: redo the batch one
             # event at a time so each sees the graph as stored.
@@ -62,6 +62,7 @@ class RawEventHandler:
         return resolutions
 
 
-def _seen_at(prepared: list[Prepared]) -> datetime:
-    stamps = [e.received_at.ToDatetime(UTC) for e, _ in prepared if e.HasField("received_at")]
-    return max(stamps, default=datetime.now(UTC))
+def _seen_at(event: events_pb2.Event) -> datetime:
+    if event.HasField("received_at"):
+        return event.received_at.ToDatetime(UTC)
+    return datetime.now(UTC)

@@ -22,11 +22,12 @@ INDEXES = (
 
 
 class Link(NamedTuple):
-    """An identifier to attach to a customer, and the source that saw them together."""
+    """An identifier to attach to a customer: the source and the time that saw them together."""
 
     customer_id: str
     identifier: IdentifierValue
     source: str
+    seen_at: datetime
 
 
 class IdentityStore:
@@ -49,16 +50,19 @@ class IdentityStore:
         )
         return {doc["_id"]: doc["customer_id"] async for doc in cursor}
 
-    async def link(self, links: Sequence[Link], seen_at: datetime) -> set[str]:
+    async def link(self, links: Sequence[Link]) -> set[str]:
         """Attach each identifier to its customer in one round trip.
 
         Returns the keys of identifiers another customer owned already (they keep their
         owner: the unique ``_id`` decides races between consumers).
         """
-        latest: dict[str, Link] = {}
+        first: dict[str, Link] = {}
+        last_seen: dict[str, datetime] = {}
         for link in links:
-            latest.setdefault(link.identifier.key, link)
-        if not latest:
+            key = link.identifier.key
+            first.setdefault(key, link)
+            last_seen[key] = max(link.seen_at, last_seen.get(key, link.seen_at))
+        if not first:
             return set()
         ops = [
             UpdateOne(
@@ -67,14 +71,14 @@ class IdentityStore:
                     "$setOnInsert": {
                         "type": link.identifier.type,
                         "value": link.identifier.value,
-                        "first_seen": seen_at,
+                        "first_seen": link.seen_at,
                         "source": link.source,
                     },
-                    "$max": {"last_seen": seen_at},
+                    "$max": {"last_seen": last_seen[key]},
                 },
                 upsert=True,
             )
-            for key, link in latest.items()
+            for key, link in first.items()
         ]
         try:
             await self.identifiers.bulk_write(ops, ordered=False)
@@ -82,7 +86,7 @@ class IdentityStore:
             errors = exc.details["writeErrors"]
             if any(e["code"] != DUPLICATE_KEY for e in errors):
                 raise
-            keys = list(latest)
+            keys = list(first)
             return {keys[e["index"]] for e in errors}
         return set()
 

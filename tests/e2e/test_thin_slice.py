@@ -148,3 +148,9 @@ async def test_metrics_are_exposed(platform: Platform, stack: Stack) -> None:
         return "lodestar_bus_consumed_total{" in reply.text
 
     await eventually(identity_counted, 15, "identity counting consumed messages")
+
+
+async def test_query_mistakes_are_reported_not_masked(platform: Platform) -> None:
+    response = await platform.graphql('{ customer(id: "x") { shoeSize } }')
+    errors = response.json()["errors"]
+    assert "shoeSize" in errors[0]["message"]

@@ -76,7 +76,7 @@ async def test_reflection_lists_the_services(servers: Servers) -> None:
 async def test_lookup_and_get_profile(servers: Servers) -> None:
     at = datetime(2026, 3, 1, tzinfo=UTC)
     await servers.identity.link(
-        [Link("cust-1", IdentifierValue("email", "ada@example.com"), "t")], at
+        [Link("cust-1", IdentifierValue("email", "ada@example.com"), "t", at)]
     )
     await servers.profile.apply(
         [ProfileDelta("e1", "cust-1", {"name": "Ada"}, {"Signed Up": 2}, at)]

@@ -302,3 +302,19 @@ async def test_deeply_nested_properties_are_400_naming_the_field(
     error = error_of(response, 400, "invalid_event")
     assert error["path"] == "properties"
     assert "nested deeper" in error["message"]
+
+
+async def test_unexpected_resolver_errors_are_masked_with_a_code() -> None:
+    from graphql import GraphQLError
+
+    from gateway.errors import INTERNAL_SERVER_ERROR, MaskUnexpectedErrors
+
+    mask = MaskUnexpectedErrors()
+    fault = GraphQLError("db password is hunter2", original_error=RuntimeError("boom"))
+    assert mask.should_mask_error(fault)
+    masked = mask.anonymise_error(fault)
+    assert masked.message == "internal error"
+    assert masked.extensions == {"code": INTERNAL_SERVER_ERROR}
+    coded = GraphQLError("bad", original_error=ValueError(), extensions={"code": "BAD_USER_INPUT"})
+    assert not mask.should_mask_error(coded)
+    assert not mask.should_mask_error(GraphQLError("Cannot query field 'x'"))
