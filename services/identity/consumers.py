@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from lodestar.v1 import events_pb2
 from services.identity.graph import (
     IdentifierValue,
     Resolution,
     linking_identifiers,
+    needs_write,
     resolve_batch,
 )
 from services.identity.store import IdentityStore, Link
@@ -23,9 +24,12 @@ Prepared = tuple[events_pb2.Event, list[IdentifierValue]]
 class RawEventHandler:
     """Resolves raw events to customers and publishes them on ``events.resolved``."""
 
-    def __init__(self, store: IdentityStore, bus: Bus) -> None:
+    def __init__(
+        self, store: IdentityStore, bus: Bus, last_seen_resolution: timedelta = timedelta(0)
+    ) -> None:
         self.store = store
         self.bus = bus
+        self.last_seen_resolution = last_seen_resolution
 
     async def __call__(self, batch: Sequence[Delivery[events_pb2.Event]]) -> None:
         """Resolve the batch (one read and one write to MongoDB), then publish it and wait
@@ -47,12 +51,16 @@ class RawEventHandler:
         await self.bus.publish_many(resolved)
 
     async def _resolve(self, prepared: list[Prepared]) -> list[Resolution]:
-        owners = await self.store.owners([i for _, ids in prepared for i in ids])
-        resolutions = resolve_batch([(e.event_id, ids) for e, ids in prepared], owners)
+        stored = await self.store.owners([i for _, ids in prepared for i in ids])
+        resolutions = resolve_batch(
+            [(e.event_id, ids) for e, ids in prepared],
+            {key: owner.customer_id for key, owner in stored.items()},
+        )
         links = [
             Link(r.customer_id, i, event.source, _seen_at(event))
             for (event, _), r in zip(prepared, resolutions, strict=True)
             for i in r.links
+            if needs_write(stored.get(i.key), _seen_at(event), self.last_seen_resolution)
         ]
         conflicts = await self.store.link(links)
         if conflicts and len(prepared) > 1:

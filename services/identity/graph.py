@@ -9,6 +9,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from services.platform.errors import InvalidArgument
 
@@ -108,3 +109,18 @@ def resolve_batch(
         links = [i for i in identifiers if known.setdefault(i.key, customer_id) == customer_id]
         resolutions.append(Resolution(customer_id, links))
     return resolutions
+
+
+@dataclass(frozen=True)
+class Ownership:
+    """What the graph has stored for one identifier."""
+
+    customer_id: str
+    last_seen: datetime
+
+
+def needs_write(stored: Ownership | None, seen_at: datetime, resolution: timedelta) -> bool:
+    """Whether linking an identifier seen at ``seen_at`` must be written: it is new, or its
+    stored last-seen is older than ``resolution`` (so a busy customer costs one write per
+    identifier per interval, not one per event)."""
+    return stored is None or seen_at - stored.last_seen >= resolution

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from lodestar.v1 import events_pb2, identity_pb2, identity_pb2_grpc
 from services.identity.api import IdentityServicer
 from services.identity.consumers import RawEventHandler
@@ -31,7 +33,8 @@ async def serve(settings: IdentitySettings) -> None:
         lambda s: identity_pb2_grpc.add_IdentityServiceServicer_to_server(servicer, s),
         settings.grpc_default_deadline_s,
     )
-    raw_events = bus.subscribe(
-        [topics.EVENTS_RAW], "identity", events_pb2.Event, RawEventHandler(store, bus)
+    handler = RawEventHandler(
+        store, bus, timedelta(seconds=settings.identity_last_seen_resolution_s)
     )
+    raw_events = bus.subscribe([topics.EVENTS_RAW], "identity", events_pb2.Event, handler)
     await serve_until_shutdown(server, [raw_events], [bus.stop, client.close])

@@ -10,7 +10,7 @@ from motor.motor_asyncio import AsyncIOMotorDatabase
 from pymongo import UpdateOne
 from pymongo.errors import BulkWriteError
 
-from services.identity.graph import IdentifierValue
+from services.identity.graph import IdentifierValue, Ownership
 from services.platform.mongo import Document, IndexSpec, ensure_indexes
 
 DUPLICATE_KEY = 11000
@@ -41,14 +41,15 @@ class IdentityStore:
         """Create the collections' indexes."""
         await ensure_indexes(self.db, INDEXES)
 
-    async def owners(self, identifiers: Sequence[IdentifierValue]) -> dict[str, str]:
-        """Map each known identifier key to its customer id."""
+    async def owners(self, identifiers: Sequence[IdentifierValue]) -> dict[str, Ownership]:
+        """Map each known identifier key to its customer and when it was last seen."""
         if not identifiers:
             return {}
         cursor = self.identifiers.find(
-            {"_id": {"$in": [i.key for i in identifiers]}}, {"customer_id": 1}
+            {"_id": {"$in": list({i.key for i in identifiers})}},
+            {"customer_id": 1, "last_seen": 1},
         )
-        return {doc["_id"]: doc["customer_id"] async for doc in cursor}
+        return {doc["_id"]: Ownership(doc["customer_id"], doc["last_seen"]) async for doc in cursor}
 
     async def link(self, links: Sequence[Link]) -> set[str]:
         """Attach each identifier to its customer in one round trip.

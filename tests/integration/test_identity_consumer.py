@@ -10,7 +10,7 @@ import pytest
 from infra.local.servers import KafkaWireServer, MongoWireServer
 from lodestar.v1 import common_pb2, events_pb2
 from services.identity.consumers import RawEventHandler
-from services.identity.graph import IdentifierValue
+from services.identity.graph import IdentifierValue, Ownership
 from services.identity.store import IdentityStore, Link
 from services.platform import topics
 from services.platform.bus import Bus, BusConfig, Delivery, ensure_topics
@@ -23,7 +23,7 @@ class StaleStore(IdentityStore):
 
     stale_reads = 1
 
-    async def owners(self, identifiers: Sequence[IdentifierValue]) -> dict[str, str]:
+    async def owners(self, identifiers: Sequence[IdentifierValue]) -> dict[str, Ownership]:
         if self.stale_reads:
             self.stale_reads -= 1
             return {}
@@ -96,3 +96,27 @@ async def test_identifier_linked_by_another_consumer_meanwhile_wins(
     assert customers[f"{tag}-1"] == "cust-other"
     assert customers[f"{tag}-2"] != "cust-other"
     assert store.stale_reads == 0
+
+
+async def test_last_seen_is_rewritten_at_most_once_per_resolution(
+    store: StaleStore, bus: Bus, kafka_server: KafkaWireServer
+) -> None:
+    from datetime import timedelta
+
+    store.stale_reads = 0
+    tag = unique("seen")
+    user = IdentifierValue("user_id", f"{tag}-u")
+
+    def at(event_id: str, seconds: int) -> Delivery[events_pb2.Event]:
+        delivery = raw(event_id, (user.type, user.value))
+        delivery.message.received_at.FromDatetime(
+            datetime(2026, 5, 1, tzinfo=UTC) + timedelta(seconds=seconds)
+        )
+        return delivery
+
+    handler = RawEventHandler(store, bus, last_seen_resolution=timedelta(minutes=1))
+    await handler([at(f"{tag}-1", 0)])
+    await handler([at(f"{tag}-2", 30)])  # within the minute: no write
+    assert (await store.owners([user]))[user.key].last_seen.second == 0
+    await handler([at(f"{tag}-3", 61)])  # a minute later: written
+    assert (await store.owners([user]))[user.key].last_seen.minute == 1

@@ -10,7 +10,7 @@ import pytest
 from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorDatabase
 
 from infra.local.servers import MongoWireServer
-from services.identity.graph import IdentifierValue
+from services.identity.graph import IdentifierValue, Ownership
 from services.identity.store import IdentityStore, Link
 from services.platform.mongo import Document, database, mongo_client
 from services.profile.fold import ProfileDelta
@@ -114,7 +114,10 @@ async def test_identity_link_keeps_first_owner(db: AsyncIOMotorDatabase[Document
     conflicts = await store.link([Link("cust-b", email, "app", T0), Link("cust-b", u2, "app", T0)])
     assert conflicts == {email.key}
     assert await store.owner_of(email) == "cust-a"
-    assert await store.owners([email, u2]) == {email.key: "cust-a", u2.key: "cust-b"}
+    assert await store.owners([email, u2]) == {
+        email.key: Ownership("cust-a", T0),
+        u2.key: Ownership("cust-b", T0),
+    }
     assert await store.identities("cust-a") == sorted([email, user])
     # Linking again (a redelivered event) changes nothing but the last-seen time.
     later = T0 + timedelta(days=1)

@@ -178,3 +178,16 @@ def test_resolve_batch_never_links_an_identifier_owned_by_someone_else() -> None
     )
     assert second.customer_id == "cust-b"
     assert second.links == [other]
+
+
+def test_needs_write_only_for_new_or_stale_identifiers() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from services.identity.graph import Ownership, needs_write
+
+    now = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
+    minute = timedelta(minutes=1)
+    assert needs_write(None, now, minute)
+    assert not needs_write(Ownership("c", now - timedelta(seconds=59)), now, minute)
+    assert needs_write(Ownership("c", now - minute), now, minute)
+    assert needs_write(Ownership("c", now), now, timedelta(0))
