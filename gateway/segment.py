@@ -7,7 +7,9 @@ that names the path of the bad field.
 from __future__ import annotations
 
 import json
+import re
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,6 +31,22 @@ MAX_NAME_LENGTH = 200
 # Protobuf refuses Structs nested much deeper; real events stay far below this.
 MAX_NESTING = 20
 SOURCE = "http-api"
+# The identity service's rule for identifier type names, custom ones included.
+IDENTIFIER_TYPE = re.compile(r"[a-z][a-z0-9_]{1,31}")
+# These have their own top-level fields; a second way in would let the two disagree.
+RESERVED_TYPES = frozenset({"user_id", "anonymous_id"})
+# Trait keys SDKs use per identifier type, in priority order, looked up in traits and then
+# context.traits. Traits are free-form: a value of the wrong type is ignored, not rejected.
+TRAIT_KEYS: dict[str, tuple[str, ...]] = {
+    "email": ("email",),
+    "phone": ("phone",),
+    "loyalty_number": ("loyaltyNumber", "loyalty_number"),
+}
+# Loyalty programmes often hand out plain numbers, which SDKs send as JSON numbers.
+NUMERIC_TYPES = frozenset({"loyalty_number"})
+# context.device keys for device_id: Segment sends IDFA/GAID as advertisingId, the push token
+# as token.
+DEVICE_KEYS = ("id", "advertisingId", "token")
 
 
 class InvalidEvent(ValueError):
@@ -104,6 +122,87 @@ def _struct(value: dict[str, Any] | None) -> Struct | None:
     return out
 
 
+def _as_object(value: Any) -> dict[str, Any] | None:
+    return value if isinstance(value, dict) else None
+
+
+def _loose_string(value: Any, allow_int: bool) -> str:
+    """``value`` as an identifier value, or ``""`` when it cannot be one."""
+    if allow_int and isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str) or not value.strip() or len(value) > MAX_ID_LENGTH:
+        return ""
+    return value
+
+
+def external_ids(context: dict[str, Any] | None, path: str) -> list[tuple[str, str]]:
+    """Validate Segment's ``context.externalIds`` and return its ``(type, id)`` pairs in order.
+
+    Unlike traits these are explicitly identifiers, so anything malformed is an
+    :class:`InvalidEvent` naming the item's field (``context.externalIds[1].type``).
+    """
+    raw = (context or {}).get("externalIds")
+    where = f"{path}context.externalIds"
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise InvalidEvent(where, f"must be an array, got {type(raw).__name__}")
+    pairs = []
+    for index, item in enumerate(raw):
+        at = f"{where}[{index}]"
+        if not isinstance(item, dict):
+            raise InvalidEvent(at, f"must be an object, got {type(item).__name__}")
+        kind = item.get("type")
+        if not isinstance(kind, str) or not IDENTIFIER_TYPE.fullmatch(kind):
+            raise InvalidEvent(
+                f"{at}.type", f"must be a string matching {IDENTIFIER_TYPE.pattern}, got {kind!r}"
+            )
+        if kind in RESERVED_TYPES:
+            field = "userId" if kind == "user_id" else "anonymousId"
+            raise InvalidEvent(f"{at}.type", f"{kind} is reserved; send it as {field}")
+        value = _optional_string(item, "id", f"{at}.", MAX_ID_LENGTH)
+        if not value:
+            raise InvalidEvent(f"{at}.id", "must be a non-empty string")
+        pairs.append((kind, value))
+    return pairs
+
+
+def _sdk_identifiers(
+    traits: dict[str, Any] | None, context: dict[str, Any] | None
+) -> Iterator[tuple[str, str]]:
+    """``(type, value)`` from the trait and device fields SDKs fill; ``""`` where absent."""
+    sources = (traits or {}, _as_object((context or {}).get("traits")) or {})
+    for kind, keys in TRAIT_KEYS.items():
+        for source in sources:
+            for key in keys:
+                yield kind, _loose_string(source.get(key), kind in NUMERIC_TYPES)
+    device = _as_object((context or {}).get("device")) or {}
+    for key in DEVICE_KEYS:
+        yield "device_id", _loose_string(device.get(key), allow_int=False)
+
+
+def identifiers_of(
+    user_id: str,
+    anonymous_id: str,
+    traits: dict[str, Any] | None,
+    context: dict[str, Any] | None,
+    path: str = "",
+) -> list[common_pb2.Identifier]:
+    """Every identifier a call carries, each ``(type, value)`` once, in a stable order.
+
+    Order: user_id, anonymous_id, email, phone, loyalty_number (traits before
+    ``context.traits``), device_id, then ``context.externalIds`` as listed. Trait and device
+    values pass through as sent (the identity service normalises them); unusable ones are
+    skipped. Raises :class:`InvalidEvent` for a malformed ``context.externalIds``.
+    """
+    pairs = [("user_id", user_id), ("anonymous_id", anonymous_id)]
+    pairs += _sdk_identifiers(traits, context)
+    pairs += external_ids(context, path)
+    # dict keeps first-seen order while dropping repeats.
+    unique = dict.fromkeys((kind, value) for kind, value in pairs if value)
+    return [common_pb2.Identifier(type=kind, value=value) for kind, value in unique]
+
+
 def parse_call(
     body: Any, call_type: str, received_at: datetime, path: str = "", max_bytes: int = 0
 ) -> tuple[str, events_pb2.Event]:
@@ -148,20 +247,7 @@ def parse_call(
     )
     sent_at = _optional_time(body, "sentAt", path)
 
-    identifiers = [
-        common_pb2.Identifier(type=t, value=v)
-        for t, v in (("user_id", user_id), ("anonymous_id", anonymous_id))
-        if v
-    ]
-    context_traits = (context or {}).get("traits")
-    emails = [
-        source.get("email")
-        for source in (traits, context_traits if isinstance(context_traits, dict) else None)
-        if source
-    ]
-    identifiers += [
-        common_pb2.Identifier(type="email", value=e) for e in emails if isinstance(e, str) and e
-    ]
+    identifiers = identifiers_of(user_id, anonymous_id, traits, context, path)
     received = Timestamp()
     received.FromDatetime(received_at)
     event = events_pb2.Event(
@@ -194,6 +280,8 @@ def parse_batch(
     if not items:
         raise InvalidEvent("batch", "must not be empty")
     shared_context = _optional_object(body, "context", "")
+    # Checked once here so a bad shared externalIds is reported where it was sent.
+    external_ids(shared_context, "")
     calls = []
     for index, item in enumerate(items):
         path = f"batch[{index}]"

@@ -27,6 +27,7 @@ from infra.local.servers import (
 )
 from services.platform import topics
 from services.platform.bus import ensure_topics
+from services.platform.crypto import generate_key
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES = ("identity", "profile", "segmentation", "recommendation", "wallet")
@@ -130,6 +131,12 @@ class Stack:
         self.write_key = write_key or f"wk_{secrets.token_urlsafe(18)}"
         self.api_key = api_key or f"ak_{secrets.token_urlsafe(24)}"
         self.extra_env = dict(extra_env or {})
+        # Fresh PII keys per local run (the local database is in memory too).
+        self.pii_env = {
+            "LODESTAR_PII_KEYS": f"local1:{generate_key()}",
+            "LODESTAR_PII_ACTIVE_KEY_ID": "local1",
+            "LODESTAR_PII_INDEX_KEY": generate_key(),
+        }
         self.mongo: MongoWireServer | None = None
         self.kafka: KafkaWireServer | None = None
         self.mongo_uri = mongo_uri or ""
@@ -190,6 +197,7 @@ class Stack:
                 "LODESTAR_KAFKA_SESSION_TIMEOUT_MS": "2000",
                 "LODESTAR_KAFKA_TOPIC_PARTITIONS": "6",
                 "PYTHONUNBUFFERED": "1",
+                **self.pii_env,
             }
         )
         env.update({k: v for k, v in os.environ.items() if k.startswith("LODESTAR_")})

@@ -1,76 +1,124 @@
-"""Kafka handlers of the identity service: raw events in, resolved events out."""
+"""Kafka handlers of the identity service: raw events in, resolved events and merges out;
+privacy erasure requests in, completions out."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
+
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from lodestar.v1 import events_pb2
-from services.identity.graph import (
-    IdentifierValue,
-    Resolution,
-    linking_identifiers,
-    needs_write,
-    resolve_batch,
-)
-from services.identity.store import IdentityStore, Link
+from services.identity.resolution import EventIdentifiers, Resolver
+from services.identity.store import IdentityStore
 from services.platform import topics
 from services.platform.bus import Bus, Delivery
-from services.platform.errors import PoisonMessage
+from services.platform.errors import InvalidArgument, PoisonMessage
 
-Prepared = tuple[events_pb2.Event, list[IdentifierValue]]
+log = logging.getLogger(__name__)
+SERVICE = "identity"
+
+
+def _stamp(moment: datetime) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(moment)
+    return stamp
+
+
+def event_identifiers(event: events_pb2.Event) -> EventIdentifiers:
+    """What the resolver needs of a raw event."""
+    at = event.received_at.ToDatetime(UTC) if event.HasField("received_at") else datetime.now(UTC)
+    return EventIdentifiers(
+        event_id=event.event_id,
+        raw=[(i.type, i.value) for i in event.identifiers],
+        source=event.source,
+        at=at,
+    )
 
 
 class RawEventHandler:
-    """Resolves raw events to customers and publishes them on ``events.resolved``."""
+    """Resolves raw events to customers; publishes them on ``events.resolved`` and every
+    merge on ``identity.merged``, after the graph is stored."""
 
-    def __init__(
-        self, store: IdentityStore, bus: Bus, last_seen_resolution: timedelta = timedelta(0)
-    ) -> None:
-        self.store = store
+    def __init__(self, resolver: Resolver, bus: Bus) -> None:
+        self.resolver = resolver
         self.bus = bus
-        self.last_seen_resolution = last_seen_resolution
 
     async def __call__(self, batch: Sequence[Delivery[events_pb2.Event]]) -> None:
-        """Resolve the batch (one read and one write to MongoDB), then publish it and wait
-        for the broker's acknowledgement; the bus commits the offsets afterwards."""
-        prepared: list[Prepared] = []
-        for delivery in batch:
-            event = delivery.message
-            identifiers = linking_identifiers((i.type, i.value) for i in event.identifiers)
-            if not identifiers:
-                raise PoisonMessage(f"event {event.event_id or '?'} has no usable identifier")
-            prepared.append((event, identifiers))
-        resolutions = await self._resolve(prepared)
-        resolved = []
-        for (event, _), resolution in zip(prepared, resolutions, strict=True):
+        """Resolve the batch, then publish and wait for the broker's acknowledgement; the
+        bus commits the offsets afterwards."""
+        events = [d.message for d in batch]
+        for event in events:
+            if not event.event_id:
+                raise PoisonMessage("raw event without event_id")
+        try:
+            outcome = await self.resolver.resolve([event_identifiers(e) for e in events])
+        except InvalidArgument as exc:
+            # The whole batch fails; the bus retries it message by message and dead-letters
+            # only the one without a usable identifier.
+            raise PoisonMessage(str(exc)) from None
+        records: list[tuple[str, str | bytes | None, events_pb2.Event | events_pb2.IdentityMerged]]
+        records = []
+        for event, customer_id in zip(events, outcome.customer_ids, strict=True):
             out = events_pb2.Event()
             out.CopyFrom(event)
-            out.customer_id = resolution.customer_id
-            resolved.append((topics.EVENTS_RESOLVED, resolution.customer_id, out))
-        await self.bus.publish_many(resolved)
-
-    async def _resolve(self, prepared: list[Prepared]) -> list[Resolution]:
-        stored = await self.store.owners([i for _, ids in prepared for i in ids])
-        resolutions = resolve_batch(
-            [(e.event_id, ids) for e, ids in prepared],
-            {key: owner.customer_id for key, owner in stored.items()},
-        )
-        links = [
-            Link(r.customer_id, i, event.source, _seen_at(event))
-            for (event, _), r in zip(prepared, resolutions, strict=True)
-            for i in r.links
-            if needs_write(stored.get(i.key), _seen_at(event), self.last_seen_resolution)
-        ]
-        conflicts = await self.store.link(links)
-        if conflicts and len(prepared) > 1:
-            # Another consumer linked one of these identifiers meanwhile: redo the batch one
-            # event at a time so each sees the graph as stored.
-            return [(await self._resolve([p]))[0] for p in prepared]
-        return resolutions
+            out.customer_id = customer_id
+            records.append((topics.EVENTS_RESOLVED, customer_id, out))
+        for merge in outcome.merges:
+            records.append(
+                (
+                    topics.IDENTITY_MERGED,
+                    merge.survivor_id,
+                    events_pb2.IdentityMerged(
+                        event_id=merge.merge_id,
+                        survivor_id=merge.survivor_id,
+                        merged_ids=merge.merged_ids,
+                        caused_by_event_id=merge.caused_by_event_id,
+                        merged_at=_stamp(merge.at),
+                    ),
+                )
+            )
+        await self.bus.publish_many(records)
 
 
-def _seen_at(event: events_pb2.Event) -> datetime:
-    if event.HasField("received_at"):
-        return event.received_at.ToDatetime(UTC)
-    return datetime.now(UTC)
+class PrivacyHandler:
+    """Erases a customer's identifiers on an erasure request and reports completion."""
+
+    def __init__(self, store: IdentityStore, bus: Bus) -> None:
+        self.store = store
+        self.bus = bus
+
+    async def __call__(self, batch: Sequence[Delivery[events_pb2.PrivacyRequest]]) -> None:
+        """Act on erasures (idempotent: erasing twice removes nothing more)."""
+        completions = []
+        for delivery in batch:
+            request = delivery.message
+            if request.kind != events_pb2.PRIVACY_REQUEST_KIND_ERASE or not request.customer_id:
+                continue
+            removed = await self.store.erase(request.customer_id, datetime.now(UTC))
+            log.info(
+                "customer erased",
+                extra={
+                    "fields": {
+                        "request_id": request.request_id,
+                        "customer_id": request.customer_id,
+                        "identifiers_removed": removed,
+                    }
+                },
+            )
+            completions.append(
+                (
+                    topics.PRIVACY_COMPLETED,
+                    request.customer_id,
+                    events_pb2.PrivacyCompleted(
+                        request_id=request.request_id,
+                        service=SERVICE,
+                        kind=request.kind,
+                        customer_id=request.customer_id,
+                        completed_at=_stamp(datetime.now(UTC)),
+                    ),
+                )
+            )
+        if completions:
+            await self.bus.publish_many(completions)

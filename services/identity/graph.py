@@ -1,126 +1,198 @@
-"""The identity graph's rules, as pure logic: which identifiers of an event link it to a
-customer, how they are normalised, and which customer an event resolves to.
+"""The identity graph's resolution, as pure logic over an in-memory view of the part of the
+graph an event touches.
 
-This is the thin first version: the first known identifier, in priority order, wins.
+Identifiers here are opaque keys (for e-mail and phone a keyed blind index, never the clear
+value). An event's identifiers map to zero customers (a new customer), one (new identifiers
+are attached) or several (they merge into the oldest, the survivor). Where an attach or merge
+would break a per-type limit, or combine more customers than allowed, the weakest conflicting
+identifier is dropped from the linking set, the conflict is recorded, and the rest resolves.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from services.platform.errors import InvalidArgument
+from services.identity.rules import IdentityRules
 
-# Highest priority first: a known user id decides over an e-mail, an e-mail over a device.
-IDENTIFIER_TYPES: tuple[str, ...] = (
-    "user_id",
-    "email",
-    "phone",
-    "loyalty_number",
-    "device_id",
-    "wallet_serial",
-    "anonymous_id",
-)
-
-# Customer ids are derived from the first event that created the customer, so a redelivered
-# event that creates a customer creates the same one.
+# Customer ids derive from the event that created the customer, so a redelivered event that
+# creates a customer creates the same one.
 _CUSTOMER_NAMESPACE = uuid.UUID("3f8a1c52-6a4e-4f0b-9a7d-5b7e0c9d2e11")
 
-MAX_VALUE_LENGTH = 512
 
-
-@dataclass(frozen=True, order=True)
-class IdentifierValue:
-    """One normalised identifier, e.g. ``email: ada@example.com``."""
-
-    type: str
-    value: str
-
-    @property
-    def key(self) -> str:
-        """The graph's unique key for this identifier."""
-        return f"{self.type}:{self.value}"
-
-
-def normalize(type_: str, value: str) -> IdentifierValue:
-    """Validate the type and canonicalise the value (e-mail trimmed and lower-cased).
-
-    Raises :class:`InvalidArgument` naming what is wrong.
-    """
-    if type_ not in IDENTIFIER_TYPES:
-        raise InvalidArgument(
-            f"unknown identifier type {type_!r}; expected one of {', '.join(IDENTIFIER_TYPES)}"
-        )
-    cleaned = value.strip()
-    if type_ == "email":
-        cleaned = cleaned.lower()
-        if "@" not in cleaned:
-            raise InvalidArgument(f"email {value!r} has no '@'")
-    if not cleaned:
-        raise InvalidArgument(f"{type_} must not be empty")
-    if len(cleaned) > MAX_VALUE_LENGTH:
-        raise InvalidArgument(f"{type_} is longer than {MAX_VALUE_LENGTH} characters")
-    return IdentifierValue(type_, cleaned)
-
-
-def linking_identifiers(raw: Iterable[tuple[str, str]]) -> list[IdentifierValue]:
-    """The event's usable identifiers in priority order; unusable ones are skipped."""
-    found: set[IdentifierValue] = set()
-    for type_, value in raw:
-        try:
-            found.add(normalize(type_, value))
-        except InvalidArgument:
-            continue
-    return sorted(found, key=lambda i: (IDENTIFIER_TYPES.index(i.type), i.value))
-
-
-def resolve_customer(
-    identifiers: list[IdentifierValue], owners: Mapping[str, str], event_id: str
-) -> str:
-    """The customer an event belongs to: the owner of its highest-priority known identifier,
-    or a new customer id derived from the event."""
-    for identifier in identifiers:
-        owner = owners.get(identifier.key)
-        if owner:
-            return owner
+def new_customer_id(event_id: str) -> str:
+    """The id of the customer an event creates."""
     return str(uuid.uuid5(_CUSTOMER_NAMESPACE, event_id))
 
 
-@dataclass(frozen=True)
-class Resolution:
-    """Where one event landed: its customer, and the identifiers to attach to that customer
-    (new ones, and ones it already owns, whose last-seen moves on)."""
+@dataclass(frozen=True, order=True)
+class GraphIdentifier:
+    """An identifier as the graph sees it: its type and its storage key."""
+
+    type: str
+    key: str
+
+
+@dataclass
+class CustomerNode:
+    """A customer in the view: when it was created, its version, its identifiers."""
 
     customer_id: str
-    links: list[IdentifierValue]
+    created_at: datetime
+    version: int = 0
+    identifiers: dict[str, GraphIdentifier] = field(default_factory=dict)
+    is_new: bool = False
 
-
-def resolve_batch(
-    events: Sequence[tuple[str, list[IdentifierValue]]], owners: Mapping[str, str]
-) -> list[Resolution]:
-    """Resolve events in order against the stored owners; an identifier linked by an earlier
-    event of the batch is known to the later ones."""
-    known = dict(owners)
-    resolutions = []
-    for event_id, identifiers in events:
-        customer_id = resolve_customer(identifiers, known, event_id)
-        links = [i for i in identifiers if known.setdefault(i.key, customer_id) == customer_id]
-        resolutions.append(Resolution(customer_id, links))
-    return resolutions
+    def counts(self) -> Counter[str]:
+        """Identifiers held per type."""
+        return Counter(i.type for i in self.identifiers.values())
 
 
 @dataclass(frozen=True)
-class Ownership:
-    """What the graph has stored for one identifier."""
+class Conflict:
+    """An identifier dropped from an event's linking set, and why."""
 
+    identifier: GraphIdentifier
+    reason: str
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What resolving one event did."""
+
+    event_id: str
     customer_id: str
-    last_seen: datetime
+    created: bool
+    attached: list[GraphIdentifier]
+    merged: list[str]
+    conflicts: list[Conflict]
 
 
-def needs_write(stored: Ownership | None, seen_at: datetime, resolution: timedelta) -> bool:
-    """Whether linking an identifier seen at ``seen_at`` must be written: it is new, or its
-    stored last-seen is older than ``resolution`` (so a busy customer costs one write per
-    identifier per interval, not one per event)."""
-    return stored is None or seen_at - stored.last_seen >= resolution
+class GraphView:
+    """The owners of the identifiers a batch touches, and those customers in full.
+
+    ``resolve`` updates the view, so later events of a batch see what earlier ones did.
+    """
+
+    def __init__(self, rules: IdentityRules) -> None:
+        self.rules = rules
+        self.owners: dict[str, str] = {}
+        self.customers: dict[str, CustomerNode] = {}
+
+    def add_customer(self, node: CustomerNode) -> None:
+        """Load a stored customer and its identifiers."""
+        self.customers[node.customer_id] = node
+        for key in node.identifiers:
+            self.owners[key] = node.customer_id
+
+    def add_owner(self, key: str, customer_id: str) -> None:
+        """Load a stored ownership whose customer is not loaded in full."""
+        self.owners[key] = customer_id
+
+    def owner(self, key: str) -> str | None:
+        """The customer that holds ``key`` in the view."""
+        return self.owners.get(key)
+
+    def order(self, identifiers: Sequence[GraphIdentifier]) -> list[GraphIdentifier]:
+        """Strongest first; ties by key, so the order is the same on every replica."""
+        return sorted(set(identifiers), key=lambda i: (self.rules.rank(i.type), i.key))
+
+    def resolve(
+        self, event_id: str, identifiers: Sequence[GraphIdentifier], at: datetime
+    ) -> Decision:
+        """Resolve one event; ``identifiers`` are normalised and unblocked."""
+        linking = self.order(identifiers)
+        conflicts: list[Conflict] = []
+        while True:
+            problem = self._violation(linking)
+            if problem is None:
+                break
+            dropped, reason = problem
+            for identifier in dropped:
+                linking.remove(identifier)
+                conflicts.append(Conflict(identifier, reason))
+        owners = self._owners_of(linking)
+        if not owners:
+            node = CustomerNode(new_customer_id(event_id), at, is_new=True)
+            self.customers[node.customer_id] = node
+            survivor, merged, created = node, [], True
+        else:
+            nodes = sorted((self.customers[c] for c in owners), key=_age)
+            survivor, merged, created = nodes[0], [n.customer_id for n in nodes[1:]], False
+            for other in nodes[1:]:
+                self._fold(other, survivor)
+        attached = [i for i in linking if self.owner(i.key) is None]
+        for identifier in attached:
+            survivor.identifiers[identifier.key] = identifier
+            self.owners[identifier.key] = survivor.customer_id
+        return Decision(event_id, survivor.customer_id, created, attached, merged, conflicts)
+
+    def _owners_of(self, linking: Sequence[GraphIdentifier]) -> list[str]:
+        found: list[str] = []
+        for identifier in linking:
+            owner = self.owner(identifier.key)
+            if owner is not None and owner not in found:
+                found.append(owner)
+        return found
+
+    def _violation(
+        self, linking: list[GraphIdentifier]
+    ) -> tuple[list[GraphIdentifier], str] | None:
+        """What to drop and why, or ``None`` when the plan is allowed.
+
+        The candidates are the new identifiers of the offending type and, for each customer
+        that brings it, all the event's links to that customer (dropping only some links
+        would detach nothing). The weakest candidate goes: lowest priority, new identifiers
+        before links to existing customers, then by key so every replica agrees.
+        """
+        owners = self._owners_of(linking)
+        if len(owners) > self.rules.max_customers_per_event:
+            reason = f"would merge more than {self.rules.max_customers_per_event} customers"
+            return self._weakest(linking, owners, new_type=None), reason
+        nodes = [self.customers[c] for c in owners]
+        new = [i for i in linking if self.owner(i.key) is None]
+        total = Counter(i.type for i in new)
+        for node in nodes:
+            total.update(node.counts())
+        for type_, count in sorted(total.items(), key=lambda kv: self.rules.rank(kv[0])):
+            # A customer already above a lowered limit may keep what it has, not grow.
+            allowed = max([self.rules.limit(type_), *(n.counts()[type_] for n in nodes)])
+            if count > allowed:
+                holders = [n.customer_id for n in nodes if n.counts()[type_] > 0]
+                reason = f"limit of {self.rules.limit(type_)} {type_} per customer"
+                return self._weakest(linking, holders, new_type=type_), reason
+        return None
+
+    def _weakest(
+        self, linking: list[GraphIdentifier], owners: Sequence[str], new_type: str | None
+    ) -> list[GraphIdentifier]:
+        candidates: list[tuple[tuple[int, int, str], list[GraphIdentifier]]] = []
+        for identifier in linking:
+            if self.owner(identifier.key) is None and identifier.type == new_type:
+                candidates.append(
+                    ((self.rules.rank(identifier.type), 1, identifier.key), [identifier])
+                )
+        for owner in owners:
+            links = [i for i in linking if self.owner(i.key) == owner]
+            strongest = links[0]  # linking is ordered strongest first
+            candidates.append(((self.rules.rank(strongest.type), 0, strongest.key), links))
+        return max(candidates)[1]
+
+    def _fold(self, merged: CustomerNode, survivor: CustomerNode) -> None:
+        for key, identifier in merged.identifiers.items():
+            survivor.identifiers[key] = identifier
+            self.owners[key] = survivor.customer_id
+        del self.customers[merged.customer_id]
+
+
+def _age(node: CustomerNode) -> tuple[datetime, str]:
+    return node.created_at, node.customer_id
+
+
+def needs_write(last_seen: datetime | None, seen_at: datetime, resolution: timedelta) -> bool:
+    """Whether an identifier's last-seen must be rewritten: at most once per ``resolution``,
+    so a busy customer costs one write per identifier per interval, not one per event."""
+    return last_seen is None or seen_at - last_seen >= resolution

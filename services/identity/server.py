@@ -1,4 +1,5 @@
-"""Wiring of the identity service: settings -> store -> bus -> servicer and consumer."""
+"""Wiring of the identity service: settings -> store -> resolver -> bus -> servicer and
+consumers."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ from datetime import timedelta
 
 from lodestar.v1 import events_pb2, identity_pb2, identity_pb2_grpc
 from services.identity.api import IdentityServicer
-from services.identity.consumers import RawEventHandler
+from services.identity.consumers import PrivacyHandler, RawEventHandler
+from services.identity.resolution import Resolver
 from services.identity.settings import IdentitySettings
 from services.identity.store import IdentityStore
 from services.platform import topics
@@ -19,13 +21,19 @@ SERVICE_NAME = identity_pb2.DESCRIPTOR.services_by_name["IdentityService"].full_
 
 
 async def serve(settings: IdentitySettings) -> None:
-    """Run until SIGTERM: gRPC lookups and the raw-event consumer."""
+    """Run until SIGTERM: gRPC, the raw-event consumer and the privacy consumer."""
+    rules = settings.rules()
     client = mongo_client(settings.mongo_uri, "lodestar-identity")
-    store = IdentityStore(database(client, settings.mongo_database_prefix, "identity"))
+    store = IdentityStore(
+        database(client, settings.mongo_database_prefix, "identity"),
+        settings.field_cipher(),
+        rules,
+    )
     await store.ensure_indexes()
+    resolver = Resolver(store, rules, timedelta(seconds=settings.identity_last_seen_resolution_s))
     bus = Bus(BusConfig.from_settings(settings, "identity"))
     await bus.start()
-    servicer = IdentityServicer(store)
+    servicer = IdentityServicer(store, resolver)
     server = GrpcServer(
         settings.grpc_host,
         settings.grpc_port,
@@ -33,8 +41,13 @@ async def serve(settings: IdentitySettings) -> None:
         lambda s: identity_pb2_grpc.add_IdentityServiceServicer_to_server(servicer, s),
         settings.grpc_default_deadline_s,
     )
-    handler = RawEventHandler(
-        store, bus, timedelta(seconds=settings.identity_last_seen_resolution_s)
+    raw_events = bus.subscribe(
+        [topics.EVENTS_RAW], "identity", events_pb2.Event, RawEventHandler(resolver, bus)
     )
-    raw_events = bus.subscribe([topics.EVENTS_RAW], "identity", events_pb2.Event, handler)
-    await serve_until_shutdown(server, [raw_events], [bus.stop, client.close])
+    privacy = bus.subscribe(
+        [topics.PRIVACY],
+        "identity-privacy",
+        events_pb2.PrivacyRequest,
+        PrivacyHandler(store, bus),
+    )
+    await serve_until_shutdown(server, [raw_events, privacy], [bus.stop, client.close])

@@ -1,102 +1,376 @@
-"""MongoDB persistence of the identity graph (database ``<prefix>_identity``)."""
+"""MongoDB persistence of the identity graph (database ``<prefix>_identity``).
+
+Collections:
+- ``identifiers``: ``_id`` is ``<type>:<key>`` (unique: an identifier belongs to exactly one
+  customer). For e-mail and phone the key is a keyed blind index and the value is stored only
+  AES-GCM encrypted (``enc``); other types keep their value in clear.
+- ``customers``: created time, status (active / merged / erased), ``merged_into``, and a
+  version checked on every change (optimistic concurrency between replicas).
+- ``merges``: the audit trail of merges; ``conflicts``: identifiers dropped by the rules.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import datetime
-from typing import NamedTuple
+import asyncio
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
 
-from motor.motor_asyncio import AsyncIOMotorDatabase
-from pymongo import UpdateOne
+from motor.motor_asyncio import AsyncIOMotorCollection, AsyncIOMotorDatabase
+from pymongo import InsertOne, UpdateMany, UpdateOne
 from pymongo.errors import BulkWriteError
 
-from services.identity.graph import IdentifierValue, Ownership
+from services.identity.graph import Conflict, CustomerNode, GraphIdentifier
+from services.identity.rules import IdentityRules
+from services.platform.crypto import EncryptedValue, FieldCipher
 from services.platform.mongo import Document, IndexSpec, ensure_indexes
 
 DUPLICATE_KEY = 11000
+# SecantusDB answers large $in queries slowly; many small ones in parallel are much faster.
+IN_CHUNK = 50
 
 INDEXES = (
-    # _id is "type:value": each identifier belongs to exactly one customer.
     IndexSpec("identifiers", [("customer_id", 1)]),
+    IndexSpec("merges", [("survivor_id", 1), ("at", -1)]),
+    IndexSpec("merges", [("merged_ids", 1)]),
+    IndexSpec("conflicts", [("customer_id", 1)]),
 )
 
+ACTIVE, MERGED, ERASED = "active", "merged", "erased"
 
-class Link(NamedTuple):
-    """An identifier to attach to a customer: the source and the time that saw them together."""
 
-    customer_id: str
-    identifier: IdentifierValue
+class ConcurrentChange(Exception):
+    """Another replica changed the same part of the graph; resolve again from fresh state."""
+
+
+@dataclass(frozen=True)
+class StoredIdentifier:
+    """An identifier read back, decrypted for display."""
+
+    type: str
+    value: str
+    first_seen: datetime
+    last_seen: datetime
     source: str
-    seen_at: datetime
+
+
+@dataclass
+class Loaded:
+    """What :meth:`IdentityStore.load` found for a set of identifier keys."""
+
+    owners: dict[str, str] = field(default_factory=dict)
+    last_seen: dict[str, datetime] = field(default_factory=dict)
+    customers: dict[str, CustomerNode] = field(default_factory=dict)
+    # Merged customers whose identifiers still point at them, mapped to their survivor.
+    redirects: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Plan:
+    """Every write one batch needs, applied by :meth:`IdentityStore.apply`."""
+
+    new_identifiers: list[Document] = field(default_factory=list)
+    new_customers: list[Document] = field(default_factory=list)
+    # Existing customers: expected version, and the survivor when merged away.
+    touched: dict[str, int] = field(default_factory=dict)
+    merged_into: dict[str, str] = field(default_factory=dict)
+    moves: dict[str, list[str]] = field(default_factory=dict)
+    merges: list[Document] = field(default_factory=list)
+    conflicts: list[Document] = field(default_factory=list)
+    seen: dict[str, datetime] = field(default_factory=dict)
+
+
+async def _find_in(
+    collection: AsyncIOMotorCollection[Document],
+    field_name: str,
+    values: Iterable[str],
+    projection: Mapping[str, int] | None = None,
+) -> list[Document]:
+    unique = sorted(set(values))
+    chunks = [unique[i : i + IN_CHUNK] for i in range(0, len(unique), IN_CHUNK)]
+    results = await asyncio.gather(
+        *(
+            collection.find({field_name: {"$in": chunk}}, projection).to_list(None)
+            for chunk in chunks
+        )
+    )
+    return [doc for chunk in results for doc in chunk]
 
 
 class IdentityStore:
-    """Identifiers and the customer each belongs to."""
+    """The identity graph in MongoDB."""
 
-    def __init__(self, db: AsyncIOMotorDatabase[Document]) -> None:
-        self.identifiers = db["identifiers"]
+    def __init__(
+        self, db: AsyncIOMotorDatabase[Document], cipher: FieldCipher, rules: IdentityRules
+    ) -> None:
         self.db = db
+        self.cipher = cipher
+        self.rules = rules
+        self.identifiers = db["identifiers"]
+        self.customers = db["customers"]
+        self.merges = db["merges"]
+        self.conflicts = db["conflicts"]
 
     async def ensure_indexes(self) -> None:
         """Create the collections' indexes."""
         await ensure_indexes(self.db, INDEXES)
 
-    async def owners(self, identifiers: Sequence[IdentifierValue]) -> dict[str, Ownership]:
-        """Map each known identifier key to its customer and when it was last seen."""
-        if not identifiers:
-            return {}
-        cursor = self.identifiers.find(
-            {"_id": {"$in": list({i.key for i in identifiers})}},
-            {"customer_id": 1, "last_seen": 1},
+    # -- keys and values ------------------------------------------------------------------
+
+    def key_of(self, type_: str, value: str) -> GraphIdentifier:
+        """The graph identifier of a normalised value (blind index for PII types)."""
+        if type_ in self.rules.pii_types:
+            return GraphIdentifier(type_, f"{type_}:{self.cipher.blind_index(value, type_)}")
+        return GraphIdentifier(type_, f"{type_}:{value}")
+
+    def _value_fields(self, identifier: GraphIdentifier, value: str) -> Document:
+        if identifier.type in self.rules.pii_types:
+            return {"enc": self.cipher.encrypt(value, identifier.type).to_document()}
+        return {"value": value}
+
+    def _clear_value(self, doc: Document) -> str:
+        if "enc" in doc:
+            return self.cipher.decrypt(EncryptedValue.from_document(doc["enc"]), doc["type"])
+        return str(doc["value"])
+
+    # -- reading the part of the graph a batch touches -------------------------------------
+
+    async def load_owners(self, keys: Iterable[str]) -> Loaded:
+        """Who owns each of ``keys``, and when each was last seen."""
+        loaded = Loaded()
+        for doc in await _find_in(
+            self.identifiers, "_id", keys, {"customer_id": 1, "last_seen": 1}
+        ):
+            loaded.owners[doc["_id"]] = doc["customer_id"]
+            loaded.last_seen[doc["_id"]] = doc["last_seen"]
+        return loaded
+
+    async def load_customers(self, loaded: Loaded, wanted: set[str]) -> None:
+        """Load customers in full (created time, version, every identifier), following
+        merges to the survivors, because the batch may change them."""
+        if not wanted:
+            return
+        wanted = set(wanted)
+        seen: set[str] = set()
+        while wanted - seen:
+            batch = wanted - seen
+            seen |= batch
+            found = {d["_id"]: d for d in await _find_in(self.customers, "_id", batch)}
+            for customer_id in batch:
+                doc = found.get(customer_id)
+                if doc is not None and doc["status"] == MERGED:
+                    loaded.redirects[customer_id] = doc["merged_into"]
+                    wanted.add(doc["merged_into"])
+        finals = {c for c in wanted if c not in loaded.redirects}
+        docs = {d["_id"]: d for d in await _find_in(self.customers, "_id", finals)}
+        members = await _find_in(
+            self.identifiers,
+            "customer_id",
+            finals | set(loaded.redirects),
+            {"type": 1, "customer_id": 1, "first_seen": 1},
         )
-        return {doc["_id"]: Ownership(doc["customer_id"], doc["last_seen"]) async for doc in cursor}
+        by_customer: dict[str, list[Document]] = {}
+        for doc in members:
+            by_customer.setdefault(self.final(loaded, doc["customer_id"]), []).append(doc)
+        for customer_id in finals:
+            idents = by_customer.get(customer_id, [])
+            doc = docs.get(customer_id)
+            if doc is None:
+                # Identifiers written before their customer (a crash in between): heal it.
+                created = min(
+                    (d["first_seen"] for d in idents), default=datetime.min.replace(tzinfo=UTC)
+                )
+                node = CustomerNode(customer_id, created, 0, is_new=True)
+            else:
+                node = CustomerNode(customer_id, doc["created_at"], doc["version"])
+            node.identifiers = {d["_id"]: GraphIdentifier(d["type"], d["_id"]) for d in idents}
+            loaded.customers[customer_id] = node
 
-    async def link(self, links: Sequence[Link]) -> set[str]:
-        """Attach each identifier to its customer in one round trip.
+    @staticmethod
+    def final(loaded: Loaded, customer_id: str) -> str:
+        """Follow merge redirects to the customer that holds the identifiers now."""
+        while customer_id in loaded.redirects:
+            customer_id = loaded.redirects[customer_id]
+        return customer_id
 
-        Returns the keys of identifiers another customer owned already (they keep their
-        owner: the unique ``_id`` decides races between consumers).
-        """
-        first: dict[str, Link] = {}
-        last_seen: dict[str, datetime] = {}
-        for link in links:
-            key = link.identifier.key
-            first.setdefault(key, link)
-            last_seen[key] = max(link.seen_at, last_seen.get(key, link.seen_at))
-        if not first:
-            return set()
-        ops = [
-            UpdateOne(
-                {"_id": key, "customer_id": link.customer_id},
-                {
-                    "$setOnInsert": {
-                        "type": link.identifier.type,
-                        "value": link.identifier.value,
-                        "first_seen": link.seen_at,
-                        "source": link.source,
-                    },
-                    "$max": {"last_seen": last_seen[key]},
-                },
-                upsert=True,
-            )
-            for key, link in first.items()
+    # -- writing a batch's plan -----------------------------------------------------------
+
+    def identifier_document(
+        self,
+        identifier: GraphIdentifier,
+        value: str,
+        customer_id: str,
+        source: str,
+        at: datetime,
+    ) -> Document:
+        """A new ``identifiers`` document (the value encrypted for PII types)."""
+        return {
+            "_id": identifier.key,
+            "customer_id": customer_id,
+            "type": identifier.type,
+            **self._value_fields(identifier, value),
+            "first_seen": at,
+            "last_seen": at,
+            "source": source,
+        }
+
+    async def apply(self, plan: Plan) -> None:
+        """Write a plan. Identifiers go first: their unique ``_id`` settles races between
+        replicas; then the version-checked customer updates. Raises
+        :class:`ConcurrentChange` when another replica got there first."""
+        new_customers = {d["_id"] for d in plan.new_customers}
+        await self._insert_identifiers(plan.new_identifiers, new_customers)
+        await self._insert_ignoring_duplicates(self.customers, plan.new_customers)
+        await self._check_and_update_customers(plan)
+        moves = [
+            UpdateMany({"customer_id": {"$in": sources}}, {"$set": {"customer_id": survivor}})
+            for survivor, sources in plan.moves.items()
         ]
+        if moves:
+            await self.identifiers.bulk_write(moves, ordered=False)
+        await self._insert_ignoring_duplicates(self.merges, plan.merges)
+        await self._insert_ignoring_duplicates(self.conflicts, plan.conflicts)
+        if plan.seen:
+            await self.identifiers.bulk_write(
+                [UpdateOne({"_id": k}, {"$max": {"last_seen": at}}) for k, at in plan.seen.items()],
+                ordered=False,
+            )
+
+    async def _insert_identifiers(self, docs: list[Document], new_customers: set[str]) -> None:
+        if not docs:
+            return
         try:
-            await self.identifiers.bulk_write(ops, ordered=False)
+            await self.identifiers.insert_many(docs, ordered=False)
         except BulkWriteError as exc:
             errors = exc.details["writeErrors"]
             if any(e["code"] != DUPLICATE_KEY for e in errors):
                 raise
-            keys = list(first)
-            return {keys[e["index"]] for e in errors}
-        return set()
+            clashes = {docs[e["index"]]["_id"]: docs[e["index"]]["customer_id"] for e in errors}
+            stored = await _find_in(self.identifiers, "_id", clashes, {"customer_id": 1})
+            # Our own earlier attempt (a redelivery) is fine; someone else's is a race lost.
+            if all(d["customer_id"] == clashes[d["_id"]] for d in stored):
+                return
+            # Take back what this attempt gave to customers it was about to create, so the
+            # retry attaches them to the winner instead of merging a customer nobody saw.
+            ours = [d["_id"] for d in docs if d["_id"] not in clashes]
+            await self.identifiers.delete_many(
+                {"_id": {"$in": ours}, "customer_id": {"$in": sorted(new_customers)}}
+            )
+            raise ConcurrentChange("identifier taken by another customer") from None
 
-    async def identities(self, customer_id: str) -> list[IdentifierValue]:
-        """Every identifier of a customer, in a stable order."""
-        cursor = self.identifiers.find({"customer_id": customer_id}, {"type": 1, "value": 1})
-        return sorted([IdentifierValue(d["type"], d["value"]) async for d in cursor])
+    async def _insert_ignoring_duplicates(
+        self, collection: AsyncIOMotorCollection[Document], docs: list[Document]
+    ) -> None:
+        if not docs:
+            return
+        try:
+            await collection.bulk_write([InsertOne(d) for d in docs], ordered=False)
+        except BulkWriteError as exc:
+            if any(e["code"] != DUPLICATE_KEY for e in exc.details["writeErrors"]):
+                raise
 
-    async def owner_of(self, identifier: IdentifierValue) -> str | None:
-        """The customer an identifier belongs to, if any."""
+    async def _check_and_update_customers(self, plan: Plan) -> None:
+        ops = []
+        for customer_id, version in plan.touched.items():
+            change: dict[str, Any] = {"$inc": {"version": 1}}
+            if customer_id in plan.merged_into:
+                change["$set"] = {"status": MERGED, "merged_into": plan.merged_into[customer_id]}
+            ops.append(
+                UpdateOne({"_id": customer_id, "status": ACTIVE, "version": version}, change)
+            )
+        if not ops:
+            return
+        result = await self.customers.bulk_write(ops, ordered=False)
+        if result.matched_count != len(ops):
+            raise ConcurrentChange(
+                f"{len(ops) - result.matched_count} customer(s) changed by another replica"
+            )
+
+    # -- reads for the API ----------------------------------------------------------------
+
+    async def owner_of(self, identifier: GraphIdentifier) -> str | None:
+        """The active customer an identifier belongs to (following merges), if any."""
         doc = await self.identifiers.find_one({"_id": identifier.key}, {"customer_id": 1})
-        return None if doc is None else str(doc["customer_id"])
+        if doc is None:
+            return None
+        return await self.current_id(str(doc["customer_id"]))
+
+    async def owners_of(self, identifiers: Sequence[GraphIdentifier]) -> dict[str, str]:
+        """Many :meth:`owner_of` in a few round trips: key -> active customer id."""
+        docs = await _find_in(
+            self.identifiers, "_id", [i.key for i in identifiers], {"customer_id": 1}
+        )
+        raw = {d["_id"]: d["customer_id"] for d in docs}
+        current = {c: await self.current_id(c) for c in set(raw.values())}
+        return {k: current[c] for k, c in raw.items() if current[c] is not None}  # type: ignore[misc]
+
+    async def current_id(self, customer_id: str) -> str | None:
+        """The active customer ``customer_id`` is now (itself, or its survivor); ``None``
+        when unknown or erased."""
+        for _ in range(64):
+            doc = await self.customers.find_one(
+                {"_id": customer_id}, {"status": 1, "merged_into": 1}
+            )
+            if doc is None:
+                # Identifiers may briefly exist before their customer document.
+                exists = await self.identifiers.find_one({"customer_id": customer_id}, {"_id": 1})
+                return customer_id if exists else None
+            if doc["status"] == ACTIVE:
+                return customer_id
+            if doc["status"] == ERASED:
+                return None
+            customer_id = doc["merged_into"]
+        return None
+
+    async def identities(self, customer_id: str) -> list[StoredIdentifier]:
+        """Every identifier of a customer, decrypted, in a stable order."""
+        docs = await self.identifiers.find({"customer_id": customer_id}).to_list(None)
+        found = [
+            StoredIdentifier(
+                d["type"], self._clear_value(d), d["first_seen"], d["last_seen"], d["source"]
+            )
+            for d in docs
+        ]
+        return sorted(found, key=lambda i: (self.rules.rank(i.type), i.value))
+
+    async def merge_history(self, customer_id: str) -> list[Document]:
+        """Merges this customer survived or was merged in, newest first."""
+        cursor = self.merges.find(
+            {"$or": [{"survivor_id": customer_id}, {"merged_ids": customer_id}]}
+        ).sort("at", -1)
+        return await cursor.to_list(None)
+
+    async def erase(self, customer_id: str, at: datetime) -> int:
+        """Remove every identifier of the customer (and of customers merged into it), its
+        recorded conflicts, and mark it erased; returns how many identifiers went."""
+        merged = [
+            d["_id"]
+            for d in await self.customers.find({"merged_into": customer_id}, {"_id": 1}).to_list(
+                None
+            )
+        ]
+        owners = [customer_id, *merged]
+        removed = await self.identifiers.delete_many({"customer_id": {"$in": owners}})
+        await self.conflicts.delete_many({"customer_id": {"$in": owners}})
+        await self.customers.update_one(
+            {"_id": customer_id},
+            {"$set": {"status": ERASED, "erased_at": at}, "$inc": {"version": 1}},
+            upsert=True,
+        )
+        return int(removed.deleted_count)
+
+    @staticmethod
+    def conflict_document(
+        event_id: str, customer_id: str, conflict: Conflict, at: datetime
+    ) -> Document:
+        """A recorded conflict; the identifier appears by key only (blind for PII)."""
+        return {
+            "_id": f"{event_id}:{conflict.identifier.key}",
+            "event_id": event_id,
+            "customer_id": customer_id,
+            "type": conflict.identifier.type,
+            "key": conflict.identifier.key,
+            "reason": conflict.reason,
+            "at": at,
+        }

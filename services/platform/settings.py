@@ -7,10 +7,12 @@ bad value stops start-up with a message naming the variable, never a traceback.
 from __future__ import annotations
 
 import sys
-from typing import Literal, TypeVar
+from typing import Literal, Self, TypeVar
 
-from pydantic import Field, ValidationError
+from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from services.platform.crypto import FieldCipher, cipher_from_settings
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 
@@ -47,6 +49,31 @@ class ServiceSettings(CommonSettings):
     grpc_port: int = Field(0, ge=0, le=65_535)
     # Applied to calls that arrive without a deadline.
     grpc_default_deadline_s: float = Field(10.0, gt=0, le=300)
+
+
+class PiiSettings(ServiceSettings):
+    """A service that keeps PII: e-mail, phone (and more) are stored encrypted and looked up
+    by a keyed blind index. See the README's key-rotation procedure."""
+
+    # "k1:BASE64,k2:BASE64": every key a stored value may use; new writes use the active one.
+    pii_keys: SecretStr
+    pii_active_key_id: str = Field(min_length=1)
+    # HMAC key of the blind indexes; distinct from the encryption keys.
+    pii_index_key: SecretStr
+
+    @model_validator(mode="after")
+    def keys_are_usable(self) -> Self:
+        """Fail at start-up, not at the first event, when the key material is wrong."""
+        self.field_cipher()
+        return self
+
+    def field_cipher(self) -> FieldCipher:
+        """The cipher built from the configured keys."""
+        return cipher_from_settings(
+            self.pii_keys.get_secret_value(),
+            self.pii_active_key_id,
+            self.pii_index_key.get_secret_value(),
+        )
 
 
 SettingsT = TypeVar("SettingsT", bound=BaseSettings)

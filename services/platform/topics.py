@@ -8,6 +8,8 @@ IDENTITY_MERGED = "lodestar.identity.merged.v1"
 PROFILE_CHANGED = "lodestar.profile.changed.v1"
 SEGMENTS_MEMBERSHIP = "lodestar.segments.membership.v1"
 PRIVACY = "lodestar.privacy.v1"
+# Completions travel apart from requests so a consumer of one never has to parse the other.
+PRIVACY_COMPLETED = "lodestar.privacy.completed.v1"
 DEADLETTER = "lodestar.deadletter.v1"
 
 ALL_TOPICS = (
@@ -17,5 +19,6 @@ ALL_TOPICS = (
     PROFILE_CHANGED,
     SEGMENTS_MEMBERSHIP,
     PRIVACY,
+    PRIVACY_COMPLETED,
     DEADLETTER,
 )

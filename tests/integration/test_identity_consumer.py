@@ -1,38 +1,34 @@
-"""The identity consumer's batch resolution over real SecantusDB and Tansu."""
+"""The identity service's Kafka handlers over real SecantusDB and Tansu: resolved events and
+merges out after the graph is stored; privacy erasures in, completions out."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import pytest
+from motor.motor_asyncio import AsyncIOMotorClient
 
 from infra.local.servers import KafkaWireServer, MongoWireServer
 from lodestar.v1 import common_pb2, events_pb2
-from services.identity.consumers import RawEventHandler
-from services.identity.graph import IdentifierValue, Ownership
-from services.identity.store import IdentityStore, Link
+from services.identity.consumers import PrivacyHandler, RawEventHandler
+from services.identity.store import IdentityStore
 from services.platform import topics
 from services.platform.bus import Bus, BusConfig, Delivery, ensure_topics
-from services.platform.mongo import database, mongo_client
+from services.platform.errors import PoisonMessage
+from services.platform.mongo import Document, mongo_client
+from tests.support.identity import event, fresh_store, resolver
 from tests.support.kafka import read_all, unique
-
-
-class StaleStore(IdentityStore):
-    """Answers the first owners() read as if another consumer had not linked yet."""
-
-    stale_reads = 1
-
-    async def owners(self, identifiers: Sequence[IdentifierValue]) -> dict[str, Ownership]:
-        if self.stale_reads:
-            self.stale_reads -= 1
-            return {}
-        return await super().owners(identifiers)
 
 
 @pytest.fixture
 async def bus(kafka_server: KafkaWireServer) -> AsyncIterator[Bus]:
-    await ensure_topics(kafka_server.bootstrap_servers, {topics.EVENTS_RESOLVED: 6})
+    await ensure_topics(
+        kafka_server.bootstrap_servers,
+        dict.fromkeys(
+            [topics.EVENTS_RESOLVED, topics.IDENTITY_MERGED, topics.PRIVACY_COMPLETED], 6
+        ),
+    )
     bus = Bus(BusConfig(kafka_server.bootstrap_servers, "test-identity"))
     await bus.start()
     yield bus
@@ -40,11 +36,9 @@ async def bus(kafka_server: KafkaWireServer) -> AsyncIterator[Bus]:
 
 
 @pytest.fixture
-async def store(mongo_server: MongoWireServer) -> AsyncIterator[StaleStore]:
-    client = mongo_client(mongo_server.uri, "tests")
-    store = StaleStore(database(client, unique("id").replace("-", "_"), "identity"))
-    await store.ensure_indexes()
-    yield store
+async def store(mongo_server: MongoWireServer) -> AsyncIterator[IdentityStore]:
+    client: AsyncIOMotorClient[Document] = mongo_client(mongo_server.uri, "tests")
+    yield await fresh_store(client)
     client.close()
 
 
@@ -56,67 +50,67 @@ def raw(event_id: str, *identifiers: tuple[str, str]) -> Delivery[events_pb2.Eve
         identifiers=[common_pb2.Identifier(type=t, value=v) for t, v in identifiers],
         source="test",
     )
+    event.received_at.FromDatetime(datetime.now(UTC))
     return Delivery("raw", 0, 0, None, event.SerializeToString(), event)
 
 
-async def resolved(kafka: KafkaWireServer, event_ids: set[str]) -> dict[str, str]:
-    records = await read_all(kafka.bootstrap_servers, topics.EVENTS_RESOLVED)
-    events = [events_pb2.Event.FromString(r.value) for r in records]
-    return {e.event_id: e.customer_id for e in events if e.event_id in event_ids}
-
-
-async def test_batch_links_anonymous_and_known_user_to_one_customer(
-    store: StaleStore, bus: Bus, kafka_server: KafkaWireServer
+async def test_resolved_events_and_merges_are_published(
+    store: IdentityStore, bus: Bus, kafka_server: KafkaWireServer
 ) -> None:
-    store.stale_reads = 0
     tag = unique("b")
-    anon, user = ("anonymous_id", f"{tag}-anon"), ("user_id", f"{tag}-user")
-    ids = {f"{tag}-1", f"{tag}-2", f"{tag}-3"}
-    await RawEventHandler(store, bus)(
-        [raw(f"{tag}-1", anon), raw(f"{tag}-2", anon, user), raw(f"{tag}-3", user)]
+    anon1, anon2, user = (
+        ("anonymous_id", f"{tag}-1"),
+        ("anonymous_id", f"{tag}-2"),
+        ("user_id", f"{tag}-u"),
     )
-    customers = await resolved(kafka_server, ids)
-    assert set(customers) == ids
-    assert len(set(customers.values())) == 1
-    owner = await store.owner_of(IdentifierValue(*user))
-    assert owner == customers[f"{tag}-1"]
+    handler = RawEventHandler(resolver(store), bus)
+    await handler([raw(f"{tag}-a", anon1), raw(f"{tag}-b", anon2)])
+    await handler([raw(f"{tag}-c", anon1, user), raw(f"{tag}-d", anon2, user)])
+
+    resolved = [
+        events_pb2.Event.FromString(r.value)
+        for r in await read_all(kafka_server.bootstrap_servers, topics.EVENTS_RESOLVED)
+    ]
+    mine = {e.event_id: e.customer_id for e in resolved if e.event_id.startswith(tag)}
+    assert set(mine) == {f"{tag}-a", f"{tag}-b", f"{tag}-c", f"{tag}-d"}
+    survivor = mine[f"{tag}-a"]
+    assert mine[f"{tag}-c"] == mine[f"{tag}-d"] == survivor
+    merges = [
+        events_pb2.IdentityMerged.FromString(r.value)
+        for r in await read_all(kafka_server.bootstrap_servers, topics.IDENTITY_MERGED)
+    ]
+    [merge] = [m for m in merges if m.caused_by_event_id == f"{tag}-d"]
+    assert merge.survivor_id == survivor
+    assert list(merge.merged_ids) == [mine[f"{tag}-b"]]
 
 
-async def test_identifier_linked_by_another_consumer_meanwhile_wins(
-    store: StaleStore, bus: Bus, kafka_server: KafkaWireServer
+async def test_event_without_usable_identifier_is_poison(store: IdentityStore, bus: Bus) -> None:
+    handler = RawEventHandler(resolver(store), bus)
+    with pytest.raises(PoisonMessage, match="no usable identifier"):
+        await handler([raw("bad", ("anonymous_id", "undefined"), ("email", "not-an-email"))])
+
+
+async def test_privacy_erasure_removes_identifiers_and_reports_done(
+    store: IdentityStore, bus: Bus, kafka_server: KafkaWireServer
 ) -> None:
-    tag = unique("race")
-    email = IdentifierValue("email", f"{tag}@example.com")
-    # Another identity replica linked the e-mail after this one read the graph.
-    await store.link([Link("cust-other", email, "app", datetime.now(UTC))])
-    await RawEventHandler(store, bus)(
-        [raw(f"{tag}-1", ("email", email.value)), raw(f"{tag}-2", ("user_id", f"{tag}-u"))]
+    tag = unique("erase")
+    outcome = await resolver(store).resolve(
+        [event(f"{tag}-1", ("email", f"{tag}@example.com"), ("user_id", tag))]
     )
-    customers = await resolved(kafka_server, {f"{tag}-1", f"{tag}-2"})
-    assert customers[f"{tag}-1"] == "cust-other"
-    assert customers[f"{tag}-2"] != "cust-other"
-    assert store.stale_reads == 0
-
-
-async def test_last_seen_is_rewritten_at_most_once_per_resolution(
-    store: StaleStore, bus: Bus, kafka_server: KafkaWireServer
-) -> None:
-    from datetime import timedelta
-
-    store.stale_reads = 0
-    tag = unique("seen")
-    user = IdentifierValue("user_id", f"{tag}-u")
-
-    def at(event_id: str, seconds: int) -> Delivery[events_pb2.Event]:
-        delivery = raw(event_id, (user.type, user.value))
-        delivery.message.received_at.FromDatetime(
-            datetime(2026, 5, 1, tzinfo=UTC) + timedelta(seconds=seconds)
-        )
-        return delivery
-
-    handler = RawEventHandler(store, bus, last_seen_resolution=timedelta(minutes=1))
-    await handler([at(f"{tag}-1", 0)])
-    await handler([at(f"{tag}-2", 30)])  # within the minute: no write
-    assert (await store.owners([user]))[user.key].last_seen.second == 0
-    await handler([at(f"{tag}-3", 61)])  # a minute later: written
-    assert (await store.owners([user]))[user.key].last_seen.minute == 1
+    customer = outcome.customer_ids[0]
+    request = events_pb2.PrivacyRequest(
+        request_id=f"{tag}-req", kind=events_pb2.PRIVACY_REQUEST_KIND_ERASE, customer_id=customer
+    )
+    delivery = Delivery("privacy", 0, 0, None, request.SerializeToString(), request)
+    await PrivacyHandler(store, bus)([delivery])
+    await PrivacyHandler(store, bus)([delivery])  # redelivered: still fine
+    assert await store.identifiers.count_documents({"customer_id": customer}) == 0
+    assert await store.current_id(customer) is None
+    completions = [
+        events_pb2.PrivacyCompleted.FromString(r.value)
+        for r in await read_all(kafka_server.bootstrap_servers, topics.PRIVACY_COMPLETED)
+    ]
+    mine = [c for c in completions if c.request_id == f"{tag}-req"]
+    assert mine
+    assert {c.service for c in mine} == {"identity"}
+    assert mine[0].customer_id == customer

@@ -13,15 +13,15 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from infra.local.servers import MongoWireServer
 from lodestar.v1 import common_pb2, identity_pb2, identity_pb2_grpc, profile_pb2, profile_pb2_grpc
 from services.identity.api import IdentityServicer
-from services.identity.graph import IdentifierValue
 from services.identity.server import SERVICE_NAME as IDENTITY
-from services.identity.store import IdentityStore, Link
+from services.identity.store import IdentityStore
 from services.platform.mongo import database, mongo_client
 from services.platform.rpc import GrpcServer, client_channel
 from services.profile.api import ProfileServicer
 from services.profile.fold import ProfileDelta
 from services.profile.server import SERVICE_NAME as PROFILE
 from services.profile.store import ProfileStore
+from tests.support.identity import fresh_store, resolver
 from tests.support.kafka import unique
 
 
@@ -37,12 +37,13 @@ class Servers:
 async def servers(mongo_server: MongoWireServer) -> AsyncIterator[Servers]:
     client = mongo_client(mongo_server.uri, "tests")
     prefix = unique("rpc").replace("-", "_")
-    identity = IdentityStore(database(client, prefix, "identity"))
-    await identity.ensure_indexes()
+    identity = await fresh_store(client)
     profile = ProfileStore(database(client, prefix, "profile"), 100)
 
     def register(server: grpc.aio.Server) -> None:
-        identity_pb2_grpc.add_IdentityServiceServicer_to_server(IdentityServicer(identity), server)
+        identity_pb2_grpc.add_IdentityServiceServicer_to_server(
+            IdentityServicer(identity, resolver(identity)), server
+        )
         profile_pb2_grpc.add_ProfileServiceServicer_to_server(ProfileServicer(profile), server)
 
     server = GrpcServer("127.0.0.1", 0, [IDENTITY, PROFILE], register, default_deadline_s=2)
@@ -73,40 +74,103 @@ async def test_reflection_lists_the_services(servers: Servers) -> None:
     assert {IDENTITY, PROFILE, "grpc.health.v1.Health"} <= names
 
 
-async def test_lookup_and_get_profile(servers: Servers) -> None:
-    at = datetime(2026, 3, 1, tzinfo=UTC)
-    await servers.identity.link(
-        [Link("cust-1", IdentifierValue("email", "ada@example.com"), "t", at)]
-    )
-    await servers.profile.apply(
-        [ProfileDelta("e1", "cust-1", {"name": "Ada"}, {"Signed Up": 2}, at)]
-    )
+def ident(type_: str, value: str) -> common_pb2.Identifier:
+    return common_pb2.Identifier(type=type_, value=value)
+
+
+async def test_resolve_lookup_history_erase(servers: Servers) -> None:
     channel = client_channel(servers.target)
     try:
         identity = identity_pb2_grpc.IdentityServiceStub(channel)
-        found = await identity.Lookup(
-            identity_pb2.LookupRequest(
-                identifier=common_pb2.Identifier(type="email", value="  ADA@example.com ")
+        first = await identity.Resolve(
+            identity_pb2.ResolveRequest(
+                identifiers=[ident("anonymous_id", "dev-1")], event_id="e1", source="web"
             )
         )
-        assert found.customer_id == "cust-1"
-        assert [(i.type, i.value) for i in found.identifiers] == [("email", "ada@example.com")]
-        profile = await profile_pb2_grpc.ProfileServiceStub(channel).GetProfile(
-            profile_pb2.GetProfileRequest(customer_id="cust-1")
+        assert first.created
+        second = await identity.Resolve(
+            identity_pb2.ResolveRequest(identifiers=[ident("anonymous_id", "dev-2")], event_id="e2")
         )
-        assert dict(profile.event_counts) == {"Signed Up": 2}
-        assert profile.traits["name"] == "Ada"
-        assert profile.first_seen.ToDatetime(UTC) == at
+        merged = await identity.Resolve(
+            identity_pb2.ResolveRequest(
+                identifiers=[
+                    ident("email", " ADA@example.com"),
+                    ident("anonymous_id", "dev-1"),
+                    ident("anonymous_id", "dev-2"),
+                ],
+                event_id="e3",
+            )
+        )
+        assert merged.customer_id == first.customer_id
+        assert list(merged.merged_ids) == [second.customer_id]
+        assert not merged.created
+
+        found = await identity.Lookup(
+            identity_pb2.LookupRequest(identifier=ident("email", "ada@EXAMPLE.com "))
+        )
+        assert found.customer_id == first.customer_id
+        assert {(i.type, i.value) for i in found.identifiers} == {
+            ("email", "ada@example.com"),
+            ("anonymous_id", "dev-1"),
+            ("anonymous_id", "dev-2"),
+        }
+        assert {r.source for r in found.records} == {"web", "api"}
+
+        batch = await identity.BatchLookup(
+            identity_pb2.BatchLookupRequest(
+                identifiers=[
+                    ident("anonymous_id", "dev-2"),
+                    ident("user_id", "nobody"),
+                    ident("phone", "123"),
+                ]
+            )
+        )
+        assert [r.customer_id for r in batch.results] == [first.customer_id, "", ""]
+        assert [bool(r.error) for r in batch.results] == [False, False, True]
+
+        old = await identity.GetIdentities(
+            identity_pb2.GetIdentitiesRequest(customer_id=second.customer_id)
+        )
+        assert old.customer_id == first.customer_id  # a merged id answers with its survivor
+        history = await identity.GetMergeHistory(
+            identity_pb2.GetMergeHistoryRequest(customer_id=first.customer_id)
+        )
+        assert [
+            (m.survivor_id, list(m.merged_ids), m.caused_by_event_id) for m in history.merges
+        ] == [(first.customer_id, [second.customer_id], "e3")]
+
+        erased = await identity.Erase(identity_pb2.EraseRequest(customer_id=first.customer_id))
+        assert erased.identifiers_removed == 3
+        with pytest.raises(grpc.aio.AioRpcError) as gone:
+            await identity.GetIdentities(
+                identity_pb2.GetIdentitiesRequest(customer_id=first.customer_id)
+            )
+        assert gone.value.code() == grpc.StatusCode.NOT_FOUND
     finally:
         await channel.close()
+
+
+async def test_get_profile(servers: Servers) -> None:
+    at = datetime(2026, 3, 1, tzinfo=UTC)
+    await servers.profile.apply(
+        [ProfileDelta("e1", "cust-1", {"name": "Ada"}, {"Signed Up": 2}, at)]
+    )
+    async with grpc.aio.insecure_channel(servers.target) as channel:
+        profile = await profile_pb2_grpc.ProfileServiceStub(channel).GetProfile(
+            profile_pb2.GetProfileRequest(customer_id="cust-1"), timeout=2
+        )
+    assert dict(profile.event_counts) == {"Signed Up": 2}
+    assert profile.traits["name"] == "Ada"
+    assert profile.first_seen.ToDatetime(UTC) == at
 
 
 @pytest.mark.parametrize(
     ("identifier", "code", "detail"),
     [
-        (common_pb2.Identifier(type="shoe_size", value="42"), "INVALID_ARGUMENT", "shoe_size"),
-        (common_pb2.Identifier(type="email", value="no-at-sign"), "INVALID_ARGUMENT", "'@'"),
-        (common_pb2.Identifier(type="user_id", value="nobody"), "NOT_FOUND", "nobody"),
+        (ident("shoe_size", "42"), "INVALID_ARGUMENT", "shoe_size"),
+        (ident("email", "no-at-sign"), "INVALID_ARGUMENT", "not a valid address"),
+        (ident("phone", "12"), "INVALID_ARGUMENT", "phone"),
+        (ident("user_id", "nobody"), "NOT_FOUND", "user_id"),
     ],
 )
 async def test_lookup_errors_name_the_problem(
@@ -118,6 +182,18 @@ async def test_lookup_errors_name_the_problem(
             await stub.Lookup(identity_pb2.LookupRequest(identifier=identifier), timeout=2)
     assert error.value.code().name == code
     assert detail in (error.value.details() or "")
+
+
+async def test_resolve_without_usable_identifiers_is_invalid_argument(servers: Servers) -> None:
+    async with grpc.aio.insecure_channel(servers.target) as channel:
+        stub = identity_pb2_grpc.IdentityServiceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as error:
+            await stub.Resolve(
+                identity_pb2.ResolveRequest(identifiers=[ident("anonymous_id", "undefined")]),
+                timeout=2,
+            )
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "blocked" in (error.value.details() or "")
 
 
 async def test_unexpected_errors_become_internal_without_a_trace(servers: Servers) -> None:

@@ -10,8 +10,6 @@ import pytest
 from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorDatabase
 
 from infra.local.servers import MongoWireServer
-from services.identity.graph import IdentifierValue, Ownership
-from services.identity.store import IdentityStore, Link
 from services.platform.mongo import Document, database, mongo_client
 from services.profile.fold import ProfileDelta
 from services.profile.store import ProfileStore
@@ -99,58 +97,3 @@ async def test_profile_concurrent_redelivery_counts_once(
     profile = await store.get("c1")
     assert profile is not None
     assert profile.event_counts == {"Viewed": 1}
-
-
-async def test_identity_link_keeps_first_owner(db: AsyncIOMotorDatabase[Document]) -> None:
-    store = IdentityStore(db)
-    await store.ensure_indexes()
-    email = IdentifierValue("email", "ada@example.com")
-    user = IdentifierValue("user_id", "u1")
-    u2 = IdentifierValue("user_id", "u2")
-    assert (
-        await store.link([Link("cust-a", email, "web", T0), Link("cust-a", user, "web", T0)])
-        == set()
-    )
-    conflicts = await store.link([Link("cust-b", email, "app", T0), Link("cust-b", u2, "app", T0)])
-    assert conflicts == {email.key}
-    assert await store.owner_of(email) == "cust-a"
-    assert await store.owners([email, u2]) == {
-        email.key: Ownership("cust-a", T0),
-        u2.key: Ownership("cust-b", T0),
-    }
-    assert await store.identities("cust-a") == sorted([email, user])
-    # Linking again (a redelivered event) changes nothing but the last-seen time.
-    later = T0 + timedelta(days=1)
-    assert await store.link([Link("cust-a", email, "web", later)]) == set()
-    assert await store.identities("cust-a") == sorted([email, user])
-    stored = await db["identifiers"].find_one({"_id": email.key})
-    assert stored is not None
-    assert (stored["first_seen"], stored["last_seen"], stored["source"]) == (T0, later, "web")
-
-
-async def test_identity_link_collapses_one_identifier_seen_twice_in_a_batch(
-    db: AsyncIOMotorDatabase[Document],
-) -> None:
-    store = IdentityStore(db)
-    anon = IdentifierValue("anonymous_id", "a-9")
-    later = T0 + timedelta(hours=2)
-    await store.link([Link("cust-z", anon, "web", T0), Link("cust-z", anon, "app", later)])
-    stored = await db["identifiers"].find_one({"_id": anon.key})
-    assert stored is not None
-    assert (stored["first_seen"], stored["last_seen"], stored["source"]) == (T0, later, "web")
-
-
-async def test_identity_concurrent_links_yield_one_owner(
-    db: AsyncIOMotorDatabase[Document],
-) -> None:
-    store = IdentityStore(db)
-    await store.ensure_indexes()
-    anon = IdentifierValue("anonymous_id", "anon-1")
-    results = await asyncio.gather(
-        *(store.link([Link(f"cust-{i}", anon, "t", T0)]) for i in range(20))
-    )
-    owner = await store.owner_of(anon)
-    assert owner is not None
-    assert await db["identifiers"].count_documents({"_id": anon.key}) == 1
-    # Exactly one link won; the other nineteen were told the identifier is taken.
-    assert sorted(len(r) for r in results) == [0] + [1] * 19

@@ -63,11 +63,20 @@ async def read_all(bootstrap: str, topic: str, idle_s: float = 0.5) -> list[Cons
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         records: list[ConsumerRecord] = []
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
+        started = time.monotonic()
+        while time.monotonic() < started + 60:
             batch = await consumer.getmany(timeout_ms=int(idle_s * 1000))
             if not batch:
-                break
+                # Done once every partition has answered a fetch and nothing more arrives.
+                # (Tansu's high watermark can be short, so it is a floor, not the end.)
+                marks = [consumer.highwater(tp) for tp in tps]
+                positions = [await consumer.position(tp) for tp in tps]
+                caught_up = all(
+                    m is not None and p >= m for m, p in zip(marks, positions, strict=True)
+                )
+                if caught_up or time.monotonic() > started + 10:
+                    break
+                continue
             for recs in batch.values():
                 records.extend(recs)
         return records

@@ -6,6 +6,7 @@ isort:skip_file
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from lodestar.v1 import common_pb2 as _common_pb2
 import builtins as _builtins
@@ -18,6 +19,62 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+@_typing.final
+class ResolveRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IDENTIFIERS_FIELD_NUMBER: _builtins.int
+    EVENT_ID_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    event_id: _builtins.str
+    """Dedupe key; generated when empty."""
+    source: _builtins.str
+    @_builtins.property
+    def identifiers(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Identifier]: ...
+    def __init__(
+        self,
+        *,
+        identifiers: _abc.Iterable[_common_pb2.Identifier] | None = ...,
+        event_id: _builtins.str = ...,
+        source: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_id", b"event_id", "identifiers", b"identifiers", "source", b"source"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResolveRequest: _TypeAlias = ResolveRequest  # noqa: Y015
+
+@_typing.final
+class ResolveResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    CREATED_FIELD_NUMBER: _builtins.int
+    MERGED_IDS_FIELD_NUMBER: _builtins.int
+    CONFLICTS_FIELD_NUMBER: _builtins.int
+    customer_id: _builtins.str
+    created: _builtins.bool
+    conflicts: _builtins.int
+    @_builtins.property
+    def merged_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        customer_id: _builtins.str = ...,
+        created: _builtins.bool = ...,
+        merged_ids: _abc.Iterable[_builtins.str] | None = ...,
+        conflicts: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["conflicts", b"conflicts", "created", b"created", "customer_id", b"customer_id", "merged_ids", b"merged_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResolveResponse: _TypeAlias = ResolveResponse  # noqa: Y015
 
 @_typing.final
 class LookupRequest(_message.Message):
@@ -40,6 +97,72 @@ class LookupRequest(_message.Message):
 Global___LookupRequest: _TypeAlias = LookupRequest  # noqa: Y015
 
 @_typing.final
+class BatchLookupRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IDENTIFIERS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def identifiers(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Identifier]: ...
+    def __init__(
+        self,
+        *,
+        identifiers: _abc.Iterable[_common_pb2.Identifier] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["identifiers", b"identifiers"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchLookupRequest: _TypeAlias = BatchLookupRequest  # noqa: Y015
+
+@_typing.final
+class LookupResult(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IDENTIFIER_FIELD_NUMBER: _builtins.int
+    CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    customer_id: _builtins.str
+    error: _builtins.str
+    @_builtins.property
+    def identifier(self) -> _common_pb2.Identifier: ...
+    def __init__(
+        self,
+        *,
+        identifier: _common_pb2.Identifier | None = ...,
+        customer_id: _builtins.str = ...,
+        error: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["identifier", b"identifier"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer_id", b"customer_id", "error", b"error", "identifier", b"identifier"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LookupResult: _TypeAlias = LookupResult  # noqa: Y015
+
+@_typing.final
+class BatchLookupResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___LookupResult]: ...
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___LookupResult] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchLookupResponse: _TypeAlias = BatchLookupResponse  # noqa: Y015
+
+@_typing.final
 class GetIdentitiesRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -59,24 +182,175 @@ class GetIdentitiesRequest(_message.Message):
 Global___GetIdentitiesRequest: _TypeAlias = GetIdentitiesRequest  # noqa: Y015
 
 @_typing.final
+class IdentityRecord(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IDENTIFIER_FIELD_NUMBER: _builtins.int
+    FIRST_SEEN_FIELD_NUMBER: _builtins.int
+    LAST_SEEN_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    source: _builtins.str
+    @_builtins.property
+    def identifier(self) -> _common_pb2.Identifier: ...
+    @_builtins.property
+    def first_seen(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def last_seen(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        identifier: _common_pb2.Identifier | None = ...,
+        first_seen: _timestamp_pb2.Timestamp | None = ...,
+        last_seen: _timestamp_pb2.Timestamp | None = ...,
+        source: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["first_seen", b"first_seen", "identifier", b"identifier", "last_seen", b"last_seen"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["first_seen", b"first_seen", "identifier", b"identifier", "last_seen", b"last_seen", "source", b"source"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IdentityRecord: _TypeAlias = IdentityRecord  # noqa: Y015
+
+@_typing.final
 class CustomerIdentities(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     CUSTOMER_ID_FIELD_NUMBER: _builtins.int
     IDENTIFIERS_FIELD_NUMBER: _builtins.int
+    RECORDS_FIELD_NUMBER: _builtins.int
     customer_id: _builtins.str
     @_builtins.property
     def identifiers(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Identifier]: ...
+    @_builtins.property
+    def records(self) -> _containers.RepeatedCompositeFieldContainer[Global___IdentityRecord]: ...
     def __init__(
         self,
         *,
         customer_id: _builtins.str = ...,
         identifiers: _abc.Iterable[_common_pb2.Identifier] | None = ...,
+        records: _abc.Iterable[Global___IdentityRecord] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer_id", b"customer_id", "identifiers", b"identifiers"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer_id", b"customer_id", "identifiers", b"identifiers", "records", b"records"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CustomerIdentities: _TypeAlias = CustomerIdentities  # noqa: Y015
+
+@_typing.final
+class GetMergeHistoryRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    customer_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        customer_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer_id", b"customer_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetMergeHistoryRequest: _TypeAlias = GetMergeHistoryRequest  # noqa: Y015
+
+@_typing.final
+class MergeRecord(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MERGE_ID_FIELD_NUMBER: _builtins.int
+    SURVIVOR_ID_FIELD_NUMBER: _builtins.int
+    MERGED_IDS_FIELD_NUMBER: _builtins.int
+    CAUSED_BY_EVENT_ID_FIELD_NUMBER: _builtins.int
+    AT_FIELD_NUMBER: _builtins.int
+    merge_id: _builtins.str
+    survivor_id: _builtins.str
+    caused_by_event_id: _builtins.str
+    @_builtins.property
+    def merged_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        merge_id: _builtins.str = ...,
+        survivor_id: _builtins.str = ...,
+        merged_ids: _abc.Iterable[_builtins.str] | None = ...,
+        caused_by_event_id: _builtins.str = ...,
+        at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "caused_by_event_id", b"caused_by_event_id", "merge_id", b"merge_id", "merged_ids", b"merged_ids", "survivor_id", b"survivor_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MergeRecord: _TypeAlias = MergeRecord  # noqa: Y015
+
+@_typing.final
+class MergeHistory(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    MERGES_FIELD_NUMBER: _builtins.int
+    customer_id: _builtins.str
+    @_builtins.property
+    def merges(self) -> _containers.RepeatedCompositeFieldContainer[Global___MergeRecord]: ...
+    def __init__(
+        self,
+        *,
+        customer_id: _builtins.str = ...,
+        merges: _abc.Iterable[Global___MergeRecord] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer_id", b"customer_id", "merges", b"merges"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MergeHistory: _TypeAlias = MergeHistory  # noqa: Y015
+
+@_typing.final
+class EraseRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    customer_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        customer_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer_id", b"customer_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EraseRequest: _TypeAlias = EraseRequest  # noqa: Y015
+
+@_typing.final
+class EraseResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    IDENTIFIERS_REMOVED_FIELD_NUMBER: _builtins.int
+    customer_id: _builtins.str
+    identifiers_removed: _builtins.int
+    def __init__(
+        self,
+        *,
+        customer_id: _builtins.str = ...,
+        identifiers_removed: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer_id", b"customer_id", "identifiers_removed", b"identifiers_removed"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EraseResponse: _TypeAlias = EraseResponse  # noqa: Y015

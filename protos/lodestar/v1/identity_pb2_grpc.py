@@ -26,7 +26,8 @@ if _version_not_supported:
 
 
 class IdentityServiceStub:
-    """Resolves identifiers to customers through the identity graph.
+    """The identity graph: resolves identifiers to customers, merges customers that turn out to be
+    one person, and forgets them on request. E-mail and phone are stored encrypted.
     """
 
     def __init__(self, channel):
@@ -35,32 +36,85 @@ class IdentityServiceStub:
         Args:
             channel: A grpc.Channel.
         """
+        self.Resolve = channel.unary_unary(
+                '/lodestar.v1.IdentityService/Resolve',
+                request_serializer=lodestar_dot_v1_dot_identity__pb2.ResolveRequest.SerializeToString,
+                response_deserializer=lodestar_dot_v1_dot_identity__pb2.ResolveResponse.FromString,
+                _registered_method=True)
         self.Lookup = channel.unary_unary(
                 '/lodestar.v1.IdentityService/Lookup',
                 request_serializer=lodestar_dot_v1_dot_identity__pb2.LookupRequest.SerializeToString,
                 response_deserializer=lodestar_dot_v1_dot_identity__pb2.CustomerIdentities.FromString,
+                _registered_method=True)
+        self.BatchLookup = channel.unary_unary(
+                '/lodestar.v1.IdentityService/BatchLookup',
+                request_serializer=lodestar_dot_v1_dot_identity__pb2.BatchLookupRequest.SerializeToString,
+                response_deserializer=lodestar_dot_v1_dot_identity__pb2.BatchLookupResponse.FromString,
                 _registered_method=True)
         self.GetIdentities = channel.unary_unary(
                 '/lodestar.v1.IdentityService/GetIdentities',
                 request_serializer=lodestar_dot_v1_dot_identity__pb2.GetIdentitiesRequest.SerializeToString,
                 response_deserializer=lodestar_dot_v1_dot_identity__pb2.CustomerIdentities.FromString,
                 _registered_method=True)
+        self.GetMergeHistory = channel.unary_unary(
+                '/lodestar.v1.IdentityService/GetMergeHistory',
+                request_serializer=lodestar_dot_v1_dot_identity__pb2.GetMergeHistoryRequest.SerializeToString,
+                response_deserializer=lodestar_dot_v1_dot_identity__pb2.MergeHistory.FromString,
+                _registered_method=True)
+        self.Erase = channel.unary_unary(
+                '/lodestar.v1.IdentityService/Erase',
+                request_serializer=lodestar_dot_v1_dot_identity__pb2.EraseRequest.SerializeToString,
+                response_deserializer=lodestar_dot_v1_dot_identity__pb2.EraseResponse.FromString,
+                _registered_method=True)
 
 
 class IdentityServiceServicer:
-    """Resolves identifiers to customers through the identity graph.
+    """The identity graph: resolves identifiers to customers, merges customers that turn out to be
+    one person, and forgets them on request. E-mail and phone are stored encrypted.
     """
+
+    def Resolve(self, request, context):
+        """Resolve one event's identifiers now (the consumer does the same for every raw event).
+        INVALID_ARGUMENT when no identifier is usable.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
 
     def Lookup(self, request, context):
         """The customer an identifier belongs to, with all its identifiers.
-        INVALID_ARGUMENT for an unknown identifier type, NOT_FOUND when nobody has it.
+        INVALID_ARGUMENT for an unknown type or a value that cannot be normalised, NOT_FOUND when
+        nobody has it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BatchLookup(self, request, context):
+        """Many lookups at once (for DataLoaders): one result per identifier, in order; an unknown
+        identifier gives an empty customer_id, a bad one an error message.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetIdentities(self, request, context):
-        """The identifiers of a customer. NOT_FOUND for an unknown customer.
+        """The identifiers of a customer. A merged customer id answers with its survivor.
+        NOT_FOUND for an unknown or erased customer.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetMergeHistory(self, request, context):
+        """Merges the customer survived or was merged in, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Erase(self, request, context):
+        """Removes every identifier of the customer; later events with them make a new customer.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -69,15 +123,35 @@ class IdentityServiceServicer:
 
 def add_IdentityServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
+            'Resolve': grpc.unary_unary_rpc_method_handler(
+                    servicer.Resolve,
+                    request_deserializer=lodestar_dot_v1_dot_identity__pb2.ResolveRequest.FromString,
+                    response_serializer=lodestar_dot_v1_dot_identity__pb2.ResolveResponse.SerializeToString,
+            ),
             'Lookup': grpc.unary_unary_rpc_method_handler(
                     servicer.Lookup,
                     request_deserializer=lodestar_dot_v1_dot_identity__pb2.LookupRequest.FromString,
                     response_serializer=lodestar_dot_v1_dot_identity__pb2.CustomerIdentities.SerializeToString,
             ),
+            'BatchLookup': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchLookup,
+                    request_deserializer=lodestar_dot_v1_dot_identity__pb2.BatchLookupRequest.FromString,
+                    response_serializer=lodestar_dot_v1_dot_identity__pb2.BatchLookupResponse.SerializeToString,
+            ),
             'GetIdentities': grpc.unary_unary_rpc_method_handler(
                     servicer.GetIdentities,
                     request_deserializer=lodestar_dot_v1_dot_identity__pb2.GetIdentitiesRequest.FromString,
                     response_serializer=lodestar_dot_v1_dot_identity__pb2.CustomerIdentities.SerializeToString,
+            ),
+            'GetMergeHistory': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetMergeHistory,
+                    request_deserializer=lodestar_dot_v1_dot_identity__pb2.GetMergeHistoryRequest.FromString,
+                    response_serializer=lodestar_dot_v1_dot_identity__pb2.MergeHistory.SerializeToString,
+            ),
+            'Erase': grpc.unary_unary_rpc_method_handler(
+                    servicer.Erase,
+                    request_deserializer=lodestar_dot_v1_dot_identity__pb2.EraseRequest.FromString,
+                    response_serializer=lodestar_dot_v1_dot_identity__pb2.EraseResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -88,8 +162,36 @@ def add_IdentityServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class IdentityService:
-    """Resolves identifiers to customers through the identity graph.
+    """The identity graph: resolves identifiers to customers, merges customers that turn out to be
+    one person, and forgets them on request. E-mail and phone are stored encrypted.
     """
+
+    @staticmethod
+    def Resolve(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lodestar.v1.IdentityService/Resolve',
+            lodestar_dot_v1_dot_identity__pb2.ResolveRequest.SerializeToString,
+            lodestar_dot_v1_dot_identity__pb2.ResolveResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
 
     @staticmethod
     def Lookup(request,
@@ -119,6 +221,33 @@ class IdentityService:
             _registered_method=True)
 
     @staticmethod
+    def BatchLookup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lodestar.v1.IdentityService/BatchLookup',
+            lodestar_dot_v1_dot_identity__pb2.BatchLookupRequest.SerializeToString,
+            lodestar_dot_v1_dot_identity__pb2.BatchLookupResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def GetIdentities(request,
             target,
             options=(),
@@ -135,6 +264,60 @@ class IdentityService:
             '/lodestar.v1.IdentityService/GetIdentities',
             lodestar_dot_v1_dot_identity__pb2.GetIdentitiesRequest.SerializeToString,
             lodestar_dot_v1_dot_identity__pb2.CustomerIdentities.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetMergeHistory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lodestar.v1.IdentityService/GetMergeHistory',
+            lodestar_dot_v1_dot_identity__pb2.GetMergeHistoryRequest.SerializeToString,
+            lodestar_dot_v1_dot_identity__pb2.MergeHistory.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Erase(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lodestar.v1.IdentityService/Erase',
+            lodestar_dot_v1_dot_identity__pb2.EraseRequest.SerializeToString,
+            lodestar_dot_v1_dot_identity__pb2.EraseResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -27,33 +27,79 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class IdentityServiceStub:
-    """Resolves identifiers to customers through the identity graph."""
+    """The identity graph: resolves identifiers to customers, merges customers that turn out to be
+    one person, and forgets them on request. E-mail and phone are stored encrypted.
+    """
 
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> IdentityServiceAsyncStub: ...
+    Resolve: _grpc.UnaryUnaryMultiCallable[_identity_pb2.ResolveRequest, _identity_pb2.ResolveResponse]
+    """Resolve one event's identifiers now (the consumer does the same for every raw event).
+    INVALID_ARGUMENT when no identifier is usable.
+    """
     Lookup: _grpc.UnaryUnaryMultiCallable[_identity_pb2.LookupRequest, _identity_pb2.CustomerIdentities]
     """The customer an identifier belongs to, with all its identifiers.
-    INVALID_ARGUMENT for an unknown identifier type, NOT_FOUND when nobody has it.
+    INVALID_ARGUMENT for an unknown type or a value that cannot be normalised, NOT_FOUND when
+    nobody has it.
+    """
+    BatchLookup: _grpc.UnaryUnaryMultiCallable[_identity_pb2.BatchLookupRequest, _identity_pb2.BatchLookupResponse]
+    """Many lookups at once (for DataLoaders): one result per identifier, in order; an unknown
+    identifier gives an empty customer_id, a bad one an error message.
     """
     GetIdentities: _grpc.UnaryUnaryMultiCallable[_identity_pb2.GetIdentitiesRequest, _identity_pb2.CustomerIdentities]
-    """The identifiers of a customer. NOT_FOUND for an unknown customer."""
+    """The identifiers of a customer. A merged customer id answers with its survivor.
+    NOT_FOUND for an unknown or erased customer.
+    """
+    GetMergeHistory: _grpc.UnaryUnaryMultiCallable[_identity_pb2.GetMergeHistoryRequest, _identity_pb2.MergeHistory]
+    """Merges the customer survived or was merged in, newest first."""
+    Erase: _grpc.UnaryUnaryMultiCallable[_identity_pb2.EraseRequest, _identity_pb2.EraseResponse]
+    """Removes every identifier of the customer; later events with them make a new customer."""
 
 @_typing.type_check_only
 class IdentityServiceAsyncStub(IdentityServiceStub):
-    """Resolves identifiers to customers through the identity graph."""
+    """The identity graph: resolves identifiers to customers, merges customers that turn out to be
+    one person, and forgets them on request. E-mail and phone are stored encrypted.
+    """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
+    Resolve: _aio.UnaryUnaryMultiCallable[_identity_pb2.ResolveRequest, _identity_pb2.ResolveResponse]  # type: ignore[assignment]
+    """Resolve one event's identifiers now (the consumer does the same for every raw event).
+    INVALID_ARGUMENT when no identifier is usable.
+    """
     Lookup: _aio.UnaryUnaryMultiCallable[_identity_pb2.LookupRequest, _identity_pb2.CustomerIdentities]  # type: ignore[assignment]
     """The customer an identifier belongs to, with all its identifiers.
-    INVALID_ARGUMENT for an unknown identifier type, NOT_FOUND when nobody has it.
+    INVALID_ARGUMENT for an unknown type or a value that cannot be normalised, NOT_FOUND when
+    nobody has it.
+    """
+    BatchLookup: _aio.UnaryUnaryMultiCallable[_identity_pb2.BatchLookupRequest, _identity_pb2.BatchLookupResponse]  # type: ignore[assignment]
+    """Many lookups at once (for DataLoaders): one result per identifier, in order; an unknown
+    identifier gives an empty customer_id, a bad one an error message.
     """
     GetIdentities: _aio.UnaryUnaryMultiCallable[_identity_pb2.GetIdentitiesRequest, _identity_pb2.CustomerIdentities]  # type: ignore[assignment]
-    """The identifiers of a customer. NOT_FOUND for an unknown customer."""
+    """The identifiers of a customer. A merged customer id answers with its survivor.
+    NOT_FOUND for an unknown or erased customer.
+    """
+    GetMergeHistory: _aio.UnaryUnaryMultiCallable[_identity_pb2.GetMergeHistoryRequest, _identity_pb2.MergeHistory]  # type: ignore[assignment]
+    """Merges the customer survived or was merged in, newest first."""
+    Erase: _aio.UnaryUnaryMultiCallable[_identity_pb2.EraseRequest, _identity_pb2.EraseResponse]  # type: ignore[assignment]
+    """Removes every identifier of the customer; later events with them make a new customer."""
 
 class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
-    """Resolves identifiers to customers through the identity graph."""
+    """The identity graph: resolves identifiers to customers, merges customers that turn out to be
+    one person, and forgets them on request. E-mail and phone are stored encrypted.
+    """
+
+    @_abc_1.abstractmethod
+    def Resolve(
+        self,
+        request: _identity_pb2.ResolveRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_identity_pb2.ResolveResponse, _abc.Awaitable[_identity_pb2.ResolveResponse]]:
+        """Resolve one event's identifiers now (the consumer does the same for every raw event).
+        INVALID_ARGUMENT when no identifier is usable.
+        """
 
     @_abc_1.abstractmethod
     def Lookup(
@@ -62,7 +108,18 @@ class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_identity_pb2.CustomerIdentities, _abc.Awaitable[_identity_pb2.CustomerIdentities]]:
         """The customer an identifier belongs to, with all its identifiers.
-        INVALID_ARGUMENT for an unknown identifier type, NOT_FOUND when nobody has it.
+        INVALID_ARGUMENT for an unknown type or a value that cannot be normalised, NOT_FOUND when
+        nobody has it.
+        """
+
+    @_abc_1.abstractmethod
+    def BatchLookup(
+        self,
+        request: _identity_pb2.BatchLookupRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_identity_pb2.BatchLookupResponse, _abc.Awaitable[_identity_pb2.BatchLookupResponse]]:
+        """Many lookups at once (for DataLoaders): one result per identifier, in order; an unknown
+        identifier gives an empty customer_id, a bad one an error message.
         """
 
     @_abc_1.abstractmethod
@@ -71,6 +128,24 @@ class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _identity_pb2.GetIdentitiesRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_identity_pb2.CustomerIdentities, _abc.Awaitable[_identity_pb2.CustomerIdentities]]:
-        """The identifiers of a customer. NOT_FOUND for an unknown customer."""
+        """The identifiers of a customer. A merged customer id answers with its survivor.
+        NOT_FOUND for an unknown or erased customer.
+        """
+
+    @_abc_1.abstractmethod
+    def GetMergeHistory(
+        self,
+        request: _identity_pb2.GetMergeHistoryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_identity_pb2.MergeHistory, _abc.Awaitable[_identity_pb2.MergeHistory]]:
+        """Merges the customer survived or was merged in, newest first."""
+
+    @_abc_1.abstractmethod
+    def Erase(
+        self,
+        request: _identity_pb2.EraseRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_identity_pb2.EraseResponse, _abc.Awaitable[_identity_pb2.EraseResponse]]:
+        """Removes every identifier of the customer; later events with them make a new customer."""
 
 def add_IdentityServiceServicer_to_server(servicer: IdentityServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

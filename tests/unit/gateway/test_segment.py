@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from google.protobuf.json_format import MessageToDict
 
-from gateway.segment import SOURCE, InvalidEvent, parse_batch, parse_call
+from gateway.segment import SOURCE, InvalidEvent, identifiers_of, parse_batch, parse_call
 from lodestar.v1 import events_pb2
 
 RECEIVED = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
@@ -83,6 +83,204 @@ def test_email_that_is_not_a_string_is_not_an_identifier() -> None:
         RECEIVED,
     )
     assert ids(event) == [("user_id", "u-1")]
+
+
+def identify(**body: Any) -> list[tuple[str, str]]:
+    """The identifiers of an identify call from user ``u`` with ``body`` added."""
+    return ids(parse_call({"userId": "u", **body}, "identify", RECEIVED)[1])
+
+
+def external(*items: Any) -> dict[str, Any]:
+    return {"externalIds": list(items)}
+
+
+def ext(type_: str, id_: Any) -> dict[str, Any]:
+    return {"id": id_, "type": type_, "collection": "users", "encoding": "none"}
+
+
+def test_phone_comes_from_traits_and_context_traits_as_sent() -> None:
+    assert identify(
+        traits={"phone": "+44 20 7946 0958"}, context={"traits": {"phone": "020 7946 0000"}}
+    ) == [("user_id", "u"), ("phone", "+44 20 7946 0958"), ("phone", "020 7946 0000")]
+
+
+def test_device_id_comes_from_device_id_advertising_id_and_push_token() -> None:
+    device = {"id": "dev-1", "advertisingId": "IDFA-1", "token": "push-1", "model": "iPhone"}
+    assert identify(context={"device": device}) == [
+        ("user_id", "u"),
+        ("device_id", "dev-1"),
+        ("device_id", "IDFA-1"),
+        ("device_id", "push-1"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ({"traits": {"loyaltyNumber": "L-1"}}, "L-1"),
+        ({"traits": {"loyalty_number": "L-2"}}, "L-2"),
+        ({"context": {"traits": {"loyaltyNumber": "L-3"}}}, "L-3"),
+        ({"context": {"traits": {"loyalty_number": "L-4"}}}, "L-4"),
+        ({"traits": {"loyaltyNumber": 123456}}, "123456"),
+        ({"context": {"traits": {"loyalty_number": 0}}}, "0"),
+    ],
+)
+def test_loyalty_number_comes_from_either_spelling_in_traits_or_context_traits(
+    body: dict[str, Any], expected: str
+) -> None:
+    assert identify(**body) == [("user_id", "u"), ("loyalty_number", expected)]
+
+
+def test_external_ids_carry_wallet_serials_and_custom_types_in_order() -> None:
+    context = external(ext("wallet_serial", "ser-1"), ext("crm_id", "C-9"), ext("crm_id", "C-8"))
+    assert identify(context=context) == [
+        ("user_id", "u"),
+        ("wallet_serial", "ser-1"),
+        ("crm_id", "C-9"),
+        ("crm_id", "C-8"),
+    ]
+
+
+def test_external_id_needs_only_id_and_type() -> None:
+    assert identify(context=external({"id": "ser-1", "type": "wallet_serial"})) == [
+        ("user_id", "u"),
+        ("wallet_serial", "ser-1"),
+    ]
+
+
+def test_external_ids_may_be_absent_null_or_empty() -> None:
+    assert identify(context={"externalIds": None}) == [("user_id", "u")]
+    assert identify(context={"externalIds": []}) == [("user_id", "u")]
+
+
+def test_every_source_together_in_a_stable_order() -> None:
+    traits = {"email": "a@x.io", "phone": "+1555", "loyaltyNumber": 7}
+    context = {
+        "traits": {"email": "b@x.io", "phone": "+1666", "loyalty_number": "L-8"},
+        "device": {"id": "dev-1", "advertisingId": "ad-1", "token": "tok-1"},
+        **external(ext("wallet_serial", "ser-1"), ext("crm_id", "C-1")),
+    }
+    body = {"userId": "u", "anonymousId": "a", "traits": traits, "context": context}
+    expected = [
+        ("user_id", "u"),
+        ("anonymous_id", "a"),
+        ("email", "a@x.io"),
+        ("email", "b@x.io"),
+        ("phone", "+1555"),
+        ("phone", "+1666"),
+        ("loyalty_number", "7"),
+        ("loyalty_number", "L-8"),
+        ("device_id", "dev-1"),
+        ("device_id", "ad-1"),
+        ("device_id", "tok-1"),
+        ("wallet_serial", "ser-1"),
+        ("crm_id", "C-1"),
+    ]
+    for _ in range(3):
+        assert ids(parse_call(body, "identify", RECEIVED)[1]) == expected
+
+
+def test_same_type_and_value_appear_once() -> None:
+    traits = {"email": "a@x.io", "phone": "+1555", "loyaltyNumber": 42, "loyalty_number": "42"}
+    context = {
+        "traits": {"email": "a@x.io", "phone": "+1555"},
+        "device": {"id": "d-1", "advertisingId": "d-1", "token": "d-1"},
+        **external(ext("email", "a@x.io"), ext("crm_id", "C-1"), ext("crm_id", "C-1")),
+    }
+    assert identify(traits=traits, context=context) == [
+        ("user_id", "u"),
+        ("email", "a@x.io"),
+        ("phone", "+1555"),
+        ("loyalty_number", "42"),
+        ("device_id", "d-1"),
+        ("crm_id", "C-1"),
+    ]
+
+
+def test_same_value_under_different_types_is_kept() -> None:
+    assert identify(anonymousId="u", traits={"phone": "123", "loyaltyNumber": "123"}) == [
+        ("user_id", "u"),
+        ("anonymous_id", "u"),
+        ("phone", "123"),
+        ("loyalty_number", "123"),
+    ]
+
+
+@pytest.mark.parametrize(
+    "value", [123, 1.5, True, None, {"number": "+1555"}, ["+1555"], "", "   ", "x" * 513]
+)
+def test_unusable_trait_and_device_values_are_skipped_silently(value: Any) -> None:
+    traits = {"email": value, "phone": value, "loyaltyNumber": value, "loyalty_number": value}
+    context = {"traits": traits, "device": {"id": value, "advertisingId": value, "token": value}}
+    if isinstance(value, int) and not isinstance(value, bool):
+        expected = [("user_id", "u"), ("loyalty_number", "123")]
+    else:
+        expected = [("user_id", "u")]
+    assert identify(traits=traits, context=context) == expected
+
+
+@pytest.mark.parametrize("device", ["iPhone", ["dev-1"], 7])
+def test_device_that_is_not_an_object_is_ignored(device: Any) -> None:
+    assert identify(context={"device": device}) == [("user_id", "u")]
+
+
+def test_identifiers_of_reads_the_same_sources_as_parse_call() -> None:
+    found = identifiers_of(
+        "",
+        "anon-1",
+        {"phone": "+1555"},
+        {"device": {"id": "dev-1"}, **external(ext("crm_id", "C-1"))},
+    )
+    assert [(i.type, i.value) for i in found] == [
+        ("anonymous_id", "anon-1"),
+        ("phone", "+1555"),
+        ("device_id", "dev-1"),
+        ("crm_id", "C-1"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("external_ids", "path", "message"),
+    [
+        ({"id": "x", "type": "crm_id"}, "context.externalIds", "must be an array, got dict"),
+        ("crm_id:x", "context.externalIds", "must be an array, got str"),
+        (["crm_id:x"], "context.externalIds[0]", "must be an object, got str"),
+        ([ext("crm_id", "C-1"), None], "context.externalIds[1]", "must be an object"),
+        ([ext("crm_id", 42)], "context.externalIds[0].id", "must be a string, got int"),
+        ([{"type": "crm_id"}], "context.externalIds[0].id", "must be a non-empty string"),
+        ([ext("crm_id", "")], "context.externalIds[0].id", "must be a non-empty string"),
+        ([ext("crm_id", "  ")], "context.externalIds[0].id", "must be a non-empty string"),
+        ([ext("crm_id", "x" * 513)], "context.externalIds[0].id", "longer than 512"),
+        ([{"id": "x"}], "context.externalIds[0].type", "must be a string matching"),
+        ([ext("crm_id", "C"), ext("CRM", "x")], "context.externalIds[1].type", "matching"),
+        ([ext("ios.idfa", "x")], "context.externalIds[0].type", "matching"),
+        ([ext("1crm", "x")], "context.externalIds[0].type", "matching"),
+        ([ext("c", "x")], "context.externalIds[0].type", "matching"),
+        ([ext("c" * 33, "x")], "context.externalIds[0].type", "matching"),
+        ([ext("crm_id\n", "x")], "context.externalIds[0].type", "matching"),
+        ([{"id": "x", "type": 7}], "context.externalIds[0].type", "must be a string matching"),
+        ([ext("user_id", "u-2")], "context.externalIds[0].type", "reserved; send it as userId"),
+        (
+            [ext("anonymous_id", "a-2")],
+            "context.externalIds[0].type",
+            "reserved; send it as anonymousId",
+        ),
+    ],
+)
+def test_bad_external_ids_are_rejected_naming_the_field(
+    external_ids: Any, path: str, message: str
+) -> None:
+    error = invalid({"userId": "u", "context": {"externalIds": external_ids}}, "identify")
+    assert error.path == path
+    assert message in error.message
+
+
+def test_longest_allowed_external_id_and_type_are_accepted() -> None:
+    type_ = "c" * 32
+    assert identify(context=external(ext(type_, "x" * 512))) == [
+        ("user_id", "u"),
+        (type_, "x" * 512),
+    ]
 
 
 @pytest.mark.parametrize(
@@ -369,3 +567,65 @@ def test_deeply_nested_properties_raise_invalid_event() -> None:
         nested = {"n": nested}
     error = invalid({"userId": "u", "event": "e", "properties": nested})
     assert error.path == "properties"
+
+
+def test_batch_items_carry_every_identifier_source() -> None:
+    calls = parse_batch(
+        batch_of(
+            {"type": "identify", "userId": "u-1", "traits": {"phone": "+1555"}},
+            {
+                "type": "track",
+                "anonymousId": "a-2",
+                "event": "Pass Added",
+                "context": {
+                    "device": {"advertisingId": "GAID-2"},
+                    **external(ext("wallet_serial", "ser-2")),
+                },
+            },
+        ),
+        RECEIVED,
+        MAX_EVENT,
+    )
+    assert [ids(event) for _, event in calls] == [
+        [("user_id", "u-1"), ("phone", "+1555")],
+        [("anonymous_id", "a-2"), ("device_id", "GAID-2"), ("wallet_serial", "ser-2")],
+    ]
+
+
+def test_batch_shared_context_external_ids_reach_items_without_context() -> None:
+    calls = parse_batch(
+        batch_of(GOOD, {**GOOD, "context": {}}, context=external(ext("crm_id", "C-1"))),
+        RECEIVED,
+        MAX_EVENT,
+    )
+    assert [ids(event) for _, event in calls] == [
+        [("user_id", "u"), ("crm_id", "C-1")],
+        [("user_id", "u")],
+    ]
+
+
+@pytest.mark.parametrize(
+    ("external_ids", "path"),
+    [
+        ({"id": "x"}, "batch[1].context.externalIds"),
+        ([7], "batch[1].context.externalIds[0]"),
+        ([ext("crm_id", None)], "batch[1].context.externalIds[0].id"),
+        ([ext("crm_id", "C"), ext("crm_id", "")], "batch[1].context.externalIds[1].id"),
+        ([ext("Bad-Type", "x")], "batch[1].context.externalIds[0].type"),
+        ([ext("user_id", "u-2")], "batch[1].context.externalIds[0].type"),
+    ],
+)
+def test_bad_external_ids_in_a_batch_item_name_its_index(external_ids: Any, path: str) -> None:
+    bad = {**GOOD, "context": {"externalIds": external_ids}}
+    with pytest.raises(InvalidEvent) as raised:
+        parse_batch(batch_of(GOOD, bad), RECEIVED, MAX_EVENT)
+    assert raised.value.path == path
+    assert str(raised.value).startswith(f"{path}: ")
+
+
+def test_bad_shared_external_ids_are_named_where_they_were_sent() -> None:
+    shared = external(ext("crm_id", "C-1"), ext("anonymous_id", "a"))
+    with pytest.raises(InvalidEvent) as raised:
+        parse_batch(batch_of(GOOD, GOOD, context=shared), RECEIVED, MAX_EVENT)
+    assert raised.value.path == "context.externalIds[1].type"
+    assert "reserved" in raised.value.message

@@ -1,0 +1,294 @@
+"""Resolving events against the stored graph: load the part a batch touches, let the graph
+decide, write the plan, and start again from fresh state if another replica changed the same
+customers meanwhile. Used by the raw-event consumer and the ``Resolve`` RPC."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from services.identity.graph import CustomerNode, Decision, GraphIdentifier, GraphView, needs_write
+from services.identity.rules import IdentityRules
+from services.identity.store import ACTIVE, MERGED, ConcurrentChange, IdentityStore, Loaded, Plan
+from services.platform.errors import InvalidArgument
+
+log = logging.getLogger(__name__)
+
+_MERGE_NAMESPACE = uuid.UUID("0c3e1f2a-8d4b-4e57-9a61-2b7f4c8d9e30")
+MAX_ATTEMPTS = 8
+
+
+@dataclass(frozen=True)
+class EventIdentifiers:
+    """One event's identifiers as they arrived: (type, raw value) pairs."""
+
+    event_id: str
+    raw: Sequence[tuple[str, str]]
+    source: str
+    at: datetime
+
+
+@dataclass(frozen=True)
+class Merge:
+    """A merge to announce on ``identity.merged``."""
+
+    merge_id: str
+    survivor_id: str
+    merged_ids: list[str]
+    caused_by_event_id: str
+    at: datetime
+
+
+@dataclass
+class Outcome:
+    """The customer each event resolved to, and the merges the batch made."""
+
+    customer_ids: list[str] = field(default_factory=list)
+    created: list[bool] = field(default_factory=list)
+    merges: list[Merge] = field(default_factory=list)
+    conflicts: int = 0
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    event: EventIdentifiers
+    identifiers: list[GraphIdentifier]
+    values: dict[str, str]
+
+
+class Resolver:
+    """Resolves batches of events to customers, safely under concurrent replicas."""
+
+    def __init__(
+        self,
+        store: IdentityStore,
+        rules: IdentityRules,
+        last_seen_resolution: timedelta = timedelta(minutes=1),
+    ) -> None:
+        self.store = store
+        self.rules = rules
+        self.last_seen_resolution = last_seen_resolution
+
+    def prepare(self, event: EventIdentifiers) -> _Prepared:
+        """Normalise and key an event's identifiers; blocked and invalid ones never link.
+
+        Raises :class:`InvalidArgument` when nothing usable is left.
+        """
+        identifiers: dict[str, GraphIdentifier] = {}
+        values: dict[str, str] = {}
+        reasons = []
+        for type_, raw in event.raw:
+            try:
+                value = self.rules.normalize(type_, raw)
+            except InvalidArgument as exc:
+                reasons.append(str(exc))
+                continue
+            if self.rules.is_blocked(value):
+                reasons.append(f"{type_} is a blocked placeholder value")
+                continue
+            identifier = self.store.key_of(type_, value)
+            identifiers[identifier.key] = identifier
+            values[identifier.key] = value
+        if not identifiers:
+            detail = "; ".join(reasons) or "none given"
+            raise InvalidArgument(f"event {event.event_id} has no usable identifier ({detail})")
+        return _Prepared(event, list(identifiers.values()), values)
+
+    async def resolve(self, events: Sequence[EventIdentifiers]) -> Outcome:
+        """Resolve a batch in order; on a lost race, one event at a time from fresh state."""
+        prepared = [self.prepare(e) for e in events]
+        try:
+            return await self._attempt(prepared)
+        except ConcurrentChange:
+            if len(prepared) == 1:
+                return await self._retry_one(prepared[0])
+        outcome = Outcome()
+        for item in prepared:
+            single = await self._retry_one(item)
+            outcome.customer_ids += single.customer_ids
+            outcome.created += single.created
+            outcome.merges += single.merges
+            outcome.conflicts += single.conflicts
+        return outcome
+
+    async def _retry_one(self, item: _Prepared) -> Outcome:
+        for attempt in range(MAX_ATTEMPTS):
+            try:
+                return await self._attempt([item])
+            except ConcurrentChange as exc:
+                log.info(
+                    "identity race lost, resolving again",
+                    extra={
+                        "fields": {
+                            "event_id": item.event.event_id,
+                            "attempt": attempt + 1,
+                            "why": str(exc),
+                        }
+                    },
+                )
+                await asyncio.sleep(random.uniform(0, 0.01 * 2**attempt))  # noqa: S311
+        raise ConcurrentChange(f"event {item.event.event_id}: gave up after {MAX_ATTEMPTS} races")
+
+    async def _attempt(self, prepared: list[_Prepared]) -> Outcome:
+        loaded = await self.store.load_owners([i.key for p in prepared for i in p.identifiers])
+        # Only events that could change the graph (something new, or several owners) need
+        # their customers in full; the rest just read who owns their identifiers.
+        changing = {
+            owner
+            for p in prepared
+            if len(owners := {loaded.owners.get(i.key) for i in p.identifiers}) > 1
+            for owner in owners
+            if owner is not None
+        }
+        await self.store.load_customers(loaded, changing)
+        view = self._view(loaded)
+        decisions = [view.resolve(p.event.event_id, p.identifiers, p.event.at) for p in prepared]
+        plan, outcome = self._plan(prepared, decisions, loaded)
+        await self.store.apply(plan)
+        return outcome
+
+    def _view(self, loaded: Loaded) -> GraphView:
+        view = GraphView(self.rules)
+        for node in loaded.customers.values():
+            view.add_customer(node)
+        for key, owner in loaded.owners.items():
+            final = IdentityStore.final(loaded, owner)
+            if final not in view.customers:
+                # Owner of identifiers this batch only reads: never merged or grown here.
+                view.add_customer(CustomerNode(final, datetime.max.replace(tzinfo=UTC), -1))
+            view.customers[final].identifiers.setdefault(
+                key, GraphIdentifier(key.split(":", 1)[0], key)
+            )
+            view.add_owner(key, final)
+        return view
+
+    def _plan(
+        self,
+        prepared: list[_Prepared],
+        decisions: list[Decision],
+        loaded: Loaded,
+    ) -> tuple[Plan, Outcome]:
+        plan = Plan()
+        survivor_of = {m: d.customer_id for d in decisions for m in d.merged}
+
+        def final(customer_id: str) -> str:
+            while customer_id in survivor_of:
+                customer_id = survivor_of[customer_id]
+            return customer_id
+
+        outcome = Outcome(
+            customer_ids=[final(d.customer_id) for d in decisions],
+            created=[d.created and final(d.customer_id) == d.customer_id for d in decisions],
+        )
+        for item, decision in zip(prepared, decisions, strict=True):
+            self._plan_event(
+                plan,
+                outcome=outcome,
+                item=item,
+                decision=decision,
+                loaded=loaded,
+                owner=final(decision.customer_id),
+            )
+            if decision.attached or decision.merged:
+                self._touch(plan, decision, loaded, final)
+        for item, decision in zip(prepared, decisions, strict=True):
+            if decision.created:
+                survivor = final(decision.customer_id)
+                status = (
+                    {"status": ACTIVE}
+                    if survivor == decision.customer_id
+                    else {"status": MERGED, "merged_into": survivor}
+                )
+                plan.new_customers.append(
+                    {
+                        "_id": decision.customer_id,
+                        "created_at": item.event.at,
+                        "version": 0,
+                        **status,
+                    }
+                )
+        for customer_id, node in loaded.customers.items():
+            if node.is_new:
+                # Healed: its identifiers were stored before it (a crash in between).
+                plan.new_customers.append(
+                    {
+                        "_id": customer_id,
+                        "created_at": node.created_at,
+                        "version": 0,
+                        "status": ACTIVE,
+                    }
+                )
+        # Identifiers still pointing at customers merged earlier (a crash or a race between
+        # the two steps of a merge) move to the survivor now.
+        for stale in loaded.redirects:
+            plan.moves.setdefault(final(IdentityStore.final(loaded, stale)), []).append(stale)
+        return plan, outcome
+
+    def _plan_event(
+        self,
+        plan: Plan,
+        *,
+        outcome: Outcome,
+        item: _Prepared,
+        decision: Decision,
+        loaded: Loaded,
+        owner: str,
+    ) -> None:
+        at = item.event.at
+        for identifier in decision.attached:
+            plan.new_identifiers.append(
+                self.store.identifier_document(
+                    identifier, item.values[identifier.key], owner, item.event.source, at
+                )
+            )
+        for identifier in item.identifiers:
+            last = loaded.last_seen.get(identifier.key)
+            if last is not None and needs_write(last, at, self.last_seen_resolution):
+                plan.seen[identifier.key] = max(at, plan.seen.get(identifier.key, at))
+        for conflict in decision.conflicts:
+            plan.conflicts.append(
+                IdentityStore.conflict_document(item.event.event_id, owner, conflict, at)
+            )
+        outcome.conflicts += len(decision.conflicts)
+        if decision.merged:
+            self._record_merge(plan, outcome, decision, owner, at)
+
+    @staticmethod
+    def _record_merge(
+        plan: Plan, outcome: Outcome, decision: Decision, survivor: str, at: datetime
+    ) -> None:
+        merge = Merge(
+            merge_id=str(uuid.uuid5(_MERGE_NAMESPACE, f"{decision.event_id}:{survivor}")),
+            survivor_id=survivor,
+            merged_ids=list(decision.merged),
+            caused_by_event_id=decision.event_id,
+            at=at,
+        )
+        outcome.merges.append(merge)
+        plan.merges.append(
+            {
+                "_id": merge.merge_id,
+                "survivor_id": survivor,
+                "merged_ids": merge.merged_ids,
+                "caused_by_event_id": merge.caused_by_event_id,
+                "at": at,
+            }
+        )
+
+    @staticmethod
+    def _touch(plan: Plan, decision: Decision, loaded: Loaded, final: Callable[[str], str]) -> None:
+        """Version-check the stored customers a decision changes; mark the merged ones."""
+        survivor = final(decision.customer_id)
+        for customer_id in [decision.customer_id, *decision.merged]:
+            node = loaded.customers.get(customer_id)
+            if node is None or node.is_new:
+                continue  # created by this batch: nobody else can have changed it yet
+            plan.touched.setdefault(customer_id, node.version)
+            if customer_id != survivor:
+                plan.merged_into[customer_id] = survivor
+                plan.moves.setdefault(survivor, []).append(customer_id)
