@@ -11,8 +11,8 @@ import grpc
 from strawberry.dataloader import DataLoader
 
 from gateway.clients import ServiceClients
-from gateway.errors import from_rpc_error
-from lodestar.v1 import identity_pb2, profile_pb2
+from gateway.errors import BAD_USER_INPUT, client_error, from_rpc_error
+from lodestar.v1 import common_pb2, identity_pb2, profile_pb2
 
 
 @dataclass
@@ -21,6 +21,8 @@ class Loaders:
 
     identities: DataLoader[str, identity_pb2.CustomerIdentities | None]
     profiles: DataLoader[str, profile_pb2.Profile | None]
+    # (type, value) -> customer id: every identifier lookup of a query in one BatchLookup.
+    customer_ids: DataLoader[tuple[str, str], str | None]
 
 
 def _absent_if_not_found(error: grpc.aio.AioRpcError) -> None:
@@ -55,4 +57,24 @@ def make_loaders(clients: ServiceClients) -> Loaders:
 
         return list(await asyncio.gather(*(one(i) for i in ids)))
 
-    return Loaders(identities=DataLoader(identities), profiles=DataLoader(profiles))
+    async def customer_ids(
+        keys: Sequence[tuple[str, str]],
+    ) -> list[str | BaseException | None]:
+        try:
+            reply = await clients.identity.BatchLookup(
+                identity_pb2.BatchLookupRequest(
+                    identifiers=[common_pb2.Identifier(type=t, value=v) for t, v in keys]
+                )
+            )
+        except grpc.aio.AioRpcError as error:
+            raise from_rpc_error(error) from error
+        return [
+            client_error(r.error, BAD_USER_INPUT) if r.error else (r.customer_id or None)
+            for r in reply.results
+        ]
+
+    return Loaders(
+        identities=DataLoader(identities),
+        profiles=DataLoader(profiles),
+        customer_ids=DataLoader(customer_ids),
+    )

@@ -6,15 +6,14 @@ import asyncio
 from datetime import UTC, datetime
 from typing import Literal, cast
 
-import grpc
 import strawberry
 from google.protobuf.json_format import MessageToDict
 from strawberry.scalars import JSON
 from strawberry.types import Info
 
-from gateway.errors import BAD_USER_INPUT, MaskUnexpectedErrors, client_error, from_rpc_error
+from gateway.errors import BAD_USER_INPUT, MaskUnexpectedErrors, client_error
 from gateway.loaders import Loaders
-from lodestar.v1 import common_pb2, identity_pb2, profile_pb2
+from lodestar.v1 import profile_pb2
 
 
 @strawberry.type(description="One way of recognising a customer, e.g. email or user_id.")
@@ -26,8 +25,8 @@ class Identifier:
 @strawberry.input(description="Find a customer by one of their identifiers.")
 class IdentifierInput:
     type: str = strawberry.field(
-        description="user_id, anonymous_id, email, phone, loyalty_number, device_id or "
-        "wallet_serial"
+        description="user_id, email, phone, loyalty_number, device_id, wallet_serial, "
+        "anonymous_id, or a custom type configured in the identity service"
     )
     value: str
 
@@ -81,22 +80,6 @@ class Customer:
         return _time(await info.context["loaders"].profiles.load(str(self.id)), "last_seen")
 
 
-async def _customer_by_identifier(info: Info, identifier: IdentifierInput) -> str | None:
-    clients = info.context["clients"]
-    request = identity_pb2.LookupRequest(
-        identifier=common_pb2.Identifier(type=identifier.type, value=identifier.value)
-    )
-    try:
-        found = await clients.identity.Lookup(request)
-    except grpc.aio.AioRpcError as error:
-        if error.code() == grpc.StatusCode.NOT_FOUND:
-            return None
-        raise from_rpc_error(error) from error
-    loaders: Loaders = info.context["loaders"]
-    loaders.identities.prime(found.customer_id, found)
-    return str(found.customer_id)
-
-
 @strawberry.type
 class Query:
     @strawberry.field(
@@ -110,16 +93,18 @@ class Query:
     ) -> Customer | None:
         if (id is None) == (identifier is None):
             raise client_error("pass exactly one of id or identifier", BAD_USER_INPUT)
-        if identifier is not None:
-            customer_id = await _customer_by_identifier(info, identifier)
-            return None if customer_id is None else Customer(id=strawberry.ID(customer_id))
         loaders: Loaders = info.context["loaders"]
+        if identifier is not None:
+            customer_id = await loaders.customer_ids.load((identifier.type, identifier.value))
+            return None if customer_id is None else Customer(id=strawberry.ID(customer_id))
         identities, profile = await asyncio.gather(
             loaders.identities.load(str(id)), loaders.profiles.load(str(id))
         )
         if identities is None and profile is None:
             return None
-        return Customer(id=strawberry.ID(str(id)))
+        # A merged customer's id answers with its survivor.
+        current = identities.customer_id if identities is not None else str(id)
+        return Customer(id=strawberry.ID(current))
 
 
 schema = strawberry.Schema(query=Query, extensions=[MaskUnexpectedErrors])

@@ -22,7 +22,7 @@ def stack(
         log_dir,
         mongo_uri=mongo_server.uri,
         kafka_bootstrap=kafka_server.bootstrap_servers,
-        extra_env={"LODESTAR_LOG_LEVEL": "INFO"},
+        extra_env={"LODESTAR_LOG_LEVEL": "INFO", "LODESTAR_IDENTITY_CUSTOM_TYPES": "crm_id"},
     )
     try:
         stack.start()

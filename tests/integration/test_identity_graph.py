@@ -119,7 +119,7 @@ async def test_email_limit_keeps_the_sixth_address_out(store: IdentityStore) -> 
     for n in range(5):
         await r.resolve([event(f"e{n}", ("user_id", "u-1"), ("email", f"a{n}@x.com"))])
     sixth = await r.resolve([event("e6", ("user_id", "u-1"), ("email", "a6@x.com"))])
-    [customer] = {c for c in sixth.customer_ids}
+    [customer] = set(sixth.customer_ids)
     emails = [i for i in await store.identities(customer) if i.type == "email"]
     assert len(emails) == 5
     assert sixth.conflicts == 1
