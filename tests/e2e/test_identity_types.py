@@ -69,6 +69,7 @@ async def test_customer_is_found_by_every_identifier_type(platform: Platform) ->
 async def test_many_identifier_lookups_in_one_query(platform: Platform) -> None:
     user_id = unique("batch")
     await platform.send("/v1/identify", {"userId": user_id, "traits": {"plan": "x"}})
+
     async def found() -> bool:
         return await platform.customer("user_id", user_id) is not None
 
