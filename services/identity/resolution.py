@@ -68,7 +68,7 @@ class Resolver:
         self,
         store: IdentityStore,
         rules: IdentityRules,
-        last_seen_resolution: timedelta = timedelta(minutes=1),
+        last_seen_resolution: timedelta = timedelta(hours=1),
     ) -> None:
         self.store = store
         self.rules = rules
@@ -282,12 +282,16 @@ class Resolver:
 
     @staticmethod
     def _touch(plan: Plan, decision: Decision, loaded: Loaded, final: Callable[[str], str]) -> None:
-        """Version-check the stored customers a decision changes; mark the merged ones."""
+        """Record the stored customers a decision changes: merge participants are
+        version-checked, customers that only gain identifiers are checked to be active."""
         survivor = final(decision.customer_id)
         for customer_id in [decision.customer_id, *decision.merged]:
             node = loaded.customers.get(customer_id)
             if node is None or node.is_new:
                 continue  # created by this batch: nobody else can have changed it yet
+            if not decision.merged:
+                plan.grown.add(customer_id)
+                continue
             plan.touched.setdefault(customer_id, node.version)
             if customer_id != survivor:
                 plan.merged_into[customer_id] = survivor

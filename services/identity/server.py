@@ -51,3 +51,18 @@ async def serve(settings: IdentitySettings) -> None:
         PrivacyHandler(store, bus),
     )
     await serve_until_shutdown(server, [raw_events, privacy], [bus.stop, client.close])
+
+
+async def rotate_keys(settings: IdentitySettings) -> None:
+    """The one-shot key rotation command; prints what it changed."""
+    client = mongo_client(settings.mongo_uri, "lodestar-identity-rotate")
+    try:
+        store = IdentityStore(
+            database(client, settings.mongo_database_prefix, "identity"),
+            settings.field_cipher(),
+            settings.rules(),
+        )
+        reencrypted, reindexed = await store.rotate_keys()
+        print(f"re-encrypted {reencrypted} values, re-indexed {reindexed} identifiers")
+    finally:
+        client.close()

@@ -15,7 +15,7 @@ class IdentitySettings(PiiSettings):
 
     grpc_port: int = Field(50051, ge=0, le=65_535, validation_alias="LODESTAR_IDENTITY_GRPC_PORT")
     # An identifier's last-seen time is rewritten at most this often (write amplification).
-    identity_last_seen_resolution_s: int = Field(60, ge=0, le=86_400)
+    identity_last_seen_resolution_s: int = Field(3_600, ge=0, le=86_400)
     # "crm_id,shop_id": extra identifier types; they rank just above anonymous_id.
     identity_custom_types: str = ""
     # "email=3,device_id=20": per-type limits per customer, over the defaults.

@@ -72,8 +72,10 @@ class Plan:
 
     new_identifiers: list[Document] = field(default_factory=list)
     new_customers: list[Document] = field(default_factory=list)
-    # Existing customers: expected version, and the survivor when merged away.
+    # Stored customers a merge changes: expected version (checked and bumped).
     touched: dict[str, int] = field(default_factory=dict)
+    # Stored customers that only gain identifiers: must still be active afterwards.
+    grown: set[str] = field(default_factory=set)
     merged_into: dict[str, str] = field(default_factory=dict)
     moves: dict[str, list[str]] = field(default_factory=dict)
     merges: list[Document] = field(default_factory=list)
@@ -217,25 +219,50 @@ class IdentityStore:
 
     async def apply(self, plan: Plan) -> None:
         """Write a plan. Identifiers go first: their unique ``_id`` settles races between
-        replicas; then the version-checked customer updates. Raises
-        :class:`ConcurrentChange` when another replica got there first."""
+        replicas. Then merges are version-checked, and customers that only gained
+        identifiers are checked to be still active: if a merge elsewhere took one, its
+        identifiers written here might have missed the move, so the batch starts again.
+        Raises :class:`ConcurrentChange` when another replica got there first."""
         new_customers = {d["_id"] for d in plan.new_customers}
         await self._insert_identifiers(plan.new_identifiers, new_customers)
         await self._insert_ignoring_duplicates(self.customers, plan.new_customers)
         await self._check_and_update_customers(plan)
+        await self._check_still_active(plan.grown - set(plan.touched))
         moves = [
             UpdateMany({"customer_id": {"$in": sources}}, {"$set": {"customer_id": survivor}})
             for survivor, sources in plan.moves.items()
         ]
         if moves:
             await self.identifiers.bulk_write(moves, ordered=False)
-        await self._insert_ignoring_duplicates(self.merges, plan.merges)
-        await self._insert_ignoring_duplicates(self.conflicts, plan.conflicts)
-        if plan.seen:
-            await self.identifiers.bulk_write(
-                [UpdateOne({"_id": k}, {"$max": {"last_seen": at}}) for k, at in plan.seen.items()],
-                ordered=False,
-            )
+        await asyncio.gather(
+            self._insert_ignoring_duplicates(self.merges, plan.merges),
+            self._insert_ignoring_duplicates(self.conflicts, plan.conflicts),
+            self._touch_last_seen(plan.seen),
+        )
+
+    async def _check_still_active(self, customer_ids: set[str]) -> None:
+        if not customer_ids:
+            return
+        docs = await _find_in(self.customers, "_id", customer_ids, {"status": 1})
+        if len(docs) != len(customer_ids) or any(d["status"] != ACTIVE for d in docs):
+            raise ConcurrentChange("a customer that gained identifiers was merged meanwhile")
+
+    async def _touch_last_seen(self, seen: Mapping[str, datetime]) -> None:
+        if not seen:
+            return
+        # One update per chunk at the batch's latest time: last-seen is kept at the
+        # configured resolution anyway, and per-document updates cost far more.
+        latest = max(seen.values())
+        keys = sorted(seen)
+        await self.identifiers.bulk_write(
+            [
+                UpdateMany(
+                    {"_id": {"$in": keys[i : i + IN_CHUNK]}}, {"$max": {"last_seen": latest}}
+                )
+                for i in range(0, len(keys), IN_CHUNK)
+            ],
+            ordered=False,
+        )
 
     async def _insert_identifiers(self, docs: list[Document], new_customers: set[str]) -> None:
         if not docs:
@@ -359,6 +386,29 @@ class IdentityStore:
             upsert=True,
         )
         return int(removed.deleted_count)
+
+    async def rotate_keys(self) -> tuple[int, int]:
+        """Re-encrypt PII values under the active key and re-index them under the current
+        index key; returns (re-encrypted, re-indexed). Safe to run again after a crash."""
+        reencrypted = reindexed = 0
+        cursor = self.identifiers.find({"type": {"$in": sorted(self.rules.pii_types)}})
+        async for doc in cursor:
+            encrypted = EncryptedValue.from_document(doc["enc"])
+            value = self.cipher.decrypt(encrypted, doc["type"])
+            update: Document = {}
+            if self.cipher.needs_rotation(encrypted):
+                update["enc"] = self.cipher.encrypt(value, doc["type"]).to_document()
+                reencrypted += 1
+            key = self.key_of(doc["type"], value).key
+            if key != doc["_id"]:
+                # A new _id means a new document: write it, then drop the old one.
+                replacement = {**doc, **update, "_id": key}
+                await self._insert_ignoring_duplicates(self.identifiers, [replacement])
+                await self.identifiers.delete_one({"_id": doc["_id"]})
+                reindexed += 1
+            elif update:
+                await self.identifiers.update_one({"_id": doc["_id"]}, {"$set": update})
+        return reencrypted, reindexed
 
     @staticmethod
     def conflict_document(

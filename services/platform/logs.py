@@ -40,5 +40,11 @@ def configure_logging(service: str, level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    # aiokafka logs every rebalance step at INFO; keep its warnings only.
-    logging.getLogger("aiokafka").setLevel(max(logging.WARNING, root.level))
+    quiet_libraries()
+
+
+def quiet_libraries() -> None:
+    """Keep third-party loggers at WARNING: aiokafka logs every rebalance step at INFO and
+    whole message payloads (customer PII) at DEBUG."""
+    for name in ("aiokafka", "kafka", "pymongo", "grpc", "asyncio"):
+        logging.getLogger(name).setLevel(logging.WARNING)

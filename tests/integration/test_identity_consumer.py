@@ -3,7 +3,7 @@ merges out after the graph is stored; privacy erasures in, completions out."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 
 import pytest
@@ -114,3 +114,49 @@ async def test_privacy_erasure_removes_identifiers_and_reports_done(
     assert mine
     assert {c.service for c in mine} == {"identity"}
     assert mine[0].customer_id == customer
+
+
+async def test_logs_never_contain_raw_pii(
+    store: IdentityStore,
+    bus: Bus,
+    kafka_server: KafkaWireServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import asyncio
+    import logging
+
+    from services.platform.logs import JsonFormatter, quiet_libraries
+
+    tag = unique("pii").replace("-", "")
+    secrets = [f"{tag}@secret.example", "+14155550142", f"broken{tag}@", "+1415555"]
+    topic = unique("test.raw")
+    await ensure_topics(kafka_server.bootstrap_servers, {topic: 1, topics.DEADLETTER: 3})
+    events = [
+        raw(f"{tag}-1", ("email", secrets[0]), ("phone", secrets[1])),
+        raw(f"{tag}-2", ("email", secrets[2])),  # invalid: dead-lettered with a reason
+        raw(f"{tag}-3", ("phone", secrets[3]), ("anonymous_id", f"{tag}-a")),
+    ]
+    await bus.publish_many([(topic, "k", d.message) for d in events])
+    handled: list[str] = []
+    handler = RawEventHandler(resolver(store), bus)
+
+    async def recording(batch: Sequence[Delivery[events_pb2.Event]]) -> None:
+        await handler(batch)
+        handled.extend(d.message.event_id for d in batch)
+
+    caplog.set_level(logging.DEBUG)
+    quiet_libraries()  # as every service configures logging
+    subscription = bus.subscribe([topic], unique("g"), events_pb2.Event, recording)
+    task = asyncio.create_task(subscription.run())
+    for _ in range(300):
+        if {f"{tag}-1", f"{tag}-3"} <= set(handled):
+            break
+        await asyncio.sleep(0.1)
+    await subscription.stop()
+    await task
+    assert {f"{tag}-1", f"{tag}-3"} <= set(handled)
+    assert any("dead-lettered" in r.getMessage() for r in caplog.records)
+    formatter = JsonFormatter("identity")
+    text = "\n".join(formatter.format(r) for r in caplog.records)
+    for secret in secrets:
+        assert secret not in text

@@ -248,3 +248,21 @@ def outcome_time() -> Any:
     from tests.support.identity import T0
 
     return T0
+
+
+async def test_key_rotation_reencrypts_and_reindexes(store: IdentityStore) -> None:
+    from services.platform.crypto import FieldCipher, generate_key, parse_key
+    from tests.support.identity import KEYS
+
+    r = resolver(store)
+    outcome = await r.resolve([event("k1", ("email", "rot@example.com"), ("user_id", "u-r"))])
+    customer = outcome.customer_ids[0]
+    # New active key k2 and a new index key: the documented procedure's second step.
+    store.cipher = FieldCipher(KEYS, "k2", parse_key(generate_key()))
+    assert await store.owner_of(store.key_of("email", "rot@example.com")) is None
+    assert await store.rotate_keys() == (1, 1)
+    assert await store.owner_of(store.key_of("email", "rot@example.com")) == customer
+    doc = await store.identifiers.find_one({"type": "email"})
+    assert doc is not None
+    assert doc["enc"]["kid"] == "k2"
+    assert await store.rotate_keys() == (0, 0)  # running it again changes nothing
