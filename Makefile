@@ -22,6 +22,7 @@ unit: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python tests/perf/bench_ingest.py
+	$(BIN)/python tests/perf/bench_identity.py
 
 protos: $(STAMP)
 	$(BIN)/python -m infra.protogen

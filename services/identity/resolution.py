@@ -73,6 +73,15 @@ class Resolver:
         self.store = store
         self.rules = rules
         self.last_seen_resolution = last_seen_resolution
+        # Last-seen times waiting for the next flush: off the hot path, at most one write
+        # per identifier per flush. A crash loses at most one flush interval of them.
+        self._seen: dict[str, datetime] = {}
+
+    async def flush_last_seen(self) -> int:
+        """Write the buffered last-seen times; returns how many identifiers were touched."""
+        pending, self._seen = self._seen, {}
+        await self.store.touch_last_seen(pending)
+        return len(pending)
 
     def prepare(self, event: EventIdentifiers) -> _Prepared:
         """Normalise and key an event's identifiers; blocked and invalid ones never link.
@@ -249,7 +258,7 @@ class Resolver:
         for identifier in item.identifiers:
             last = loaded.last_seen.get(identifier.key)
             if last is not None and needs_write(last, at, self.last_seen_resolution):
-                plan.seen[identifier.key] = max(at, plan.seen.get(identifier.key, at))
+                self._seen[identifier.key] = max(at, self._seen.get(identifier.key, at))
         for conflict in decision.conflicts:
             plan.conflicts.append(
                 IdentityStore.conflict_document(item.event.event_id, owner, conflict, at)

@@ -17,6 +17,7 @@ from services.platform.mongo import database, mongo_client
 from services.platform.rpc import GrpcServer
 from services.platform.runtime import serve_until_shutdown
 
+LAST_SEEN_FLUSH_S = 15.0
 SERVICE_NAME = identity_pb2.DESCRIPTOR.services_by_name["IdentityService"].full_name
 
 
@@ -50,7 +51,12 @@ async def serve(settings: IdentitySettings) -> None:
         events_pb2.PrivacyRequest,
         PrivacyHandler(store, bus),
     )
-    await serve_until_shutdown(server, [raw_events, privacy], [bus.stop, client.close])
+    await serve_until_shutdown(
+        server,
+        [raw_events, privacy],
+        [resolver.flush_last_seen, bus.stop, client.close],
+        periodic=[(LAST_SEEN_FLUSH_S, resolver.flush_last_seen)],
+    )
 
 
 async def rotate_keys(settings: IdentitySettings) -> None:

@@ -80,7 +80,6 @@ class Plan:
     moves: dict[str, list[str]] = field(default_factory=dict)
     merges: list[Document] = field(default_factory=list)
     conflicts: list[Document] = field(default_factory=list)
-    seen: dict[str, datetime] = field(default_factory=dict)
 
 
 async def _find_in(
@@ -237,7 +236,6 @@ class IdentityStore:
         await asyncio.gather(
             self._insert_ignoring_duplicates(self.merges, plan.merges),
             self._insert_ignoring_duplicates(self.conflicts, plan.conflicts),
-            self._touch_last_seen(plan.seen),
         )
 
     async def _check_still_active(self, customer_ids: set[str]) -> None:
@@ -247,11 +245,12 @@ class IdentityStore:
         if len(docs) != len(customer_ids) or any(d["status"] != ACTIVE for d in docs):
             raise ConcurrentChange("a customer that gained identifiers was merged meanwhile")
 
-    async def _touch_last_seen(self, seen: Mapping[str, datetime]) -> None:
+    async def touch_last_seen(self, seen: Mapping[str, datetime]) -> None:
+        """Move identifiers' last-seen forward (never back)."""
         if not seen:
             return
-        # One update per chunk at the batch's latest time: last-seen is kept at the
-        # configured resolution anyway, and per-document updates cost far more.
+        # One update per chunk at the latest time: last-seen is kept at the configured
+        # resolution anyway, and per-document updates cost far more.
         latest = max(seen.values())
         keys = sorted(seen)
         await self.identifiers.bulk_write(

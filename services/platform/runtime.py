@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 import signal
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from typing import Any
@@ -13,6 +14,8 @@ from services.platform.logs import configure_logging
 from services.platform.metrics import serve_metrics
 from services.platform.rpc import GrpcServer
 from services.platform.settings import CommonSettings, SettingsT, load_settings
+
+log = logging.getLogger(__name__)
 
 
 def shutdown_event() -> asyncio.Event:
@@ -41,16 +44,21 @@ async def until_shutdown_or_failure(
 async def serve_until_shutdown(
     server: GrpcServer,
     subscriptions: Sequence[Subscription[Any]] = (),
-    cleanup: Sequence[Callable[[], Awaitable[None] | None]] = (),
+    cleanup: Sequence[Callable[[], Awaitable[object] | None]] = (),
+    periodic: Sequence[tuple[float, Callable[[], Awaitable[object]]]] = (),
 ) -> None:
-    """Start the gRPC server and the consumers; on SIGTERM drain the consumers (each commits
-    its last batch), let in-flight calls finish, then run ``cleanup`` in order."""
+    """Start the gRPC server, the consumers and the ``(interval_s, job)`` periodic jobs; on
+    SIGTERM stop the jobs, drain the consumers (each commits its last batch), let in-flight
+    calls finish, then run ``cleanup`` in order."""
     stop = shutdown_event()
     await server.start()
     tasks = [asyncio.create_task(s.run(), name=f"consumer-{s.group}") for s in subscriptions]
+    jobs = [asyncio.create_task(every(interval, job)) for interval, job in periodic]
     try:
         await until_shutdown_or_failure(stop, tasks)
     finally:
+        for job_task in jobs:
+            job_task.cancel()
         for subscription in subscriptions:
             await subscription.stop()
         if tasks:
@@ -60,6 +68,16 @@ async def serve_until_shutdown(
             result = close()
             if inspect.isawaitable(result):
                 await result
+
+
+async def every(interval_s: float, job: Callable[[], Awaitable[object]]) -> None:
+    """Run ``job`` every ``interval_s`` seconds; a failure is logged and retried next time."""
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            await job()
+        except Exception:
+            log.exception("periodic job failed", extra={"fields": {"job": repr(job)}})
 
 
 def run_service(

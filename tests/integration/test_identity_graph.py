@@ -266,3 +266,20 @@ async def test_key_rotation_reencrypts_and_reindexes(store: IdentityStore) -> No
     assert doc is not None
     assert doc["enc"]["kid"] == "k2"
     assert await store.rotate_keys() == (0, 0)  # running it again changes nothing
+
+
+async def test_last_seen_is_buffered_and_moves_at_most_once_per_resolution(
+    store: IdentityStore,
+) -> None:
+    r = resolver(store)  # one-minute resolution
+    await r.resolve([event("s1", ("user_id", "u-seen"), minute=0)])
+    await r.resolve([event("s2", ("user_id", "u-seen"), minute=0)])
+    assert await r.flush_last_seen() == 0  # same minute: nothing to write
+    await r.resolve([event("s3", ("user_id", "u-seen"), minute=5)])
+    doc = await store.identifiers.find_one({"_id": "user_id:u-seen"})
+    assert doc is not None
+    assert doc["last_seen"] == doc["first_seen"]  # buffered, not written yet
+    assert await r.flush_last_seen() == 1
+    doc = await store.identifiers.find_one({"_id": "user_id:u-seen"})
+    assert doc is not None
+    assert (doc["last_seen"] - doc["first_seen"]).total_seconds() == 300

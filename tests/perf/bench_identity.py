@@ -110,7 +110,8 @@ async def run(args: argparse.Namespace, mongo_uri: str, bootstrap: str) -> None:
     cipher = FieldCipher({"k1": parse_key(generate_key())}, "k1", parse_key(generate_key()))
     store = IdentityStore(database(client, "bench", "identity"), cipher, rules)
     await store.ensure_indexes()
-    handler = RawEventHandler(Resolver(store, rules), bus)
+    resolver = Resolver(store, rules)
+    handler = RawEventHandler(resolver, bus)
     latencies: list[float] = []
     handled = 0
     done = asyncio.Event()
@@ -127,12 +128,22 @@ async def run(args: argparse.Namespace, mongo_uri: str, bootstrap: str) -> None:
         if handled >= len(events):
             done.set()
 
-    subscription = bus.subscribe([topics.EVENTS_RAW], "bench-identity", events_pb2.Event, timed)
-    task = asyncio.create_task(subscription.run())
+    # Replicas of the consumer in one group split the partitions, as identity pods would;
+    # the graph's optimistic concurrency keeps them correct.
+    subscriptions = [
+        bus.subscribe([topics.EVENTS_RAW], "bench-identity", events_pb2.Event, timed)
+        for _ in range(args.replicas)
+    ]
+    for subscription in subscriptions:
+        await subscription.start()
+    tasks = [asyncio.create_task(s.run()) for s in subscriptions]
     await asyncio.wait_for(done.wait(), timeout=args.timeout)
+    # The service flushes buffered last-seen times every few seconds: count that work too.
+    await resolver.flush_last_seen()
     elapsed = time.perf_counter() - first_batch[0]
-    await subscription.stop()
-    await task
+    for subscription in subscriptions:
+        await subscription.stop()
+    await asyncio.gather(*tasks)
     merges = await store.merges.count_documents({})
     customers = await store.customers.count_documents({"status": "active"})
     conflicts = await store.conflicts.count_documents({})
@@ -175,6 +186,7 @@ def main() -> None:
     parser.add_argument("--people", type=int, default=20_000)
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--replicas", type=int, default=1, help="consumers in the group")
     parser.add_argument("--timeout", type=float, default=1_800)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="lodestar-bench-") as logs:
