@@ -32,6 +32,12 @@ class EventIdentifiers:
     source: str
     at: datetime
 
+    def __post_init__(self) -> None:
+        # MongoDB keeps milliseconds: decide on the same clock the stored graph will show.
+        object.__setattr__(
+            self, "at", self.at.replace(microsecond=self.at.microsecond // 1000 * 1000)
+        )
+
 
 @dataclass(frozen=True)
 class Merge:

@@ -4,7 +4,7 @@ merges out after the graph is stored; privacy erasures in, completions out."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from motor.motor_asyncio import AsyncIOMotorClient
@@ -42,7 +42,9 @@ async def store(mongo_server: MongoWireServer) -> AsyncIterator[IdentityStore]:
     client.close()
 
 
-def raw(event_id: str, *identifiers: tuple[str, str]) -> Delivery[events_pb2.Event]:
+def raw(
+    event_id: str, *identifiers: tuple[str, str], at: datetime | None = None
+) -> Delivery[events_pb2.Event]:
     event = events_pb2.Event(
         event_id=event_id,
         type=events_pb2.EVENT_TYPE_TRACK,
@@ -50,7 +52,7 @@ def raw(event_id: str, *identifiers: tuple[str, str]) -> Delivery[events_pb2.Eve
         identifiers=[common_pb2.Identifier(type=t, value=v) for t, v in identifiers],
         source="test",
     )
-    event.received_at.FromDatetime(datetime.now(UTC))
+    event.received_at.FromDatetime(at or datetime.now(UTC))
     return Delivery("raw", 0, 0, None, event.SerializeToString(), event)
 
 
@@ -64,7 +66,8 @@ async def test_resolved_events_and_merges_are_published(
         ("user_id", f"{tag}-u"),
     )
     handler = RawEventHandler(resolver(store), bus)
-    await handler([raw(f"{tag}-a", anon1), raw(f"{tag}-b", anon2)])
+    earlier = datetime.now(UTC) - timedelta(minutes=1)
+    await handler([raw(f"{tag}-a", anon1, at=earlier), raw(f"{tag}-b", anon2)])
     await handler([raw(f"{tag}-c", anon1, user), raw(f"{tag}-d", anon2, user)])
 
     resolved = [

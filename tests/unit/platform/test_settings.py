@@ -34,6 +34,15 @@ def gateway_keys(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LODESTAR_API_KEY", "api-key-1234")
 
 
+@pytest.fixture(autouse=True)
+def pii_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The identity service needs PII keys to start; give every test valid ones."""
+    from tests.support.identity import key_env
+
+    for name, value in key_env().items():
+        monkeypatch.setenv(name, value)
+
+
 @pytest.mark.parametrize(
     ("settings_type", "port"),
     [
@@ -240,3 +249,40 @@ def test_service_entry_point_fails_fast_on_bad_port() -> None:
     assert done.returncode == 2, done.stderr
     assert "LODESTAR_PROFILE_GRPC_PORT" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "named"),
+    [
+        ("LODESTAR_PII_KEYS", "k1:not-base64!", "PII"),
+        ("LODESTAR_PII_ACTIVE_KEY_ID", "missing", "missing"),
+        ("LODESTAR_IDENTITY_LIMITS", "email=many", "LODESTAR_IDENTITY_LIMITS"),
+        ("LODESTAR_IDENTITY_LIMITS", "shoe_size=3", "shoe_size"),
+        ("LODESTAR_IDENTITY_CUSTOM_TYPES", "Bad Type", "Bad Type"),
+        ("LODESTAR_IDENTITY_BLOCKED_PATTERNS", '["(unclosed"]', "(unclosed"),
+        ("LODESTAR_IDENTITY_PHONE_DEFAULT_REGION", "ZZ", "ZZ"),
+    ],
+)
+def test_bad_identity_settings_stop_start_up_with_the_reason(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    variable: str,
+    value: str,
+    named: str,
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SystemExit) as exited:
+        load_settings(IdentitySettings)
+    assert exited.value.code == 2
+    assert named in capsys.readouterr().err
+
+
+def test_identity_settings_build_the_configured_rules(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LODESTAR_IDENTITY_CUSTOM_TYPES", "crm_id, shop_id")
+    monkeypatch.setenv("LODESTAR_IDENTITY_LIMITS", "email=3,crm_id=2")
+    monkeypatch.setenv("LODESTAR_IDENTITY_BLOCKED_PATTERNS", '["^guest-"]')
+    rules = load_settings(IdentitySettings).rules()
+    assert rules.limit("email") == 3
+    assert rules.limit("crm_id") == 2
+    assert rules.rank("shop_id") < rules.rank("anonymous_id")
+    assert rules.is_blocked("guest-123")
