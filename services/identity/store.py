@@ -40,6 +40,15 @@ INDEXES = (
 ACTIVE, MERGED, ERASED = "active", "merged", "erased"
 
 
+def storage_key(
+    cipher: FieldCipher, rules: IdentityRules, type_: str, value: str
+) -> GraphIdentifier:
+    """An identifier's ``_id``: ``<type>:<value>``, or ``<type>:<blind index>`` for PII."""
+    if type_ in rules.pii_types:
+        return GraphIdentifier(type_, f"{type_}:{cipher.blind_index(value, type_)}")
+    return GraphIdentifier(type_, f"{type_}:{value}")
+
+
 class ConcurrentChange(Exception):
     """Another replica changed the same part of the graph; resolve again from fresh state."""
 
@@ -121,9 +130,7 @@ class IdentityStore:
 
     def key_of(self, type_: str, value: str) -> GraphIdentifier:
         """The graph identifier of a normalised value (blind index for PII types)."""
-        if type_ in self.rules.pii_types:
-            return GraphIdentifier(type_, f"{type_}:{self.cipher.blind_index(value, type_)}")
-        return GraphIdentifier(type_, f"{type_}:{value}")
+        return storage_key(self.cipher, self.rules, type_, value)
 
     def _value_fields(self, identifier: GraphIdentifier, value: str) -> Document:
         if identifier.type in self.rules.pii_types:
