@@ -13,7 +13,7 @@ from lodestar.v1 import events_pb2
 from services.identity.resolution import EventIdentifiers, Resolver
 from services.identity.store import IdentityStore
 from services.platform import topics
-from services.platform.bus import Bus, Delivery
+from services.platform.bus import Bus, Delivery, Pending
 from services.platform.errors import InvalidArgument, PoisonMessage
 
 log = logging.getLogger(__name__)
@@ -45,9 +45,9 @@ class RawEventHandler:
         self.resolver = resolver
         self.bus = bus
 
-    async def __call__(self, batch: Sequence[Delivery[events_pb2.Event]]) -> None:
-        """Resolve the batch, then publish and wait for the broker's acknowledgement; the
-        bus commits the offsets afterwards."""
+    async def __call__(self, batch: Sequence[Delivery[events_pb2.Event]]) -> Pending:
+        """Resolve the batch and queue its messages; the bus commits the offsets once the
+        broker acknowledged them (and handles the next batch meanwhile)."""
         events = [d.message for d in batch]
         for event in events:
             if not event.event_id:
@@ -79,7 +79,7 @@ class RawEventHandler:
                     ),
                 )
             )
-        await self.bus.publish_many(records)
+        return await self.bus.publish_many_later(records)
 
 
 class PrivacyHandler:

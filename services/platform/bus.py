@@ -46,7 +46,19 @@ class Delivery(Generic[M]):
     message: M
 
 
-Handler = Callable[[Sequence[Delivery[M]]], Awaitable[None]]
+# What a handler may hand back: effects still in flight (e.g. produced messages waiting for
+# the broker's acknowledgement). The bus goes on with the next batch meanwhile and commits
+# this one only once they completed.
+Pending = Awaitable[object]
+Handler = Callable[[Sequence[Delivery[M]]], Awaitable[Pending | None]]
+
+
+@dataclass
+class _InFlight(Generic[M]):
+    offsets: dict[TopicPartition, int]
+    deliveries: list[Delivery[M]]
+    pending: Pending | None
+    started: float
 
 
 @dataclass(frozen=True)
@@ -141,13 +153,21 @@ class Bus:
         self, records: Sequence[tuple[str, str | bytes | None, Message]]
     ) -> None:
         """Send many messages pipelined; return when every one is acknowledged."""
+        await (await self.publish_many_later(records))
+
+    async def publish_many_later(
+        self, records: Sequence[tuple[str, str | bytes | None, Message]]
+    ) -> Pending:
+        """Queue messages in order and return at once; the returned awaitable completes
+        when the broker acknowledged every one (hand it back to the bus as a handler's
+        pending effects)."""
         pending = [
             await self.producer.send(topic, key=_key_bytes(key), value=msg.SerializeToString())
             for topic, key, msg in records
         ]
-        await asyncio.gather(*pending)
         for topic, _, _ in records:
             metrics.BUS_PRODUCED.labels(topic).inc()
+        return asyncio.gather(*pending)
 
     async def publish_raw(self, topic: str, key: bytes | None, value: bytes) -> None:
         """Send bytes as they are (the dead-letter path keeps the original payload)."""
@@ -202,18 +222,31 @@ class Subscription(Generic[M]):
         await self._consumer.start()
 
     async def run(self) -> None:
-        """Consume until :meth:`stop`; the batch in hand is finished and committed first."""
+        """Consume until :meth:`stop`; the batch in hand is finished and committed first.
+
+        While a batch's pending effects complete, the next batch is already handled; commits
+        stay in order, each after its own batch's effects.
+        """
         if self._consumer is None:
             await self.start()
         consumer = self._consumer
         assert consumer is not None
+        in_flight: _InFlight[M] | None = None
         try:
             while not self._stopping.is_set():
                 batches = await consumer.getmany(
                     timeout_ms=200, max_records=self.bus.config.max_batch
                 )
-                if batches:
-                    await self._process(consumer, batches)
+                current = await self._process(batches) if batches else None
+                if in_flight is not None:
+                    await self._complete(consumer, in_flight)
+                in_flight = None
+                if current is not None and current.pending is None:
+                    await self._complete(consumer, current)
+                else:
+                    in_flight = current
+            if in_flight is not None:
+                await self._complete(consumer, in_flight)
         finally:
             await consumer.stop()
 
@@ -222,8 +255,8 @@ class Subscription(Generic[M]):
         self._stopping.set()
 
     async def _process(
-        self, consumer: AIOKafkaConsumer, batches: Mapping[TopicPartition, Sequence[ConsumerRecord]]
-    ) -> None:
+        self, batches: Mapping[TopicPartition, Sequence[ConsumerRecord]]
+    ) -> _InFlight[M]:
         started = time.perf_counter()
         deliveries: list[Delivery[M]] = []
         for records in batches.values():
@@ -235,18 +268,32 @@ class Subscription(Generic[M]):
                     )
                 else:
                     deliveries.append(delivery)
-        if deliveries:
-            await self._handle(deliveries)
+        pending = await self._handle(deliveries) if deliveries else None
         offsets = {tp: records[-1].offset + 1 for tp, records in batches.items() if records}
+        return _InFlight(offsets, deliveries, pending, started)
+
+    async def _complete(self, consumer: AIOKafkaConsumer, batch: _InFlight[M]) -> None:
+        """Wait for the batch's pending effects, then commit its offsets."""
+        if batch.pending is not None:
+            try:
+                await batch.pending
+            except Exception as exc:
+                # The effects failed after the handler returned: handle the batch again,
+                # this time waiting for them (handlers are idempotent).
+                log.warning(
+                    "pending effects failed, handling the batch again",
+                    extra={"fields": {"group": self.group, "error": repr(exc)}},
+                )
+                await self._handle(batch.deliveries, wait=True)
         try:
-            await consumer.commit(offsets)
+            await consumer.commit(batch.offsets)
         except (CommitFailedError, IllegalStateError) as exc:
             # A rebalance took the partitions away; the new owner redelivers, handlers dedupe.
             log.warning(
                 "commit failed, batch will be redelivered",
                 extra={"fields": {"group": self.group, "error": str(exc)}},
             )
-        metrics.BUS_BATCH_SECONDS.labels(self.group).observe(time.perf_counter() - started)
+        metrics.BUS_BATCH_SECONDS.labels(self.group).observe(time.perf_counter() - batch.started)
 
     def _decode(self, record: ConsumerRecord) -> Delivery[M] | None:
         value: bytes = record.value or b""
@@ -264,36 +311,46 @@ class Subscription(Generic[M]):
             message=message,
         )
 
-    async def _handle(self, deliveries: list[Delivery[M]]) -> None:
-        """The whole batch at once; if it keeps failing, one by one to isolate the poison."""
-        error = await self._attempt(deliveries)
+    async def _handle(self, deliveries: list[Delivery[M]], wait: bool = False) -> Pending | None:
+        """The whole batch at once; if it keeps failing, one by one to isolate the poison.
+
+        Returns the whole batch's pending effects; when isolating (or asked to ``wait``),
+        each message's effects are awaited before the next so a failure is pinned on it.
+        """
+        error, pending = await self._attempt(deliveries, wait)
         if error is None:
             self._count(deliveries, "ok")
-            return
+            return pending
         if len(deliveries) == 1:
             await self._dead_letter_delivery(deliveries[0], error)
-            return
+            return None
         for delivery in deliveries:
-            single_error = await self._attempt([delivery])
+            single_error, _ = await self._attempt([delivery], wait=True)
             if single_error is None:
                 self._count([delivery], "ok")
             else:
                 await self._dead_letter_delivery(delivery, single_error)
+        return None
 
-    async def _attempt(self, deliveries: list[Delivery[M]]) -> BaseException | None:
+    async def _attempt(
+        self, deliveries: list[Delivery[M]], wait: bool
+    ) -> tuple[BaseException | None, Pending | None]:
         cfg = self.bus.config
         attempt = 0
         while True:
             try:
-                await self.handler(deliveries)
-                return None
+                pending = await self.handler(deliveries)
+                if wait and pending is not None:
+                    await pending
+                    pending = None
+                return None, pending
             except PoisonMessage as exc:
-                return exc
+                return exc, None
             except Exception as exc:
                 attempt += 1
                 infra = is_infrastructure_failure(exc)
                 if not infra and attempt > cfg.handler_retries:
-                    return exc
+                    return exc, None
                 delay = min(30.0, cfg.retry_backoff_ms / 1000 * 2 ** min(attempt - 1, 8))
                 log.warning(
                     "handler failed, retrying",

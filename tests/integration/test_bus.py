@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 
 import pytest
 
@@ -207,3 +207,64 @@ async def _dead_letters(kafka: KafkaWireServer, topic: str) -> list[events_pb2.D
     records = await read_all(kafka.bootstrap_servers, topics.DEADLETTER)
     letters = [events_pb2.DeadLetter.FromString(r.value) for r in records]
     return [letter for letter in letters if letter.topic == topic]
+
+
+async def test_next_batch_is_handled_while_pending_effects_complete(
+    kafka_server: KafkaWireServer, topic: str
+) -> None:
+    bus = Bus(config(kafka_server, max_batch=1))
+    await bus.start()
+    try:
+        await bus.publish_many([(topic, "k", event("first")), (topic, "k", event("second"))])
+        release = asyncio.Event()
+        order: list[str] = []
+
+        async def pipelined(batch: Batch) -> Awaitable[object] | None:
+            event_id = batch[0].message.event_id
+            order.append(f"handled {event_id}")
+            if event_id == "first":
+
+                async def acknowledged() -> None:
+                    await release.wait()
+                    order.append("first acknowledged")
+
+                return asyncio.ensure_future(acknowledged())
+            release.set()
+            return None
+
+        group = unique("g")
+        sub = bus.subscribe([topic], group, events_pb2.Event, pipelined)
+        task = asyncio.create_task(sub.run())
+        await eventually(
+            lambda: _lag_is_zero(kafka_server, group, topic), 30, "both batches committed"
+        )
+        await sub.stop()
+        await asyncio.wait_for(task, 15)
+        assert order == ["handled first", "handled second", "first acknowledged"]
+    finally:
+        await bus.stop()
+
+
+async def test_failed_pending_effects_handle_the_batch_again(
+    bus: Bus, topic: str, kafka_server: KafkaWireServer
+) -> None:
+    await bus.publish(topic, "k", event("flaky-ack"))
+    calls = 0
+
+    async def flaky(batch: Batch) -> Awaitable[object]:
+        nonlocal calls
+        calls += 1
+
+        async def ack() -> None:
+            if calls == 1:
+                raise ConnectionError("broker went away before acknowledging")
+
+        return asyncio.ensure_future(ack())
+
+    group = unique("g")
+    sub = bus.subscribe([topic], group, events_pb2.Event, flaky)
+    task = asyncio.create_task(sub.run())
+    await eventually(lambda: _lag_is_zero(kafka_server, group, topic), 30, "committed")
+    await sub.stop()
+    await asyncio.wait_for(task, 15)
+    assert calls == 2

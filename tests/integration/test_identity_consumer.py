@@ -14,7 +14,7 @@ from lodestar.v1 import common_pb2, events_pb2
 from services.identity.consumers import PrivacyHandler, RawEventHandler
 from services.identity.store import IdentityStore
 from services.platform import topics
-from services.platform.bus import Bus, BusConfig, Delivery, ensure_topics
+from services.platform.bus import Bus, BusConfig, Delivery, Pending, ensure_topics
 from services.platform.errors import PoisonMessage
 from services.platform.mongo import Document, mongo_client
 from tests.support.identity import event, fresh_store, resolver
@@ -67,8 +67,8 @@ async def test_resolved_events_and_merges_are_published(
     )
     handler = RawEventHandler(resolver(store), bus)
     earlier = datetime.now(UTC) - timedelta(minutes=1)
-    await handler([raw(f"{tag}-a", anon1, at=earlier), raw(f"{tag}-b", anon2)])
-    await handler([raw(f"{tag}-c", anon1, user), raw(f"{tag}-d", anon2, user)])
+    await (await handler([raw(f"{tag}-a", anon1, at=earlier), raw(f"{tag}-b", anon2)]))
+    await (await handler([raw(f"{tag}-c", anon1, user), raw(f"{tag}-d", anon2, user)]))
 
     resolved = [
         events_pb2.Event.FromString(r.value)
@@ -143,9 +143,10 @@ async def test_logs_never_contain_raw_pii(
     handled: list[str] = []
     handler = RawEventHandler(resolver(store), bus)
 
-    async def recording(batch: Sequence[Delivery[events_pb2.Event]]) -> None:
-        await handler(batch)
+    async def recording(batch: Sequence[Delivery[events_pb2.Event]]) -> Pending:
+        pending = await handler(batch)
         handled.extend(d.message.event_id for d in batch)
+        return pending
 
     caplog.set_level(logging.DEBUG)
     quiet_libraries()  # as every service configures logging

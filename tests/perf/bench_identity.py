@@ -30,7 +30,7 @@ from services.identity.resolution import Resolver
 from services.identity.rules import IdentityRules
 from services.identity.store import IdentityStore
 from services.platform import topics
-from services.platform.bus import Bus, BusConfig, Delivery, ensure_topics
+from services.platform.bus import Bus, BusConfig, Delivery, Pending, ensure_topics
 from services.platform.crypto import FieldCipher, generate_key, parse_key
 from services.platform.mongo import database, mongo_client
 
@@ -117,16 +117,17 @@ async def run(args: argparse.Namespace, mongo_uri: str, bootstrap: str) -> None:
     done = asyncio.Event()
     first_batch: list[float] = []
 
-    async def timed(batch: Sequence[Delivery[events_pb2.Event]]) -> None:
+    async def timed(batch: Sequence[Delivery[events_pb2.Event]]) -> Pending:
         nonlocal handled
         started = time.perf_counter()
         if not first_batch:
             first_batch.append(started)
-        await handler(batch)
+        pending = await handler(batch)
         latencies.append(time.perf_counter() - started)
         handled += len(batch)
         if handled >= len(events):
             done.set()
+        return pending
 
     # Replicas of the consumer in one group split the partitions, as identity pods would;
     # the graph's optimistic concurrency keeps them correct.
