@@ -12,15 +12,6 @@ import phonenumbers
 
 from services.platform.errors import InvalidArgument
 
-BUILT_IN_TYPES = (
-    "user_id",
-    "email",
-    "phone",
-    "loyalty_number",
-    "device_id",
-    "wallet_serial",
-    "anonymous_id",
-)
 # Highest first, like the leading CDPs: a known user id decides over an e-mail, an e-mail
 # over a phone, and so on; anonymous ids are the weakest evidence.
 DEFAULT_PRIORITY = (
@@ -32,6 +23,7 @@ DEFAULT_PRIORITY = (
     "wallet_serial",
     "anonymous_id",
 )
+BUILT_IN_TYPES = DEFAULT_PRIORITY
 DEFAULT_LIMITS = {
     "user_id": 1,
     "email": 5,
