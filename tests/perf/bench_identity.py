@@ -17,6 +17,7 @@ import statistics
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -181,6 +182,45 @@ async def run(args: argparse.Namespace, mongo_uri: str, bootstrap: str) -> None:
     client.close()
 
 
+async def store_floor(mongo_uri: str, batches: int) -> float:
+    """Events/s of the least MongoDB work any identifier-per-document graph needs per batch
+    of 500: read the owners of ~800 keys and insert ~330 new identifiers (the workload's
+    averages), nothing else: no customers, merges, checks or Kafka. Measured on the same
+    server in the same run, to show how close the service gets to what the server allows."""
+    client = mongo_client(mongo_uri, "bench-floor")
+    identifiers = database(client, "bench_floor", "identity")["identifiers"]
+    await identifiers.create_index("customer_id")
+    known: list[str] = []
+    started = time.perf_counter()
+    for _ in range(batches):
+        keys = [f"anonymous_id:{uuid.uuid4().hex}" for _ in range(400)] + known[-400:]
+        await asyncio.gather(
+            *(
+                identifiers.find({"_id": {"$in": keys[i : i + 50]}}, {"customer_id": 1}).to_list(
+                    None
+                )
+                for i in range(0, len(keys), 50)
+            )
+        )
+        docs = [
+            {
+                "_id": f"email:{uuid.uuid4().hex}",
+                "customer_id": str(uuid.uuid4()),
+                "type": "email",
+                "enc": {"kid": "k1", "n": os.urandom(12), "ct": os.urandom(40)},
+                "first_seen": T0,
+                "last_seen": T0,
+                "source": "bench",
+            }
+            for _ in range(330)
+        ]
+        await identifiers.insert_many(docs, ordered=False)
+        known += [d["_id"] for d in docs]
+    elapsed = time.perf_counter() - started
+    client.close()
+    return batches * 500 / elapsed
+
+
 def main() -> None:
     """Start private servers, measure, stop them."""
     parser = argparse.ArgumentParser(description=__doc__)
@@ -197,6 +237,14 @@ def main() -> None:
         kafka.start()
         try:
             asyncio.run(run(args, mongo.uri, kafka.bootstrap_servers))
+            floor = asyncio.run(store_floor(mongo.uri, batches=100))
+            emit(
+                {
+                    "metric": "identity_store_floor_events_per_s",
+                    "value": round(floor, 1),
+                    "note": "owner reads + identifier inserts only, same server, same run",
+                }
+            )
         finally:
             kafka.stop()
             mongo.stop()
