@@ -215,7 +215,7 @@ async def store_floor(mongo_uri: str, batches: int) -> float:
             for _ in range(330)
         ]
         await identifiers.insert_many(docs, ordered=False)
-        known += [d["_id"] for d in docs]
+        known += [str(d["_id"]) for d in docs]
     elapsed = time.perf_counter() - started
     client.close()
     return batches * 500 / elapsed
