@@ -35,6 +35,15 @@ SOURCE = "http-api"
 IDENTIFIER_TYPE = re.compile(r"[a-z][a-z0-9_]{1,31}")
 # These have their own top-level fields; a second way in would let the two disagree.
 RESERVED_TYPES = frozenset({"user_id", "anonymous_id"})
+# External-id types Segment's mobile SDKs and destinations send, mapped to ours.
+SEGMENT_EXTERNAL_TYPES = {
+    "ios.idfa": "device_id",
+    "ios.idfv": "device_id",
+    "android.idfa": "device_id",
+    "android.id": "device_id",
+    "ios.push_token": "device_id",
+    "android.push_token": "device_id",
+}
 # Trait keys SDKs use per identifier type, in priority order, looked up in traits and then
 # context.traits. Traits are free-form: a value of the wrong type is ignored, not rejected.
 TRAIT_KEYS: dict[str, tuple[str, ...]] = {
@@ -153,6 +162,8 @@ def external_ids(context: dict[str, Any] | None, path: str) -> list[tuple[str, s
         if not isinstance(item, dict):
             raise InvalidEvent(at, f"must be an object, got {type(item).__name__}")
         kind = item.get("type")
+        if isinstance(kind, str):
+            kind = SEGMENT_EXTERNAL_TYPES.get(kind, kind)
         if not isinstance(kind, str) or not IDENTIFIER_TYPE.fullmatch(kind):
             raise InvalidEvent(
                 f"{at}.type", f"must be a string matching {IDENTIFIER_TYPE.pattern}, got {kind!r}"

@@ -629,3 +629,17 @@ def test_bad_shared_external_ids_are_named_where_they_were_sent() -> None:
         parse_batch(batch_of(GOOD, GOOD, context=shared), RECEIVED, MAX_EVENT)
     assert raised.value.path == "context.externalIds[1].type"
     assert "reserved" in raised.value.message
+
+
+@pytest.mark.parametrize("sdk_type", ["ios.idfa", "android.idfa", "ios.push_token"])
+def test_segment_mobile_external_id_types_become_device_ids(sdk_type: str) -> None:
+    _, event = parse_call(
+        {
+            "userId": "u",
+            "event": "e",
+            "context": {"externalIds": [{"id": "DEV-1", "type": sdk_type, "collection": "users"}]},
+        },
+        "track",
+        RECEIVED,
+    )
+    assert ("device_id", "DEV-1") in ids(event)
