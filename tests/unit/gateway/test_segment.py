@@ -253,7 +253,7 @@ def test_identifiers_of_reads_the_same_sources_as_parse_call() -> None:
         ([ext("crm_id", "x" * 513)], "context.externalIds[0].id", "longer than 512"),
         ([{"id": "x"}], "context.externalIds[0].type", "must be a string matching"),
         ([ext("crm_id", "C"), ext("CRM", "x")], "context.externalIds[1].type", "matching"),
-        ([ext("ios.idfa", "x")], "context.externalIds[0].type", "matching"),
+        ([ext("web.cookie", "x")], "context.externalIds[0].type", "matching"),
         ([ext("1crm", "x")], "context.externalIds[0].type", "matching"),
         ([ext("c", "x")], "context.externalIds[0].type", "matching"),
         ([ext("c" * 33, "x")], "context.externalIds[0].type", "matching"),
