@@ -54,3 +54,21 @@ class ResolvedEventHandler:
         applied = await self.store.apply([fold(to_resolved_event(d.message)) for d in batch])
         FOLDED.labels("applied").inc(applied)
         FOLDED.labels("duplicate").inc(len(batch) - applied)
+
+
+class MergeHandler:
+    """Folds merged customers' profiles into the survivor on ``identity.merged``."""
+
+    def __init__(self, store: ProfileStore) -> None:
+        self.store = store
+
+    async def __call__(self, batch: Sequence[Delivery[events_pb2.IdentityMerged]]) -> None:
+        """Apply each merge in order (a redelivered merge changes nothing)."""
+        for delivery in batch:
+            merge = delivery.message
+            if not merge.event_id or not merge.survivor_id:
+                raise PoisonMessage("identity merge without event_id or survivor_id")
+            applied = await self.store.merge(
+                merge.event_id, merge.survivor_id, list(merge.merged_ids)
+            )
+            FOLDED.labels("merge" if applied else "duplicate").inc()

@@ -88,3 +88,52 @@ def merge(deltas: Sequence[ProfileDelta]) -> MergedDelta:
         first_seen=min(d.seen_at for d in deltas),
         last_seen=max(d.seen_at for d in deltas),
     )
+
+
+@dataclass(frozen=True)
+class ProfileSnapshot:
+    """What a merge needs of a stored profile (field names as stored)."""
+
+    customer_id: str
+    traits: dict[str, Any]
+    event_counts: dict[str, int]
+    first_seen: datetime | None
+    last_seen: datetime | None
+
+
+@dataclass(frozen=True)
+class ProfileMerge:
+    """The change folding merged profiles into the survivor makes to the survivor."""
+
+    set_traits: dict[str, Any]
+    count_increments: dict[str, int]
+    first_seen: datetime | None
+    last_seen: datetime | None
+
+
+def fold_merged(
+    survivor: ProfileSnapshot | None, merged: Sequence[ProfileSnapshot]
+) -> ProfileMerge:
+    """Counters add up; for a trait both hold, the profile seen most recently wins; first
+    and last seen widen. Only traits a merged profile wins are set on the survivor."""
+    counts: dict[str, int] = {}
+    for profile in merged:
+        for name, n in profile.event_counts.items():
+            counts[name] = counts.get(name, 0) + n
+    everyone = ([survivor] if survivor else []) + list(merged)
+    oldest_first = sorted(
+        everyone, key=lambda p: (p.last_seen is not None, p.last_seen or datetime.min)
+    )
+    winner: dict[str, tuple[str, Any]] = {}
+    for profile in oldest_first:
+        for name, value in profile.traits.items():
+            winner[name] = (profile.customer_id, value)
+    survivor_id = survivor.customer_id if survivor else None
+    firsts = [p.first_seen for p in merged if p.first_seen is not None]
+    lasts = [p.last_seen for p in merged if p.last_seen is not None]
+    return ProfileMerge(
+        set_traits={k: v for k, (owner, v) in winner.items() if owner != survivor_id},
+        count_increments=counts,
+        first_seen=min(firsts, default=None),
+        last_seen=max(lasts, default=None),
+    )

@@ -9,15 +9,22 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
 from motor.motor_asyncio import AsyncIOMotorDatabase
 from pymongo import UpdateOne
-from pymongo.errors import BulkWriteError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from services.platform.mongo import Document
-from services.profile.fold import ProfileDelta, merge, original_name
+from services.profile.fold import (
+    ProfileDelta,
+    ProfileSnapshot,
+    fold_merged,
+    merge,
+    original_name,
+)
 
 DUPLICATE_KEY = 11000
 
@@ -47,6 +54,45 @@ class ProfileStore:
     async def ensure_indexes(self) -> None:
         """Profiles are addressed by ``_id`` only so far; nothing to create."""
 
+    async def merge(self, merge_id: str, survivor_id: str, merged_ids: Sequence[str]) -> bool:
+        """Fold the merged customers' profiles into the survivor's and leave a tombstone
+        (``merged_into``) in their place, so events still in flight for them follow.
+        Returns ``False`` when this merge was applied already."""
+        merged_ids = [m for m in merged_ids if m != survivor_id]
+        docs = await self.profiles.find({"_id": {"$in": [survivor_id, *merged_ids]}}).to_list(None)
+        by_id = {d["_id"]: d for d in docs}
+        survivor = by_id.get(survivor_id)
+        if survivor is not None and "merged_into" in survivor:
+            # The survivor was itself merged away since: fold into where it went.
+            return await self.merge(merge_id, survivor["merged_into"], merged_ids)
+        merged = [
+            _snapshot(by_id[m]) for m in merged_ids if m in by_id and "merged_into" not in by_id[m]
+        ]
+        change = fold_merged(None if survivor is None else _snapshot(survivor), merged)
+        update: dict[str, Any] = {
+            "$push": {"recent_event_ids": {"$each": [merge_id], "$slice": -self.dedupe_window}}
+        }
+        if change.first_seen is not None:
+            update["$min"] = {"first_seen": change.first_seen}
+        if change.last_seen is not None:
+            update["$max"] = {"last_seen": change.last_seen}
+        if change.set_traits:
+            update["$set"] = {f"traits.{k}": v for k, v in change.set_traits.items()}
+        if change.count_increments:
+            update["$inc"] = {f"event_counts.{k}": n for k, n in change.count_increments.items()}
+        applied = True
+        try:
+            await self.profiles.update_one(
+                {"_id": survivor_id, "recent_event_ids": {"$ne": merge_id}}, update, upsert=True
+            )
+        except DuplicateKeyError:
+            applied = False  # this merge reached the survivor before (a redelivery)
+        for merged_id in merged_ids:
+            await self.profiles.replace_one(
+                {"_id": merged_id}, {"_id": merged_id, "merged_into": survivor_id}, upsert=True
+            )
+        return applied
+
     def _update(self, customer_id: str, deltas: Sequence[ProfileDelta]) -> UpdateOne:
         """One atomic update applying ``deltas`` (one customer's, in order) together with
         their event ids; it matches only while none of those ids was applied."""
@@ -64,7 +110,13 @@ class ProfileStore:
         # For a profile that exists and has seen one of the ids, the upsert collides on _id:
         # that duplicate-key error means "(partly) done already".
         return UpdateOne(
-            {"_id": customer_id, "recent_event_ids": {"$nin": event_ids}}, change, upsert=True
+            {
+                "_id": customer_id,
+                "recent_event_ids": {"$nin": event_ids},
+                "merged_into": {"$exists": False},
+            },
+            change,
+            upsert=True,
         )
 
     async def apply(self, deltas: Sequence[ProfileDelta]) -> int:
@@ -100,6 +152,11 @@ class ProfileStore:
         return applied
 
     async def _apply_one_by_one(self, customer_id: str, deltas: Sequence[ProfileDelta]) -> int:
+        tombstone = await self.profiles.find_one({"_id": customer_id}, {"merged_into": 1})
+        if tombstone is not None and "merged_into" in tombstone:
+            # Events still in flight for a customer merged away belong to the survivor.
+            survivor = tombstone["merged_into"]
+            return await self.apply([replace(d, customer_id=survivor) for d in deltas])
         applied = 0
         for delta in deltas:
             try:
@@ -112,5 +169,21 @@ class ProfileStore:
 
     async def get(self, customer_id: str) -> StoredProfile | None:
         """The profile of ``customer_id``, or ``None``."""
-        doc = await self.profiles.find_one({"_id": customer_id}, {"recent_event_ids": 0})
-        return None if doc is None else StoredProfile(doc)
+        for _ in range(64):
+            doc = await self.profiles.find_one({"_id": customer_id}, {"recent_event_ids": 0})
+            if doc is None:
+                return None
+            if "merged_into" not in doc:
+                return StoredProfile(doc)
+            customer_id = doc["merged_into"]
+        return None
+
+
+def _snapshot(doc: Document) -> ProfileSnapshot:
+    return ProfileSnapshot(
+        customer_id=doc["_id"],
+        traits=dict(doc.get("traits") or {}),
+        event_counts={k: int(v) for k, v in (doc.get("event_counts") or {}).items()},
+        first_seen=doc.get("first_seen"),
+        last_seen=doc.get("last_seen"),
+    )

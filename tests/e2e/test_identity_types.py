@@ -94,3 +94,38 @@ async def test_bad_phone_is_bad_user_input(platform: Platform) -> None:
     body = response.json()
     assert body["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
     assert "phone" in body["errors"][0]["message"]
+
+
+async def test_merged_customers_show_one_combined_profile(platform: Platform) -> None:
+    tag = unique("merge")
+    phone, laptop, user = f"{tag}-phone", f"{tag}-laptop", f"{tag}-user"
+    for device, views in ((phone, 2), (laptop, 3)):
+        for n in range(views):
+            response = await platform.send(
+                "/v1/track",
+                {"anonymousId": device, "event": "Product Viewed", "messageId": f"{device}-{n}"},
+            )
+            assert response.status_code == 200
+
+    async def both_counted() -> bool:
+        a = await platform.customer("anonymous_id", phone)
+        b = await platform.customer("anonymous_id", laptop)
+        return bool(a and b and a["eventCounts"] and b["eventCounts"])
+
+    await eventually(both_counted, 30, "both anonymous profiles")
+    first = await platform.customer("anonymous_id", phone)
+    second = await platform.customer("anonymous_id", laptop)
+    assert first is not None
+    assert second is not None
+    assert first["id"] != second["id"]
+    for device in (phone, laptop):
+        await platform.send("/v1/identify", {"userId": user, "anonymousId": device})
+    customer = await platform.wait_for_count(user, "Product Viewed", 5)
+    assert {first["id"], second["id"]} >= {customer["id"]}
+    by_old_id = await platform.graphql(
+        "query($id: ID!) { customer(id: $id) { id eventCounts { name count } } }",
+        {"id": second["id"] if customer["id"] == first["id"] else first["id"]},
+    )
+    merged_view = by_old_id.json()["data"]["customer"]
+    assert merged_view["id"] == customer["id"]
+    assert {"name": "Product Viewed", "count": 5} in merged_view["eventCounts"]

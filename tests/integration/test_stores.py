@@ -97,3 +97,47 @@ async def test_profile_concurrent_redelivery_counts_once(
     profile = await store.get("c1")
     assert profile is not None
     assert profile.event_counts == {"Viewed": 1}
+
+
+async def test_merge_folds_profiles_into_the_survivor_once(
+    db: AsyncIOMotorDatabase[Document],
+) -> None:
+    store = ProfileStore(db, dedupe_window=100)
+    later = T0 + timedelta(days=1)
+    await store.apply(
+        [
+            ProfileDelta("s1", "survivor", {"plan": "free", "city": "Oslo"}, {"Viewed": 2}, T0),
+            ProfileDelta("m1", "merged", {"plan": "gold"}, {"Viewed": 3, "Bought": 1}, later),
+        ]
+    )
+    assert await store.merge("merge-1", "survivor", ["merged"]) is True
+    assert await store.merge("merge-1", "survivor", ["merged"]) is False  # redelivered
+    profile = await store.get("survivor")
+    assert profile is not None
+    assert profile.event_counts == {"Viewed": 5, "Bought": 1}
+    assert profile.traits == {"plan": "gold", "city": "Oslo"}  # the newer profile's plan
+    assert (profile.first_seen, profile.last_seen) == (T0, later)
+    # The merged id answers with the survivor, and late events for it land there.
+    via_old = await store.get("merged")
+    assert via_old is not None
+    assert via_old.customer_id == "survivor"
+    assert await store.apply([delta("late", "merged", name="Bought")]) == 1
+    profile = await store.get("survivor")
+    assert profile is not None
+    assert profile.event_counts == {"Viewed": 5, "Bought": 2}
+    tombstone = await db["profiles"].find_one({"_id": "merged"})
+    assert tombstone == {"_id": "merged", "merged_into": "survivor"}
+
+
+async def test_merge_follows_a_survivor_merged_away_since(
+    db: AsyncIOMotorDatabase[Document],
+) -> None:
+    store = ProfileStore(db, dedupe_window=100)
+    await store.apply([delta("a", "c-a"), delta("b", "c-b"), delta("c", "c-c")])
+    await store.merge("m-1", "c-a", ["c-b"])
+    await store.merge("m-2", "c-c", ["c-a"])
+    await store.merge("m-late", "c-b", ["c-x"])  # arrives late, names a merged survivor
+    profile = await store.get("c-x")
+    assert profile is not None
+    assert profile.customer_id == "c-c"
+    assert profile.event_counts == {"Viewed": 3}
