@@ -92,10 +92,11 @@ def merge(deltas: Sequence[ProfileDelta]) -> MergedDelta:
 
 @dataclass(frozen=True)
 class ProfileSnapshot:
-    """What a merge needs of a stored profile (field names as stored)."""
+    """What a merge needs of a stored profile: its settable fields by storage path
+    (``traits.<key>``, ``pii.<key>``), its counters, and when it was seen."""
 
     customer_id: str
-    traits: dict[str, Any]
+    fields: dict[str, Any]
     event_counts: dict[str, int]
     first_seen: datetime | None
     last_seen: datetime | None
@@ -105,7 +106,7 @@ class ProfileSnapshot:
 class ProfileMerge:
     """The change folding merged profiles into the survivor makes to the survivor."""
 
-    set_traits: dict[str, Any]
+    set_fields: dict[str, Any]
     count_increments: dict[str, int]
     first_seen: datetime | None
     last_seen: datetime | None
@@ -114,8 +115,8 @@ class ProfileMerge:
 def fold_merged(
     survivor: ProfileSnapshot | None, merged: Sequence[ProfileSnapshot]
 ) -> ProfileMerge:
-    """Counters add up; for a trait both hold, the profile seen most recently wins; first
-    and last seen widen. Only traits a merged profile wins are set on the survivor."""
+    """Counters add up; for a field both hold, the profile seen most recently wins; first
+    and last seen widen. Only fields a merged profile wins are set on the survivor."""
     counts: dict[str, int] = {}
     for profile in merged:
         for name, n in profile.event_counts.items():
@@ -126,13 +127,13 @@ def fold_merged(
     )
     winner: dict[str, tuple[str, Any]] = {}
     for profile in oldest_first:
-        for name, value in profile.traits.items():
-            winner[name] = (profile.customer_id, value)
+        for path, value in profile.fields.items():
+            winner[path] = (profile.customer_id, value)
     survivor_id = survivor.customer_id if survivor else None
     firsts = [p.first_seen for p in merged if p.first_seen is not None]
     lasts = [p.last_seen for p in merged if p.last_seen is not None]
     return ProfileMerge(
-        set_traits={k: v for k, (owner, v) in winner.items() if owner != survivor_id},
+        set_fields={k: v for k, (owner, v) in winner.items() if owner != survivor_id},
         count_increments=counts,
         first_seen=min(firsts, default=None),
         last_seen=max(lasts, default=None),

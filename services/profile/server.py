@@ -22,6 +22,8 @@ async def serve(settings: ProfileSettings) -> None:
     store = ProfileStore(
         database(client, settings.mongo_database_prefix, "profile"),
         settings.profile_dedupe_window,
+        settings.field_cipher(),
+        settings.pii_trait_names(),
     )
     await store.ensure_indexes()
     bus = Bus(BusConfig.from_settings(settings, "profile"))

@@ -1,5 +1,8 @@
 """MongoDB persistence of profiles (database ``<prefix>_profile``).
 
+PII traits (e-mail, phone, names, address, birthday by default) never rest in clear: they are
+stored AES-GCM encrypted under ``pii.<trait>`` and decrypted only when a profile is read.
+
 Idempotency: each profile keeps the ids of its most recent events; an update only applies
 when its event id is not among them, and the update and the id are written in one atomic
 document update. The window must cover what Kafka can redeliver (one uncommitted batch).
@@ -7,6 +10,7 @@ document update. The window must cover what Kafka can redeliver (one uncommitted
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import replace
@@ -17,6 +21,7 @@ from motor.motor_asyncio import AsyncIOMotorDatabase
 from pymongo import UpdateOne
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
+from services.platform.crypto import EncryptedValue, FieldCipher
 from services.platform.mongo import Document
 from services.profile.fold import (
     ProfileDelta,
@@ -30,13 +35,20 @@ DUPLICATE_KEY = 11000
 
 
 class StoredProfile:
-    """A profile as read back from the store, with original field names."""
+    """A profile as read back from the store, with original field names and PII traits
+    decrypted."""
 
-    def __init__(self, doc: Document) -> None:
+    def __init__(self, doc: Document, cipher: FieldCipher | None) -> None:
         self.customer_id: str = doc["_id"]
         self.traits: dict[str, Any] = {
             original_name(k): v for k, v in (doc.get("traits") or {}).items()
         }
+        for key, encrypted in (doc.get("pii") or {}).items():
+            if cipher is None:
+                raise RuntimeError("profile holds encrypted traits but no PII keys are set")
+            name = original_name(key)
+            clear = cipher.decrypt(EncryptedValue.from_document(encrypted), _context(name))
+            self.traits[name] = json.loads(clear)
         self.event_counts: dict[str, int] = {
             original_name(k): int(v) for k, v in (doc.get("event_counts") or {}).items()
         }
@@ -47,9 +59,33 @@ class StoredProfile:
 class ProfileStore:
     """Profiles keyed by customer id."""
 
-    def __init__(self, db: AsyncIOMotorDatabase[Document], dedupe_window: int) -> None:
+    def __init__(
+        self,
+        db: AsyncIOMotorDatabase[Document],
+        dedupe_window: int,
+        cipher: FieldCipher | None = None,
+        pii_traits: frozenset[str] = frozenset(),
+    ) -> None:
         self.profiles = db["profiles"]
         self.dedupe_window = dedupe_window
+        self.cipher = cipher
+        self.pii_traits = pii_traits
+        if pii_traits and cipher is None:
+            raise ValueError("PII traits are configured but no cipher was given")
+
+    def _trait_fields(self, traits: dict[str, Any]) -> tuple[Document, Document]:
+        """``$set`` and ``$unset`` for traits: PII ones encrypted under ``pii.``."""
+        to_set: Document = {}
+        to_unset: Document = {}
+        for key, value in traits.items():
+            name = original_name(key)
+            if name in self.pii_traits and self.cipher is not None:
+                encrypted = self.cipher.encrypt(json.dumps(value), _context(name))
+                to_set[f"pii.{key}"] = encrypted.to_document()
+                to_unset[f"traits.{key}"] = ""  # never leave an older clear copy behind
+            else:
+                to_set[f"traits.{key}"] = value
+        return to_set, to_unset
 
     async def ensure_indexes(self) -> None:
         """Profiles are addressed by ``_id`` only so far; nothing to create."""
@@ -76,8 +112,8 @@ class ProfileStore:
             update["$min"] = {"first_seen": change.first_seen}
         if change.last_seen is not None:
             update["$max"] = {"last_seen": change.last_seen}
-        if change.set_traits:
-            update["$set"] = {f"traits.{k}": v for k, v in change.set_traits.items()}
+        if change.set_fields:
+            update["$set"] = change.set_fields
         if change.count_increments:
             update["$inc"] = {f"event_counts.{k}": n for k, n in change.count_increments.items()}
         applied = True
@@ -103,8 +139,11 @@ class ProfileStore:
             "$min": {"first_seen": merged.first_seen},
             "$max": {"last_seen": merged.last_seen},
         }
-        if merged.set_traits:
-            change["$set"] = {f"traits.{k}": v for k, v in merged.set_traits.items()}
+        to_set, to_unset = self._trait_fields(merged.set_traits)
+        if to_set:
+            change["$set"] = to_set
+        if to_unset:
+            change["$unset"] = to_unset
         if merged.count_increments:
             change["$inc"] = {f"event_counts.{k}": n for k, n in merged.count_increments.items()}
         # For a profile that exists and has seen one of the ids, the upsert collides on _id:
@@ -174,15 +213,21 @@ class ProfileStore:
             if doc is None:
                 return None
             if "merged_into" not in doc:
-                return StoredProfile(doc)
+                return StoredProfile(doc, self.cipher)
             customer_id = doc["merged_into"]
         return None
 
 
+def _context(trait: str) -> str:
+    return f"trait:{trait}"
+
+
 def _snapshot(doc: Document) -> ProfileSnapshot:
+    fields = {f"traits.{k}": v for k, v in (doc.get("traits") or {}).items()}
+    fields.update({f"pii.{k}": v for k, v in (doc.get("pii") or {}).items()})
     return ProfileSnapshot(
         customer_id=doc["_id"],
-        traits=dict(doc.get("traits") or {}),
+        fields=fields,
         event_counts={k: int(v) for k, v in (doc.get("event_counts") or {}).items()},
         first_seen=doc.get("first_seen"),
         last_seen=doc.get("last_seen"),

@@ -236,7 +236,7 @@ async def test_client_channel_retries_unavailable(servers: Servers) -> None:
         calls += 1
         if calls < 3:
             raise Unavailable("warming up")
-        return StoredProfile({"_id": customer_id, "event_counts": {"Ok": 1}})
+        return StoredProfile({"_id": customer_id, "event_counts": {"Ok": 1}}, None)
 
     servers.profile.get = flaky  # type: ignore[method-assign]
     channel = client_channel(servers.target, timeout_s=5)

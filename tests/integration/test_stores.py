@@ -141,3 +141,38 @@ async def test_merge_follows_a_survivor_merged_away_since(
     assert profile is not None
     assert profile.customer_id == "c-c"
     assert profile.event_counts == {"Viewed": 3}
+
+
+async def test_pii_traits_rest_encrypted_and_read_back_in_clear(
+    db: AsyncIOMotorDatabase[Document],
+) -> None:
+    from tests.support.identity import cipher
+
+    store = ProfileStore(db, 100, cipher(), frozenset({"email", "phone", "address"}))
+    email, phone = "ada.lovelace@engine.example", "+442079460958"
+    address = {"street": "12 St James's Square", "city": "London"}
+    await store.apply(
+        [
+            ProfileDelta("p1", "c1", {"email": email, "phone": phone, "plan": "gold"}, {}, T0),
+            ProfileDelta("p2", "c1", {"address": address}, {}, T0),
+        ]
+    )
+    raw = await db["profiles"].find_one({"_id": "c1"})
+    assert raw is not None
+    assert email not in str(raw)
+    assert phone not in str(raw)
+    assert "James" not in str(raw)
+    assert raw["traits"] == {"plan": "gold"}
+    profile = await store.get("c1")
+    assert profile is not None
+    assert profile.traits == {"email": email, "phone": phone, "plan": "gold", "address": address}
+
+    # A merge carries the encrypted traits over without ever decrypting them.
+    await store.apply([ProfileDelta("p3", "c0", {"plan": "free"}, {}, T0 - timedelta(days=1))])
+    await store.merge("m", "c0", ["c1"])
+    merged = await store.get("c0")
+    assert merged is not None
+    assert merged.traits["email"] == email
+    assert merged.traits["plan"] == "gold"  # c1 was seen more recently
+    raw = await db["profiles"].find_one({"_id": "c0"})
+    assert email not in str(raw)
