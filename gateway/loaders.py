@@ -1,5 +1,5 @@
 """Per-request DataLoaders: each customer's identities and profile fetched once per query,
-concurrently, however many fields ask for them."""
+batched, however many fields and customers ask for them."""
 
 from __future__ import annotations
 
@@ -46,16 +46,13 @@ def make_loaders(clients: ServiceClients) -> Loaders:
         return list(await asyncio.gather(*(one(i) for i in ids)))
 
     async def profiles(ids: Sequence[str]) -> list[profile_pb2.Profile | None]:
-        async def one(customer_id: str) -> profile_pb2.Profile | None:
-            try:
-                return await clients.profile.GetProfile(
-                    profile_pb2.GetProfileRequest(customer_id=customer_id)
-                )
-            except grpc.aio.AioRpcError as error:
-                _absent_if_not_found(error)
-                return None
-
-        return list(await asyncio.gather(*(one(i) for i in ids)))
+        try:
+            reply = await clients.profile.BatchGetProfiles(
+                profile_pb2.BatchGetProfilesRequest(customer_ids=list(ids))
+            )
+        except grpc.aio.AioRpcError as error:
+            raise from_rpc_error(error) from error
+        return [reply.profiles[i] if i in reply.profiles else None for i in ids]
 
     async def customer_ids(
         keys: Sequence[tuple[str, str]],

@@ -15,6 +15,7 @@ from services.identity.store import IdentityStore
 from services.platform import topics
 from services.platform.bus import Bus, Delivery, Pending
 from services.platform.errors import InvalidArgument, PoisonMessage
+from services.platform.privacy import completion
 
 log = logging.getLogger(__name__)
 SERVICE = "identity"
@@ -83,42 +84,53 @@ class RawEventHandler:
 
 
 class PrivacyHandler:
-    """Erases a customer's identifiers on an erasure request and reports completion."""
+    """Erases or exports a customer's identifiers on a privacy request and reports
+    completion (see :mod:`services.platform.privacy`)."""
 
     def __init__(self, store: IdentityStore, bus: Bus) -> None:
         self.store = store
         self.bus = bus
 
     async def __call__(self, batch: Sequence[Delivery[events_pb2.PrivacyRequest]]) -> None:
-        """Act on erasures (idempotent: erasing twice removes nothing more)."""
-        completions = []
+        """Act on each request (idempotent: erasing twice removes nothing more)."""
+        answers = []
         for delivery in batch:
             request = delivery.message
-            if request.kind != events_pb2.PRIVACY_REQUEST_KIND_ERASE or not request.customer_id:
-                continue
-            removed = await self.store.erase(request.customer_id, datetime.now(UTC))
-            log.info(
-                "customer erased",
-                extra={
-                    "fields": {
-                        "request_id": request.request_id,
-                        "customer_id": request.customer_id,
-                        "identifiers_removed": removed,
-                    }
-                },
-            )
-            completions.append(
-                (
-                    topics.PRIVACY_COMPLETED,
-                    request.customer_id,
-                    events_pb2.PrivacyCompleted(
-                        request_id=request.request_id,
-                        service=SERVICE,
-                        kind=request.kind,
-                        customer_id=request.customer_id,
-                        completed_at=_stamp(datetime.now(UTC)),
-                    ),
+            if not request.customer_id:
+                raise PoisonMessage("privacy request without customer_id")
+            if request.kind == events_pb2.PRIVACY_REQUEST_KIND_ERASE:
+                removed = await self.store.erase(request.customer_id, datetime.now(UTC))
+                log.info(
+                    "customer erased",
+                    extra={
+                        "fields": {
+                            "request_id": request.request_id,
+                            "customer_id": request.customer_id,
+                            "identifiers_removed": removed,
+                        }
+                    },
                 )
-            )
-        if completions:
-            await self.bus.publish_many(completions)
+                answer = completion(request, SERVICE)
+            elif request.kind == events_pb2.PRIVACY_REQUEST_KIND_EXPORT:
+                current = await self.store.current_id(request.customer_id)
+                found = await self.store.identities(current) if current else []
+                answer = completion(
+                    request,
+                    SERVICE,
+                    {
+                        "identifiers": [
+                            {
+                                "type": i.type,
+                                "value": i.value,
+                                "source": i.source,
+                                "first_seen": i.first_seen.isoformat(),
+                                "last_seen": i.last_seen.isoformat(),
+                            }
+                            for i in found
+                        ]
+                    },
+                )
+            else:
+                raise PoisonMessage(f"unknown privacy request kind {request.kind}")
+            answers.append((topics.PRIVACY_COMPLETED, request.customer_id, answer))
+        await self.bus.publish_many(answers)

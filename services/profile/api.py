@@ -28,19 +28,58 @@ def to_proto(profile: StoredProfile) -> profile_pb2.Profile:
     return reply
 
 
+MAX_BATCH = 1_000
+
+
 class ProfileServicer(profile_pb2_grpc.ProfileServiceServicer):
     """Serves profiles."""
 
     def __init__(self, store: ProfileStore) -> None:
         self.store = store
 
+    async def BatchGetProfiles(
+        self,
+        request: profile_pb2.BatchGetProfilesRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> profile_pb2.BatchGetProfilesResponse:
+        """The profiles of many customers; unknown ids are left out."""
+        if len(request.customer_ids) > MAX_BATCH:
+            raise InvalidArgument(f"customer_ids: at most {MAX_BATCH} per call")
+        found = await self.store.get_many(list(request.customer_ids))
+        return profile_pb2.BatchGetProfilesResponse(
+            profiles={asked: to_proto(profile) for asked, profile in found.items()}
+        )
+
+    async def Export(
+        self, request: profile_pb2.ExportRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> profile_pb2.ExportResponse:
+        """Everything the profile service holds about the customer."""
+        profile = await self._profile(request.customer_id)
+        data = Struct()
+        data.update(profile.export())
+        return profile_pb2.ExportResponse(customer_id=profile.customer_id, data=data)
+
+    async def Erase(
+        self,
+        request: profile_pb2.EraseProfileRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> profile_pb2.EraseProfileResponse:
+        """Delete the customer's profile (a no-op for an unknown customer)."""
+        if not request.customer_id:
+            raise InvalidArgument("customer_id is required")
+        erased = await self.store.erase(request.customer_id)
+        return profile_pb2.EraseProfileResponse(customer_id=request.customer_id, erased=erased)
+
+    async def _profile(self, customer_id: str) -> StoredProfile:
+        if not customer_id:
+            raise InvalidArgument("customer_id is required")
+        profile = await self.store.get(customer_id)
+        if profile is None:
+            raise NotFound(f"customer {customer_id!r} has no profile")
+        return profile
+
     async def GetProfile(
         self, request: profile_pb2.GetProfileRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> profile_pb2.Profile:
         """The profile of ``request.customer_id``; NOT_FOUND before its first event."""
-        if not request.customer_id:
-            raise InvalidArgument("customer_id is required")
-        profile = await self.store.get(request.customer_id)
-        if profile is None:
-            raise NotFound(f"customer {request.customer_id!r} has no profile")
-        return to_proto(profile)
+        return to_proto(await self._profile(request.customer_id))

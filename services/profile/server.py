@@ -9,7 +9,7 @@ from services.platform.mongo import database, mongo_client
 from services.platform.rpc import GrpcServer
 from services.platform.runtime import serve_until_shutdown
 from services.profile.api import ProfileServicer
-from services.profile.consumers import MergeHandler, ResolvedEventHandler
+from services.profile.consumers import MergeHandler, PrivacyHandler, ResolvedEventHandler
 from services.profile.settings import ProfileSettings
 from services.profile.store import ProfileStore
 
@@ -42,4 +42,7 @@ async def serve(settings: ProfileSettings) -> None:
     merges = bus.subscribe(
         [topics.IDENTITY_MERGED], "profile-merges", events_pb2.IdentityMerged, MergeHandler(store)
     )
-    await serve_until_shutdown(server, [resolved_events, merges], [bus.stop, client.close])
+    privacy = bus.subscribe(
+        [topics.PRIVACY], "profile-privacy", events_pb2.PrivacyRequest, PrivacyHandler(store, bus)
+    )
+    await serve_until_shutdown(server, [resolved_events, merges, privacy], [bus.stop, client.close])

@@ -55,6 +55,16 @@ class StoredProfile:
         self.first_seen: datetime | None = doc.get("first_seen")
         self.last_seen: datetime | None = doc.get("last_seen")
 
+    def export(self) -> dict[str, Any]:
+        """Everything this profile holds, as JSON-ready data."""
+        return {
+            "customer_id": self.customer_id,
+            "traits": self.traits,
+            "event_counts": self.event_counts,
+            "first_seen": self.first_seen.isoformat() if self.first_seen else None,
+            "last_seen": self.last_seen.isoformat() if self.last_seen else None,
+        }
+
 
 class ProfileStore:
     """Profiles keyed by customer id."""
@@ -205,6 +215,22 @@ class ProfileStore:
                 if exc.details["writeErrors"][0]["code"] != DUPLICATE_KEY:
                     raise
         return applied
+
+    async def get_many(self, customer_ids: Sequence[str]) -> dict[str, StoredProfile]:
+        """Profiles by the ids asked for; merged ids map to their survivor's profile."""
+        found: dict[str, StoredProfile] = {}
+        for customer_id in dict.fromkeys(customer_ids):
+            profile = await self.get(customer_id)
+            if profile is not None:
+                found[customer_id] = profile
+        return found
+
+    async def erase(self, customer_id: str) -> bool:
+        """Delete the profile and every tombstone that points at it; ``True`` if a profile
+        was there."""
+        removed = await self.profiles.delete_one({"_id": customer_id})
+        await self.profiles.delete_many({"merged_into": customer_id})
+        return bool(removed.deleted_count)
 
     async def get(self, customer_id: str) -> StoredProfile | None:
         """The profile of ``customer_id``, or ``None``."""

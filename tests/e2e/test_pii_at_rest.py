@@ -61,3 +61,77 @@ async def test_email_and_phone_rest_nowhere_in_clear(
         assert scanned > 0
     finally:
         client.close()
+
+
+async def test_privacy_erasure_reaches_every_service_and_leaves_no_trace(
+    platform: Platform, stack: Stack, mongo_server: MongoWireServer
+) -> None:
+    from aiokafka import AIOKafkaProducer
+    from google.protobuf.json_format import MessageToDict
+
+    from lodestar.v1 import events_pb2
+    from services.platform import topics
+    from tests.support.kafka import read_all
+
+    tag = unique("erase").replace("-", "")
+    email, user_id = f"{tag}@gone.example", f"u{tag}"
+    await platform.send(
+        "/v1/identify", {"userId": user_id, "traits": {"email": email, "plan": tag}}
+    )
+
+    async def known() -> bool:
+        customer = await platform.customer("email", email)
+        return bool(customer and customer["traits"].get("plan") == tag)
+
+    await eventually(known, 30, "the profile")
+    customer = await platform.customer("email", email)
+    assert customer is not None
+    customer_id = customer["id"]
+
+    producer = AIOKafkaProducer(bootstrap_servers=stack.kafka_bootstrap)
+    await producer.start()
+    try:
+        for kind in (events_pb2.PRIVACY_REQUEST_KIND_EXPORT, events_pb2.PRIVACY_REQUEST_KIND_ERASE):
+            request = events_pb2.PrivacyRequest(
+                request_id=f"{tag}-{kind}", kind=kind, customer_id=customer_id
+            )
+            await producer.send_and_wait(
+                topics.PRIVACY, key=customer_id.encode(), value=request.SerializeToString()
+            )
+    finally:
+        await producer.stop()
+
+    answers: dict[tuple[str, int], events_pb2.PrivacyCompleted] = {}
+
+    async def all_answered() -> bool:
+        for record in await read_all(stack.kafka_bootstrap, topics.PRIVACY_COMPLETED):
+            done = events_pb2.PrivacyCompleted.FromString(record.value)
+            if done.request_id.startswith(tag):
+                answers[(done.service, done.kind)] = done
+        return len(answers) == 4
+
+    await eventually(all_answered, 60, "identity and profile answering export and erase", 0.5)
+    profile_export = MessageToDict(
+        answers[("profile", events_pb2.PRIVACY_REQUEST_KIND_EXPORT)].export
+    )
+    assert profile_export["traits"] == {"email": email, "plan": tag}
+    identity_export = MessageToDict(
+        answers[("identity", events_pb2.PRIVACY_REQUEST_KIND_EXPORT)].export
+    )
+    exported = {(i["type"], i["value"]) for i in identity_export["identifiers"]}
+    assert exported == {("user_id", user_id), ("email", email)}
+
+    assert await platform.customer("email", email) is None
+    client = mongo_client(mongo_server.uri, "erase-scan")
+    try:
+        for service in ("identity", "profile"):
+            db = client[f"lodestar_{service}"]
+            for collection in await db.list_collection_names():
+                async for doc in db[collection].find({}):
+                    text = str(doc)
+                    if service == "identity" and collection == "customers":
+                        continue  # the erased customer's status record keeps its id only
+                    for secret in (customer_id, email, user_id, tag):
+                        assert secret not in text, f"{secret} in {service}.{collection}"
+    finally:
+        client.close()

@@ -26,7 +26,8 @@ if _version_not_supported:
 
 
 class ProfileServiceStub:
-    """Serves the 360-degree profile folded from resolved events.
+    """Serves the 360-degree profile folded from resolved events. PII traits are stored encrypted
+    and decrypted only in these answers.
     """
 
     def __init__(self, channel):
@@ -40,14 +41,52 @@ class ProfileServiceStub:
                 request_serializer=lodestar_dot_v1_dot_profile__pb2.GetProfileRequest.SerializeToString,
                 response_deserializer=lodestar_dot_v1_dot_profile__pb2.Profile.FromString,
                 _registered_method=True)
+        self.BatchGetProfiles = channel.unary_unary(
+                '/lodestar.v1.ProfileService/BatchGetProfiles',
+                request_serializer=lodestar_dot_v1_dot_profile__pb2.BatchGetProfilesRequest.SerializeToString,
+                response_deserializer=lodestar_dot_v1_dot_profile__pb2.BatchGetProfilesResponse.FromString,
+                _registered_method=True)
+        self.Export = channel.unary_unary(
+                '/lodestar.v1.ProfileService/Export',
+                request_serializer=lodestar_dot_v1_dot_profile__pb2.ExportRequest.SerializeToString,
+                response_deserializer=lodestar_dot_v1_dot_profile__pb2.ExportResponse.FromString,
+                _registered_method=True)
+        self.Erase = channel.unary_unary(
+                '/lodestar.v1.ProfileService/Erase',
+                request_serializer=lodestar_dot_v1_dot_profile__pb2.EraseProfileRequest.SerializeToString,
+                response_deserializer=lodestar_dot_v1_dot_profile__pb2.EraseProfileResponse.FromString,
+                _registered_method=True)
 
 
 class ProfileServiceServicer:
-    """Serves the 360-degree profile folded from resolved events.
+    """Serves the 360-degree profile folded from resolved events. PII traits are stored encrypted
+    and decrypted only in these answers.
     """
 
     def GetProfile(self, request, context):
-        """NOT_FOUND when no event for the customer has been folded yet.
+        """NOT_FOUND when no event for the customer has been folded yet. A merged customer id
+        answers with its survivor's profile.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BatchGetProfiles(self, request, context):
+        """Many profiles at once (for DataLoaders); unknown ids are left out of the answer.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Export(self, request, context):
+        """Everything the profile service holds about the customer, as JSON.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Erase(self, request, context):
+        """Deletes the customer's profile.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -61,6 +100,21 @@ def add_ProfileServiceServicer_to_server(servicer, server):
                     request_deserializer=lodestar_dot_v1_dot_profile__pb2.GetProfileRequest.FromString,
                     response_serializer=lodestar_dot_v1_dot_profile__pb2.Profile.SerializeToString,
             ),
+            'BatchGetProfiles': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchGetProfiles,
+                    request_deserializer=lodestar_dot_v1_dot_profile__pb2.BatchGetProfilesRequest.FromString,
+                    response_serializer=lodestar_dot_v1_dot_profile__pb2.BatchGetProfilesResponse.SerializeToString,
+            ),
+            'Export': grpc.unary_unary_rpc_method_handler(
+                    servicer.Export,
+                    request_deserializer=lodestar_dot_v1_dot_profile__pb2.ExportRequest.FromString,
+                    response_serializer=lodestar_dot_v1_dot_profile__pb2.ExportResponse.SerializeToString,
+            ),
+            'Erase': grpc.unary_unary_rpc_method_handler(
+                    servicer.Erase,
+                    request_deserializer=lodestar_dot_v1_dot_profile__pb2.EraseProfileRequest.FromString,
+                    response_serializer=lodestar_dot_v1_dot_profile__pb2.EraseProfileResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'lodestar.v1.ProfileService', rpc_method_handlers)
@@ -70,7 +124,8 @@ def add_ProfileServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class ProfileService:
-    """Serves the 360-degree profile folded from resolved events.
+    """Serves the 360-degree profile folded from resolved events. PII traits are stored encrypted
+    and decrypted only in these answers.
     """
 
     @staticmethod
@@ -90,6 +145,87 @@ class ProfileService:
             '/lodestar.v1.ProfileService/GetProfile',
             lodestar_dot_v1_dot_profile__pb2.GetProfileRequest.SerializeToString,
             lodestar_dot_v1_dot_profile__pb2.Profile.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchGetProfiles(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lodestar.v1.ProfileService/BatchGetProfiles',
+            lodestar_dot_v1_dot_profile__pb2.BatchGetProfilesRequest.SerializeToString,
+            lodestar_dot_v1_dot_profile__pb2.BatchGetProfilesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Export(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lodestar.v1.ProfileService/Export',
+            lodestar_dot_v1_dot_profile__pb2.ExportRequest.SerializeToString,
+            lodestar_dot_v1_dot_profile__pb2.ExportResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Erase(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lodestar.v1.ProfileService/Erase',
+            lodestar_dot_v1_dot_profile__pb2.EraseProfileRequest.SerializeToString,
+            lodestar_dot_v1_dot_profile__pb2.EraseProfileResponse.FromString,
             options,
             channel_credentials,
             insecure,

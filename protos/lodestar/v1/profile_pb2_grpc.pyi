@@ -27,25 +27,47 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class ProfileServiceStub:
-    """Serves the 360-degree profile folded from resolved events."""
+    """Serves the 360-degree profile folded from resolved events. PII traits are stored encrypted
+    and decrypted only in these answers.
+    """
 
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> ProfileServiceAsyncStub: ...
     GetProfile: _grpc.UnaryUnaryMultiCallable[_profile_pb2.GetProfileRequest, _profile_pb2.Profile]
-    """NOT_FOUND when no event for the customer has been folded yet."""
+    """NOT_FOUND when no event for the customer has been folded yet. A merged customer id
+    answers with its survivor's profile.
+    """
+    BatchGetProfiles: _grpc.UnaryUnaryMultiCallable[_profile_pb2.BatchGetProfilesRequest, _profile_pb2.BatchGetProfilesResponse]
+    """Many profiles at once (for DataLoaders); unknown ids are left out of the answer."""
+    Export: _grpc.UnaryUnaryMultiCallable[_profile_pb2.ExportRequest, _profile_pb2.ExportResponse]
+    """Everything the profile service holds about the customer, as JSON."""
+    Erase: _grpc.UnaryUnaryMultiCallable[_profile_pb2.EraseProfileRequest, _profile_pb2.EraseProfileResponse]
+    """Deletes the customer's profile."""
 
 @_typing.type_check_only
 class ProfileServiceAsyncStub(ProfileServiceStub):
-    """Serves the 360-degree profile folded from resolved events."""
+    """Serves the 360-degree profile folded from resolved events. PII traits are stored encrypted
+    and decrypted only in these answers.
+    """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     GetProfile: _aio.UnaryUnaryMultiCallable[_profile_pb2.GetProfileRequest, _profile_pb2.Profile]  # type: ignore[assignment]
-    """NOT_FOUND when no event for the customer has been folded yet."""
+    """NOT_FOUND when no event for the customer has been folded yet. A merged customer id
+    answers with its survivor's profile.
+    """
+    BatchGetProfiles: _aio.UnaryUnaryMultiCallable[_profile_pb2.BatchGetProfilesRequest, _profile_pb2.BatchGetProfilesResponse]  # type: ignore[assignment]
+    """Many profiles at once (for DataLoaders); unknown ids are left out of the answer."""
+    Export: _aio.UnaryUnaryMultiCallable[_profile_pb2.ExportRequest, _profile_pb2.ExportResponse]  # type: ignore[assignment]
+    """Everything the profile service holds about the customer, as JSON."""
+    Erase: _aio.UnaryUnaryMultiCallable[_profile_pb2.EraseProfileRequest, _profile_pb2.EraseProfileResponse]  # type: ignore[assignment]
+    """Deletes the customer's profile."""
 
 class ProfileServiceServicer(metaclass=_abc_1.ABCMeta):
-    """Serves the 360-degree profile folded from resolved events."""
+    """Serves the 360-degree profile folded from resolved events. PII traits are stored encrypted
+    and decrypted only in these answers.
+    """
 
     @_abc_1.abstractmethod
     def GetProfile(
@@ -53,6 +75,32 @@ class ProfileServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _profile_pb2.GetProfileRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_profile_pb2.Profile, _abc.Awaitable[_profile_pb2.Profile]]:
-        """NOT_FOUND when no event for the customer has been folded yet."""
+        """NOT_FOUND when no event for the customer has been folded yet. A merged customer id
+        answers with its survivor's profile.
+        """
+
+    @_abc_1.abstractmethod
+    def BatchGetProfiles(
+        self,
+        request: _profile_pb2.BatchGetProfilesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_profile_pb2.BatchGetProfilesResponse, _abc.Awaitable[_profile_pb2.BatchGetProfilesResponse]]:
+        """Many profiles at once (for DataLoaders); unknown ids are left out of the answer."""
+
+    @_abc_1.abstractmethod
+    def Export(
+        self,
+        request: _profile_pb2.ExportRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_profile_pb2.ExportResponse, _abc.Awaitable[_profile_pb2.ExportResponse]]:
+        """Everything the profile service holds about the customer, as JSON."""
+
+    @_abc_1.abstractmethod
+    def Erase(
+        self,
+        request: _profile_pb2.EraseProfileRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_profile_pb2.EraseProfileResponse, _abc.Awaitable[_profile_pb2.EraseProfileResponse]]:
+        """Deletes the customer's profile."""
 
 def add_ProfileServiceServicer_to_server(servicer: ProfileServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
