@@ -52,7 +52,7 @@ def make_loaders(clients: ServiceClients) -> Loaders:
             )
         except grpc.aio.AioRpcError as error:
             raise from_rpc_error(error) from error
-        return [reply.profiles[i] if i in reply.profiles else None for i in ids]
+        return [reply.profiles.get(i) for i in ids]
 
     async def customer_ids(
         keys: Sequence[tuple[str, str]],
