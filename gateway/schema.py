@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
-from typing import Literal, cast
+from typing import Any, Literal, cast
 
 import strawberry
 from google.protobuf.json_format import MessageToDict
@@ -13,7 +13,7 @@ from strawberry.types import Info
 
 from gateway.errors import BAD_USER_INPUT, MaskUnexpectedErrors, client_error
 from gateway.loaders import Loaders
-from lodestar.v1 import profile_pb2
+from lodestar.v1 import common_pb2, profile_pb2
 
 
 @strawberry.type(description="One way of recognising a customer, e.g. email or user_id.")
@@ -45,6 +45,41 @@ def _time(
     return cast(datetime, getattr(profile, name).ToDatetime(UTC))
 
 
+@strawberry.type(description="An amount of money.")
+class Money:
+    currency: str
+    amount: float = strawberry.field(description="In currency units (minor units / 100).")
+
+    @staticmethod
+    def of(money: common_pb2.Money) -> Money:
+        return Money(currency=money.currency, amount=money.amount_minor / 100)
+
+
+@strawberry.type(description="What the customer's orders add up to, net of refunds.")
+class OrdersSummary:
+    order_count: int
+    revenue: list[Money]
+    average_order_value: Money
+    first_order_at: datetime | None
+    last_order_at: datetime | None
+
+
+@strawberry.type(description="Loyalty points, cashback and tier.")
+class Loyalty:
+    points: int
+    points_redeemed: int
+    cashback_balance: Money
+    tier: str
+    tier_since: datetime | None
+    spend_last_12_months: Money
+
+
+def _when(message: Any, name: str) -> datetime | None:
+    if not message.HasField(name):
+        return None
+    return cast(datetime, getattr(message, name).ToDatetime(UTC))
+
+
 @strawberry.type(description="The 360-degree view of one customer.")
 class Customer:
     id: strawberry.ID
@@ -70,6 +105,35 @@ class Customer:
         if profile is None:
             return []
         return [EventCount(name=n, count=c) for n, c in sorted(profile.event_counts.items())]
+
+    @strawberry.field(description="Orders summary (count, revenue, average order value).")
+    async def orders(self, info: Info) -> OrdersSummary | None:
+        profile = await info.context["loaders"].profiles.load(str(self.id))
+        if profile is None:
+            return None
+        orders = profile.orders
+        return OrdersSummary(
+            order_count=orders.order_count,
+            revenue=[Money.of(m) for m in orders.revenue],
+            average_order_value=Money.of(orders.average_order_value),
+            first_order_at=_when(orders, "first_order_at"),
+            last_order_at=_when(orders, "last_order_at"),
+        )
+
+    @strawberry.field(description="Loyalty points, cashback balance and tier.")
+    async def loyalty(self, info: Info) -> Loyalty | None:
+        profile = await info.context["loaders"].profiles.load(str(self.id))
+        if profile is None:
+            return None
+        status = profile.loyalty
+        return Loyalty(
+            points=status.points,
+            points_redeemed=status.points_redeemed,
+            cashback_balance=Money.of(status.cashback_balance),
+            tier=status.tier,
+            tier_since=_when(status, "tier_since"),
+            spend_last_12_months=Money.of(status.spend_last_12_months),
+        )
 
     @strawberry.field(description="When the first event of this customer happened.")
     async def first_seen(self, info: Info) -> datetime | None:

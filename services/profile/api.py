@@ -2,30 +2,63 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import grpc
 from google.protobuf.struct_pb2 import Struct
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from lodestar.v1 import profile_pb2, profile_pb2_grpc
+from lodestar.v1 import common_pb2, profile_pb2, profile_pb2_grpc
 from services.platform.errors import InvalidArgument, NotFound
+from services.profile.commerce import LoyaltyRules, loyalty, summarize_orders
 from services.profile.store import ProfileStore, StoredProfile
 
 
-def to_proto(profile: StoredProfile) -> profile_pb2.Profile:
-    """The wire form of a stored profile."""
+def _stamp(when: datetime | None) -> Timestamp | None:
+    if when is None:
+        return None
+    stamp = Timestamp()
+    stamp.FromDatetime(when)
+    return stamp
+
+
+def _money(currency: str, amount_minor: int) -> common_pb2.Money:
+    return common_pb2.Money(currency=currency, amount_minor=amount_minor)
+
+
+def to_proto(
+    profile: StoredProfile, rules: LoyaltyRules | None = None, now: datetime | None = None
+) -> profile_pb2.Profile:
+    """The wire form of a stored profile, with its order and loyalty figures as of ``now``."""
+    rules = rules or LoyaltyRules()
+    now = now or datetime.now(UTC)
     traits = Struct()
     traits.update(profile.traits)
-    reply = profile_pb2.Profile(
-        customer_id=profile.customer_id, traits=traits, event_counts=profile.event_counts
+    summary = summarize_orders(profile.orders, rules.base_currency)
+    status = loyalty(profile.orders, profile.redeemed, rules, now)
+    return profile_pb2.Profile(
+        customer_id=profile.customer_id,
+        traits=traits,
+        event_counts=profile.event_counts,
+        first_seen=_stamp(profile.first_seen),
+        last_seen=_stamp(profile.last_seen),
+        orders=profile_pb2.OrdersSummary(
+            order_count=summary.order_count,
+            revenue=[_money(c, a) for c, a in sorted(summary.revenue_minor.items())],
+            average_order_value=_money(rules.base_currency, summary.average_order_minor),
+            first_order_at=_stamp(summary.first_order_at),
+            last_order_at=_stamp(summary.last_order_at),
+        ),
+        loyalty=profile_pb2.Loyalty(
+            points=status.points,
+            points_redeemed=status.points_redeemed,
+            cashback_balance=_money(rules.base_currency, status.cashback_minor),
+            tier=status.tier,
+            tier_since=_stamp(status.tier_since),
+            spend_last_12_months=_money(rules.base_currency, status.spend_last_year_minor),
+        ),
     )
-    for name, when in (("first_seen", profile.first_seen), ("last_seen", profile.last_seen)):
-        if when is not None:
-            stamp = Timestamp()
-            stamp.FromDatetime(when)
-            getattr(reply, name).CopyFrom(stamp)
-    return reply
 
 
 MAX_BATCH = 1_000
@@ -34,8 +67,9 @@ MAX_BATCH = 1_000
 class ProfileServicer(profile_pb2_grpc.ProfileServiceServicer):
     """Serves profiles."""
 
-    def __init__(self, store: ProfileStore) -> None:
+    def __init__(self, store: ProfileStore, rules: LoyaltyRules | None = None) -> None:
         self.store = store
+        self.rules = rules or LoyaltyRules()
 
     async def BatchGetProfiles(
         self,
@@ -47,7 +81,7 @@ class ProfileServicer(profile_pb2_grpc.ProfileServiceServicer):
             raise InvalidArgument(f"customer_ids: at most {MAX_BATCH} per call")
         found = await self.store.get_many(list(request.customer_ids))
         return profile_pb2.BatchGetProfilesResponse(
-            profiles={asked: to_proto(profile) for asked, profile in found.items()}
+            profiles={asked: to_proto(profile, self.rules) for asked, profile in found.items()}
         )
 
     async def Export(
@@ -82,4 +116,4 @@ class ProfileServicer(profile_pb2_grpc.ProfileServiceServicer):
         self, request: profile_pb2.GetProfileRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> profile_pb2.Profile:
         """The profile of ``request.customer_id``; NOT_FOUND before its first event."""
-        return to_proto(await self._profile(request.customer_id))
+        return to_proto(await self._profile(request.customer_id), self.rules)

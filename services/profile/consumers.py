@@ -43,6 +43,7 @@ def to_resolved_event(event: events_pb2.Event) -> ResolvedEvent:
         name=event.name,
         occurred_at=stamp.ToDatetime(UTC),
         traits=traits,
+        properties=MessageToDict(event.properties) if event.HasField("properties") else {},
     )
 
 

@@ -1,7 +1,8 @@
 """How one resolved event changes a profile, as pure logic.
 
-The thin first version: identify events set traits, track events count per event name, every
-event moves first/last seen. The store applies a :class:`ProfileDelta` atomically together with
+Identify events set traits; track events count per event name; e-commerce events write
+order records and loyalty redemptions (see :mod:`services.profile.commerce`); every event
+moves first/last seen. The store applies a :class:`ProfileDelta` atomically together with
 the event id, which makes folding idempotent.
 """
 
@@ -11,6 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+
+from services.profile import commerce
 
 TRACK = "track"
 IDENTIFY = "identify"
@@ -38,6 +41,7 @@ class ResolvedEvent:
     name: str
     occurred_at: datetime
     traits: dict[str, Any] = field(default_factory=dict)
+    properties: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -49,18 +53,39 @@ class ProfileDelta:
     set_traits: dict[str, Any]
     count_increments: dict[str, int]
     seen_at: datetime
+    # Other document paths: set (orders) and added to (loyalty redemptions).
+    set_fields: dict[str, Any] = field(default_factory=dict)
+    inc_fields: dict[str, int] = field(default_factory=dict)
 
 
 def fold(event: ResolvedEvent) -> ProfileDelta:
     """The profile change an event causes."""
     counts = {field_key(event.name): 1} if event.kind == TRACK and event.name else {}
     traits = {field_key(k): v for k, v in event.traits.items()}
+    set_fields: dict[str, Any] = {}
+    inc_fields: dict[str, int] = {}
+    if event.kind == TRACK:
+        order_id = event.properties.get("order_id")
+        if isinstance(order_id, str | int) and not isinstance(order_id, bool) and order_id != "":
+            set_fields = commerce.order_fields(
+                event.name, event.properties, event.occurred_at, field_key(str(order_id))
+            )
+        if event.name == commerce.POINTS_REDEEMED:
+            points = event.properties.get("points")
+            if isinstance(points, int | float) and not isinstance(points, bool) and points > 0:
+                inc_fields["loyalty.points_redeemed"] = int(points)
+        if event.name == commerce.CASHBACK_REDEEMED:
+            amount = commerce.minor_units(event.properties.get("amount"))
+            if amount is not None and amount > 0:
+                inc_fields["loyalty.cashback_redeemed_minor"] = amount
     return ProfileDelta(
         event_id=event.event_id,
         customer_id=event.customer_id,
         set_traits=traits,
         count_increments=counts,
         seen_at=event.occurred_at,
+        set_fields=set_fields,
+        inc_fields=inc_fields,
     )
 
 
@@ -72,21 +97,30 @@ class MergedDelta:
     count_increments: dict[str, int]
     first_seen: datetime
     last_seen: datetime
+    set_fields: dict[str, Any] = field(default_factory=dict)
+    inc_fields: dict[str, int] = field(default_factory=dict)
 
 
 def merge(deltas: Sequence[ProfileDelta]) -> MergedDelta:
     """Combine one customer's deltas, given in arrival order, into a single change."""
     traits: dict[str, Any] = {}
     counts: dict[str, int] = {}
+    set_fields: dict[str, Any] = {}
+    inc_fields: dict[str, int] = {}
     for delta in deltas:
         traits.update(delta.set_traits)
+        set_fields.update(delta.set_fields)
         for name, n in delta.count_increments.items():
             counts[name] = counts.get(name, 0) + n
+        for path, n in delta.inc_fields.items():
+            inc_fields[path] = inc_fields.get(path, 0) + n
     return MergedDelta(
         set_traits=traits,
         count_increments=counts,
         first_seen=min(d.seen_at for d in deltas),
         last_seen=max(d.seen_at for d in deltas),
+        set_fields=set_fields,
+        inc_fields=inc_fields,
     )
 
 
@@ -97,7 +131,7 @@ class ProfileSnapshot:
 
     customer_id: str
     fields: dict[str, Any]
-    event_counts: dict[str, int]
+    counters: dict[str, int]
     first_seen: datetime | None
     last_seen: datetime | None
 
@@ -107,7 +141,7 @@ class ProfileMerge:
     """The change folding merged profiles into the survivor makes to the survivor."""
 
     set_fields: dict[str, Any]
-    count_increments: dict[str, int]
+    inc_fields: dict[str, int]
     first_seen: datetime | None
     last_seen: datetime | None
 
@@ -119,8 +153,8 @@ def fold_merged(
     and last seen widen. Only fields a merged profile wins are set on the survivor."""
     counts: dict[str, int] = {}
     for profile in merged:
-        for name, n in profile.event_counts.items():
-            counts[name] = counts.get(name, 0) + n
+        for path, n in profile.counters.items():
+            counts[path] = counts.get(path, 0) + n
     everyone = ([survivor] if survivor else []) + list(merged)
     oldest_first = sorted(
         everyone, key=lambda p: (p.last_seen is not None, p.last_seen or datetime.min)
@@ -134,7 +168,7 @@ def fold_merged(
     lasts = [p.last_seen for p in merged if p.last_seen is not None]
     return ProfileMerge(
         set_fields={k: v for k, (owner, v) in winner.items() if owner != survivor_id},
-        count_increments=counts,
+        inc_fields=counts,
         first_seen=min(firsts, default=None),
         last_seen=max(lasts, default=None),
     )

@@ -28,7 +28,7 @@ async def serve(settings: ProfileSettings) -> None:
     await store.ensure_indexes()
     bus = Bus(BusConfig.from_settings(settings, "profile"))
     await bus.start()
-    servicer = ProfileServicer(store)
+    servicer = ProfileServicer(store, settings.loyalty_rules())
     server = GrpcServer(
         settings.grpc_host,
         settings.grpc_port,

@@ -23,6 +23,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from services.platform.crypto import EncryptedValue, FieldCipher
 from services.platform.mongo import Document
+from services.profile.commerce import Order, orders_from
 from services.profile.fold import (
     ProfileDelta,
     ProfileSnapshot,
@@ -54,6 +55,10 @@ class StoredProfile:
         }
         self.first_seen: datetime | None = doc.get("first_seen")
         self.last_seen: datetime | None = doc.get("last_seen")
+        self.orders: list[Order] = orders_from(
+            {original_name(k): v for k, v in (doc.get("orders") or {}).items()}
+        )
+        self.redeemed: dict[str, int] = dict(doc.get("loyalty") or {})
 
     def export(self) -> dict[str, Any]:
         """Everything this profile holds, as JSON-ready data."""
@@ -63,6 +68,17 @@ class StoredProfile:
             "event_counts": self.event_counts,
             "first_seen": self.first_seen.isoformat() if self.first_seen else None,
             "last_seen": self.last_seen.isoformat() if self.last_seen else None,
+            "orders": [
+                {
+                    "order_id": o.order_id,
+                    "amount_minor": o.amount_minor,
+                    "currency": o.currency,
+                    "at": o.at.isoformat(),
+                    "refunded_minor": o.refunded_minor,
+                }
+                for o in self.orders
+            ],
+            "loyalty": self.redeemed,
         }
 
 
@@ -124,8 +140,8 @@ class ProfileStore:
             update["$max"] = {"last_seen": change.last_seen}
         if change.set_fields:
             update["$set"] = change.set_fields
-        if change.count_increments:
-            update["$inc"] = {f"event_counts.{k}": n for k, n in change.count_increments.items()}
+        if change.inc_fields:
+            update["$inc"] = change.inc_fields
         applied = True
         try:
             await self.profiles.update_one(
@@ -150,12 +166,15 @@ class ProfileStore:
             "$max": {"last_seen": merged.last_seen},
         }
         to_set, to_unset = self._trait_fields(merged.set_traits)
+        to_set.update(merged.set_fields)
         if to_set:
             change["$set"] = to_set
         if to_unset:
             change["$unset"] = to_unset
-        if merged.count_increments:
-            change["$inc"] = {f"event_counts.{k}": n for k, n in merged.count_increments.items()}
+        increments = {f"event_counts.{k}": n for k, n in merged.count_increments.items()}
+        increments.update(merged.inc_fields)
+        if increments:
+            change["$inc"] = increments
         # For a profile that exists and has seen one of the ids, the upsert collides on _id:
         # that duplicate-key error means "(partly) done already".
         return UpdateOne(
@@ -251,10 +270,13 @@ def _context(trait: str) -> str:
 def _snapshot(doc: Document) -> ProfileSnapshot:
     fields = {f"traits.{k}": v for k, v in (doc.get("traits") or {}).items()}
     fields.update({f"pii.{k}": v for k, v in (doc.get("pii") or {}).items()})
+    fields.update({f"orders.{k}": v for k, v in (doc.get("orders") or {}).items()})
+    counters = {f"event_counts.{k}": int(v) for k, v in (doc.get("event_counts") or {}).items()}
+    counters.update({f"loyalty.{k}": int(v) for k, v in (doc.get("loyalty") or {}).items()})
     return ProfileSnapshot(
         customer_id=doc["_id"],
         fields=fields,
-        event_counts={k: int(v) for k, v in (doc.get("event_counts") or {}).items()},
+        counters=counters,
         first_seen=doc.get("first_seen"),
         last_seen=doc.get("last_seen"),
     )

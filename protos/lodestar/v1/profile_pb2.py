@@ -24,9 +24,10 @@ _sym_db = _symbol_database.Default()
 
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from lodestar.v1 import common_pb2 as lodestar_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19lodestar/v1/profile.proto\x12\x0blodestar.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"(\n\x11GetProfileRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\"\x97\x02\n\x07Profile\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\'\n\x06traits\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12;\n\x0c\x65vent_counts\x18\x03 \x03(\x0b\x32%.lodestar.v1.Profile.EventCountsEntry\x12.\n\nfirst_seen\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tlast_seen\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a\x32\n\x10\x45ventCountsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"/\n\x17\x42\x61tchGetProfilesRequest\x12\x14\n\x0c\x63ustomer_ids\x18\x01 \x03(\t\"\xa8\x01\n\x18\x42\x61tchGetProfilesResponse\x12\x45\n\x08profiles\x18\x01 \x03(\x0b\x32\x33.lodestar.v1.BatchGetProfilesResponse.ProfilesEntry\x1a\x45\n\rProfilesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12#\n\x05value\x18\x02 \x01(\x0b\x32\x14.lodestar.v1.Profile:\x02\x38\x01\"$\n\rExportRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\"L\n\x0e\x45xportResponse\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12%\n\x04\x64\x61ta\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\"*\n\x13\x45raseProfileRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\";\n\x14\x45raseProfileResponse\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x0e\n\x06\x65rased\x18\x02 \x01(\x08\x32\xc6\x02\n\x0eProfileService\x12\x42\n\nGetProfile\x12\x1e.lodestar.v1.GetProfileRequest\x1a\x14.lodestar.v1.Profile\x12_\n\x10\x42\x61tchGetProfiles\x12$.lodestar.v1.BatchGetProfilesRequest\x1a%.lodestar.v1.BatchGetProfilesResponse\x12\x41\n\x06\x45xport\x12\x1a.lodestar.v1.ExportRequest\x1a\x1b.lodestar.v1.ExportResponse\x12L\n\x05\x45rase\x12 .lodestar.v1.EraseProfileRequest\x1a!.lodestar.v1.EraseProfileResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19lodestar/v1/profile.proto\x12\x0blodestar.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18lodestar/v1/common.proto\"(\n\x11GetProfileRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\"\xea\x02\n\x07Profile\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\'\n\x06traits\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12;\n\x0c\x65vent_counts\x18\x03 \x03(\x0b\x32%.lodestar.v1.Profile.EventCountsEntry\x12.\n\nfirst_seen\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tlast_seen\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12*\n\x06orders\x18\x06 \x01(\x0b\x32\x1a.lodestar.v1.OrdersSummary\x12%\n\x07loyalty\x18\x07 \x01(\x0b\x32\x14.lodestar.v1.Loyalty\x1a\x32\n\x10\x45ventCountsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"\xe1\x01\n\rOrdersSummary\x12\x13\n\x0border_count\x18\x01 \x01(\x03\x12#\n\x07revenue\x18\x02 \x03(\x0b\x32\x12.lodestar.v1.Money\x12/\n\x13\x61verage_order_value\x18\x03 \x01(\x0b\x32\x12.lodestar.v1.Money\x12\x32\n\x0e\x66irst_order_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rlast_order_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xd0\x01\n\x07Loyalty\x12\x0e\n\x06points\x18\x01 \x01(\x03\x12\x17\n\x0fpoints_redeemed\x18\x02 \x01(\x03\x12,\n\x10\x63\x61shback_balance\x18\x03 \x01(\x0b\x32\x12.lodestar.v1.Money\x12\x0c\n\x04tier\x18\x04 \x01(\t\x12.\n\ntier_since\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x14spend_last_12_months\x18\x06 \x01(\x0b\x32\x12.lodestar.v1.Money\"/\n\x17\x42\x61tchGetProfilesRequest\x12\x14\n\x0c\x63ustomer_ids\x18\x01 \x03(\t\"\xa8\x01\n\x18\x42\x61tchGetProfilesResponse\x12\x45\n\x08profiles\x18\x01 \x03(\x0b\x32\x33.lodestar.v1.BatchGetProfilesResponse.ProfilesEntry\x1a\x45\n\rProfilesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12#\n\x05value\x18\x02 \x01(\x0b\x32\x14.lodestar.v1.Profile:\x02\x38\x01\"$\n\rExportRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\"L\n\x0e\x45xportResponse\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12%\n\x04\x64\x61ta\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\"*\n\x13\x45raseProfileRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\";\n\x14\x45raseProfileResponse\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x0e\n\x06\x65rased\x18\x02 \x01(\x08\x32\xc6\x02\n\x0eProfileService\x12\x42\n\nGetProfile\x12\x1e.lodestar.v1.GetProfileRequest\x1a\x14.lodestar.v1.Profile\x12_\n\x10\x42\x61tchGetProfiles\x12$.lodestar.v1.BatchGetProfilesRequest\x1a%.lodestar.v1.BatchGetProfilesResponse\x12\x41\n\x06\x45xport\x12\x1a.lodestar.v1.ExportRequest\x1a\x1b.lodestar.v1.ExportResponse\x12L\n\x05\x45rase\x12 .lodestar.v1.EraseProfileRequest\x1a!.lodestar.v1.EraseProfileResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,26 +38,30 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PROFILE_EVENTCOUNTSENTRY']._serialized_options = b'8\001'
   _globals['_BATCHGETPROFILESRESPONSE_PROFILESENTRY']._loaded_options = None
   _globals['_BATCHGETPROFILESRESPONSE_PROFILESENTRY']._serialized_options = b'8\001'
-  _globals['_GETPROFILEREQUEST']._serialized_start=105
-  _globals['_GETPROFILEREQUEST']._serialized_end=145
-  _globals['_PROFILE']._serialized_start=148
-  _globals['_PROFILE']._serialized_end=427
-  _globals['_PROFILE_EVENTCOUNTSENTRY']._serialized_start=377
-  _globals['_PROFILE_EVENTCOUNTSENTRY']._serialized_end=427
-  _globals['_BATCHGETPROFILESREQUEST']._serialized_start=429
-  _globals['_BATCHGETPROFILESREQUEST']._serialized_end=476
-  _globals['_BATCHGETPROFILESRESPONSE']._serialized_start=479
-  _globals['_BATCHGETPROFILESRESPONSE']._serialized_end=647
-  _globals['_BATCHGETPROFILESRESPONSE_PROFILESENTRY']._serialized_start=578
-  _globals['_BATCHGETPROFILESRESPONSE_PROFILESENTRY']._serialized_end=647
-  _globals['_EXPORTREQUEST']._serialized_start=649
-  _globals['_EXPORTREQUEST']._serialized_end=685
-  _globals['_EXPORTRESPONSE']._serialized_start=687
-  _globals['_EXPORTRESPONSE']._serialized_end=763
-  _globals['_ERASEPROFILEREQUEST']._serialized_start=765
-  _globals['_ERASEPROFILEREQUEST']._serialized_end=807
-  _globals['_ERASEPROFILERESPONSE']._serialized_start=809
-  _globals['_ERASEPROFILERESPONSE']._serialized_end=868
-  _globals['_PROFILESERVICE']._serialized_start=871
-  _globals['_PROFILESERVICE']._serialized_end=1197
+  _globals['_GETPROFILEREQUEST']._serialized_start=131
+  _globals['_GETPROFILEREQUEST']._serialized_end=171
+  _globals['_PROFILE']._serialized_start=174
+  _globals['_PROFILE']._serialized_end=536
+  _globals['_PROFILE_EVENTCOUNTSENTRY']._serialized_start=486
+  _globals['_PROFILE_EVENTCOUNTSENTRY']._serialized_end=536
+  _globals['_ORDERSSUMMARY']._serialized_start=539
+  _globals['_ORDERSSUMMARY']._serialized_end=764
+  _globals['_LOYALTY']._serialized_start=767
+  _globals['_LOYALTY']._serialized_end=975
+  _globals['_BATCHGETPROFILESREQUEST']._serialized_start=977
+  _globals['_BATCHGETPROFILESREQUEST']._serialized_end=1024
+  _globals['_BATCHGETPROFILESRESPONSE']._serialized_start=1027
+  _globals['_BATCHGETPROFILESRESPONSE']._serialized_end=1195
+  _globals['_BATCHGETPROFILESRESPONSE_PROFILESENTRY']._serialized_start=1126
+  _globals['_BATCHGETPROFILESRESPONSE_PROFILESENTRY']._serialized_end=1195
+  _globals['_EXPORTREQUEST']._serialized_start=1197
+  _globals['_EXPORTREQUEST']._serialized_end=1233
+  _globals['_EXPORTRESPONSE']._serialized_start=1235
+  _globals['_EXPORTRESPONSE']._serialized_end=1311
+  _globals['_ERASEPROFILEREQUEST']._serialized_start=1313
+  _globals['_ERASEPROFILEREQUEST']._serialized_end=1355
+  _globals['_ERASEPROFILERESPONSE']._serialized_start=1357
+  _globals['_ERASEPROFILERESPONSE']._serialized_end=1416
+  _globals['_PROFILESERVICE']._serialized_start=1419
+  _globals['_PROFILESERVICE']._serialized_end=1745
 # @@protoc_insertion_point(module_scope)

@@ -9,6 +9,7 @@ from google.protobuf import message as _message
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from lodestar.v1 import common_pb2 as _common_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -68,6 +69,8 @@ class Profile(_message.Message):
     EVENT_COUNTS_FIELD_NUMBER: _builtins.int
     FIRST_SEEN_FIELD_NUMBER: _builtins.int
     LAST_SEEN_FIELD_NUMBER: _builtins.int
+    ORDERS_FIELD_NUMBER: _builtins.int
+    LOYALTY_FIELD_NUMBER: _builtins.int
     customer_id: _builtins.str
     @_builtins.property
     def traits(self) -> _struct_pb2.Struct: ...
@@ -79,6 +82,10 @@ class Profile(_message.Message):
     def first_seen(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def last_seen(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def orders(self) -> Global___OrdersSummary: ...
+    @_builtins.property
+    def loyalty(self) -> Global___Loyalty: ...
     def __init__(
         self,
         *,
@@ -87,14 +94,96 @@ class Profile(_message.Message):
         event_counts: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
         first_seen: _timestamp_pb2.Timestamp | None = ...,
         last_seen: _timestamp_pb2.Timestamp | None = ...,
+        orders: Global___OrdersSummary | None = ...,
+        loyalty: Global___Loyalty | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["first_seen", b"first_seen", "last_seen", b"last_seen", "traits", b"traits"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["first_seen", b"first_seen", "last_seen", b"last_seen", "loyalty", b"loyalty", "orders", b"orders", "traits", b"traits"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer_id", b"customer_id", "event_counts", b"event_counts", "first_seen", b"first_seen", "last_seen", b"last_seen", "traits", b"traits"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer_id", b"customer_id", "event_counts", b"event_counts", "first_seen", b"first_seen", "last_seen", b"last_seen", "loyalty", b"loyalty", "orders", b"orders", "traits", b"traits"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Profile: _TypeAlias = Profile  # noqa: Y015
+
+@_typing.final
+class OrdersSummary(_message.Message):
+    """Derived from the customer's orders (keyed by order_id, net of refunds)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_COUNT_FIELD_NUMBER: _builtins.int
+    REVENUE_FIELD_NUMBER: _builtins.int
+    AVERAGE_ORDER_VALUE_FIELD_NUMBER: _builtins.int
+    FIRST_ORDER_AT_FIELD_NUMBER: _builtins.int
+    LAST_ORDER_AT_FIELD_NUMBER: _builtins.int
+    order_count: _builtins.int
+    @_builtins.property
+    def revenue(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Money]:
+        """per currency"""
+
+    @_builtins.property
+    def average_order_value(self) -> _common_pb2.Money:
+        """base currency"""
+
+    @_builtins.property
+    def first_order_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def last_order_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        order_count: _builtins.int = ...,
+        revenue: _abc.Iterable[_common_pb2.Money] | None = ...,
+        average_order_value: _common_pb2.Money | None = ...,
+        first_order_at: _timestamp_pb2.Timestamp | None = ...,
+        last_order_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["average_order_value", b"average_order_value", "first_order_at", b"first_order_at", "last_order_at", b"last_order_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["average_order_value", b"average_order_value", "first_order_at", b"first_order_at", "last_order_at", b"last_order_at", "order_count", b"order_count", "revenue", b"revenue"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OrdersSummary: _TypeAlias = OrdersSummary  # noqa: Y015
+
+@_typing.final
+class Loyalty(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POINTS_FIELD_NUMBER: _builtins.int
+    POINTS_REDEEMED_FIELD_NUMBER: _builtins.int
+    CASHBACK_BALANCE_FIELD_NUMBER: _builtins.int
+    TIER_FIELD_NUMBER: _builtins.int
+    TIER_SINCE_FIELD_NUMBER: _builtins.int
+    SPEND_LAST_12_MONTHS_FIELD_NUMBER: _builtins.int
+    points: _builtins.int
+    points_redeemed: _builtins.int
+    tier: _builtins.str
+    @_builtins.property
+    def cashback_balance(self) -> _common_pb2.Money: ...
+    @_builtins.property
+    def tier_since(self) -> _timestamp_pb2.Timestamp:
+        """When the current tier was reached (unset for the base tier never left)."""
+
+    @_builtins.property
+    def spend_last_12_months(self) -> _common_pb2.Money: ...
+    def __init__(
+        self,
+        *,
+        points: _builtins.int = ...,
+        points_redeemed: _builtins.int = ...,
+        cashback_balance: _common_pb2.Money | None = ...,
+        tier: _builtins.str = ...,
+        tier_since: _timestamp_pb2.Timestamp | None = ...,
+        spend_last_12_months: _common_pb2.Money | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cashback_balance", b"cashback_balance", "spend_last_12_months", b"spend_last_12_months", "tier_since", b"tier_since"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cashback_balance", b"cashback_balance", "points", b"points", "points_redeemed", b"points_redeemed", "spend_last_12_months", b"spend_last_12_months", "tier", b"tier", "tier_since", b"tier_since"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Loyalty: _TypeAlias = Loyalty  # noqa: Y015
 
 @_typing.final
 class BatchGetProfilesRequest(_message.Message):

@@ -144,6 +144,7 @@ def test_to_resolved_event_translates_a_track() -> None:
         name="Order Completed",
         occurred_at=WHEN,
         traits={},
+        properties={"total": 10.0},
     )
 
 

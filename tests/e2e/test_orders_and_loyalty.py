@@ -1,0 +1,85 @@
+"""Orders through the Segment e-commerce spec show up in the 360-degree view: revenue net of
+refunds, a repeated order counted once, loyalty points and the tier they reach."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+
+from infra.local.stack import Stack
+from tests.support.kafka import eventually, unique
+from tests.support.platform import Platform
+
+pytestmark = pytest.mark.e2e
+
+QUERY = """
+query($value: String!) {
+  customer(identifier: {type: "user_id", value: $value}) {
+    orders { orderCount revenue { currency amount } averageOrderValue { amount } }
+    loyalty { points tier tierSince cashbackBalance { amount } spendLast12Months { amount } }
+  }
+}
+"""
+
+
+@pytest.fixture
+async def platform(stack: Stack) -> AsyncIterator[Platform]:
+    async with httpx.AsyncClient(timeout=10) as client:
+        yield Platform(stack, client)
+
+
+async def test_orders_lift_the_customer_to_gold(platform: Platform) -> None:
+    user = unique("buyer")
+
+    def order(n: int, total: float, **extra: Any) -> dict[str, Any]:
+        return {
+            "type": "track",
+            "userId": user,
+            "event": "Order Completed",
+            "messageId": f"{user}-order-{n}",
+            "properties": {"order_id": f"{user}-o{n}", "total": total, "currency": "EUR", **extra},
+        }
+
+    batch = [
+        order(1, 700.0),
+        order(2, 900.0, products=[{"product_id": "sku-1", "price": 900.0}]),
+        {**order(2, 900.0), "messageId": f"{user}-order-2-resent"},  # the same order again
+        {
+            "type": "track",
+            "userId": user,
+            "event": "Order Refunded",
+            "messageId": f"{user}-refund",
+            "properties": {"order_id": f"{user}-o1", "total": 100},
+        },
+        {
+            "type": "track",
+            "userId": user,
+            "event": "Points Redeemed",
+            "messageId": f"{user}-redeem",
+            "properties": {"points": 250},
+        },
+    ]
+    response = await platform.send("/v1/batch", {"batch": batch})
+    assert response.status_code == 200, response.text
+    await platform.wait_for_count(user, "Points Redeemed", 1)
+
+    async def settled() -> bool:
+        body = (await platform.graphql(QUERY, {"value": user})).json()
+        customer = body["data"]["customer"]
+        return bool(
+            customer
+            and customer["orders"]["orderCount"] == 2
+            and customer["loyalty"]["tier"] == "Gold"
+        )
+
+    await eventually(settled, 30, "two orders and the Gold tier")
+    customer = (await platform.graphql(QUERY, {"value": user})).json()["data"]["customer"]
+    assert customer["orders"]["revenue"] == [{"currency": "EUR", "amount": 1500.0}]
+    assert customer["orders"]["averageOrderValue"]["amount"] == 750.0
+    assert customer["loyalty"]["points"] == 1500 - 250
+    assert customer["loyalty"]["cashbackBalance"]["amount"] == 30.0
+    assert customer["loyalty"]["spendLast12Months"]["amount"] == 1500.0
+    assert customer["loyalty"]["tierSince"] is not None
