@@ -99,16 +99,24 @@ class MergedDelta:
     last_seen: datetime
     set_fields: dict[str, Any] = field(default_factory=dict)
     inc_fields: dict[str, int] = field(default_factory=dict)
+    # When each trait in ``set_traits`` was true (its event's own time): the store keeps a
+    # trait only if it is newer than the one it holds, so order of arrival does not matter.
+    trait_times: dict[str, datetime] = field(default_factory=dict)
 
 
 def merge(deltas: Sequence[ProfileDelta]) -> MergedDelta:
-    """Combine one customer's deltas, given in arrival order, into a single change."""
+    """Combine one customer's deltas, given in arrival order, into a single change: counters
+    summed, each trait from the latest event by the event's own time (ties: last arrived)."""
     traits: dict[str, Any] = {}
+    times: dict[str, datetime] = {}
     counts: dict[str, int] = {}
     set_fields: dict[str, Any] = {}
     inc_fields: dict[str, int] = {}
     for delta in deltas:
-        traits.update(delta.set_traits)
+        for key, value in delta.set_traits.items():
+            if key not in times or delta.seen_at >= times[key]:
+                traits[key] = value
+                times[key] = delta.seen_at
         set_fields.update(delta.set_fields)
         for name, n in delta.count_increments.items():
             counts[name] = counts.get(name, 0) + n
@@ -121,6 +129,7 @@ def merge(deltas: Sequence[ProfileDelta]) -> MergedDelta:
         last_seen=max(d.seen_at for d in deltas),
         set_fields=set_fields,
         inc_fields=inc_fields,
+        trait_times=times,
     )
 
 
@@ -134,6 +143,8 @@ class ProfileSnapshot:
     counters: dict[str, int]
     first_seen: datetime | None
     last_seen: datetime | None
+    # When a field's value became true (traits: their event's time), where known.
+    stamps: dict[str, datetime] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -149,20 +160,26 @@ class ProfileMerge:
 def fold_merged(
     survivor: ProfileSnapshot | None, merged: Sequence[ProfileSnapshot]
 ) -> ProfileMerge:
-    """Counters add up; for a field both hold, the profile seen most recently wins; first
-    and last seen widen. Only fields a merged profile wins are set on the survivor."""
+    """Counters add up; for a field both hold, the newer value wins (its own time where
+    known, else the profile seen most recently); first and last seen widen. Only fields a
+    merged profile wins are set on the survivor, with their times."""
     counts: dict[str, int] = {}
     for profile in merged:
         for path, n in profile.counters.items():
             counts[path] = counts.get(path, 0) + n
     everyone = ([survivor] if survivor else []) + list(merged)
-    oldest_first = sorted(
-        everyone, key=lambda p: (p.last_seen is not None, p.last_seen or datetime.min)
-    )
-    winner: dict[str, tuple[str, Any]] = {}
-    for profile in oldest_first:
+    best: dict[str, tuple[tuple[bool, datetime], str, Any]] = {}
+    for profile in everyone:
         for path, value in profile.fields.items():
-            winner[path] = (profile.customer_id, value)
+            when = profile.stamps.get(path) or profile.last_seen
+            rank = (when is not None, when or datetime.min)
+            if path not in best or rank > best[path][0]:
+                best[path] = (rank, profile.customer_id, value)
+    winner = {path: (owner, value) for path, (_, owner, value) in best.items()}
+    for path, (_, owner, _) in best.items():
+        stamp = next((p.stamps.get(path) for p in everyone if p.customer_id == owner), None)
+        if stamp is not None:
+            winner[f"trait_at.{path.split('.', 1)[1]}"] = (owner, stamp)
     survivor_id = survivor.customer_id if survivor else None
     firsts = [p.first_seen for p in merged if p.first_seen is not None]
     lasts = [p.last_seen for p in merged if p.last_seen is not None]

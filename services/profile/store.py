@@ -14,7 +14,7 @@ import json
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from motor.motor_asyncio import AsyncIOMotorDatabase
@@ -99,19 +99,13 @@ class ProfileStore:
         if pii_traits and cipher is None:
             raise ValueError("PII traits are configured but no cipher was given")
 
-    def _trait_fields(self, traits: dict[str, Any]) -> tuple[Document, Document]:
-        """``$set`` and ``$unset`` for traits: PII ones encrypted under ``pii.``."""
-        to_set: Document = {}
-        to_unset: Document = {}
-        for key, value in traits.items():
-            name = original_name(key)
-            if name in self.pii_traits and self.cipher is not None:
-                encrypted = self.cipher.encrypt(json.dumps(value), _context(name))
-                to_set[f"pii.{key}"] = encrypted.to_document()
-                to_unset[f"traits.{key}"] = ""  # never leave an older clear copy behind
-            else:
-                to_set[f"traits.{key}"] = value
-        return to_set, to_unset
+    def _stored_trait(self, key: str, value: Any) -> tuple[str, Any]:
+        """Where and how a trait is stored: PII encrypted under ``pii.``, else in clear."""
+        name = original_name(key)
+        if name in self.pii_traits and self.cipher is not None:
+            encrypted = self.cipher.encrypt(json.dumps(value), _context(name))
+            return f"pii.{key}", encrypted.to_document()
+        return f"traits.{key}", value
 
     async def ensure_indexes(self) -> None:
         """Profiles are addressed by ``_id`` only so far; nothing to create."""
@@ -156,25 +150,43 @@ class ProfileStore:
         return applied
 
     def _update(self, customer_id: str, deltas: Sequence[ProfileDelta]) -> UpdateOne:
-        """One atomic update applying ``deltas`` (one customer's, in order) together with
-        their event ids; it matches only while none of those ids was applied."""
+        """One atomic update applying ``deltas`` (one customer's) together with their event
+        ids; it matches only while none of those ids was applied.
+
+        It is an update pipeline so each trait is compared with the time of the one stored
+        (``trait_at``): an older event arriving late does not overwrite a newer value.
+        Every value goes in as a literal, so a trait like ``"$x"`` is data, not a field path.
+        """
         merged = merge(deltas)
         event_ids = [d.event_id for d in deltas]
-        change: dict[str, Any] = {
-            "$push": {"recent_event_ids": {"$each": event_ids, "$slice": -self.dedupe_window}},
-            "$min": {"first_seen": merged.first_seen},
-            "$max": {"last_seen": merged.last_seen},
+        stage: Document = {
+            "recent_event_ids": {
+                "$slice": [
+                    {"$concatArrays": [{"$ifNull": ["$recent_event_ids", []]}, event_ids]},
+                    -self.dedupe_window,
+                ]
+            },
+            "first_seen": _bound("$min", "first_seen", merged.first_seen),
+            "last_seen": _bound("$max", "last_seen", merged.last_seen),
         }
-        to_set, to_unset = self._trait_fields(merged.set_traits)
-        to_set.update(merged.set_fields)
-        if to_set:
-            change["$set"] = to_set
-        if to_unset:
-            change["$unset"] = to_unset
+        unset: list[str] = []
+        for key, value in merged.set_traits.items():
+            at = merged.trait_times[key]
+            path, stored = self._stored_trait(key, value)
+            newer = {"$lt": [{"$ifNull": [f"$trait_at.{key}", _EPOCH]}, at]}
+            stage[path] = {"$cond": [newer, {"$literal": stored}, f"${path}"]}
+            stage[f"trait_at.{key}"] = _bound("$max", f"trait_at.{key}", at, _EPOCH)
+            if path.startswith("pii."):
+                unset.append(f"traits.{key}")  # never leave an older clear copy behind
+        for path, value in merged.set_fields.items():
+            stage[path] = {"$literal": value}
         increments = {f"event_counts.{k}": n for k, n in merged.count_increments.items()}
         increments.update(merged.inc_fields)
-        if increments:
-            change["$inc"] = increments
+        for path, n in increments.items():
+            stage[path] = {"$add": [{"$ifNull": [f"${path}", 0]}, n]}
+        pipeline: list[Document] = [{"$set": stage}]
+        if unset:
+            pipeline.append({"$unset": unset})
         # For a profile that exists and has seen one of the ids, the upsert collides on _id:
         # that duplicate-key error means "(partly) done already".
         return UpdateOne(
@@ -183,7 +195,7 @@ class ProfileStore:
                 "recent_event_ids": {"$nin": event_ids},
                 "merged_into": {"$exists": False},
             },
-            change,
+            pipeline,
             upsert=True,
         )
 
@@ -263,6 +275,14 @@ class ProfileStore:
         return None
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _bound(operator: str, path: str, value: datetime, missing: datetime | None = None) -> Document:
+    """``min``/``max`` of a stored time and ``value`` (``value`` when none is stored)."""
+    return {operator: [{"$ifNull": [f"${path}", missing or value]}, value]}
+
+
 def _context(trait: str) -> str:
     return f"trait:{trait}"
 
@@ -271,12 +291,16 @@ def _snapshot(doc: Document) -> ProfileSnapshot:
     fields = {f"traits.{k}": v for k, v in (doc.get("traits") or {}).items()}
     fields.update({f"pii.{k}": v for k, v in (doc.get("pii") or {}).items()})
     fields.update({f"orders.{k}": v for k, v in (doc.get("orders") or {}).items()})
+    stamps = {}
+    for key, at in (doc.get("trait_at") or {}).items():
+        stamps[f"traits.{key}"] = stamps[f"pii.{key}"] = at
     counters = {f"event_counts.{k}": int(v) for k, v in (doc.get("event_counts") or {}).items()}
     counters.update({f"loyalty.{k}": int(v) for k, v in (doc.get("loyalty") or {}).items()})
     return ProfileSnapshot(
         customer_id=doc["_id"],
         fields=fields,
         counters=counters,
+        stamps=stamps,
         first_seen=doc.get("first_seen"),
         last_seen=doc.get("last_seen"),
     )

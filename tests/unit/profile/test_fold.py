@@ -238,7 +238,8 @@ def test_merge_sums_counts_keeps_latest_traits_and_seen_bounds() -> None:
             ),
         ]
     )
-    assert merged.set_traits == {"plan": "gold", "city": "Oslo"}
+    # e2 arrived last but happened earlier: the plan from e1, the later event, stands.
+    assert merged.set_traits == {"plan": "free", "city": "Oslo"}
     assert merged.count_increments == {"Viewed": 2, "Bought": 1}
     assert merged.first_seen == t0 - timedelta(hours=1)
     assert merged.last_seen == t0
