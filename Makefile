@@ -23,6 +23,7 @@ unit: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python tests/perf/bench_ingest.py
 	$(BIN)/python tests/perf/bench_identity.py
+	$(BIN)/python tests/perf/bench_profile.py
 
 protos: $(STAMP)
 	$(BIN)/python -m infra.protogen

@@ -44,6 +44,8 @@ class Delivery(Generic[M]):
     key: bytes | None
     value: bytes
     message: M
+    # When the record was produced (the broker's or producer's timestamp), in ms.
+    timestamp_ms: int = 0
 
 
 # What a handler may hand back: effects still in flight (e.g. produced messages waiting for
@@ -309,6 +311,7 @@ class Subscription(Generic[M]):
             key=record.key,
             value=value,
             message=message,
+            timestamp_ms=int(record.timestamp or 0),
         )
 
     async def _handle(self, deliveries: list[Delivery[M]], wait: bool = False) -> Pending | None:

@@ -1,0 +1,170 @@
+"""Profile benchmark (``make bench``): fold 100,000 resolved events across 10,000 customers
+on the consumer path (batched) against a local SecantusDB and Tansu on free ports.
+
+Events are produced at a steady rate (the 3,000 events/s target by default) while the
+consumer folds them, so the latency from an event's Kafka timestamp to its profile being
+stored shows whether folding keeps up. Prints JSON lines with the core count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from google.protobuf.struct_pb2 import Struct
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from infra.local.servers import KafkaWireServer, MongoWireServer, free_port
+from lodestar.v1 import events_pb2
+from services.platform import topics
+from services.platform.bus import Bus, BusConfig, Delivery, ensure_topics
+from services.platform.crypto import FieldCipher, generate_key, parse_key
+from services.platform.mongo import database, mongo_client
+from services.profile.consumers import ResolvedEventHandler
+from services.profile.store import ProfileStore
+
+T0 = datetime(2026, 11, 1, tzinfo=UTC)
+PII = frozenset({"email", "phone", "firstName", "lastName"})
+
+
+def emit(record: dict[str, object]) -> None:
+    """One JSON line, with the core count on every line."""
+    print(json.dumps({"cores": os.cpu_count(), **record}), flush=True)
+
+
+def struct(values: dict[str, Any]) -> Struct:
+    out = Struct()
+    out.update(values)
+    return out
+
+
+def workload(events: int, customers: int, seed: int) -> list[events_pb2.Event]:
+    """A realistic mix: page and product views, carts, orders, some identify calls."""
+    rng = random.Random(seed)
+    out = []
+    for n in range(events):
+        customer = f"cust-{rng.randrange(customers)}"
+        at = T0 + timedelta(seconds=n)
+        roll = rng.random()
+        event = events_pb2.Event(event_id=f"pe-{n}", customer_id=customer, source="bench")
+        if roll < 0.1:
+            event.type = events_pb2.EVENT_TYPE_IDENTIFY
+            event.traits.CopyFrom(
+                struct(
+                    {
+                        "email": f"{customer}@example.com",
+                        "firstName": "Ada",
+                        "plan": rng.choice("abc"),
+                    }
+                )
+            )
+        elif roll < 0.15:
+            event.type = events_pb2.EVENT_TYPE_TRACK
+            event.name = "Order Completed"
+            event.properties.CopyFrom(
+                struct({"order_id": f"o-{n}", "total": rng.randint(5, 400), "currency": "EUR"})
+            )
+        else:
+            event.type = events_pb2.EVENT_TYPE_TRACK
+            event.name = rng.choice(["Product Viewed", "Page Viewed", "Product Added"])
+            event.properties.CopyFrom(struct({"product_id": f"sku-{rng.randrange(500)}"}))
+        event.timestamp.FromDatetime(at)
+        event.received_at.FromDatetime(at)
+        out.append(event)
+    return out
+
+
+async def run(args: argparse.Namespace, mongo_uri: str, bootstrap: str) -> None:
+    events = workload(args.events, args.customers, args.seed)
+    await ensure_topics(bootstrap, {topics.EVENTS_RESOLVED: 6})
+    bus = Bus(BusConfig(bootstrap, "bench-profile", session_timeout_ms=2000))
+    await bus.start()
+    client = mongo_client(mongo_uri, "bench")
+    cipher = FieldCipher({"k1": parse_key(generate_key())}, "k1", parse_key(generate_key()))
+    store = ProfileStore(database(client, "bench", "profile"), 1_000, cipher, PII)
+    handler = ResolvedEventHandler(store)
+    latencies: list[float] = []
+    handled = 0
+    done = asyncio.Event()
+
+    async def timed(batch: Sequence[Delivery[events_pb2.Event]]) -> None:
+        nonlocal handled
+        await handler(batch)
+        stored_at = time.time()
+        latencies.extend(stored_at - d.timestamp_ms / 1000 for d in batch)
+        handled += len(batch)
+        if handled >= len(events):
+            done.set()
+
+    subscription = bus.subscribe([topics.EVENTS_RESOLVED], "bench-profile", events_pb2.Event, timed)
+    await subscription.start()
+    consuming = asyncio.create_task(subscription.run())
+    started = time.perf_counter()
+    chunk = max(1, args.rate // 20)
+    for index in range(0, len(events), chunk):
+        due = started + index / args.rate
+        await asyncio.sleep(max(0.0, due - time.perf_counter()))
+        part = events[index : index + chunk]
+        await bus.publish_many([(topics.EVENTS_RESOLVED, e.customer_id, e) for e in part])
+    await asyncio.wait_for(done.wait(), timeout=args.timeout)
+    elapsed = time.perf_counter() - started
+    await subscription.stop()
+    await consuming
+    ordered = sorted(latencies)
+    emit(
+        {
+            "metric": "profile_fold_events_per_s",
+            "value": round(handled / elapsed, 1),
+            "events": handled,
+            "customers": args.customers,
+            "offered_rate": args.rate,
+            "seconds": round(elapsed, 2),
+            "target": 3000,
+        }
+    )
+    emit(
+        {
+            "metric": "profile_kafka_to_stored_ms",
+            "p50": round(statistics.median(ordered) * 1000, 1),
+            "p99": round(ordered[int(len(ordered) * 0.99)] * 1000, 1),
+        }
+    )
+    await bus.stop()
+    client.close()
+
+
+def main() -> None:
+    """Start private servers, measure, stop them."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--customers", type=int, default=10_000)
+    parser.add_argument("--rate", type=int, default=3_000, help="events/s offered")
+    parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--timeout", type=float, default=1_800)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="lodestar-bench-") as logs:
+        mongo = MongoWireServer(free_port(), Path(logs))
+        kafka = KafkaWireServer(free_port(), Path(logs))
+        mongo.start()
+        kafka.start()
+        try:
+            asyncio.run(run(args, mongo.uri, kafka.bootstrap_servers))
+        finally:
+            kafka.stop()
+            mongo.stop()
+
+
+if __name__ == "__main__":
+    main()
