@@ -74,6 +74,40 @@ class Loyalty:
     spend_last_12_months: Money
 
 
+@strawberry.type(description="A consent decision for one purpose.")
+class Consent:
+    purpose: str
+    state: str = strawberry.field(description="granted or denied")
+    source: str
+    at: datetime | None
+
+    @staticmethod
+    def of(message: profile_pb2.ConsentState) -> Consent:
+        return Consent(
+            purpose=message.purpose,
+            state=message.state,
+            source=message.source,
+            at=_when(message, "at"),
+        )
+
+
+@strawberry.type(description="Channels and sources the customer used, and where they were last.")
+class Behaviour:
+    channels: list[str]
+    sources: list[str]
+    last_page: str | None
+    last_page_at: datetime | None
+    last_screen: str | None
+    last_screen_at: datetime | None
+
+
+@strawberry.type(description="How often, and when last, the customer engaged in one way.")
+class EngagementStat:
+    kind: str
+    count: int
+    last_at: datetime | None
+
+
 def _when(message: Any, name: str) -> datetime | None:
     if not message.HasField(name):
         return None
@@ -134,6 +168,41 @@ class Customer:
             tier_since=_when(status, "tier_since"),
             spend_last_12_months=Money.of(status.spend_last_12_months),
         )
+
+    @strawberry.field(description="The current consent decision per purpose.")
+    async def consent(self, info: Info) -> list[Consent]:
+        profile = await info.context["loaders"].profiles.load(str(self.id))
+        return [] if profile is None else [Consent.of(c) for c in profile.consent]
+
+    @strawberry.field(description="Every consent decision, oldest first.")
+    async def consent_history(self, info: Info) -> list[Consent]:
+        profile = await info.context["loaders"].profiles.load(str(self.id))
+        return [] if profile is None else [Consent.of(c) for c in profile.consent_history]
+
+    @strawberry.field(description="Channels, sources, last page and screen.")
+    async def behaviour(self, info: Info) -> Behaviour | None:
+        profile = await info.context["loaders"].profiles.load(str(self.id))
+        if profile is None:
+            return None
+        b = profile.behaviour
+        return Behaviour(
+            channels=list(b.channels),
+            sources=list(b.sources),
+            last_page=b.last_page or None,
+            last_page_at=_when(b, "last_page_at"),
+            last_screen=b.last_screen or None,
+            last_screen_at=_when(b, "last_screen_at"),
+        )
+
+    @strawberry.field(description="E-mail, push and wallet engagement.")
+    async def engagement(self, info: Info) -> list[EngagementStat]:
+        profile = await info.context["loaders"].profiles.load(str(self.id))
+        if profile is None:
+            return []
+        return [
+            EngagementStat(kind=e.kind, count=e.count, last_at=_when(e, "last_at"))
+            for e in profile.engagement
+        ]
 
     @strawberry.field(description="When the first event of this customer happened.")
     async def first_seen(self, info: Info) -> datetime | None:

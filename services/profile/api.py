@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,6 +13,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from lodestar.v1 import common_pb2, profile_pb2, profile_pb2_grpc
 from services.platform.errors import InvalidArgument, NotFound
 from services.profile.commerce import LoyaltyRules, loyalty, summarize_orders
+from services.profile.engagement import CONSENT_UPDATED, engagement, validate_consent
+from services.profile.fold import TRACK, ResolvedEvent, fold
 from services.profile.store import ProfileStore, StoredProfile
 
 
@@ -21,6 +24,15 @@ def _stamp(when: datetime | None) -> Timestamp | None:
     stamp = Timestamp()
     stamp.FromDatetime(when)
     return stamp
+
+
+def _consent(purpose: str, decision: dict[str, Any]) -> profile_pb2.ConsentState:
+    return profile_pb2.ConsentState(
+        purpose=purpose,
+        state=decision["state"],
+        source=decision.get("source", ""),
+        at=_stamp(decision["at"]),
+    )
 
 
 def _money(currency: str, amount_minor: int) -> common_pb2.Money:
@@ -50,6 +62,20 @@ def to_proto(
             first_order_at=_stamp(summary.first_order_at),
             last_order_at=_stamp(summary.last_order_at),
         ),
+        consent=[_consent(p, c) for p, c in sorted(profile.consent.items())],
+        consent_history=[_consent(e["purpose"], e) for e in profile.consent_history],
+        behaviour=profile_pb2.Behaviour(
+            channels=profile.channels,
+            sources=profile.sources,
+            last_page=(profile.last_page or {}).get("name", ""),
+            last_page_at=_stamp((profile.last_page or {}).get("at")),
+            last_screen=(profile.last_screen or {}).get("name", ""),
+            last_screen_at=_stamp((profile.last_screen or {}).get("at")),
+        ),
+        engagement=[
+            profile_pb2.EngagementStat(kind=e.kind, count=e.count, last_at=_stamp(e.last_at))
+            for e in engagement(profile.event_counts, profile.event_last)
+        ],
         loyalty=profile_pb2.Loyalty(
             points=status.points,
             points_redeemed=status.points_redeemed,
@@ -111,6 +137,28 @@ class ProfileServicer(profile_pb2_grpc.ProfileServiceServicer):
         if profile is None:
             raise NotFound(f"customer {customer_id!r} has no profile")
         return profile
+
+    async def SetConsent(
+        self, request: profile_pb2.SetConsentRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> profile_pb2.Profile:
+        """Record a consent decision now, exactly as a ``Consent Updated`` event would."""
+        if not request.customer_id:
+            raise InvalidArgument("customer_id is required")
+        try:
+            validate_consent(request.purpose, request.state)
+        except ValueError as exc:
+            raise InvalidArgument(str(exc)) from None
+        event = ResolvedEvent(
+            event_id=f"consent-{uuid.uuid4()}",
+            customer_id=request.customer_id,
+            kind=TRACK,
+            name=CONSENT_UPDATED,
+            occurred_at=datetime.now(UTC),
+            properties={"purpose": request.purpose, "state": request.state},
+            source=request.source or "api",
+        )
+        await self.store.apply([fold(event)])
+        return to_proto(await self._profile(request.customer_id), self.rules)
 
     async def GetProfile(
         self, request: profile_pb2.GetProfileRequest, context: grpc.aio.ServicerContext[Any, Any]

@@ -23,7 +23,12 @@ FOLDED = Counter(
     ["outcome"],
 )
 
-_KINDS = {events_pb2.EVENT_TYPE_TRACK: TRACK, events_pb2.EVENT_TYPE_IDENTIFY: IDENTIFY}
+_KINDS = {
+    events_pb2.EVENT_TYPE_TRACK: TRACK,
+    events_pb2.EVENT_TYPE_IDENTIFY: IDENTIFY,
+    events_pb2.EVENT_TYPE_PAGE: "page",
+    events_pb2.EVENT_TYPE_SCREEN: "screen",
+}
 
 
 def to_resolved_event(event: events_pb2.Event) -> ResolvedEvent:
@@ -44,6 +49,8 @@ def to_resolved_event(event: events_pb2.Event) -> ResolvedEvent:
         occurred_at=stamp.ToDatetime(UTC),
         traits=traits,
         properties=MessageToDict(event.properties) if event.HasField("properties") else {},
+        source=event.source,
+        channel=str(context.get("channel") or ""),
     )
 
 

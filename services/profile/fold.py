@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from services.profile import commerce
+from services.profile import commerce, engagement
 
 TRACK = "track"
 IDENTIFY = "identify"
@@ -42,6 +42,8 @@ class ResolvedEvent:
     occurred_at: datetime
     traits: dict[str, Any] = field(default_factory=dict)
     properties: dict[str, Any] = field(default_factory=dict)
+    source: str = ""
+    channel: str = ""
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,45 @@ class ProfileDelta:
     # Other document paths: set (orders) and added to (loyalty redemptions).
     set_fields: dict[str, Any] = field(default_factory=dict)
     inc_fields: dict[str, int] = field(default_factory=dict)
+    timed_fields: dict[str, dict[str, Any]] = field(default_factory=dict)
+    appends: dict[str, list[Any]] = field(default_factory=dict)
+    unions: dict[str, list[str]] = field(default_factory=dict)
+    latest: dict[str, datetime] = field(default_factory=dict)
+
+
+def behaviour(event: ResolvedEvent) -> tuple[dict[str, dict[str, Any]], dict[str, list[str]]]:
+    """Last page/screen (timed) and the channels and sources seen (sets)."""
+    timed: dict[str, dict[str, Any]] = {}
+    if event.kind in ("page", "screen") and event.name:
+        timed[f"last_{event.kind}"] = {"name": event.name, "at": event.occurred_at}
+    unions = {
+        path: [value]
+        for path, value in (("channels", event.channel), ("sources", event.source))
+        if value
+    }
+    return timed, unions
+
+
+def consent(event: ResolvedEvent) -> tuple[dict[str, dict[str, Any]], dict[str, list[Any]]]:
+    """Consent per purpose (timed) and its history entries, from ``Consent Updated``."""
+    if event.kind != TRACK or event.name != engagement.CONSENT_UPDATED:
+        return {}, {}
+    changes = engagement.consent_changes(event.properties)
+    entries = [
+        {
+            "purpose": p,
+            "state": s,
+            "source": event.source,
+            "at": event.occurred_at,
+            "event_id": event.event_id,
+        }
+        for p, s in sorted(changes.items())
+    ]
+    timed = {
+        f"consent.{p}": {"state": s, "source": event.source, "at": event.occurred_at}
+        for p, s in changes.items()
+    }
+    return timed, ({"consent_history": entries} if entries else {})
 
 
 def fold(event: ResolvedEvent) -> ProfileDelta:
@@ -78,6 +119,10 @@ def fold(event: ResolvedEvent) -> ProfileDelta:
             amount = commerce.minor_units(event.properties.get("amount"))
             if amount is not None and amount > 0:
                 inc_fields["loyalty.cashback_redeemed_minor"] = amount
+    timed, unions = behaviour(event)
+    consent_timed, appends = consent(event)
+    timed.update(consent_timed)
+    latest = {f"event_last.{key}": event.occurred_at for key in counts}
     return ProfileDelta(
         event_id=event.event_id,
         customer_id=event.customer_id,
@@ -86,6 +131,10 @@ def fold(event: ResolvedEvent) -> ProfileDelta:
         seen_at=event.occurred_at,
         set_fields=set_fields,
         inc_fields=inc_fields,
+        timed_fields=timed,
+        appends=appends,
+        unions=unions,
+        latest=latest,
     )
 
 
@@ -102,6 +151,12 @@ class MergedDelta:
     # When each trait in ``set_traits`` was true (its event's own time): the store keeps a
     # trait only if it is newer than the one it holds, so order of arrival does not matter.
     trait_times: dict[str, datetime] = field(default_factory=dict)
+    # Values that carry their own "at" and replace an older one only (consent, last page).
+    timed_fields: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Entries appended (consent history), members added to sets, latest times kept.
+    appends: dict[str, list[Any]] = field(default_factory=dict)
+    unions: dict[str, list[str]] = field(default_factory=dict)
+    latest: dict[str, datetime] = field(default_factory=dict)
 
 
 def merge(deltas: Sequence[ProfileDelta]) -> MergedDelta:
@@ -112,7 +167,20 @@ def merge(deltas: Sequence[ProfileDelta]) -> MergedDelta:
     counts: dict[str, int] = {}
     set_fields: dict[str, Any] = {}
     inc_fields: dict[str, int] = {}
+    timed: dict[str, dict[str, Any]] = {}
+    appends: dict[str, list[Any]] = {}
+    unions: dict[str, list[str]] = {}
+    latest: dict[str, datetime] = {}
     for delta in deltas:
+        for path, value in delta.timed_fields.items():
+            if path not in timed or value["at"] >= timed[path]["at"]:
+                timed[path] = value
+        for path, entries in delta.appends.items():
+            appends.setdefault(path, []).extend(entries)
+        for path, members in delta.unions.items():
+            unions[path] = sorted({*unions.get(path, []), *members})
+        for path, at in delta.latest.items():
+            latest[path] = max(at, latest.get(path, at))
         for key, value in delta.set_traits.items():
             if key not in times or delta.seen_at >= times[key]:
                 traits[key] = value
@@ -130,6 +198,10 @@ def merge(deltas: Sequence[ProfileDelta]) -> MergedDelta:
         set_fields=set_fields,
         inc_fields=inc_fields,
         trait_times=times,
+        timed_fields=timed,
+        appends=appends,
+        unions=unions,
+        latest=latest,
     )
 
 

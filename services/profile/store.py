@@ -55,6 +55,17 @@ class StoredProfile:
         }
         self.first_seen: datetime | None = doc.get("first_seen")
         self.last_seen: datetime | None = doc.get("last_seen")
+        self.consent: dict[str, dict[str, Any]] = dict(doc.get("consent") or {})
+        self.consent_history: list[dict[str, Any]] = sorted(
+            doc.get("consent_history") or [], key=lambda e: (e["at"], e["purpose"])
+        )
+        self.channels: list[str] = sorted(doc.get("channels") or [])
+        self.sources: list[str] = sorted(doc.get("sources") or [])
+        self.last_page: dict[str, Any] | None = doc.get("last_page")
+        self.last_screen: dict[str, Any] | None = doc.get("last_screen")
+        self.event_last: dict[str, datetime] = {
+            original_name(k): v for k, v in (doc.get("event_last") or {}).items()
+        }
         self.orders: list[Order] = orders_from(
             {original_name(k): v for k, v in (doc.get("orders") or {}).items()}
         )
@@ -180,6 +191,15 @@ class ProfileStore:
                 unset.append(f"traits.{key}")  # never leave an older clear copy behind
         for path, value in merged.set_fields.items():
             stage[path] = {"$literal": value}
+        for path, value in merged.timed_fields.items():
+            newer = {"$lt": [{"$ifNull": [f"${path}.at", _EPOCH]}, value["at"]]}
+            stage[path] = {"$cond": [newer, {"$literal": value}, f"${path}"]}
+        for path, entries in merged.appends.items():
+            stage[path] = {"$concatArrays": [{"$ifNull": [f"${path}", []]}, {"$literal": entries}]}
+        for path, members in merged.unions.items():
+            stage[path] = {"$setUnion": [{"$ifNull": [f"${path}", []]}, {"$literal": members}]}
+        for path, at in merged.latest.items():
+            stage[path] = _bound("$max", path, at)
         increments = {f"event_counts.{k}": n for k, n in merged.count_increments.items()}
         increments.update(merged.inc_fields)
         for path, n in increments.items():

@@ -83,3 +83,68 @@ async def test_orders_lift_the_customer_to_gold(platform: Platform) -> None:
     assert customer["loyalty"]["cashbackBalance"]["amount"] == 30.0
     assert customer["loyalty"]["spendLast12Months"]["amount"] == 1500.0
     assert customer["loyalty"]["tierSince"] is not None
+
+
+async def test_consent_behaviour_and_engagement_in_the_360_view(platform: Platform) -> None:
+    user = unique("engaged")
+    calls = [
+        {
+            "type": "page",
+            "userId": user,
+            "name": "Home",
+            "timestamp": "2026-11-01T10:00:00Z",
+            "context": {"channel": "browser"},
+        },
+        {
+            "type": "page",
+            "userId": user,
+            "name": "Shoes",
+            "timestamp": "2026-11-01T10:05:00Z",
+            "context": {"channel": "browser"},
+        },
+        {
+            "type": "track",
+            "userId": user,
+            "event": "Email Opened",
+            "timestamp": "2026-11-02T08:00:00Z",
+        },
+        {
+            "type": "track",
+            "userId": user,
+            "event": "Consent Updated",
+            "timestamp": "2026-11-03T09:00:00Z",
+            "properties": {"purpose": "email_marketing", "state": "granted"},
+        },
+        {
+            "type": "track",
+            "userId": user,
+            "event": "Consent Updated",
+            "timestamp": "2026-11-01T09:00:00Z",  # older, arrives later: does not win
+            "properties": {"purpose": "email_marketing", "state": "denied"},
+        },
+    ]
+    assert (await platform.send("/v1/batch", {"batch": calls})).status_code == 200
+    await platform.wait_for_count(user, "Consent Updated", 2)
+    query = """
+    query($value: String!) {
+      customer(identifier: {type: "user_id", value: $value}) {
+        consent { purpose state source }
+        consentHistory { state }
+        behaviour { channels sources lastPage }
+        engagement { kind count lastAt }
+      }
+    }
+    """
+    customer = (await platform.graphql(query, {"value": user})).json()["data"]["customer"]
+    assert customer["consent"] == [
+        {"purpose": "email_marketing", "state": "granted", "source": "http-api"}
+    ]
+    assert [c["state"] for c in customer["consentHistory"]] == ["denied", "granted"]
+    assert customer["behaviour"] == {
+        "channels": ["browser"],
+        "sources": ["http-api"],
+        "lastPage": "Shoes",
+    }
+    opened = next(e for e in customer["engagement"] if e["kind"] == "email_opened")
+    assert opened["count"] == 1
+    assert opened["lastAt"].startswith("2026-11-02T08:00:00")

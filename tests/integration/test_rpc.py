@@ -267,3 +267,29 @@ async def test_client_channel_applies_its_default_timeout(servers: Servers) -> N
     # The server's own default would say "took longer than 2.00s": the client's 0.3 s
     # deadline travelled with the call and ended it first.
     assert "2.00s" not in (error.value.details() or "")
+
+
+async def test_set_consent_records_the_decision_and_rejects_unknown_purposes(
+    servers: Servers,
+) -> None:
+    async with grpc.aio.insecure_channel(servers.target) as channel:
+        stub = profile_pb2_grpc.ProfileServiceStub(channel)
+        reply = await stub.SetConsent(
+            profile_pb2.SetConsentRequest(
+                customer_id="cust-c", purpose="sms_marketing", state="denied", source="crm"
+            ),
+            timeout=5,
+        )
+        assert [(c.purpose, c.state, c.source) for c in reply.consent] == [
+            ("sms_marketing", "denied", "crm")
+        ]
+        assert len(reply.consent_history) == 1
+        with pytest.raises(grpc.aio.AioRpcError) as error:
+            await stub.SetConsent(
+                profile_pb2.SetConsentRequest(
+                    customer_id="cust-c", purpose="telepathy", state="granted"
+                ),
+                timeout=5,
+            )
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "telepathy" in (error.value.details() or "")

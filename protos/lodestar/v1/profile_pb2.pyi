@@ -22,6 +22,132 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
+class SetConsentRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    PURPOSE_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    customer_id: _builtins.str
+    purpose: _builtins.str
+    """email_marketing, wallet_marketing, sms_marketing, analytics or personalization."""
+    state: _builtins.str
+    """granted or denied."""
+    source: _builtins.str
+    def __init__(
+        self,
+        *,
+        customer_id: _builtins.str = ...,
+        purpose: _builtins.str = ...,
+        state: _builtins.str = ...,
+        source: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer_id", b"customer_id", "purpose", b"purpose", "source", b"source", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetConsentRequest: _TypeAlias = SetConsentRequest  # noqa: Y015
+
+@_typing.final
+class ConsentState(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PURPOSE_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    AT_FIELD_NUMBER: _builtins.int
+    purpose: _builtins.str
+    state: _builtins.str
+    source: _builtins.str
+    @_builtins.property
+    def at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        purpose: _builtins.str = ...,
+        state: _builtins.str = ...,
+        source: _builtins.str = ...,
+        at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "purpose", b"purpose", "source", b"source", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConsentState: _TypeAlias = ConsentState  # noqa: Y015
+
+@_typing.final
+class Behaviour(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANNELS_FIELD_NUMBER: _builtins.int
+    SOURCES_FIELD_NUMBER: _builtins.int
+    LAST_PAGE_FIELD_NUMBER: _builtins.int
+    LAST_PAGE_AT_FIELD_NUMBER: _builtins.int
+    LAST_SCREEN_FIELD_NUMBER: _builtins.int
+    LAST_SCREEN_AT_FIELD_NUMBER: _builtins.int
+    last_page: _builtins.str
+    last_screen: _builtins.str
+    @_builtins.property
+    def channels(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def sources(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def last_page_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def last_screen_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        channels: _abc.Iterable[_builtins.str] | None = ...,
+        sources: _abc.Iterable[_builtins.str] | None = ...,
+        last_page: _builtins.str = ...,
+        last_page_at: _timestamp_pb2.Timestamp | None = ...,
+        last_screen: _builtins.str = ...,
+        last_screen_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["last_page_at", b"last_page_at", "last_screen_at", b"last_screen_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channels", b"channels", "last_page", b"last_page", "last_page_at", b"last_page_at", "last_screen", b"last_screen", "last_screen_at", b"last_screen_at", "sources", b"sources"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Behaviour: _TypeAlias = Behaviour  # noqa: Y015
+
+@_typing.final
+class EngagementStat(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    LAST_AT_FIELD_NUMBER: _builtins.int
+    kind: _builtins.str
+    """email_opened, email_clicked, email_unsubscribed, push_opened, wallet_pass_installed,
+    wallet_pass_removed.
+    """
+    count: _builtins.int
+    @_builtins.property
+    def last_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        kind: _builtins.str = ...,
+        count: _builtins.int = ...,
+        last_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["last_at", b"last_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "kind", b"kind", "last_at", b"last_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EngagementStat: _TypeAlias = EngagementStat  # noqa: Y015
+
+@_typing.final
 class GetProfileRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -71,6 +197,10 @@ class Profile(_message.Message):
     LAST_SEEN_FIELD_NUMBER: _builtins.int
     ORDERS_FIELD_NUMBER: _builtins.int
     LOYALTY_FIELD_NUMBER: _builtins.int
+    CONSENT_FIELD_NUMBER: _builtins.int
+    CONSENT_HISTORY_FIELD_NUMBER: _builtins.int
+    BEHAVIOUR_FIELD_NUMBER: _builtins.int
+    ENGAGEMENT_FIELD_NUMBER: _builtins.int
     customer_id: _builtins.str
     @_builtins.property
     def traits(self) -> _struct_pb2.Struct: ...
@@ -86,6 +216,16 @@ class Profile(_message.Message):
     def orders(self) -> Global___OrdersSummary: ...
     @_builtins.property
     def loyalty(self) -> Global___Loyalty: ...
+    @_builtins.property
+    def consent(self) -> _containers.RepeatedCompositeFieldContainer[Global___ConsentState]:
+        """The current decision per purpose, and every decision in time order."""
+
+    @_builtins.property
+    def consent_history(self) -> _containers.RepeatedCompositeFieldContainer[Global___ConsentState]: ...
+    @_builtins.property
+    def behaviour(self) -> Global___Behaviour: ...
+    @_builtins.property
+    def engagement(self) -> _containers.RepeatedCompositeFieldContainer[Global___EngagementStat]: ...
     def __init__(
         self,
         *,
@@ -96,10 +236,14 @@ class Profile(_message.Message):
         last_seen: _timestamp_pb2.Timestamp | None = ...,
         orders: Global___OrdersSummary | None = ...,
         loyalty: Global___Loyalty | None = ...,
+        consent: _abc.Iterable[Global___ConsentState] | None = ...,
+        consent_history: _abc.Iterable[Global___ConsentState] | None = ...,
+        behaviour: Global___Behaviour | None = ...,
+        engagement: _abc.Iterable[Global___EngagementStat] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["first_seen", b"first_seen", "last_seen", b"last_seen", "loyalty", b"loyalty", "orders", b"orders", "traits", b"traits"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["behaviour", b"behaviour", "first_seen", b"first_seen", "last_seen", b"last_seen", "loyalty", b"loyalty", "orders", b"orders", "traits", b"traits"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer_id", b"customer_id", "event_counts", b"event_counts", "first_seen", b"first_seen", "last_seen", b"last_seen", "loyalty", b"loyalty", "orders", b"orders", "traits", b"traits"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["behaviour", b"behaviour", "consent", b"consent", "consent_history", b"consent_history", "customer_id", b"customer_id", "engagement", b"engagement", "event_counts", b"event_counts", "first_seen", b"first_seen", "last_seen", b"last_seen", "loyalty", b"loyalty", "orders", b"orders", "traits", b"traits"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

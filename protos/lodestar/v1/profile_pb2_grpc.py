@@ -56,6 +56,11 @@ class ProfileServiceStub:
                 request_serializer=lodestar_dot_v1_dot_profile__pb2.EraseProfileRequest.SerializeToString,
                 response_deserializer=lodestar_dot_v1_dot_profile__pb2.EraseProfileResponse.FromString,
                 _registered_method=True)
+        self.SetConsent = channel.unary_unary(
+                '/lodestar.v1.ProfileService/SetConsent',
+                request_serializer=lodestar_dot_v1_dot_profile__pb2.SetConsentRequest.SerializeToString,
+                response_deserializer=lodestar_dot_v1_dot_profile__pb2.Profile.FromString,
+                _registered_method=True)
 
 
 class ProfileServiceServicer:
@@ -92,6 +97,14 @@ class ProfileServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetConsent(self, request, context):
+        """Records a consent decision (as a "Consent Updated" event would). INVALID_ARGUMENT for an
+        unknown purpose or state.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ProfileServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -114,6 +127,11 @@ def add_ProfileServiceServicer_to_server(servicer, server):
                     servicer.Erase,
                     request_deserializer=lodestar_dot_v1_dot_profile__pb2.EraseProfileRequest.FromString,
                     response_serializer=lodestar_dot_v1_dot_profile__pb2.EraseProfileResponse.SerializeToString,
+            ),
+            'SetConsent': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetConsent,
+                    request_deserializer=lodestar_dot_v1_dot_profile__pb2.SetConsentRequest.FromString,
+                    response_serializer=lodestar_dot_v1_dot_profile__pb2.Profile.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -226,6 +244,33 @@ class ProfileService:
             '/lodestar.v1.ProfileService/Erase',
             lodestar_dot_v1_dot_profile__pb2.EraseProfileRequest.SerializeToString,
             lodestar_dot_v1_dot_profile__pb2.EraseProfileResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetConsent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lodestar.v1.ProfileService/SetConsent',
+            lodestar_dot_v1_dot_profile__pb2.SetConsentRequest.SerializeToString,
+            lodestar_dot_v1_dot_profile__pb2.Profile.FromString,
             options,
             channel_credentials,
             insecure,

@@ -45,6 +45,10 @@ class ProfileServiceStub:
     """Everything the profile service holds about the customer, as JSON."""
     Erase: _grpc.UnaryUnaryMultiCallable[_profile_pb2.EraseProfileRequest, _profile_pb2.EraseProfileResponse]
     """Deletes the customer's profile."""
+    SetConsent: _grpc.UnaryUnaryMultiCallable[_profile_pb2.SetConsentRequest, _profile_pb2.Profile]
+    """Records a consent decision (as a "Consent Updated" event would). INVALID_ARGUMENT for an
+    unknown purpose or state.
+    """
 
 @_typing.type_check_only
 class ProfileServiceAsyncStub(ProfileServiceStub):
@@ -63,6 +67,10 @@ class ProfileServiceAsyncStub(ProfileServiceStub):
     """Everything the profile service holds about the customer, as JSON."""
     Erase: _aio.UnaryUnaryMultiCallable[_profile_pb2.EraseProfileRequest, _profile_pb2.EraseProfileResponse]  # type: ignore[assignment]
     """Deletes the customer's profile."""
+    SetConsent: _aio.UnaryUnaryMultiCallable[_profile_pb2.SetConsentRequest, _profile_pb2.Profile]  # type: ignore[assignment]
+    """Records a consent decision (as a "Consent Updated" event would). INVALID_ARGUMENT for an
+    unknown purpose or state.
+    """
 
 class ProfileServiceServicer(metaclass=_abc_1.ABCMeta):
     """Serves the 360-degree profile folded from resolved events. PII traits are stored encrypted
@@ -102,5 +110,15 @@ class ProfileServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_profile_pb2.EraseProfileResponse, _abc.Awaitable[_profile_pb2.EraseProfileResponse]]:
         """Deletes the customer's profile."""
+
+    @_abc_1.abstractmethod
+    def SetConsent(
+        self,
+        request: _profile_pb2.SetConsentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_profile_pb2.Profile, _abc.Awaitable[_profile_pb2.Profile]]:
+        """Records a consent decision (as a "Consent Updated" event would). INVALID_ARGUMENT for an
+        unknown purpose or state.
+        """
 
 def add_ProfileServiceServicer_to_server(servicer: ProfileServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

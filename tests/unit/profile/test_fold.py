@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -83,6 +83,7 @@ def test_track_counts_the_event_name() -> None:
         set_traits={},
         count_increments={"Order Completed": 1},
         seen_at=WHEN,
+        latest={"event_last.Order Completed": WHEN},
     )
 
 
@@ -243,3 +244,70 @@ def test_merge_sums_counts_keeps_latest_traits_and_seen_bounds() -> None:
     assert merged.count_increments == {"Viewed": 2, "Bought": 1}
     assert merged.first_seen == t0 - timedelta(hours=1)
     assert merged.last_seen == t0
+
+
+def test_consent_updates_are_timed_and_recorded_in_history() -> None:
+    from services.profile.fold import ResolvedEvent, fold, merge
+
+    early, late = WHEN, WHEN + timedelta(hours=1)
+    granted = ResolvedEvent(
+        "c1",
+        "cust",
+        "track",
+        "Consent Updated",
+        late,
+        source="web",
+        properties={"purpose": "email_marketing", "state": "GRANTED"},
+    )
+    denied = ResolvedEvent(
+        "c2",
+        "cust",
+        "track",
+        "Consent Updated",
+        early,
+        source="store",
+        properties={
+            "consent": {
+                "email_marketing": "denied",
+                "sms_marketing": "granted",
+                "telepathy": "granted",
+            }
+        },
+    )
+    merged = merge([fold(granted), fold(denied)])  # the older one arrives last
+    assert merged.timed_fields["consent.email_marketing"]["state"] == "granted"
+    assert merged.timed_fields["consent.sms_marketing"]["state"] == "granted"
+    assert "consent.telepathy" not in merged.timed_fields
+    assert [(e["purpose"], e["state"]) for e in merged.appends["consent_history"]] == [
+        ("email_marketing", "granted"),
+        ("email_marketing", "denied"),
+        ("sms_marketing", "granted"),
+    ]
+
+
+def test_behaviour_keeps_channels_sources_and_the_last_page() -> None:
+    from services.profile.fold import ResolvedEvent, fold, merge
+
+    first = ResolvedEvent("p1", "c", "page", "Home", WHEN, source="http-api", channel="browser")
+    second = ResolvedEvent(
+        "p2", "c", "page", "Shoes", WHEN + timedelta(minutes=5), source="http-api", channel="mobile"
+    )
+    merged = merge([fold(second), fold(first)])
+    assert merged.timed_fields["last_page"]["name"] == "Shoes"
+    assert merged.unions == {"channels": ["browser", "mobile"], "sources": ["http-api"]}
+
+
+def test_engagement_is_derived_from_counts_and_last_times() -> None:
+    from services.profile.engagement import engagement
+
+    found = {
+        e.kind: e
+        for e in engagement(
+            {"Email Opened": 3, "Email Link Clicked": 1, "Email Clicked": 2},
+            {"Email Opened": WHEN, "Email Clicked": WHEN + timedelta(days=1)},
+        )
+    }
+    assert (found["email_opened"].count, found["email_opened"].last_at) == (3, WHEN)
+    assert found["email_clicked"].count == 3
+    assert found["email_clicked"].last_at == WHEN + timedelta(days=1)
+    assert (found["push_opened"].count, found["push_opened"].last_at) == (0, None)
