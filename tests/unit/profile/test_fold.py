@@ -196,7 +196,7 @@ def test_to_resolved_event_falls_back_to_received_at() -> None:
     resolved = to_resolved_event(message)
     assert resolved.occurred_at == received
     assert resolved.occurred_at.tzinfo is not None
-    assert resolved.kind == "other"
+    assert resolved.kind == "page"
 
 
 @pytest.mark.parametrize(
