@@ -2,21 +2,33 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
-from datetime import UTC
+from datetime import UTC, datetime
 
 from google.protobuf.json_format import MessageToDict
 from prometheus_client import Counter
 
 from lodestar.v1 import events_pb2
 from services.platform import topics
-from services.platform.bus import Bus, Delivery
+from services.platform.bus import Bus, Delivery, Pending
 from services.platform.errors import PoisonMessage
 from services.platform.privacy import completion
-from services.profile.fold import IDENTIFY, TRACK, ResolvedEvent, fold
+from services.profile.api import to_proto
+from services.profile.commerce import LoyaltyRules
+from services.profile.fold import (
+    IDENTIFY,
+    TRACK,
+    WATCHED,
+    ProfileDelta,
+    ResolvedEvent,
+    changed_paths,
+    fold,
+)
 from services.profile.store import ProfileStore
 
 SERVICE = "profile"
+_CHANGE_NAMESPACE = uuid.UUID("5d2c8e4a-1b7f-4a93-8c6e-2f0d9b3a7e51")
 FOLDED = Counter(
     "lodestar_profile_events_folded_total",
     "Resolved events folded into profiles; 'duplicate' counts redeliveries skipped",
@@ -55,16 +67,63 @@ def to_resolved_event(event: events_pb2.Event) -> ResolvedEvent:
 
 
 class ResolvedEventHandler:
-    """Folds a batch of resolved events into profiles with one bulk write."""
+    """Folds a batch of resolved events into profiles with one bulk write, then announces
+    each changed profile on ``profile.changed``."""
 
-    def __init__(self, store: ProfileStore) -> None:
+    def __init__(
+        self, store: ProfileStore, bus: Bus | None = None, rules: LoyaltyRules | None = None
+    ) -> None:
         self.store = store
+        self.bus = bus
+        self.rules = rules or LoyaltyRules()
 
-    async def __call__(self, batch: Sequence[Delivery[events_pb2.Event]]) -> None:
-        """Store the batch's effect; the bus commits the offsets afterwards."""
-        applied = await self.store.apply([fold(to_resolved_event(d.message)) for d in batch])
+    async def __call__(self, batch: Sequence[Delivery[events_pb2.Event]]) -> Pending | None:
+        """Store the batch's effect; the announcements are handed back as pending so the bus
+        commits once they are acknowledged."""
+        deltas = [fold(to_resolved_event(d.message)) for d in batch]
+        applied = await self.store.apply(deltas)
         FOLDED.labels("applied").inc(applied)
         FOLDED.labels("duplicate").inc(len(batch) - applied)
+        if self.bus is None:
+            return None
+        changes = await self._announcements(deltas)
+        return await self.bus.publish_many_later(
+            [(topics.PROFILE_CHANGED, c.customer_id, c) for c in changes]
+        )
+
+    async def _announcements(
+        self, deltas: Sequence[ProfileDelta]
+    ) -> list[events_pb2.ProfileChanged]:
+        by_customer: dict[str, list[ProfileDelta]] = {}
+        for delta in deltas:
+            by_customer.setdefault(delta.customer_id, []).append(delta)
+        paths = {c: set().union(*(changed_paths(d) for d in ds)) for c, ds in by_customer.items()}
+        watched = [c for c, p in paths.items() if any(p_.split(".")[0] in WATCHED for p_ in p)]
+        profiles = await self.store.get_many(watched)
+        now = datetime.now(UTC)
+        changes = []
+        for customer_id, customer_deltas in by_customer.items():
+            ids = sorted(d.event_id for d in customer_deltas)
+            change = events_pb2.ProfileChanged(
+                event_id=str(uuid.uuid5(_CHANGE_NAMESPACE, f"{customer_id}:{','.join(ids)}")),
+                customer_id=customer_id,
+                changed_paths=sorted(paths[customer_id]),
+                caused_by_event_id=customer_deltas[-1].event_id,
+            )
+            change.changed_at.FromDatetime(now)
+            profile = profiles.get(customer_id)
+            if profile is not None:
+                view = to_proto(profile, self.rules, now)
+                change.loyalty.CopyFrom(view.loyalty)
+                change.consent.extend(view.consent)
+                previous = await self.store.announce_tier(profile.customer_id, view.loyalty.tier)
+                # Never announced before: the customer started in the base tier.
+                previous = previous or (None if previous is None else self.rules.tiers[0][0])
+                if previous is not None and previous != view.loyalty.tier:
+                    change.tier_changed = True
+                    change.old_tier, change.new_tier = previous, view.loyalty.tier
+            changes.append(change)
+        return changes
 
 
 class MergeHandler:

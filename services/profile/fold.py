@@ -261,3 +261,24 @@ def fold_merged(
         first_seen=min(firsts, default=None),
         last_seen=max(lasts, default=None),
     )
+
+
+WATCHED = ("orders", "loyalty", "consent")
+
+
+def changed_paths(delta: ProfileDelta) -> set[str]:
+    """The profile paths an event changes, as announced on ``profile.changed``: traits and
+    counters by name, orders, loyalty and consent per purpose, behaviour fields."""
+    paths = {f"traits.{original_name(k)}" for k in delta.set_traits}
+    paths |= {f"event_counts.{original_name(k)}" for k in delta.count_increments}
+    # Set memberships (channels, sources) are left out: adding a member already there
+    # changes nothing, and telling which is which would cost a read per event.
+    for path in [*delta.set_fields, *delta.inc_fields, *delta.timed_fields]:
+        head = path.split(".", 1)[0]
+        if head in ("orders", "loyalty"):
+            paths.add(head)
+        elif head in ("last_page", "last_screen"):
+            paths.add(f"behaviour.{head}")
+        else:
+            paths.add(path)
+    return paths

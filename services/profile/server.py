@@ -37,7 +37,10 @@ async def serve(settings: ProfileSettings) -> None:
         settings.grpc_default_deadline_s,
     )
     resolved_events = bus.subscribe(
-        [topics.EVENTS_RESOLVED], "profile", events_pb2.Event, ResolvedEventHandler(store)
+        [topics.EVENTS_RESOLVED],
+        "profile",
+        events_pb2.Event,
+        ResolvedEventHandler(store, bus, settings.loyalty_rules()),
     )
     merges = bus.subscribe(
         [topics.IDENTITY_MERGED], "profile-merges", events_pb2.IdentityMerged, MergeHandler(store)

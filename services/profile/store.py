@@ -269,12 +269,33 @@ class ProfileStore:
 
     async def get_many(self, customer_ids: Sequence[str]) -> dict[str, StoredProfile]:
         """Profiles by the ids asked for; merged ids map to their survivor's profile."""
+        wanted = list(dict.fromkeys(customer_ids))
+        chunks = [wanted[i : i + 50] for i in range(0, len(wanted), 50)]
         found: dict[str, StoredProfile] = {}
-        for customer_id in dict.fromkeys(customer_ids):
-            profile = await self.get(customer_id)
-            if profile is not None:
-                found[customer_id] = profile
+        for chunk in chunks:
+            async for doc in self.profiles.find({"_id": {"$in": chunk}}, {"recent_event_ids": 0}):
+                if "merged_into" in doc:
+                    survivor = await self.get(doc["_id"])
+                    if survivor is not None:
+                        found[doc["_id"]] = survivor
+                else:
+                    found[doc["_id"]] = StoredProfile(doc, self.cipher)
         return found
+
+    async def announce_tier(self, customer_id: str, tier: str) -> str | None:
+        """Record ``tier`` as the one last announced; returns the previous one when it
+        differs (``""`` for a first announcement), ``None`` when unchanged. Atomic, so a
+        tier change is announced once even if batches are redelivered."""
+        before = await self.profiles.find_one_and_update(
+            {
+                "_id": customer_id,
+                "announced_tier": {"$ne": tier},
+                "merged_into": {"$exists": False},
+            },
+            {"$set": {"announced_tier": tier}},
+            projection={"announced_tier": 1},
+        )
+        return None if before is None else str(before.get("announced_tier", ""))
 
     async def erase(self, customer_id: str) -> bool:
         """Delete the profile and every tombstone that points at it; ``True`` if a profile

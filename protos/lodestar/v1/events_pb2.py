@@ -25,33 +25,34 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from lodestar.v1 import common_pb2 as lodestar_dot_v1_dot_common__pb2
+from lodestar.v1 import profile_pb2 as lodestar_dot_v1_dot_profile__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18lodestar/v1/events.proto\x12\x0blodestar.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18lodestar/v1/common.proto\"\xd4\x03\n\x05\x45vent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12$\n\x04type\x18\x02 \x01(\x0e\x32\x16.lodestar.v1.EventType\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x04 \x01(\t\x12,\n\x0bidentifiers\x18\x05 \x03(\x0b\x32\x17.lodestar.v1.Identifier\x12+\n\nproperties\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\'\n\x06traits\x18\x07 \x01(\x0b\x32\x17.google.protobuf.Struct\x12(\n\x07\x63ontext\x18\x08 \x01(\x0b\x32\x17.google.protobuf.Struct\x12-\n\ttimestamp\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07sent_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0breceived_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06source\x18\x0c \x01(\t\x12\x13\n\x0bprevious_id\x18\r \x01(\t\x12\x10\n\x08group_id\x18\x0e \x01(\t\"\x96\x01\n\x0eIdentityMerged\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x13\n\x0bsurvivor_id\x18\x02 \x01(\t\x12\x12\n\nmerged_ids\x18\x03 \x03(\t\x12\x1a\n\x12\x63\x61used_by_event_id\x18\x04 \x01(\t\x12-\n\tmerged_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x9a\x01\n\x0eProfileChanged\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\x15\n\rchanged_paths\x18\x03 \x03(\t\x12\x1a\n\x12\x63\x61used_by_event_id\x18\x04 \x01(\t\x12.\n\nchanged_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xc5\x01\n\x18SegmentMembershipChanged\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\x12\n\nsegment_id\x18\x03 \x01(\t\x12\x17\n\x0fsegment_version\x18\x04 \x01(\x03\x12-\n\x06\x63hange\x18\x05 \x01(\x0e\x32\x1d.lodestar.v1.MembershipChange\x12&\n\x02\x61t\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x9a\x01\n\x0ePrivacyRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12-\n\x04kind\x18\x02 \x01(\x0e\x32\x1f.lodestar.v1.PrivacyRequestKind\x12\x13\n\x0b\x63ustomer_id\x18\x03 \x01(\t\x12\x30\n\x0crequested_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xd6\x01\n\x10PrivacyCompleted\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07service\x18\x02 \x01(\t\x12-\n\x04kind\x18\x03 \x01(\x0e\x32\x1f.lodestar.v1.PrivacyRequestKind\x12\x13\n\x0b\x63ustomer_id\x18\x04 \x01(\t\x12\'\n\x06\x65xport\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x30\n\x0c\x63ompleted_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xc3\x01\n\nDeadLetter\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x0e\n\x06offset\x18\x03 \x01(\x03\x12\x0b\n\x03key\x18\x04 \x01(\x0c\x12\r\n\x05value\x18\x05 \x01(\x0c\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12\x16\n\x0e\x63onsumer_group\x18\x07 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x08 \x01(\x05\x12-\n\tfailed_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\xae\x01\n\tEventType\x12\x1a\n\x16\x45VENT_TYPE_UNSPECIFIED\x10\x00\x12\x14\n\x10\x45VENT_TYPE_TRACK\x10\x01\x12\x17\n\x13\x45VENT_TYPE_IDENTIFY\x10\x02\x12\x13\n\x0f\x45VENT_TYPE_PAGE\x10\x03\x12\x15\n\x11\x45VENT_TYPE_SCREEN\x10\x04\x12\x14\n\x10\x45VENT_TYPE_ALIAS\x10\x05\x12\x14\n\x10\x45VENT_TYPE_GROUP\x10\x06*r\n\x10MembershipChange\x12!\n\x1dMEMBERSHIP_CHANGE_UNSPECIFIED\x10\x00\x12\x1d\n\x19MEMBERSHIP_CHANGE_ENTERED\x10\x01\x12\x1c\n\x18MEMBERSHIP_CHANGE_EXITED\x10\x02*{\n\x12PrivacyRequestKind\x12$\n PRIVACY_REQUEST_KIND_UNSPECIFIED\x10\x00\x12\x1e\n\x1aPRIVACY_REQUEST_KIND_ERASE\x10\x01\x12\x1f\n\x1bPRIVACY_REQUEST_KIND_EXPORT\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18lodestar/v1/events.proto\x12\x0blodestar.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18lodestar/v1/common.proto\x1a\x19lodestar/v1/profile.proto\"\xd4\x03\n\x05\x45vent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12$\n\x04type\x18\x02 \x01(\x0e\x32\x16.lodestar.v1.EventType\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x04 \x01(\t\x12,\n\x0bidentifiers\x18\x05 \x03(\x0b\x32\x17.lodestar.v1.Identifier\x12+\n\nproperties\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\'\n\x06traits\x18\x07 \x01(\x0b\x32\x17.google.protobuf.Struct\x12(\n\x07\x63ontext\x18\x08 \x01(\x0b\x32\x17.google.protobuf.Struct\x12-\n\ttimestamp\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07sent_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0breceived_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06source\x18\x0c \x01(\t\x12\x13\n\x0bprevious_id\x18\r \x01(\t\x12\x10\n\x08group_id\x18\x0e \x01(\t\"\x96\x01\n\x0eIdentityMerged\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x13\n\x0bsurvivor_id\x18\x02 \x01(\t\x12\x12\n\nmerged_ids\x18\x03 \x03(\t\x12\x1a\n\x12\x63\x61used_by_event_id\x18\x04 \x01(\t\x12-\n\tmerged_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa7\x02\n\x0eProfileChanged\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\x15\n\rchanged_paths\x18\x03 \x03(\t\x12\x1a\n\x12\x63\x61used_by_event_id\x18\x04 \x01(\t\x12.\n\nchanged_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12%\n\x07loyalty\x18\x06 \x01(\x0b\x32\x14.lodestar.v1.Loyalty\x12*\n\x07\x63onsent\x18\x07 \x03(\x0b\x32\x19.lodestar.v1.ConsentState\x12\x14\n\x0ctier_changed\x18\x08 \x01(\x08\x12\x10\n\x08old_tier\x18\t \x01(\t\x12\x10\n\x08new_tier\x18\n \x01(\t\"\xc5\x01\n\x18SegmentMembershipChanged\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\x12\n\nsegment_id\x18\x03 \x01(\t\x12\x17\n\x0fsegment_version\x18\x04 \x01(\x03\x12-\n\x06\x63hange\x18\x05 \x01(\x0e\x32\x1d.lodestar.v1.MembershipChange\x12&\n\x02\x61t\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x9a\x01\n\x0ePrivacyRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12-\n\x04kind\x18\x02 \x01(\x0e\x32\x1f.lodestar.v1.PrivacyRequestKind\x12\x13\n\x0b\x63ustomer_id\x18\x03 \x01(\t\x12\x30\n\x0crequested_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xd6\x01\n\x10PrivacyCompleted\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07service\x18\x02 \x01(\t\x12-\n\x04kind\x18\x03 \x01(\x0e\x32\x1f.lodestar.v1.PrivacyRequestKind\x12\x13\n\x0b\x63ustomer_id\x18\x04 \x01(\t\x12\'\n\x06\x65xport\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x30\n\x0c\x63ompleted_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xc3\x01\n\nDeadLetter\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x0e\n\x06offset\x18\x03 \x01(\x03\x12\x0b\n\x03key\x18\x04 \x01(\x0c\x12\r\n\x05value\x18\x05 \x01(\x0c\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12\x16\n\x0e\x63onsumer_group\x18\x07 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x08 \x01(\x05\x12-\n\tfailed_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\xae\x01\n\tEventType\x12\x1a\n\x16\x45VENT_TYPE_UNSPECIFIED\x10\x00\x12\x14\n\x10\x45VENT_TYPE_TRACK\x10\x01\x12\x17\n\x13\x45VENT_TYPE_IDENTIFY\x10\x02\x12\x13\n\x0f\x45VENT_TYPE_PAGE\x10\x03\x12\x15\n\x11\x45VENT_TYPE_SCREEN\x10\x04\x12\x14\n\x10\x45VENT_TYPE_ALIAS\x10\x05\x12\x14\n\x10\x45VENT_TYPE_GROUP\x10\x06*r\n\x10MembershipChange\x12!\n\x1dMEMBERSHIP_CHANGE_UNSPECIFIED\x10\x00\x12\x1d\n\x19MEMBERSHIP_CHANGE_ENTERED\x10\x01\x12\x1c\n\x18MEMBERSHIP_CHANGE_EXITED\x10\x02*{\n\x12PrivacyRequestKind\x12$\n PRIVACY_REQUEST_KIND_UNSPECIFIED\x10\x00\x12\x1e\n\x1aPRIVACY_REQUEST_KIND_ERASE\x10\x01\x12\x1f\n\x1bPRIVACY_REQUEST_KIND_EXPORT\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'lodestar.v1.events_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_EVENTTYPE']._serialized_start=1684
-  _globals['_EVENTTYPE']._serialized_end=1858
-  _globals['_MEMBERSHIPCHANGE']._serialized_start=1860
-  _globals['_MEMBERSHIPCHANGE']._serialized_end=1974
-  _globals['_PRIVACYREQUESTKIND']._serialized_start=1976
-  _globals['_PRIVACYREQUESTKIND']._serialized_end=2099
-  _globals['_EVENT']._serialized_start=131
-  _globals['_EVENT']._serialized_end=599
-  _globals['_IDENTITYMERGED']._serialized_start=602
-  _globals['_IDENTITYMERGED']._serialized_end=752
-  _globals['_PROFILECHANGED']._serialized_start=755
-  _globals['_PROFILECHANGED']._serialized_end=909
-  _globals['_SEGMENTMEMBERSHIPCHANGED']._serialized_start=912
-  _globals['_SEGMENTMEMBERSHIPCHANGED']._serialized_end=1109
-  _globals['_PRIVACYREQUEST']._serialized_start=1112
-  _globals['_PRIVACYREQUEST']._serialized_end=1266
-  _globals['_PRIVACYCOMPLETED']._serialized_start=1269
-  _globals['_PRIVACYCOMPLETED']._serialized_end=1483
-  _globals['_DEADLETTER']._serialized_start=1486
-  _globals['_DEADLETTER']._serialized_end=1681
+  _globals['_EVENTTYPE']._serialized_start=1852
+  _globals['_EVENTTYPE']._serialized_end=2026
+  _globals['_MEMBERSHIPCHANGE']._serialized_start=2028
+  _globals['_MEMBERSHIPCHANGE']._serialized_end=2142
+  _globals['_PRIVACYREQUESTKIND']._serialized_start=2144
+  _globals['_PRIVACYREQUESTKIND']._serialized_end=2267
+  _globals['_EVENT']._serialized_start=158
+  _globals['_EVENT']._serialized_end=626
+  _globals['_IDENTITYMERGED']._serialized_start=629
+  _globals['_IDENTITYMERGED']._serialized_end=779
+  _globals['_PROFILECHANGED']._serialized_start=782
+  _globals['_PROFILECHANGED']._serialized_end=1077
+  _globals['_SEGMENTMEMBERSHIPCHANGED']._serialized_start=1080
+  _globals['_SEGMENTMEMBERSHIPCHANGED']._serialized_end=1277
+  _globals['_PRIVACYREQUEST']._serialized_start=1280
+  _globals['_PRIVACYREQUEST']._serialized_end=1434
+  _globals['_PRIVACYCOMPLETED']._serialized_start=1437
+  _globals['_PRIVACYCOMPLETED']._serialized_end=1651
+  _globals['_DEADLETTER']._serialized_start=1654
+  _globals['_DEADLETTER']._serialized_end=1849
 # @@protoc_insertion_point(module_scope)

@@ -11,6 +11,7 @@ from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from lodestar.v1 import common_pb2 as _common_pb2
+from lodestar.v1 import profile_pb2 as _profile_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -193,7 +194,9 @@ Global___IdentityMerged: _TypeAlias = IdentityMerged  # noqa: Y015
 
 @_typing.final
 class ProfileChanged(_message.Message):
-    """Emitted by profile after it stored a change; lists the changed field paths."""
+    """Emitted by profile after it stored a change: the changed field paths, the current values
+    other services watch (loyalty, consent), and whether the loyalty tier changed.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -202,13 +205,26 @@ class ProfileChanged(_message.Message):
     CHANGED_PATHS_FIELD_NUMBER: _builtins.int
     CAUSED_BY_EVENT_ID_FIELD_NUMBER: _builtins.int
     CHANGED_AT_FIELD_NUMBER: _builtins.int
+    LOYALTY_FIELD_NUMBER: _builtins.int
+    CONSENT_FIELD_NUMBER: _builtins.int
+    TIER_CHANGED_FIELD_NUMBER: _builtins.int
+    OLD_TIER_FIELD_NUMBER: _builtins.int
+    NEW_TIER_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     customer_id: _builtins.str
     caused_by_event_id: _builtins.str
+    """The last event of the batch that caused the change."""
+    tier_changed: _builtins.bool
+    old_tier: _builtins.str
+    new_tier: _builtins.str
     @_builtins.property
     def changed_paths(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
     def changed_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def loyalty(self) -> _profile_pb2.Loyalty: ...
+    @_builtins.property
+    def consent(self) -> _containers.RepeatedCompositeFieldContainer[_profile_pb2.ConsentState]: ...
     def __init__(
         self,
         *,
@@ -217,10 +233,15 @@ class ProfileChanged(_message.Message):
         changed_paths: _abc.Iterable[_builtins.str] | None = ...,
         caused_by_event_id: _builtins.str = ...,
         changed_at: _timestamp_pb2.Timestamp | None = ...,
+        loyalty: _profile_pb2.Loyalty | None = ...,
+        consent: _abc.Iterable[_profile_pb2.ConsentState] | None = ...,
+        tier_changed: _builtins.bool = ...,
+        old_tier: _builtins.str = ...,
+        new_tier: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["changed_at", b"changed_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["changed_at", b"changed_at", "loyalty", b"loyalty"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["caused_by_event_id", b"caused_by_event_id", "changed_at", b"changed_at", "changed_paths", b"changed_paths", "customer_id", b"customer_id", "event_id", b"event_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["caused_by_event_id", b"caused_by_event_id", "changed_at", b"changed_at", "changed_paths", b"changed_paths", "consent", b"consent", "customer_id", b"customer_id", "event_id", b"event_id", "loyalty", b"loyalty", "new_tier", b"new_tier", "old_tier", b"old_tier", "tier_changed", b"tier_changed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
