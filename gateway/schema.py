@@ -6,12 +6,13 @@ import asyncio
 from datetime import UTC, datetime
 from typing import Any, Literal, cast
 
+import grpc
 import strawberry
 from google.protobuf.json_format import MessageToDict
 from strawberry.scalars import JSON
 from strawberry.types import Info
 
-from gateway.errors import BAD_USER_INPUT, MaskUnexpectedErrors, client_error
+from gateway.errors import BAD_USER_INPUT, MaskUnexpectedErrors, client_error, from_rpc_error
 from gateway.loaders import Loaders
 from lodestar.v1 import common_pb2, profile_pb2
 
@@ -106,6 +107,23 @@ class EngagementStat:
     kind: str
     count: int
     last_at: datetime | None
+
+
+@strawberry.type(description="One event in the customer's timeline.")
+class TimelineEntry:
+    event_id: str
+    type: str
+    name: str
+    at: datetime | None
+    source: str
+    properties: JSON
+    traits: JSON
+
+
+@strawberry.type(description="A page of the timeline, newest first.")
+class TimelinePage:
+    entries: list[TimelineEntry]
+    next_page_token: str | None
 
 
 def _when(message: Any, name: str) -> datetime | None:
@@ -203,6 +221,31 @@ class Customer:
             EngagementStat(kind=e.kind, count=e.count, last_at=_when(e, "last_at"))
             for e in profile.engagement
         ]
+
+    @strawberry.field(description="Recent events, newest first; pass nextPageToken as after.")
+    async def timeline(self, info: Info, first: int = 20, after: str | None = None) -> TimelinePage:
+        request = profile_pb2.ListTimelineRequest(
+            customer_id=str(self.id), page_size=first, page_token=after or ""
+        )
+        try:
+            page = await info.context["clients"].profile.ListTimeline(request)
+        except grpc.aio.AioRpcError as error:
+            raise from_rpc_error(error) from error
+        return TimelinePage(
+            entries=[
+                TimelineEntry(
+                    event_id=e.event_id,
+                    type=e.type,
+                    name=e.name,
+                    at=_when(e, "at"),
+                    source=e.source,
+                    properties=cast(JSON, MessageToDict(e.properties)),
+                    traits=cast(JSON, MessageToDict(e.traits)),
+                )
+                for e in page.entries
+            ],
+            next_page_token=page.next_page_token or None,
+        )
 
     @strawberry.field(description="When the first event of this customer happened.")
     async def first_seen(self, info: Info) -> datetime | None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -88,6 +90,38 @@ def to_proto(
 
 
 MAX_BATCH = 1_000
+MAX_PAGE = 200
+DEFAULT_PAGE = 50
+
+
+def _write_token(at: datetime, event_id: str, shown: int) -> str:
+    raw = json.dumps({"at": at.isoformat(), "id": event_id, "n": shown})
+    return base64.urlsafe_b64encode(raw.encode()).decode()
+
+
+def _read_token(token: str) -> tuple[tuple[datetime, str] | None, int]:
+    if not token:
+        return None, 0
+    try:
+        data = json.loads(base64.urlsafe_b64decode(token.encode()))
+        return (datetime.fromisoformat(data["at"]), str(data["id"])), int(data["n"])
+    except (ValueError, KeyError, TypeError):
+        raise InvalidArgument("page_token is not one this service issued") from None
+
+
+def _entry(doc: dict[str, Any]) -> profile_pb2.TimelineEntry:
+    properties, traits = Struct(), Struct()
+    properties.update(doc.get("properties") or {})
+    traits.update(doc.get("traits") or {})
+    return profile_pb2.TimelineEntry(
+        event_id=doc["_id"],
+        type=doc["type"],
+        name=doc.get("name", ""),
+        at=_stamp(doc["at"]),
+        source=doc.get("source", ""),
+        properties=properties,
+        traits=traits,
+    )
 
 
 class ProfileServicer(profile_pb2_grpc.ProfileServiceServicer):
@@ -159,6 +193,27 @@ class ProfileServicer(profile_pb2_grpc.ProfileServiceServicer):
         )
         await self.store.apply([fold(event)])
         return to_proto(await self._profile(request.customer_id), self.rules)
+
+    async def ListTimeline(
+        self,
+        request: profile_pb2.ListTimelineRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> profile_pb2.ListTimelineResponse:
+        """A page of the customer's recent events, newest first, up to the configured cap."""
+        if not request.customer_id:
+            raise InvalidArgument("customer_id is required")
+        if not 0 <= request.page_size <= MAX_PAGE:
+            raise InvalidArgument(f"page_size must be between 1 and {MAX_PAGE}")
+        after, shown = _read_token(request.page_token)
+        cap = self.store.timeline_settings.cap
+        size = min(request.page_size or DEFAULT_PAGE, cap - shown)
+        docs = await self.store.list_timeline(request.customer_id, size, after) if size > 0 else []
+        token = ""
+        if len(docs) == size and size > 0 and shown + size < cap:
+            token = _write_token(docs[-1]["at"], docs[-1]["_id"], shown + size)
+        return profile_pb2.ListTimelineResponse(
+            entries=[_entry(d) for d in docs], next_page_token=token
+        )
 
     async def GetProfile(
         self, request: profile_pb2.GetProfileRequest, context: grpc.aio.ServicerContext[Any, Any]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -80,8 +81,9 @@ class ResolvedEventHandler:
     async def __call__(self, batch: Sequence[Delivery[events_pb2.Event]]) -> Pending | None:
         """Store the batch's effect; the announcements are handed back as pending so the bus
         commits once they are acknowledged."""
-        deltas = [fold(to_resolved_event(d.message)) for d in batch]
-        applied = await self.store.apply(deltas)
+        events = [to_resolved_event(d.message) for d in batch]
+        deltas = [fold(e) for e in events]
+        applied, _ = await asyncio.gather(self.store.apply(deltas), self.store.record(events))
         FOLDED.labels("applied").inc(applied)
         FOLDED.labels("duplicate").inc(len(batch) - applied)
         if self.bus is None:

@@ -24,6 +24,7 @@ async def serve(settings: ProfileSettings) -> None:
         settings.profile_dedupe_window,
         settings.field_cipher(),
         settings.pii_trait_names(),
+        settings.timeline(),
     )
     await store.ensure_indexes()
     bus = Bus(BusConfig.from_settings(settings, "profile"))

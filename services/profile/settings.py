@@ -9,6 +9,7 @@ from pydantic import Field, model_validator
 
 from services.platform.settings import PiiSettings
 from services.profile.commerce import LoyaltyRules, minor_units
+from services.profile.store import TimelineSettings
 
 
 class ProfileSettings(PiiSettings):
@@ -43,6 +44,19 @@ class ProfileSettings(PiiSettings):
         """Stop start-up on a tier list that cannot be read."""
         parse_tiers(self.profile_tiers)
         return self
+
+    # The timeline of recent events: kept this many days, at most this many shown.
+    profile_timeline_enabled: bool = True
+    profile_timeline_ttl_days: int = Field(180, ge=1, le=3_650)
+    profile_timeline_cap: int = Field(1_000, ge=1, le=100_000)
+
+    def timeline(self) -> TimelineSettings:
+        """The timeline settings."""
+        return TimelineSettings(
+            enabled=self.profile_timeline_enabled,
+            ttl_s=self.profile_timeline_ttl_days * 24 * 3600,
+            cap=self.profile_timeline_cap,
+        )
 
     def pii_trait_names(self) -> frozenset[str]:
         """The configured PII trait names."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,11 +22,12 @@ from pymongo import UpdateOne
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from services.platform.crypto import EncryptedValue, FieldCipher
-from services.platform.mongo import Document
+from services.platform.mongo import Document, IndexSpec, ensure_indexes
 from services.profile.commerce import Order, orders_from
 from services.profile.fold import (
     ProfileDelta,
     ProfileSnapshot,
+    ResolvedEvent,
     fold_merged,
     merge,
     original_name,
@@ -93,6 +94,15 @@ class StoredProfile:
         }
 
 
+@dataclass(frozen=True)
+class TimelineSettings:
+    """Whether events are kept per customer, for how long, and how many a page may show."""
+
+    enabled: bool = True
+    ttl_s: int = 180 * 24 * 3600
+    cap: int = 1_000
+
+
 class ProfileStore:
     """Profiles keyed by customer id."""
 
@@ -102,8 +112,12 @@ class ProfileStore:
         dedupe_window: int,
         cipher: FieldCipher | None = None,
         pii_traits: frozenset[str] = frozenset(),
+        timeline: TimelineSettings | None = None,
     ) -> None:
+        self.db = db
         self.profiles = db["profiles"]
+        self.timeline = db["timeline"]
+        self.timeline_settings = timeline or TimelineSettings()
         self.dedupe_window = dedupe_window
         self.cipher = cipher
         self.pii_traits = pii_traits
@@ -119,7 +133,70 @@ class ProfileStore:
         return f"traits.{key}", value
 
     async def ensure_indexes(self) -> None:
-        """Profiles are addressed by ``_id`` only so far; nothing to create."""
+        """The timeline's per-customer order and its expiry."""
+        await ensure_indexes(
+            self.db,
+            [
+                IndexSpec("timeline", [("customer_id", 1), ("at", -1), ("_id", -1)]),
+                IndexSpec(
+                    "timeline",
+                    [("stored_at", 1)],
+                    options={"expireAfterSeconds": self.timeline_settings.ttl_s},
+                ),
+            ],
+        )
+
+    async def record(self, events: Sequence[ResolvedEvent]) -> None:
+        """Add events to their customers' timelines (PII traits encrypted); a redelivered
+        event is stored once (its id is the key)."""
+        if not self.timeline_settings.enabled or not events:
+            return
+        now = datetime.now(UTC)
+        docs = []
+        for event in events:
+            clear = {k: v for k, v in event.traits.items() if k not in self.pii_traits}
+            secret = {k: v for k, v in event.traits.items() if k in self.pii_traits}
+            doc: Document = {
+                "_id": event.event_id,
+                "customer_id": event.customer_id,
+                "type": event.kind,
+                "name": event.name,
+                "at": event.occurred_at,
+                "source": event.source,
+                "properties": event.properties,
+                "traits": clear,
+                "stored_at": now,
+            }
+            if secret and self.cipher is not None:
+                doc["pii"] = self.cipher.encrypt(json.dumps(secret), "timeline").to_document()
+            docs.append(doc)
+        try:
+            await self.timeline.insert_many(docs, ordered=False)
+        except BulkWriteError as exc:
+            if any(e["code"] != DUPLICATE_KEY for e in exc.details["writeErrors"]):
+                raise
+
+    async def list_timeline(
+        self, customer_id: str, page_size: int, after: tuple[datetime, str] | None
+    ) -> list[Document]:
+        """A page of the customer's timeline, newest first, within the configured cap; PII
+        traits decrypted. ``after`` is the (time, event id) the previous page ended with."""
+        query: Document = {"customer_id": customer_id}
+        if after is not None:
+            at, event_id = after
+            query["$or"] = [{"at": {"$lt": at}}, {"at": at, "_id": {"$lt": event_id}}]
+        docs = await (
+            self.timeline.find(query).sort([("at", -1), ("_id", -1)]).limit(page_size)
+        ).to_list(None)
+        for doc in docs:
+            if "pii" in doc:
+                if self.cipher is None:
+                    raise RuntimeError("timeline holds encrypted traits but no PII keys are set")
+                clear = self.cipher.decrypt(
+                    EncryptedValue.from_document(doc.pop("pii")), "timeline"
+                )
+                doc["traits"] = {**doc["traits"], **json.loads(clear)}
+        return docs
 
     async def merge(self, merge_id: str, survivor_id: str, merged_ids: Sequence[str]) -> bool:
         """Fold the merged customers' profiles into the survivor's and leave a tombstone
@@ -154,6 +231,9 @@ class ProfileStore:
             )
         except DuplicateKeyError:
             applied = False  # this merge reached the survivor before (a redelivery)
+        await self.timeline.update_many(
+            {"customer_id": {"$in": merged_ids}}, {"$set": {"customer_id": survivor_id}}
+        )
         for merged_id in merged_ids:
             await self.profiles.replace_one(
                 {"_id": merged_id}, {"_id": merged_id, "merged_into": survivor_id}, upsert=True
@@ -301,7 +381,9 @@ class ProfileStore:
         """Delete the profile and every tombstone that points at it; ``True`` if a profile
         was there."""
         removed = await self.profiles.delete_one({"_id": customer_id})
+        merged = [d["_id"] async for d in self.profiles.find({"merged_into": customer_id})]
         await self.profiles.delete_many({"merged_into": customer_id})
+        await self.timeline.delete_many({"customer_id": {"$in": [customer_id, *merged]}})
         return bool(removed.deleted_count)
 
     async def get(self, customer_id: str) -> StoredProfile | None:

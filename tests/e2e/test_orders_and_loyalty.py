@@ -132,6 +132,7 @@ async def test_consent_behaviour_and_engagement_in_the_360_view(platform: Platfo
         consentHistory { state }
         behaviour { channels sources lastPage }
         engagement { kind count lastAt }
+        timeline(first: 2) { entries { name type } nextPageToken }
       }
     }
     """
@@ -145,6 +146,11 @@ async def test_consent_behaviour_and_engagement_in_the_360_view(platform: Platfo
         "sources": ["http-api"],
         "lastPage": "Shoes",
     }
+    assert [e["name"] for e in customer["timeline"]["entries"]] == [
+        "Consent Updated",
+        "Email Opened",
+    ]  # newest first by the events' own time
+    assert customer["timeline"]["nextPageToken"]
     opened = next(e for e in customer["engagement"] if e["kind"] == "email_opened")
     assert opened["count"] == 1
     assert opened["lastAt"].startswith("2026-11-02T08:00:00")

@@ -293,3 +293,39 @@ async def test_set_consent_records_the_decision_and_rejects_unknown_purposes(
             )
     assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "telepathy" in (error.value.details() or "")
+
+
+async def test_list_timeline_pages_up_to_the_cap(servers: Servers) -> None:
+    from services.profile.fold import ResolvedEvent
+    from services.profile.store import TimelineSettings
+
+    servers.profile.timeline_settings = TimelineSettings(cap=5)
+    start = datetime(2026, 4, 1, tzinfo=UTC)
+    await servers.profile.record(
+        [
+            ResolvedEvent(f"ev{n}", "cust-t", "track", "Viewed", start.replace(minute=n))
+            for n in range(8)
+        ]
+    )
+    async with grpc.aio.insecure_channel(servers.target) as channel:
+        stub = profile_pb2_grpc.ProfileServiceStub(channel)
+        seen: list[str] = []
+        token = ""
+        while True:
+            page = await stub.ListTimeline(
+                profile_pb2.ListTimelineRequest(
+                    customer_id="cust-t", page_size=2, page_token=token
+                ),
+                timeout=5,
+            )
+            seen += [e.event_id for e in page.entries]
+            token = page.next_page_token
+            if not token:
+                break
+        with pytest.raises(grpc.aio.AioRpcError) as error:
+            await stub.ListTimeline(
+                profile_pb2.ListTimelineRequest(customer_id="cust-t", page_token="garbage"),
+                timeout=5,
+            )
+    assert seen == ["ev7", "ev6", "ev5", "ev4", "ev3"]
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT

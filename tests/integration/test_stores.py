@@ -176,3 +176,44 @@ async def test_pii_traits_rest_encrypted_and_read_back_in_clear(
     assert merged.traits["plan"] == "gold"  # c1 was seen more recently
     raw = await db["profiles"].find_one({"_id": "c0"})
     assert email not in str(raw)
+
+
+async def test_timeline_pages_newest_first_keeps_pii_encrypted_and_is_erased(
+    db: AsyncIOMotorDatabase[Document],
+) -> None:
+    from services.profile.fold import ResolvedEvent
+    from services.profile.store import TimelineSettings
+    from tests.support.identity import cipher
+
+    store = ProfileStore(db, 100, cipher(), frozenset({"email"}), TimelineSettings(cap=4))
+    await store.ensure_indexes()
+    events = [
+        ResolvedEvent(
+            f"t{n}", "c1", "track", f"Step {n}", T0 + timedelta(minutes=n), properties={"n": n}
+        )
+        for n in range(6)
+    ]
+    events.append(
+        ResolvedEvent(
+            "id1",
+            "c1",
+            "identify",
+            "",
+            T0 + timedelta(minutes=9),
+            traits={"email": "hidden@example.com", "plan": "gold"},
+        )
+    )
+    await store.record(events)
+    await store.record(events[:3])  # redelivered: stored once
+    assert await db["timeline"].count_documents({"customer_id": "c1"}) == 7
+    raw = await db["timeline"].find_one({"_id": "id1"})
+    assert "hidden@example.com" not in str(raw)
+
+    first = await store.list_timeline("c1", 2, None)
+    assert [d["_id"] for d in first] == ["id1", "t5"]
+    assert first[0]["traits"] == {"email": "hidden@example.com", "plan": "gold"}
+    second = await store.list_timeline("c1", 2, (first[-1]["at"], first[-1]["_id"]))
+    assert [d["_id"] for d in second] == ["t4", "t3"]
+
+    await store.erase("c1")
+    assert await db["timeline"].count_documents({"customer_id": "c1"}) == 0

@@ -61,6 +61,11 @@ class ProfileServiceStub:
                 request_serializer=lodestar_dot_v1_dot_profile__pb2.SetConsentRequest.SerializeToString,
                 response_deserializer=lodestar_dot_v1_dot_profile__pb2.Profile.FromString,
                 _registered_method=True)
+        self.ListTimeline = channel.unary_unary(
+                '/lodestar.v1.ProfileService/ListTimeline',
+                request_serializer=lodestar_dot_v1_dot_profile__pb2.ListTimelineRequest.SerializeToString,
+                response_deserializer=lodestar_dot_v1_dot_profile__pb2.ListTimelineResponse.FromString,
+                _registered_method=True)
 
 
 class ProfileServiceServicer:
@@ -105,6 +110,13 @@ class ProfileServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListTimeline(self, request, context):
+        """The customer's recent events, newest first, a page at a time.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ProfileServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -132,6 +144,11 @@ def add_ProfileServiceServicer_to_server(servicer, server):
                     servicer.SetConsent,
                     request_deserializer=lodestar_dot_v1_dot_profile__pb2.SetConsentRequest.FromString,
                     response_serializer=lodestar_dot_v1_dot_profile__pb2.Profile.SerializeToString,
+            ),
+            'ListTimeline': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTimeline,
+                    request_deserializer=lodestar_dot_v1_dot_profile__pb2.ListTimelineRequest.FromString,
+                    response_serializer=lodestar_dot_v1_dot_profile__pb2.ListTimelineResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -271,6 +288,33 @@ class ProfileService:
             '/lodestar.v1.ProfileService/SetConsent',
             lodestar_dot_v1_dot_profile__pb2.SetConsentRequest.SerializeToString,
             lodestar_dot_v1_dot_profile__pb2.Profile.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTimeline(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lodestar.v1.ProfileService/ListTimeline',
+            lodestar_dot_v1_dot_profile__pb2.ListTimelineRequest.SerializeToString,
+            lodestar_dot_v1_dot_profile__pb2.ListTimelineResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -49,6 +49,8 @@ class ProfileServiceStub:
     """Records a consent decision (as a "Consent Updated" event would). INVALID_ARGUMENT for an
     unknown purpose or state.
     """
+    ListTimeline: _grpc.UnaryUnaryMultiCallable[_profile_pb2.ListTimelineRequest, _profile_pb2.ListTimelineResponse]
+    """The customer's recent events, newest first, a page at a time."""
 
 @_typing.type_check_only
 class ProfileServiceAsyncStub(ProfileServiceStub):
@@ -71,6 +73,8 @@ class ProfileServiceAsyncStub(ProfileServiceStub):
     """Records a consent decision (as a "Consent Updated" event would). INVALID_ARGUMENT for an
     unknown purpose or state.
     """
+    ListTimeline: _aio.UnaryUnaryMultiCallable[_profile_pb2.ListTimelineRequest, _profile_pb2.ListTimelineResponse]  # type: ignore[assignment]
+    """The customer's recent events, newest first, a page at a time."""
 
 class ProfileServiceServicer(metaclass=_abc_1.ABCMeta):
     """Serves the 360-degree profile folded from resolved events. PII traits are stored encrypted
@@ -120,5 +124,13 @@ class ProfileServiceServicer(metaclass=_abc_1.ABCMeta):
         """Records a consent decision (as a "Consent Updated" event would). INVALID_ARGUMENT for an
         unknown purpose or state.
         """
+
+    @_abc_1.abstractmethod
+    def ListTimeline(
+        self,
+        request: _profile_pb2.ListTimelineRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_profile_pb2.ListTimelineResponse, _abc.Awaitable[_profile_pb2.ListTimelineResponse]]:
+        """The customer's recent events, newest first, a page at a time."""
 
 def add_ProfileServiceServicer_to_server(servicer: ProfileServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
