@@ -94,6 +94,9 @@ class Consent:
 
 @strawberry.type(description="Channels and sources the customer used, and where they were last.")
 class Behaviour:
+    devices: list[str]
+    cart_open: bool = strawberry.field(description="Products added since the last order.")
+    cart_updated_at: datetime | None
     channels: list[str]
     sources: list[str]
     last_page: str | None
@@ -204,6 +207,9 @@ class Customer:
             return None
         b = profile.behaviour
         return Behaviour(
+            devices=list(b.devices),
+            cart_open=b.cart_open,
+            cart_updated_at=_when(b, "cart_updated_at"),
             channels=list(b.channels),
             sources=list(b.sources),
             last_page=b.last_page or None,

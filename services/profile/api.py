@@ -14,7 +14,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from lodestar.v1 import common_pb2, profile_pb2, profile_pb2_grpc
 from services.platform.errors import InvalidArgument, NotFound
-from services.profile.commerce import LoyaltyRules, loyalty, summarize_orders
+from services.profile.commerce import LoyaltyRules, cart, loyalty, summarize_orders
 from services.profile.engagement import CONSENT_UPDATED, engagement, validate_consent
 from services.profile.fold import TRACK, ResolvedEvent, fold
 from services.profile.store import ProfileStore, StoredProfile
@@ -50,6 +50,7 @@ def to_proto(
     traits = Struct()
     traits.update(profile.traits)
     summary = summarize_orders(profile.orders, rules.base_currency)
+    basket = cart(profile.cart)
     status = loyalty(profile.orders, profile.redeemed, rules, now)
     return profile_pb2.Profile(
         customer_id=profile.customer_id,
@@ -67,6 +68,9 @@ def to_proto(
         consent=[_consent(p, c) for p, c in sorted(profile.consent.items())],
         consent_history=[_consent(e["purpose"], e) for e in profile.consent_history],
         behaviour=profile_pb2.Behaviour(
+            devices=profile.devices,
+            cart_open=basket.open,
+            cart_updated_at=_stamp(basket.last_added_at),
             channels=profile.channels,
             sources=profile.sources,
             last_page=(profile.last_page or {}).get("name", ""),

@@ -18,6 +18,7 @@ from typing import Any
 ORDER_COMPLETED = "Order Completed"
 ORDER_UPDATED = "Order Updated"
 ORDER_REFUNDED = "Order Refunded"
+PRODUCT_ADDED = "Product Added"
 POINTS_REDEEMED = "Points Redeemed"
 CASHBACK_REDEEMED = "Cashback Redeemed"
 WINDOW = timedelta(days=365)
@@ -222,3 +223,23 @@ def loyalty(
         tier_since=since,
         spend_last_year_minor=spend,
     )
+
+
+@dataclass(frozen=True)
+class Cart:
+    """Whether the customer has added products since their last order (abandoned-cart
+    audiences), and when."""
+
+    open: bool
+    last_added_at: datetime | None
+    last_product_id: str
+
+
+def cart(stored: Mapping[str, Mapping[str, Any]]) -> Cart:
+    """The cart state from the stored ``cart.last_added`` / ``cart.last_ordered`` times."""
+    added = stored.get("last_added") or {}
+    ordered = stored.get("last_ordered") or {}
+    added_at = added.get("at")
+    ordered_at = ordered.get("at")
+    is_open = added_at is not None and (ordered_at is None or added_at > ordered_at)
+    return Cart(is_open, added_at, str(added.get("product_id", "")))

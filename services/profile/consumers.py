@@ -6,6 +6,7 @@ import asyncio
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from google.protobuf.json_format import MessageToDict
 from prometheus_client import Counter
@@ -64,7 +65,17 @@ def to_resolved_event(event: events_pb2.Event) -> ResolvedEvent:
         properties=MessageToDict(event.properties) if event.HasField("properties") else {},
         source=event.source,
         channel=str(context.get("channel") or ""),
+        device=_device(context),
     )
+
+
+def _device(context: dict[str, Any]) -> str:
+    """``type/model`` of the device (``ios/iPhone15,2``), or ``""``."""
+    device = context.get("device")
+    if not isinstance(device, dict):
+        return ""
+    parts = [str(device[k]) for k in ("type", "model") if isinstance(device.get(k), str)]
+    return "/".join(parts)
 
 
 class ResolvedEventHandler:

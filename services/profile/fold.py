@@ -44,6 +44,7 @@ class ResolvedEvent:
     properties: dict[str, Any] = field(default_factory=dict)
     source: str = ""
     channel: str = ""
+    device: str = ""
 
 
 @dataclass(frozen=True)
@@ -71,9 +72,20 @@ def behaviour(event: ResolvedEvent) -> tuple[dict[str, dict[str, Any]], dict[str
         timed[f"last_{event.kind}"] = {"name": event.name, "at": event.occurred_at}
     unions = {
         path: [value]
-        for path, value in (("channels", event.channel), ("sources", event.source))
+        for path, value in (
+            ("channels", event.channel),
+            ("sources", event.source),
+            ("devices", event.device),
+        )
         if value
     }
+    # A cart is open while its latest addition is newer than the latest order: both are
+    # kept by time, so the answer does not depend on the order events arrive in.
+    if event.kind == TRACK and event.name == commerce.PRODUCT_ADDED:
+        product = event.properties.get("product_id") or event.properties.get("sku") or ""
+        timed["cart.last_added"] = {"at": event.occurred_at, "product_id": str(product)}
+    if event.kind == TRACK and event.name == commerce.ORDER_COMPLETED:
+        timed["cart.last_ordered"] = {"at": event.occurred_at}
     return timed, unions
 
 

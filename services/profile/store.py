@@ -61,6 +61,8 @@ class StoredProfile:
             doc.get("consent_history") or [], key=lambda e: (e["at"], e["purpose"])
         )
         self.channels: list[str] = sorted(doc.get("channels") or [])
+        self.devices: list[str] = sorted(doc.get("devices") or [])
+        self.cart: dict[str, Any] = dict(doc.get("cart") or {})
         self.sources: list[str] = sorted(doc.get("sources") or [])
         self.last_page: dict[str, Any] | None = doc.get("last_page")
         self.last_screen: dict[str, Any] | None = doc.get("last_screen")

@@ -111,6 +111,14 @@ async def test_consent_behaviour_and_engagement_in_the_360_view(platform: Platfo
         {
             "type": "track",
             "userId": user,
+            "event": "Product Added",
+            "timestamp": "2026-11-01T10:06:00Z",
+            "properties": {"product_id": "sku-1"},
+            "context": {"device": {"type": "ios", "model": "iPhone15,2"}},
+        },
+        {
+            "type": "track",
+            "userId": user,
             "event": "Consent Updated",
             "timestamp": "2026-11-03T09:00:00Z",
             "properties": {"purpose": "email_marketing", "state": "granted"},
@@ -130,7 +138,7 @@ async def test_consent_behaviour_and_engagement_in_the_360_view(platform: Platfo
       customer(identifier: {type: "user_id", value: $value}) {
         consent { purpose state source }
         consentHistory { state }
-        behaviour { channels sources lastPage }
+        behaviour { channels sources lastPage devices cartOpen }
         engagement { kind count lastAt }
         timeline(first: 2) { entries { name type } nextPageToken }
       }
@@ -145,6 +153,8 @@ async def test_consent_behaviour_and_engagement_in_the_360_view(platform: Platfo
         "channels": ["browser"],
         "sources": ["http-api"],
         "lastPage": "Shoes",
+        "devices": ["ios/iPhone15,2"],
+        "cartOpen": True,
     }
     assert [e["name"] for e in customer["timeline"]["entries"]] == [
         "Consent Updated",

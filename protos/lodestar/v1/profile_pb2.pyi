@@ -174,14 +174,25 @@ Global___ConsentState: _TypeAlias = ConsentState  # noqa: Y015
 class Behaviour(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    DEVICES_FIELD_NUMBER: _builtins.int
+    CART_OPEN_FIELD_NUMBER: _builtins.int
+    CART_UPDATED_AT_FIELD_NUMBER: _builtins.int
     CHANNELS_FIELD_NUMBER: _builtins.int
     SOURCES_FIELD_NUMBER: _builtins.int
     LAST_PAGE_FIELD_NUMBER: _builtins.int
     LAST_PAGE_AT_FIELD_NUMBER: _builtins.int
     LAST_SCREEN_FIELD_NUMBER: _builtins.int
     LAST_SCREEN_AT_FIELD_NUMBER: _builtins.int
+    cart_open: _builtins.bool
+    """Products added since the last order: an open (possibly abandoned) cart."""
     last_page: _builtins.str
     last_screen: _builtins.str
+    @_builtins.property
+    def devices(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Devices as "type/model" from context.device."""
+
+    @_builtins.property
+    def cart_updated_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def channels(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -193,6 +204,9 @@ class Behaviour(_message.Message):
     def __init__(
         self,
         *,
+        devices: _abc.Iterable[_builtins.str] | None = ...,
+        cart_open: _builtins.bool = ...,
+        cart_updated_at: _timestamp_pb2.Timestamp | None = ...,
         channels: _abc.Iterable[_builtins.str] | None = ...,
         sources: _abc.Iterable[_builtins.str] | None = ...,
         last_page: _builtins.str = ...,
@@ -200,9 +214,9 @@ class Behaviour(_message.Message):
         last_screen: _builtins.str = ...,
         last_screen_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["last_page_at", b"last_page_at", "last_screen_at", b"last_screen_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cart_updated_at", b"cart_updated_at", "last_page_at", b"last_page_at", "last_screen_at", b"last_screen_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["channels", b"channels", "last_page", b"last_page", "last_page_at", b"last_page_at", "last_screen", b"last_screen", "last_screen_at", b"last_screen_at", "sources", b"sources"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cart_open", b"cart_open", "cart_updated_at", b"cart_updated_at", "channels", b"channels", "devices", b"devices", "last_page", b"last_page", "last_page_at", b"last_page_at", "last_screen", b"last_screen", "last_screen_at", b"last_screen_at", "sources", b"sources"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -142,3 +142,20 @@ def test_tier_thresholds_and_rates_are_configurable() -> None:
     )
     status = loyalty([Order("o", 100_00, "EUR", T0)], {}, rules, T0)
     assert (status.tier, status.points, status.cashback_minor) == ("VIP", 1000, 0)
+
+
+def test_cart_is_open_while_the_last_addition_is_newer_than_the_last_order() -> None:
+    from services.profile.commerce import cart
+
+    added = track("a1", "Product Added", T0 + timedelta(hours=2), product_id="sku-9")
+    ordered = track("o1", "Order Completed", T0 + timedelta(hours=1), order_id="o1", total=5)
+    timed = merge([fold(ordered), fold(added)]).timed_fields
+    state = {k.split(".", 1)[1]: v for k, v in timed.items() if k.startswith("cart.")}
+    basket = cart(state)
+    assert basket.open
+    assert basket.last_product_id == "sku-9"
+    later_order = track("o2", "Order Completed", T0 + timedelta(hours=3), order_id="o2", total=5)
+    timed = merge([fold(ordered), fold(added), fold(later_order)]).timed_fields
+    state = {k.split(".", 1)[1]: v for k, v in timed.items() if k.startswith("cart.")}
+    assert not cart(state).open
+    assert not cart({}).open

@@ -84,6 +84,7 @@ def test_track_counts_the_event_name() -> None:
         count_increments={"Order Completed": 1},
         seen_at=WHEN,
         latest={"event_last.Order Completed": WHEN},
+        timed_fields={"cart.last_ordered": {"at": WHEN}},
     )
 
 
