@@ -289,7 +289,7 @@ def changed_paths(delta: ProfileDelta) -> set[str]:
         head = path.split(".", 1)[0]
         if head in ("orders", "loyalty"):
             paths.add(head)
-        elif head in ("last_page", "last_screen"):
+        elif head in ("last_page", "last_screen", "cart"):
             paths.add(f"behaviour.{head}")
         else:
             paths.add(path)
