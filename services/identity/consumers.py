@@ -4,8 +4,9 @@ privacy erasure requests in, completions out."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -15,7 +16,6 @@ from services.identity.store import IdentityStore
 from services.platform import topics
 from services.platform.bus import Bus, Delivery, Pending
 from services.platform.errors import InvalidArgument, PoisonMessage
-from services.platform.privacy import completion
 
 log = logging.getLogger(__name__)
 SERVICE = "identity"
@@ -83,54 +83,23 @@ class RawEventHandler:
         return await self.bus.publish_many_later(records)
 
 
-class PrivacyHandler:
-    """Erases or exports a customer's identifiers on a privacy request and reports
-    completion (see :mod:`services.platform.privacy`)."""
+def identity_export(store: IdentityStore) -> Callable[[str], Awaitable[dict[str, Any]]]:
+    """What identity holds about a customer, for a privacy export."""
 
-    def __init__(self, store: IdentityStore, bus: Bus) -> None:
-        self.store = store
-        self.bus = bus
+    async def export(customer_id: str) -> dict[str, Any]:
+        current = await store.current_id(customer_id)
+        found = await store.identities(current) if current else []
+        return {
+            "identifiers": [
+                {
+                    "type": i.type,
+                    "value": i.value,
+                    "source": i.source,
+                    "first_seen": i.first_seen.isoformat(),
+                    "last_seen": i.last_seen.isoformat(),
+                }
+                for i in found
+            ]
+        }
 
-    async def __call__(self, batch: Sequence[Delivery[events_pb2.PrivacyRequest]]) -> None:
-        """Act on each request (idempotent: erasing twice removes nothing more)."""
-        answers = []
-        for delivery in batch:
-            request = delivery.message
-            if not request.customer_id:
-                raise PoisonMessage("privacy request without customer_id")
-            if request.kind == events_pb2.PRIVACY_REQUEST_KIND_ERASE:
-                removed = await self.store.erase(request.customer_id, datetime.now(UTC))
-                log.info(
-                    "customer erased",
-                    extra={
-                        "fields": {
-                            "request_id": request.request_id,
-                            "customer_id": request.customer_id,
-                            "identifiers_removed": removed,
-                        }
-                    },
-                )
-                answer = completion(request, SERVICE)
-            elif request.kind == events_pb2.PRIVACY_REQUEST_KIND_EXPORT:
-                current = await self.store.current_id(request.customer_id)
-                found = await self.store.identities(current) if current else []
-                answer = completion(
-                    request,
-                    SERVICE,
-                    {
-                        "identifiers": [
-                            {
-                                "type": i.type,
-                                "value": i.value,
-                                "source": i.source,
-                                "first_seen": i.first_seen.isoformat(),
-                                "last_seen": i.last_seen.isoformat(),
-                            }
-                            for i in found
-                        ]
-                    },
-                )
-            else:
-                raise PoisonMessage(f"unknown privacy request kind {request.kind}")
-            answers.append((topics.PRIVACY_COMPLETED, request.customer_id, answer))
-        await self.bus.publish_many(answers)
+    return export

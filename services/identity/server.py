@@ -3,17 +3,18 @@ consumers."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from lodestar.v1 import events_pb2, identity_pb2, identity_pb2_grpc
 from services.identity.api import IdentityServicer
-from services.identity.consumers import PrivacyHandler, RawEventHandler
+from services.identity.consumers import RawEventHandler, identity_export
 from services.identity.resolution import Resolver
 from services.identity.settings import IdentitySettings
 from services.identity.store import IdentityStore
 from services.platform import topics
 from services.platform.bus import Bus, BusConfig
 from services.platform.mongo import database, mongo_client
+from services.platform.privacy import PrivacyHandler
 from services.platform.rpc import GrpcServer
 from services.platform.runtime import serve_until_shutdown
 
@@ -49,7 +50,12 @@ async def serve(settings: IdentitySettings) -> None:
         [topics.PRIVACY],
         "identity-privacy",
         events_pb2.PrivacyRequest,
-        PrivacyHandler(store, bus),
+        PrivacyHandler(
+            "identity",
+            bus,
+            erase=lambda customer_id: store.erase(customer_id, datetime.now(UTC)),
+            export=identity_export(store),
+        ),
     )
     await serve_until_shutdown(
         server,

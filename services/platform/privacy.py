@@ -8,6 +8,8 @@ JSON for exports). Handling must be idempotent: a redelivered request is answere
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,6 +17,11 @@ from google.protobuf.struct_pb2 import Struct
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from lodestar.v1 import events_pb2
+from services.platform import topics
+from services.platform.bus import Bus, Delivery
+from services.platform.errors import PoisonMessage
+
+log = logging.getLogger(__name__)
 
 
 def completion(
@@ -35,3 +42,45 @@ def completion(
         export=data,
         completed_at=done,
     )
+
+
+Erase = Callable[[str], Awaitable[object]]
+Export = Callable[[str], Awaitable[dict[str, Any]]]
+
+
+class PrivacyHandler:
+    """The privacy-request consumer every service uses: it calls the service's own
+    ``erase`` / ``export`` for each request and answers on ``privacy.completed``."""
+
+    def __init__(self, service: str, bus: Bus, erase: Erase, export: Export) -> None:
+        self.service = service
+        self.bus = bus
+        self.erase = erase
+        self.export = export
+
+    async def __call__(self, batch: Sequence[Delivery[events_pb2.PrivacyRequest]]) -> None:
+        """Act on each request (idempotent) and publish the answers."""
+        answers = []
+        for delivery in batch:
+            request = delivery.message
+            if not request.customer_id:
+                raise PoisonMessage("privacy request without customer_id")
+            if request.kind == events_pb2.PRIVACY_REQUEST_KIND_ERASE:
+                await self.erase(request.customer_id)
+                answer = completion(request, self.service)
+            elif request.kind == events_pb2.PRIVACY_REQUEST_KIND_EXPORT:
+                answer = completion(request, self.service, await self.export(request.customer_id))
+            else:
+                raise PoisonMessage(f"unknown privacy request kind {request.kind}")
+            log.info(
+                "privacy request handled",
+                extra={
+                    "fields": {
+                        "request_id": request.request_id,
+                        "customer_id": request.customer_id,
+                        "kind": events_pb2.PrivacyRequestKind.Name(request.kind),
+                    }
+                },
+            )
+            answers.append((topics.PRIVACY_COMPLETED, request.customer_id, answer))
+        await self.bus.publish_many(answers)

@@ -15,7 +15,6 @@ from lodestar.v1 import events_pb2
 from services.platform import topics
 from services.platform.bus import Bus, Delivery, Pending
 from services.platform.errors import PoisonMessage
-from services.platform.privacy import completion
 from services.profile.api import to_proto
 from services.profile.commerce import LoyaltyRules
 from services.profile.fold import (
@@ -155,30 +154,3 @@ class MergeHandler:
                 merge.event_id, merge.survivor_id, list(merge.merged_ids)
             )
             FOLDED.labels("merge" if applied else "duplicate").inc()
-
-
-class PrivacyHandler:
-    """Erases or exports a customer's profile on a privacy request and reports completion
-    (see :mod:`services.platform.privacy`)."""
-
-    def __init__(self, store: ProfileStore, bus: Bus) -> None:
-        self.store = store
-        self.bus = bus
-
-    async def __call__(self, batch: Sequence[Delivery[events_pb2.PrivacyRequest]]) -> None:
-        """Act on each request (idempotent) and answer on ``privacy.completed``."""
-        answers = []
-        for delivery in batch:
-            request = delivery.message
-            if not request.customer_id:
-                raise PoisonMessage("privacy request without customer_id")
-            if request.kind == events_pb2.PRIVACY_REQUEST_KIND_ERASE:
-                await self.store.erase(request.customer_id)
-                answer = completion(request, SERVICE)
-            elif request.kind == events_pb2.PRIVACY_REQUEST_KIND_EXPORT:
-                profile = await self.store.get(request.customer_id)
-                answer = completion(request, SERVICE, profile.export() if profile else {})
-            else:
-                raise PoisonMessage(f"unknown privacy request kind {request.kind}")
-            answers.append((topics.PRIVACY_COMPLETED, request.customer_id, answer))
-        await self.bus.publish_many(answers)

@@ -6,10 +6,11 @@ from lodestar.v1 import events_pb2, profile_pb2, profile_pb2_grpc
 from services.platform import topics
 from services.platform.bus import Bus, BusConfig
 from services.platform.mongo import database, mongo_client
+from services.platform.privacy import PrivacyHandler
 from services.platform.rpc import GrpcServer
 from services.platform.runtime import serve_until_shutdown
 from services.profile.api import ProfileServicer
-from services.profile.consumers import MergeHandler, PrivacyHandler, ResolvedEventHandler
+from services.profile.consumers import MergeHandler, ResolvedEventHandler
 from services.profile.settings import ProfileSettings
 from services.profile.store import ProfileStore
 
@@ -47,6 +48,9 @@ async def serve(settings: ProfileSettings) -> None:
         [topics.IDENTITY_MERGED], "profile-merges", events_pb2.IdentityMerged, MergeHandler(store)
     )
     privacy = bus.subscribe(
-        [topics.PRIVACY], "profile-privacy", events_pb2.PrivacyRequest, PrivacyHandler(store, bus)
+        [topics.PRIVACY],
+        "profile-privacy",
+        events_pb2.PrivacyRequest,
+        PrivacyHandler("profile", bus, erase=store.erase, export=store.export),
     )
     await serve_until_shutdown(server, [resolved_events, merges, privacy], [bus.stop, client.close])

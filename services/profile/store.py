@@ -364,6 +364,11 @@ class ProfileStore:
                     found[doc["_id"]] = StoredProfile(doc, self.cipher)
         return found
 
+    async def export(self, customer_id: str) -> dict[str, Any]:
+        """What profile holds about a customer, for a privacy export (``{}`` if nothing)."""
+        profile = await self.get(customer_id)
+        return {} if profile is None else profile.export()
+
     async def announce_tier(self, customer_id: str, tier: str) -> str | None:
         """Record ``tier`` as the one last announced; returns the previous one when it
         differs (``""`` for a first announcement), ``None`` when unchanged. Atomic, so a

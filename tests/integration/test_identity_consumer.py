@@ -11,12 +11,13 @@ from motor.motor_asyncio import AsyncIOMotorClient
 
 from infra.local.servers import KafkaWireServer, MongoWireServer
 from lodestar.v1 import common_pb2, events_pb2
-from services.identity.consumers import PrivacyHandler, RawEventHandler
+from services.identity.consumers import RawEventHandler, identity_export
 from services.identity.store import IdentityStore
 from services.platform import topics
 from services.platform.bus import Bus, BusConfig, Delivery, Pending, ensure_topics
 from services.platform.errors import PoisonMessage
 from services.platform.mongo import Document, mongo_client
+from services.platform.privacy import PrivacyHandler
 from tests.support.identity import event, fresh_store, resolver
 from tests.support.kafka import read_all, unique
 
@@ -105,8 +106,14 @@ async def test_privacy_erasure_removes_identifiers_and_reports_done(
         request_id=f"{tag}-req", kind=events_pb2.PRIVACY_REQUEST_KIND_ERASE, customer_id=customer
     )
     delivery = Delivery("privacy", 0, 0, None, request.SerializeToString(), request)
-    await PrivacyHandler(store, bus)([delivery])
-    await PrivacyHandler(store, bus)([delivery])  # redelivered: still fine
+    handler = PrivacyHandler(
+        "identity",
+        bus,
+        erase=lambda customer_id: store.erase(customer_id, datetime.now(UTC)),
+        export=identity_export(store),
+    )
+    await handler([delivery])
+    await handler([delivery])  # redelivered: still fine
     assert await store.identifiers.count_documents({"customer_id": customer}) == 0
     assert await store.current_id(customer) is None
     completions = [
