@@ -165,12 +165,20 @@ class Stack:
             self.kafka_bootstrap = self.kafka.bootstrap_servers
         partitions = int(self._base_env().get("LODESTAR_KAFKA_TOPIC_PARTITIONS", "6"))
         asyncio.run(
-            ensure_topics(self.kafka_bootstrap, dict.fromkeys(topics.ALL_TOPICS, partitions))
+            ensure_topics(
+                self.kafka_bootstrap,
+                dict.fromkeys(topics.ALL_TOPICS, partitions),
+                retention_ms=dict.fromkeys(topics.EVENT_TOPICS, self._events_retention_ms()),
+            )
         )
         for name in (*SERVICES, "gateway"):
             self.start_process(name)
         for name in (*SERVICES, "gateway"):
             self.wait_healthy(name, timeout_s)
+
+    def _events_retention_ms(self) -> int:
+        hours = int(self._base_env().get("LODESTAR_KAFKA_EVENTS_RETENTION_HOURS", "168"))
+        return hours * 3600 * 1000
 
     def _check_ports_free(self) -> None:
         wanted = {

@@ -96,14 +96,29 @@ class BusConfig:
 
 
 async def ensure_topics(
-    bootstrap_servers: str, partitions: Mapping[str, int], replication_factor: int = 1
+    bootstrap_servers: str,
+    partitions: Mapping[str, int],
+    replication_factor: int = 1,
+    retention_ms: Mapping[str, int] | None = None,
 ) -> None:
-    """Create the topics that do not exist yet; existing ones are left as they are."""
+    """Create the topics that do not exist yet (with ``retention.ms`` where given); existing
+    ones are left as they are."""
+    retention = retention_ms or {}
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="lodestar-admin")
     await admin.start()
     try:
         response = await admin.create_topics(
-            [NewTopic(name, count, replication_factor) for name, count in partitions.items()]
+            [
+                NewTopic(
+                    name,
+                    count,
+                    replication_factor,
+                    topic_configs=(
+                        {"retention.ms": str(retention[name])} if name in retention else {}
+                    ),
+                )
+                for name, count in partitions.items()
+            ]
         )
         for name, code, message in response.topic_errors:
             if code not in (0, TOPIC_ALREADY_EXISTS):

@@ -12,6 +12,9 @@ PRIVACY = "lodestar.privacy.v1"
 PRIVACY_COMPLETED = "lodestar.privacy.completed.v1"
 DEADLETTER = "lodestar.deadletter.v1"
 
+# Topics that carry raw customer events (and so their PII): kept only this long.
+EVENT_TOPICS = (EVENTS_RAW, EVENTS_RESOLVED)
+
 ALL_TOPICS = (
     EVENTS_RAW,
     EVENTS_RESOLVED,

@@ -268,3 +268,14 @@ async def test_failed_pending_effects_handle_the_batch_again(
     await sub.stop()
     await asyncio.wait_for(task, 15)
     assert calls == 2
+
+
+async def test_topics_are_created_with_their_retention(kafka_server: KafkaWireServer) -> None:
+    """The broker accepts the retention config (Apache Kafka applies it; the local broker
+    keeps everything in memory and cannot describe configs, so only acceptance is checked)."""
+    name = unique("test.retention")
+    await ensure_topics(kafka_server.bootstrap_servers, {name: 2}, retention_ms={name: 3_600_000})
+    await ensure_topics(kafka_server.bootstrap_servers, {name: 2})  # again: left as it is
+    from tests.support.kafka import partitions_of
+
+    assert len(await partitions_of(kafka_server.bootstrap_servers, name)) == 2
