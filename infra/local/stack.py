@@ -177,8 +177,13 @@ class Stack:
             self.wait_healthy(name, timeout_s)
 
     def _events_retention_ms(self) -> int:
-        hours = int(self._base_env().get("LODESTAR_KAFKA_EVENTS_RETENTION_HOURS", "168"))
-        return hours * 3600 * 1000
+        """How long the event topics keep events (and their PII)."""
+        raw = self._base_env().get("LODESTAR_KAFKA_EVENTS_RETENTION_HOURS", "168")
+        if not raw.isdigit() or int(raw) < 1:
+            raise SystemExit(
+                f"LODESTAR_KAFKA_EVENTS_RETENTION_HOURS: must be hours >= 1, got {raw!r}"
+            )
+        return int(raw) * 3600 * 1000
 
     def _check_ports_free(self) -> None:
         wanted = {

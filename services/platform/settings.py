@@ -31,8 +31,6 @@ class CommonSettings(BaseSettings):
     kafka_topic_partitions: int = Field(6, ge=1, le=1_000)
     kafka_replication_factor: int = Field(1, ge=1, le=10)
     kafka_max_batch: int = Field(500, ge=1, le=10_000)
-    # How long the event topics (raw and resolved events, with their PII) keep messages.
-    kafka_events_retention_hours: int = Field(168, ge=1, le=24 * 365)
     # How long the broker may hold a fetch open waiting for data: the latency floor per hop.
     kafka_fetch_max_wait_ms: int = Field(50, ge=0, le=5_000)
     kafka_handler_retries: int = Field(3, ge=0, le=100)
