@@ -3,13 +3,15 @@ session's SecantusDB and Tansu, started by the same ``infra.local`` code as ``ma
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from infra.local.servers import KafkaWireServer, MongoWireServer
 from infra.local.stack import Stack, StackPorts
+from tests.support.platform import Platform
 
 
 @pytest.fixture(scope="session")
@@ -29,3 +31,10 @@ def stack(
         yield stack
     finally:
         stack.stop()
+
+
+@pytest.fixture
+async def platform(stack: Stack) -> AsyncIterator[Platform]:
+    """An HTTP client of the running platform."""
+    async with httpx.AsyncClient(timeout=30) as client:
+        yield Platform(stack, client)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -19,12 +18,6 @@ from tests.support.kafka import eventually, group_lag, read_all, unique
 from tests.support.platform import Platform
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-async def platform(stack: Stack) -> AsyncIterator[Platform]:
-    async with httpx.AsyncClient(timeout=30) as client:
-        yield Platform(stack, client)
 
 
 def too_big(user_id: str, size: int) -> dict[str, Any]:

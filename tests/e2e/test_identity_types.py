@@ -2,22 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
-import httpx
 import pytest
 
-from infra.local.stack import Stack
 from tests.support.kafka import eventually, unique
 from tests.support.platform import Platform
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-async def platform(stack: Stack) -> AsyncIterator[Platform]:
-    async with httpx.AsyncClient(timeout=10) as client:
-        yield Platform(stack, client)
 
 
 async def test_customer_is_found_by_every_identifier_type(platform: Platform) -> None:

@@ -3,13 +3,10 @@ refunds, a repeated order counted once, loyalty points and the tier they reach."
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
 import pytest
 
-from infra.local.stack import Stack
 from tests.support.kafka import eventually, unique
 from tests.support.platform import Platform
 
@@ -23,12 +20,6 @@ query($value: String!) {
   }
 }
 """
-
-
-@pytest.fixture
-async def platform(stack: Stack) -> AsyncIterator[Platform]:
-    async with httpx.AsyncClient(timeout=10) as client:
-        yield Platform(stack, client)
 
 
 async def test_orders_lift_the_customer_to_gold(platform: Platform) -> None:

@@ -3,9 +3,6 @@ any database on the MongoDB server (identity, profile and every other service)."
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
-import httpx
 import pytest
 
 from infra.local.servers import MongoWireServer
@@ -15,12 +12,6 @@ from tests.support.kafka import eventually, unique
 from tests.support.platform import Platform
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-async def platform(stack: Stack) -> AsyncIterator[Platform]:
-    async with httpx.AsyncClient(timeout=10) as client:
-        yield Platform(stack, client)
 
 
 async def test_email_and_phone_rest_nowhere_in_clear(

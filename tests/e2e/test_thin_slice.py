@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
-import httpx
 import pytest
 
 from infra.local.stack import SERVICES, Stack, grpc_serving
@@ -12,12 +9,6 @@ from tests.support.kafka import eventually, unique
 from tests.support.platform import Platform
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-async def platform(stack: Stack) -> AsyncIterator[Platform]:
-    async with httpx.AsyncClient(timeout=10) as client:
-        yield Platform(stack, client)
 
 
 async def test_identify_and_track_show_up_in_graphql(platform: Platform) -> None:

@@ -4,25 +4,16 @@ values, normalisation, concurrency, PII at rest and erasure."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from motor.motor_asyncio import AsyncIOMotorClient
 
-from infra.local.servers import MongoWireServer
 from services.identity.rules import IdentityRules
 from services.identity.store import ACTIVE, IdentityStore
 from services.platform.errors import InvalidArgument
-from services.platform.mongo import Document, mongo_client
+from services.platform.mongo import Document
 from tests.support.identity import event, fresh_store, resolver
-
-
-@pytest.fixture
-async def client(mongo_server: MongoWireServer) -> AsyncIterator[AsyncIOMotorClient[Document]]:
-    client = mongo_client(mongo_server.uri, "tests")
-    yield client
-    client.close()
 
 
 @pytest.fixture

@@ -3,26 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorDatabase
 
-from infra.local.servers import MongoWireServer
-from services.platform.mongo import Document, database, mongo_client
+from services.platform.mongo import Document, database
 from services.profile.fold import ProfileDelta
 from services.profile.store import ProfileStore
 from tests.support.kafka import unique
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
-
-
-@pytest.fixture
-async def client(mongo_server: MongoWireServer) -> AsyncIterator[AsyncIOMotorClient[Document]]:
-    client = mongo_client(mongo_server.uri, "tests")
-    yield client
-    client.close()
 
 
 @pytest.fixture
