@@ -73,6 +73,9 @@ class Loyalty:
     tier: str
     tier_since: datetime | None
     spend_last_12_months: Money
+    purchases_last_12_months: int = strawberry.field(
+        description="Orders in the last 12 months not wholly refunded."
+    )
 
 
 @strawberry.type(description="A consent decision for one purpose.")
@@ -103,6 +106,11 @@ class Behaviour:
     last_page_at: datetime | None
     last_screen: str | None
     last_screen_at: datetime | None
+    session_count: int = strawberry.field(
+        description="Runs of activity with no gap longer than the session timeout."
+    )
+    last_session_started_at: datetime | None
+    last_active_at: datetime | None
 
 
 @strawberry.type(description="How often, and when last, the customer engaged in one way.")
@@ -188,6 +196,7 @@ class Customer:
             tier=status.tier,
             tier_since=_when(status, "tier_since"),
             spend_last_12_months=Money.of(status.spend_last_12_months),
+            purchases_last_12_months=status.purchases_last_12_months,
         )
 
     @strawberry.field(description="The current consent decision per purpose.")
@@ -216,6 +225,9 @@ class Customer:
             last_page_at=_when(b, "last_page_at"),
             last_screen=b.last_screen or None,
             last_screen_at=_when(b, "last_screen_at"),
+            session_count=b.session_count,
+            last_session_started_at=_when(b, "last_session_started_at"),
+            last_active_at=_when(b, "last_active_at"),
         )
 
     @strawberry.field(description="E-mail, push and wallet engagement.")

@@ -77,6 +77,9 @@ def to_proto(
             last_page_at=_stamp((profile.last_page or {}).get("at")),
             last_screen=(profile.last_screen or {}).get("name", ""),
             last_screen_at=_stamp((profile.last_screen or {}).get("at")),
+            session_count=profile.sessions.count,
+            last_session_started_at=_stamp(profile.sessions.last_started_at),
+            last_active_at=_stamp(profile.sessions.last_active_at),
         ),
         engagement=[
             profile_pb2.EngagementStat(kind=e.kind, count=e.count, last_at=_stamp(e.last_at))
@@ -89,6 +92,7 @@ def to_proto(
             tier=status.tier,
             tier_since=_stamp(status.tier_since),
             spend_last_12_months=_money(rules.base_currency, status.spend_last_year_minor),
+            purchases_last_12_months=status.purchases_last_year,
         ),
     )
 

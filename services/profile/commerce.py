@@ -22,6 +22,8 @@ PRODUCT_ADDED = "Product Added"
 POINTS_REDEEMED = "Points Redeemed"
 CASHBACK_REDEEMED = "Cashback Redeemed"
 WINDOW = timedelta(days=365)
+SPEND = "spend"
+PURCHASES = "purchases"
 
 
 def minor_units(amount: Any) -> int | None:
@@ -89,18 +91,31 @@ class LoyaltyRules:
     base_currency: str = "EUR"
     points_per_unit: Decimal = Decimal(1)
     cashback_percent: Decimal = Decimal(2)
-    # Lowest first; a tier is reached by spend in the base currency over the last year.
+    # Lowest first; a tier is reached by what the customer did over the last year: spend in
+    # the base currency (thresholds in minor units) or purchases (thresholds in orders).
     tiers: tuple[tuple[str, int], ...] = (
         ("Bronze", 0),
         ("Silver", 500_00),
         ("Gold", 1_500_00),
         ("Platinum", 5_000_00),
     )
+    tier_basis: str = SPEND
 
-    def tier_for(self, spend_minor: int) -> str:
-        """The highest tier whose threshold the spend reaches."""
-        reached = [name for name, threshold in self.tiers if spend_minor >= threshold]
+    def __post_init__(self) -> None:
+        if self.tier_basis not in (SPEND, PURCHASES):
+            raise ValueError(f"tier basis must be {SPEND!r} or {PURCHASES!r}")
+
+    def tier_for(self, measure: int) -> str:
+        """The highest tier whose threshold the measure (spend or purchases) reaches."""
+        reached = [name for name, threshold in self.tiers if measure >= threshold]
         return reached[-1] if reached else self.tiers[0][0]
+
+    def measure(self, orders: Sequence[Order], start: datetime, end: datetime) -> int:
+        """What tiers are reached by, over orders placed in ``(start, end]``: net spend in
+        the base currency, or the number of orders not wholly refunded."""
+        if self.tier_basis == PURCHASES:
+            return purchases_between(orders, start, end)
+        return spend_between(orders, start, end, self.base_currency)
 
 
 @dataclass(frozen=True)
@@ -160,6 +175,7 @@ class Loyalty:
     tier: str
     tier_since: datetime | None
     spend_last_year_minor: int
+    purchases_last_year: int = 0
 
 
 def summarize_orders(orders: Sequence[Order], base_currency: str) -> OrdersSummary:
@@ -188,6 +204,11 @@ def spend_between(orders: Sequence[Order], start: datetime, end: datetime, curre
     )
 
 
+def purchases_between(orders: Sequence[Order], start: datetime, end: datetime) -> int:
+    """Orders placed in ``(start, end]`` that were not wholly refunded, in any currency."""
+    return sum(1 for o in orders if start < o.at <= end and o.net_minor > 0)
+
+
 def loyalty(
     orders: Sequence[Order],
     redeemed: Mapping[str, Any],
@@ -195,8 +216,8 @@ def loyalty(
     now: datetime,
 ) -> Loyalty:
     """Points and cashback from lifetime base-currency spend minus what was redeemed; the
-    tier from spend over the last year, and since when it holds (an order that lifted it,
-    or an old order leaving the window that lowered it)."""
+    tier from spend or purchases over the last year, and since when it holds (an order that
+    lifted it, or an old order leaving the window that lowered it)."""
     lifetime = sum(
         o.net_minor for o in orders if (o.currency or rules.base_currency) == rules.base_currency
     )
@@ -209,9 +230,7 @@ def loyalty(
     tier = rules.tiers[0][0]
     since: datetime | None = None
     for moment in (m for m in moments if m <= now):
-        current = rules.tier_for(
-            spend_between(orders, moment - WINDOW, moment, rules.base_currency)
-        )
+        current = rules.tier_for(rules.measure(orders, moment - WINDOW, moment))
         if current != tier:
             tier, since = current, moment
     spend = spend_between(orders, now - WINDOW, now, rules.base_currency)
@@ -222,6 +241,7 @@ def loyalty(
         tier=tier,
         tier_since=since,
         spend_last_year_minor=spend,
+        purchases_last_year=purchases_between(orders, now - WINDOW, now),
     )
 
 

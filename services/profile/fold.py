@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from services.profile import commerce, engagement
+from services.profile import commerce, engagement, sessions
 
 TRACK = "track"
 IDENTIFY = "identify"
@@ -63,6 +63,11 @@ class ProfileDelta:
     appends: dict[str, list[Any]] = field(default_factory=dict)
     unions: dict[str, list[str]] = field(default_factory=dict)
     latest: dict[str, datetime] = field(default_factory=dict)
+    # When the customer was active (track, page and screen events), for sessions.
+    active_at: datetime | None = None
+
+
+ACTIVE_KINDS = (TRACK, "page", "screen")
 
 
 def behaviour(event: ResolvedEvent) -> tuple[dict[str, dict[str, Any]], dict[str, list[str]]]:
@@ -147,6 +152,7 @@ def fold(event: ResolvedEvent) -> ProfileDelta:
         appends=appends,
         unions=unions,
         latest=latest,
+        active_at=event.occurred_at if event.kind in ACTIVE_KINDS else None,
     )
 
 
@@ -169,6 +175,8 @@ class MergedDelta:
     appends: dict[str, list[Any]] = field(default_factory=dict)
     unions: dict[str, list[str]] = field(default_factory=dict)
     latest: dict[str, datetime] = field(default_factory=dict)
+    # Activity times, joined into sessions by the store.
+    active: list[datetime] = field(default_factory=list)
 
 
 def merge(deltas: Sequence[ProfileDelta]) -> MergedDelta:
@@ -214,6 +222,7 @@ def merge(deltas: Sequence[ProfileDelta]) -> MergedDelta:
         appends=appends,
         unions=unions,
         latest=latest,
+        active=[d.active_at for d in deltas if d.active_at is not None],
     )
 
 
@@ -229,6 +238,9 @@ class ProfileSnapshot:
     last_seen: datetime | None
     # When a field's value became true (traits: their event's time), where known.
     stamps: dict[str, datetime] = field(default_factory=dict)
+    # Session spans kept, and how many older sessions were let go.
+    sessions: list[dict[str, datetime]] = field(default_factory=list)
+    sessions_earlier: int = 0
 
 
 @dataclass(frozen=True)
@@ -242,16 +254,26 @@ class ProfileMerge:
 
 
 def fold_merged(
-    survivor: ProfileSnapshot | None, merged: Sequence[ProfileSnapshot]
+    survivor: ProfileSnapshot | None,
+    merged: Sequence[ProfileSnapshot],
+    session_timeout: timedelta = sessions.DEFAULT_TIMEOUT,
 ) -> ProfileMerge:
     """Counters add up; for a field both hold, the newer value wins (its own time where
-    known, else the profile seen most recently); first and last seen widen. Only fields a
-    merged profile wins are set on the survivor, with their times."""
+    known, else the profile seen most recently); first and last seen widen; sessions join.
+    Only fields a merged profile wins are set on the survivor, with their times."""
     counts: dict[str, int] = {}
     for profile in merged:
         for path, n in profile.counters.items():
             counts[path] = counts.get(path, 0) + n
     everyone = ([survivor] if survivor else []) + list(merged)
+    session_fields: dict[str, Any] = {}
+    if any(p.sessions for p in merged):
+        joined = sessions.join((s for p in everyone for s in p.sessions), session_timeout)
+        kept, dropped = sessions.trim(joined)
+        session_fields["sessions"] = kept
+        earlier = sum(p.sessions_earlier for p in merged) + dropped
+        if earlier:
+            counts["sessions_earlier"] = earlier
     best: dict[str, tuple[tuple[bool, datetime], str, Any]] = {}
     for profile in everyone:
         for path, value in profile.fields.items():
@@ -268,7 +290,10 @@ def fold_merged(
     firsts = [p.first_seen for p in merged if p.first_seen is not None]
     lasts = [p.last_seen for p in merged if p.last_seen is not None]
     return ProfileMerge(
-        set_fields={k: v for k, (owner, v) in winner.items() if owner != survivor_id},
+        set_fields={
+            **{k: v for k, (owner, v) in winner.items() if owner != survivor_id},
+            **session_fields,
+        },
         inc_fields=counts,
         first_seen=min(firsts, default=None),
         last_seen=max(lasts, default=None),
@@ -293,4 +318,6 @@ def changed_paths(delta: ProfileDelta) -> set[str]:
             paths.add(f"behaviour.{head}")
         else:
             paths.add(path)
+    if delta.active_at is not None:
+        paths.add("behaviour.sessions")
     return paths

@@ -26,6 +26,7 @@ async def serve(settings: ProfileSettings) -> None:
         settings.field_cipher(),
         settings.pii_trait_names(),
         settings.timeline(),
+        session_timeout=settings.session_timeout(),
     )
     await store.ensure_indexes()
     bus = Bus(BusConfig.from_settings(settings, "profile"))

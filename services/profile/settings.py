@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from decimal import Decimal
-from typing import Self
+from typing import Literal, Self
 
 from pydantic import Field, model_validator
 
 from services.platform.settings import PiiSettings
-from services.profile.commerce import LoyaltyRules, minor_units
+from services.profile.commerce import PURCHASES, SPEND, LoyaltyRules, minor_units
 from services.profile.store import TimelineSettings
 
 
@@ -24,11 +25,13 @@ class ProfileSettings(PiiSettings):
     )
 
     # Loyalty: points per unit of the base currency spent, cashback percentage, and tiers
-    # reached by base-currency spend over the last 12 months ("Silver=500,Gold=1500,...").
+    # reached over the last 12 months by base-currency spend ("Silver=500,Gold=1500,...")
+    # or, with LODESTAR_PROFILE_TIER_BASIS=purchases, by orders ("Silver=5,Gold=15,...").
     profile_base_currency: str = Field("EUR", pattern=r"^[A-Z]{3}$")
     profile_points_per_unit: Decimal = Field(Decimal(1), ge=0, le=1_000)
     profile_cashback_percent: Decimal = Field(Decimal(2), ge=0, le=100)
-    profile_tiers: str = "Bronze=0,Silver=500,Gold=1500,Platinum=5000"
+    profile_tier_basis: Literal["spend", "purchases"] = SPEND
+    profile_tiers: str | None = None
 
     def loyalty_rules(self) -> LoyaltyRules:
         """The loyalty rules these settings describe."""
@@ -36,14 +39,26 @@ class ProfileSettings(PiiSettings):
             base_currency=self.profile_base_currency,
             points_per_unit=self.profile_points_per_unit,
             cashback_percent=self.profile_cashback_percent,
-            tiers=parse_tiers(self.profile_tiers),
+            tiers=parse_tiers(self.tier_spec(), self.profile_tier_basis),
+            tier_basis=self.profile_tier_basis,
         )
+
+    def tier_spec(self) -> str:
+        """The configured tiers, or the defaults for the tier basis."""
+        return self.profile_tiers or DEFAULT_TIERS[self.profile_tier_basis]
 
     @model_validator(mode="after")
     def tiers_are_valid(self) -> Self:
         """Stop start-up on a tier list that cannot be read."""
-        parse_tiers(self.profile_tiers)
+        parse_tiers(self.tier_spec(), self.profile_tier_basis)
         return self
+
+    # A session ends after this many minutes without activity.
+    profile_session_timeout_minutes: int = Field(30, ge=1, le=24 * 60)
+
+    def session_timeout(self) -> timedelta:
+        """The inactivity that ends a session."""
+        return timedelta(minutes=self.profile_session_timeout_minutes)
 
     # The timeline of recent events: kept this many days, at most this many shown.
     profile_timeline_enabled: bool = True
@@ -73,14 +88,25 @@ class ProfileSettings(PiiSettings):
         return self
 
 
-def parse_tiers(spec: str) -> tuple[tuple[str, int], ...]:
-    """``"Bronze=0,Silver=500"`` -> ((name, threshold in minor units), ...), lowest first."""
+DEFAULT_TIERS = {
+    SPEND: "Bronze=0,Silver=500,Gold=1500,Platinum=5000",
+    PURCHASES: "Bronze=0,Silver=5,Gold=15,Platinum=40",
+}
+
+
+def parse_tiers(spec: str, basis: str = SPEND) -> tuple[tuple[str, int], ...]:
+    """``"Bronze=0,Silver=500"`` -> ((name, threshold), ...), lowest first; thresholds are
+    minor units of spend, or whole orders for the ``purchases`` basis."""
     tiers = []
     for item in filter(None, (p.strip() for p in spec.split(","))):
         name, _, amount = item.partition("=")
-        threshold = minor_units(amount.strip())
+        if basis == PURCHASES:
+            threshold = int(amount) if amount.strip().isdigit() else None
+        else:
+            threshold = minor_units(amount.strip())
         if not name.strip() or threshold is None or threshold < 0:
-            raise ValueError(f"LODESTAR_PROFILE_TIERS: {item!r} is not Name=amount")
+            unit = "a whole number of orders" if basis == PURCHASES else "an amount"
+            raise ValueError(f"LODESTAR_PROFILE_TIERS: {item!r} is not Name=<{unit}>")
         tiers.append((name.strip(), threshold))
     if not tiers or tiers[0][1] != 0:
         raise ValueError("LODESTAR_PROFILE_TIERS: the first tier must start at 0")

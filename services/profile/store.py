@@ -14,7 +14,7 @@ import json
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from motor.motor_asyncio import AsyncIOMotorDatabase
@@ -23,6 +23,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from services.platform.crypto import EncryptedValue, FieldCipher
 from services.platform.mongo import Document, IndexSpec, ensure_indexes
+from services.profile import sessions
 from services.profile.commerce import Order, orders_from
 from services.profile.fold import (
     ProfileDelta,
@@ -73,6 +74,9 @@ class StoredProfile:
             {original_name(k): v for k, v in (doc.get("orders") or {}).items()}
         )
         self.redeemed: dict[str, int] = dict(doc.get("loyalty") or {})
+        self.sessions = sessions.summary(
+            doc.get("sessions") or [], int(doc.get("sessions_earlier") or 0)
+        )
 
     def export(self) -> dict[str, Any]:
         """Everything this profile holds, as JSON-ready data."""
@@ -115,8 +119,11 @@ class ProfileStore:
         cipher: FieldCipher | None = None,
         pii_traits: frozenset[str] = frozenset(),
         timeline: TimelineSettings | None = None,
+        *,
+        session_timeout: timedelta = sessions.DEFAULT_TIMEOUT,
     ) -> None:
         self.db = db
+        self.session_timeout = session_timeout
         self.profiles = db["profiles"]
         self.timeline = db["timeline"]
         self.timeline_settings = timeline or TimelineSettings()
@@ -214,7 +221,9 @@ class ProfileStore:
         merged = [
             _snapshot(by_id[m]) for m in merged_ids if m in by_id and "merged_into" not in by_id[m]
         ]
-        change = fold_merged(None if survivor is None else _snapshot(survivor), merged)
+        change = fold_merged(
+            None if survivor is None else _snapshot(survivor), merged, self.session_timeout
+        )
         update: dict[str, Any] = {
             "$push": {"recent_event_ids": {"$each": [merge_id], "$slice": -self.dedupe_window}}
         }
@@ -289,6 +298,9 @@ class ProfileStore:
         pipeline: list[Document] = [{"$set": stage}]
         if unset:
             pipeline.append({"$unset": unset})
+        if merged.active:
+            spans = sessions.spans_of(merged.active, self.session_timeout)
+            pipeline.extend(sessions.update_stages(spans, self.session_timeout))
         # For a profile that exists and has seen one of the ids, the upsert collides on _id:
         # that duplicate-key error means "(partly) done already".
         return UpdateOne(
@@ -433,4 +445,6 @@ def _snapshot(doc: Document) -> ProfileSnapshot:
         stamps=stamps,
         first_seen=doc.get("first_seen"),
         last_seen=doc.get("last_seen"),
+        sessions=list(doc.get("sessions") or []),
+        sessions_earlier=int(doc.get("sessions_earlier") or 0),
     )

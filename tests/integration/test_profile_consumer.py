@@ -73,9 +73,9 @@ async def test_changes_are_announced_with_tier_changes_once(
     changes = [events_pb2.ProfileChanged.FromString(r.value) for r in records]
     mine = [c for c in changes if c.customer_id == customer]
     assert [list(c.changed_paths) for c in mine] == [
-        ["event_counts.Product Viewed"],
-        ["behaviour.cart", "event_counts.Order Completed", "orders"],
-        ["behaviour.cart", "event_counts.Order Completed", "orders"],
+        ["behaviour.sessions", "event_counts.Product Viewed"],
+        ["behaviour.cart", "behaviour.sessions", "event_counts.Order Completed", "orders"],
+        ["behaviour.cart", "behaviour.sessions", "event_counts.Order Completed", "orders"],
     ]
     assert [(c.tier_changed, c.old_tier, c.new_tier) for c in mine] == [
         (False, "", ""),

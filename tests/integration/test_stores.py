@@ -9,6 +9,7 @@ import pytest
 from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorDatabase
 
 from services.platform.mongo import Document, database
+from services.profile import sessions
 from services.profile.fold import ProfileDelta
 from services.profile.store import ProfileStore
 from tests.support.kafka import unique
@@ -208,3 +209,55 @@ async def test_timeline_pages_newest_first_keeps_pii_encrypted_and_is_erased(
 
     await store.erase("c1")
     assert await db["timeline"].count_documents({"customer_id": "c1"}) == 0
+
+
+def activity(event_id: str, minute: int, customer: str = "c1") -> ProfileDelta:
+    at = T0 + timedelta(minutes=minute)
+    return ProfileDelta(event_id, customer, {}, {"Viewed": 1}, at, active_at=at)
+
+
+async def test_sessions_join_across_batches_and_late_events_bridge_them(
+    db: AsyncIOMotorDatabase[Document],
+) -> None:
+    store = ProfileStore(db, dedupe_window=100)
+    await store.apply([activity("a", 0), activity("b", 10)])
+    await store.apply([activity("c", 50), activity("d", 200)])
+    profile = await store.get("c1")
+    assert profile is not None
+    assert profile.sessions == sessions.Sessions(
+        3, T0 + timedelta(minutes=200), T0 + timedelta(minutes=200)
+    )
+    # A late event at minute 30 is within 30 minutes of both 10 and 50: one session.
+    await store.apply([activity("late", 30)])
+    await store.apply([activity("late", 30)])  # redelivered: no change
+    profile = await store.get("c1")
+    assert profile is not None
+    assert profile.sessions.count == 2
+
+
+async def test_session_spans_are_trimmed_in_the_store_with_the_rest_counted(
+    db: AsyncIOMotorDatabase[Document],
+) -> None:
+    for n in range(5):
+        new = sessions.spans_of([T0 + timedelta(hours=n)], timedelta(minutes=30))
+        stages = sessions.update_stages(new, timedelta(minutes=30), keep=2)
+        await db["profiles"].update_one({"_id": "c1"}, stages, upsert=True)
+    doc = await db["profiles"].find_one({"_id": "c1"})
+    assert doc is not None
+    assert [s["s"].replace(tzinfo=UTC) for s in doc["sessions"]] == [
+        T0 + timedelta(hours=3),
+        T0 + timedelta(hours=4),
+    ]
+    assert doc["sessions_earlier"] == 3
+
+
+async def test_merge_joins_sessions_of_both_profiles(db: AsyncIOMotorDatabase[Document]) -> None:
+    store = ProfileStore(db, dedupe_window=100)
+    await store.apply([activity("s1", 0, "survivor"), activity("s2", 100, "survivor")])
+    await store.apply([activity("m1", 20, "merged"), activity("m2", 300, "merged")])
+    await store.merge("merge-s", "survivor", ["merged"])
+    profile = await store.get("survivor")
+    assert profile is not None
+    # 0 and 20 are one session; 100 and 300 are their own.
+    assert profile.sessions.count == 3
+    assert profile.sessions.last_started_at == T0 + timedelta(minutes=300)

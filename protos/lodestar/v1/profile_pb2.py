@@ -27,7 +27,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from lodestar.v1 import common_pb2 as lodestar_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19lodestar/v1/profile.proto\x12\x0blodestar.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18lodestar/v1/common.proto\"Q\n\x13ListTimelineRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"\xcb\x01\n\rTimelineEntry\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12&\n\x02\x61t\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06source\x18\x05 \x01(\t\x12+\n\nproperties\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\'\n\x06traits\x18\x07 \x01(\x0b\x32\x17.google.protobuf.Struct\"\\\n\x14ListTimelineResponse\x12+\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x1a.lodestar.v1.TimelineEntry\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"X\n\x11SetConsentRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x0f\n\x07purpose\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\x12\x0e\n\x06source\x18\x04 \x01(\t\"f\n\x0c\x43onsentState\x12\x0f\n\x07purpose\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\x0e\n\x06source\x18\x03 \x01(\t\x12&\n\x02\x61t\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x95\x02\n\tBehaviour\x12\x0f\n\x07\x64\x65vices\x18\x07 \x03(\t\x12\x11\n\tcart_open\x18\x08 \x01(\x08\x12\x33\n\x0f\x63\x61rt_updated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x63hannels\x18\x01 \x03(\t\x12\x0f\n\x07sources\x18\x02 \x03(\t\x12\x11\n\tlast_page\x18\x03 \x01(\t\x12\x30\n\x0clast_page_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0blast_screen\x18\x05 \x01(\t\x12\x32\n\x0elast_screen_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"Z\n\x0e\x45ngagementStat\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\x03\x12+\n\x07last_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"(\n\x11GetProfileRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\"\xa6\x04\n\x07Profile\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\'\n\x06traits\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12;\n\x0c\x65vent_counts\x18\x03 \x03(\x0b\x32%.lodestar.v1.Profile.EventCountsEntry\x12.\n\nfirst_seen\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tlast_seen\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12*\n\x06orders\x18\x06 \x01(\x0b\x32\x1a.lodestar.v1.OrdersSummary\x12%\n\x07loyalty\x18\x07 \x01(\x0b\x32\x14.lodestar.v1.Loyalty\x12*\n\x07\x63onsent\x18\x08 \x03(\x0b\x32\x19.lodestar.v1.ConsentState\x12\x32\n\x0f\x63onsent_history\x18\t \x03(\x0b\x32\x19.lodestar.v1.ConsentState\x12)\n\tbehaviour\x18\n \x01(\x0b\x32\x16.lodestar.v1.Behaviour\x12/\n\nengagement\x18\x0b \x03(\x0b\x32\x1b.lodestar.v1.EngagementStat\x1a\x32\n\x10\x45ventCountsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"\xe1\x01\n\rOrdersSummary\x12\x13\n\x0border_count\x18\x01 \x01(\x03\x12#\n\x07revenue\x18\x02 \x03(\x0b\x32\x12.lodestar.v1.Money\x12/\n\x13\x61verage_order_value\x18\x03 \x01(\x0b\x32\x12.lodestar.v1.Money\x12\x32\n\x0e\x66irst_order_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rlast_order_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xd0\x01\n\x07Loyalty\x12\x0e\n\x06points\x18\x01 \x01(\x03\x12\x17\n\x0fpoints_redeemed\x18\x02 \x01(\x03\x12,\n\x10\x63\x61shback_balance\x18\x03 \x01(\x0b\x32\x12.lodestar.v1.Money\x12\x0c\n\x04tier\x18\x04 \x01(\t\x12.\n\ntier_since\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x14spend_last_12_months\x18\x06 \x01(\x0b\x32\x12.lodestar.v1.Money\"/\n\x17\x42\x61tchGetProfilesRequest\x12\x14\n\x0c\x63ustomer_ids\x18\x01 \x03(\t\"\xa8\x01\n\x18\x42\x61tchGetProfilesResponse\x12\x45\n\x08profiles\x18\x01 \x03(\x0b\x32\x33.lodestar.v1.BatchGetProfilesResponse.ProfilesEntry\x1a\x45\n\rProfilesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12#\n\x05value\x18\x02 \x01(\x0b\x32\x14.lodestar.v1.Profile:\x02\x38\x01\"$\n\rExportRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\"L\n\x0e\x45xportResponse\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12%\n\x04\x64\x61ta\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\"*\n\x13\x45raseProfileRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\";\n\x14\x45raseProfileResponse\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x0e\n\x06\x65rased\x18\x02 \x01(\x08\x32\xdf\x03\n\x0eProfileService\x12\x42\n\nGetProfile\x12\x1e.lodestar.v1.GetProfileRequest\x1a\x14.lodestar.v1.Profile\x12_\n\x10\x42\x61tchGetProfiles\x12$.lodestar.v1.BatchGetProfilesRequest\x1a%.lodestar.v1.BatchGetProfilesResponse\x12\x41\n\x06\x45xport\x12\x1a.lodestar.v1.ExportRequest\x1a\x1b.lodestar.v1.ExportResponse\x12L\n\x05\x45rase\x12 .lodestar.v1.EraseProfileRequest\x1a!.lodestar.v1.EraseProfileResponse\x12\x42\n\nSetConsent\x12\x1e.lodestar.v1.SetConsentRequest\x1a\x14.lodestar.v1.Profile\x12S\n\x0cListTimeline\x12 .lodestar.v1.ListTimelineRequest\x1a!.lodestar.v1.ListTimelineResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19lodestar/v1/profile.proto\x12\x0blodestar.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18lodestar/v1/common.proto\"Q\n\x13ListTimelineRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"\xcb\x01\n\rTimelineEntry\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12&\n\x02\x61t\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06source\x18\x05 \x01(\t\x12+\n\nproperties\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\'\n\x06traits\x18\x07 \x01(\x0b\x32\x17.google.protobuf.Struct\"\\\n\x14ListTimelineResponse\x12+\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x1a.lodestar.v1.TimelineEntry\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"X\n\x11SetConsentRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x0f\n\x07purpose\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\x12\x0e\n\x06source\x18\x04 \x01(\t\"f\n\x0c\x43onsentState\x12\x0f\n\x07purpose\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\x0e\n\x06source\x18\x03 \x01(\t\x12&\n\x02\x61t\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x9d\x03\n\tBehaviour\x12\x0f\n\x07\x64\x65vices\x18\x07 \x03(\t\x12\x11\n\tcart_open\x18\x08 \x01(\x08\x12\x33\n\x0f\x63\x61rt_updated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x63hannels\x18\x01 \x03(\t\x12\x0f\n\x07sources\x18\x02 \x03(\t\x12\x11\n\tlast_page\x18\x03 \x01(\t\x12\x30\n\x0clast_page_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0blast_screen\x18\x05 \x01(\t\x12\x32\n\x0elast_screen_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rsession_count\x18\n \x01(\x03\x12;\n\x17last_session_started_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0elast_active_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"Z\n\x0e\x45ngagementStat\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\x03\x12+\n\x07last_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"(\n\x11GetProfileRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\"\xa6\x04\n\x07Profile\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\'\n\x06traits\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12;\n\x0c\x65vent_counts\x18\x03 \x03(\x0b\x32%.lodestar.v1.Profile.EventCountsEntry\x12.\n\nfirst_seen\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tlast_seen\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12*\n\x06orders\x18\x06 \x01(\x0b\x32\x1a.lodestar.v1.OrdersSummary\x12%\n\x07loyalty\x18\x07 \x01(\x0b\x32\x14.lodestar.v1.Loyalty\x12*\n\x07\x63onsent\x18\x08 \x03(\x0b\x32\x19.lodestar.v1.ConsentState\x12\x32\n\x0f\x63onsent_history\x18\t \x03(\x0b\x32\x19.lodestar.v1.ConsentState\x12)\n\tbehaviour\x18\n \x01(\x0b\x32\x16.lodestar.v1.Behaviour\x12/\n\nengagement\x18\x0b \x03(\x0b\x32\x1b.lodestar.v1.EngagementStat\x1a\x32\n\x10\x45ventCountsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"\xe1\x01\n\rOrdersSummary\x12\x13\n\x0border_count\x18\x01 \x01(\x03\x12#\n\x07revenue\x18\x02 \x03(\x0b\x32\x12.lodestar.v1.Money\x12/\n\x13\x61verage_order_value\x18\x03 \x01(\x0b\x32\x12.lodestar.v1.Money\x12\x32\n\x0e\x66irst_order_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rlast_order_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xf2\x01\n\x07Loyalty\x12\x0e\n\x06points\x18\x01 \x01(\x03\x12\x17\n\x0fpoints_redeemed\x18\x02 \x01(\x03\x12,\n\x10\x63\x61shback_balance\x18\x03 \x01(\x0b\x32\x12.lodestar.v1.Money\x12\x0c\n\x04tier\x18\x04 \x01(\t\x12.\n\ntier_since\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x14spend_last_12_months\x18\x06 \x01(\x0b\x32\x12.lodestar.v1.Money\x12 \n\x18purchases_last_12_months\x18\x07 \x01(\x03\"/\n\x17\x42\x61tchGetProfilesRequest\x12\x14\n\x0c\x63ustomer_ids\x18\x01 \x03(\t\"\xa8\x01\n\x18\x42\x61tchGetProfilesResponse\x12\x45\n\x08profiles\x18\x01 \x03(\x0b\x32\x33.lodestar.v1.BatchGetProfilesResponse.ProfilesEntry\x1a\x45\n\rProfilesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12#\n\x05value\x18\x02 \x01(\x0b\x32\x14.lodestar.v1.Profile:\x02\x38\x01\"$\n\rExportRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\"L\n\x0e\x45xportResponse\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12%\n\x04\x64\x61ta\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\"*\n\x13\x45raseProfileRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\";\n\x14\x45raseProfileResponse\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x0e\n\x06\x65rased\x18\x02 \x01(\x08\x32\xdf\x03\n\x0eProfileService\x12\x42\n\nGetProfile\x12\x1e.lodestar.v1.GetProfileRequest\x1a\x14.lodestar.v1.Profile\x12_\n\x10\x42\x61tchGetProfiles\x12$.lodestar.v1.BatchGetProfilesRequest\x1a%.lodestar.v1.BatchGetProfilesResponse\x12\x41\n\x06\x45xport\x12\x1a.lodestar.v1.ExportRequest\x1a\x1b.lodestar.v1.ExportResponse\x12L\n\x05\x45rase\x12 .lodestar.v1.EraseProfileRequest\x1a!.lodestar.v1.EraseProfileResponse\x12\x42\n\nSetConsent\x12\x1e.lodestar.v1.SetConsentRequest\x1a\x14.lodestar.v1.Profile\x12S\n\x0cListTimeline\x12 .lodestar.v1.ListTimelineRequest\x1a!.lodestar.v1.ListTimelineResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -49,33 +49,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CONSENTSTATE']._serialized_start=604
   _globals['_CONSENTSTATE']._serialized_end=706
   _globals['_BEHAVIOUR']._serialized_start=709
-  _globals['_BEHAVIOUR']._serialized_end=986
-  _globals['_ENGAGEMENTSTAT']._serialized_start=988
-  _globals['_ENGAGEMENTSTAT']._serialized_end=1078
-  _globals['_GETPROFILEREQUEST']._serialized_start=1080
-  _globals['_GETPROFILEREQUEST']._serialized_end=1120
-  _globals['_PROFILE']._serialized_start=1123
-  _globals['_PROFILE']._serialized_end=1673
-  _globals['_PROFILE_EVENTCOUNTSENTRY']._serialized_start=1623
-  _globals['_PROFILE_EVENTCOUNTSENTRY']._serialized_end=1673
-  _globals['_ORDERSSUMMARY']._serialized_start=1676
-  _globals['_ORDERSSUMMARY']._serialized_end=1901
-  _globals['_LOYALTY']._serialized_start=1904
-  _globals['_LOYALTY']._serialized_end=2112
-  _globals['_BATCHGETPROFILESREQUEST']._serialized_start=2114
-  _globals['_BATCHGETPROFILESREQUEST']._serialized_end=2161
-  _globals['_BATCHGETPROFILESRESPONSE']._serialized_start=2164
-  _globals['_BATCHGETPROFILESRESPONSE']._serialized_end=2332
-  _globals['_BATCHGETPROFILESRESPONSE_PROFILESENTRY']._serialized_start=2263
-  _globals['_BATCHGETPROFILESRESPONSE_PROFILESENTRY']._serialized_end=2332
-  _globals['_EXPORTREQUEST']._serialized_start=2334
-  _globals['_EXPORTREQUEST']._serialized_end=2370
-  _globals['_EXPORTRESPONSE']._serialized_start=2372
-  _globals['_EXPORTRESPONSE']._serialized_end=2448
-  _globals['_ERASEPROFILEREQUEST']._serialized_start=2450
-  _globals['_ERASEPROFILEREQUEST']._serialized_end=2492
-  _globals['_ERASEPROFILERESPONSE']._serialized_start=2494
-  _globals['_ERASEPROFILERESPONSE']._serialized_end=2553
-  _globals['_PROFILESERVICE']._serialized_start=2556
-  _globals['_PROFILESERVICE']._serialized_end=3035
+  _globals['_BEHAVIOUR']._serialized_end=1122
+  _globals['_ENGAGEMENTSTAT']._serialized_start=1124
+  _globals['_ENGAGEMENTSTAT']._serialized_end=1214
+  _globals['_GETPROFILEREQUEST']._serialized_start=1216
+  _globals['_GETPROFILEREQUEST']._serialized_end=1256
+  _globals['_PROFILE']._serialized_start=1259
+  _globals['_PROFILE']._serialized_end=1809
+  _globals['_PROFILE_EVENTCOUNTSENTRY']._serialized_start=1759
+  _globals['_PROFILE_EVENTCOUNTSENTRY']._serialized_end=1809
+  _globals['_ORDERSSUMMARY']._serialized_start=1812
+  _globals['_ORDERSSUMMARY']._serialized_end=2037
+  _globals['_LOYALTY']._serialized_start=2040
+  _globals['_LOYALTY']._serialized_end=2282
+  _globals['_BATCHGETPROFILESREQUEST']._serialized_start=2284
+  _globals['_BATCHGETPROFILESREQUEST']._serialized_end=2331
+  _globals['_BATCHGETPROFILESRESPONSE']._serialized_start=2334
+  _globals['_BATCHGETPROFILESRESPONSE']._serialized_end=2502
+  _globals['_BATCHGETPROFILESRESPONSE_PROFILESENTRY']._serialized_start=2433
+  _globals['_BATCHGETPROFILESRESPONSE_PROFILESENTRY']._serialized_end=2502
+  _globals['_EXPORTREQUEST']._serialized_start=2504
+  _globals['_EXPORTREQUEST']._serialized_end=2540
+  _globals['_EXPORTRESPONSE']._serialized_start=2542
+  _globals['_EXPORTRESPONSE']._serialized_end=2618
+  _globals['_ERASEPROFILEREQUEST']._serialized_start=2620
+  _globals['_ERASEPROFILEREQUEST']._serialized_end=2662
+  _globals['_ERASEPROFILERESPONSE']._serialized_start=2664
+  _globals['_ERASEPROFILERESPONSE']._serialized_end=2723
+  _globals['_PROFILESERVICE']._serialized_start=2726
+  _globals['_PROFILESERVICE']._serialized_end=3205
 # @@protoc_insertion_point(module_scope)

@@ -183,10 +183,15 @@ class Behaviour(_message.Message):
     LAST_PAGE_AT_FIELD_NUMBER: _builtins.int
     LAST_SCREEN_FIELD_NUMBER: _builtins.int
     LAST_SCREEN_AT_FIELD_NUMBER: _builtins.int
+    SESSION_COUNT_FIELD_NUMBER: _builtins.int
+    LAST_SESSION_STARTED_AT_FIELD_NUMBER: _builtins.int
+    LAST_ACTIVE_AT_FIELD_NUMBER: _builtins.int
     cart_open: _builtins.bool
     """Products added since the last order: an open (possibly abandoned) cart."""
     last_page: _builtins.str
     last_screen: _builtins.str
+    session_count: _builtins.int
+    """Sessions: runs of activity with no gap longer than the session timeout (30 minutes)."""
     @_builtins.property
     def devices(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Devices as "type/model" from context.device."""
@@ -201,6 +206,10 @@ class Behaviour(_message.Message):
     def last_page_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def last_screen_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def last_session_started_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def last_active_at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
         self,
         *,
@@ -213,10 +222,13 @@ class Behaviour(_message.Message):
         last_page_at: _timestamp_pb2.Timestamp | None = ...,
         last_screen: _builtins.str = ...,
         last_screen_at: _timestamp_pb2.Timestamp | None = ...,
+        session_count: _builtins.int = ...,
+        last_session_started_at: _timestamp_pb2.Timestamp | None = ...,
+        last_active_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["cart_updated_at", b"cart_updated_at", "last_page_at", b"last_page_at", "last_screen_at", b"last_screen_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cart_updated_at", b"cart_updated_at", "last_active_at", b"last_active_at", "last_page_at", b"last_page_at", "last_screen_at", b"last_screen_at", "last_session_started_at", b"last_session_started_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cart_open", b"cart_open", "cart_updated_at", b"cart_updated_at", "channels", b"channels", "devices", b"devices", "last_page", b"last_page", "last_page_at", b"last_page_at", "last_screen", b"last_screen", "last_screen_at", b"last_screen_at", "sources", b"sources"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cart_open", b"cart_open", "cart_updated_at", b"cart_updated_at", "channels", b"channels", "devices", b"devices", "last_active_at", b"last_active_at", "last_page", b"last_page", "last_page_at", b"last_page_at", "last_screen", b"last_screen", "last_screen_at", b"last_screen_at", "last_session_started_at", b"last_session_started_at", "session_count", b"session_count", "sources", b"sources"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -404,9 +416,12 @@ class Loyalty(_message.Message):
     TIER_FIELD_NUMBER: _builtins.int
     TIER_SINCE_FIELD_NUMBER: _builtins.int
     SPEND_LAST_12_MONTHS_FIELD_NUMBER: _builtins.int
+    PURCHASES_LAST_12_MONTHS_FIELD_NUMBER: _builtins.int
     points: _builtins.int
     points_redeemed: _builtins.int
     tier: _builtins.str
+    purchases_last_12_months: _builtins.int
+    """Orders in the last 12 months not wholly refunded (the measure when tiers go by purchases)."""
     @_builtins.property
     def cashback_balance(self) -> _common_pb2.Money: ...
     @_builtins.property
@@ -424,10 +439,11 @@ class Loyalty(_message.Message):
         tier: _builtins.str = ...,
         tier_since: _timestamp_pb2.Timestamp | None = ...,
         spend_last_12_months: _common_pb2.Money | None = ...,
+        purchases_last_12_months: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["cashback_balance", b"cashback_balance", "spend_last_12_months", b"spend_last_12_months", "tier_since", b"tier_since"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cashback_balance", b"cashback_balance", "points", b"points", "points_redeemed", b"points_redeemed", "spend_last_12_months", b"spend_last_12_months", "tier", b"tier", "tier_since", b"tier_since"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cashback_balance", b"cashback_balance", "points", b"points", "points_redeemed", b"points_redeemed", "purchases_last_12_months", b"purchases_last_12_months", "spend_last_12_months", b"spend_last_12_months", "tier", b"tier", "tier_since", b"tier_since"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -286,3 +287,21 @@ def test_identity_settings_build_the_configured_rules(monkeypatch: pytest.Monkey
     assert rules.limit("crm_id") == 2
     assert rules.rank("shop_id") < rules.rank("anonymous_id")
     assert rules.is_blocked("guest-123")
+
+
+def test_tiers_by_purchases_have_their_own_defaults_and_units(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("LODESTAR_PROFILE_TIER_BASIS", "purchases")
+    rules = load_settings(ProfileSettings).loyalty_rules()
+    assert rules.tier_basis == "purchases"
+    assert rules.tiers == (("Bronze", 0), ("Silver", 5), ("Gold", 15), ("Platinum", 40))
+    monkeypatch.setenv("LODESTAR_PROFILE_TIERS", "Member=0,VIP=2.5")
+    with pytest.raises(SystemExit):
+        load_settings(ProfileSettings)
+    assert "whole number of orders" in capsys.readouterr().err
+
+
+def test_session_timeout_is_a_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LODESTAR_PROFILE_SESSION_TIMEOUT_MINUTES", "45")
+    assert load_settings(ProfileSettings).session_timeout() == timedelta(minutes=45)

@@ -159,3 +159,25 @@ def test_cart_is_open_while_the_last_addition_is_newer_than_the_last_order() -> 
     state = {k.split(".", 1)[1]: v for k, v in timed.items() if k.startswith("cart.")}
     assert not cart(state).open
     assert not cart({}).open
+
+
+def test_tiers_can_go_by_purchases_in_the_window() -> None:
+    rules = LoyaltyRules(tiers=(("Bronze", 0), ("Silver", 2), ("Gold", 3)), tier_basis="purchases")
+    orders = [
+        Order("a", 10_00, "EUR", T0),
+        Order("b", 5_00, "USD", T0 + timedelta(days=10)),  # any currency counts
+        Order("c", 20_00, "EUR", T0 + timedelta(days=20), refunded_minor=20_00),  # wholly refunded
+        Order("d", 15_00, "EUR", T0 + timedelta(days=30)),
+    ]
+    status = loyalty(orders, {}, rules, T0 + timedelta(days=31))
+    assert (status.tier, status.tier_since) == ("Gold", T0 + timedelta(days=30))
+    assert status.purchases_last_year == 3
+    # The first order leaves the window a year later: two purchases, Silver.
+    later = loyalty(orders, {}, rules, T0 + timedelta(days=366))
+    assert (later.tier, later.tier_since) == ("Silver", T0 + timedelta(days=365))
+    assert later.purchases_last_year == 2
+
+
+def test_an_unknown_tier_basis_is_refused() -> None:
+    with pytest.raises(ValueError, match="tier basis"):
+        LoyaltyRules(tier_basis="visits")

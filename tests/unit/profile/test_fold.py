@@ -85,6 +85,7 @@ def test_track_counts_the_event_name() -> None:
         seen_at=WHEN,
         latest={"event_last.Order Completed": WHEN},
         timed_fields={"cart.last_ordered": {"at": WHEN}},
+        active_at=WHEN,
     )
 
 
