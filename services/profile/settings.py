@@ -30,7 +30,7 @@ class ProfileSettings(PiiSettings):
     profile_base_currency: str = Field("EUR", pattern=r"^[A-Z]{3}$")
     profile_points_per_unit: Decimal = Field(Decimal(1), ge=0, le=1_000)
     profile_cashback_percent: Decimal = Field(Decimal(2), ge=0, le=100)
-    profile_tier_basis: Literal["spend", "purchases"] = SPEND
+    profile_tier_basis: Literal["spend", "purchases"] = "spend"
     profile_tiers: str | None = None
 
     def loyalty_rules(self) -> LoyaltyRules:
