@@ -5,7 +5,7 @@ from __future__ import annotations
 import grpc
 
 from gateway.settings import GatewaySettings
-from lodestar.v1 import identity_pb2_grpc, profile_pb2_grpc
+from lodestar.v1 import identity_pb2_grpc, privacy_pb2_grpc, profile_pb2_grpc
 from services.platform.rpc import client_channel
 
 
@@ -18,6 +18,8 @@ class ServiceClients:
 
     identity: identity_pb2_grpc.IdentityServiceAsyncStub
     profile: profile_pb2_grpc.ProfileServiceAsyncStub
+    # Privacy requests are served by the profile process.
+    privacy: privacy_pb2_grpc.PrivacyServiceAsyncStub
 
     def __init__(self, settings: GatewaySettings) -> None:
         self.settings = settings
@@ -28,7 +30,9 @@ class ServiceClients:
         self.identity = identity_pb2_grpc.IdentityServiceStub(
             self._open(self.settings.identity_addr)
         )
-        self.profile = profile_pb2_grpc.ProfileServiceStub(self._open(self.settings.profile_addr))
+        profile = self._open(self.settings.profile_addr)
+        self.profile = profile_pb2_grpc.ProfileServiceStub(profile)
+        self.privacy = privacy_pb2_grpc.PrivacyServiceStub(profile)
 
     def _open(self, target: str) -> grpc.aio.Channel:
         channel = client_channel(target, self.settings.grpc_timeout_s)

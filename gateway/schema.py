@@ -14,6 +14,7 @@ from strawberry.types import Info
 
 from gateway.errors import BAD_USER_INPUT, MaskUnexpectedErrors, client_error, from_rpc_error
 from gateway.loaders import Loaders
+from gateway.privacy import Mutation, PrivacyRequest, privacy_request
 from lodestar.v1 import common_pb2, profile_pb2
 
 
@@ -300,5 +301,9 @@ class Query:
         current = identities.customer_id if identities is not None else str(id)
         return Customer(id=strawberry.ID(current))
 
+    privacy_request: PrivacyRequest | None = strawberry.field(
+        resolver=privacy_request, description="A privacy request by id; null when unknown."
+    )
 
-schema = strawberry.Schema(query=Query, extensions=[MaskUnexpectedErrors])
+
+schema = strawberry.Schema(query=Query, mutation=Mutation, extensions=[MaskUnexpectedErrors])

@@ -12,11 +12,21 @@ import grpc
 from google.protobuf.struct_pb2 import Struct
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from lodestar.v1 import common_pb2, profile_pb2, profile_pb2_grpc
+from lodestar.v1 import (
+    common_pb2,
+    events_pb2,
+    privacy_pb2,
+    privacy_pb2_grpc,
+    profile_pb2,
+    profile_pb2_grpc,
+)
+from services.platform import topics
+from services.platform.bus import Bus
 from services.platform.errors import InvalidArgument, NotFound
 from services.profile.commerce import LoyaltyRules, cart, loyalty, summarize_orders
 from services.profile.engagement import CONSENT_UPDATED, engagement, validate_consent
 from services.profile.fold import TRACK, ResolvedEvent, fold
+from services.profile.privacy_requests import KINDS, PrivacyRequests
 from services.profile.store import ProfileStore, StoredProfile
 
 
@@ -228,3 +238,43 @@ class ProfileServicer(profile_pb2_grpc.ProfileServiceServicer):
     ) -> profile_pb2.Profile:
         """The profile of ``request.customer_id``; NOT_FOUND before its first event."""
         return to_proto(await self._profile(request.customer_id), self.rules)
+
+
+class PrivacyServicer(privacy_pb2_grpc.PrivacyServiceServicer):
+    """Submit privacy requests and follow them to done."""
+
+    def __init__(self, requests: PrivacyRequests, bus: Bus) -> None:
+        self.requests = requests
+        self.bus = bus
+
+    async def SubmitPrivacyRequest(
+        self,
+        request: privacy_pb2.SubmitPrivacyRequestRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> privacy_pb2.PrivacyRequestStatus:
+        """Record the request, then publish it to every service."""
+        if not request.customer_id:
+            raise InvalidArgument("customer_id is required")
+        if request.kind not in KINDS:
+            raise InvalidArgument("kind must be PRIVACY_REQUEST_KIND_ERASE or _EXPORT")
+        if len(request.request_id) > 128:
+            raise InvalidArgument("request_id: at most 128 characters")
+        request_id = request.request_id or str(uuid.uuid4())
+        now = datetime.now(UTC)
+        await self.requests.open(request_id, request.kind, now)
+        message = events_pb2.PrivacyRequest(
+            request_id=request_id, kind=request.kind, customer_id=request.customer_id
+        )
+        message.requested_at.FromDatetime(now)
+        await self.bus.publish(topics.PRIVACY, request.customer_id, message)
+        return await self.requests.status(request_id)
+
+    async def GetPrivacyRequest(
+        self,
+        request: privacy_pb2.GetPrivacyRequestRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> privacy_pb2.PrivacyRequestStatus:
+        """Pending or done, per service."""
+        if not request.request_id:
+            raise InvalidArgument("request_id is required")
+        return await self.requests.status(request.request_id)

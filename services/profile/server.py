@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
-from lodestar.v1 import events_pb2, profile_pb2, profile_pb2_grpc
+import grpc
+
+from lodestar.v1 import events_pb2, privacy_pb2, privacy_pb2_grpc, profile_pb2, profile_pb2_grpc
 from services.platform import topics
 from services.platform.bus import Bus, BusConfig
 from services.platform.mongo import database, mongo_client
 from services.platform.privacy import PrivacyHandler
 from services.platform.rpc import GrpcServer
 from services.platform.runtime import serve_until_shutdown
-from services.profile.api import ProfileServicer
+from services.profile.api import PrivacyServicer, ProfileServicer
 from services.profile.consumers import MergeHandler, ResolvedEventHandler
+from services.profile.privacy_requests import CompletionHandler, PrivacyRequests
 from services.profile.settings import ProfileSettings
 from services.profile.store import ProfileStore
 
 SERVICE_NAME = profile_pb2.DESCRIPTOR.services_by_name["ProfileService"].full_name
+PRIVACY_SERVICE_NAME = privacy_pb2.DESCRIPTOR.services_by_name["PrivacyService"].full_name
 
 
 async def serve(settings: ProfileSettings) -> None:
@@ -28,15 +32,27 @@ async def serve(settings: ProfileSettings) -> None:
         settings.timeline(),
         session_timeout=settings.session_timeout(),
     )
+    requests = PrivacyRequests(
+        database(client, settings.mongo_database_prefix, "profile"),
+        settings.field_cipher(),
+        settings.privacy_requests(),
+    )
     await store.ensure_indexes()
+    await requests.ensure_indexes()
     bus = Bus(BusConfig.from_settings(settings, "profile"))
     await bus.start()
     servicer = ProfileServicer(store, settings.loyalty_rules())
+    privacy_servicer = PrivacyServicer(requests, bus)
+
+    def register(server: grpc.aio.Server) -> None:
+        profile_pb2_grpc.add_ProfileServiceServicer_to_server(servicer, server)
+        privacy_pb2_grpc.add_PrivacyServiceServicer_to_server(privacy_servicer, server)
+
     server = GrpcServer(
         settings.grpc_host,
         settings.grpc_port,
-        [SERVICE_NAME],
-        lambda s: profile_pb2_grpc.add_ProfileServiceServicer_to_server(servicer, s),
+        [SERVICE_NAME, PRIVACY_SERVICE_NAME],
+        register,
         settings.grpc_default_deadline_s,
     )
     resolved_events = bus.subscribe(
@@ -54,4 +70,12 @@ async def serve(settings: ProfileSettings) -> None:
         events_pb2.PrivacyRequest,
         PrivacyHandler("profile", bus, erase=store.erase, export=store.export),
     )
-    await serve_until_shutdown(server, [resolved_events, merges, privacy], [bus.stop, client.close])
+    answers = bus.subscribe(
+        [topics.PRIVACY_COMPLETED],
+        "profile-privacy-status",
+        events_pb2.PrivacyCompleted,
+        CompletionHandler(requests),
+    )
+    await serve_until_shutdown(
+        server, [resolved_events, merges, privacy, answers], [bus.stop, client.close]
+    )

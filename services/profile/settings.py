@@ -10,6 +10,7 @@ from pydantic import Field, model_validator
 
 from services.platform.settings import PiiSettings
 from services.profile.commerce import PURCHASES, SPEND, LoyaltyRules, minor_units
+from services.profile.privacy_requests import PrivacyRequestSettings
 from services.profile.store import TimelineSettings
 
 
@@ -59,6 +60,18 @@ class ProfileSettings(PiiSettings):
     def session_timeout(self) -> timedelta:
         """The inactivity that ends a session."""
         return timedelta(minutes=self.profile_session_timeout_minutes)
+
+    # Privacy requests: the services that must answer before a request is done (each that
+    # holds customer data), and how long request records and exports are kept.
+    profile_privacy_services: str = Field("identity,profile", pattern=r"^[a-z_]+(,[a-z_]+)*$")
+    profile_privacy_record_days: int = Field(30, ge=1, le=3_650)
+
+    def privacy_requests(self) -> PrivacyRequestSettings:
+        """The privacy-request settings."""
+        return PrivacyRequestSettings(
+            services=tuple(self.profile_privacy_services.split(",")),
+            ttl_s=self.profile_privacy_record_days * 24 * 3600,
+        )
 
     # The timeline of recent events: kept this many days, at most this many shown.
     profile_timeline_enabled: bool = True

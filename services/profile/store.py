@@ -377,9 +377,28 @@ class ProfileStore:
         return found
 
     async def export(self, customer_id: str) -> dict[str, Any]:
-        """What profile holds about a customer, for a privacy export (``{}`` if nothing)."""
+        """What profile holds about a customer, for a privacy export: the profile and every
+        event still in the timeline (``{}`` if nothing)."""
         profile = await self.get(customer_id)
-        return {} if profile is None else profile.export()
+        if profile is None:
+            return {}
+        events: list[dict[str, Any]] = []
+        after: tuple[datetime, str] | None = None
+        while page := await self.list_timeline(profile.customer_id, 500, after):
+            events.extend(
+                {
+                    "event_id": doc["_id"],
+                    "type": doc["type"],
+                    "name": doc.get("name", ""),
+                    "at": doc["at"].isoformat(),
+                    "source": doc.get("source", ""),
+                    "properties": doc.get("properties") or {},
+                    "traits": doc.get("traits") or {},
+                }
+                for doc in page
+            )
+            after = (page[-1]["at"], page[-1]["_id"])
+        return {**profile.export(), "events": events}
 
     async def announce_tier(self, customer_id: str, tier: str) -> str | None:
         """Record ``tier`` as the one last announced; returns the previous one when it

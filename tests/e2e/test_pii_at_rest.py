@@ -3,10 +3,11 @@ any database on the MongoDB server (identity, profile and every other service)."
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from infra.local.servers import MongoWireServer
-from infra.local.stack import Stack
 from services.platform.mongo import mongo_client
 from tests.support.kafka import eventually, unique
 from tests.support.platform import Platform
@@ -54,64 +55,78 @@ async def test_email_and_phone_rest_nowhere_in_clear(
         client.close()
 
 
-async def test_privacy_erasure_reaches_every_service_and_leaves_no_trace(
-    platform: Platform, stack: Stack, mongo_server: MongoWireServer
+REQUEST_PRIVACY = """
+mutation ($kind: PrivacyRequestKind!, $customerId: ID!) {
+  requestPrivacy(kind: $kind, customerId: $customerId) {
+    id kind state services { service state }
+  }
+}
+"""
+PRIVACY_REQUEST = """
+query ($id: ID!) {
+  privacyRequest(id: $id) {
+    id kind state completedAt services { service state completedAt } export
+  }
+}
+"""
+
+
+async def request_privacy(platform: Platform, kind: str, customer_id: str) -> dict[str, Any]:
+    """Submit through GraphQL and wait until every service has answered."""
+    response = await platform.graphql(REQUEST_PRIVACY, {"kind": kind, "customerId": customer_id})
+    body = response.json()
+    assert "errors" not in body, body
+    submitted = body["data"]["requestPrivacy"]
+    assert submitted["state"] == "PENDING"
+    assert {s["service"] for s in submitted["services"]} == {"identity", "profile"}
+    status: dict[str, Any] = {}
+
+    async def done() -> bool:
+        answer = (await platform.graphql(PRIVACY_REQUEST, {"id": submitted["id"]})).json()
+        assert "errors" not in answer, answer
+        status.update(answer["data"]["privacyRequest"])
+        return bool(status["state"] == "DONE")
+
+    await eventually(done, 60, f"the {kind} request answered by every service", 0.5)
+    assert [s["state"] for s in status["services"]] == ["DONE", "DONE"]
+    assert status["completedAt"] is not None
+    return status
+
+
+async def test_privacy_export_and_erasure_reach_every_service_and_leave_no_trace(
+    platform: Platform, mongo_server: MongoWireServer
 ) -> None:
-    from aiokafka import AIOKafkaProducer
-    from google.protobuf.json_format import MessageToDict
-
-    from lodestar.v1 import events_pb2
-    from services.platform import topics
-    from tests.support.kafka import read_all
-
     tag = unique("erase").replace("-", "")
     email, user_id = f"{tag}@gone.example", f"u{tag}"
     await platform.send(
-        "/v1/identify", {"userId": user_id, "traits": {"email": email, "plan": tag}}
+        "/v1/identify",
+        {"userId": user_id, "traits": {"email": email, "plan": tag}, "messageId": f"{tag}-i"},
     )
-
-    async def known() -> bool:
-        customer = await platform.customer("email", email)
-        return bool(customer and customer["traits"].get("plan") == tag)
-
-    await eventually(known, 30, "the profile")
-    customer = await platform.customer("email", email)
-    assert customer is not None
+    for n in range(2):
+        await platform.send(
+            "/v1/track",
+            {
+                "userId": user_id,
+                "event": "Product Viewed",
+                "properties": {"product_id": f"sku-{tag}-{n}"},
+                "messageId": f"{tag}-t{n}",
+            },
+        )
+    customer = await platform.wait_for_count(user_id, "Product Viewed", 2)
     customer_id = customer["id"]
 
-    producer = AIOKafkaProducer(bootstrap_servers=stack.kafka_bootstrap)
-    await producer.start()
-    try:
-        for kind in (events_pb2.PRIVACY_REQUEST_KIND_EXPORT, events_pb2.PRIVACY_REQUEST_KIND_ERASE):
-            request = events_pb2.PrivacyRequest(
-                request_id=f"{tag}-{kind}", kind=kind, customer_id=customer_id
-            )
-            await producer.send_and_wait(
-                topics.PRIVACY, key=customer_id.encode(), value=request.SerializeToString()
-            )
-    finally:
-        await producer.stop()
-
-    answers: dict[tuple[str, int], events_pb2.PrivacyCompleted] = {}
-
-    async def all_answered() -> bool:
-        for record in await read_all(stack.kafka_bootstrap, topics.PRIVACY_COMPLETED):
-            done = events_pb2.PrivacyCompleted.FromString(record.value)
-            if done.request_id.startswith(tag):
-                answers[(done.service, done.kind)] = done
-        return len(answers) == 4
-
-    await eventually(all_answered, 60, "identity and profile answering export and erase", 0.5)
-    profile_export = MessageToDict(
-        answers[("profile", events_pb2.PRIVACY_REQUEST_KIND_EXPORT)].export
-    )
+    exported = await request_privacy(platform, "EXPORT", customer_id)
+    profile_export = exported["export"]["profile"]
     assert profile_export["traits"] == {"email": email, "plan": tag}
-    identity_export = MessageToDict(
-        answers[("identity", events_pb2.PRIVACY_REQUEST_KIND_EXPORT)].export
-    )
-    exported = {(i["type"], i["value"]) for i in identity_export["identifiers"]}
-    assert exported == {("user_id", user_id), ("email", email)}
+    events = {e["event_id"]: e for e in profile_export["events"]}
+    assert set(events) == {f"{tag}-i", f"{tag}-t0", f"{tag}-t1"}
+    assert events[f"{tag}-t1"]["properties"] == {"product_id": f"sku-{tag}-1"}
+    assert events[f"{tag}-i"]["traits"] == {"email": email, "plan": tag}
+    identities = {(i["type"], i["value"]) for i in exported["export"]["identity"]["identifiers"]}
+    assert identities == {("user_id", user_id), ("email", email)}
 
+    erased = await request_privacy(platform, "ERASE", customer_id)
+    assert erased["export"] is None
     assert await platform.customer("email", email) is None
     client = mongo_client(mongo_server.uri, "erase-scan")
     try:
@@ -126,3 +141,15 @@ async def test_privacy_erasure_reaches_every_service_and_leaves_no_trace(
                         assert secret not in text, f"{secret} in {service}.{collection}"
     finally:
         client.close()
+
+
+async def test_privacy_requests_refuse_bad_input_and_unknown_ids_are_null(
+    platform: Platform,
+) -> None:
+    body = (await platform.graphql(REQUEST_PRIVACY, {"kind": "ERASE", "customerId": " "})).json()
+    assert body["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+    assert "customerId" in body["errors"][0]["message"]
+    body = (await platform.graphql(REQUEST_PRIVACY, {"kind": "FORGET", "customerId": "c"})).json()
+    assert "FORGET" in body["errors"][0]["message"]  # not a PrivacyRequestKind
+    body = (await platform.graphql(PRIVACY_REQUEST, {"id": "no-such-request"})).json()
+    assert body == {"data": {"privacyRequest": None}}

@@ -1,0 +1,117 @@
+"""GraphQL for platform-wide privacy requests: submit an erasure or export and follow it
+until every service that holds customer data has answered."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import Enum
+from typing import Any, cast
+
+import grpc
+import strawberry
+from google.protobuf.json_format import MessageToDict
+from strawberry.scalars import JSON
+from strawberry.types import Info
+
+from gateway.errors import BAD_USER_INPUT, client_error, from_rpc_error
+from lodestar.v1 import events_pb2, privacy_pb2
+
+
+class PrivacyRequestKind(Enum):
+    ERASE = events_pb2.PRIVACY_REQUEST_KIND_ERASE
+    EXPORT = events_pb2.PRIVACY_REQUEST_KIND_EXPORT
+
+
+class PrivacyRequestState(Enum):
+    PENDING = privacy_pb2.PRIVACY_REQUEST_STATE_PENDING
+    DONE = privacy_pb2.PRIVACY_REQUEST_STATE_DONE
+
+
+strawberry.enum(PrivacyRequestKind, description="What a privacy request asks for.")
+strawberry.enum(
+    PrivacyRequestState, description="PENDING until every expected service has answered."
+)
+
+
+@strawberry.type(description="One service's part of a privacy request.")
+class ServicePrivacyStatus:
+    service: str
+    state: PrivacyRequestState
+    completed_at: datetime | None
+
+
+@strawberry.type(description="A privacy request and where each service stands with it.")
+class PrivacyRequest:
+    id: strawberry.ID
+    kind: PrivacyRequestKind
+    state: PrivacyRequestState
+    services: list[ServicePrivacyStatus]
+    requested_at: datetime | None
+    completed_at: datetime | None
+    export: JSON | None = strawberry.field(
+        description="For a finished export: each service's data under its name."
+    )
+
+    @staticmethod
+    def of(status: privacy_pb2.PrivacyRequestStatus) -> PrivacyRequest:
+        return PrivacyRequest(
+            id=strawberry.ID(status.request_id),
+            kind=PrivacyRequestKind(status.kind),
+            state=PrivacyRequestState(status.state),
+            services=[
+                ServicePrivacyStatus(
+                    service=s.service,
+                    state=PrivacyRequestState(s.state),
+                    completed_at=_when(s, "completed_at"),
+                )
+                for s in status.services
+            ],
+            requested_at=_when(status, "requested_at"),
+            completed_at=_when(status, "completed_at"),
+            export=(
+                cast(JSON, MessageToDict(status.export)) if status.HasField("export") else None
+            ),
+        )
+
+
+def _when(message: Any, name: str) -> datetime | None:
+    if not message.HasField(name):
+        return None
+    return cast(datetime, getattr(message, name).ToDatetime(UTC))
+
+
+async def privacy_request(info: Info, id: strawberry.ID) -> PrivacyRequest | None:
+    """A privacy request by id; null when unknown or expired."""
+    request = privacy_pb2.GetPrivacyRequestRequest(request_id=str(id))
+    try:
+        status = await info.context["clients"].privacy.GetPrivacyRequest(request)
+    except grpc.aio.AioRpcError as error:
+        if error.code() == grpc.StatusCode.NOT_FOUND:
+            return None
+        raise from_rpc_error(error) from error
+    return PrivacyRequest.of(status)
+
+
+@strawberry.type
+class Mutation:
+    @strawberry.field(
+        description="Erase or export one customer across every service; follow it with "
+        "privacyRequest(id). Passing your own requestId makes a retry the same request."
+    )
+    async def request_privacy(
+        self,
+        info: Info,
+        kind: PrivacyRequestKind,
+        customer_id: strawberry.ID,
+        request_id: str | None = None,
+    ) -> PrivacyRequest:
+        if not str(customer_id).strip():
+            raise client_error("customerId must not be empty", BAD_USER_INPUT)
+        request = privacy_pb2.SubmitPrivacyRequestRequest(
+            kind=kind.value, customer_id=str(customer_id), request_id=request_id or ""
+        )
+        try:
+            status = await info.context["clients"].privacy.SubmitPrivacyRequest(request)
+        except grpc.aio.AioRpcError as error:
+            raise from_rpc_error(error) from error
+        return PrivacyRequest.of(status)
