@@ -151,5 +151,6 @@ async def test_privacy_requests_refuse_bad_input_and_unknown_ids_are_null(
     assert "customerId" in body["errors"][0]["message"]
     body = (await platform.graphql(REQUEST_PRIVACY, {"kind": "FORGET", "customerId": "c"})).json()
     assert "FORGET" in body["errors"][0]["message"]  # not a PrivacyRequestKind
+    assert body["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
     body = (await platform.graphql(PRIVACY_REQUEST, {"id": "no-such-request"})).json()
     assert body == {"data": {"privacyRequest": None}}

@@ -310,7 +310,9 @@ async def test_unexpected_resolver_errors_are_masked_with_a_code() -> None:
     from gateway.errors import INTERNAL_SERVER_ERROR, MaskUnexpectedErrors
 
     mask = MaskUnexpectedErrors()
-    fault = GraphQLError("db password is hunter2", original_error=RuntimeError("boom"))
+    fault = GraphQLError(
+        "db password is hunter2", path=["customer"], original_error=RuntimeError("boom")
+    )
     assert mask.should_mask_error(fault)
     masked = mask.anonymise_error(fault)
     assert masked.message == "internal error"
@@ -318,3 +320,8 @@ async def test_unexpected_resolver_errors_are_masked_with_a_code() -> None:
     coded = GraphQLError("bad", original_error=ValueError(), extensions={"code": "BAD_USER_INPUT"})
     assert not mask.should_mask_error(coded)
     assert not mask.should_mask_error(GraphQLError("Cannot query field 'x'"))
+    # A variable that does not coerce fails before any resolver (no path): the client's
+    # error, shown with a code.
+    variable = GraphQLError("Variable '$kind' got invalid value", original_error=ValueError())
+    assert not mask.should_mask_error(variable)
+    assert mask._process_errors([variable])[0].extensions == {"code": "BAD_USER_INPUT"}
