@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from services.profile import commerce, engagement, sessions
@@ -175,7 +175,7 @@ class MergedDelta:
     appends: dict[str, list[Any]] = field(default_factory=dict)
     unions: dict[str, list[str]] = field(default_factory=dict)
     latest: dict[str, datetime] = field(default_factory=dict)
-    # Activity times, joined into sessions by the store.
+    # Activity times, for sessions.
     active: list[datetime] = field(default_factory=list)
 
 
@@ -238,9 +238,8 @@ class ProfileSnapshot:
     last_seen: datetime | None
     # When a field's value became true (traits: their event's time), where known.
     stamps: dict[str, datetime] = field(default_factory=dict)
-    # Session spans kept, and how many older sessions were let go.
-    sessions: list[dict[str, datetime]] = field(default_factory=list)
-    sessions_earlier: int = 0
+    # The most recent activity times (sessions are derived from them).
+    activity: list[datetime] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -254,26 +253,20 @@ class ProfileMerge:
 
 
 def fold_merged(
-    survivor: ProfileSnapshot | None,
-    merged: Sequence[ProfileSnapshot],
-    session_timeout: timedelta = sessions.DEFAULT_TIMEOUT,
+    survivor: ProfileSnapshot | None, merged: Sequence[ProfileSnapshot]
 ) -> ProfileMerge:
     """Counters add up; for a field both hold, the newer value wins (its own time where
-    known, else the profile seen most recently); first and last seen widen; sessions join.
-    Only fields a merged profile wins are set on the survivor, with their times."""
+    known, else the profile seen most recently); first and last seen widen; activity times
+    (sessions) combine. Only fields a merged profile wins are set on the survivor, with
+    their times."""
     counts: dict[str, int] = {}
     for profile in merged:
         for path, n in profile.counters.items():
             counts[path] = counts.get(path, 0) + n
     everyone = ([survivor] if survivor else []) + list(merged)
     session_fields: dict[str, Any] = {}
-    if any(p.sessions for p in merged):
-        joined = sessions.join((s for p in everyone for s in p.sessions), session_timeout)
-        kept, dropped = sessions.trim(joined)
-        session_fields["sessions"] = kept
-        earlier = sum(p.sessions_earlier for p in merged) + dropped
-        if earlier:
-            counts["sessions_earlier"] = earlier
+    if any(p.activity for p in merged):
+        session_fields["activity"] = sessions.combined(p.activity for p in everyone)
     best: dict[str, tuple[tuple[bool, datetime], str, Any]] = {}
     for profile in everyone:
         for path, value in profile.fields.items():

@@ -1,11 +1,15 @@
 """Sessions: runs of activity with no gap longer than the session timeout (30 minutes by
 default).
 
-A session is kept as a span ``{"s": start, "l": last activity}``. Every event is a span of
-its own, and spans whose gap is within the timeout join: the sessions are the joined spans.
-Joining is a union, so it does not depend on the order events arrive in or on how they are
-batched, and an event that lands in a gap can bridge two sessions into one. The store keeps
-the most recent spans and counts the older ones it let go.
+The profile keeps the times of the customer's most recent activity events (the last
+``KEEP``, by arrival) and sessions are derived from them when read: every time is a span of
+its own, and spans whose gap is within the timeout join. Joining is a union, so the result
+does not depend on the order events arrive in or on how they are batched, and a late event
+that lands in a gap bridges two sessions into one.
+
+Why not keep the sessions themselves: re-joining spans inside the document update is a large
+update expression, and on the local MongoDB server that halved profile throughput; appending
+times is as cheap as the event-id window each update already keeps.
 """
 
 from __future__ import annotations
@@ -16,8 +20,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 DEFAULT_TIMEOUT = timedelta(minutes=30)
-# Spans kept per profile; older sessions only add to the count.
-KEEP = 100
+# Activity times kept per profile: sessions are counted over the most recent ones.
+KEEP = 1_000
 
 Span = dict[str, datetime]
 
@@ -39,12 +43,6 @@ def spans_of(times: Iterable[datetime], timeout: timedelta) -> list[Span]:
     return join(({"s": t, "l": t} for t in times), timeout)
 
 
-def trim(spans: Sequence[Span], keep: int = KEEP) -> tuple[list[Span], int]:
-    """The newest ``keep`` spans, and how many older ones were let go."""
-    dropped = max(0, len(spans) - keep)
-    return list(spans[dropped:]), dropped
-
-
 @dataclass(frozen=True)
 class Sessions:
     """What a profile says about sessions."""
@@ -54,53 +52,25 @@ class Sessions:
     last_active_at: datetime | None
 
 
-def summary(spans: Sequence[Mapping[str, datetime]], earlier: int) -> Sessions:
-    """The session count (kept spans plus those let go) and the latest session."""
+def summary(times: Iterable[datetime], timeout: timedelta) -> Sessions:
+    """The session count over the kept activity times, and the latest session."""
+    spans = spans_of(times, timeout)
     if not spans:
-        return Sessions(earlier, None, None)
-    latest = max(spans, key=lambda s: s["s"])
-    return Sessions(earlier + len(spans), latest["s"], latest["l"])
+        return Sessions(0, None, None)
+    return Sessions(len(spans), spans[-1]["s"], spans[-1]["l"])
 
 
-def update_stages(new: Sequence[Span], timeout: timedelta, keep: int = KEEP) -> list[Any]:
-    """Update-pipeline stages that join ``new`` spans into the stored ``sessions`` and keep
-    the newest ``keep`` of them, counting the rest in ``sessions_earlier``."""
-    gap_ms = int(timeout.total_seconds() * 1000)
-    combined = {
-        "$sortArray": {
-            "input": {"$concatArrays": [{"$ifNull": ["$sessions", []]}, {"$literal": list(new)}]},
-            "sortBy": {"s": 1, "l": 1},
-        }
+def append_expression(times: Sequence[datetime], keep: int = KEEP) -> dict[str, Any]:
+    """The update-pipeline expression adding ``times`` to the stored ``activity``, keeping
+    the last ``keep``."""
+    return {
+        "$slice": [
+            {"$concatArrays": [{"$ifNull": ["$activity", []]}, {"$literal": list(times)}]},
+            -keep,
+        ]
     }
-    joins = {
-        "$let": {
-            "vars": {"last": {"$last": "$$value"}},
-            "in": {
-                "$cond": [
-                    {
-                        "$and": [
-                            {"$gt": [{"$size": "$$value"}, 0]},
-                            {"$lte": ["$$this.s", {"$add": ["$$last.l", gap_ms]}]},
-                        ]
-                    },
-                    {
-                        "$concatArrays": [
-                            {"$slice": ["$$value", {"$subtract": [{"$size": "$$value"}, 1]}]},
-                            [{"s": "$$last.s", "l": {"$max": ["$$last.l", "$$this.l"]}}],
-                        ]
-                    },
-                    {"$concatArrays": ["$$value", ["$$this"]]},
-                ]
-            },
-        }
-    }
-    excess = {"$max": [0, {"$subtract": [{"$size": "$sessions"}, keep]}]}
-    return [
-        {"$set": {"sessions": {"$reduce": {"input": combined, "initialValue": [], "in": joins}}}},
-        {
-            "$set": {
-                "sessions_earlier": {"$add": [{"$ifNull": ["$sessions_earlier", 0]}, excess]},
-                "sessions": {"$slice": ["$sessions", -keep]},
-            }
-        },
-    ]
+
+
+def combined(profiles: Iterable[Sequence[datetime]], keep: int = KEEP) -> list[datetime]:
+    """The activity of profiles merged into one: the most recent ``keep`` times."""
+    return sorted(t for times in profiles for t in times)[-keep:]

@@ -41,7 +41,12 @@ class StoredProfile:
     """A profile as read back from the store, with original field names and PII traits
     decrypted."""
 
-    def __init__(self, doc: Document, cipher: FieldCipher | None) -> None:
+    def __init__(
+        self,
+        doc: Document,
+        cipher: FieldCipher | None,
+        session_timeout: timedelta = sessions.DEFAULT_TIMEOUT,
+    ) -> None:
         self.customer_id: str = doc["_id"]
         self.traits: dict[str, Any] = {
             original_name(k): v for k, v in (doc.get("traits") or {}).items()
@@ -74,9 +79,7 @@ class StoredProfile:
             {original_name(k): v for k, v in (doc.get("orders") or {}).items()}
         )
         self.redeemed: dict[str, int] = dict(doc.get("loyalty") or {})
-        self.sessions = sessions.summary(
-            doc.get("sessions") or [], int(doc.get("sessions_earlier") or 0)
-        )
+        self.sessions = sessions.summary(doc.get("activity") or [], session_timeout)
 
     def export(self) -> dict[str, Any]:
         """Everything this profile holds, as JSON-ready data."""
@@ -221,9 +224,7 @@ class ProfileStore:
         merged = [
             _snapshot(by_id[m]) for m in merged_ids if m in by_id and "merged_into" not in by_id[m]
         ]
-        change = fold_merged(
-            None if survivor is None else _snapshot(survivor), merged, self.session_timeout
-        )
+        change = fold_merged(None if survivor is None else _snapshot(survivor), merged)
         update: dict[str, Any] = {
             "$push": {"recent_event_ids": {"$each": [merge_id], "$slice": -self.dedupe_window}}
         }
@@ -291,6 +292,8 @@ class ProfileStore:
             stage[path] = {"$setUnion": [{"$ifNull": [f"${path}", []]}, {"$literal": members}]}
         for path, at in merged.latest.items():
             stage[path] = _bound("$max", path, at)
+        if merged.active:
+            stage["activity"] = sessions.append_expression(sorted(merged.active))
         increments = {f"event_counts.{k}": n for k, n in merged.count_increments.items()}
         increments.update(merged.inc_fields)
         for path, n in increments.items():
@@ -298,9 +301,6 @@ class ProfileStore:
         pipeline: list[Document] = [{"$set": stage}]
         if unset:
             pipeline.append({"$unset": unset})
-        if merged.active:
-            spans = sessions.spans_of(merged.active, self.session_timeout)
-            pipeline.extend(sessions.update_stages(spans, self.session_timeout))
         # For a profile that exists and has seen one of the ids, the upsert collides on _id:
         # that duplicate-key error means "(partly) done already".
         return UpdateOne(
@@ -373,7 +373,7 @@ class ProfileStore:
                     if survivor is not None:
                         found[doc["_id"]] = survivor
                 else:
-                    found[doc["_id"]] = StoredProfile(doc, self.cipher)
+                    found[doc["_id"]] = StoredProfile(doc, self.cipher, self.session_timeout)
         return found
 
     async def export(self, customer_id: str) -> dict[str, Any]:
@@ -431,7 +431,7 @@ class ProfileStore:
             if doc is None:
                 return None
             if "merged_into" not in doc:
-                return StoredProfile(doc, self.cipher)
+                return StoredProfile(doc, self.cipher, self.session_timeout)
             customer_id = doc["merged_into"]
         return None
 
@@ -464,6 +464,5 @@ def _snapshot(doc: Document) -> ProfileSnapshot:
         stamps=stamps,
         first_seen=doc.get("first_seen"),
         last_seen=doc.get("last_seen"),
-        sessions=list(doc.get("sessions") or []),
-        sessions_earlier=int(doc.get("sessions_earlier") or 0),
+        activity=list(doc.get("activity") or []),
     )

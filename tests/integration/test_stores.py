@@ -235,20 +235,18 @@ async def test_sessions_join_across_batches_and_late_events_bridge_them(
     assert profile.sessions.count == 2
 
 
-async def test_session_spans_are_trimmed_in_the_store_with_the_rest_counted(
-    db: AsyncIOMotorDatabase[Document],
-) -> None:
+async def test_activity_kept_for_sessions_is_bounded(db: AsyncIOMotorDatabase[Document]) -> None:
+    keep = 3
     for n in range(5):
-        new = sessions.spans_of([T0 + timedelta(hours=n)], timedelta(minutes=30))
-        stages = sessions.update_stages(new, timedelta(minutes=30), keep=2)
-        await db["profiles"].update_one({"_id": "c1"}, stages, upsert=True)
+        expression = sessions.append_expression([T0 + timedelta(hours=n)], keep)
+        await db["profiles"].update_one(
+            {"_id": "c1"}, [{"$set": {"activity": expression}}], upsert=True
+        )
     doc = await db["profiles"].find_one({"_id": "c1"})
     assert doc is not None
-    assert [s["s"].replace(tzinfo=UTC) for s in doc["sessions"]] == [
-        T0 + timedelta(hours=3),
-        T0 + timedelta(hours=4),
+    assert [t.replace(tzinfo=UTC) for t in doc["activity"]] == [
+        T0 + timedelta(hours=h) for h in (2, 3, 4)
     ]
-    assert doc["sessions_earlier"] == 3
 
 
 async def test_merge_joins_sessions_of_both_profiles(db: AsyncIOMotorDatabase[Document]) -> None:

@@ -27,7 +27,7 @@ def test_a_gap_longer_than_the_timeout_starts_a_new_session() -> None:
         {"s": at(71), "l": at(71)},
         {"s": at(200), "l": at(200)},
     ]
-    summary = sessions.summary(spans, earlier=0)
+    summary = sessions.summary([at(0), at(10), at(40), at(71), at(200)], GAP)
     assert (summary.count, summary.last_started_at, summary.last_active_at) == (
         3,
         at(200),
@@ -47,16 +47,13 @@ def test_the_timeout_is_configurable() -> None:
     assert len(sessions.spans_of([at(0), at(20)], timedelta(minutes=60))) == 1
 
 
-def test_trimming_keeps_the_newest_and_counts_the_rest() -> None:
-    spans = sessions.spans_of([at(100 * n) for n in range(7)], GAP)
-    kept, dropped = sessions.trim(spans, keep=3)
-    assert dropped == 4
-    assert [s["s"] for s in kept] == [at(400), at(500), at(600)]
-    assert sessions.summary(kept, dropped).count == 7
+def test_merged_activity_keeps_the_most_recent_times() -> None:
+    kept = sessions.combined([[at(5), at(1)], [at(3), at(9)]], keep=3)
+    assert kept == [at(3), at(5), at(9)]
 
 
 def test_no_activity_means_no_session() -> None:
-    assert sessions.summary([], 0) == sessions.Sessions(0, None, None)
+    assert sessions.summary([], GAP) == sessions.Sessions(0, None, None)
 
 
 @given(st.lists(st.integers(0, 2_000), min_size=1, max_size=30), st.randoms())
