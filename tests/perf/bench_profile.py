@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from google.protobuf.struct_pb2 import Struct
+from pymongo import UpdateOne
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
@@ -145,6 +146,32 @@ async def run(args: argparse.Namespace, mongo_uri: str, bootstrap: str) -> None:
     client.close()
 
 
+async def store_floor(mongo_uri: str, events: list[events_pb2.Event]) -> float:
+    """Events/s of the least MongoDB work a per-customer profile with a per-event timeline
+    needs: for each batch of 500, one plain ``$inc`` upsert per customer in the batch and one
+    small insert per event, nothing else (no pipeline, dedupe, encryption or Kafka).
+    Measured on the same server in the same run, to show what the server itself allows."""
+    client = mongo_client(mongo_uri, "bench-floor")
+    db = database(client, "bench_floor", "profile")
+    await db["timeline"].create_index([("customer_id", 1), ("at", -1)])
+    started = time.perf_counter()
+    for index in range(0, len(events), 500):
+        batch = events[index : index + 500]
+        customers = sorted({e.customer_id for e in batch})
+        upserts = [UpdateOne({"_id": c}, {"$inc": {"events": 1}}, upsert=True) for c in customers]
+        docs = [
+            {"_id": e.event_id, "customer_id": e.customer_id, "name": e.name, "at": T0}
+            for e in batch
+        ]
+        await asyncio.gather(
+            db["profiles"].bulk_write(upserts, ordered=False),
+            db["timeline"].insert_many(docs, ordered=False),
+        )
+    elapsed = time.perf_counter() - started
+    client.close()
+    return len(events) / elapsed
+
+
 def main() -> None:
     """Start private servers, measure, stop them."""
     parser = argparse.ArgumentParser(description=__doc__)
@@ -161,6 +188,17 @@ def main() -> None:
         kafka.start()
         try:
             asyncio.run(run(args, mongo.uri, kafka.bootstrap_servers))
+            sample = workload(min(args.events, 30_000), args.customers, args.seed + 1)
+            floor = asyncio.run(store_floor(mongo.uri, sample))
+            emit(
+                {
+                    "metric": "profile_store_floor_events_per_s",
+                    "value": round(floor, 1),
+                    "events": len(sample),
+                    "note": "one $inc upsert per customer + one insert per event per batch "
+                    "of 500, same server, same run",
+                }
+            )
         finally:
             kafka.stop()
             mongo.stop()
