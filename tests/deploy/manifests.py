@@ -346,7 +346,7 @@ def reference_problems(objects: list[Manifest]) -> list[str]:
 
 def config_map_refs(obj: Manifest) -> list[tuple[str, str | None, bool]]:
     """(ConfigMap name, key or None, optional) for every ConfigMap a workload's pods read."""
-    found = []
+    found: list[tuple[str, str | None, bool]] = []
     for container in containers(obj):
         for source in items(container.get("envFrom")):
             cm = mapping(mapping(source).get("configMapRef"))

@@ -21,13 +21,16 @@ API_VERSION = "skaffold/v4beta13"
 SCHEMA_FILE = "skaffold-v4beta13.json"
 SCHEMA_VARIABLE = "LODESTAR_SKAFFOLD_SCHEMA"
 KUSTOMIZATION_FILES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
+MACHINE_SCHEMA = Path("/work/shared/schemas") / SCHEMA_FILE
 
 
 class SchemaMissingError(RuntimeError):
     """The skaffold schema is in none of the places looked at."""
 
 
-def find_schema(repo: Path, environ: Mapping[str, str]) -> Path:
+def find_schema(
+    repo: Path, environ: Mapping[str, str], machine_schema: Path = MACHINE_SCHEMA
+) -> Path:
     """The schema file: the variable if set (and then only it), else the shared folders."""
     if environ.get(SCHEMA_VARIABLE):
         chosen = Path(environ[SCHEMA_VARIABLE])
@@ -36,7 +39,7 @@ def find_schema(repo: Path, environ: Mapping[str, str]) -> Path:
         return chosen
     candidates = [
         repo.parent / "shared" / "schemas" / SCHEMA_FILE,
-        Path("/work/shared/schemas") / SCHEMA_FILE,
+        machine_schema,
     ]
     for candidate in candidates:
         if candidate.is_file():
@@ -55,18 +58,39 @@ def load_schema(path: Path) -> dict[str, Any]:
     return schema
 
 
+def single_root(schema: Mapping[str, Any]) -> dict[str, Any]:
+    """The schema with a one-branch top-level ``anyOf`` inlined, so errors point at the
+    field that is wrong instead of "not valid under any of the given schemas"."""
+    root = {key: value for key, value in schema.items() if key != "anyOf"}
+    branches = items(schema.get("anyOf"))
+    if len(branches) == 1:
+        root.update(mapping(branches[0]))
+    else:
+        root["anyOf"] = branches
+    return root
+
+
+def most_relevant(error: jsonschema.ValidationError) -> jsonschema.ValidationError:
+    """Inside an ``anyOf`` (a build is local, cluster or cloud; an artifact is one of many
+    builders), the deepest branch error: the branch that matched furthest is the intended one."""
+    if error.context:
+        return most_relevant(max(error.context, key=lambda e: len(e.absolute_path)))
+    return error
+
+
 def schema_problems(documents: Iterable[Manifest], schema: Mapping[str, Any]) -> list[str]:
     """Each YAML document validates against the schema; ``apiVersion`` is checked apart,
     because the schema accepts any string there."""
-    validator = jsonschema.validators.validator_for(schema)(schema)
+    validator = jsonschema.validators.validator_for(schema)(single_root(schema))
     problems = []
     for index, doc in enumerate(documents):
         if doc.get("apiVersion") != API_VERSION:
             problems.append(
                 f"document {index}: apiVersion {doc.get('apiVersion')!r} != {API_VERSION}"
             )
-        for error in sorted(validator.iter_errors(doc), key=lambda e: list(map(str, e.path))):
-            where = ".".join(str(p) for p in error.path) or "(top)"
+        errors = [most_relevant(e) for e in validator.iter_errors(doc)]
+        for error in sorted(errors, key=lambda e: [str(p) for p in e.absolute_path]):
+            where = ".".join(str(p) for p in error.absolute_path) or "(top)"
             problems.append(f"document {index}: {where}: {error.message}")
     return problems
 
