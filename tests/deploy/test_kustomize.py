@@ -29,11 +29,7 @@ def test_each_overlay_renders_the_whole_platform(objects: list[Manifest], overla
     assert kinds["HorizontalPodAutoscaler"] == 3  # gateway, identity, profile
     assert kinds["PodDisruptionBudget"] == 8
     assert {o["metadata"].get("namespace") for o in objects} == {"lodestar"}
-    assert all(
-        o["metadata"]["labels"]["app.kubernetes.io/part-of"] == "lodestar"
-        for o in objects
-        if o["kind"] != "ConfigMap"
-    )
+    assert all(o["metadata"]["labels"]["app.kubernetes.io/part-of"] == "lodestar" for o in objects)
 
 
 def test_prod_scales_out_kafka_and_mongo(rendered: dict[str, list[Manifest]]) -> None:
