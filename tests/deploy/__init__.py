@@ -1,0 +1,1 @@
+"""Offline checks of the Dockerfile, the Kubernetes manifests and skaffold.yaml."""
