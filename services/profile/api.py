@@ -74,6 +74,8 @@ def to_proto(
             average_order_value=_money(rules.base_currency, summary.average_order_minor),
             first_order_at=_stamp(summary.first_order_at),
             last_order_at=_stamp(summary.last_order_at),
+            purchase_days=summary.purchase_days,
+            repeat_purchase_average=_money(rules.base_currency, summary.repeat_average_minor),
         ),
         consent=[_consent(p, c) for p, c in sorted(profile.consent.items())],
         consent_history=[_consent(e["purpose"], e) for e in profile.consent_history],

@@ -163,6 +163,10 @@ class OrdersSummary:
     average_order_minor: int = 0
     first_order_at: datetime | None = None
     last_order_at: datetime | None = None
+    # For purchase models (BG/NBD, Gamma-Gamma): days with a purchase, and the mean
+    # base-currency spend of the days after the first (repeat purchases).
+    purchase_days: int = 0
+    repeat_average_minor: int = 0
 
 
 @dataclass(frozen=True)
@@ -188,12 +192,19 @@ def summarize_orders(orders: Sequence[Order], base_currency: str) -> OrdersSumma
         revenue[currency] = revenue.get(currency, 0) + order.net_minor
     base = [o for o in orders if (o.currency or base_currency) == base_currency]
     average = sum(o.net_minor for o in base) // len(base) if base else 0
+    days: dict[object, int] = {}
+    for order in base:
+        day = order.at.date()
+        days[day] = days.get(day, 0) + order.net_minor
+    repeat = list(days.values())[1:]  # orders are oldest first: the first day is not a repeat
     return OrdersSummary(
         order_count=len(orders),
         revenue_minor=revenue,
         average_order_minor=average,
         first_order_at=orders[0].at,
         last_order_at=orders[-1].at,
+        purchase_days=len({o.at.date() for o in orders}),
+        repeat_average_minor=sum(repeat) // len(repeat) if repeat else 0,
     )
 
 

@@ -110,8 +110,8 @@ class ResolvedEventHandler:
         for delta in deltas:
             by_customer.setdefault(delta.customer_id, []).append(delta)
         paths = {c: set().union(*(changed_paths(d) for d in ds)) for c, ds in by_customer.items()}
-        watched = [c for c, p in paths.items() if any(p_.split(".")[0] in WATCHED for p_ in p)]
-        profiles = await self.store.get_many(watched)
+        watched = {c for c, p in paths.items() if any(p_.split(".")[0] in WATCHED for p_ in p)}
+        profiles = await self.store.get_many(list(by_customer))
         now = datetime.now(UTC)
         changes = []
         for customer_id, customer_deltas in by_customer.items():
@@ -128,6 +128,11 @@ class ResolvedEventHandler:
                 view = to_proto(profile, self.rules, now)
                 change.loyalty.CopyFrom(view.loyalty)
                 change.consent.extend(view.consent)
+                change.trait_names.extend(sorted(view.traits.fields))
+                for name in self.store.pii_traits & set(view.traits.fields):
+                    del view.traits.fields[name]  # PII stays in the profile service
+                change.profile.CopyFrom(view)
+            if profile is not None and customer_id in watched:
                 previous = await self.store.announce_tier(profile.customer_id, view.loyalty.tier)
                 # Never announced before: the customer started in the base tier.
                 previous = previous or (None if previous is None else self.rules.tiers[0][0])

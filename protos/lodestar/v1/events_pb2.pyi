@@ -210,6 +210,8 @@ class ProfileChanged(_message.Message):
     TIER_CHANGED_FIELD_NUMBER: _builtins.int
     OLD_TIER_FIELD_NUMBER: _builtins.int
     NEW_TIER_FIELD_NUMBER: _builtins.int
+    PROFILE_FIELD_NUMBER: _builtins.int
+    TRAIT_NAMES_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     customer_id: _builtins.str
     caused_by_event_id: _builtins.str
@@ -225,6 +227,14 @@ class ProfileChanged(_message.Message):
     def loyalty(self) -> _profile_pb2.Loyalty: ...
     @_builtins.property
     def consent(self) -> _containers.RepeatedCompositeFieldContainer[_profile_pb2.ConsentState]: ...
+    @_builtins.property
+    def profile(self) -> _profile_pb2.Profile:
+        """The whole profile after the change, for services that keep their own view of it
+        (segmentation). PII trait values are left out; trait_names lists every trait present.
+        """
+
+    @_builtins.property
+    def trait_names(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
         self,
         *,
@@ -238,10 +248,12 @@ class ProfileChanged(_message.Message):
         tier_changed: _builtins.bool = ...,
         old_tier: _builtins.str = ...,
         new_tier: _builtins.str = ...,
+        profile: _profile_pb2.Profile | None = ...,
+        trait_names: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["changed_at", b"changed_at", "loyalty", b"loyalty"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["changed_at", b"changed_at", "loyalty", b"loyalty", "profile", b"profile"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["caused_by_event_id", b"caused_by_event_id", "changed_at", b"changed_at", "changed_paths", b"changed_paths", "consent", b"consent", "customer_id", b"customer_id", "event_id", b"event_id", "loyalty", b"loyalty", "new_tier", b"new_tier", "old_tier", b"old_tier", "tier_changed", b"tier_changed"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["caused_by_event_id", b"caused_by_event_id", "changed_at", b"changed_at", "changed_paths", b"changed_paths", "consent", b"consent", "customer_id", b"customer_id", "event_id", b"event_id", "loyalty", b"loyalty", "new_tier", b"new_tier", "old_tier", b"old_tier", "profile", b"profile", "tier_changed", b"tier_changed", "trait_names", b"trait_names"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

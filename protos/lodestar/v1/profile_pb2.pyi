@@ -376,7 +376,13 @@ class OrdersSummary(_message.Message):
     AVERAGE_ORDER_VALUE_FIELD_NUMBER: _builtins.int
     FIRST_ORDER_AT_FIELD_NUMBER: _builtins.int
     LAST_ORDER_AT_FIELD_NUMBER: _builtins.int
+    PURCHASE_DAYS_FIELD_NUMBER: _builtins.int
+    REPEAT_PURCHASE_AVERAGE_FIELD_NUMBER: _builtins.int
     order_count: _builtins.int
+    purchase_days: _builtins.int
+    """Distinct days with an order, and the mean base-currency spend of the days after the
+    first (the inputs of purchase models).
+    """
     @_builtins.property
     def revenue(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Money]:
         """per currency"""
@@ -389,6 +395,8 @@ class OrdersSummary(_message.Message):
     def first_order_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def last_order_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def repeat_purchase_average(self) -> _common_pb2.Money: ...
     def __init__(
         self,
         *,
@@ -397,10 +405,12 @@ class OrdersSummary(_message.Message):
         average_order_value: _common_pb2.Money | None = ...,
         first_order_at: _timestamp_pb2.Timestamp | None = ...,
         last_order_at: _timestamp_pb2.Timestamp | None = ...,
+        purchase_days: _builtins.int = ...,
+        repeat_purchase_average: _common_pb2.Money | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["average_order_value", b"average_order_value", "first_order_at", b"first_order_at", "last_order_at", b"last_order_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["average_order_value", b"average_order_value", "first_order_at", b"first_order_at", "last_order_at", b"last_order_at", "repeat_purchase_average", b"repeat_purchase_average"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["average_order_value", b"average_order_value", "first_order_at", b"first_order_at", "last_order_at", b"last_order_at", "order_count", b"order_count", "revenue", b"revenue"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["average_order_value", b"average_order_value", "first_order_at", b"first_order_at", "last_order_at", b"last_order_at", "order_count", b"order_count", "purchase_days", b"purchase_days", "repeat_purchase_average", b"repeat_purchase_average", "revenue", b"revenue"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

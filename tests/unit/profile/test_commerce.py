@@ -181,3 +181,18 @@ def test_tiers_can_go_by_purchases_in_the_window() -> None:
 def test_an_unknown_tier_basis_is_refused() -> None:
     with pytest.raises(ValueError, match="tier basis"):
         LoyaltyRules(tier_basis="visits")
+
+
+def test_purchase_days_and_repeat_average_feed_purchase_models() -> None:
+    from services.profile.commerce import summarize_orders
+
+    orders = [
+        Order("a", 10_00, "EUR", T0),
+        Order("b", 5_00, "EUR", T0 + timedelta(hours=2)),  # same day as the first
+        Order("c", 30_00, "EUR", T0 + timedelta(days=3)),
+        Order("d", 20_00, "EUR", T0 + timedelta(days=9), refunded_minor=10_00),
+    ]
+    summary = summarize_orders(orders, "EUR")
+    assert summary.purchase_days == 3
+    assert summary.repeat_average_minor == (30_00 + 10_00) // 2
+    assert summarize_orders(orders[:2], "EUR").repeat_average_minor == 0
