@@ -15,6 +15,10 @@ class NotFound(LodestarError):
     """The thing asked for does not exist (gRPC NOT_FOUND)."""
 
 
+class AlreadyExists(LodestarError):
+    """The thing to create exists already (gRPC ALREADY_EXISTS)."""
+
+
 class Unavailable(LodestarError):
     """A dependency is down; retrying later may work (gRPC UNAVAILABLE, HTTP 503)."""
 

@@ -13,22 +13,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from services.platform.fieldnames import field_key, original_name
 from services.profile import commerce, engagement, sessions
 
 TRACK = "track"
 IDENTIFY = "identify"
-
-
-def field_key(name: str) -> str:
-    """A MongoDB-safe field name for an event or trait name ('.' and a leading '$' are
-    meaningful to MongoDB, so they are percent-escaped, and '%' with them)."""
-    escaped = name.replace("%", "%25").replace(".", "%2E")
-    return "%24" + escaped[1:] if escaped.startswith("$") else escaped
-
-
-def original_name(key: str) -> str:
-    """Undo :func:`field_key`."""
-    return key.replace("%24", "$").replace("%2E", ".").replace("%25", "%")
 
 
 @dataclass(frozen=True)

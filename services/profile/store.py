@@ -22,6 +22,7 @@ from pymongo import UpdateOne
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from services.platform.crypto import EncryptedValue, FieldCipher
+from services.platform.fieldnames import original_name
 from services.platform.mongo import Document, IndexSpec, ensure_indexes
 from services.profile import sessions
 from services.profile.commerce import Order, orders_from
@@ -31,7 +32,6 @@ from services.profile.fold import (
     ResolvedEvent,
     fold_merged,
     merge,
-    original_name,
 )
 
 DUPLICATE_KEY = 11000

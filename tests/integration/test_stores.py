@@ -67,7 +67,7 @@ async def test_profile_names_with_dots_and_dollars_survive(
     db: AsyncIOMotorDatabase[Document],
 ) -> None:
     store = ProfileStore(db, dedupe_window=10)
-    from services.profile.fold import field_key
+    from services.platform.fieldnames import field_key
 
     odd = "$weird.event name"
     await store.apply(

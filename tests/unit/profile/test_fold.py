@@ -12,15 +12,14 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from lodestar.v1 import events_pb2
 from services.platform.errors import PoisonMessage
+from services.platform.fieldnames import field_key, original_name
 from services.profile.consumers import to_resolved_event
 from services.profile.fold import (
     IDENTIFY,
     TRACK,
     ProfileDelta,
     ResolvedEvent,
-    field_key,
     fold,
-    original_name,
 )
 
 WHEN = datetime(2024, 5, 1, 12, 30, 15, tzinfo=UTC)
