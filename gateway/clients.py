@@ -5,7 +5,12 @@ from __future__ import annotations
 import grpc
 
 from gateway.settings import GatewaySettings
-from lodestar.v1 import identity_pb2_grpc, privacy_pb2_grpc, profile_pb2_grpc
+from lodestar.v1 import (
+    identity_pb2_grpc,
+    privacy_pb2_grpc,
+    profile_pb2_grpc,
+    segmentation_pb2_grpc,
+)
 from services.platform.rpc import client_channel
 
 
@@ -20,6 +25,7 @@ class ServiceClients:
     profile: profile_pb2_grpc.ProfileServiceAsyncStub
     # Privacy requests are served by the profile process.
     privacy: privacy_pb2_grpc.PrivacyServiceAsyncStub
+    segmentation: segmentation_pb2_grpc.SegmentationServiceAsyncStub
 
     def __init__(self, settings: GatewaySettings) -> None:
         self.settings = settings
@@ -33,6 +39,9 @@ class ServiceClients:
         profile = self._open(self.settings.profile_addr)
         self.profile = profile_pb2_grpc.ProfileServiceStub(profile)
         self.privacy = privacy_pb2_grpc.PrivacyServiceStub(profile)
+        self.segmentation = segmentation_pb2_grpc.SegmentationServiceStub(
+            self._open(self.settings.segmentation_addr)
+        )
 
     def _open(self, target: str) -> grpc.aio.Channel:
         channel = client_channel(target, self.settings.grpc_timeout_s)

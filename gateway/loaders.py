@@ -12,7 +12,7 @@ from strawberry.dataloader import DataLoader
 
 from gateway.clients import ServiceClients
 from gateway.errors import BAD_USER_INPUT, client_error, from_rpc_error
-from lodestar.v1 import common_pb2, identity_pb2, profile_pb2
+from lodestar.v1 import common_pb2, identity_pb2, profile_pb2, segmentation_pb2
 
 
 @dataclass
@@ -23,6 +23,8 @@ class Loaders:
     profiles: DataLoader[str, profile_pb2.Profile | None]
     # (type, value) -> customer id: every identifier lookup of a query in one BatchLookup.
     customer_ids: DataLoader[tuple[str, str], str | None]
+    memberships: DataLoader[str, segmentation_pb2.Memberships]
+    scores: DataLoader[str, segmentation_pb2.CustomerScores | None]
 
 
 def _absent_if_not_found(error: grpc.aio.AioRpcError) -> None:
@@ -70,8 +72,28 @@ def make_loaders(clients: ServiceClients) -> Loaders:
             for r in reply.results
         ]
 
+    async def memberships(ids: Sequence[str]) -> list[segmentation_pb2.Memberships]:
+        try:
+            reply = await clients.segmentation.MembershipsFor(
+                segmentation_pb2.MembershipsForRequest(customer_ids=list(ids))
+            )
+        except grpc.aio.AioRpcError as error:
+            raise from_rpc_error(error) from error
+        return [reply.memberships.get(i, segmentation_pb2.Memberships()) for i in ids]
+
+    async def scores(ids: Sequence[str]) -> list[segmentation_pb2.CustomerScores | None]:
+        try:
+            reply = await clients.segmentation.GetScores(
+                segmentation_pb2.GetScoresRequest(customer_ids=list(ids))
+            )
+        except grpc.aio.AioRpcError as error:
+            raise from_rpc_error(error) from error
+        return [reply.scores.get(i) for i in ids]
+
     return Loaders(
         identities=DataLoader(identities),
         profiles=DataLoader(profiles),
         customer_ids=DataLoader(customer_ids),
+        memberships=DataLoader(memberships),
+        scores=DataLoader(scores),
     )

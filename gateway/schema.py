@@ -15,6 +15,14 @@ from strawberry.types import Info
 from gateway.errors import BAD_USER_INPUT, MaskUnexpectedErrors, client_error, from_rpc_error
 from gateway.loaders import Loaders
 from gateway.privacy import Mutation, PrivacyRequest, privacy_request
+from gateway.segments import (
+    CustomerScores,
+    Segment,
+    SegmentMembership,
+    customer_scores,
+    customer_segments,
+    segments,
+)
 from lodestar.v1 import common_pb2, profile_pb2
 
 
@@ -266,6 +274,14 @@ class Customer:
             next_page_token=page.next_page_token or None,
         )
 
+    @strawberry.field(description="The segments the customer is in.")
+    async def segments(self, info: Info) -> list[SegmentMembership]:
+        return await customer_segments(info, str(self.id))
+
+    @strawberry.field(description="RFM, churn risk and lifetime value; null before scoring.")
+    async def scores(self, info: Info) -> CustomerScores | None:
+        return await customer_scores(info, str(self.id))
+
     @strawberry.field(description="When the first event of this customer happened.")
     async def first_seen(self, info: Info) -> datetime | None:
         return _time(await info.context["loaders"].profiles.load(str(self.id)), "first_seen")
@@ -301,6 +317,9 @@ class Query:
         current = identities.customer_id if identities is not None else str(id)
         return Customer(id=strawberry.ID(current))
 
+    segments: list[Segment] = strawberry.field(
+        resolver=segments, description="Every segment, with its size and status."
+    )
     privacy_request: PrivacyRequest | None = strawberry.field(
         resolver=privacy_request, description="A privacy request by id; null when unknown."
     )

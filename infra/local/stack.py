@@ -226,6 +226,7 @@ class Stack:
             env["LODESTAR_API_KEY"] = self.api_key
             env["LODESTAR_IDENTITY_ADDR"] = self.grpc_target("identity")
             env["LODESTAR_PROFILE_ADDR"] = self.grpc_target("profile")
+            env["LODESTAR_SEGMENTATION_ADDR"] = self.grpc_target("segmentation")
             env["LODESTAR_METRICS_PORT"] = "0"
         else:
             env[f"LODESTAR_{name.upper()}_GRPC_PORT"] = str(self.ports.grpc[name])

@@ -3,6 +3,617 @@
 isort:skip_file
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+import builtins as _builtins
+import sys
+import typing as _typing
+
+if sys.version_info >= (3, 11):
+    from typing import TypeAlias as _TypeAlias, Never as _Never
+else:
+    from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _SegmentStatus:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _SegmentStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SegmentStatus.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    SEGMENT_STATUS_UNSPECIFIED: _SegmentStatus.ValueType  # 0
+    SEGMENT_STATUS_BACKFILLING: _SegmentStatus.ValueType  # 1
+    SEGMENT_STATUS_LIVE: _SegmentStatus.ValueType  # 2
+
+class SegmentStatus(_SegmentStatus, metaclass=_SegmentStatusEnumTypeWrapper): ...
+
+SEGMENT_STATUS_UNSPECIFIED: SegmentStatus.ValueType  # 0
+SEGMENT_STATUS_BACKFILLING: SegmentStatus.ValueType  # 1
+SEGMENT_STATUS_LIVE: SegmentStatus.ValueType  # 2
+Global___SegmentStatus: _TypeAlias = SegmentStatus  # noqa: Y015
+
+@_typing.final
+class Segment(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    RULE_JSON_FIELD_NUMBER: _builtins.int
+    SIZE_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    UPDATED_AT_FIELD_NUMBER: _builtins.int
+    BACKFILL_EVALUATED_FIELD_NUMBER: _builtins.int
+    BACKFILL_TOTAL_FIELD_NUMBER: _builtins.int
+    READS_PATHS_FIELD_NUMBER: _builtins.int
+    READS_EVENTS_FIELD_NUMBER: _builtins.int
+    TIME_DEPENDENT_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    name: _builtins.str
+    description: _builtins.str
+    version: _builtins.int
+    """Bumped whenever the rule changes."""
+    status: Global___SegmentStatus.ValueType
+    rule_json: _builtins.str
+    """The rule, as canonical JSON."""
+    size: _builtins.int
+    backfill_evaluated: _builtins.int
+    """While backfilling: profiles evaluated so far, of how many."""
+    backfill_total: _builtins.int
+    time_dependent: _builtins.bool
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def updated_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def reads_paths(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """What the rule reads, so callers can tell real-time triggers and time windows apart."""
+
+    @_builtins.property
+    def reads_events(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        description: _builtins.str = ...,
+        version: _builtins.int = ...,
+        status: Global___SegmentStatus.ValueType = ...,
+        rule_json: _builtins.str = ...,
+        size: _builtins.int = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
+        updated_at: _timestamp_pb2.Timestamp | None = ...,
+        backfill_evaluated: _builtins.int = ...,
+        backfill_total: _builtins.int = ...,
+        reads_paths: _abc.Iterable[_builtins.str] | None = ...,
+        reads_events: _abc.Iterable[_builtins.str] | None = ...,
+        time_dependent: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "updated_at", b"updated_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backfill_evaluated", b"backfill_evaluated", "backfill_total", b"backfill_total", "created_at", b"created_at", "description", b"description", "id", b"id", "name", b"name", "reads_events", b"reads_events", "reads_paths", b"reads_paths", "rule_json", b"rule_json", "size", b"size", "status", b"status", "time_dependent", b"time_dependent", "updated_at", b"updated_at", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Segment: _TypeAlias = Segment  # noqa: Y015
+
+@_typing.final
+class CreateSegmentRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    RULE_JSON_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """Optional: lowercase letters, digits, '-' and '_' (generated from the name when empty)."""
+    name: _builtins.str
+    description: _builtins.str
+    rule_json: _builtins.str
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        description: _builtins.str = ...,
+        rule_json: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "id", b"id", "name", b"name", "rule_json", b"rule_json"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateSegmentRequest: _TypeAlias = CreateSegmentRequest  # noqa: Y015
+
+@_typing.final
+class UpdateSegmentRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    RULE_JSON_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    name: _builtins.str
+    """Empty fields are left as they are."""
+    description: _builtins.str
+    rule_json: _builtins.str
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        description: _builtins.str = ...,
+        rule_json: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "id", b"id", "name", b"name", "rule_json", b"rule_json"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateSegmentRequest: _TypeAlias = UpdateSegmentRequest  # noqa: Y015
+
+@_typing.final
+class DeleteSegmentRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteSegmentRequest: _TypeAlias = DeleteSegmentRequest  # noqa: Y015
+
+@_typing.final
+class DeleteSegmentResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    MEMBERS_EXITED_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    members_exited: _builtins.int
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        members_exited: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "members_exited", b"members_exited"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteSegmentResponse: _TypeAlias = DeleteSegmentResponse  # noqa: Y015
+
+@_typing.final
+class GetSegmentRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetSegmentRequest: _TypeAlias = GetSegmentRequest  # noqa: Y015
+
+@_typing.final
+class ListSegmentsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSegmentsRequest: _TypeAlias = ListSegmentsRequest  # noqa: Y015
+
+@_typing.final
+class ListSegmentsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEGMENTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def segments(self) -> _containers.RepeatedCompositeFieldContainer[Global___Segment]: ...
+    def __init__(
+        self,
+        *,
+        segments: _abc.Iterable[Global___Segment] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["segments", b"segments"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSegmentsResponse: _TypeAlias = ListSegmentsResponse  # noqa: Y015
+
+@_typing.final
+class MembersRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEGMENT_ID_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    segment_id: _builtins.str
+    page_size: _builtins.int
+    page_token: _builtins.str
+    def __init__(
+        self,
+        *,
+        segment_id: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "segment_id", b"segment_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MembersRequest: _TypeAlias = MembersRequest  # noqa: Y015
+
+@_typing.final
+class Member(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    SINCE_FIELD_NUMBER: _builtins.int
+    SEGMENT_VERSION_FIELD_NUMBER: _builtins.int
+    customer_id: _builtins.str
+    segment_version: _builtins.int
+    @_builtins.property
+    def since(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        customer_id: _builtins.str = ...,
+        since: _timestamp_pb2.Timestamp | None = ...,
+        segment_version: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["since", b"since"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer_id", b"customer_id", "segment_version", b"segment_version", "since", b"since"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Member: _TypeAlias = Member  # noqa: Y015
+
+@_typing.final
+class MembersResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MEMBERS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    TOTAL_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    total: _builtins.int
+    @_builtins.property
+    def members(self) -> _containers.RepeatedCompositeFieldContainer[Global___Member]: ...
+    def __init__(
+        self,
+        *,
+        members: _abc.Iterable[Global___Member] | None = ...,
+        next_page_token: _builtins.str = ...,
+        total: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["members", b"members", "next_page_token", b"next_page_token", "total", b"total"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MembersResponse: _TypeAlias = MembersResponse  # noqa: Y015
+
+@_typing.final
+class MembershipsForRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CUSTOMER_IDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def customer_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        customer_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer_ids", b"customer_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MembershipsForRequest: _TypeAlias = MembershipsForRequest  # noqa: Y015
+
+@_typing.final
+class SegmentMembership(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEGMENT_ID_FIELD_NUMBER: _builtins.int
+    SEGMENT_NAME_FIELD_NUMBER: _builtins.int
+    SINCE_FIELD_NUMBER: _builtins.int
+    SEGMENT_VERSION_FIELD_NUMBER: _builtins.int
+    segment_id: _builtins.str
+    segment_name: _builtins.str
+    segment_version: _builtins.int
+    @_builtins.property
+    def since(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        segment_id: _builtins.str = ...,
+        segment_name: _builtins.str = ...,
+        since: _timestamp_pb2.Timestamp | None = ...,
+        segment_version: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["since", b"since"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["segment_id", b"segment_id", "segment_name", b"segment_name", "segment_version", b"segment_version", "since", b"since"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SegmentMembership: _TypeAlias = SegmentMembership  # noqa: Y015
+
+@_typing.final
+class Memberships(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEGMENTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def segments(self) -> _containers.RepeatedCompositeFieldContainer[Global___SegmentMembership]: ...
+    def __init__(
+        self,
+        *,
+        segments: _abc.Iterable[Global___SegmentMembership] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["segments", b"segments"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Memberships: _TypeAlias = Memberships  # noqa: Y015
+
+@_typing.final
+class MembershipsForResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class MembershipsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        @_builtins.property
+        def value(self) -> Global___Memberships: ...
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: Global___Memberships | None = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _typing.Literal["value", b"value"]  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    MEMBERSHIPS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def memberships(self) -> _containers.MessageMap[_builtins.str, Global___Memberships]:
+        """Keyed by customer id; customers in no segment map to an empty list."""
+
+    def __init__(
+        self,
+        *,
+        memberships: _abc.Mapping[_builtins.str, Global___Memberships] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["memberships", b"memberships"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MembershipsForResponse: _TypeAlias = MembershipsForResponse  # noqa: Y015
+
+@_typing.final
+class CustomerScores(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    RECENCY_DAYS_FIELD_NUMBER: _builtins.int
+    FREQUENCY_FIELD_NUMBER: _builtins.int
+    MONETARY_FIELD_NUMBER: _builtins.int
+    R_SCORE_FIELD_NUMBER: _builtins.int
+    F_SCORE_FIELD_NUMBER: _builtins.int
+    M_SCORE_FIELD_NUMBER: _builtins.int
+    RFM_CELL_FIELD_NUMBER: _builtins.int
+    P_ALIVE_FIELD_NUMBER: _builtins.int
+    EXPECTED_PURCHASES_30D_FIELD_NUMBER: _builtins.int
+    EXPECTED_PURCHASES_90D_FIELD_NUMBER: _builtins.int
+    CLV_12M_FIELD_NUMBER: _builtins.int
+    MODEL_VERSION_FIELD_NUMBER: _builtins.int
+    COMPUTED_AT_FIELD_NUMBER: _builtins.int
+    customer_id: _builtins.str
+    recency_days: _builtins.int
+    """RFM: days since the last order, order count, net revenue (base currency), their
+    quintiles (5 = best) and the named cell (Champions, Loyal, At risk, ...).
+    """
+    frequency: _builtins.int
+    monetary: _builtins.float
+    r_score: _builtins.int
+    f_score: _builtins.int
+    m_score: _builtins.int
+    rfm_cell: _builtins.str
+    p_alive: _builtins.float
+    """BG/NBD: probability the customer is still active, expected purchases ahead."""
+    expected_purchases_30d: _builtins.float
+    expected_purchases_90d: _builtins.float
+    clv_12m: _builtins.float
+    """BG/NBD with Gamma-Gamma spend, discounted, next 12 months (base currency)."""
+    model_version: _builtins.str
+    @_builtins.property
+    def computed_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        customer_id: _builtins.str = ...,
+        recency_days: _builtins.int = ...,
+        frequency: _builtins.int = ...,
+        monetary: _builtins.float = ...,
+        r_score: _builtins.int = ...,
+        f_score: _builtins.int = ...,
+        m_score: _builtins.int = ...,
+        rfm_cell: _builtins.str = ...,
+        p_alive: _builtins.float = ...,
+        expected_purchases_30d: _builtins.float = ...,
+        expected_purchases_90d: _builtins.float = ...,
+        clv_12m: _builtins.float = ...,
+        model_version: _builtins.str = ...,
+        computed_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["computed_at", b"computed_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["clv_12m", b"clv_12m", "computed_at", b"computed_at", "customer_id", b"customer_id", "expected_purchases_30d", b"expected_purchases_30d", "expected_purchases_90d", b"expected_purchases_90d", "f_score", b"f_score", "frequency", b"frequency", "m_score", b"m_score", "model_version", b"model_version", "monetary", b"monetary", "p_alive", b"p_alive", "r_score", b"r_score", "recency_days", b"recency_days", "rfm_cell", b"rfm_cell"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CustomerScores: _TypeAlias = CustomerScores  # noqa: Y015
+
+@_typing.final
+class GetScoresRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CUSTOMER_IDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def customer_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        customer_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer_ids", b"customer_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetScoresRequest: _TypeAlias = GetScoresRequest  # noqa: Y015
+
+@_typing.final
+class GetScoresResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class ScoresEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        @_builtins.property
+        def value(self) -> Global___CustomerScores: ...
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: Global___CustomerScores | None = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _typing.Literal["value", b"value"]  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    SCORES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def scores(self) -> _containers.MessageMap[_builtins.str, Global___CustomerScores]:
+        """Customers never scored are left out."""
+
+    def __init__(
+        self,
+        *,
+        scores: _abc.Mapping[_builtins.str, Global___CustomerScores] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["scores", b"scores"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetScoresResponse: _TypeAlias = GetScoresResponse  # noqa: Y015
+
+@_typing.final
+class RecomputeScoresRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecomputeScoresRequest: _TypeAlias = RecomputeScoresRequest  # noqa: Y015
+
+@_typing.final
+class RecomputeScoresResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_VERSION_FIELD_NUMBER: _builtins.int
+    CUSTOMERS_SCORED_FIELD_NUMBER: _builtins.int
+    PARAMETERS_JSON_FIELD_NUMBER: _builtins.int
+    COMPUTED_AT_FIELD_NUMBER: _builtins.int
+    model_version: _builtins.str
+    customers_scored: _builtins.int
+    parameters_json: _builtins.str
+    """The fitted parameters, as JSON."""
+    @_builtins.property
+    def computed_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        model_version: _builtins.str = ...,
+        customers_scored: _builtins.int = ...,
+        parameters_json: _builtins.str = ...,
+        computed_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["computed_at", b"computed_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["computed_at", b"computed_at", "customers_scored", b"customers_scored", "model_version", b"model_version", "parameters_json", b"parameters_json"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecomputeScoresResponse: _TypeAlias = RecomputeScoresResponse  # noqa: Y015

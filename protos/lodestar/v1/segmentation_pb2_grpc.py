@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from lodestar.v1 import segmentation_pb2 as lodestar_dot_v1_dot_segmentation__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -25,7 +26,8 @@ if _version_not_supported:
 
 
 class SegmentationServiceStub:
-    """The segmentation service answers gRPC health and reflection; its RPCs arrive with its own issue.
+    """Audiences: segments defined by JSON rules over the profile and recent events, kept up to
+    date in real time, and predictive scores (RFM, churn risk, lifetime value) per customer.
     """
 
     def __init__(self, channel):
@@ -34,15 +36,168 @@ class SegmentationServiceStub:
         Args:
             channel: A grpc.Channel.
         """
+        self.CreateSegment = channel.unary_unary(
+                '/lodestar.v1.SegmentationService/CreateSegment',
+                request_serializer=lodestar_dot_v1_dot_segmentation__pb2.CreateSegmentRequest.SerializeToString,
+                response_deserializer=lodestar_dot_v1_dot_segmentation__pb2.Segment.FromString,
+                _registered_method=True)
+        self.UpdateSegment = channel.unary_unary(
+                '/lodestar.v1.SegmentationService/UpdateSegment',
+                request_serializer=lodestar_dot_v1_dot_segmentation__pb2.UpdateSegmentRequest.SerializeToString,
+                response_deserializer=lodestar_dot_v1_dot_segmentation__pb2.Segment.FromString,
+                _registered_method=True)
+        self.DeleteSegment = channel.unary_unary(
+                '/lodestar.v1.SegmentationService/DeleteSegment',
+                request_serializer=lodestar_dot_v1_dot_segmentation__pb2.DeleteSegmentRequest.SerializeToString,
+                response_deserializer=lodestar_dot_v1_dot_segmentation__pb2.DeleteSegmentResponse.FromString,
+                _registered_method=True)
+        self.GetSegment = channel.unary_unary(
+                '/lodestar.v1.SegmentationService/GetSegment',
+                request_serializer=lodestar_dot_v1_dot_segmentation__pb2.GetSegmentRequest.SerializeToString,
+                response_deserializer=lodestar_dot_v1_dot_segmentation__pb2.Segment.FromString,
+                _registered_method=True)
+        self.ListSegments = channel.unary_unary(
+                '/lodestar.v1.SegmentationService/ListSegments',
+                request_serializer=lodestar_dot_v1_dot_segmentation__pb2.ListSegmentsRequest.SerializeToString,
+                response_deserializer=lodestar_dot_v1_dot_segmentation__pb2.ListSegmentsResponse.FromString,
+                _registered_method=True)
+        self.Members = channel.unary_unary(
+                '/lodestar.v1.SegmentationService/Members',
+                request_serializer=lodestar_dot_v1_dot_segmentation__pb2.MembersRequest.SerializeToString,
+                response_deserializer=lodestar_dot_v1_dot_segmentation__pb2.MembersResponse.FromString,
+                _registered_method=True)
+        self.MembershipsFor = channel.unary_unary(
+                '/lodestar.v1.SegmentationService/MembershipsFor',
+                request_serializer=lodestar_dot_v1_dot_segmentation__pb2.MembershipsForRequest.SerializeToString,
+                response_deserializer=lodestar_dot_v1_dot_segmentation__pb2.MembershipsForResponse.FromString,
+                _registered_method=True)
+        self.GetScores = channel.unary_unary(
+                '/lodestar.v1.SegmentationService/GetScores',
+                request_serializer=lodestar_dot_v1_dot_segmentation__pb2.GetScoresRequest.SerializeToString,
+                response_deserializer=lodestar_dot_v1_dot_segmentation__pb2.GetScoresResponse.FromString,
+                _registered_method=True)
+        self.RecomputeScores = channel.unary_unary(
+                '/lodestar.v1.SegmentationService/RecomputeScores',
+                request_serializer=lodestar_dot_v1_dot_segmentation__pb2.RecomputeScoresRequest.SerializeToString,
+                response_deserializer=lodestar_dot_v1_dot_segmentation__pb2.RecomputeScoresResponse.FromString,
+                _registered_method=True)
 
 
 class SegmentationServiceServicer:
-    """The segmentation service answers gRPC health and reflection; its RPCs arrive with its own issue.
+    """Audiences: segments defined by JSON rules over the profile and recent events, kept up to
+    date in real time, and predictive scores (RFM, churn risk, lifetime value) per customer.
     """
+
+    def CreateSegment(self, request, context):
+        """INVALID_ARGUMENT (naming the bad path of the rule) for an invalid definition;
+        ALREADY_EXISTS for a taken id. The segment starts BACKFILLING and turns LIVE once every
+        profile was evaluated.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateSegment(self, request, context):
+        """A new rule bumps the version and backfills again; name/description only do not.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteSegment(self, request, context):
+        """Members exit (with membership events) and the segment is gone.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetSegment(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSegments(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Members(self, request, context):
+        """The segment's current members, paged in customer id order.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def MembershipsFor(self, request, context):
+        """The segments each customer is in (for DataLoaders).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetScores(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RecomputeScores(self, request, context):
+        """Refit the purchase models on every customer's orders and rescore everyone now.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
 
 
 def add_SegmentationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
+            'CreateSegment': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateSegment,
+                    request_deserializer=lodestar_dot_v1_dot_segmentation__pb2.CreateSegmentRequest.FromString,
+                    response_serializer=lodestar_dot_v1_dot_segmentation__pb2.Segment.SerializeToString,
+            ),
+            'UpdateSegment': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateSegment,
+                    request_deserializer=lodestar_dot_v1_dot_segmentation__pb2.UpdateSegmentRequest.FromString,
+                    response_serializer=lodestar_dot_v1_dot_segmentation__pb2.Segment.SerializeToString,
+            ),
+            'DeleteSegment': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteSegment,
+                    request_deserializer=lodestar_dot_v1_dot_segmentation__pb2.DeleteSegmentRequest.FromString,
+                    response_serializer=lodestar_dot_v1_dot_segmentation__pb2.DeleteSegmentResponse.SerializeToString,
+            ),
+            'GetSegment': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSegment,
+                    request_deserializer=lodestar_dot_v1_dot_segmentation__pb2.GetSegmentRequest.FromString,
+                    response_serializer=lodestar_dot_v1_dot_segmentation__pb2.Segment.SerializeToString,
+            ),
+            'ListSegments': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSegments,
+                    request_deserializer=lodestar_dot_v1_dot_segmentation__pb2.ListSegmentsRequest.FromString,
+                    response_serializer=lodestar_dot_v1_dot_segmentation__pb2.ListSegmentsResponse.SerializeToString,
+            ),
+            'Members': grpc.unary_unary_rpc_method_handler(
+                    servicer.Members,
+                    request_deserializer=lodestar_dot_v1_dot_segmentation__pb2.MembersRequest.FromString,
+                    response_serializer=lodestar_dot_v1_dot_segmentation__pb2.MembersResponse.SerializeToString,
+            ),
+            'MembershipsFor': grpc.unary_unary_rpc_method_handler(
+                    servicer.MembershipsFor,
+                    request_deserializer=lodestar_dot_v1_dot_segmentation__pb2.MembershipsForRequest.FromString,
+                    response_serializer=lodestar_dot_v1_dot_segmentation__pb2.MembershipsForResponse.SerializeToString,
+            ),
+            'GetScores': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetScores,
+                    request_deserializer=lodestar_dot_v1_dot_segmentation__pb2.GetScoresRequest.FromString,
+                    response_serializer=lodestar_dot_v1_dot_segmentation__pb2.GetScoresResponse.SerializeToString,
+            ),
+            'RecomputeScores': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecomputeScores,
+                    request_deserializer=lodestar_dot_v1_dot_segmentation__pb2.RecomputeScoresRequest.FromString,
+                    response_serializer=lodestar_dot_v1_dot_segmentation__pb2.RecomputeScoresResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'lodestar.v1.SegmentationService', rpc_method_handlers)
@@ -52,5 +207,249 @@ def add_SegmentationServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class SegmentationService:
-    """The segmentation service answers gRPC health and reflection; its RPCs arrive with its own issue.
+    """Audiences: segments defined by JSON rules over the profile and recent events, kept up to
+    date in real time, and predictive scores (RFM, churn risk, lifetime value) per customer.
     """
+
+    @staticmethod
+    def CreateSegment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lodestar.v1.SegmentationService/CreateSegment',
+            lodestar_dot_v1_dot_segmentation__pb2.CreateSegmentRequest.SerializeToString,
+            lodestar_dot_v1_dot_segmentation__pb2.Segment.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateSegment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lodestar.v1.SegmentationService/UpdateSegment',
+            lodestar_dot_v1_dot_segmentation__pb2.UpdateSegmentRequest.SerializeToString,
+            lodestar_dot_v1_dot_segmentation__pb2.Segment.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteSegment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lodestar.v1.SegmentationService/DeleteSegment',
+            lodestar_dot_v1_dot_segmentation__pb2.DeleteSegmentRequest.SerializeToString,
+            lodestar_dot_v1_dot_segmentation__pb2.DeleteSegmentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSegment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lodestar.v1.SegmentationService/GetSegment',
+            lodestar_dot_v1_dot_segmentation__pb2.GetSegmentRequest.SerializeToString,
+            lodestar_dot_v1_dot_segmentation__pb2.Segment.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSegments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lodestar.v1.SegmentationService/ListSegments',
+            lodestar_dot_v1_dot_segmentation__pb2.ListSegmentsRequest.SerializeToString,
+            lodestar_dot_v1_dot_segmentation__pb2.ListSegmentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Members(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lodestar.v1.SegmentationService/Members',
+            lodestar_dot_v1_dot_segmentation__pb2.MembersRequest.SerializeToString,
+            lodestar_dot_v1_dot_segmentation__pb2.MembersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MembershipsFor(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lodestar.v1.SegmentationService/MembershipsFor',
+            lodestar_dot_v1_dot_segmentation__pb2.MembershipsForRequest.SerializeToString,
+            lodestar_dot_v1_dot_segmentation__pb2.MembershipsForResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetScores(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lodestar.v1.SegmentationService/GetScores',
+            lodestar_dot_v1_dot_segmentation__pb2.GetScoresRequest.SerializeToString,
+            lodestar_dot_v1_dot_segmentation__pb2.GetScoresResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecomputeScores(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lodestar.v1.SegmentationService/RecomputeScores',
+            lodestar_dot_v1_dot_segmentation__pb2.RecomputeScoresRequest.SerializeToString,
+            lodestar_dot_v1_dot_segmentation__pb2.RecomputeScoresResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

@@ -5,6 +5,7 @@ isort:skip_file
 
 from collections import abc as _abc
 from grpc import aio as _aio
+from lodestar.v1 import segmentation_pb2 as _segmentation_pb2
 import abc as _abc_1
 import grpc as _grpc
 import sys
@@ -26,22 +27,134 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class SegmentationServiceStub:
-    """The segmentation service answers gRPC health and reflection; its RPCs arrive with its own issue."""
+    """Audiences: segments defined by JSON rules over the profile and recent events, kept up to
+    date in real time, and predictive scores (RFM, churn risk, lifetime value) per customer.
+    """
 
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> SegmentationServiceAsyncStub: ...
+    CreateSegment: _grpc.UnaryUnaryMultiCallable[_segmentation_pb2.CreateSegmentRequest, _segmentation_pb2.Segment]
+    """INVALID_ARGUMENT (naming the bad path of the rule) for an invalid definition;
+    ALREADY_EXISTS for a taken id. The segment starts BACKFILLING and turns LIVE once every
+    profile was evaluated.
+    """
+    UpdateSegment: _grpc.UnaryUnaryMultiCallable[_segmentation_pb2.UpdateSegmentRequest, _segmentation_pb2.Segment]
+    """A new rule bumps the version and backfills again; name/description only do not."""
+    DeleteSegment: _grpc.UnaryUnaryMultiCallable[_segmentation_pb2.DeleteSegmentRequest, _segmentation_pb2.DeleteSegmentResponse]
+    """Members exit (with membership events) and the segment is gone."""
+    GetSegment: _grpc.UnaryUnaryMultiCallable[_segmentation_pb2.GetSegmentRequest, _segmentation_pb2.Segment]
+    ListSegments: _grpc.UnaryUnaryMultiCallable[_segmentation_pb2.ListSegmentsRequest, _segmentation_pb2.ListSegmentsResponse]
+    Members: _grpc.UnaryUnaryMultiCallable[_segmentation_pb2.MembersRequest, _segmentation_pb2.MembersResponse]
+    """The segment's current members, paged in customer id order."""
+    MembershipsFor: _grpc.UnaryUnaryMultiCallable[_segmentation_pb2.MembershipsForRequest, _segmentation_pb2.MembershipsForResponse]
+    """The segments each customer is in (for DataLoaders)."""
+    GetScores: _grpc.UnaryUnaryMultiCallable[_segmentation_pb2.GetScoresRequest, _segmentation_pb2.GetScoresResponse]
+    RecomputeScores: _grpc.UnaryUnaryMultiCallable[_segmentation_pb2.RecomputeScoresRequest, _segmentation_pb2.RecomputeScoresResponse]
+    """Refit the purchase models on every customer's orders and rescore everyone now."""
 
 @_typing.type_check_only
 class SegmentationServiceAsyncStub(SegmentationServiceStub):
-    """The segmentation service answers gRPC health and reflection; its RPCs arrive with its own issue."""
+    """Audiences: segments defined by JSON rules over the profile and recent events, kept up to
+    date in real time, and predictive scores (RFM, churn risk, lifetime value) per customer.
+    """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
+    CreateSegment: _aio.UnaryUnaryMultiCallable[_segmentation_pb2.CreateSegmentRequest, _segmentation_pb2.Segment]  # type: ignore[assignment]
+    """INVALID_ARGUMENT (naming the bad path of the rule) for an invalid definition;
+    ALREADY_EXISTS for a taken id. The segment starts BACKFILLING and turns LIVE once every
+    profile was evaluated.
+    """
+    UpdateSegment: _aio.UnaryUnaryMultiCallable[_segmentation_pb2.UpdateSegmentRequest, _segmentation_pb2.Segment]  # type: ignore[assignment]
+    """A new rule bumps the version and backfills again; name/description only do not."""
+    DeleteSegment: _aio.UnaryUnaryMultiCallable[_segmentation_pb2.DeleteSegmentRequest, _segmentation_pb2.DeleteSegmentResponse]  # type: ignore[assignment]
+    """Members exit (with membership events) and the segment is gone."""
+    GetSegment: _aio.UnaryUnaryMultiCallable[_segmentation_pb2.GetSegmentRequest, _segmentation_pb2.Segment]  # type: ignore[assignment]
+    ListSegments: _aio.UnaryUnaryMultiCallable[_segmentation_pb2.ListSegmentsRequest, _segmentation_pb2.ListSegmentsResponse]  # type: ignore[assignment]
+    Members: _aio.UnaryUnaryMultiCallable[_segmentation_pb2.MembersRequest, _segmentation_pb2.MembersResponse]  # type: ignore[assignment]
+    """The segment's current members, paged in customer id order."""
+    MembershipsFor: _aio.UnaryUnaryMultiCallable[_segmentation_pb2.MembershipsForRequest, _segmentation_pb2.MembershipsForResponse]  # type: ignore[assignment]
+    """The segments each customer is in (for DataLoaders)."""
+    GetScores: _aio.UnaryUnaryMultiCallable[_segmentation_pb2.GetScoresRequest, _segmentation_pb2.GetScoresResponse]  # type: ignore[assignment]
+    RecomputeScores: _aio.UnaryUnaryMultiCallable[_segmentation_pb2.RecomputeScoresRequest, _segmentation_pb2.RecomputeScoresResponse]  # type: ignore[assignment]
+    """Refit the purchase models on every customer's orders and rescore everyone now."""
 
 class SegmentationServiceServicer(metaclass=_abc_1.ABCMeta):
-    """The segmentation service answers gRPC health and reflection; its RPCs arrive with its own issue."""
+    """Audiences: segments defined by JSON rules over the profile and recent events, kept up to
+    date in real time, and predictive scores (RFM, churn risk, lifetime value) per customer.
+    """
 
-    ...
+    @_abc_1.abstractmethod
+    def CreateSegment(
+        self,
+        request: _segmentation_pb2.CreateSegmentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_segmentation_pb2.Segment, _abc.Awaitable[_segmentation_pb2.Segment]]:
+        """INVALID_ARGUMENT (naming the bad path of the rule) for an invalid definition;
+        ALREADY_EXISTS for a taken id. The segment starts BACKFILLING and turns LIVE once every
+        profile was evaluated.
+        """
+
+    @_abc_1.abstractmethod
+    def UpdateSegment(
+        self,
+        request: _segmentation_pb2.UpdateSegmentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_segmentation_pb2.Segment, _abc.Awaitable[_segmentation_pb2.Segment]]:
+        """A new rule bumps the version and backfills again; name/description only do not."""
+
+    @_abc_1.abstractmethod
+    def DeleteSegment(
+        self,
+        request: _segmentation_pb2.DeleteSegmentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_segmentation_pb2.DeleteSegmentResponse, _abc.Awaitable[_segmentation_pb2.DeleteSegmentResponse]]:
+        """Members exit (with membership events) and the segment is gone."""
+
+    @_abc_1.abstractmethod
+    def GetSegment(
+        self,
+        request: _segmentation_pb2.GetSegmentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_segmentation_pb2.Segment, _abc.Awaitable[_segmentation_pb2.Segment]]: ...
+
+    @_abc_1.abstractmethod
+    def ListSegments(
+        self,
+        request: _segmentation_pb2.ListSegmentsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_segmentation_pb2.ListSegmentsResponse, _abc.Awaitable[_segmentation_pb2.ListSegmentsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def Members(
+        self,
+        request: _segmentation_pb2.MembersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_segmentation_pb2.MembersResponse, _abc.Awaitable[_segmentation_pb2.MembersResponse]]:
+        """The segment's current members, paged in customer id order."""
+
+    @_abc_1.abstractmethod
+    def MembershipsFor(
+        self,
+        request: _segmentation_pb2.MembershipsForRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_segmentation_pb2.MembershipsForResponse, _abc.Awaitable[_segmentation_pb2.MembershipsForResponse]]:
+        """The segments each customer is in (for DataLoaders)."""
+
+    @_abc_1.abstractmethod
+    def GetScores(
+        self,
+        request: _segmentation_pb2.GetScoresRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_segmentation_pb2.GetScoresResponse, _abc.Awaitable[_segmentation_pb2.GetScoresResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def RecomputeScores(
+        self,
+        request: _segmentation_pb2.RecomputeScoresRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_segmentation_pb2.RecomputeScoresResponse, _abc.Awaitable[_segmentation_pb2.RecomputeScoresResponse]]:
+        """Refit the purchase models on every customer's orders and rescore everyone now."""
 
 def add_SegmentationServiceServicer_to_server(servicer: SegmentationServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

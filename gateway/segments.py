@@ -1,0 +1,131 @@
+"""GraphQL for audiences: the segment list, a customer's segments and predictive scores."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import grpc
+import strawberry
+from strawberry.scalars import JSON
+from strawberry.types import Info
+
+from gateway.errors import from_rpc_error
+from lodestar.v1 import segmentation_pb2
+
+_STATUS = {
+    segmentation_pb2.SEGMENT_STATUS_BACKFILLING: "backfilling",
+    segmentation_pb2.SEGMENT_STATUS_LIVE: "live",
+}
+
+
+def _when(message: Any, name: str) -> datetime | None:
+    if not message.HasField(name):
+        return None
+    return cast(datetime, getattr(message, name).ToDatetime(UTC))
+
+
+@strawberry.type(description="An audience defined by a rule over profiles and events.")
+class Segment:
+    id: strawberry.ID
+    name: str
+    description: str
+    version: int
+    status: str = strawberry.field(description="backfilling or live")
+    rule: JSON
+    size: int
+    created_at: datetime | None
+    updated_at: datetime | None
+    backfill_evaluated: int
+    backfill_total: int
+
+    @staticmethod
+    def of(s: segmentation_pb2.Segment) -> Segment:
+        return Segment(
+            id=strawberry.ID(s.id),
+            name=s.name,
+            description=s.description,
+            version=s.version,
+            status=_STATUS.get(s.status, "unknown"),
+            rule=cast(JSON, json.loads(s.rule_json)),
+            size=s.size,
+            created_at=_when(s, "created_at"),
+            updated_at=_when(s, "updated_at"),
+            backfill_evaluated=s.backfill_evaluated,
+            backfill_total=s.backfill_total,
+        )
+
+
+@strawberry.type(description="A segment the customer is in, and since when.")
+class SegmentMembership:
+    segment_id: strawberry.ID
+    segment_name: str
+    since: datetime | None
+    segment_version: int
+
+
+@strawberry.type(description="Predictive scores: RFM, churn risk (p_alive), lifetime value.")
+class CustomerScores:
+    recency_days: int
+    frequency: int
+    monetary: float
+    r_score: int
+    f_score: int
+    m_score: int
+    rfm_cell: str
+    p_alive: float = strawberry.field(description="Probability the customer is still active.")
+    expected_purchases_30d: float
+    expected_purchases_90d: float
+    clv_12m: float = strawberry.field(description="Discounted value of the next 12 months.")
+    model_version: str
+    computed_at: datetime | None
+
+    @staticmethod
+    def of(s: segmentation_pb2.CustomerScores) -> CustomerScores:
+        return CustomerScores(
+            recency_days=s.recency_days,
+            frequency=s.frequency,
+            monetary=s.monetary,
+            r_score=s.r_score,
+            f_score=s.f_score,
+            m_score=s.m_score,
+            rfm_cell=s.rfm_cell,
+            p_alive=s.p_alive,
+            expected_purchases_30d=s.expected_purchases_30d,
+            expected_purchases_90d=s.expected_purchases_90d,
+            clv_12m=s.clv_12m,
+            model_version=s.model_version,
+            computed_at=_when(s, "computed_at"),
+        )
+
+
+async def segments(info: Info) -> list[Segment]:
+    """Every segment with its size and status."""
+    try:
+        reply = await info.context["clients"].segmentation.ListSegments(
+            segmentation_pb2.ListSegmentsRequest()
+        )
+    except grpc.aio.AioRpcError as error:
+        raise from_rpc_error(error) from error
+    return [Segment.of(s) for s in reply.segments]
+
+
+async def customer_segments(info: Info, customer_id: str) -> list[SegmentMembership]:
+    """The segments one customer is in (batched across the query)."""
+    found = await info.context["loaders"].memberships.load(customer_id)
+    return [
+        SegmentMembership(
+            segment_id=strawberry.ID(m.segment_id),
+            segment_name=m.segment_name,
+            since=_when(m, "since"),
+            segment_version=m.segment_version,
+        )
+        for m in found.segments
+    ]
+
+
+async def customer_scores(info: Info, customer_id: str) -> CustomerScores | None:
+    """One customer's scores (batched across the query); null before the first scoring."""
+    found = await info.context["loaders"].scores.load(customer_id)
+    return None if found is None else CustomerScores.of(found)

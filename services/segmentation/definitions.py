@@ -1,0 +1,219 @@
+"""Creating, changing and deleting segments, and the backfills they start.
+
+A new or changed rule is stored as ``backfilling``; a background task evaluates every
+profile view and flips it to ``live``. Real-time evaluation covers the segment from the
+moment it is stored, so nobody who qualifies in the meantime is missed. Every replica
+reloads the definitions on a short interval (``refresh``), so all of them evaluate the same
+segments.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from services.platform.errors import InvalidArgument, NotFound
+from services.platform.mongo import Document
+from services.segmentation.audience import Audiences
+from services.segmentation.rules import RuleError
+from services.segmentation.segments import (
+    BACKFILLING,
+    LIVE,
+    Catalog,
+    Segment,
+    check_segment_id,
+    parse_rule,
+    segment_id_for,
+)
+from services.segmentation.store import SegmentationStore
+
+log = logging.getLogger(__name__)
+MAX_NAME = 200
+MAX_DESCRIPTION = 2_000
+MAX_RULE_BYTES = 64_000
+
+
+class SegmentDefinitions:
+    """The segment catalogue and its backfills."""
+
+    def __init__(
+        self, store: SegmentationStore, audiences: Audiences, pii_traits: frozenset[str]
+    ) -> None:
+        self.store = store
+        self.audiences = audiences
+        self.pii_traits = pii_traits
+        self.backfills: dict[str, asyncio.Task[None]] = {}
+
+    def _rule(self, rule_json: str) -> tuple[Any, str]:
+        if len(rule_json.encode()) > MAX_RULE_BYTES:
+            raise InvalidArgument(f"rule_json: at most {MAX_RULE_BYTES} bytes")
+        try:
+            rule = parse_rule(rule_json, self.pii_traits)
+        except RuleError as exc:
+            raise InvalidArgument(f"rule_json: {exc.path}: {exc.message}") from None
+        self._check_window(rule)
+        return rule, json.dumps(rule.to_json(), sort_keys=True)
+
+    def _check_window(self, rule: Any) -> None:
+        longest = getattr(rule, "longest_event_window_days", None)
+        retention_days = self.store.event_retention_s / 86_400
+        if isinstance(longest, int | float) and longest > retention_days:
+            raise InvalidArgument(
+                f"rule_json: an event window of {longest:g} days exceeds the event retention "
+                f"({retention_days:g} days, LODESTAR_SEGMENTATION_EVENT_RETENTION_DAYS)"
+            )
+
+    async def create(
+        self, segment_id: str, name: str, description: str, rule_json: str
+    ) -> Document:
+        """Store a new segment and start its backfill."""
+        name = name.strip()
+        if not name or len(name) > MAX_NAME:
+            raise InvalidArgument(f"name: required, at most {MAX_NAME} characters")
+        if len(description) > MAX_DESCRIPTION:
+            raise InvalidArgument(f"description: at most {MAX_DESCRIPTION} characters")
+        segment_id = segment_id or segment_id_for(name)
+        try:
+            check_segment_id(segment_id)
+        except ValueError as exc:
+            raise InvalidArgument(str(exc)) from None
+        rule, canonical = self._rule(rule_json)
+        now = datetime.now(UTC)
+        doc: Document = {
+            "_id": segment_id,
+            "name": name,
+            "description": description,
+            "version": 1,
+            "status": BACKFILLING,
+            "rule": canonical,
+            "created_at": now,
+            "updated_at": now,
+            "backfill_evaluated": 0,
+            "backfill_total": 0,
+        }
+        await self.store.create_segment(doc)
+        segment = Segment(segment_id, name, 1, rule, BACKFILLING)
+        self.audiences.catalog.segments[segment_id] = segment
+        self._start_backfill(segment)
+        return doc
+
+    async def update(
+        self, segment_id: str, name: str, description: str, rule_json: str
+    ) -> Document:
+        """Change name/description; a changed rule bumps the version and backfills again."""
+        current = await self.get(segment_id)
+        changes: Document = {"updated_at": datetime.now(UTC)}
+        if name.strip():
+            if len(name.strip()) > MAX_NAME:
+                raise InvalidArgument(f"name: at most {MAX_NAME} characters")
+            changes["name"] = name.strip()
+        if description:
+            if len(description) > MAX_DESCRIPTION:
+                raise InvalidArgument(f"description: at most {MAX_DESCRIPTION} characters")
+            changes["description"] = description
+        rule = None
+        if rule_json:
+            rule, canonical = self._rule(rule_json)
+            if canonical != current["rule"]:
+                changes.update(
+                    rule=canonical,
+                    version=int(current["version"]) + 1,
+                    status=BACKFILLING,
+                    backfill_evaluated=0,
+                    backfill_total=0,
+                )
+        updated = await self.store.update_segment(segment_id, changes)
+        if updated is None:
+            raise NotFound(f"segment {segment_id!r} does not exist")
+        if rule is not None and "version" in changes:
+            segment = Segment(segment_id, updated["name"], updated["version"], rule, BACKFILLING)
+            self.audiences.catalog.segments[segment_id] = segment
+            self._start_backfill(segment)
+        return updated
+
+    async def delete(self, segment_id: str) -> int:
+        """Remove the segment; every member exits. Returns how many did."""
+        current = await self.get(segment_id)
+        self.audiences.catalog.segments.pop(segment_id, None)
+        task = self.backfills.pop(segment_id, None)
+        if task is not None:
+            task.cancel()
+        await self.store.delete_segment(segment_id)
+        return await self.audiences.exit_all(segment_id, int(current["version"]))
+
+    async def get(self, segment_id: str) -> Document:
+        """A segment's definition; ``NotFound`` if unknown."""
+        if not segment_id:
+            raise InvalidArgument("id is required")
+        doc = await self.store.get_segment(segment_id)
+        if doc is None:
+            raise NotFound(f"segment {segment_id!r} does not exist")
+        return doc
+
+    def parsed(self, doc: Mapping[str, Any]) -> Segment:
+        """The live form of a stored definition."""
+        rule = parse_rule(doc["rule"], self.pii_traits)
+        return Segment(doc["_id"], doc["name"], int(doc["version"]), rule, doc["status"])
+
+    async def refresh(self) -> None:
+        """Reload the catalogue from the store (other replicas' changes included), and
+        resume backfills a stopped process left unfinished."""
+        segments = []
+        for doc in await self.store.list_segments():
+            try:
+                segment = self.parsed(doc)
+            except RuleError:
+                log.exception("stored rule no longer parses", extra={"fields": {"id": doc["_id"]}})
+                continue
+            segments.append(segment)
+            if segment.status == BACKFILLING and segment.id not in self.backfills:
+                self._start_backfill(segment)
+        self.audiences.catalog = Catalog(segments)
+
+    def _start_backfill(self, segment: Segment) -> None:
+        previous = self.backfills.pop(segment.id, None)
+        if previous is not None:
+            previous.cancel()
+        task = asyncio.create_task(self._backfill(segment), name=f"backfill-{segment.id}")
+        self.backfills[segment.id] = task
+
+    async def _backfill(self, segment: Segment) -> None:
+        async def progress(evaluated: int, total: int) -> None:
+            await self.store.set_progress(segment.id, segment.version, evaluated, total, False)
+
+        try:
+            changed = await self.audiences.reconcile(segment, progress)
+            total = await self.store.count_profiles()
+            await self.store.set_progress(segment.id, segment.version, total, total, True)
+            live = Segment(segment.id, segment.name, segment.version, segment.rule, LIVE)
+            if self.audiences.catalog.segments.get(segment.id, live).version == segment.version:
+                self.audiences.catalog.segments[segment.id] = live
+            log.info(
+                "segment backfilled",
+                extra={
+                    "fields": {
+                        "segment": segment.id,
+                        "version": segment.version,
+                        "changed": changed,
+                    }
+                },
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("backfill failed; it resumes on the next refresh")
+        finally:
+            if self.backfills.get(segment.id) is asyncio.current_task():
+                del self.backfills[segment.id]
+
+    async def recheck_time_windows(self) -> int:
+        """Re-evaluate segments whose members change as time passes (scheduled)."""
+        changed = 0
+        for segment in self.audiences.catalog.time_dependent():
+            if segment.status == LIVE:
+                changed += await self.audiences.reconcile(segment)
+        return changed

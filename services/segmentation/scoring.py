@@ -1,0 +1,136 @@
+"""The scheduled (and on-demand) scoring run: refit the purchase models on every customer's
+orders, score everyone, store the scores where rules read them, and bring the segments
+that read scores up to date."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from services.platform.mongo import Document
+from services.segmentation import clv, rfm
+from services.segmentation.definitions import SegmentDefinitions
+from services.segmentation.segments import LIVE
+from services.segmentation.store import SegmentationStore
+from services.segmentation.transactions import CustomerSummary
+
+log = logging.getLogger(__name__)
+RFM_ONLY = "rfm-1"
+
+
+@dataclass(frozen=True)
+class ScoringSettings:
+    """Time unit of the purchase models (days) and the monthly discount of lifetime value."""
+
+    time_unit_days: float = 7.0
+    monthly_discount: float = clv.DEFAULT_MONTHLY_DISCOUNT_RATE
+
+
+@dataclass(frozen=True)
+class ScoringRun:
+    """What one run did."""
+
+    model_version: str
+    customers: int
+    parameters_json: str
+    computed_at: datetime
+
+
+def _utc(at: datetime) -> datetime:
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
+
+
+def summary_of(view: Document, now: datetime, unit_days: float) -> CustomerSummary | None:
+    """A customer's purchase history in the models' terms, from their profile view."""
+    orders = view.get("orders") or {}
+    first, last = orders.get("first_order_at"), orders.get("last_order_at")
+    if not orders.get("count") or first is None or last is None:
+        return None
+    first_day, last_day = _utc(first).date(), _utc(last).date()
+    repeat_days = max(0, int(orders.get("purchase_days", 1)) - 1)
+    return CustomerSummary(
+        customer_id=view["_id"],
+        frequency=repeat_days,
+        recency=(last_day - first_day).days / unit_days,
+        T=max((now.date() - first_day).days, (last_day - first_day).days) / unit_days,
+        monetary=float(orders.get("repeat_average", 0.0)) if repeat_days else 0.0,
+    )
+
+
+class Scoring:
+    """Computes and stores the predictive scores."""
+
+    def __init__(
+        self,
+        store: SegmentationStore,
+        definitions: SegmentDefinitions,
+        settings: ScoringSettings | None = None,
+    ) -> None:
+        self.store = store
+        self.definitions = definitions
+        self.settings = settings or ScoringSettings()
+
+    async def recompute(self, now: datetime | None = None) -> ScoringRun:
+        """Fit, score, store, re-evaluate the score segments."""
+        now = now or datetime.now(UTC)
+        unit = self.settings.time_unit_days
+        summaries: list[CustomerSummary] = []
+        histories: list[rfm.Customer] = []
+        async for view in self.store.stream_profiles({"orders.count": {"$gt": 0}}):
+            summary = summary_of(view, now, unit)
+            if summary is None:
+                continue
+            summaries.append(summary)
+            orders = view["orders"]
+            histories.append(
+                rfm.Customer(
+                    customer_id=view["_id"],
+                    recency_days=(now - _utc(orders["last_order_at"])).days,
+                    frequency=int(orders["count"]),
+                    monetary=float(orders.get("revenue", 0.0)),
+                )
+            )
+        model_version, parameters, values = RFM_ONLY, {}, {}
+        try:
+            model = clv.fit_customer_value(summaries, time_unit_days=unit)
+            values = clv.score_customers(
+                summaries, model, monthly_discount_rate=self.settings.monthly_discount
+            )
+            model_version, parameters = model.model_version, model.as_dict()
+        except ValueError as exc:
+            # Too few repeat buyers to fit: RFM only, until there are.
+            log.warning("purchase models not fitted", extra={"fields": {"reason": str(exc)}})
+        cells = rfm.score(histories)
+        docs = []
+        for customer in histories:
+            cell = cells[customer.customer_id]
+            doc: dict[str, Any] = {
+                "_id": customer.customer_id,
+                "recency": customer.recency_days,
+                "frequency": customer.frequency,
+                "monetary": customer.monetary,
+                "r_score": cell.r,
+                "f_score": cell.f,
+                "m_score": cell.m,
+                "rfm_cell": cell.cell,
+                "model_version": model_version,
+                "computed_at": now,
+            }
+            value = values.get(customer.customer_id)
+            if value is not None:
+                doc.update(
+                    p_alive=value.p_alive,
+                    expected_purchases_30d=value.expected_purchases_30d,
+                    expected_purchases_90d=value.expected_purchases_90d,
+                    clv_12m=value.clv_12m,
+                )
+            docs.append(doc)
+        for start in range(0, len(docs), 500):
+            await self.store.save_scores(docs[start : start + 500])
+        for segment in self.definitions.audiences.catalog.reading(["scores"]):
+            if segment.status == LIVE:
+                await self.definitions.audiences.reconcile(segment, now=now)
+        return ScoringRun(model_version, len(docs), json.dumps(parameters), now)

@@ -1,0 +1,131 @@
+"""Segments as the marketing domain sees them: a named, versioned rule, which changes it
+reacts to, and who enters or leaves when it is evaluated. Pure logic, no I/O."""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from services.segmentation.rules import EventRecord, Rule, RuleError, parse
+
+BACKFILLING = "backfilling"
+LIVE = "live"
+ENTERED = "entered"
+EXITED = "exited"
+_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+_NAMESPACE = uuid.UUID("3f6c1a9e-8d2b-4e57-9a0c-71b4e2d8c6f5")
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A live audience definition."""
+
+    id: str
+    name: str
+    version: int
+    rule: Rule
+    status: str = LIVE
+
+    def matches(
+        self, profile: Mapping[str, Any] | None, events: Sequence[EventRecord], now: datetime
+    ) -> bool:
+        """Whether the customer belongs (no profile view yet: not a member)."""
+        return profile is not None and self.rule.matches(profile, events, now)
+
+    def reads_any(self, changed_paths: Iterable[str]) -> bool:
+        """Whether a change to any of these profile paths can change this segment."""
+        return any(_overlaps(p, c) for p in self.rule.paths for c in changed_paths)
+
+
+def _overlaps(read: str, changed: str) -> bool:
+    """``orders`` is touched by ``orders``; ``behaviour`` by ``behaviour.cart``; ``traits.plan``
+    by ``traits.plan`` (and by a change of ``traits`` as a whole)."""
+    return read == changed or changed.startswith(read + ".") or read.startswith(changed + ".")
+
+
+def parse_rule(rule_json: str, pii_traits: frozenset[str]) -> Rule:
+    """A rule from its JSON text; :class:`RuleError` naming the bad path."""
+    try:
+        raw = json.loads(rule_json)
+    except ValueError as exc:
+        raise RuleError("rule", f"not valid JSON: {exc}") from None
+    return parse(raw, pii_traits)
+
+
+def segment_id_for(name: str) -> str:
+    """An id made from a name: ``"VIP customers"`` -> ``vip-customers``."""
+    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:63]
+    return slug or "segment"
+
+
+def check_segment_id(segment_id: str) -> None:
+    """Ids are URL- and key-safe; ``ValueError`` naming the rule otherwise."""
+    if not _ID.match(segment_id):
+        raise ValueError(
+            "id: 1-63 characters, lowercase letters, digits, '-' and '_', starting with a "
+            "letter or digit"
+        )
+
+
+@dataclass(frozen=True)
+class Transition:
+    """A customer entering or leaving a segment."""
+
+    segment_id: str
+    segment_version: int
+    customer_id: str
+    change: str
+    at: datetime
+    cause: str
+
+    @property
+    def event_id(self) -> str:
+        """The same transition caused by the same input always has the same id, so a
+        consumer can drop a duplicate."""
+        parts = (self.segment_id, self.customer_id, self.segment_version, self.change, self.cause)
+        return str(uuid.uuid5(_NAMESPACE, ":".join(map(str, parts))))
+
+
+def transitions(
+    customer_id: str,
+    evaluated: Mapping[str, tuple[bool, int]],
+    current: Iterable[str],
+    now: datetime,
+    cause: str,
+) -> list[Transition]:
+    """Who enters (matches, not a member) and who exits (a member, no longer matches), for
+    the segments evaluated (segment id -> (matched, version))."""
+    members = set(current)
+    out = []
+    for segment_id, (matched, version) in sorted(evaluated.items()):
+        if matched and segment_id not in members:
+            out.append(Transition(segment_id, version, customer_id, ENTERED, now, cause))
+        elif not matched and segment_id in members:
+            out.append(Transition(segment_id, version, customer_id, EXITED, now, cause))
+    return out
+
+
+class Catalog:
+    """The segments a replica evaluates, indexed by what triggers them."""
+
+    def __init__(self, segments: Iterable[Segment] = ()) -> None:
+        self.segments = {s.id: s for s in segments}
+
+    def reading(self, changed_paths: Iterable[str]) -> list[Segment]:
+        """Segments a profile change to these paths can change."""
+        paths = list(changed_paths)
+        return [s for s in self.segments.values() if s.reads_any(paths)]
+
+    def on_events(self, names: Iterable[str]) -> list[Segment]:
+        """Segments whose event conditions read any of these events."""
+        wanted = set(names)
+        return [s for s in self.segments.values() if s.rule.event_names & wanted]
+
+    def time_dependent(self) -> list[Segment]:
+        """Segments whose members can change as time passes."""
+        return [s for s in self.segments.values() if s.rule.time_dependent]

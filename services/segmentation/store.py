@@ -1,0 +1,301 @@
+"""MongoDB persistence of segmentation (database ``<prefix>_segmentation``).
+
+- ``segments``: definitions (rule as canonical JSON), version, status, size, backfill progress.
+- ``profiles``: this service's own view of each profile (the document rules read), replaced
+  by every profile change; PII traits appear by name only (``traits_present``).
+- ``events``: recent events (name, time, scalar properties) for event conditions; expire
+  after the retention setting.
+- ``memberships``: one document per (segment, customer) while the customer is a member.
+- ``scores``: predictive scores per customer, with the model version.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from motor.motor_asyncio import AsyncIOMotorDatabase
+from pymongo import DeleteOne, ReplaceOne, UpdateOne
+from pymongo.errors import BulkWriteError, DuplicateKeyError
+
+from services.platform.errors import AlreadyExists
+from services.platform.mongo import Document, IndexSpec, ensure_indexes
+from services.segmentation.rules import EventRecord
+
+DUPLICATE_KEY = 11000
+CHUNK = 50  # $in lists stay short: the local server slows down on long ones
+
+
+def _chunks(values: Sequence[str]) -> Iterable[Sequence[str]]:
+    for start in range(0, len(values), CHUNK):
+        yield values[start : start + CHUNK]
+
+
+def membership_id(segment_id: str, customer_id: str) -> str:
+    """The key of one membership document."""
+    return f"{segment_id}:{customer_id}"
+
+
+class SegmentationStore:
+    """Segments, profile views, recent events, memberships and scores."""
+
+    def __init__(self, db: AsyncIOMotorDatabase[Document], event_retention_s: int) -> None:
+        self.db = db
+        self.segments = db["segments"]
+        self.profiles = db["profiles"]
+        self.events = db["events"]
+        self.memberships = db["memberships"]
+        self.scores = db["scores"]
+        self.event_retention_s = event_retention_s
+
+    async def ensure_indexes(self) -> None:
+        """Members by segment in customer order, events per customer by time, expiry."""
+        await ensure_indexes(
+            self.db,
+            [
+                IndexSpec("memberships", [("segment_id", 1), ("customer_id", 1)]),
+                IndexSpec("memberships", [("customer_id", 1)]),
+                IndexSpec("events", [("customer_id", 1), ("at", -1)]),
+                IndexSpec(
+                    "events",
+                    [("stored_at", 1)],
+                    options={"expireAfterSeconds": self.event_retention_s},
+                ),
+            ],
+        )
+
+    # ---- segments ---------------------------------------------------------------------
+
+    async def create_segment(self, doc: Document) -> None:
+        """Insert a new definition; :class:`SegmentExists` if the id is taken."""
+        try:
+            await self.segments.insert_one(doc)
+        except DuplicateKeyError:
+            raise SegmentExists(doc["_id"]) from None
+
+    async def update_segment(self, segment_id: str, changes: Document) -> Document | None:
+        """Apply ``changes`` and return the new definition (``None`` if unknown)."""
+        from pymongo import ReturnDocument
+
+        return await self.segments.find_one_and_update(
+            {"_id": segment_id}, {"$set": changes}, return_document=ReturnDocument.AFTER
+        )
+
+    async def set_progress(
+        self, segment_id: str, version: int, evaluated: int, total: int, live: bool
+    ) -> None:
+        """Backfill progress of one version (ignored once the rule moved on)."""
+        changes: Document = {"backfill_evaluated": evaluated, "backfill_total": total}
+        if live:
+            changes["status"] = "live"
+        await self.segments.update_one({"_id": segment_id, "version": version}, {"$set": changes})
+
+    async def delete_segment(self, segment_id: str) -> bool:
+        """Remove the definition; ``True`` if it existed."""
+        result = await self.segments.delete_one({"_id": segment_id})
+        return bool(result.deleted_count)
+
+    async def get_segment(self, segment_id: str) -> Document | None:
+        """One definition."""
+        return await self.segments.find_one({"_id": segment_id})
+
+    async def list_segments(self) -> list[Document]:
+        """Every definition, by id."""
+        return await self.segments.find({}).sort("_id", 1).to_list(None)
+
+    async def sizes(self, segment_ids: Sequence[str]) -> dict[str, int]:
+        """Current member counts."""
+        return {s: await self.memberships.count_documents({"segment_id": s}) for s in segment_ids}
+
+    # ---- profile views and events -------------------------------------------------------
+
+    async def save_profiles(self, docs: Sequence[Document]) -> None:
+        """Replace the views of these customers (later documents win within the batch)."""
+        latest = {d["_id"]: d for d in docs}
+        if latest:
+            await self.profiles.bulk_write(
+                [ReplaceOne({"_id": i}, d, upsert=True) for i, d in latest.items()], ordered=False
+            )
+
+    async def profiles_for(self, customer_ids: Sequence[str]) -> dict[str, Document]:
+        """Views by customer id (unknown ids left out)."""
+        found: dict[str, Document] = {}
+        for chunk in _chunks(list(dict.fromkeys(customer_ids))):
+            async for doc in self.profiles.find({"_id": {"$in": list(chunk)}}):
+                found[doc["_id"]] = doc
+        return found
+
+    async def count_profiles(self) -> int:
+        """How many customers have a view."""
+        return await self.profiles.estimated_document_count()
+
+    async def stream_profiles(
+        self, query: Mapping[str, Any] | None = None
+    ) -> AsyncIterator[Document]:
+        """Every view (matching ``query``), in id order, in batches from the server."""
+        cursor = self.profiles.find(dict(query or {})).sort("_id", 1).batch_size(1_000)
+        async for doc in cursor:
+            yield doc
+
+    async def matching_ids(self, query: Mapping[str, Any]) -> AsyncIterator[str]:
+        """Ids of the views matching a pushed-down rule."""
+        async for doc in self.profiles.find(dict(query), {"_id": 1}).batch_size(5_000):
+            yield doc["_id"]
+
+    async def save_events(self, records: Sequence[Document]) -> None:
+        """Store recent events (a redelivered one is stored once: its id is the key)."""
+        if not records:
+            return
+        try:
+            await self.events.insert_many(list(records), ordered=False)
+        except BulkWriteError as exc:
+            if any(e["code"] != DUPLICATE_KEY for e in exc.details["writeErrors"]):
+                raise
+
+    async def events_for(
+        self, customer_ids: Sequence[str], since: datetime
+    ) -> dict[str, list[EventRecord]]:
+        """Each customer's stored events since ``since``, oldest first."""
+        found: dict[str, list[EventRecord]] = {c: [] for c in customer_ids}
+        for chunk in _chunks(list(dict.fromkeys(customer_ids))):
+            query = {"customer_id": {"$in": list(chunk)}, "at": {"$gte": since}}
+            async for doc in self.events.find(query).sort("at", 1):
+                found[doc["customer_id"]].append(
+                    EventRecord(doc["name"], _utc(doc["at"]), doc.get("properties") or {})
+                )
+        return found
+
+    # ---- memberships ----------------------------------------------------------------------
+
+    async def memberships_of(self, customer_ids: Sequence[str]) -> dict[str, dict[str, Document]]:
+        """customer id -> segment id -> membership document."""
+        found: dict[str, dict[str, Document]] = {c: {} for c in customer_ids}
+        for chunk in _chunks(list(dict.fromkeys(customer_ids))):
+            async for doc in self.memberships.find({"customer_id": {"$in": list(chunk)}}):
+                found.setdefault(doc["customer_id"], {})[doc["segment_id"]] = doc
+        return found
+
+    async def member_ids(self, segment_id: str) -> AsyncIterator[str]:
+        """Every member of a segment, in customer id order."""
+        cursor = self.memberships.find({"segment_id": segment_id}, {"customer_id": 1})
+        async for doc in cursor.sort("customer_id", 1).batch_size(5_000):
+            yield doc["customer_id"]
+
+    async def members_page(self, segment_id: str, after: str, limit: int) -> list[Document]:
+        """A page of members after customer id ``after``."""
+        query: Document = {"segment_id": segment_id}
+        if after:
+            query["customer_id"] = {"$gt": after}
+        cursor = self.memberships.find(query).sort("customer_id", 1).limit(limit)
+        return await cursor.to_list(None)
+
+    async def count_members(self, segment_id: str) -> int:
+        """The segment's size."""
+        return await self.memberships.count_documents({"segment_id": segment_id})
+
+    async def apply_memberships(
+        self, entered: Sequence[Document], exited: Sequence[tuple[str, str]]
+    ) -> None:
+        """Record entries (membership documents) and exits ((segment, customer) pairs)."""
+        ops: list[UpdateOne | DeleteOne] = [
+            UpdateOne({"_id": d["_id"]}, {"$setOnInsert": d}, upsert=True) for d in entered
+        ]
+        ops += [DeleteOne({"_id": membership_id(s, c)}) for s, c in exited]
+        if ops:
+            await self.memberships.bulk_write(ops, ordered=False)
+
+    # ---- scores ---------------------------------------------------------------------------
+
+    async def save_scores(self, scores: Sequence[Document]) -> None:
+        """Replace the scores of these customers and copy them into their views."""
+        if not scores:
+            return
+        await self.scores.bulk_write(
+            [ReplaceOne({"_id": s["_id"]}, s, upsert=True) for s in scores], ordered=False
+        )
+        await self.profiles.bulk_write(
+            [UpdateOne({"_id": s["_id"]}, {"$set": {"scores": _rule_scores(s)}}) for s in scores],
+            ordered=False,
+        )
+
+    async def scores_of(self, customer_ids: Sequence[str]) -> dict[str, Document]:
+        """Scores by customer id (customers never scored left out)."""
+        found: dict[str, Document] = {}
+        for chunk in _chunks(list(dict.fromkeys(customer_ids))):
+            async for doc in self.scores.find({"_id": {"$in": list(chunk)}}):
+                found[doc["_id"]] = doc
+        return found
+
+    async def move_customer(self, merged_id: str, survivor_id: str) -> None:
+        """A merged customer's view goes (the survivor's next change brings its own) and its
+        events now belong to the survivor."""
+        await self.profiles.delete_one({"_id": merged_id})
+        await self.events.update_many(
+            {"customer_id": merged_id}, {"$set": {"customer_id": survivor_id}}
+        )
+
+    # ---- privacy ----------------------------------------------------------------------------
+
+    async def erase(self, customer_id: str) -> list[str]:
+        """Delete everything held about a customer; returns the segments they were in."""
+        segments = [
+            d["segment_id"] async for d in self.memberships.find({"customer_id": customer_id})
+        ]
+        await self.memberships.delete_many({"customer_id": customer_id})
+        await self.profiles.delete_one({"_id": customer_id})
+        await self.events.delete_many({"customer_id": customer_id})
+        await self.scores.delete_one({"_id": customer_id})
+        return segments
+
+    async def export(self, customer_id: str) -> dict[str, Any]:
+        """What segmentation holds about a customer, as JSON-ready data."""
+        memberships = [
+            {"segment_id": d["segment_id"], "since": _utc(d["since"]).isoformat()}
+            async for d in self.memberships.find({"customer_id": customer_id})
+        ]
+        scores = await self.scores.find_one({"_id": customer_id}, {"_id": 0})
+        events = [
+            {"name": d["name"], "at": _utc(d["at"]).isoformat(), "properties": d.get("properties")}
+            async for d in self.events.find({"customer_id": customer_id}).sort("at", 1)
+        ]
+        if not memberships and scores is None and not events:
+            return {}
+        return {
+            "segments": memberships,
+            "scores": _json_ready(scores or {}),
+            "events": events,
+        }
+
+
+class SegmentExists(AlreadyExists):
+    """A segment with this id exists already."""
+
+    def __init__(self, segment_id: str) -> None:
+        super().__init__(f"segment {segment_id!r} already exists")
+        self.segment_id = segment_id
+
+
+_RULE_SCORES = (
+    "recency",
+    "frequency",
+    "monetary",
+    "rfm_cell",
+    "p_alive",
+    "expected_purchases_30d",
+    "expected_purchases_90d",
+    "clv_12m",
+)
+
+
+def _rule_scores(scores: Mapping[str, Any]) -> Document:
+    """The score fields rules read (``scores.<name>``)."""
+    return {k: scores[k] for k in _RULE_SCORES if k in scores}
+
+
+def _utc(at: datetime) -> datetime:
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
+
+
+def _json_ready(doc: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: _utc(v).isoformat() if isinstance(v, datetime) else v for k, v in doc.items()}
