@@ -198,14 +198,23 @@ def expected_purchases(
     age: npt.ArrayLike,
 ) -> FloatArray:
     """Expected number of purchases of each customer in the next ``t`` time units (equation
-    (10) of Fader, Hardie and Lee 2005), accounting for the chance they have already churned."""
+    (10) of Fader, Hardie and Lee 2005), accounting for the chance they have already churned.
+
+    The paper's w^(r+x) * 2F1(r+x, b+x; a+b+x-1; z), with w = (alpha+T) / (alpha+T+t) and
+    z = 1 - w, is computed through Euler's transformation as
+    w^(a-1) * 2F1(a+b-1-r, a-1; a+b+x-1; z): the same value, but the huge and tiny factors of
+    a customer with hundreds of purchases cancel on paper instead of overflowing to NaN.
+    """
     if t < 0:
         raise ValueError(f"the horizon must not be negative, got {t}")
     x, t_x, age = _floats(frequency), _floats(recency), _floats(age)
     r, alpha, a, b = params.r, params.alpha, params.a, params.b
-    hyp = hyp2f1(r + x, b + x, a + b + x - 1, t / (alpha + age + t))
-    shrink = ((alpha + age) / (alpha + age + t)) ** (r + x)
-    alive_purchases = (a + b + x - 1) / (a - 1) * (1 - shrink * hyp)
+    # At a = 1 the formula is 0/0 but continuous in a: step just beside it (10 digits left).
+    if abs(a - 1) < 1e-6:
+        a = 1 + math.copysign(1e-6, a - 1)
+    w = (alpha + age) / (alpha + age + t)
+    hyp = hyp2f1(a + b - 1 - r, a - 1, a + b + x - 1, t / (alpha + age + t))
+    alive_purchases = (a + b + x - 1) / (a - 1) * (1 - w ** (a - 1) * hyp)
     result: FloatArray = alive_purchases / (1.0 + _dropout_odds(params, x, t_x, age))
     return result
 

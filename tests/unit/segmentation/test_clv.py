@@ -205,6 +205,32 @@ def test_expected_purchases_grow_with_the_horizon_from_zero() -> None:
         expected_purchases(PUBLISHED_BGNBD, -1.0, *history)
 
 
+def test_expected_purchases_of_heavy_buyers_stay_finite() -> None:
+    """Customers who bought every day for a year (hundreds to thousands of purchases): over
+    two years the prediction is finite, grows with x and stays under their rate times two
+    years (they may still drop out); over an instant it is the posterior rate
+    (r + x) / (alpha + T) times the instant, while alive."""
+    x = np.array([100.0, 1_000.0, 3_000.0])
+    age = np.full(3, 52.0)
+    two_years = expected_purchases(PUBLISHED_BGNBD, 104.0, x, age, age)
+    assert np.all(np.isfinite(two_years))
+    assert np.all(np.diff(two_years) > 0)
+    assert np.all(two_years < (0.243 + x) / (4.414 + 52.0) * 104.0)
+    instant = expected_purchases(PUBLISHED_BGNBD, 1e-3, x, age, age)
+    alive = p_alive(PUBLISHED_BGNBD, x, age, age)
+    assert instant / alive == pytest.approx((0.243 + x) / (4.414 + 52.0) * 1e-3, rel=1e-3)
+
+
+def test_expected_purchases_are_continuous_through_a_equal_to_one() -> None:
+    history = ([3.0], [20.0], [39.0])
+    values = [
+        float(expected_purchases(BgNbdParams(0.243, 4.414, a, 2.426), 13.0, *history)[0])
+        for a in (1 - 1e-3, 1.0, 1 + 1e-3)
+    ]
+    assert np.all(np.isfinite(values))
+    assert values[1] == pytest.approx((values[0] + values[2]) / 2, rel=1e-4)
+
+
 def test_expected_purchases_of_a_new_customer_match_the_population_mean() -> None:
     """With no history, the expectation is E[X(t)] of the paper's equation (7), which for
     small t is the mean purchase rate r / alpha times t."""
