@@ -146,7 +146,8 @@ class Audiences:
         else:
             evaluated = 0
             chunk: list[Document] = []
-            async for doc in self.store.stream_profiles():
+            # Only candidates: the rule's field conditions narrow the stream in the database.
+            async for doc in self.store.stream_profiles(segment.rule.prefilter(now)):
                 chunk.append(doc)
                 if len(chunk) == CHUNK:
                     matched |= await self._matching(segment, chunk, now)

@@ -78,7 +78,7 @@ class Scoring:
         now = now or datetime.now(UTC)
         unit = self.settings.time_unit_days
         summaries: list[CustomerSummary] = []
-        histories: list[rfm.Customer] = []
+        histories: list[rfm.CustomerActivity] = []
         async for view in self.store.stream_profiles({"orders.count": {"$gt": 0}}):
             summary = summary_of(view, now, unit)
             if summary is None:
@@ -86,10 +86,10 @@ class Scoring:
             summaries.append(summary)
             orders = view["orders"]
             histories.append(
-                rfm.Customer(
+                rfm.CustomerActivity(
                     customer_id=view["_id"],
                     recency_days=(now - _utc(orders["last_order_at"])).days,
-                    frequency=int(orders["count"]),
+                    orders=int(orders["count"]),
                     monetary=float(orders.get("revenue", 0.0)),
                 )
             )
@@ -103,19 +103,19 @@ class Scoring:
         except ValueError as exc:
             # Too few repeat buyers to fit: RFM only, until there are.
             log.warning("purchase models not fitted", extra={"fields": {"reason": str(exc)}})
-        cells = rfm.score(histories)
+        cells = rfm.rfm_scores(histories)
         docs = []
         for customer in histories:
-            cell = cells[customer.customer_id]
+            score = cells[customer.customer_id]
             doc: dict[str, Any] = {
                 "_id": customer.customer_id,
-                "recency": customer.recency_days,
-                "frequency": customer.frequency,
+                "recency": int(customer.recency_days),
+                "frequency": customer.orders,
                 "monetary": customer.monetary,
-                "r_score": cell.r,
-                "f_score": cell.f,
-                "m_score": cell.m,
-                "rfm_cell": cell.cell,
+                "r_score": score.recency,
+                "f_score": score.frequency,
+                "m_score": score.monetary,
+                "rfm_cell": str(score.cell),
                 "model_version": model_version,
                 "computed_at": now,
             }

@@ -78,7 +78,7 @@ async def request_privacy(platform: Platform, kind: str, customer_id: str) -> di
     assert "errors" not in body, body
     submitted = body["data"]["requestPrivacy"]
     assert submitted["state"] == "PENDING"
-    assert {s["service"] for s in submitted["services"]} == {"identity", "profile"}
+    assert {s["service"] for s in submitted["services"]} == {"identity", "profile", "segmentation"}
     status: dict[str, Any] = {}
 
     async def done() -> bool:
@@ -88,7 +88,7 @@ async def request_privacy(platform: Platform, kind: str, customer_id: str) -> di
         return bool(status["state"] == "DONE")
 
     await eventually(done, 60, f"the {kind} request answered by every service", 0.5)
-    assert [s["state"] for s in status["services"]] == ["DONE", "DONE"]
+    assert [s["state"] for s in status["services"]] == ["DONE", "DONE", "DONE"]
     assert status["completedAt"] is not None
     return status
 
@@ -130,7 +130,7 @@ async def test_privacy_export_and_erasure_reach_every_service_and_leave_no_trace
     assert await platform.customer("email", email) is None
     client = mongo_client(mongo_server.uri, "erase-scan")
     try:
-        for service in ("identity", "profile"):
+        for service in ("identity", "profile", "segmentation"):
             db = client[f"lodestar_{service}"]
             for collection in await db.list_collection_names():
                 async for doc in db[collection].find({}):

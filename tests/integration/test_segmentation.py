@@ -1,0 +1,434 @@
+"""Segmentation against real SecantusDB and Tansu: real-time membership changes exactly
+once under redelivery, event conditions, backfill agreeing with real time, the segment
+lifecycle over gRPC, scores, erasure."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import grpc
+import pytest
+from google.protobuf.struct_pb2 import Struct
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from motor.motor_asyncio import AsyncIOMotorClient
+
+from infra.local.servers import KafkaWireServer, MongoWireServer
+from lodestar.v1 import common_pb2, events_pb2, profile_pb2, segmentation_pb2, segmentation_pb2_grpc
+from services.platform import topics
+from services.platform.bus import Bus, BusConfig, Delivery, ensure_topics
+from services.platform.mongo import Document, database, mongo_client
+from services.platform.rpc import GrpcServer
+from services.segmentation.api import SegmentationServicer
+from services.segmentation.audience import Audiences
+from services.segmentation.consumers import ProfileChangeHandler, ResolvedEventHandler
+from services.segmentation.definitions import SegmentDefinitions
+from services.segmentation.rules import parse
+from services.segmentation.scoring import Scoring
+from services.segmentation.segments import LIVE, Catalog, Segment
+from services.segmentation.server import SERVICE_NAME
+from services.segmentation.store import SegmentationStore
+from tests.support.kafka import eventually, read_all, unique
+
+NOW = datetime(2026, 11, 1, 12, tzinfo=UTC)
+PII = frozenset({"email", "phone"})
+
+
+def segment(segment_id: str, rule: dict[str, Any], version: int = 1) -> Segment:
+    return Segment(segment_id, segment_id, version, parse(rule, PII), LIVE)
+
+
+def profile_change(
+    customer: str,
+    event_id: str,
+    *,
+    tier: str = "Bronze",
+    revenue: int = 0,
+    paths: Sequence[str] = ("loyalty",),
+    traits: dict[str, Any] | None = None,
+) -> Delivery[events_pb2.ProfileChanged]:
+    profile = profile_pb2.Profile(
+        customer_id=customer,
+        loyalty=profile_pb2.Loyalty(tier=tier),
+        orders=profile_pb2.OrdersSummary(
+            order_count=1 if revenue else 0,
+            revenue=[common_pb2.Money(currency="EUR", amount_minor=revenue)],
+            average_order_value=common_pb2.Money(currency="EUR", amount_minor=revenue),
+        ),
+    )
+    profile.traits.update(traits or {})
+    change = events_pb2.ProfileChanged(
+        event_id=event_id,
+        customer_id=customer,
+        changed_paths=list(paths),
+        profile=profile,
+        trait_names=sorted(traits or {}),
+    )
+    change.changed_at.FromDatetime(NOW)
+    return Delivery("changed", 0, 0, None, change.SerializeToString(), change)
+
+
+def track(
+    customer: str, event_id: str, name: str, at: datetime, **properties: Any
+) -> Delivery[events_pb2.Event]:
+    props = Struct()
+    props.update(properties)
+    event = events_pb2.Event(
+        event_id=event_id,
+        customer_id=customer,
+        type=events_pb2.EVENT_TYPE_TRACK,
+        name=name,
+        properties=props,
+    )
+    event.timestamp.FromDatetime(at)
+    return Delivery("resolved", 0, 0, None, event.SerializeToString(), event)
+
+
+@pytest.fixture
+async def store(mongo_server: MongoWireServer) -> AsyncIterator[SegmentationStore]:
+    client: AsyncIOMotorClient[Document] = mongo_client(mongo_server.uri, "tests")
+    store = SegmentationStore(
+        database(client, unique("seg").replace("-", "_"), "segmentation"), 30 * 86_400
+    )
+    await store.ensure_indexes()
+    yield store
+    client.close()
+
+
+@pytest.fixture
+async def bus(kafka_server: KafkaWireServer) -> AsyncIterator[Bus]:
+    await ensure_topics(kafka_server.bootstrap_servers, {topics.SEGMENTS_MEMBERSHIP: 6})
+    bus = Bus(BusConfig(kafka_server.bootstrap_servers, "test-segmentation"))
+    await bus.start()
+    yield bus
+    await bus.stop()
+
+
+async def membership_events(
+    bootstrap: str, customer: str
+) -> list[events_pb2.SegmentMembershipChanged]:
+    records = await read_all(bootstrap, topics.SEGMENTS_MEMBERSHIP)
+    found = [events_pb2.SegmentMembershipChanged.FromString(r.value) for r in records]
+    return [e for e in found if e.customer_id == customer]
+
+
+async def test_entering_and_leaving_emit_one_event_each_also_under_redelivery(
+    store: SegmentationStore, bus: Bus, kafka_server: KafkaWireServer
+) -> None:
+    gold = segment("gold", {"field": "loyalty.tier", "op": "eq", "value": "Gold"})
+    plan = segment("pro", {"field": "traits.plan", "op": "eq", "value": "pro"})
+    audiences = Audiences(store, bus, Catalog([gold, plan]), clock=lambda: NOW)
+    handler = ProfileChangeHandler(audiences)
+    customer = unique("c")
+    upgraded = [profile_change(customer, "e1", tier="Gold")]
+    await handler(upgraded)
+    await handler(upgraded)  # redelivered
+    assert set((await store.memberships_of([customer]))[customer]) == {"gold"}
+    downgraded = [profile_change(customer, "e2", tier="Silver")]
+    await handler(downgraded)
+    await handler(downgraded)
+    events = await membership_events(kafka_server.bootstrap_servers, customer)
+    assert [(e.segment_id, e.change) for e in events] == [
+        ("gold", events_pb2.MEMBERSHIP_CHANGE_ENTERED),
+        ("gold", events_pb2.MEMBERSHIP_CHANGE_EXITED),
+    ]
+    assert await store.memberships_of([customer]) == {customer: {}}
+
+
+async def test_only_segments_reading_a_changed_path_are_evaluated(
+    store: SegmentationStore,
+) -> None:
+    gold = segment("gold", {"field": "loyalty.tier", "op": "eq", "value": "Gold"})
+    audiences = Audiences(store, None, Catalog([gold]), clock=lambda: NOW)
+    customer = unique("c")
+    # The tier is Gold, but the change says only traits changed: gold is not re-evaluated.
+    await ProfileChangeHandler(audiences)(
+        [profile_change(customer, "e1", tier="Gold", paths=["traits.plan"])]
+    )
+    assert await store.memberships_of([customer]) == {customer: {}}
+    await ProfileChangeHandler(audiences)([profile_change(customer, "e2", tier="Gold")])
+    assert set((await store.memberships_of([customer]))[customer]) == {"gold"}
+
+
+async def test_event_conditions_with_windows_enter_on_the_qualifying_event(
+    store: SegmentationStore,
+) -> None:
+    shoes = segment(
+        "shoe-browsers",
+        {
+            "event": "Product Viewed",
+            "where": [{"field": "category", "op": "eq", "value": "shoes"}],
+            "count": {"gte": 3},
+            "within_last_days": 7,
+        },
+    )
+    audiences = Audiences(store, None, Catalog([shoes]), clock=lambda: NOW)
+    customer = unique("c")
+    await ProfileChangeHandler(audiences)([profile_change(customer, "p1")])
+    handler = ResolvedEventHandler(audiences)
+    await handler(
+        [track(customer, "v0", "Product Viewed", NOW - timedelta(days=9), category="shoes")]
+    )
+    await handler(
+        [track(customer, "v1", "Product Viewed", NOW - timedelta(days=1), category="shoes")]
+    )
+    await handler([track(customer, "v2", "Product Viewed", NOW, category="hats")])
+    assert await store.memberships_of([customer]) == {customer: {}}  # old, and hats
+    await handler([track(customer, "v3", "Product Viewed", NOW, category="shoes")])
+    await handler([track(customer, "v3", "Product Viewed", NOW, category="shoes")])  # redelivered
+    assert await store.memberships_of([customer]) == {customer: {}}  # still two in the window
+    await handler([track(customer, "v4", "Product Viewed", NOW, category="shoes")])
+    assert set((await store.memberships_of([customer]))[customer]) == {"shoe-browsers"}
+
+
+RULES = [
+    {"field": "loyalty.tier", "op": "in", "value": ["Gold", "Platinum"]},
+    {"field": "orders.revenue", "op": "gt", "value": 50},
+    {
+        "all": [
+            {"field": "orders.revenue", "op": "lte", "value": 80},
+            {"not": {"field": "traits.plan", "op": "eq", "value": "pro"}},
+        ]
+    },
+    {"field": "traits.email", "op": "exists", "value": True},
+]
+
+
+@settings(
+    max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["Bronze", "Silver", "Gold", "Platinum"]),
+            st.integers(0, 100_00),
+            st.sampled_from([{}, {"plan": "pro"}, {"plan": "free"}, {"email": "x"}]),
+        ),
+        min_size=1,
+        max_size=12,
+    )
+)
+async def test_real_time_and_backfill_give_the_same_members(
+    mongo_server: MongoWireServer, profiles: list[tuple[str, int, dict[str, str]]]
+) -> None:
+    client: AsyncIOMotorClient[Document] = mongo_client(mongo_server.uri, "tests")
+    try:
+        stores = [
+            SegmentationStore(
+                database(client, unique(name).replace("-", "_"), "segmentation"), 86_400
+            )
+            for name in ("rt", "bf")
+        ]
+        segments = [segment(f"s{i}", r) for i, r in enumerate(RULES)]
+        realtime = Audiences(stores[0], None, Catalog(segments), clock=lambda: NOW)
+        backfill = Audiences(stores[1], None, Catalog(segments), clock=lambda: NOW)
+        changes = [
+            profile_change(
+                f"c{n}",
+                f"e{n}",
+                tier=t,
+                revenue=r,
+                traits=tr,
+                paths=["loyalty", "orders", "traits"],
+            )
+            for n, (t, r, tr) in enumerate(profiles)
+        ]
+        await ProfileChangeHandler(realtime)(changes)
+        await stores[1].save_profiles([_document(c.message) for c in changes])
+        for s in segments:
+            await backfill.reconcile(s)
+        ids = [f"c{n}" for n in range(len(profiles))]
+        assert await stores[0].memberships_of(ids) == await _without_since(
+            stores[1], ids, stores[0]
+        )
+    finally:
+        client.close()
+
+
+def _document(change: events_pb2.ProfileChanged) -> Document:
+    from services.segmentation.consumers import profile_document
+
+    return profile_document(change)
+
+
+async def _without_since(
+    store: SegmentationStore, ids: list[str], other: SegmentationStore
+) -> dict[str, dict[str, Document]]:
+    """The other store's memberships with the backfill's 'since' values, so only who is in
+    which segment is compared."""
+    mine = await store.memberships_of(ids)
+    theirs = await other.memberships_of(ids)
+    for customer, segments in mine.items():
+        for segment_id, doc in segments.items():
+            if segment_id in theirs.get(customer, {}):
+                doc["since"] = theirs[customer][segment_id]["since"]
+    return mine
+
+
+class Service:
+    def __init__(
+        self,
+        stub: segmentation_pb2_grpc.SegmentationServiceAsyncStub,
+        store: SegmentationStore,
+        definitions: SegmentDefinitions,
+    ) -> None:
+        self.stub = stub
+        self.store = store
+        self.definitions = definitions
+
+
+@pytest.fixture
+async def service(store: SegmentationStore, bus: Bus) -> AsyncIterator[Service]:
+    audiences = Audiences(store, bus)
+    definitions = SegmentDefinitions(store, audiences, PII)
+    servicer = SegmentationServicer(definitions, store, Scoring(store, definitions))
+    server = GrpcServer(
+        "127.0.0.1",
+        0,
+        [SERVICE_NAME],
+        lambda s: segmentation_pb2_grpc.add_SegmentationServiceServicer_to_server(servicer, s),
+        default_deadline_s=10,
+    )
+    await server.start()
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        yield Service(segmentation_pb2_grpc.SegmentationServiceStub(channel), store, definitions)
+    await server.stop(0)
+
+
+async def test_segment_lifecycle_over_grpc(service: Service) -> None:
+    stub, store = service.stub, service.store
+    views = [
+        _document(profile_change(f"m{n}", f"e{n}", revenue=n * 10_00).message) for n in range(7)
+    ]
+    await store.save_profiles(views)
+    rule = {"field": "orders.revenue", "op": "gte", "value": 30}
+    created = await stub.CreateSegment(
+        segmentation_pb2.CreateSegmentRequest(name="Big spenders", rule_json=json.dumps(rule))
+    )
+    assert (created.id, created.version) == ("big-spenders", 1)
+    assert created.reads_paths == ["orders"]
+
+    async def live() -> bool:
+        got = await stub.GetSegment(segmentation_pb2.GetSegmentRequest(id="big-spenders"))
+        return got.status == segmentation_pb2.SEGMENT_STATUS_LIVE and got.size == 4
+
+    await eventually(live, 20, "the backfill to finish")
+    first = await stub.Members(
+        segmentation_pb2.MembersRequest(segment_id="big-spenders", page_size=3)
+    )
+    second = await stub.Members(
+        segmentation_pb2.MembersRequest(
+            segment_id="big-spenders", page_size=3, page_token=first.next_page_token
+        )
+    )
+    assert [m.customer_id for m in first.members] + [m.customer_id for m in second.members] == [
+        "m3",
+        "m4",
+        "m5",
+        "m6",
+    ]
+    assert first.total == 4 and second.next_page_token == ""
+    mine = await stub.MembershipsFor(
+        segmentation_pb2.MembershipsForRequest(customer_ids=["m5", "m1"])
+    )
+    assert [s.segment_id for s in mine.memberships["m5"].segments] == ["big-spenders"]
+    assert list(mine.memberships["m1"].segments) == []
+
+    updated = await stub.UpdateSegment(
+        segmentation_pb2.UpdateSegmentRequest(
+            id="big-spenders", rule_json=json.dumps({**rule, "value": 60})
+        )
+    )
+    assert updated.version == 2
+
+    async def narrowed() -> bool:
+        got = await stub.GetSegment(segmentation_pb2.GetSegmentRequest(id="big-spenders"))
+        return got.status == segmentation_pb2.SEGMENT_STATUS_LIVE and got.size == 1
+
+    await eventually(narrowed, 20, "the second backfill")
+    deleted = await stub.DeleteSegment(segmentation_pb2.DeleteSegmentRequest(id="big-spenders"))
+    assert deleted.members_exited == 1
+    with pytest.raises(grpc.aio.AioRpcError) as gone:
+        await stub.GetSegment(segmentation_pb2.GetSegmentRequest(id="big-spenders"))
+    assert gone.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+@pytest.mark.parametrize(
+    ("request_", "code", "named"),
+    [
+        (
+            segmentation_pb2.CreateSegmentRequest(name="x", rule_json="{"),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "JSON",
+        ),
+        (
+            segmentation_pb2.CreateSegmentRequest(
+                name="x",
+                rule_json='{"all": [{"field": "orders.revenue", "op": "gt", "value": "a lot"}]}',
+            ),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "all[0]",
+        ),
+        (
+            segmentation_pb2.CreateSegmentRequest(
+                name="x", rule_json='{"field": "traits.email", "op": "eq", "value": "a@b.c"}'
+            ),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "email",
+        ),
+        (
+            segmentation_pb2.CreateSegmentRequest(
+                name="", rule_json='{"field": "orders.count", "op": "gt", "value": 1}'
+            ),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "name",
+        ),
+        (
+            segmentation_pb2.CreateSegmentRequest(
+                id="Bad Id", name="x", rule_json='{"field": "orders.count", "op": "gt", "value": 1}'
+            ),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "id",
+        ),
+    ],
+)
+async def test_bad_definitions_are_refused_naming_what_is_wrong(
+    service: Service,
+    request_: segmentation_pb2.CreateSegmentRequest,
+    code: grpc.StatusCode,
+    named: str,
+) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as failed:
+        await service.stub.CreateSegment(request_)
+    assert failed.value.code() == code
+    assert named in (failed.value.details() or "")
+
+
+async def test_a_taken_id_is_already_exists(service: Service) -> None:
+    rule = '{"field": "orders.count", "op": "gt", "value": 1}'
+    await service.stub.CreateSegment(
+        segmentation_pb2.CreateSegmentRequest(id="repeat", name="Repeat", rule_json=rule)
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as failed:
+        await service.stub.CreateSegment(
+            segmentation_pb2.CreateSegmentRequest(id="repeat", name="Repeat", rule_json=rule)
+        )
+    assert failed.value.code() == grpc.StatusCode.ALREADY_EXISTS
+
+
+async def test_erasure_leaves_nothing_of_the_customer(store: SegmentationStore) -> None:
+    gold = segment("gold", {"field": "loyalty.tier", "op": "eq", "value": "Gold"})
+    audiences = Audiences(store, None, Catalog([gold]), clock=lambda: NOW)
+    customer = unique("gone")
+    await ProfileChangeHandler(audiences)([profile_change(customer, "e1", tier="Gold")])
+    await ResolvedEventHandler(audiences)([track(customer, "t1", "Viewed", NOW)])
+    assert (await store.export(customer))["segments"][0]["segment_id"] == "gold"
+    await audiences.remove_customer(customer, "erase")
+    await store.erase(customer)
+    for name in await store.db.list_collection_names():
+        async for doc in store.db[name].find({}):
+            assert customer not in str(doc), name
+    assert await store.export(customer) == {}
