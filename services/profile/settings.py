@@ -63,7 +63,9 @@ class ProfileSettings(PiiSettings):
 
     # Privacy requests: the services that must answer before a request is done (each that
     # holds customer data), and how long request records and exports are kept.
-    profile_privacy_services: str = Field("identity,profile,segmentation", pattern=r"^[a-z_]+(,[a-z_]+)*$")
+    profile_privacy_services: str = Field(
+        "identity,profile,segmentation", pattern=r"^[a-z_]+(,[a-z_]+)*$"
+    )
     profile_privacy_record_days: int = Field(30, ge=1, le=3_650)
 
     def privacy_requests(self) -> PrivacyRequestSettings:

@@ -32,8 +32,8 @@ from datetime import UTC, datetime, timedelta
 from enum import Enum
 from typing import Any, Final
 
+from services.platform.fieldnames import field_key
 from services.profile.engagement import ENGAGEMENT_EVENTS, PURPOSES, STATES
-from services.profile.fold import field_key
 
 DEFAULT_PII: Final = frozenset(
     {

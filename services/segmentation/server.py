@@ -3,9 +3,11 @@ consumers and scheduled jobs."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from lodestar.v1 import events_pb2, segmentation_pb2, segmentation_pb2_grpc
 from services.platform import topics
-from services.platform.bus import Bus, BusConfig
+from services.platform.bus import Bus, BusConfig, Subscription
 from services.platform.mongo import database, mongo_client
 from services.platform.privacy import PrivacyHandler
 from services.platform.rpc import GrpcServer
@@ -60,7 +62,7 @@ async def serve(settings: SegmentationSettings) -> None:
         await audiences.remove_customer(customer_id, cause=f"erase:{customer_id}")
         await store.erase(customer_id)
 
-    subscriptions = [
+    subscriptions: list[Subscription[Any]] = [
         bus.subscribe(
             [topics.PROFILE_CHANGED],
             "segmentation",

@@ -184,7 +184,7 @@ async def test_event_conditions_with_windows_enter_on_the_qualifying_event(
     assert set((await store.memberships_of([customer]))[customer]) == {"shoe-browsers"}
 
 
-RULES = [
+RULES: list[dict[str, Any]] = [
     {"field": "loyalty.tier", "op": "in", "value": ["Gold", "Platinum"]},
     {"field": "orders.revenue", "op": "gt", "value": 50},
     {
@@ -330,7 +330,8 @@ async def test_segment_lifecycle_over_grpc(service: Service) -> None:
         "m5",
         "m6",
     ]
-    assert first.total == 4 and second.next_page_token == ""
+    assert first.total == 4
+    assert second.next_page_token == ""
     mine = await stub.MembershipsFor(
         segmentation_pb2.MembershipsForRequest(customer_ids=["m5", "m1"])
     )
