@@ -74,10 +74,15 @@ class CustomerScores:
     f_score: int
     m_score: int
     rfm_cell: str
-    p_alive: float = strawberry.field(description="Probability the customer is still active.")
-    expected_purchases_30d: float
-    expected_purchases_90d: float
-    clv_12m: float = strawberry.field(description="Discounted value of the next 12 months.")
+    p_alive: float | None = strawberry.field(
+        description="Probability the customer is still active; null until enough customers "
+        "bought twice to fit the purchase models."
+    )
+    expected_purchases_30d: float | None
+    expected_purchases_90d: float | None
+    clv_12m: float | None = strawberry.field(
+        description="Discounted value of the next 12 months (base currency)."
+    )
     model_version: str
     computed_at: datetime | None
 
@@ -91,10 +96,14 @@ class CustomerScores:
             f_score=s.f_score,
             m_score=s.m_score,
             rfm_cell=s.rfm_cell,
-            p_alive=s.p_alive,
-            expected_purchases_30d=s.expected_purchases_30d,
-            expected_purchases_90d=s.expected_purchases_90d,
-            clv_12m=s.clv_12m,
+            p_alive=s.p_alive if s.HasField("p_alive") else None,
+            expected_purchases_30d=(
+                s.expected_purchases_30d if s.HasField("expected_purchases_30d") else None
+            ),
+            expected_purchases_90d=(
+                s.expected_purchases_90d if s.HasField("expected_purchases_90d") else None
+            ),
+            clv_12m=s.clv_12m if s.HasField("clv_12m") else None,
             model_version=s.model_version,
             computed_at=_when(s, "computed_at"),
         )

@@ -14,7 +14,7 @@ import threading
 from pathlib import Path
 from types import FrameType
 
-from infra.local.demo import DEMO_CUSTOMERS, send_demo_data
+from infra.local.demo import DEMO_CUSTOMERS, create_demo_segments, send_demo_data
 from infra.local.stack import ROOT, SERVICES, Stack, StackPorts
 
 
@@ -82,8 +82,13 @@ def main() -> None:
     try:
         stack.start()
         if not args.no_demo:
+            segments = create_demo_segments(stack.grpc_target("segmentation"))
             sent = send_demo_data(stack.gateway_url, stack.write_key)
-            print(f"sent {sent} demo events for {len(DEMO_CUSTOMERS)} customers", flush=True)
+            print(
+                f"created {segments} demo segments; sent {sent} demo events for "
+                f"{len(DEMO_CUSTOMERS)} customers",
+                flush=True,
+            )
         print(banner(stack), flush=True)
         # Wake every half second to notice a process that died on its own.
         while not stopping.wait(0.5):

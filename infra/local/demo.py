@@ -5,7 +5,13 @@ Message ids are fixed, so sending the demo twice changes nothing.
 
 from __future__ import annotations
 
+import json
+from datetime import UTC, datetime, timedelta
+
+import grpc
 import httpx
+
+from lodestar.v1 import segmentation_pb2, segmentation_pb2_grpc
 
 DEMO_CUSTOMERS = (
     ("u-1001", "Ada", "Lovelace", "ada@example.com", "web"),
@@ -69,7 +75,79 @@ def demo_batch() -> list[dict[str, object]]:
                     },
                 }
             )
+    # One checkout that never became an order: the abandoned-checkout audience.
+    calls.append(
+        {
+            "type": "track",
+            "messageId": "demo-checkout-u-1002",
+            "userId": "u-1002",
+            "event": "Checkout Started",
+            "timestamp": (datetime.now(UTC) - timedelta(days=3)).isoformat(),
+            "properties": {"order_id": "o-pending-u-1002", "value": 89.0},
+        }
+    )
     return calls
+
+
+ABANDONED_CHECKOUT = {
+    "event": "Checkout Started",
+    "within_last_days": 30,
+    "not_followed_by": {"event": "Order Completed", "within_hours": 48},
+}
+VALUABLE_AT_RISK = {
+    "all": [
+        {"field": "scores.p_alive", "op": "lt", "value": 0.3},
+        {"field": "orders.revenue", "op": "gt", "value": 500},
+    ]
+}
+DEMO_SEGMENTS = (
+    (
+        "abandoned-checkout",
+        "Abandoned checkout",
+        "Started a checkout, no order within 2 days",
+        ABANDONED_CHECKOUT,
+    ),
+    (
+        "valuable-at-risk",
+        "Valuable customers at risk",
+        "Spent over 500 and probably gone",
+        VALUABLE_AT_RISK,
+    ),
+    (
+        "shoe-browsers",
+        "Shoe browsers",
+        "Viewed shoes in the last 7 days and may be e-mailed",
+        {
+            "all": [
+                {
+                    "event": "Product Viewed",
+                    "where": [{"field": "category", "op": "eq", "value": "shoes"}],
+                    "within_last_days": 7,
+                },
+                {"field": "consent.email_marketing", "op": "ne", "value": "denied"},
+            ]
+        },
+    ),
+    ("buyers", "Buyers", "At least one order", {"field": "orders.count", "op": "gte", "value": 1}),
+)
+
+
+def create_demo_segments(segmentation_target: str) -> int:
+    """Create the demo segments over gRPC (existing ones are left as they are)."""
+    created = 0
+    with grpc.insecure_channel(segmentation_target) as channel:
+        stub = segmentation_pb2_grpc.SegmentationServiceStub(channel)
+        for segment_id, name, description, rule in DEMO_SEGMENTS:
+            request = segmentation_pb2.CreateSegmentRequest(
+                id=segment_id, name=name, description=description, rule_json=json.dumps(rule)
+            )
+            try:
+                stub.CreateSegment(request, timeout=10)
+                created += 1
+            except grpc.RpcError as error:
+                if error.code() != grpc.StatusCode.ALREADY_EXISTS:
+                    raise
+    return created
 
 
 def send_demo_data(gateway_url: str, write_key: str) -> int:

@@ -180,6 +180,11 @@ class SegmentationServicer(segmentation_pb2_grpc.SegmentationServiceServicer):
 
 
 def _scores(doc: Mapping[str, Any]) -> segmentation_pb2.CustomerScores:
+    predictions = {
+        k: float(doc[k])
+        for k in ("p_alive", "expected_purchases_30d", "expected_purchases_90d", "clv_12m")
+        if k in doc
+    }
     return segmentation_pb2.CustomerScores(
         customer_id=doc["_id"],
         recency_days=int(doc.get("recency", 0)),
@@ -189,10 +194,7 @@ def _scores(doc: Mapping[str, Any]) -> segmentation_pb2.CustomerScores:
         f_score=int(doc.get("f_score", 0)),
         m_score=int(doc.get("m_score", 0)),
         rfm_cell=str(doc.get("rfm_cell", "")),
-        p_alive=float(doc.get("p_alive", 0.0)),
-        expected_purchases_30d=float(doc.get("expected_purchases_30d", 0.0)),
-        expected_purchases_90d=float(doc.get("expected_purchases_90d", 0.0)),
-        clv_12m=float(doc.get("clv_12m", 0.0)),
+        **predictions,
         model_version=str(doc.get("model_version", "")),
         computed_at=_stamp(doc.get("computed_at")),
     )

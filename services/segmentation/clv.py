@@ -213,8 +213,15 @@ def expected_purchases(
     if abs(a - 1) < 1e-6:
         a = 1 + math.copysign(1e-6, a - 1)
     w = (alpha + age) / (alpha + age + t)
-    hyp = hyp2f1(a + b - 1 - r, a - 1, a + b + x - 1, t / (alpha + age + t))
-    alive_purchases = (a + b + x - 1) / (a - 1) * (1 - w ** (a - 1) * hyp)
+    z = t / (alpha + age + t)
+    with np.errstate(all="ignore"):
+        hyp = hyp2f1(a + b - 1 - r, a - 1, a + b + x - 1, z)
+        unscaled = 1 - w ** (a - 1) * hyp
+        # With a and b in the millions (a dropout rate the data pin down tightly) the
+        # transformed form overflows instead; the paper's own form is then well behaved.
+        direct = 1 - w ** (r + x) * hyp2f1(r + x, b + x, a + b + x - 1, z)
+    unscaled = np.where(np.isfinite(unscaled), unscaled, direct)
+    alive_purchases = (a + b + x - 1) / (a - 1) * unscaled
     result: FloatArray = alive_purchases / (1.0 + _dropout_odds(params, x, t_x, age))
     return result
 

@@ -433,3 +433,52 @@ async def test_erasure_leaves_nothing_of_the_customer(store: SegmentationStore) 
         async for doc in store.db[name].find({}):
             assert customer not in str(doc), name
     assert await store.export(customer) == {}
+
+
+async def test_scoring_fits_scores_everyone_and_updates_score_segments(
+    store: SegmentationStore,
+) -> None:
+    import random
+
+    rng = random.Random(3)
+    views = []
+    for n in range(60):
+        first = NOW - timedelta(days=rng.randint(100, 400))
+        days = rng.choice([1, 1, 2, 3, 5, 8])
+        last = first + timedelta(days=rng.randint(0, (NOW - first).days)) if days > 1 else first
+        views.append(
+            {
+                "_id": f"s{n}",
+                "orders": {
+                    "count": days,
+                    "revenue": 40.0 * days,
+                    "first_order_at": first,
+                    "last_order_at": last,
+                    "purchase_days": days,
+                    "repeat_average": round(rng.uniform(10, 120), 2) if days > 1 else 0.0,
+                },
+            }
+        )
+    views.append({"_id": "no-orders", "orders": {"count": 0}})
+    await store.profiles.insert_many(views)
+    at_risk = segment("at-risk", {"field": "scores.p_alive", "op": "lt", "value": 0.5})
+    audiences = Audiences(store, None, Catalog([at_risk]), clock=lambda: NOW)
+    definitions = SegmentDefinitions(store, audiences, PII)
+    run = await Scoring(store, definitions).recompute(now=NOW)
+    assert run.model_version == "bgnbd-gg-1"
+    assert run.customers == 60
+    assert set(json.loads(run.parameters_json)["bgnbd"]) == {"r", "alpha", "a", "b"}
+    scores = await store.scores_of([f"s{n}" for n in range(60)] + ["no-orders"])
+    assert len(scores) == 60
+    for doc in scores.values():
+        assert 0.0 <= doc["p_alive"] <= 1.0
+        assert doc["expected_purchases_90d"] >= doc["expected_purchases_30d"] >= 0.0
+        assert doc["clv_12m"] >= 0.0
+        assert doc["rfm_cell"]
+    one_timers = [doc for doc in scores.values() if doc["frequency"] == 1]
+    assert all(doc["p_alive"] == pytest.approx(1.0) for doc in one_timers)  # BG/NBD: x = 0
+    members = {m async for m in store.member_ids("at-risk")}
+    assert members == {c for c, doc in scores.items() if doc["p_alive"] < 0.5}
+    assert members  # the synthetic histories include lapsed repeat buyers
+    view = (await store.profiles_for(["s1"]))["s1"]
+    assert view["scores"]["p_alive"] == scores["s1"]["p_alive"]  # rules read the copy

@@ -476,7 +476,9 @@ class CustomerScores(_message.Message):
     m_score: _builtins.int
     rfm_cell: _builtins.str
     p_alive: _builtins.float
-    """BG/NBD: probability the customer is still active, expected purchases ahead."""
+    """BG/NBD: probability the customer is still active, expected purchases ahead. Unset while
+    too few customers bought twice to fit the models (RFM only).
+    """
     expected_purchases_30d: _builtins.float
     expected_purchases_90d: _builtins.float
     clv_12m: _builtins.float
@@ -495,18 +497,33 @@ class CustomerScores(_message.Message):
         f_score: _builtins.int = ...,
         m_score: _builtins.int = ...,
         rfm_cell: _builtins.str = ...,
-        p_alive: _builtins.float = ...,
-        expected_purchases_30d: _builtins.float = ...,
-        expected_purchases_90d: _builtins.float = ...,
-        clv_12m: _builtins.float = ...,
+        p_alive: _builtins.float | None = ...,
+        expected_purchases_30d: _builtins.float | None = ...,
+        expected_purchases_90d: _builtins.float | None = ...,
+        clv_12m: _builtins.float | None = ...,
         model_version: _builtins.str = ...,
         computed_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["computed_at", b"computed_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_clv_12m", b"_clv_12m", "_expected_purchases_30d", b"_expected_purchases_30d", "_expected_purchases_90d", b"_expected_purchases_90d", "_p_alive", b"_p_alive", "clv_12m", b"clv_12m", "computed_at", b"computed_at", "expected_purchases_30d", b"expected_purchases_30d", "expected_purchases_90d", b"expected_purchases_90d", "p_alive", b"p_alive"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["clv_12m", b"clv_12m", "computed_at", b"computed_at", "customer_id", b"customer_id", "expected_purchases_30d", b"expected_purchases_30d", "expected_purchases_90d", b"expected_purchases_90d", "f_score", b"f_score", "frequency", b"frequency", "m_score", b"m_score", "model_version", b"model_version", "monetary", b"monetary", "p_alive", b"p_alive", "r_score", b"r_score", "recency_days", b"recency_days", "rfm_cell", b"rfm_cell"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_clv_12m", b"_clv_12m", "_expected_purchases_30d", b"_expected_purchases_30d", "_expected_purchases_90d", b"_expected_purchases_90d", "_p_alive", b"_p_alive", "clv_12m", b"clv_12m", "computed_at", b"computed_at", "customer_id", b"customer_id", "expected_purchases_30d", b"expected_purchases_30d", "expected_purchases_90d", b"expected_purchases_90d", "f_score", b"f_score", "frequency", b"frequency", "m_score", b"m_score", "model_version", b"model_version", "monetary", b"monetary", "p_alive", b"p_alive", "r_score", b"r_score", "recency_days", b"recency_days", "rfm_cell", b"rfm_cell"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__clv_12m: _TypeAlias = _typing.Literal["clv_12m"]  # noqa: Y015
+    _WhichOneofArgType__clv_12m: _TypeAlias = _typing.Literal["_clv_12m", b"_clv_12m"]  # noqa: Y015
+    _WhichOneofReturnType__expected_purchases_30d: _TypeAlias = _typing.Literal["expected_purchases_30d"]  # noqa: Y015
+    _WhichOneofArgType__expected_purchases_30d: _TypeAlias = _typing.Literal["_expected_purchases_30d", b"_expected_purchases_30d"]  # noqa: Y015
+    _WhichOneofReturnType__expected_purchases_90d: _TypeAlias = _typing.Literal["expected_purchases_90d"]  # noqa: Y015
+    _WhichOneofArgType__expected_purchases_90d: _TypeAlias = _typing.Literal["_expected_purchases_90d", b"_expected_purchases_90d"]  # noqa: Y015
+    _WhichOneofReturnType__p_alive: _TypeAlias = _typing.Literal["p_alive"]  # noqa: Y015
+    _WhichOneofArgType__p_alive: _TypeAlias = _typing.Literal["_p_alive", b"_p_alive"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__clv_12m) -> _WhichOneofReturnType__clv_12m | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__expected_purchases_30d) -> _WhichOneofReturnType__expected_purchases_30d | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__expected_purchases_90d) -> _WhichOneofReturnType__expected_purchases_90d | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__p_alive) -> _WhichOneofReturnType__p_alive | None: ...
 
 Global___CustomerScores: _TypeAlias = CustomerScores  # noqa: Y015
 

@@ -416,3 +416,14 @@ def _simulate_spend(
     # The mean of x Gamma(p, nu) spends is Gamma(p * x, nu * x).
     monetary = rng.gamma(params.p * frequency, scale / frequency)
     return frequency.astype(np.float64), monetary
+
+
+def test_expected_purchases_stay_finite_when_the_dropout_beta_is_very_concentrated() -> None:
+    # A fit on few customers can put a and b in the millions (a/(a+b) pinned down tightly).
+    params = BgNbdParams(r=0.55, alpha=2.55, a=2_035_073.0, b=9_234_735.0)
+    ahead = expected_purchases(params, 30 / 7, [0, 4, 7], [0.0, 19.9, 42.4], [10.0, 31.6, 48.9])
+    assert np.all(np.isfinite(ahead))
+    assert np.all(ahead > 0)
+    # Close to the limit of a fixed dropout probability p = a / (a + b) after each purchase.
+    longer = expected_purchases(params, 90 / 7, [0, 4, 7], [0.0, 19.9, 42.4], [10.0, 31.6, 48.9])
+    assert np.all(longer > ahead)
