@@ -294,7 +294,9 @@ def changed_paths(delta: ProfileDelta) -> set[str]:
     # changes nothing, and telling which is which would cost a read per event.
     for path in [*delta.set_fields, *delta.inc_fields, *delta.timed_fields]:
         head = path.split(".", 1)[0]
-        if head in ("orders", "loyalty"):
+        if head == "orders":
+            paths |= {"orders", "loyalty"}  # points, cashback and tier derive from orders
+        elif head == "loyalty":
             paths.add(head)
         elif head in ("last_page", "last_screen", "cart"):
             paths.add(f"behaviour.{head}")

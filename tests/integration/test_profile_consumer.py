@@ -74,8 +74,20 @@ async def test_changes_are_announced_with_tier_changes_once(
     mine = [c for c in changes if c.customer_id == customer]
     assert [list(c.changed_paths) for c in mine] == [
         ["behaviour.sessions", "event_counts.Product Viewed"],
-        ["behaviour.cart", "behaviour.sessions", "event_counts.Order Completed", "orders"],
-        ["behaviour.cart", "behaviour.sessions", "event_counts.Order Completed", "orders"],
+        [
+            "behaviour.cart",
+            "behaviour.sessions",
+            "event_counts.Order Completed",
+            "loyalty",
+            "orders",
+        ],
+        [
+            "behaviour.cart",
+            "behaviour.sessions",
+            "event_counts.Order Completed",
+            "loyalty",
+            "orders",
+        ],
     ]
     assert [(c.tier_changed, c.old_tier, c.new_tier) for c in mine] == [
         (False, "", ""),
