@@ -34,8 +34,10 @@ class Segment:
     def matches(
         self, profile: Mapping[str, Any] | None, events: Sequence[EventRecord], now: datetime
     ) -> bool:
-        """Whether the customer belongs (no profile view yet: not a member)."""
-        return profile is not None and self.rule.matches(profile, events, now)
+        """Whether the customer belongs. Without a profile view yet (events can arrive
+        before the profile change they cause) the view is empty: a rule on events alone can
+        already hold, one on profile fields waits for the view."""
+        return self.rule.matches(profile or {}, events, now)
 
     def reads_any(self, changed_paths: Iterable[str]) -> bool:
         """Whether a change to any of these profile paths can change this segment."""
@@ -117,9 +119,15 @@ class Catalog:
         self.segments = {s.id: s for s in segments}
 
     def reading(self, changed_paths: Iterable[str]) -> list[Segment]:
-        """Segments a profile change to these paths can change."""
+        """Segments a profile change to these paths can change: those reading the paths,
+        and those with conditions on an event whose count changed (the event may have been
+        evaluated before this profile view existed)."""
         paths = list(changed_paths)
-        return [s for s in self.segments.values() if s.reads_any(paths)]
+        # Profile changes name counters by the event's own name: event_counts.<name>.
+        counted = {p.split(".", 1)[1] for p in paths if p.startswith("event_counts.")}
+        return [
+            s for s in self.segments.values() if s.reads_any(paths) or s.rule.event_names & counted
+        ]
 
     def on_events(self, names: Iterable[str]) -> list[Segment]:
         """Segments whose event conditions read any of these events."""

@@ -482,3 +482,29 @@ async def test_scoring_fits_scores_everyone_and_updates_score_segments(
     assert members  # the synthetic histories include lapsed repeat buyers
     view = (await store.profiles_for(["s1"]))["s1"]
     assert view["scores"]["p_alive"] == scores["s1"]["p_alive"]  # rules read the copy
+
+
+async def test_an_event_arriving_before_its_profile_change_still_qualifies(
+    store: SegmentationStore,
+) -> None:
+    checkout = segment(
+        "abandoned",
+        {
+            "event": "Checkout Started",
+            "within_last_days": 30,
+            "not_followed_by": {"event": "Order Completed", "within_hours": 48},
+        },
+    )
+    audiences = Audiences(store, None, Catalog([checkout]), clock=lambda: NOW)
+    customer = unique("c")
+    # The event consumer runs first: no profile view yet, and the rule reads events only.
+    await ResolvedEventHandler(audiences)(
+        [track(customer, "k1", "Checkout Started", NOW - timedelta(days=3))]
+    )
+    assert set((await store.memberships_of([customer]))[customer]) == {"abandoned"}
+    # Had it been evaluated too early, the profile change naming the event's counter
+    # brings it back.
+    await store.apply_memberships([], [("abandoned", customer)])
+    change = profile_change(customer, "p1", paths=["event_counts.Checkout Started"])
+    await ProfileChangeHandler(audiences)([change])
+    assert set((await store.memberships_of([customer]))[customer]) == {"abandoned"}
