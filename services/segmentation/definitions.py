@@ -97,7 +97,7 @@ class SegmentDefinitions:
         }
         await self.store.create_segment(doc)
         segment = Segment(segment_id, name, 1, rule, BACKFILLING)
-        self.audiences.catalog.segments[segment_id] = segment
+        self.audiences.catalog.put(segment)
         self._start_backfill(segment)
         return doc
 
@@ -131,14 +131,14 @@ class SegmentDefinitions:
             raise NotFound(f"segment {segment_id!r} does not exist")
         if rule is not None and "version" in changes:
             segment = Segment(segment_id, updated["name"], updated["version"], rule, BACKFILLING)
-            self.audiences.catalog.segments[segment_id] = segment
+            self.audiences.catalog.put(segment)
             self._start_backfill(segment)
         return updated
 
     async def delete(self, segment_id: str) -> int:
         """Remove the segment; every member exits. Returns how many did."""
         current = await self.get(segment_id)
-        self.audiences.catalog.segments.pop(segment_id, None)
+        self.audiences.catalog.discard(segment_id)
         task = self.backfills.pop(segment_id, None)
         if task is not None:
             task.cancel()
@@ -191,7 +191,7 @@ class SegmentDefinitions:
             await self.store.set_progress(segment.id, segment.version, total, total, True)
             live = Segment(segment.id, segment.name, segment.version, segment.rule, LIVE)
             if self.audiences.catalog.segments.get(segment.id, live).version == segment.version:
-                self.audiences.catalog.segments[segment.id] = live
+                self.audiences.catalog.put(live)
             log.info(
                 "segment backfilled",
                 extra={

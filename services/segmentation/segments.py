@@ -112,27 +112,79 @@ def transitions(
     return out
 
 
+def _prefixes(path: str) -> list[str]:
+    """``a.b.c`` -> ``a``, ``a.b``, ``a.b.c``."""
+    parts = path.split(".")
+    return [".".join(parts[: n + 1]) for n in range(len(parts))]
+
+
+class _Index:
+    """Which segments read a path (or a path above it), read below a path, or read an
+    event, so picking the segments of a change costs lookups, not a scan."""
+
+    def __init__(self, segments: Iterable[Segment]) -> None:
+        self.at: dict[str, set[str]] = {}
+        self.below: dict[str, set[str]] = {}
+        self.events: dict[str, set[str]] = {}
+        for segment in segments:
+            for path in segment.rule.paths:
+                self.at.setdefault(path, set()).add(segment.id)
+                for prefix in _prefixes(path)[:-1]:
+                    self.below.setdefault(prefix, set()).add(segment.id)
+            for name in segment.rule.event_names:
+                self.events.setdefault(name, set()).add(segment.id)
+
+
 class Catalog:
     """The segments a replica evaluates, indexed by what triggers them."""
 
     def __init__(self, segments: Iterable[Segment] = ()) -> None:
         self.segments = {s.id: s for s in segments}
+        self._index: _Index | None = None
+
+    def put(self, segment: Segment) -> None:
+        """Add or replace a segment."""
+        self.segments[segment.id] = segment
+        self._index = None
+
+    def discard(self, segment_id: str) -> None:
+        """Stop evaluating a segment."""
+        self.segments.pop(segment_id, None)
+        self._index = None
+
+    @property
+    def index(self) -> _Index:
+        """The lookup tables, rebuilt after a change of the catalogue."""
+        if self._index is None:
+            self._index = _Index(self.segments.values())
+        return self._index
+
+    def _pick(self, ids: set[str]) -> list[Segment]:
+        return [self.segments[i] for i in sorted(ids) if i in self.segments]
 
     def reading(self, changed_paths: Iterable[str]) -> list[Segment]:
-        """Segments a profile change to these paths can change: those reading the paths,
-        and those with conditions on an event whose count changed (the event may have been
-        evaluated before this profile view existed)."""
-        paths = list(changed_paths)
-        # Profile changes name counters by the event's own name: event_counts.<name>.
-        counted = {p.split(".", 1)[1] for p in paths if p.startswith("event_counts.")}
-        return [
-            s for s in self.segments.values() if s.reads_any(paths) or s.rule.event_names & counted
-        ]
+        """Segments a profile change to these paths can change: those reading the paths
+        (or what lies above or below them), and those with conditions on an event whose
+        count changed (the event may have been evaluated before this profile view
+        existed)."""
+        index = self.index
+        ids: set[str] = set()
+        for changed in changed_paths:
+            for prefix in _prefixes(changed):
+                ids |= index.at.get(prefix, set())
+            ids |= index.below.get(changed, set())
+            # Profile changes name counters by the event's own name: event_counts.<name>.
+            if changed.startswith("event_counts."):
+                ids |= index.events.get(changed.split(".", 1)[1], set())
+        return self._pick(ids)
 
     def on_events(self, names: Iterable[str]) -> list[Segment]:
         """Segments whose event conditions read any of these events."""
-        wanted = set(names)
-        return [s for s in self.segments.values() if s.rule.event_names & wanted]
+        index = self.index
+        ids: set[str] = set()
+        for name in names:
+            ids |= index.events.get(name, set())
+        return self._pick(ids)
 
     def time_dependent(self) -> list[Segment]:
         """Segments whose members can change as time passes."""
