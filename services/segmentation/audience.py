@@ -11,7 +11,7 @@ changed and emits nothing.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
 from prometheus_client import Counter
@@ -68,15 +68,23 @@ class Audiences:
         self.clock = clock
 
     async def evaluate(
-        self, wanted: dict[str, list[Segment]], cause: str, now: datetime | None = None
+        self,
+        wanted: dict[str, list[Segment]],
+        cause: str,
+        now: datetime | None = None,
+        views: Mapping[str, Document] | None = None,
     ) -> int:
-        """Evaluate, per customer, the segments given; returns how many changed."""
+        """Evaluate, per customer, the segments given (with the profile views the caller
+        has just stored, or those in the store); returns how many changed."""
         wanted = {c: s for c, s in wanted.items() if s}
         if not wanted:
             return 0
         now = now or self.clock()
         customers = list(wanted)
-        profiles = await self.store.profiles_for(customers)
+        missing = [c for c in customers if views is None or c not in views]
+        profiles = dict(views or {})
+        if missing:
+            profiles.update(await self.store.profiles_for(missing))
         needs_events = [c for c, segs in wanted.items() if any(s.rule.uses_events for s in segs)]
         events = await self._events(needs_events, now)
         current = await self.store.memberships_of(customers)

@@ -131,15 +131,14 @@ class ProfileChangeHandler:
         for change in changes:
             if not change.customer_id:
                 raise PoisonMessage("profile change without customer_id")
-        await self.audiences.store.save_profiles(
-            [profile_document(c) for c in changes if c.HasField("profile")]
-        )
+        views = {c.customer_id: profile_document(c) for c in changes if c.HasField("profile")}
+        await self.audiences.store.save_profiles(list(views.values()))
         paths: dict[str, set[str]] = {}
         for change in changes:
             paths.setdefault(change.customer_id, set()).update(change.changed_paths)
         catalog = self.audiences.catalog
         wanted = {c: catalog.reading(p) for c, p in paths.items()}
-        await self.audiences.evaluate(wanted, cause=changes[-1].event_id)
+        await self.audiences.evaluate(wanted, cause=changes[-1].event_id, views=views)
 
 
 class ResolvedEventHandler:

@@ -32,6 +32,22 @@ def _chunks(values: Sequence[str]) -> Iterable[Sequence[str]]:
         yield values[start : start + CHUNK]
 
 
+# The fields of a profile view that a profile change replaces (scores are this service's).
+VIEW_FIELDS = (
+    "traits",
+    "traits_present",
+    "event_counts",
+    "first_seen",
+    "last_seen",
+    "orders",
+    "loyalty",
+    "consent",
+    "behaviour",
+    "engagement",
+    "changed_at",
+)
+
+
 def membership_id(segment_id: str, customer_id: str) -> str:
     """The key of one membership document."""
     return f"{segment_id}:{customer_id}"
@@ -111,12 +127,19 @@ class SegmentationStore:
     # ---- profile views and events -------------------------------------------------------
 
     async def save_profiles(self, docs: Sequence[Document]) -> None:
-        """Replace the views of these customers (later documents win within the batch)."""
+        """Replace the views of these customers (later documents win within the batch),
+        keeping the scores this service computed."""
         latest = {d["_id"]: d for d in docs}
-        if latest:
-            await self.profiles.bulk_write(
-                [ReplaceOne({"_id": i}, d, upsert=True) for i, d in latest.items()], ordered=False
-            )
+        ops = []
+        for customer_id, doc in latest.items():
+            fields = {k: v for k, v in doc.items() if k != "_id"}
+            update: Document = {"$set": fields}
+            gone = [k for k in VIEW_FIELDS if k not in fields]
+            if gone:
+                update["$unset"] = dict.fromkeys(gone, "")
+            ops.append(UpdateOne({"_id": customer_id}, update, upsert=True))
+        if ops:
+            await self.profiles.bulk_write(ops, ordered=False)
 
     async def profiles_for(self, customer_ids: Sequence[str]) -> dict[str, Document]:
         """Views by customer id (unknown ids left out)."""

@@ -508,3 +508,16 @@ async def test_an_event_arriving_before_its_profile_change_still_qualifies(
     change = profile_change(customer, "p1", paths=["event_counts.Checkout Started"])
     await ProfileChangeHandler(audiences)([change])
     assert set((await store.memberships_of([customer]))[customer]) == {"abandoned"}
+
+
+async def test_a_profile_change_keeps_the_scores_of_the_view(store: SegmentationStore) -> None:
+    audiences = Audiences(store, None, Catalog([]), clock=lambda: NOW)
+    customer = unique("c")
+    await ProfileChangeHandler(audiences)([profile_change(customer, "p1", traits={"plan": "a"})])
+    await store.save_scores([{"_id": customer, "p_alive": 0.2, "rfm_cell": "At risk"}])
+    await ProfileChangeHandler(audiences)([profile_change(customer, "p2", revenue=10_00)])
+    view = (await store.profiles_for([customer]))[customer]
+    assert view["scores"] == {"p_alive": 0.2, "rfm_cell": "At risk"}
+    assert view["orders"]["revenue"] == 10.0
+    assert "traits" in view
+    assert view["traits"] == {}  # the newer profile has no traits: the old ones are gone
