@@ -24,6 +24,7 @@ bench: $(STAMP)
 	$(BIN)/python tests/perf/bench_ingest.py
 	$(BIN)/python tests/perf/bench_identity.py
 	$(BIN)/python tests/perf/bench_profile.py
+	$(BIN)/python tests/perf/bench_segmentation.py
 
 protos: $(STAMP)
 	$(BIN)/python -m infra.protogen
