@@ -359,7 +359,9 @@ class _Parser:
             raise RuleError(path, "a rule needs one of all, any, not, field or event")
         if len(kinds) > 1:
             raise RuleError(
-                path, f"a rule is one of all, any, not, field or event, not {' and '.join(kinds)}"
+                path,
+                "a rule is exactly one of all, any, not, field or event; "
+                f"this one has {' and '.join(kinds)}",
             )
         kind = kinds[0]
         if kind in ("all", "any"):
