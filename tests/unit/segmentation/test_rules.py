@@ -219,7 +219,7 @@ def nested(depth: int) -> dict[str, Any]:
     [
         ("gold", "rule", "a rule is an object"),
         ({}, "rule", "needs one of all, any, not, field or event"),
-        ({"all": [GOLD], "any": [GOLD]}, "rule", "not all and any"),
+        ({"all": [GOLD], "any": [GOLD]}, "rule", "this one has all and any"),
         ({"all": []}, "rule.all", "non-empty list"),
         ({"any": GOLD}, "rule.any", "non-empty list"),
         ({"all": [GOLD], "note": "x"}, "rule.note", "unknown key 'note'"),
