@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from services.profile.engagement import ENGAGEMENT_EVENTS
 from services.segmentation.rules import EventRecord, Rule, RuleError, parse
 
 BACKFILLING = "backfilling"
@@ -112,6 +113,9 @@ def transitions(
     return out
 
 
+_ENGAGEMENT_NAMES = frozenset(n for names in ENGAGEMENT_EVENTS.values() for n in names)
+
+
 def _prefixes(path: str) -> list[str]:
     """``a.b.c`` -> ``a``, ``a.b``, ``a.b.c``."""
     parts = path.split(".")
@@ -175,7 +179,11 @@ class Catalog:
             ids |= index.below.get(changed, set())
             # Profile changes name counters by the event's own name: event_counts.<name>.
             if changed.startswith("event_counts."):
-                ids |= index.events.get(changed.split(".", 1)[1], set())
+                name = changed.split(".", 1)[1]
+                ids |= index.events.get(name, set())
+                # Engagement (e-mail opened, pass installed, ...) is derived from counters.
+                if name in _ENGAGEMENT_NAMES:
+                    ids |= index.at.get("engagement", set())
         return self._pick(ids)
 
     def on_events(self, names: Iterable[str]) -> list[Segment]:

@@ -16,8 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorCollection
 
+from services.platform.fieldnames import field_key
 from services.platform.mongo import Document, database
-from services.profile.fold import field_key
 from services.segmentation.rules import EventRecord, Rule, parse
 from tests.support.kafka import unique
 

@@ -100,3 +100,11 @@ def test_transitions_enter_and_exit_once() -> None:
 def test_ids_from_names() -> None:
     assert segment_id_for("VIP customers (EU)") == "vip-customers-eu"
     assert segment_id_for("!!!") == "segment"
+
+
+def test_engagement_segments_follow_the_counters_they_derive_from() -> None:
+    opened = parse({"field": "engagement.email_opened.count", "op": "gte", "value": 3})
+    readers = Segment("readers", "Readers", 1, opened, LIVE)
+    catalog = Catalog([readers])
+    assert catalog.reading(["event_counts.Email Opened"]) == [readers]
+    assert catalog.reading(["event_counts.Product Viewed"]) == []
