@@ -175,9 +175,18 @@ class Audiences:
             Transition(segment.id, segment.version, c, "exited", now, cause)
             for c in sorted(members - matched)
         ]
+        applied = 0
         for start in range(0, len(changes), CHUNK):
-            await self.apply(changes[start : start + CHUNK])
-        return len(changes)
+            applied += await self._apply_fresh(segment.id, changes[start : start + CHUNK])
+        return applied
+
+    async def _apply_fresh(self, segment_id: str, changes: Sequence[Transition]) -> int:
+        """Apply what still holds: real-time evaluation may have moved some of these
+        customers since the member list was read (no second "entered")."""
+        members = await self.store.members_among(segment_id, [t.customer_id for t in changes])
+        still = [t for t in changes if (t.change == ENTERED) != (t.customer_id in members)]
+        await self.apply(still)
+        return len(still)
 
     async def _matching(
         self, segment: Segment, docs: Sequence[Document], now: datetime

@@ -213,6 +213,17 @@ class SegmentationStore:
         cursor = self.memberships.find(query).sort("customer_id", 1).limit(limit)
         return await cursor.to_list(None)
 
+    async def members_among(self, segment_id: str, customer_ids: Sequence[str]) -> set[str]:
+        """Which of these customers are members now."""
+        ids = [membership_id(segment_id, c) for c in customer_ids]
+        found: set[str] = set()
+        for chunk in _chunks(ids):
+            async for doc in self.memberships.find(
+                {"_id": {"$in": list(chunk)}}, {"customer_id": 1}
+            ):
+                found.add(doc["customer_id"])
+        return found
+
     async def count_members(self, segment_id: str) -> int:
         """The segment's size."""
         return await self.memberships.count_documents({"segment_id": segment_id})

@@ -86,13 +86,13 @@ async def test_segments_fill_in_real_time_and_show_in_graphql(
             found = (await view(platform, user))["customer"]
             return bool(found and [s["segmentId"] for s in found["segments"]] == [gold_id])
 
-        await eventually(in_gold, 60, "the buyer entering the gold segment")
+        await eventually(in_gold, 90, "the buyer entering the gold segment")
 
         async def abandoned_member() -> bool:
             found = (await view(platform, other))["customer"]
             return bool(found and [s["segmentId"] for s in found["segments"]] == [abandoned_id])
 
-        await eventually(abandoned_member, 60, "the abandoned checkout audience")
+        await eventually(abandoned_member, 90, "the abandoned checkout audience")
         listed = {s["id"]: s for s in (await view(platform, user))["segments"]}
         assert listed[gold_id]["status"] == "live"
         assert listed[gold_id]["size"] >= 1
