@@ -46,7 +46,7 @@ def toy_model() -> FactorModel:
 def test_the_artifact_round_trip_keeps_every_array_and_id() -> None:
     model = toy_model()
     data = model.to_bytes()
-    assert b"PK" == data[:2]  # an npz (zip) file
+    assert data[:2] == b"PK"  # an npz (zip) file
     back = FactorModel.from_bytes(model.info, data)
     assert back.customer_ids == model.customer_ids
     assert back.item_ids == model.item_ids
