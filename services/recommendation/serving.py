@@ -51,7 +51,8 @@ class Recommendations:
         """Load a newer model (or a rewritten artifact) and catalog changes; ``True`` when the
         served snapshot changed."""
         async with self._lock:
-            changed, mark = await self.store.items_changed_since(self._catalog_mark)
+            found, mark = await self.store.items_changed_since(self._catalog_mark)
+            changed = {k: v for k, v in found.items() if self._catalog.get(k) != v}
             self._catalog.update(changed)
             self._catalog_mark = mark
             model = self.model

@@ -33,6 +33,8 @@ DUPLICATE_KEY = 11000
 BUCKET = "artifacts"
 # One GridFS chunk: well under the 16 MB document limit, few round trips.
 CHUNK_BYTES = 4 * 1024 * 1024
+# How far another writer's clock may lag behind this reader's.
+CLOCK_MARGIN = timedelta(minutes=2)
 
 
 def _utc(at: datetime) -> datetime:
@@ -138,13 +140,18 @@ class RecommendationStore:
 
     async def save_seen_items(self, items: Sequence[ItemProperties], at: datetime) -> None:
         """Remember the properties events carried (later ones win; the catalog wins over all)."""
-        writes = []
-        for item in {i.item_id: i for i in items}.values():
-            fields = {f"seen.{k}": v for k, v in item.fields().items()}
-            if fields:
-                writes.append(
-                    UpdateOne({"_id": item.item_id}, {"$set": {**fields, "updated_at": at}}, True)
-                )
+        known: dict[str, dict[str, Any]] = {}
+        for item in items:
+            known.setdefault(item.item_id, {}).update(item.fields())
+        writes = [
+            UpdateOne(
+                {"_id": item_id},
+                {"$set": {**{f"seen.{k}": v for k, v in fields.items()}, "updated_at": at}},
+                upsert=True,
+            )
+            for item_id, fields in known.items()
+            if fields
+        ]
         if writes:
             await self.items.bulk_write(writes, ordered=False)
 
@@ -166,8 +173,9 @@ class RecommendationStore:
     async def items_changed_since(
         self, since: datetime | None
     ) -> tuple[dict[str, ItemProperties], datetime | None]:
-        """Items changed after ``since`` (every item when ``None``), and the newest change."""
-        query: Document = {} if since is None else {"updated_at": {"$gt": since}}
+        """Items changed after ``since`` (every item when ``None``), and the newest change.
+        Writers' clocks may lag: a margin before ``since`` is read again."""
+        query: Document = {} if since is None else {"updated_at": {"$gt": since - CLOCK_MARGIN}}
         found: dict[str, ItemProperties] = {}
         newest = since
         async for doc in self.items.find(query).batch_size(10_000):
