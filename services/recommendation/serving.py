@@ -51,10 +51,7 @@ class Recommendations:
         """Load a newer model (or a rewritten artifact) and catalog changes; ``True`` when the
         served snapshot changed."""
         async with self._lock:
-            found, mark = await self.store.items_changed_since(self._catalog_mark)
-            changed = {k: v for k, v in found.items() if self._catalog.get(k) != v}
-            self._catalog.update(changed)
-            self._catalog_mark = mark
+            changed = await self._pull_catalog()
             model = self.model
             doc = await self.store.newest_model()
             if doc is not None:
@@ -74,9 +71,19 @@ class Recommendations:
                 )
             return True
 
+    async def _pull_catalog(self) -> bool:
+        """Take in the item properties that changed; ``True`` if any did."""
+        found, mark = await self.store.items_changed_since(self._catalog_mark)
+        changed = {k: v for k, v in found.items() if self._catalog.get(k) != v}
+        self._catalog.update(changed)
+        self._catalog_mark = mark
+        return bool(changed)
+
     async def serve(self, model: FactorModel) -> None:
-        """Serve a model just trained here (unless a newer one is served already)."""
+        """Serve a model just trained here (unless a newer one is served already), with the
+        item properties seen since the last poll."""
         async with self._lock:
+            await self._pull_catalog()
             served = self._served_key()
             if served is None or (model.info.version, model.info.revision) > served:
                 await self._swap(model)
