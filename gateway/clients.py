@@ -9,6 +9,7 @@ from lodestar.v1 import (
     identity_pb2_grpc,
     privacy_pb2_grpc,
     profile_pb2_grpc,
+    recommendation_pb2_grpc,
     segmentation_pb2_grpc,
 )
 from services.platform.rpc import client_channel
@@ -26,6 +27,7 @@ class ServiceClients:
     # Privacy requests are served by the profile process.
     privacy: privacy_pb2_grpc.PrivacyServiceAsyncStub
     segmentation: segmentation_pb2_grpc.SegmentationServiceAsyncStub
+    recommendation: recommendation_pb2_grpc.RecommendationServiceAsyncStub
 
     def __init__(self, settings: GatewaySettings) -> None:
         self.settings = settings
@@ -41,6 +43,9 @@ class ServiceClients:
         self.privacy = privacy_pb2_grpc.PrivacyServiceStub(profile)
         self.segmentation = segmentation_pb2_grpc.SegmentationServiceStub(
             self._open(self.settings.segmentation_addr)
+        )
+        self.recommendation = recommendation_pb2_grpc.RecommendationServiceStub(
+            self._open(self.settings.recommendation_addr)
         )
 
     def _open(self, target: str) -> grpc.aio.Channel:

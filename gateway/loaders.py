@@ -12,7 +12,13 @@ from strawberry.dataloader import DataLoader
 
 from gateway.clients import ServiceClients
 from gateway.errors import BAD_USER_INPUT, client_error, from_rpc_error
-from lodestar.v1 import common_pb2, identity_pb2, profile_pb2, segmentation_pb2
+from lodestar.v1 import (
+    common_pb2,
+    identity_pb2,
+    profile_pb2,
+    recommendation_pb2,
+    segmentation_pb2,
+)
 
 
 @dataclass
@@ -25,6 +31,8 @@ class Loaders:
     customer_ids: DataLoader[tuple[str, str], str | None]
     memberships: DataLoader[str, segmentation_pb2.Memberships]
     scores: DataLoader[str, segmentation_pb2.CustomerScores | None]
+    # (customer id, n) -> that many recommendations: one BatchRecommend per query.
+    recommendations: DataLoader[tuple[str, int], recommendation_pb2.RecommendResponse]
 
 
 def _absent_if_not_found(error: grpc.aio.AioRpcError) -> None:
@@ -90,10 +98,29 @@ def make_loaders(clients: ServiceClients) -> Loaders:
             raise from_rpc_error(error) from error
         return [reply.scores.get(i) for i in ids]
 
+    async def recommendations(
+        keys: Sequence[tuple[str, int]],
+    ) -> list[recommendation_pb2.RecommendResponse]:
+        try:
+            reply = await clients.recommendation.BatchRecommend(
+                recommendation_pb2.BatchRecommendRequest(
+                    requests=[
+                        recommendation_pb2.RecommendRequest(
+                            customer_id=c, n=n, exclude_purchased=True
+                        )
+                        for c, n in keys
+                    ]
+                )
+            )
+        except grpc.aio.AioRpcError as error:
+            raise from_rpc_error(error) from error
+        return list(reply.responses)
+
     return Loaders(
         identities=DataLoader(identities),
         profiles=DataLoader(profiles),
         customer_ids=DataLoader(customer_ids),
         memberships=DataLoader(memberships),
         scores=DataLoader(scores),
+        recommendations=DataLoader(recommendations),
     )

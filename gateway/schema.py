@@ -15,6 +15,7 @@ from strawberry.types import Info
 from gateway.errors import BAD_USER_INPUT, MaskUnexpectedErrors, client_error, from_rpc_error
 from gateway.loaders import Loaders
 from gateway.privacy import Mutation, PrivacyRequest, privacy_request
+from gateway.recommendations import Recommendations, customer_recommendations
 from gateway.segments import (
     CustomerScores,
     Segment,
@@ -281,6 +282,13 @@ class Customer:
     @strawberry.field(description="RFM, churn risk and lifetime value; null before scoring.")
     async def scores(self, info: Info) -> CustomerScores | None:
         return await customer_scores(info, str(self.id))
+
+    @strawberry.field(
+        description="Products for this customer (not yet ordered), and the strategy that chose "
+        "them."
+    )
+    async def recommendations(self, info: Info, n: int = 10) -> Recommendations:
+        return await customer_recommendations(info, str(self.id), n)
 
     @strawberry.field(description="When the first event of this customer happened.")
     async def first_seen(self, info: Info) -> datetime | None:

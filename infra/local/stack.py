@@ -227,6 +227,7 @@ class Stack:
             env["LODESTAR_IDENTITY_ADDR"] = self.grpc_target("identity")
             env["LODESTAR_PROFILE_ADDR"] = self.grpc_target("profile")
             env["LODESTAR_SEGMENTATION_ADDR"] = self.grpc_target("segmentation")
+            env["LODESTAR_RECOMMENDATION_ADDR"] = self.grpc_target("recommendation")
             env["LODESTAR_METRICS_PORT"] = "0"
         else:
             env[f"LODESTAR_{name.upper()}_GRPC_PORT"] = str(self.ports.grpc[name])

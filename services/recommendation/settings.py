@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+from typing import Literal
+
 from pydantic import Field
 
 from services.platform.settings import ServiceSettings
+from services.recommendation.interactions import InteractionWeights
+from services.recommendation.trainer import TrainingPlan
+from services.recommendation.training import TrainingConfig
 
 
 class RecommendationSettings(ServiceSettings):
@@ -13,3 +19,72 @@ class RecommendationSettings(ServiceSettings):
     grpc_port: int = Field(
         50054, ge=0, le=65_535, validation_alias="LODESTAR_RECOMMENDATION_GRPC_PORT"
     )
+    # Interaction weights; a rating is worth the rating times the rated weight. With a
+    # half-life, weights halve every that many days of age when a model is trained (0: off).
+    recommendation_weight_viewed: float = Field(1.0, ge=0, le=1_000)
+    recommendation_weight_added: float = Field(3.0, ge=0, le=1_000)
+    recommendation_weight_ordered: float = Field(5.0, ge=0, le=1_000)
+    recommendation_weight_rated: float = Field(1.0, ge=0, le=1_000)
+    recommendation_half_life_days: float = Field(90.0, ge=0, le=3_650)
+    # Interactions older than this are left out of training.
+    recommendation_window_days: int = Field(365, ge=1, le=3_650)
+
+    # The model: ALS (confidence from BM25, TF-IDF or raw weights, times alpha) or BPR.
+    # The defaults scored nDCG@10 0.48 on MovieLens-100k (see the README).
+    recommendation_algorithm: Literal["als", "bpr"] = "als"
+    recommendation_weighting: Literal["bm25", "tfidf", "none"] = "bm25"
+    recommendation_factors: int = Field(64, ge=1, le=1_024)
+    recommendation_regularization: float = Field(20.0, ge=0, le=10_000)
+    recommendation_iterations: int = Field(15, ge=1, le=1_000)
+    recommendation_alpha: float = Field(1.0, gt=0, le=10_000)
+    recommendation_learning_rate: float = Field(0.01, gt=0, le=1)
+    recommendation_bm25_k1: float = Field(100.0, ge=0, le=10_000)
+    recommendation_bm25_b: float = Field(0.8, ge=0, le=1)
+    # Training threads: keep CPU use modest beside the request path.
+    recommendation_num_threads: int = Field(1, ge=1, le=64)
+
+    # Train this often (every replica tries; one wins the lease), look for a newer model
+    # this often, keep this many versions.
+    recommendation_train_interval_s: float = Field(6 * 3_600, ge=10)
+    recommendation_model_poll_s: float = Field(30.0, ge=0.1, le=3_600)
+    recommendation_models_kept: int = Field(3, ge=1, le=100)
+    # Also fit on a 75/25 holdout and store precision/MAP/nDCG@10 with the model (twice the CPU).
+    recommendation_holdout_metrics: bool = False
+    # A crashed trainer's lease expires after this long.
+    recommendation_train_lease_s: float = Field(3_600, ge=10, le=86_400)
+
+    def interaction_weights(self) -> InteractionWeights:
+        """The weights and half-life these settings describe."""
+        return InteractionWeights(
+            viewed=self.recommendation_weight_viewed,
+            added=self.recommendation_weight_added,
+            ordered=self.recommendation_weight_ordered,
+            rated=self.recommendation_weight_rated,
+            half_life_days=self.recommendation_half_life_days,
+        )
+
+    def training_config(self) -> TrainingConfig:
+        """The hyper-parameters these settings describe."""
+        return TrainingConfig(
+            algorithm=self.recommendation_algorithm,
+            weighting=self.recommendation_weighting,
+            factors=self.recommendation_factors,
+            regularization=self.recommendation_regularization,
+            iterations=self.recommendation_iterations,
+            alpha=self.recommendation_alpha,
+            learning_rate=self.recommendation_learning_rate,
+            bm25_k1=self.recommendation_bm25_k1,
+            bm25_b=self.recommendation_bm25_b,
+            num_threads=self.recommendation_num_threads,
+        )
+
+    def training_plan(self) -> TrainingPlan:
+        """Everything a training run needs from the settings."""
+        return TrainingPlan(
+            config=self.training_config(),
+            weights=self.interaction_weights(),
+            window_days=self.recommendation_window_days,
+            keep_models=self.recommendation_models_kept,
+            holdout_metrics=self.recommendation_holdout_metrics,
+            lease=timedelta(seconds=self.recommendation_train_lease_s),
+        )

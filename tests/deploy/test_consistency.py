@@ -122,11 +122,11 @@ def test_a_consumer_without_autoscaler_or_with_fixed_replicas_is_caught(
 ) -> None:
     objects.remove(workload(objects, "HorizontalPodAutoscaler", "profile"))
     workload(objects, "Deployment", "gateway")["spec"]["replicas"] = 3
-    consumers = consistency.consumer_modules(REPO) | {"services.recommendation"}
+    consumers = consistency.consumer_modules(REPO) | {"services.wallet"}
     assert sorted(consistency.autoscaler_problems(objects, image, consumers)) == [
         "Deployment/gateway: sets replicas although HorizontalPodAutoscaler/gateway owns the count",
         "Deployment/profile: Kafka consumer without an autoscaler",
-        "Deployment/recommendation: Kafka consumer without an autoscaler",
+        "Deployment/wallet: Kafka consumer without an autoscaler",
     ]
 
 

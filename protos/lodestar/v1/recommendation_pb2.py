@@ -22,15 +22,50 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n lodestar/v1/recommendation.proto\x12\x0blodestar.v12\x17\n\x15RecommendationServiceb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n lodestar/v1/recommendation.proto\x12\x0blodestar.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x82\x01\n\x0fRecommendedItem\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x04 \x01(\t\x12\x12\n\x05price\x18\x05 \x01(\x01H\x00\x88\x01\x01\x12\x11\n\timage_url\x18\x06 \x01(\tB\x08\n\x06_price\"v\n\x10RecommendRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\t\n\x01n\x18\x02 \x01(\x05\x12\x19\n\x11\x65xclude_purchased\x18\x03 \x01(\x08\x12\x15\n\rexclude_items\x18\x04 \x03(\t\x12\x10\n\x08\x63\x61tegory\x18\x05 \x01(\t\"\x8e\x01\n\x11RecommendResponse\x12+\n\x05items\x18\x01 \x03(\x0b\x32\x1c.lodestar.v1.RecommendedItem\x12\x35\n\x08strategy\x18\x02 \x01(\x0e\x32#.lodestar.v1.RecommendationStrategy\x12\x15\n\rmodel_version\x18\x03 \x01(\x03\"H\n\x15\x42\x61tchRecommendRequest\x12/\n\x08requests\x18\x01 \x03(\x0b\x32\x1d.lodestar.v1.RecommendRequest\"K\n\x16\x42\x61tchRecommendResponse\x12\x31\n\tresponses\x18\x01 \x03(\x0b\x32\x1e.lodestar.v1.RecommendResponse\"1\n\x13SimilarItemsRequest\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\t\n\x01n\x18\x02 \x01(\x05\"=\n\x1f\x46requentlyBoughtTogetherRequest\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\t\n\x01n\x18\x02 \x01(\x05\"-\n\x0ePopularRequest\x12\t\n\x01n\x18\x01 \x01(\x05\x12\x10\n\x08\x63\x61tegory\x18\x02 \x01(\t\"\x0e\n\x0cTrainRequest\"\x15\n\x13GetModelInfoRequest\"\x84\x03\n\tModelInfo\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\x11\n\talgorithm\x18\x02 \x01(\t\x12.\n\ntrained_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tdata_from\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07\x64\x61ta_to\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tcustomers\x18\x06 \x01(\x03\x12\r\n\x05items\x18\x07 \x01(\x03\x12\x14\n\x0cinteractions\x18\x08 \x01(\x03\x12\x34\n\x07metrics\x18\t \x03(\x0b\x32#.lodestar.v1.ModelInfo.MetricsEntry\x12\x17\n\x0fparameters_json\x18\n \x01(\t\x12\x10\n\x08revision\x18\x0b \x01(\x03\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"o\n\x0b\x43\x61talogItem\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x03 \x01(\t\x12\x12\n\x05price\x18\x04 \x01(\x01H\x00\x88\x01\x01\x12\x11\n\timage_url\x18\x05 \x01(\tB\x08\n\x06_price\"?\n\x14ImportCatalogRequest\x12\'\n\x05items\x18\x01 \x03(\x0b\x32\x18.lodestar.v1.CatalogItem\")\n\x15ImportCatalogResponse\x12\x10\n\x08imported\x18\x01 \x01(\x03*\x99\x02\n\x16RecommendationStrategy\x12\'\n#RECOMMENDATION_STRATEGY_UNSPECIFIED\x10\x00\x12(\n$RECOMMENDATION_STRATEGY_PERSONALIZED\x10\x01\x12#\n\x1fRECOMMENDATION_STRATEGY_POPULAR\x10\x02\x12/\n+RECOMMENDATION_STRATEGY_POPULAR_IN_CATEGORY\x10\x03\x12)\n%RECOMMENDATION_STRATEGY_SIMILAR_ITEMS\x10\x04\x12+\n\'RECOMMENDATION_STRATEGY_BOUGHT_TOGETHER\x10\x05\x32\xa0\x05\n\x15RecommendationService\x12J\n\tRecommend\x12\x1d.lodestar.v1.RecommendRequest\x1a\x1e.lodestar.v1.RecommendResponse\x12Y\n\x0e\x42\x61tchRecommend\x12\".lodestar.v1.BatchRecommendRequest\x1a#.lodestar.v1.BatchRecommendResponse\x12P\n\x0cSimilarItems\x12 .lodestar.v1.SimilarItemsRequest\x1a\x1e.lodestar.v1.RecommendResponse\x12h\n\x18\x46requentlyBoughtTogether\x12,.lodestar.v1.FrequentlyBoughtTogetherRequest\x1a\x1e.lodestar.v1.RecommendResponse\x12\x46\n\x07Popular\x12\x1b.lodestar.v1.PopularRequest\x1a\x1e.lodestar.v1.RecommendResponse\x12:\n\x05Train\x12\x19.lodestar.v1.TrainRequest\x1a\x16.lodestar.v1.ModelInfo\x12H\n\x0cGetModelInfo\x12 .lodestar.v1.GetModelInfoRequest\x1a\x16.lodestar.v1.ModelInfo\x12V\n\rImportCatalog\x12!.lodestar.v1.ImportCatalogRequest\x1a\".lodestar.v1.ImportCatalogResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'lodestar.v1.recommendation_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_RECOMMENDATIONSERVICE']._serialized_start=49
-  _globals['_RECOMMENDATIONSERVICE']._serialized_end=72
+  _globals['_MODELINFO_METRICSENTRY']._loaded_options = None
+  _globals['_MODELINFO_METRICSENTRY']._serialized_options = b'8\001'
+  _globals['_RECOMMENDATIONSTRATEGY']._serialized_start=1444
+  _globals['_RECOMMENDATIONSTRATEGY']._serialized_end=1725
+  _globals['_RECOMMENDEDITEM']._serialized_start=83
+  _globals['_RECOMMENDEDITEM']._serialized_end=213
+  _globals['_RECOMMENDREQUEST']._serialized_start=215
+  _globals['_RECOMMENDREQUEST']._serialized_end=333
+  _globals['_RECOMMENDRESPONSE']._serialized_start=336
+  _globals['_RECOMMENDRESPONSE']._serialized_end=478
+  _globals['_BATCHRECOMMENDREQUEST']._serialized_start=480
+  _globals['_BATCHRECOMMENDREQUEST']._serialized_end=552
+  _globals['_BATCHRECOMMENDRESPONSE']._serialized_start=554
+  _globals['_BATCHRECOMMENDRESPONSE']._serialized_end=629
+  _globals['_SIMILARITEMSREQUEST']._serialized_start=631
+  _globals['_SIMILARITEMSREQUEST']._serialized_end=680
+  _globals['_FREQUENTLYBOUGHTTOGETHERREQUEST']._serialized_start=682
+  _globals['_FREQUENTLYBOUGHTTOGETHERREQUEST']._serialized_end=743
+  _globals['_POPULARREQUEST']._serialized_start=745
+  _globals['_POPULARREQUEST']._serialized_end=790
+  _globals['_TRAINREQUEST']._serialized_start=792
+  _globals['_TRAINREQUEST']._serialized_end=806
+  _globals['_GETMODELINFOREQUEST']._serialized_start=808
+  _globals['_GETMODELINFOREQUEST']._serialized_end=829
+  _globals['_MODELINFO']._serialized_start=832
+  _globals['_MODELINFO']._serialized_end=1220
+  _globals['_MODELINFO_METRICSENTRY']._serialized_start=1174
+  _globals['_MODELINFO_METRICSENTRY']._serialized_end=1220
+  _globals['_CATALOGITEM']._serialized_start=1222
+  _globals['_CATALOGITEM']._serialized_end=1333
+  _globals['_IMPORTCATALOGREQUEST']._serialized_start=1335
+  _globals['_IMPORTCATALOGREQUEST']._serialized_end=1398
+  _globals['_IMPORTCATALOGRESPONSE']._serialized_start=1400
+  _globals['_IMPORTCATALOGRESPONSE']._serialized_end=1441
+  _globals['_RECOMMENDATIONSERVICE']._serialized_start=1728
+  _globals['_RECOMMENDATIONSERVICE']._serialized_end=2400
 # @@protoc_insertion_point(module_scope)

@@ -3,6 +3,441 @@
 isort:skip_file
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+import builtins as _builtins
+import sys
+import typing as _typing
+
+if sys.version_info >= (3, 11):
+    from typing import TypeAlias as _TypeAlias, Never as _Never
+else:
+    from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _RecommendationStrategy:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _RecommendationStrategyEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RecommendationStrategy.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    RECOMMENDATION_STRATEGY_UNSPECIFIED: _RecommendationStrategy.ValueType  # 0
+    RECOMMENDATION_STRATEGY_PERSONALIZED: _RecommendationStrategy.ValueType  # 1
+    """The customer's own factors (the trained model)."""
+    RECOMMENDATION_STRATEGY_POPULAR: _RecommendationStrategy.ValueType  # 2
+    """Popularity over every item (unknown customer or item, no category known)."""
+    RECOMMENDATION_STRATEGY_POPULAR_IN_CATEGORY: _RecommendationStrategy.ValueType  # 3
+    """Popularity within the requested category, or the given item's category."""
+    RECOMMENDATION_STRATEGY_SIMILAR_ITEMS: _RecommendationStrategy.ValueType  # 4
+    RECOMMENDATION_STRATEGY_BOUGHT_TOGETHER: _RecommendationStrategy.ValueType  # 5
+
+class RecommendationStrategy(_RecommendationStrategy, metaclass=_RecommendationStrategyEnumTypeWrapper): ...
+
+RECOMMENDATION_STRATEGY_UNSPECIFIED: RecommendationStrategy.ValueType  # 0
+RECOMMENDATION_STRATEGY_PERSONALIZED: RecommendationStrategy.ValueType  # 1
+"""The customer's own factors (the trained model)."""
+RECOMMENDATION_STRATEGY_POPULAR: RecommendationStrategy.ValueType  # 2
+"""Popularity over every item (unknown customer or item, no category known)."""
+RECOMMENDATION_STRATEGY_POPULAR_IN_CATEGORY: RecommendationStrategy.ValueType  # 3
+"""Popularity within the requested category, or the given item's category."""
+RECOMMENDATION_STRATEGY_SIMILAR_ITEMS: RecommendationStrategy.ValueType  # 4
+RECOMMENDATION_STRATEGY_BOUGHT_TOGETHER: RecommendationStrategy.ValueType  # 5
+Global___RecommendationStrategy: _TypeAlias = RecommendationStrategy  # noqa: Y015
+
+@_typing.final
+class RecommendedItem(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEM_ID_FIELD_NUMBER: _builtins.int
+    SCORE_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    CATEGORY_FIELD_NUMBER: _builtins.int
+    PRICE_FIELD_NUMBER: _builtins.int
+    IMAGE_URL_FIELD_NUMBER: _builtins.int
+    item_id: _builtins.str
+    score: _builtins.float
+    """Higher is better; comparable within one response only."""
+    name: _builtins.str
+    category: _builtins.str
+    price: _builtins.float
+    image_url: _builtins.str
+    def __init__(
+        self,
+        *,
+        item_id: _builtins.str = ...,
+        score: _builtins.float = ...,
+        name: _builtins.str = ...,
+        category: _builtins.str = ...,
+        price: _builtins.float | None = ...,
+        image_url: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_price", b"_price", "price", b"price"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_price", b"_price", "category", b"category", "image_url", b"image_url", "item_id", b"item_id", "name", b"name", "price", b"price", "score", b"score"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__price: _TypeAlias = _typing.Literal["price"]  # noqa: Y015
+    _WhichOneofArgType__price: _TypeAlias = _typing.Literal["_price", b"_price"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__price) -> _WhichOneofReturnType__price | None: ...
+
+Global___RecommendedItem: _TypeAlias = RecommendedItem  # noqa: Y015
+
+@_typing.final
+class RecommendRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    N_FIELD_NUMBER: _builtins.int
+    EXCLUDE_PURCHASED_FIELD_NUMBER: _builtins.int
+    EXCLUDE_ITEMS_FIELD_NUMBER: _builtins.int
+    CATEGORY_FIELD_NUMBER: _builtins.int
+    customer_id: _builtins.str
+    n: _builtins.int
+    """1..100; 0 means 10."""
+    exclude_purchased: _builtins.bool
+    """Leave out items the customer already ordered."""
+    category: _builtins.str
+    """Only items of this category (empty: any)."""
+    @_builtins.property
+    def exclude_items(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        customer_id: _builtins.str = ...,
+        n: _builtins.int = ...,
+        exclude_purchased: _builtins.bool = ...,
+        exclude_items: _abc.Iterable[_builtins.str] | None = ...,
+        category: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["category", b"category", "customer_id", b"customer_id", "exclude_items", b"exclude_items", "exclude_purchased", b"exclude_purchased", "n", b"n"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecommendRequest: _TypeAlias = RecommendRequest  # noqa: Y015
+
+@_typing.final
+class RecommendResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEMS_FIELD_NUMBER: _builtins.int
+    STRATEGY_FIELD_NUMBER: _builtins.int
+    MODEL_VERSION_FIELD_NUMBER: _builtins.int
+    strategy: Global___RecommendationStrategy.ValueType
+    model_version: _builtins.int
+    """The model version that answered (0 before the first model)."""
+    @_builtins.property
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___RecommendedItem]: ...
+    def __init__(
+        self,
+        *,
+        items: _abc.Iterable[Global___RecommendedItem] | None = ...,
+        strategy: Global___RecommendationStrategy.ValueType = ...,
+        model_version: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["items", b"items", "model_version", b"model_version", "strategy", b"strategy"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecommendResponse: _TypeAlias = RecommendResponse  # noqa: Y015
+
+@_typing.final
+class BatchRecommendRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUESTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def requests(self) -> _containers.RepeatedCompositeFieldContainer[Global___RecommendRequest]:
+        """At most 1000."""
+
+    def __init__(
+        self,
+        *,
+        requests: _abc.Iterable[Global___RecommendRequest] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["requests", b"requests"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchRecommendRequest: _TypeAlias = BatchRecommendRequest  # noqa: Y015
+
+@_typing.final
+class BatchRecommendResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESPONSES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def responses(self) -> _containers.RepeatedCompositeFieldContainer[Global___RecommendResponse]: ...
+    def __init__(
+        self,
+        *,
+        responses: _abc.Iterable[Global___RecommendResponse] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["responses", b"responses"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchRecommendResponse: _TypeAlias = BatchRecommendResponse  # noqa: Y015
+
+@_typing.final
+class SimilarItemsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEM_ID_FIELD_NUMBER: _builtins.int
+    N_FIELD_NUMBER: _builtins.int
+    item_id: _builtins.str
+    n: _builtins.int
+    def __init__(
+        self,
+        *,
+        item_id: _builtins.str = ...,
+        n: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["item_id", b"item_id", "n", b"n"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SimilarItemsRequest: _TypeAlias = SimilarItemsRequest  # noqa: Y015
+
+@_typing.final
+class FrequentlyBoughtTogetherRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEM_ID_FIELD_NUMBER: _builtins.int
+    N_FIELD_NUMBER: _builtins.int
+    item_id: _builtins.str
+    n: _builtins.int
+    def __init__(
+        self,
+        *,
+        item_id: _builtins.str = ...,
+        n: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["item_id", b"item_id", "n", b"n"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FrequentlyBoughtTogetherRequest: _TypeAlias = FrequentlyBoughtTogetherRequest  # noqa: Y015
+
+@_typing.final
+class PopularRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    N_FIELD_NUMBER: _builtins.int
+    CATEGORY_FIELD_NUMBER: _builtins.int
+    n: _builtins.int
+    category: _builtins.str
+    def __init__(
+        self,
+        *,
+        n: _builtins.int = ...,
+        category: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["category", b"category", "n", b"n"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PopularRequest: _TypeAlias = PopularRequest  # noqa: Y015
+
+@_typing.final
+class TrainRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TrainRequest: _TypeAlias = TrainRequest  # noqa: Y015
+
+@_typing.final
+class GetModelInfoRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetModelInfoRequest: _TypeAlias = GetModelInfoRequest  # noqa: Y015
+
+@_typing.final
+class ModelInfo(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class MetricsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.float
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.float = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    VERSION_FIELD_NUMBER: _builtins.int
+    ALGORITHM_FIELD_NUMBER: _builtins.int
+    TRAINED_AT_FIELD_NUMBER: _builtins.int
+    DATA_FROM_FIELD_NUMBER: _builtins.int
+    DATA_TO_FIELD_NUMBER: _builtins.int
+    CUSTOMERS_FIELD_NUMBER: _builtins.int
+    ITEMS_FIELD_NUMBER: _builtins.int
+    INTERACTIONS_FIELD_NUMBER: _builtins.int
+    METRICS_FIELD_NUMBER: _builtins.int
+    PARAMETERS_JSON_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
+    version: _builtins.int
+    algorithm: _builtins.str
+    """"als" or "bpr"."""
+    customers: _builtins.int
+    items: _builtins.int
+    interactions: _builtins.int
+    parameters_json: _builtins.str
+    """Hyper-parameters and interaction weights, as JSON."""
+    revision: _builtins.int
+    """How many times the stored artifact was rewritten to erase customers."""
+    @_builtins.property
+    def trained_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def data_from(self) -> _timestamp_pb2.Timestamp:
+        """The oldest and newest interaction the model was trained on."""
+
+    @_builtins.property
+    def data_to(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def metrics(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]:
+        """Training statistics (seconds, density) and, when enabled, holdout precision@10, map@10
+        and ndcg@10 with the popularity baseline's for comparison.
+        """
+
+    def __init__(
+        self,
+        *,
+        version: _builtins.int = ...,
+        algorithm: _builtins.str = ...,
+        trained_at: _timestamp_pb2.Timestamp | None = ...,
+        data_from: _timestamp_pb2.Timestamp | None = ...,
+        data_to: _timestamp_pb2.Timestamp | None = ...,
+        customers: _builtins.int = ...,
+        items: _builtins.int = ...,
+        interactions: _builtins.int = ...,
+        metrics: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
+        parameters_json: _builtins.str = ...,
+        revision: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["data_from", b"data_from", "data_to", b"data_to", "trained_at", b"trained_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["algorithm", b"algorithm", "customers", b"customers", "data_from", b"data_from", "data_to", b"data_to", "interactions", b"interactions", "items", b"items", "metrics", b"metrics", "parameters_json", b"parameters_json", "revision", b"revision", "trained_at", b"trained_at", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ModelInfo: _TypeAlias = ModelInfo  # noqa: Y015
+
+@_typing.final
+class CatalogItem(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEM_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    CATEGORY_FIELD_NUMBER: _builtins.int
+    PRICE_FIELD_NUMBER: _builtins.int
+    IMAGE_URL_FIELD_NUMBER: _builtins.int
+    item_id: _builtins.str
+    name: _builtins.str
+    category: _builtins.str
+    price: _builtins.float
+    image_url: _builtins.str
+    def __init__(
+        self,
+        *,
+        item_id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        category: _builtins.str = ...,
+        price: _builtins.float | None = ...,
+        image_url: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_price", b"_price", "price", b"price"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_price", b"_price", "category", b"category", "image_url", b"image_url", "item_id", b"item_id", "name", b"name", "price", b"price"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__price: _TypeAlias = _typing.Literal["price"]  # noqa: Y015
+    _WhichOneofArgType__price: _TypeAlias = _typing.Literal["_price", b"_price"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__price) -> _WhichOneofReturnType__price | None: ...
+
+Global___CatalogItem: _TypeAlias = CatalogItem  # noqa: Y015
+
+@_typing.final
+class ImportCatalogRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEMS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___CatalogItem]:
+        """At most 10000 per call."""
+
+    def __init__(
+        self,
+        *,
+        items: _abc.Iterable[Global___CatalogItem] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["items", b"items"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImportCatalogRequest: _TypeAlias = ImportCatalogRequest  # noqa: Y015
+
+@_typing.final
+class ImportCatalogResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IMPORTED_FIELD_NUMBER: _builtins.int
+    imported: _builtins.int
+    def __init__(
+        self,
+        *,
+        imported: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["imported", b"imported"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImportCatalogResponse: _TypeAlias = ImportCatalogResponse  # noqa: Y015

@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from lodestar.v1 import recommendation_pb2 as lodestar_dot_v1_dot_recommendation__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -25,7 +26,10 @@ if _version_not_supported:
 
 
 class RecommendationServiceStub:
-    """The recommendation service answers gRPC health and reflection; its RPCs arrive with its own issue.
+    """Product recommendations: collaborative filtering (implicit ALS or BPR) trained from resolved
+    interactions, served from memory. Customers or items the model has not seen get popularity
+    (in their category where one is known) instead of an error; every response says which
+    strategy answered. Bad input is INVALID_ARGUMENT naming the field.
     """
 
     def __init__(self, channel):
@@ -34,15 +38,156 @@ class RecommendationServiceStub:
         Args:
             channel: A grpc.Channel.
         """
+        self.Recommend = channel.unary_unary(
+                '/lodestar.v1.RecommendationService/Recommend',
+                request_serializer=lodestar_dot_v1_dot_recommendation__pb2.RecommendRequest.SerializeToString,
+                response_deserializer=lodestar_dot_v1_dot_recommendation__pb2.RecommendResponse.FromString,
+                _registered_method=True)
+        self.BatchRecommend = channel.unary_unary(
+                '/lodestar.v1.RecommendationService/BatchRecommend',
+                request_serializer=lodestar_dot_v1_dot_recommendation__pb2.BatchRecommendRequest.SerializeToString,
+                response_deserializer=lodestar_dot_v1_dot_recommendation__pb2.BatchRecommendResponse.FromString,
+                _registered_method=True)
+        self.SimilarItems = channel.unary_unary(
+                '/lodestar.v1.RecommendationService/SimilarItems',
+                request_serializer=lodestar_dot_v1_dot_recommendation__pb2.SimilarItemsRequest.SerializeToString,
+                response_deserializer=lodestar_dot_v1_dot_recommendation__pb2.RecommendResponse.FromString,
+                _registered_method=True)
+        self.FrequentlyBoughtTogether = channel.unary_unary(
+                '/lodestar.v1.RecommendationService/FrequentlyBoughtTogether',
+                request_serializer=lodestar_dot_v1_dot_recommendation__pb2.FrequentlyBoughtTogetherRequest.SerializeToString,
+                response_deserializer=lodestar_dot_v1_dot_recommendation__pb2.RecommendResponse.FromString,
+                _registered_method=True)
+        self.Popular = channel.unary_unary(
+                '/lodestar.v1.RecommendationService/Popular',
+                request_serializer=lodestar_dot_v1_dot_recommendation__pb2.PopularRequest.SerializeToString,
+                response_deserializer=lodestar_dot_v1_dot_recommendation__pb2.RecommendResponse.FromString,
+                _registered_method=True)
+        self.Train = channel.unary_unary(
+                '/lodestar.v1.RecommendationService/Train',
+                request_serializer=lodestar_dot_v1_dot_recommendation__pb2.TrainRequest.SerializeToString,
+                response_deserializer=lodestar_dot_v1_dot_recommendation__pb2.ModelInfo.FromString,
+                _registered_method=True)
+        self.GetModelInfo = channel.unary_unary(
+                '/lodestar.v1.RecommendationService/GetModelInfo',
+                request_serializer=lodestar_dot_v1_dot_recommendation__pb2.GetModelInfoRequest.SerializeToString,
+                response_deserializer=lodestar_dot_v1_dot_recommendation__pb2.ModelInfo.FromString,
+                _registered_method=True)
+        self.ImportCatalog = channel.unary_unary(
+                '/lodestar.v1.RecommendationService/ImportCatalog',
+                request_serializer=lodestar_dot_v1_dot_recommendation__pb2.ImportCatalogRequest.SerializeToString,
+                response_deserializer=lodestar_dot_v1_dot_recommendation__pb2.ImportCatalogResponse.FromString,
+                _registered_method=True)
 
 
 class RecommendationServiceServicer:
-    """The recommendation service answers gRPC health and reflection; its RPCs arrive with its own issue.
+    """Product recommendations: collaborative filtering (implicit ALS or BPR) trained from resolved
+    interactions, served from memory. Customers or items the model has not seen get popularity
+    (in their category where one is known) instead of an error; every response says which
+    strategy answered. Bad input is INVALID_ARGUMENT naming the field.
     """
+
+    def Recommend(self, request, context):
+        """Items for one customer, best first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BatchRecommend(self, request, context):
+        """Many Recommend calls in one (for DataLoaders); responses in request order.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SimilarItems(self, request, context):
+        """Items whose factors are closest (cosine) to the given item's.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FrequentlyBoughtTogether(self, request, context):
+        """Items most often in the same order as the given item.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Popular(self, request, context):
+        """The most popular items (by distinct customers), overall or in one category.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Train(self, request, context):
+        """Train a model now, store it as the newest version and serve it. UNAVAILABLE while another
+        replica is training; FAILED_PRECONDITION when there are no interactions yet.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetModelInfo(self, request, context):
+        """The model this replica serves (version 0 before the first model).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ImportCatalog(self, request, context):
+        """Add or replace catalog items (name, category, price, image); they win over the product
+        properties seen in events.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
 
 
 def add_RecommendationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
+            'Recommend': grpc.unary_unary_rpc_method_handler(
+                    servicer.Recommend,
+                    request_deserializer=lodestar_dot_v1_dot_recommendation__pb2.RecommendRequest.FromString,
+                    response_serializer=lodestar_dot_v1_dot_recommendation__pb2.RecommendResponse.SerializeToString,
+            ),
+            'BatchRecommend': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchRecommend,
+                    request_deserializer=lodestar_dot_v1_dot_recommendation__pb2.BatchRecommendRequest.FromString,
+                    response_serializer=lodestar_dot_v1_dot_recommendation__pb2.BatchRecommendResponse.SerializeToString,
+            ),
+            'SimilarItems': grpc.unary_unary_rpc_method_handler(
+                    servicer.SimilarItems,
+                    request_deserializer=lodestar_dot_v1_dot_recommendation__pb2.SimilarItemsRequest.FromString,
+                    response_serializer=lodestar_dot_v1_dot_recommendation__pb2.RecommendResponse.SerializeToString,
+            ),
+            'FrequentlyBoughtTogether': grpc.unary_unary_rpc_method_handler(
+                    servicer.FrequentlyBoughtTogether,
+                    request_deserializer=lodestar_dot_v1_dot_recommendation__pb2.FrequentlyBoughtTogetherRequest.FromString,
+                    response_serializer=lodestar_dot_v1_dot_recommendation__pb2.RecommendResponse.SerializeToString,
+            ),
+            'Popular': grpc.unary_unary_rpc_method_handler(
+                    servicer.Popular,
+                    request_deserializer=lodestar_dot_v1_dot_recommendation__pb2.PopularRequest.FromString,
+                    response_serializer=lodestar_dot_v1_dot_recommendation__pb2.RecommendResponse.SerializeToString,
+            ),
+            'Train': grpc.unary_unary_rpc_method_handler(
+                    servicer.Train,
+                    request_deserializer=lodestar_dot_v1_dot_recommendation__pb2.TrainRequest.FromString,
+                    response_serializer=lodestar_dot_v1_dot_recommendation__pb2.ModelInfo.SerializeToString,
+            ),
+            'GetModelInfo': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetModelInfo,
+                    request_deserializer=lodestar_dot_v1_dot_recommendation__pb2.GetModelInfoRequest.FromString,
+                    response_serializer=lodestar_dot_v1_dot_recommendation__pb2.ModelInfo.SerializeToString,
+            ),
+            'ImportCatalog': grpc.unary_unary_rpc_method_handler(
+                    servicer.ImportCatalog,
+                    request_deserializer=lodestar_dot_v1_dot_recommendation__pb2.ImportCatalogRequest.FromString,
+                    response_serializer=lodestar_dot_v1_dot_recommendation__pb2.ImportCatalogResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'lodestar.v1.RecommendationService', rpc_method_handlers)
@@ -52,5 +197,224 @@ def add_RecommendationServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class RecommendationService:
-    """The recommendation service answers gRPC health and reflection; its RPCs arrive with its own issue.
+    """Product recommendations: collaborative filtering (implicit ALS or BPR) trained from resolved
+    interactions, served from memory. Customers or items the model has not seen get popularity
+    (in their category where one is known) instead of an error; every response says which
+    strategy answered. Bad input is INVALID_ARGUMENT naming the field.
     """
+
+    @staticmethod
+    def Recommend(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lodestar.v1.RecommendationService/Recommend',
+            lodestar_dot_v1_dot_recommendation__pb2.RecommendRequest.SerializeToString,
+            lodestar_dot_v1_dot_recommendation__pb2.RecommendResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchRecommend(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lodestar.v1.RecommendationService/BatchRecommend',
+            lodestar_dot_v1_dot_recommendation__pb2.BatchRecommendRequest.SerializeToString,
+            lodestar_dot_v1_dot_recommendation__pb2.BatchRecommendResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SimilarItems(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lodestar.v1.RecommendationService/SimilarItems',
+            lodestar_dot_v1_dot_recommendation__pb2.SimilarItemsRequest.SerializeToString,
+            lodestar_dot_v1_dot_recommendation__pb2.RecommendResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FrequentlyBoughtTogether(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lodestar.v1.RecommendationService/FrequentlyBoughtTogether',
+            lodestar_dot_v1_dot_recommendation__pb2.FrequentlyBoughtTogetherRequest.SerializeToString,
+            lodestar_dot_v1_dot_recommendation__pb2.RecommendResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Popular(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lodestar.v1.RecommendationService/Popular',
+            lodestar_dot_v1_dot_recommendation__pb2.PopularRequest.SerializeToString,
+            lodestar_dot_v1_dot_recommendation__pb2.RecommendResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Train(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lodestar.v1.RecommendationService/Train',
+            lodestar_dot_v1_dot_recommendation__pb2.TrainRequest.SerializeToString,
+            lodestar_dot_v1_dot_recommendation__pb2.ModelInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetModelInfo(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lodestar.v1.RecommendationService/GetModelInfo',
+            lodestar_dot_v1_dot_recommendation__pb2.GetModelInfoRequest.SerializeToString,
+            lodestar_dot_v1_dot_recommendation__pb2.ModelInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ImportCatalog(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lodestar.v1.RecommendationService/ImportCatalog',
+            lodestar_dot_v1_dot_recommendation__pb2.ImportCatalogRequest.SerializeToString,
+            lodestar_dot_v1_dot_recommendation__pb2.ImportCatalogResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

@@ -5,6 +5,7 @@ isort:skip_file
 
 from collections import abc as _abc
 from grpc import aio as _aio
+from lodestar.v1 import recommendation_pb2 as _recommendation_pb2
 import abc as _abc_1
 import grpc as _grpc
 import sys
@@ -26,22 +27,140 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class RecommendationServiceStub:
-    """The recommendation service answers gRPC health and reflection; its RPCs arrive with its own issue."""
+    """Product recommendations: collaborative filtering (implicit ALS or BPR) trained from resolved
+    interactions, served from memory. Customers or items the model has not seen get popularity
+    (in their category where one is known) instead of an error; every response says which
+    strategy answered. Bad input is INVALID_ARGUMENT naming the field.
+    """
 
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> RecommendationServiceAsyncStub: ...
+    Recommend: _grpc.UnaryUnaryMultiCallable[_recommendation_pb2.RecommendRequest, _recommendation_pb2.RecommendResponse]
+    """Items for one customer, best first."""
+    BatchRecommend: _grpc.UnaryUnaryMultiCallable[_recommendation_pb2.BatchRecommendRequest, _recommendation_pb2.BatchRecommendResponse]
+    """Many Recommend calls in one (for DataLoaders); responses in request order."""
+    SimilarItems: _grpc.UnaryUnaryMultiCallable[_recommendation_pb2.SimilarItemsRequest, _recommendation_pb2.RecommendResponse]
+    """Items whose factors are closest (cosine) to the given item's."""
+    FrequentlyBoughtTogether: _grpc.UnaryUnaryMultiCallable[_recommendation_pb2.FrequentlyBoughtTogetherRequest, _recommendation_pb2.RecommendResponse]
+    """Items most often in the same order as the given item."""
+    Popular: _grpc.UnaryUnaryMultiCallable[_recommendation_pb2.PopularRequest, _recommendation_pb2.RecommendResponse]
+    """The most popular items (by distinct customers), overall or in one category."""
+    Train: _grpc.UnaryUnaryMultiCallable[_recommendation_pb2.TrainRequest, _recommendation_pb2.ModelInfo]
+    """Train a model now, store it as the newest version and serve it. UNAVAILABLE while another
+    replica is training; FAILED_PRECONDITION when there are no interactions yet.
+    """
+    GetModelInfo: _grpc.UnaryUnaryMultiCallable[_recommendation_pb2.GetModelInfoRequest, _recommendation_pb2.ModelInfo]
+    """The model this replica serves (version 0 before the first model)."""
+    ImportCatalog: _grpc.UnaryUnaryMultiCallable[_recommendation_pb2.ImportCatalogRequest, _recommendation_pb2.ImportCatalogResponse]
+    """Add or replace catalog items (name, category, price, image); they win over the product
+    properties seen in events.
+    """
 
 @_typing.type_check_only
 class RecommendationServiceAsyncStub(RecommendationServiceStub):
-    """The recommendation service answers gRPC health and reflection; its RPCs arrive with its own issue."""
+    """Product recommendations: collaborative filtering (implicit ALS or BPR) trained from resolved
+    interactions, served from memory. Customers or items the model has not seen get popularity
+    (in their category where one is known) instead of an error; every response says which
+    strategy answered. Bad input is INVALID_ARGUMENT naming the field.
+    """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
+    Recommend: _aio.UnaryUnaryMultiCallable[_recommendation_pb2.RecommendRequest, _recommendation_pb2.RecommendResponse]  # type: ignore[assignment]
+    """Items for one customer, best first."""
+    BatchRecommend: _aio.UnaryUnaryMultiCallable[_recommendation_pb2.BatchRecommendRequest, _recommendation_pb2.BatchRecommendResponse]  # type: ignore[assignment]
+    """Many Recommend calls in one (for DataLoaders); responses in request order."""
+    SimilarItems: _aio.UnaryUnaryMultiCallable[_recommendation_pb2.SimilarItemsRequest, _recommendation_pb2.RecommendResponse]  # type: ignore[assignment]
+    """Items whose factors are closest (cosine) to the given item's."""
+    FrequentlyBoughtTogether: _aio.UnaryUnaryMultiCallable[_recommendation_pb2.FrequentlyBoughtTogetherRequest, _recommendation_pb2.RecommendResponse]  # type: ignore[assignment]
+    """Items most often in the same order as the given item."""
+    Popular: _aio.UnaryUnaryMultiCallable[_recommendation_pb2.PopularRequest, _recommendation_pb2.RecommendResponse]  # type: ignore[assignment]
+    """The most popular items (by distinct customers), overall or in one category."""
+    Train: _aio.UnaryUnaryMultiCallable[_recommendation_pb2.TrainRequest, _recommendation_pb2.ModelInfo]  # type: ignore[assignment]
+    """Train a model now, store it as the newest version and serve it. UNAVAILABLE while another
+    replica is training; FAILED_PRECONDITION when there are no interactions yet.
+    """
+    GetModelInfo: _aio.UnaryUnaryMultiCallable[_recommendation_pb2.GetModelInfoRequest, _recommendation_pb2.ModelInfo]  # type: ignore[assignment]
+    """The model this replica serves (version 0 before the first model)."""
+    ImportCatalog: _aio.UnaryUnaryMultiCallable[_recommendation_pb2.ImportCatalogRequest, _recommendation_pb2.ImportCatalogResponse]  # type: ignore[assignment]
+    """Add or replace catalog items (name, category, price, image); they win over the product
+    properties seen in events.
+    """
 
 class RecommendationServiceServicer(metaclass=_abc_1.ABCMeta):
-    """The recommendation service answers gRPC health and reflection; its RPCs arrive with its own issue."""
+    """Product recommendations: collaborative filtering (implicit ALS or BPR) trained from resolved
+    interactions, served from memory. Customers or items the model has not seen get popularity
+    (in their category where one is known) instead of an error; every response says which
+    strategy answered. Bad input is INVALID_ARGUMENT naming the field.
+    """
 
-    ...
+    @_abc_1.abstractmethod
+    def Recommend(
+        self,
+        request: _recommendation_pb2.RecommendRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_recommendation_pb2.RecommendResponse, _abc.Awaitable[_recommendation_pb2.RecommendResponse]]:
+        """Items for one customer, best first."""
+
+    @_abc_1.abstractmethod
+    def BatchRecommend(
+        self,
+        request: _recommendation_pb2.BatchRecommendRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_recommendation_pb2.BatchRecommendResponse, _abc.Awaitable[_recommendation_pb2.BatchRecommendResponse]]:
+        """Many Recommend calls in one (for DataLoaders); responses in request order."""
+
+    @_abc_1.abstractmethod
+    def SimilarItems(
+        self,
+        request: _recommendation_pb2.SimilarItemsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_recommendation_pb2.RecommendResponse, _abc.Awaitable[_recommendation_pb2.RecommendResponse]]:
+        """Items whose factors are closest (cosine) to the given item's."""
+
+    @_abc_1.abstractmethod
+    def FrequentlyBoughtTogether(
+        self,
+        request: _recommendation_pb2.FrequentlyBoughtTogetherRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_recommendation_pb2.RecommendResponse, _abc.Awaitable[_recommendation_pb2.RecommendResponse]]:
+        """Items most often in the same order as the given item."""
+
+    @_abc_1.abstractmethod
+    def Popular(
+        self,
+        request: _recommendation_pb2.PopularRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_recommendation_pb2.RecommendResponse, _abc.Awaitable[_recommendation_pb2.RecommendResponse]]:
+        """The most popular items (by distinct customers), overall or in one category."""
+
+    @_abc_1.abstractmethod
+    def Train(
+        self,
+        request: _recommendation_pb2.TrainRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_recommendation_pb2.ModelInfo, _abc.Awaitable[_recommendation_pb2.ModelInfo]]:
+        """Train a model now, store it as the newest version and serve it. UNAVAILABLE while another
+        replica is training; FAILED_PRECONDITION when there are no interactions yet.
+        """
+
+    @_abc_1.abstractmethod
+    def GetModelInfo(
+        self,
+        request: _recommendation_pb2.GetModelInfoRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_recommendation_pb2.ModelInfo, _abc.Awaitable[_recommendation_pb2.ModelInfo]]:
+        """The model this replica serves (version 0 before the first model)."""
+
+    @_abc_1.abstractmethod
+    def ImportCatalog(
+        self,
+        request: _recommendation_pb2.ImportCatalogRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_recommendation_pb2.ImportCatalogResponse, _abc.Awaitable[_recommendation_pb2.ImportCatalogResponse]]:
+        """Add or replace catalog items (name, category, price, image); they win over the product
+        properties seen in events.
+        """
 
 def add_RecommendationServiceServicer_to_server(servicer: RecommendationServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

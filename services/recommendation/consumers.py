@@ -1,0 +1,71 @@
+"""Kafka handlers of recommendation: resolved product events in as interactions and item
+properties; merges move a customer's interactions to the survivor."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from google.protobuf.json_format import MessageToDict
+
+from lodestar.v1 import events_pb2
+from services.platform.bus import Delivery
+from services.platform.errors import PoisonMessage
+from services.recommendation.interactions import (
+    Interaction,
+    ItemProperties,
+    interactions_of,
+    products_of,
+)
+from services.recommendation.store import RecommendationStore
+
+
+def event_interactions(event: events_pb2.Event) -> tuple[list[Interaction], list[ItemProperties]]:
+    """The interactions a resolved event makes and the product properties it carries."""
+    if event.type != events_pb2.EVENT_TYPE_TRACK or not event.customer_id:
+        return [], []
+    at = event.timestamp if event.HasField("timestamp") else event.received_at
+    properties = MessageToDict(event.properties) if event.HasField("properties") else {}
+    found = interactions_of(
+        event.event_id, event.customer_id, event.name, properties, at.ToDatetime(UTC)
+    )
+    if not found:
+        return [], []
+    return found, products_of(event.name, properties)
+
+
+class ResolvedEventHandler:
+    """Stores product interactions and the item properties they carry (idempotent: an
+    interaction's key is its event and product)."""
+
+    def __init__(self, store: RecommendationStore) -> None:
+        self.store = store
+
+    async def __call__(self, batch: Sequence[Delivery[events_pb2.Event]]) -> None:
+        """Item properties first, then the interactions of the whole batch."""
+        interactions: list[Interaction] = []
+        items: list[ItemProperties] = []
+        for delivery in batch:
+            found, products = event_interactions(delivery.message)
+            interactions.extend(found)
+            items.extend(products)
+        await self.store.save_seen_items(items, datetime.now(UTC))
+        await self.store.save_interactions(interactions)
+
+
+class MergeHandler:
+    """A merged customer's interactions follow the survivor (the next model sees one
+    customer)."""
+
+    def __init__(self, store: RecommendationStore) -> None:
+        self.store = store
+
+    async def __call__(self, batch: Sequence[Delivery[events_pb2.IdentityMerged]]) -> None:
+        """Move each merged id's interactions to its survivor."""
+        for delivery in batch:
+            merge = delivery.message
+            if not merge.survivor_id:
+                raise PoisonMessage("identity merge without survivor_id")
+            for merged_id in merge.merged_ids:
+                if merged_id != merge.survivor_id:
+                    await self.store.move_customer(merged_id, merge.survivor_id)
