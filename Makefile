@@ -25,6 +25,7 @@ bench: $(STAMP)
 	$(BIN)/python tests/perf/bench_identity.py
 	$(BIN)/python tests/perf/bench_profile.py
 	$(BIN)/python tests/perf/bench_segmentation.py
+	$(BIN)/python tests/perf/bench_recommendation.py
 
 protos: $(STAMP)
 	$(BIN)/python -m infra.protogen
