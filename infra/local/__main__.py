@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -57,6 +58,19 @@ Ctrl-C stops everything.
 """
 
 
+def load_movielens_in_background(stack: Stack, log_dir: Path) -> subprocess.Popen[bytes]:
+    """MovieLens-100k as the recommendation service's catalog and interactions, then a
+    trained model (the service picks it up within its poll interval)."""
+    log = (log_dir / "load-movielens.log").open("ab")
+    return subprocess.Popen(
+        [sys.executable, "-m", "services.recommendation", "load-movielens"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=stack.env_for("recommendation"),
+        cwd=ROOT,
+    )
+
+
 def main() -> None:
     """Run until Ctrl-C / SIGTERM; exit non-zero if a process dies on its own."""
     parser = argparse.ArgumentParser(description=__doc__)
@@ -79,6 +93,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, request_stop)
     print("starting SecantusDB, Tansu, 5 services and the gateway ...", flush=True)
     status = 0
+    movielens: subprocess.Popen[bytes] | None = None
     try:
         stack.start()
         if not args.no_demo:
@@ -90,6 +105,13 @@ def main() -> None:
                 flush=True,
             )
         print(banner(stack), flush=True)
+        if not args.no_demo:
+            movielens = load_movielens_in_background(stack, args.log_dir)
+            print(
+                "loading MovieLens-100k into recommendations in the background "
+                f"(log: {args.log_dir / 'load-movielens.log'})",
+                flush=True,
+            )
         # Wake every half second to notice a process that died on its own.
         while not stopping.wait(0.5):
             dead = stack.dead_processes()
@@ -100,6 +122,8 @@ def main() -> None:
                 break
     finally:
         print("stopping ...", flush=True)
+        if movielens is not None and movielens.poll() is None:
+            movielens.terminate()
         stack.stop()
     sys.exit(status)
 

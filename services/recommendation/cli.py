@@ -4,7 +4,8 @@
   progress bar when stderr is a terminal;
 - ``evaluate``: precision@10, MAP@10 and nDCG@10 of the configured model and of the popularity
   baseline on one holdout, as a table and as JSON lines (MovieLens-100k by default);
-- ``import-catalog FILE.csv``: store catalog items (item_id,name,category,price,image_url).
+- ``import-catalog FILE.csv``: store catalog items (item_id,name,category,price,image_url);
+- ``load-movielens``: MovieLens-100k as catalog and interactions, then train (demo data).
 
 Errors are one line on stderr and exit code 2 (bad input) or 1 (nothing to do now), never a
 traceback.
@@ -29,7 +30,7 @@ from services.platform.mongo import database, mongo_client
 from services.platform.settings import load_settings
 from services.recommendation.api import model_info
 from services.recommendation.catalog import read_catalog
-from services.recommendation.datasets import movielens_ratings, read_interactions
+from services.recommendation.datasets import movielens_catalog, movielens_ratings, read_interactions
 from services.recommendation.evaluation import EvaluationResult, evaluate
 from services.recommendation.interactions import InteractionWeights
 from services.recommendation.serving import Recommendations
@@ -99,6 +100,14 @@ def _parser() -> _Parser:
         "image_url; catalog properties win over those seen in events.",
     )
     catalog.add_argument("file", metavar="FILE.csv")
+    commands.add_parser(
+        "load-movielens",
+        help="store MovieLens-100k as catalog and interactions, then train (demo data)",
+        description="Store the MovieLens-100k movies (from the installed recbole package) as "
+        "catalog items and its ratings as interactions of customers movielens-<user>, moved "
+        "in time so the newest rating is now, then train and store a model. make run does "
+        "this in the background so the demo serves real recommendations.",
+    )
     return parser
 
 
@@ -117,7 +126,29 @@ def main(argv: Sequence[str]) -> int:
     configure_logging("recommendation", settings.log_level)
     if arguments.command == "train":
         return asyncio.run(_train(settings))
+    if arguments.command == "load-movielens":
+        return asyncio.run(_load_movielens(settings))
     return asyncio.run(_import_catalog(arguments.file, settings))
+
+
+async def _load_movielens(settings: RecommendationSettings) -> int:
+    items, ratings = movielens_catalog(), movielens_ratings()
+    # 1997-98 ratings would fall outside the training window: the newest becomes "now".
+    shift = datetime.now(UTC) - max(r.at for r in ratings)
+    moved = [replace(r, customer_id=f"movielens-{r.customer_id}", at=r.at + shift) for r in ratings]
+    client = mongo_client(settings.mongo_uri, "lodestar-recommendation-cli")
+    try:
+        store = RecommendationStore(
+            database(client, settings.mongo_database_prefix, "recommendation")
+        )
+        await store.ensure_indexes()
+        imported = await store.import_catalog(items, datetime.now(UTC))
+        for start in range(0, len(moved), 5_000):
+            await store.save_interactions(moved[start : start + 5_000])
+    finally:
+        client.close()
+    print(json.dumps({"items": imported, "interactions": len(moved)}), flush=True)
+    return await _train(settings)
 
 
 async def _train(settings: RecommendationSettings) -> int:
