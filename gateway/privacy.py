@@ -3,9 +3,9 @@ until every service that holds customer data has answered."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import Enum
-from typing import Any, cast
+from typing import cast
 
 import grpc
 import strawberry
@@ -15,6 +15,7 @@ from strawberry.types import Info
 
 from gateway.errors import BAD_USER_INPUT, client_error, from_rpc_error
 from lodestar.v1 import events_pb2, privacy_pb2
+from services.platform.timestamps import field_time
 
 
 class PrivacyRequestKind(Enum):
@@ -62,22 +63,16 @@ class PrivacyRequest:
                 ServicePrivacyStatus(
                     service=s.service,
                     state=PrivacyRequestState(s.state),
-                    completed_at=_when(s, "completed_at"),
+                    completed_at=field_time(s, "completed_at"),
                 )
                 for s in status.services
             ],
-            requested_at=_when(status, "requested_at"),
-            completed_at=_when(status, "completed_at"),
+            requested_at=field_time(status, "requested_at"),
+            completed_at=field_time(status, "completed_at"),
             export=(
                 cast(JSON, MessageToDict(status.export)) if status.HasField("export") else None
             ),
         )
-
-
-def _when(message: Any, name: str) -> datetime | None:
-    if not message.HasField(name):
-        return None
-    return cast(datetime, getattr(message, name).ToDatetime(UTC))
 
 
 async def privacy_request(info: Info, id: strawberry.ID) -> PrivacyRequest | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
-from typing import Any, Literal, cast
+from typing import Literal, cast
 
 import grpc
 import strawberry
@@ -25,6 +25,7 @@ from gateway.segments import (
     segments,
 )
 from lodestar.v1 import common_pb2, profile_pb2
+from services.platform.timestamps import field_time
 
 
 @strawberry.type(description="One way of recognising a customer, e.g. email or user_id.")
@@ -101,7 +102,7 @@ class Consent:
             purpose=message.purpose,
             state=message.state,
             source=message.source,
-            at=_when(message, "at"),
+            at=field_time(message, "at"),
         )
 
 
@@ -147,12 +148,6 @@ class TimelinePage:
     next_page_token: str | None
 
 
-def _when(message: Any, name: str) -> datetime | None:
-    if not message.HasField(name):
-        return None
-    return cast(datetime, getattr(message, name).ToDatetime(UTC))
-
-
 @strawberry.type(description="The 360-degree view of one customer.")
 class Customer:
     id: strawberry.ID
@@ -189,8 +184,8 @@ class Customer:
             order_count=orders.order_count,
             revenue=[Money.of(m) for m in orders.revenue],
             average_order_value=Money.of(orders.average_order_value),
-            first_order_at=_when(orders, "first_order_at"),
-            last_order_at=_when(orders, "last_order_at"),
+            first_order_at=field_time(orders, "first_order_at"),
+            last_order_at=field_time(orders, "last_order_at"),
         )
 
     @strawberry.field(description="Loyalty points, cashback balance and tier.")
@@ -204,7 +199,7 @@ class Customer:
             points_redeemed=status.points_redeemed,
             cashback_balance=Money.of(status.cashback_balance),
             tier=status.tier,
-            tier_since=_when(status, "tier_since"),
+            tier_since=field_time(status, "tier_since"),
             spend_last_12_months=Money.of(status.spend_last_12_months),
             purchases_last_12_months=status.purchases_last_12_months,
         )
@@ -228,16 +223,16 @@ class Customer:
         return Behaviour(
             devices=list(b.devices),
             cart_open=b.cart_open,
-            cart_updated_at=_when(b, "cart_updated_at"),
+            cart_updated_at=field_time(b, "cart_updated_at"),
             channels=list(b.channels),
             sources=list(b.sources),
             last_page=b.last_page or None,
-            last_page_at=_when(b, "last_page_at"),
+            last_page_at=field_time(b, "last_page_at"),
             last_screen=b.last_screen or None,
-            last_screen_at=_when(b, "last_screen_at"),
+            last_screen_at=field_time(b, "last_screen_at"),
             session_count=b.session_count,
-            last_session_started_at=_when(b, "last_session_started_at"),
-            last_active_at=_when(b, "last_active_at"),
+            last_session_started_at=field_time(b, "last_session_started_at"),
+            last_active_at=field_time(b, "last_active_at"),
         )
 
     @strawberry.field(description="E-mail, push and wallet engagement.")
@@ -246,7 +241,7 @@ class Customer:
         if profile is None:
             return []
         return [
-            EngagementStat(kind=e.kind, count=e.count, last_at=_when(e, "last_at"))
+            EngagementStat(kind=e.kind, count=e.count, last_at=field_time(e, "last_at"))
             for e in profile.engagement
         ]
 
@@ -265,7 +260,7 @@ class Customer:
                     event_id=e.event_id,
                     type=e.type,
                     name=e.name,
-                    at=_when(e, "at"),
+                    at=field_time(e, "at"),
                     source=e.source,
                     properties=cast(JSON, MessageToDict(e.properties)),
                     traits=cast(JSON, MessageToDict(e.traits)),

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
-from typing import Any, cast
+from datetime import datetime
+from typing import cast
 
 import grpc
 import strawberry
@@ -13,17 +13,12 @@ from strawberry.types import Info
 
 from gateway.errors import from_rpc_error
 from lodestar.v1 import segmentation_pb2
+from services.platform.timestamps import field_time
 
 _STATUS = {
     segmentation_pb2.SEGMENT_STATUS_BACKFILLING: "backfilling",
     segmentation_pb2.SEGMENT_STATUS_LIVE: "live",
 }
-
-
-def _when(message: Any, name: str) -> datetime | None:
-    if not message.HasField(name):
-        return None
-    return cast(datetime, getattr(message, name).ToDatetime(UTC))
 
 
 @strawberry.type(description="An audience defined by a rule over profiles and events.")
@@ -50,8 +45,8 @@ class Segment:
             status=_STATUS.get(s.status, "unknown"),
             rule=cast(JSON, json.loads(s.rule_json)),
             size=s.size,
-            created_at=_when(s, "created_at"),
-            updated_at=_when(s, "updated_at"),
+            created_at=field_time(s, "created_at"),
+            updated_at=field_time(s, "updated_at"),
             backfill_evaluated=s.backfill_evaluated,
             backfill_total=s.backfill_total,
         )
@@ -105,7 +100,7 @@ class CustomerScores:
             ),
             clv_12m=s.clv_12m if s.HasField("clv_12m") else None,
             model_version=s.model_version,
-            computed_at=_when(s, "computed_at"),
+            computed_at=field_time(s, "computed_at"),
         )
 
 
@@ -127,7 +122,7 @@ async def customer_segments(info: Info, customer_id: str) -> list[SegmentMembers
         SegmentMembership(
             segment_id=strawberry.ID(m.segment_id),
             segment_name=m.segment_name,
-            since=_when(m, "since"),
+            since=field_time(m, "since"),
             segment_version=m.segment_version,
         )
         for m in found.segments

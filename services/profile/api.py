@@ -10,7 +10,6 @@ from typing import Any
 
 import grpc
 from google.protobuf.struct_pb2 import Struct
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from lodestar.v1 import (
     common_pb2,
@@ -23,6 +22,7 @@ from lodestar.v1 import (
 from services.platform import topics
 from services.platform.bus import Bus
 from services.platform.errors import InvalidArgument, NotFound
+from services.platform.timestamps import timestamp
 from services.profile.commerce import LoyaltyRules, cart, loyalty, summarize_orders
 from services.profile.engagement import CONSENT_UPDATED, engagement, validate_consent
 from services.profile.fold import TRACK, ResolvedEvent, fold
@@ -30,20 +30,12 @@ from services.profile.privacy_requests import KINDS, PrivacyRequests
 from services.profile.store import ProfileStore, StoredProfile
 
 
-def _stamp(when: datetime | None) -> Timestamp | None:
-    if when is None:
-        return None
-    stamp = Timestamp()
-    stamp.FromDatetime(when)
-    return stamp
-
-
 def _consent(purpose: str, decision: dict[str, Any]) -> profile_pb2.ConsentState:
     return profile_pb2.ConsentState(
         purpose=purpose,
         state=decision["state"],
         source=decision.get("source", ""),
-        at=_stamp(decision["at"]),
+        at=timestamp(decision["at"]),
     )
 
 
@@ -66,14 +58,14 @@ def to_proto(
         customer_id=profile.customer_id,
         traits=traits,
         event_counts=profile.event_counts,
-        first_seen=_stamp(profile.first_seen),
-        last_seen=_stamp(profile.last_seen),
+        first_seen=timestamp(profile.first_seen),
+        last_seen=timestamp(profile.last_seen),
         orders=profile_pb2.OrdersSummary(
             order_count=summary.order_count,
             revenue=[_money(c, a) for c, a in sorted(summary.revenue_minor.items())],
             average_order_value=_money(rules.base_currency, summary.average_order_minor),
-            first_order_at=_stamp(summary.first_order_at),
-            last_order_at=_stamp(summary.last_order_at),
+            first_order_at=timestamp(summary.first_order_at),
+            last_order_at=timestamp(summary.last_order_at),
             purchase_days=summary.purchase_days,
             repeat_purchase_average=_money(rules.base_currency, summary.repeat_average_minor),
         ),
@@ -82,19 +74,19 @@ def to_proto(
         behaviour=profile_pb2.Behaviour(
             devices=profile.devices,
             cart_open=basket.open,
-            cart_updated_at=_stamp(basket.last_added_at),
+            cart_updated_at=timestamp(basket.last_added_at),
             channels=profile.channels,
             sources=profile.sources,
             last_page=(profile.last_page or {}).get("name", ""),
-            last_page_at=_stamp((profile.last_page or {}).get("at")),
+            last_page_at=timestamp((profile.last_page or {}).get("at")),
             last_screen=(profile.last_screen or {}).get("name", ""),
-            last_screen_at=_stamp((profile.last_screen or {}).get("at")),
+            last_screen_at=timestamp((profile.last_screen or {}).get("at")),
             session_count=profile.sessions.count,
-            last_session_started_at=_stamp(profile.sessions.last_started_at),
-            last_active_at=_stamp(profile.sessions.last_active_at),
+            last_session_started_at=timestamp(profile.sessions.last_started_at),
+            last_active_at=timestamp(profile.sessions.last_active_at),
         ),
         engagement=[
-            profile_pb2.EngagementStat(kind=e.kind, count=e.count, last_at=_stamp(e.last_at))
+            profile_pb2.EngagementStat(kind=e.kind, count=e.count, last_at=timestamp(e.last_at))
             for e in engagement(profile.event_counts, profile.event_last)
         ],
         loyalty=profile_pb2.Loyalty(
@@ -102,7 +94,7 @@ def to_proto(
             points_redeemed=status.points_redeemed,
             cashback_balance=_money(rules.base_currency, status.cashback_minor),
             tier=status.tier,
-            tier_since=_stamp(status.tier_since),
+            tier_since=timestamp(status.tier_since),
             spend_last_12_months=_money(rules.base_currency, status.spend_last_year_minor),
             purchases_last_12_months=status.purchases_last_year,
         ),
@@ -137,7 +129,7 @@ def _entry(doc: dict[str, Any]) -> profile_pb2.TimelineEntry:
         event_id=doc["_id"],
         type=doc["type"],
         name=doc.get("name", ""),
-        at=_stamp(doc["at"]),
+        at=timestamp(doc["at"]),
         source=doc.get("source", ""),
         properties=properties,
         traits=traits,

@@ -7,10 +7,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from lodestar.v1 import recommendation_pb2, recommendation_pb2_grpc
 from services.platform.errors import InvalidArgument
+from services.platform.timestamps import timestamp
 from services.recommendation.catalog import checked_item
 from services.recommendation.interactions import MAX_ITEM_ID, ItemProperties
 from services.recommendation.model import ModelInfo
@@ -40,14 +40,6 @@ _STRATEGIES = {
     BOUGHT_TOGETHER: recommendation_pb2.RECOMMENDATION_STRATEGY_BOUGHT_TOGETHER,
 }
 Context = grpc.aio.ServicerContext[Any, Any]
-
-
-def _stamp(at: datetime | None) -> Timestamp | None:
-    if at is None:
-        return None
-    stamp = Timestamp()
-    stamp.FromDatetime(at if at.tzinfo else at.replace(tzinfo=UTC))
-    return stamp
 
 
 def _count(n: int, field: str = "n") -> int:
@@ -94,9 +86,9 @@ def model_info(
     return recommendation_pb2.ModelInfo(
         version=info.version,
         algorithm=info.algorithm,
-        trained_at=_stamp(info.trained_at),
-        data_from=_stamp(info.data_from),
-        data_to=_stamp(info.data_to),
+        trained_at=timestamp(info.trained_at),
+        data_from=timestamp(info.data_from),
+        data_to=timestamp(info.data_to),
         customers=customers,
         items=items,
         interactions=info.interactions,

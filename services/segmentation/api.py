@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Any
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from lodestar.v1 import segmentation_pb2, segmentation_pb2_grpc
 from services.platform.errors import InvalidArgument
+from services.platform.timestamps import timestamp
 from services.segmentation.definitions import SegmentDefinitions
 from services.segmentation.scoring import Scoring
 from services.segmentation.segments import BACKFILLING, LIVE
@@ -25,14 +24,6 @@ _STATUS = {
     LIVE: segmentation_pb2.SEGMENT_STATUS_LIVE,
 }
 Context = grpc.aio.ServicerContext[Any, Any]
-
-
-def _stamp(at: datetime | None) -> Timestamp | None:
-    if at is None:
-        return None
-    stamp = Timestamp()
-    stamp.FromDatetime(at if at.tzinfo else at.replace(tzinfo=UTC))
-    return stamp
 
 
 class SegmentationServicer(segmentation_pb2_grpc.SegmentationServiceServicer):
@@ -55,8 +46,8 @@ class SegmentationServicer(segmentation_pb2_grpc.SegmentationServiceServicer):
             status=_STATUS[doc["status"]],
             rule_json=doc["rule"],
             size=await self.store.count_members(doc["_id"]),
-            created_at=_stamp(doc.get("created_at")),
-            updated_at=_stamp(doc.get("updated_at")),
+            created_at=timestamp(doc.get("created_at")),
+            updated_at=timestamp(doc.get("updated_at")),
             backfill_evaluated=int(doc.get("backfill_evaluated", 0)),
             backfill_total=int(doc.get("backfill_total", 0)),
             reads_paths=sorted(parsed.rule.paths),
@@ -119,7 +110,7 @@ class SegmentationServicer(segmentation_pb2_grpc.SegmentationServiceServicer):
             members=[
                 segmentation_pb2.Member(
                     customer_id=d["customer_id"],
-                    since=_stamp(d.get("since")),
+                    since=timestamp(d.get("since")),
                     segment_version=int(d.get("segment_version", 1)),
                 )
                 for d in docs[:size]
@@ -144,7 +135,7 @@ class SegmentationServicer(segmentation_pb2_grpc.SegmentationServiceServicer):
                         segmentation_pb2.SegmentMembership(
                             segment_id=s,
                             segment_name=names.get(s, s),
-                            since=_stamp(doc.get("since")),
+                            since=timestamp(doc.get("since")),
                             segment_version=int(doc.get("segment_version", 1)),
                         )
                         for s, doc in sorted(found.get(c, {}).items())
@@ -175,7 +166,7 @@ class SegmentationServicer(segmentation_pb2_grpc.SegmentationServiceServicer):
             model_version=run.model_version,
             customers_scored=run.customers,
             parameters_json=run.parameters_json,
-            computed_at=_stamp(run.computed_at),
+            computed_at=timestamp(run.computed_at),
         )
 
 
@@ -196,7 +187,7 @@ def _scores(doc: Mapping[str, Any]) -> segmentation_pb2.CustomerScores:
         rfm_cell=str(doc.get("rfm_cell", "")),
         **predictions,
         model_version=str(doc.get("model_version", "")),
-        computed_at=_stamp(doc.get("computed_at")),
+        computed_at=timestamp(doc.get("computed_at")),
     )
 
 

@@ -19,18 +19,12 @@ from services.platform.bus import Delivery
 from services.platform.errors import PoisonMessage
 from services.platform.fieldnames import field_key
 from services.platform.mongo import Document
+from services.platform.timestamps import field_time
 from services.segmentation.audience import Audiences
 from services.segmentation.segments import Segment
 
 # Properties kept with stored events: scalars only, never these (personal data).
 _PRIVATE_PROPERTIES = frozenset({"email", "phone", "name", "address", "first_name", "last_name"})
-
-
-def _when(message: Any, name: str) -> datetime | None:
-    if not message.HasField(name):
-        return None
-    stamp: datetime = getattr(message, name).ToDatetime(UTC)
-    return stamp
 
 
 def _amount(money: common_pb2.Money) -> float:
@@ -48,15 +42,15 @@ def profile_document(change: events_pb2.ProfileChanged) -> Document:
         "traits": {field_key(k): v for k, v in MessageToDict(p.traits).items()},
         "traits_present": list(change.trait_names),
         "event_counts": {field_key(k): v for k, v in p.event_counts.items()},
-        "first_seen": _when(p, "first_seen"),
-        "last_seen": _when(p, "last_seen"),
+        "first_seen": field_time(p, "first_seen"),
+        "last_seen": field_time(p, "last_seen"),
         "orders": _drop_none(
             {
                 "count": p.orders.order_count,
                 "revenue": revenue,
                 "average_order_value": _amount(p.orders.average_order_value),
-                "first_order_at": _when(p.orders, "first_order_at"),
-                "last_order_at": _when(p.orders, "last_order_at"),
+                "first_order_at": field_time(p.orders, "first_order_at"),
+                "last_order_at": field_time(p.orders, "last_order_at"),
                 "purchase_days": p.orders.purchase_days,
                 "repeat_average": _amount(p.orders.repeat_purchase_average),
             }
@@ -69,16 +63,16 @@ def profile_document(change: events_pb2.ProfileChanged) -> Document:
                 "cashback_balance": _amount(p.loyalty.cashback_balance),
                 "spend_last_12_months": _amount(p.loyalty.spend_last_12_months),
                 "purchases_last_12_months": p.loyalty.purchases_last_12_months,
-                "tier_since": _when(p.loyalty, "tier_since"),
+                "tier_since": field_time(p.loyalty, "tier_since"),
             }
         ),
         "consent": {c.purpose: c.state for c in p.consent},
         "behaviour": _drop_none(
             {
                 "session_count": behaviour.session_count,
-                "last_active_at": _when(behaviour, "last_active_at"),
+                "last_active_at": field_time(behaviour, "last_active_at"),
                 "cart_open": behaviour.cart_open,
-                "cart_updated_at": _when(behaviour, "cart_updated_at"),
+                "cart_updated_at": field_time(behaviour, "cart_updated_at"),
                 "channels": list(behaviour.channels),
                 "sources": list(behaviour.sources),
                 "devices": list(behaviour.devices),
@@ -87,10 +81,10 @@ def profile_document(change: events_pb2.ProfileChanged) -> Document:
             }
         ),
         "engagement": {
-            e.kind: _drop_none({"count": e.count, "last_at": _when(e, "last_at")})
+            e.kind: _drop_none({"count": e.count, "last_at": field_time(e, "last_at")})
             for e in p.engagement
         },
-        "changed_at": _when(change, "changed_at"),
+        "changed_at": field_time(change, "changed_at"),
     }
     return _drop_none(doc)
 
