@@ -37,12 +37,6 @@ class HttpServer:
                     raise RuntimeError("the PassKit web service could not start (port in use?)")
                 await asyncio.sleep(0.02)
 
-    @property
-    def port(self) -> int:
-        """The bound port (useful when configured as 0)."""
-        sockets = [s for server in self.server.servers for s in server.sockets]
-        return int(sockets[0].getsockname()[1])
-
     async def stop(self) -> None:
         """Finish in-flight requests and stop."""
         self.server.should_exit = True

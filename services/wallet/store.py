@@ -70,7 +70,8 @@ class WalletStore:
         """Store a new pass; its ``updated_at`` and ``update_seq`` are set here."""
         stored = {
             **doc,
-            "created_at": now,
+            # MongoDB keeps milliseconds; the returned document says what a re-read will.
+            "created_at": now.replace(microsecond=now.microsecond // 1000 * 1000),
             "updated_at": next_update_time(None, now),
             "update_seq": await self._next_seq(),
         }
