@@ -34,6 +34,8 @@ def test_defaults_and_the_signer(
     settings = load(monkeypatch, env(signing_files))
     assert settings.passkit_port == 8080
     assert settings.grpc_port == 50055
+    assert settings.mongo_uri == "mongodb://127.0.0.1:27017"
+    assert settings.kafka_bootstrap_servers == "127.0.0.1:9092"
     assert settings.pass_signer().pass_type_id == PASS_TYPE_ID
 
 
