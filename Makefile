@@ -26,6 +26,7 @@ bench: $(STAMP)
 	$(BIN)/python tests/perf/bench_profile.py
 	$(BIN)/python tests/perf/bench_segmentation.py
 	$(BIN)/python tests/perf/bench_recommendation.py
+	$(BIN)/python tests/perf/bench_wallet.py
 
 protos: $(STAMP)
 	$(BIN)/python -m infra.protogen

@@ -39,6 +39,8 @@ Lodestar is running.
   Ingest API       {url}/v1/identify | track | page | screen | alias | group | batch
                    write key (HTTP Basic username, empty password): {stack.write_key}
   Metrics          {url}/metrics
+  PassKit (Apple)  {stack.passkit_url}/v1/   (wallet web service, dev certificates in
+                   {stack.wallet_certs_dir}: not Apple's, phones reject them)
   gRPC services
 {grpc_lines}
   MongoDB wire     {stack.mongo_uri}

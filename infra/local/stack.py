@@ -28,6 +28,7 @@ from infra.local.servers import (
 from services.platform import topics
 from services.platform.bus import ensure_topics
 from services.platform.crypto import generate_key
+from services.wallet.devcerts import ensure_dev_certificates
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES = ("identity", "profile", "segmentation", "recommendation", "wallet")
@@ -39,6 +40,9 @@ DEFAULT_GRPC_PORTS = {
     "wallet": 50055,
 }
 DEFAULT_METRICS_PORTS = {name: 9101 + i for i, name in enumerate(SERVICES)}
+# The local wallet signs with throwaway certificates made for this pass type (not Apple's).
+DEV_PASS_TYPE_ID = "pass.com.example.lodestar.dev"  # noqa: S105 (an identifier, not a secret)
+DEV_TEAM_ID = "LODESTARDEV"
 
 
 @dataclass
@@ -48,6 +52,8 @@ class StackPorts:
     mongo: int = 27017
     kafka: int = 9092
     gateway: int = 8000
+    # The wallet's PassKit web service (HTTP).
+    passkit: int = 8080
     grpc: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_GRPC_PORTS))
     metrics: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_METRICS_PORTS))
 
@@ -67,6 +73,7 @@ class StackPorts:
             mongo=port("LODESTAR_MONGO_PORT", 27017),
             kafka=port("LODESTAR_KAFKA_PORT", 9092),
             gateway=port("LODESTAR_GATEWAY_HTTP_PORT", 8000),
+            passkit=port("LODESTAR_WALLET_HTTP_PORT", 8080),
             grpc={
                 s: port(f"LODESTAR_{s.upper()}_GRPC_PORT", p) for s, p in DEFAULT_GRPC_PORTS.items()
             },
@@ -83,6 +90,7 @@ class StackPorts:
             mongo=free_port(),
             kafka=free_port(),
             gateway=free_port(),
+            passkit=free_port(),
             grpc={s: free_port() for s in SERVICES},
             metrics={s: free_port() for s in SERVICES},
         )
@@ -125,12 +133,14 @@ class Stack:
         mongo_uri: str | None = None,
         kafka_bootstrap: str | None = None,
         extra_env: Mapping[str, str] | None = None,
+        wallet_certs_dir: Path | None = None,
     ) -> None:
         self.ports = ports
         self.log_dir = log_dir
         self.write_key = write_key or f"wk_{secrets.token_urlsafe(18)}"
         self.api_key = api_key or f"ak_{secrets.token_urlsafe(24)}"
         self.extra_env = dict(extra_env or {})
+        self.wallet_certs_dir = wallet_certs_dir or ROOT / ".local" / "wallet-certs"
         # Fresh PII keys per local run (the local database is in memory too).
         self.pii_env = {
             "LODESTAR_PII_KEYS": f"local1:{generate_key()}",
@@ -147,6 +157,11 @@ class Stack:
     def gateway_url(self) -> str:
         """Base URL of the gateway."""
         return f"http://127.0.0.1:{self.ports.gateway}"
+
+    @property
+    def passkit_url(self) -> str:
+        """Base URL of the wallet's PassKit web service (the passes' webServiceURL)."""
+        return f"http://127.0.0.1:{self.ports.passkit}"
 
     def grpc_target(self, service: str) -> str:
         """``host:port`` of a service's gRPC server."""
@@ -188,6 +203,7 @@ class Stack:
     def _check_ports_free(self) -> None:
         wanted = {
             "LODESTAR_GATEWAY_HTTP_PORT": self.ports.gateway,
+            "LODESTAR_WALLET_HTTP_PORT": self.ports.passkit,
             **{f"LODESTAR_{s.upper()}_GRPC_PORT": p for s, p in self.ports.grpc.items()},
         }
         if not self.mongo_uri:
@@ -232,7 +248,25 @@ class Stack:
         else:
             env[f"LODESTAR_{name.upper()}_GRPC_PORT"] = str(self.ports.grpc[name])
             env["LODESTAR_METRICS_PORT"] = str(self.ports.metrics[name])
+        if name == "wallet":
+            env.update(self._wallet_env(env))
         return env
+
+    def _wallet_env(self, env: Mapping[str, str]) -> dict[str, str]:
+        """The PassKit port and URL, and dev signing certificates (generated when missing)
+        unless real ones are configured."""
+        wallet = {
+            "LODESTAR_WALLET_HTTP_PORT": str(self.ports.passkit),
+            "LODESTAR_WALLET_WEB_SERVICE_URL": env.get(
+                "LODESTAR_WALLET_WEB_SERVICE_URL", self.passkit_url
+            ),
+        }
+        if "LODESTAR_WALLET_APPLE_CERTIFICATE" not in env:
+            files = ensure_dev_certificates(self.wallet_certs_dir, DEV_PASS_TYPE_ID, DEV_TEAM_ID)
+            wallet["LODESTAR_WALLET_APPLE_CERTIFICATE"] = str(files.certificate)
+            wallet["LODESTAR_WALLET_APPLE_KEY"] = str(files.key)
+            wallet["LODESTAR_WALLET_APPLE_WWDR_CERTIFICATE"] = str(files.intermediate)
+        return wallet
 
     def start_process(self, name: str) -> None:
         """Start (or restart) one service or the gateway."""
@@ -248,7 +282,8 @@ class Stack:
         self.processes[name] = process
 
     def wait_healthy(self, name: str, timeout_s: float = 60.0) -> None:
-        """Wait for the gRPC health check (services) or ``/healthz`` (gateway)."""
+        """Wait for the gRPC health check (services) or ``/healthz`` (gateway; the wallet
+        answers both)."""
         process = self.processes[name]
 
         def healthy() -> bool:
@@ -256,6 +291,8 @@ class Stack:
                 raise RuntimeError(f"{name} exited during start-up:\n{process.log_tail()}")
             if name == "gateway":
                 return http_ok(f"{self.gateway_url}/healthz")
+            if name == "wallet" and not http_ok(f"{self.passkit_url}/healthz"):
+                return False
             return grpc_serving(self.grpc_target(name))
 
         wait_until(healthy, timeout_s, name, 0.2)

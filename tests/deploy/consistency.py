@@ -35,7 +35,12 @@ from tests.deploy.tools import Manifest
 PARTITIONS = "LODESTAR_KAFKA_TOPIC_PARTITIONS"
 REPLICATION = "LODESTAR_KAFKA_REPLICATION_FACTOR"
 # Each settings field that is a port, and the container port name that must carry it.
-PORT_FIELDS = {"grpc_port": "grpc", "http_port": "http", "metrics_port": "metrics"}
+PORT_FIELDS = {
+    "grpc_port": "grpc",
+    "http_port": "http",
+    "metrics_port": "metrics",
+    "passkit_port": "passkit",
+}
 
 
 def lodestar_containers(

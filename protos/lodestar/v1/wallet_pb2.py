@@ -22,15 +22,34 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18lodestar/v1/wallet.proto\x12\x0blodestar.v12\x0f\n\rWalletServiceb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18lodestar/v1/wallet.proto\x12\x0blodestar.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xdb\x02\n\nWalletPass\x12\x15\n\rserial_number\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12#\n\x04kind\x18\x03 \x01(\x0e\x32\x15.lodestar.v1.PassKind\x12-\n\x08platform\x18\x04 \x01(\x0e\x32\x1b.lodestar.v1.WalletPlatform\x12\x14\n\x0cpass_type_id\x18\x05 \x01(\t\x12\x1c\n\x14\x61uthentication_token\x18\x06 \x01(\t\x12\x17\n\x0fweb_service_url\x18\x07 \x01(\t\x12\x10\n\x08template\x18\x08 \x01(\t\x12\x0e\n\x06voided\x18\t \x01(\x08\x12.\n\ncreated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x8d\x01\n\x10IssuePassRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12#\n\x04kind\x18\x02 \x01(\x0e\x32\x15.lodestar.v1.PassKind\x12-\n\x08platform\x18\x03 \x01(\x0e\x32\x1b.lodestar.v1.WalletPlatform\x12\x10\n\x08template\x18\x04 \x01(\t\"\'\n\x0eGetPassRequest\x12\x15\n\rserial_number\x18\x01 \x01(\t\")\n\x11ListPassesRequest\x12\x14\n\x0c\x63ustomer_ids\x18\x01 \x03(\t\"N\n\x0e\x43ustomerPasses\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\'\n\x06passes\x18\x02 \x03(\x0b\x32\x17.lodestar.v1.WalletPass\"D\n\x12ListPassesResponse\x12.\n\tcustomers\x18\x01 \x03(\x0b\x32\x1b.lodestar.v1.CustomerPasses\"(\n\x0fVoidPassRequest\x12\x15\n\rserial_number\x18\x01 \x01(\t*\x88\x01\n\x08PassKind\x12\x19\n\x15PASS_KIND_UNSPECIFIED\x10\x00\x12\x18\n\x14PASS_KIND_STORE_CARD\x10\x01\x12\x14\n\x10PASS_KIND_COUPON\x10\x02\x12\x1a\n\x16PASS_KIND_EVENT_TICKET\x10\x03\x12\x15\n\x11PASS_KIND_GENERIC\x10\x04*h\n\x0eWalletPlatform\x12\x1f\n\x1bWALLET_PLATFORM_UNSPECIFIED\x10\x00\x12\x19\n\x15WALLET_PLATFORM_APPLE\x10\x01\x12\x1a\n\x16WALLET_PLATFORM_GOOGLE\x10\x02\x32\xa7\x02\n\rWalletService\x12\x43\n\tIssuePass\x12\x1d.lodestar.v1.IssuePassRequest\x1a\x17.lodestar.v1.WalletPass\x12?\n\x07GetPass\x12\x1b.lodestar.v1.GetPassRequest\x1a\x17.lodestar.v1.WalletPass\x12M\n\nListPasses\x12\x1e.lodestar.v1.ListPassesRequest\x1a\x1f.lodestar.v1.ListPassesResponse\x12\x41\n\x08VoidPass\x12\x1c.lodestar.v1.VoidPassRequest\x1a\x17.lodestar.v1.WalletPassb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'lodestar.v1.wallet_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_WALLETSERVICE']._serialized_start=41
-  _globals['_WALLETSERVICE']._serialized_end=56
+  _globals['_PASSKIND']._serialized_start=845
+  _globals['_PASSKIND']._serialized_end=981
+  _globals['_WALLETPLATFORM']._serialized_start=983
+  _globals['_WALLETPLATFORM']._serialized_end=1087
+  _globals['_WALLETPASS']._serialized_start=75
+  _globals['_WALLETPASS']._serialized_end=422
+  _globals['_ISSUEPASSREQUEST']._serialized_start=425
+  _globals['_ISSUEPASSREQUEST']._serialized_end=566
+  _globals['_GETPASSREQUEST']._serialized_start=568
+  _globals['_GETPASSREQUEST']._serialized_end=607
+  _globals['_LISTPASSESREQUEST']._serialized_start=609
+  _globals['_LISTPASSESREQUEST']._serialized_end=650
+  _globals['_CUSTOMERPASSES']._serialized_start=652
+  _globals['_CUSTOMERPASSES']._serialized_end=730
+  _globals['_LISTPASSESRESPONSE']._serialized_start=732
+  _globals['_LISTPASSESRESPONSE']._serialized_end=800
+  _globals['_VOIDPASSREQUEST']._serialized_start=802
+  _globals['_VOIDPASSREQUEST']._serialized_end=842
+  _globals['_WALLETSERVICE']._serialized_start=1090
+  _globals['_WALLETSERVICE']._serialized_end=1385
 # @@protoc_insertion_point(module_scope)

@@ -3,6 +3,245 @@
 isort:skip_file
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+import builtins as _builtins
+import sys
+import typing as _typing
+
+if sys.version_info >= (3, 11):
+    from typing import TypeAlias as _TypeAlias, Never as _Never
+else:
+    from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _PassKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _PassKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_PassKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    PASS_KIND_UNSPECIFIED: _PassKind.ValueType  # 0
+    PASS_KIND_STORE_CARD: _PassKind.ValueType  # 1
+    """Loyalty card: points, cashback balance and tier."""
+    PASS_KIND_COUPON: _PassKind.ValueType  # 2
+    """An offer."""
+    PASS_KIND_EVENT_TICKET: _PassKind.ValueType  # 3
+    PASS_KIND_GENERIC: _PassKind.ValueType  # 4
+
+class PassKind(_PassKind, metaclass=_PassKindEnumTypeWrapper): ...
+
+PASS_KIND_UNSPECIFIED: PassKind.ValueType  # 0
+PASS_KIND_STORE_CARD: PassKind.ValueType  # 1
+"""Loyalty card: points, cashback balance and tier."""
+PASS_KIND_COUPON: PassKind.ValueType  # 2
+"""An offer."""
+PASS_KIND_EVENT_TICKET: PassKind.ValueType  # 3
+PASS_KIND_GENERIC: PassKind.ValueType  # 4
+Global___PassKind: _TypeAlias = PassKind  # noqa: Y015
+
+class _WalletPlatform:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _WalletPlatformEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_WalletPlatform.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    WALLET_PLATFORM_UNSPECIFIED: _WalletPlatform.ValueType  # 0
+    """Treated as APPLE."""
+    WALLET_PLATFORM_APPLE: _WalletPlatform.ValueType  # 1
+    WALLET_PLATFORM_GOOGLE: _WalletPlatform.ValueType  # 2
+
+class WalletPlatform(_WalletPlatform, metaclass=_WalletPlatformEnumTypeWrapper): ...
+
+WALLET_PLATFORM_UNSPECIFIED: WalletPlatform.ValueType  # 0
+"""Treated as APPLE."""
+WALLET_PLATFORM_APPLE: WalletPlatform.ValueType  # 1
+WALLET_PLATFORM_GOOGLE: WalletPlatform.ValueType  # 2
+Global___WalletPlatform: _TypeAlias = WalletPlatform  # noqa: Y015
+
+@_typing.final
+class WalletPass(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SERIAL_NUMBER_FIELD_NUMBER: _builtins.int
+    CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    PLATFORM_FIELD_NUMBER: _builtins.int
+    PASS_TYPE_ID_FIELD_NUMBER: _builtins.int
+    AUTHENTICATION_TOKEN_FIELD_NUMBER: _builtins.int
+    WEB_SERVICE_URL_FIELD_NUMBER: _builtins.int
+    TEMPLATE_FIELD_NUMBER: _builtins.int
+    VOIDED_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    UPDATED_AT_FIELD_NUMBER: _builtins.int
+    serial_number: _builtins.str
+    customer_id: _builtins.str
+    kind: Global___PassKind.ValueType
+    platform: Global___WalletPlatform.ValueType
+    pass_type_id: _builtins.str
+    authentication_token: _builtins.str
+    """The token phones send as "ApplePass <token>" to the web service."""
+    web_service_url: _builtins.str
+    template: _builtins.str
+    voided: _builtins.bool
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def updated_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        serial_number: _builtins.str = ...,
+        customer_id: _builtins.str = ...,
+        kind: Global___PassKind.ValueType = ...,
+        platform: Global___WalletPlatform.ValueType = ...,
+        pass_type_id: _builtins.str = ...,
+        authentication_token: _builtins.str = ...,
+        web_service_url: _builtins.str = ...,
+        template: _builtins.str = ...,
+        voided: _builtins.bool = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
+        updated_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "updated_at", b"updated_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["authentication_token", b"authentication_token", "created_at", b"created_at", "customer_id", b"customer_id", "kind", b"kind", "pass_type_id", b"pass_type_id", "platform", b"platform", "serial_number", b"serial_number", "template", b"template", "updated_at", b"updated_at", "voided", b"voided", "web_service_url", b"web_service_url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WalletPass: _TypeAlias = WalletPass  # noqa: Y015
+
+@_typing.final
+class IssuePassRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    PLATFORM_FIELD_NUMBER: _builtins.int
+    TEMPLATE_FIELD_NUMBER: _builtins.int
+    customer_id: _builtins.str
+    kind: Global___PassKind.ValueType
+    platform: Global___WalletPlatform.ValueType
+    template: _builtins.str
+    """A template name; empty means "default"."""
+    def __init__(
+        self,
+        *,
+        customer_id: _builtins.str = ...,
+        kind: Global___PassKind.ValueType = ...,
+        platform: Global___WalletPlatform.ValueType = ...,
+        template: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer_id", b"customer_id", "kind", b"kind", "platform", b"platform", "template", b"template"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IssuePassRequest: _TypeAlias = IssuePassRequest  # noqa: Y015
+
+@_typing.final
+class GetPassRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SERIAL_NUMBER_FIELD_NUMBER: _builtins.int
+    serial_number: _builtins.str
+    def __init__(
+        self,
+        *,
+        serial_number: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["serial_number", b"serial_number"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetPassRequest: _TypeAlias = GetPassRequest  # noqa: Y015
+
+@_typing.final
+class ListPassesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CUSTOMER_IDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def customer_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        customer_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer_ids", b"customer_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListPassesRequest: _TypeAlias = ListPassesRequest  # noqa: Y015
+
+@_typing.final
+class CustomerPasses(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    PASSES_FIELD_NUMBER: _builtins.int
+    customer_id: _builtins.str
+    @_builtins.property
+    def passes(self) -> _containers.RepeatedCompositeFieldContainer[Global___WalletPass]: ...
+    def __init__(
+        self,
+        *,
+        customer_id: _builtins.str = ...,
+        passes: _abc.Iterable[Global___WalletPass] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer_id", b"customer_id", "passes", b"passes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CustomerPasses: _TypeAlias = CustomerPasses  # noqa: Y015
+
+@_typing.final
+class ListPassesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CUSTOMERS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def customers(self) -> _containers.RepeatedCompositeFieldContainer[Global___CustomerPasses]: ...
+    def __init__(
+        self,
+        *,
+        customers: _abc.Iterable[Global___CustomerPasses] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["customers", b"customers"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListPassesResponse: _TypeAlias = ListPassesResponse  # noqa: Y015
+
+@_typing.final
+class VoidPassRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SERIAL_NUMBER_FIELD_NUMBER: _builtins.int
+    serial_number: _builtins.str
+    def __init__(
+        self,
+        *,
+        serial_number: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["serial_number", b"serial_number"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VoidPassRequest: _TypeAlias = VoidPassRequest  # noqa: Y015

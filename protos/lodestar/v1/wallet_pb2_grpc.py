@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from lodestar.v1 import wallet_pb2 as lodestar_dot_v1_dot_wallet__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -25,7 +26,8 @@ if _version_not_supported:
 
 
 class WalletServiceStub:
-    """The wallet service answers gRPC health and reflection; its RPCs arrive with its own issue.
+    """Phone wallet passes (Apple Wallet so far) and the PassKit web service phones call for
+    updates. Google Wallet answers INVALID_ARGUMENT until it is built.
     """
 
     def __init__(self, channel):
@@ -34,15 +36,85 @@ class WalletServiceStub:
         Args:
             channel: A grpc.Channel.
         """
+        self.IssuePass = channel.unary_unary(
+                '/lodestar.v1.WalletService/IssuePass',
+                request_serializer=lodestar_dot_v1_dot_wallet__pb2.IssuePassRequest.SerializeToString,
+                response_deserializer=lodestar_dot_v1_dot_wallet__pb2.WalletPass.FromString,
+                _registered_method=True)
+        self.GetPass = channel.unary_unary(
+                '/lodestar.v1.WalletService/GetPass',
+                request_serializer=lodestar_dot_v1_dot_wallet__pb2.GetPassRequest.SerializeToString,
+                response_deserializer=lodestar_dot_v1_dot_wallet__pb2.WalletPass.FromString,
+                _registered_method=True)
+        self.ListPasses = channel.unary_unary(
+                '/lodestar.v1.WalletService/ListPasses',
+                request_serializer=lodestar_dot_v1_dot_wallet__pb2.ListPassesRequest.SerializeToString,
+                response_deserializer=lodestar_dot_v1_dot_wallet__pb2.ListPassesResponse.FromString,
+                _registered_method=True)
+        self.VoidPass = channel.unary_unary(
+                '/lodestar.v1.WalletService/VoidPass',
+                request_serializer=lodestar_dot_v1_dot_wallet__pb2.VoidPassRequest.SerializeToString,
+                response_deserializer=lodestar_dot_v1_dot_wallet__pb2.WalletPass.FromString,
+                _registered_method=True)
 
 
 class WalletServiceServicer:
-    """The wallet service answers gRPC health and reflection; its RPCs arrive with its own issue.
+    """Phone wallet passes (Apple Wallet so far) and the PassKit web service phones call for
+    updates. Google Wallet answers INVALID_ARGUMENT until it is built.
     """
+
+    def IssuePass(self, request, context):
+        """INVALID_ARGUMENT for a missing customer id, an unknown kind or template, or an
+        unsupported platform. Returns what a phone needs to add the pass and ask for updates.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetPass(self, request, context):
+        """NOT_FOUND for an unknown serial number.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListPasses(self, request, context):
+        """Every pass of each customer, one entry per requested id in request order (DataLoaders).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def VoidPass(self, request, context):
+        """Marks the pass voided; registered phones get the voided pass on their next update.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
 
 
 def add_WalletServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
+            'IssuePass': grpc.unary_unary_rpc_method_handler(
+                    servicer.IssuePass,
+                    request_deserializer=lodestar_dot_v1_dot_wallet__pb2.IssuePassRequest.FromString,
+                    response_serializer=lodestar_dot_v1_dot_wallet__pb2.WalletPass.SerializeToString,
+            ),
+            'GetPass': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPass,
+                    request_deserializer=lodestar_dot_v1_dot_wallet__pb2.GetPassRequest.FromString,
+                    response_serializer=lodestar_dot_v1_dot_wallet__pb2.WalletPass.SerializeToString,
+            ),
+            'ListPasses': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPasses,
+                    request_deserializer=lodestar_dot_v1_dot_wallet__pb2.ListPassesRequest.FromString,
+                    response_serializer=lodestar_dot_v1_dot_wallet__pb2.ListPassesResponse.SerializeToString,
+            ),
+            'VoidPass': grpc.unary_unary_rpc_method_handler(
+                    servicer.VoidPass,
+                    request_deserializer=lodestar_dot_v1_dot_wallet__pb2.VoidPassRequest.FromString,
+                    response_serializer=lodestar_dot_v1_dot_wallet__pb2.WalletPass.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'lodestar.v1.WalletService', rpc_method_handlers)
@@ -52,5 +124,114 @@ def add_WalletServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class WalletService:
-    """The wallet service answers gRPC health and reflection; its RPCs arrive with its own issue.
+    """Phone wallet passes (Apple Wallet so far) and the PassKit web service phones call for
+    updates. Google Wallet answers INVALID_ARGUMENT until it is built.
     """
+
+    @staticmethod
+    def IssuePass(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lodestar.v1.WalletService/IssuePass',
+            lodestar_dot_v1_dot_wallet__pb2.IssuePassRequest.SerializeToString,
+            lodestar_dot_v1_dot_wallet__pb2.WalletPass.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPass(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lodestar.v1.WalletService/GetPass',
+            lodestar_dot_v1_dot_wallet__pb2.GetPassRequest.SerializeToString,
+            lodestar_dot_v1_dot_wallet__pb2.WalletPass.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPasses(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lodestar.v1.WalletService/ListPasses',
+            lodestar_dot_v1_dot_wallet__pb2.ListPassesRequest.SerializeToString,
+            lodestar_dot_v1_dot_wallet__pb2.ListPassesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VoidPass(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lodestar.v1.WalletService/VoidPass',
+            lodestar_dot_v1_dot_wallet__pb2.VoidPassRequest.SerializeToString,
+            lodestar_dot_v1_dot_wallet__pb2.WalletPass.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

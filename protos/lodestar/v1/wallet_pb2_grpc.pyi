@@ -5,6 +5,7 @@ isort:skip_file
 
 from collections import abc as _abc
 from grpc import aio as _aio
+from lodestar.v1 import wallet_pb2 as _wallet_pb2
 import abc as _abc_1
 import grpc as _grpc
 import sys
@@ -26,22 +27,80 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class WalletServiceStub:
-    """The wallet service answers gRPC health and reflection; its RPCs arrive with its own issue."""
+    """Phone wallet passes (Apple Wallet so far) and the PassKit web service phones call for
+    updates. Google Wallet answers INVALID_ARGUMENT until it is built.
+    """
 
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> WalletServiceAsyncStub: ...
+    IssuePass: _grpc.UnaryUnaryMultiCallable[_wallet_pb2.IssuePassRequest, _wallet_pb2.WalletPass]
+    """INVALID_ARGUMENT for a missing customer id, an unknown kind or template, or an
+    unsupported platform. Returns what a phone needs to add the pass and ask for updates.
+    """
+    GetPass: _grpc.UnaryUnaryMultiCallable[_wallet_pb2.GetPassRequest, _wallet_pb2.WalletPass]
+    """NOT_FOUND for an unknown serial number."""
+    ListPasses: _grpc.UnaryUnaryMultiCallable[_wallet_pb2.ListPassesRequest, _wallet_pb2.ListPassesResponse]
+    """Every pass of each customer, one entry per requested id in request order (DataLoaders)."""
+    VoidPass: _grpc.UnaryUnaryMultiCallable[_wallet_pb2.VoidPassRequest, _wallet_pb2.WalletPass]
+    """Marks the pass voided; registered phones get the voided pass on their next update."""
 
 @_typing.type_check_only
 class WalletServiceAsyncStub(WalletServiceStub):
-    """The wallet service answers gRPC health and reflection; its RPCs arrive with its own issue."""
+    """Phone wallet passes (Apple Wallet so far) and the PassKit web service phones call for
+    updates. Google Wallet answers INVALID_ARGUMENT until it is built.
+    """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
+    IssuePass: _aio.UnaryUnaryMultiCallable[_wallet_pb2.IssuePassRequest, _wallet_pb2.WalletPass]  # type: ignore[assignment]
+    """INVALID_ARGUMENT for a missing customer id, an unknown kind or template, or an
+    unsupported platform. Returns what a phone needs to add the pass and ask for updates.
+    """
+    GetPass: _aio.UnaryUnaryMultiCallable[_wallet_pb2.GetPassRequest, _wallet_pb2.WalletPass]  # type: ignore[assignment]
+    """NOT_FOUND for an unknown serial number."""
+    ListPasses: _aio.UnaryUnaryMultiCallable[_wallet_pb2.ListPassesRequest, _wallet_pb2.ListPassesResponse]  # type: ignore[assignment]
+    """Every pass of each customer, one entry per requested id in request order (DataLoaders)."""
+    VoidPass: _aio.UnaryUnaryMultiCallable[_wallet_pb2.VoidPassRequest, _wallet_pb2.WalletPass]  # type: ignore[assignment]
+    """Marks the pass voided; registered phones get the voided pass on their next update."""
 
 class WalletServiceServicer(metaclass=_abc_1.ABCMeta):
-    """The wallet service answers gRPC health and reflection; its RPCs arrive with its own issue."""
+    """Phone wallet passes (Apple Wallet so far) and the PassKit web service phones call for
+    updates. Google Wallet answers INVALID_ARGUMENT until it is built.
+    """
 
-    ...
+    @_abc_1.abstractmethod
+    def IssuePass(
+        self,
+        request: _wallet_pb2.IssuePassRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_wallet_pb2.WalletPass, _abc.Awaitable[_wallet_pb2.WalletPass]]:
+        """INVALID_ARGUMENT for a missing customer id, an unknown kind or template, or an
+        unsupported platform. Returns what a phone needs to add the pass and ask for updates.
+        """
+
+    @_abc_1.abstractmethod
+    def GetPass(
+        self,
+        request: _wallet_pb2.GetPassRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_wallet_pb2.WalletPass, _abc.Awaitable[_wallet_pb2.WalletPass]]:
+        """NOT_FOUND for an unknown serial number."""
+
+    @_abc_1.abstractmethod
+    def ListPasses(
+        self,
+        request: _wallet_pb2.ListPassesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_wallet_pb2.ListPassesResponse, _abc.Awaitable[_wallet_pb2.ListPassesResponse]]:
+        """Every pass of each customer, one entry per requested id in request order (DataLoaders)."""
+
+    @_abc_1.abstractmethod
+    def VoidPass(
+        self,
+        request: _wallet_pb2.VoidPassRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_wallet_pb2.WalletPass, _abc.Awaitable[_wallet_pb2.WalletPass]]:
+        """Marks the pass voided; registered phones get the voided pass on their next update."""
 
 def add_WalletServiceServicer_to_server(servicer: WalletServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

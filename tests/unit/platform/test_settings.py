@@ -17,7 +17,6 @@ from services.platform.settings import ServiceSettings, load_settings
 from services.profile.settings import ProfileSettings
 from services.recommendation.settings import RecommendationSettings
 from services.segmentation.settings import SegmentationSettings
-from services.wallet.settings import WalletSettings
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 
@@ -51,7 +50,6 @@ def pii_keys(monkeypatch: pytest.MonkeyPatch) -> None:
         (ProfileSettings, 50052),
         (SegmentationSettings, 50053),
         (RecommendationSettings, 50054),
-        (WalletSettings, 50055),
     ],
 )
 def test_service_port_defaults(settings_type: type[ServiceSettings], port: int) -> None:

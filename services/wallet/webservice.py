@@ -1,0 +1,211 @@
+"""Apple's PassKit web service (the pass's ``webServiceURL``), under ``/v1/``:
+
+- ``POST /v1/devices/{device}/registrations/{passType}/{serial}`` register (201 new, 200 known)
+- ``DELETE`` the same path: unregister (200)
+- ``GET /v1/devices/{device}/registrations/{passType}?passesUpdatedSince=TAG``: 200 with
+  ``serialNumbers`` and ``lastUpdated``, or 204 when nothing changed
+- ``GET /v1/passes/{passType}/{serial}``: the latest ``.pkpass``, 304 on ``If-Modified-Since``
+- ``POST /v1/log``: messages phones report
+
+Pass-specific calls need ``Authorization: ApplePass <token>`` (or ``AndroidPass <token>``),
+checked in constant time; anything else is 401. Bad input is 400 with a JSON ``error``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from email.utils import format_datetime, parsedate_to_datetime
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from services.wallet.applepass import PKPASS_MEDIA_TYPE
+from services.wallet.passes import WalletPasses
+
+log = logging.getLogger(__name__)
+
+_DEVICE = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+_PASS_TYPE = re.compile(r"^pass(\.[A-Za-z0-9-]+)+$")
+_SERIAL = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+_PUSH_TOKEN = re.compile(r"^[A-Za-z0-9._:-]{1,256}$")
+_SCHEMES = ("ApplePass ", "AndroidPass ")
+MAX_LOG_MESSAGES = 100
+MAX_LOG_LENGTH = 2_000
+MAX_BODY = 64 * 1024
+
+
+def _bad(message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=400)
+
+
+def _unauthorized() -> JSONResponse:
+    return JSONResponse({"error": "missing or wrong pass authentication token"}, status_code=401)
+
+
+def _path_problem(params: Mapping[str, str]) -> str | None:
+    checks = (
+        ("deviceLibraryIdentifier", _DEVICE),
+        ("passTypeIdentifier", _PASS_TYPE),
+        ("serialNumber", _SERIAL),
+    )
+    for name, pattern in checks:
+        if name in params and not pattern.match(params[name]):
+            return f"{name} is not valid"
+    return None
+
+
+def _token(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    for scheme in _SCHEMES:
+        if header.startswith(scheme):
+            return header[len(scheme) :].strip()
+    return None
+
+
+async def _json_body(request: Request) -> Any:
+    body = await request.body()
+    if len(body) > MAX_BODY:
+        raise ValueError(f"body larger than {MAX_BODY} bytes")
+    try:
+        return json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError("body is not JSON") from exc
+
+
+class PassKitWebService:
+    """The HTTP handlers; ``app`` is the Starlette application."""
+
+    def __init__(self, passes: WalletPasses) -> None:
+        self.passes = passes
+        self.app = Starlette(
+            routes=[
+                Route("/healthz", self.healthz, methods=["GET"]),
+                Route(
+                    "/v1/devices/{deviceLibraryIdentifier}/registrations/{passTypeIdentifier}"
+                    "/{serialNumber}",
+                    self.registration,
+                    methods=["POST", "DELETE"],
+                ),
+                Route(
+                    "/v1/devices/{deviceLibraryIdentifier}/registrations/{passTypeIdentifier}",
+                    self.updated_serials,
+                    methods=["GET"],
+                ),
+                Route(
+                    "/v1/passes/{passTypeIdentifier}/{serialNumber}",
+                    self.latest_pass,
+                    methods=["GET"],
+                ),
+                Route("/v1/log", self.log, methods=["POST"]),
+            ]
+        )
+
+    async def healthz(self, request: Request) -> Response:
+        """Liveness and readiness: the process serves HTTP."""
+        return JSONResponse({"status": "ok"})
+
+    async def _authorized_pass(self, request: Request) -> dict[str, Any] | None:
+        """The pass the path names when the header carries its token, else None."""
+        token = _token(request)
+        if not token:
+            return None
+        params = request.path_params
+        doc = await self.passes.store.get_pass(params["serialNumber"])
+        # Compare even for an unknown pass so timing tells nothing about which serials exist.
+        expected = doc["authentication_token"] if doc else "x" * 43
+        matches = hmac.compare_digest(token.encode(), expected.encode())
+        if doc is None or not matches or doc["pass_type_id"] != params["passTypeIdentifier"]:
+            return None
+        return doc
+
+    async def registration(self, request: Request) -> Response:
+        """Register (POST, body ``{"pushToken": ...}``) or unregister (DELETE) a device."""
+        params = request.path_params
+        problem = _path_problem(params)
+        if problem:
+            return _bad(problem)
+        doc = await self._authorized_pass(request)
+        if doc is None:
+            return _unauthorized()
+        device, pass_type, serial = (
+            params["deviceLibraryIdentifier"],
+            params["passTypeIdentifier"],
+            params["serialNumber"],
+        )
+        if request.method == "DELETE":
+            await self.passes.store.unregister(device, pass_type, serial)
+            return Response(status_code=200)
+        try:
+            body = await _json_body(request)
+        except ValueError as exc:
+            return _bad(str(exc))
+        push_token = body.get("pushToken") if isinstance(body, dict) else None
+        if not isinstance(push_token, str) or not _PUSH_TOKEN.match(push_token):
+            return _bad("pushToken must be a string of 1 to 256 letters, digits or ._:-")
+        created = await self.passes.store.register(
+            device, pass_type, serial, push_token, datetime.now(UTC)
+        )
+        return Response(status_code=201 if created else 200)
+
+    async def updated_serials(self, request: Request) -> Response:
+        """Serial numbers of the device's passes changed since the ``passesUpdatedSince`` tag."""
+        params = request.path_params
+        problem = _path_problem(params)
+        if problem:
+            return _bad(problem)
+        raw = request.query_params.get("passesUpdatedSince")
+        if raw is not None and not raw.isdigit():
+            return _bad("passesUpdatedSince must be a tag this service returned (digits)")
+        serials, last = await self.passes.store.updated_since(
+            params["deviceLibraryIdentifier"],
+            params["passTypeIdentifier"],
+            int(raw) if raw else None,
+        )
+        if not serials:
+            return Response(status_code=204)
+        return JSONResponse({"serialNumbers": serials, "lastUpdated": str(last)})
+
+    async def latest_pass(self, request: Request) -> Response:
+        """The pass as it is now, or 304 when it has not changed since ``If-Modified-Since``."""
+        problem = _path_problem(request.path_params)
+        if problem:
+            return _bad(problem)
+        doc = await self._authorized_pass(request)
+        if doc is None:
+            return _unauthorized()
+        updated_at: datetime = doc["updated_at"].astimezone(UTC)
+        headers = {"Last-Modified": format_datetime(updated_at, usegmt=True)}
+        since = request.headers.get("if-modified-since")
+        if since:
+            try:
+                since_at = parsedate_to_datetime(since)
+            except (TypeError, ValueError):
+                since_at = None  # an unparsable date is ignored, as HTTP says
+            if since_at is not None and since_at.tzinfo and updated_at <= since_at:
+                return Response(status_code=304, headers=headers)
+        body = await asyncio.to_thread(self.passes.render, doc)
+        return Response(body, media_type=PKPASS_MEDIA_TYPE, headers=headers)
+
+    async def log(self, request: Request) -> Response:
+        """Phones report problems with a pass here; they go to the service log."""
+        try:
+            body = await _json_body(request)
+        except ValueError as exc:
+            return _bad(str(exc))
+        logs = body.get("logs") if isinstance(body, dict) else None
+        if not isinstance(logs, list) or not all(isinstance(m, str) for m in logs):
+            return _bad("logs must be a list of strings")
+        for message in logs[:MAX_LOG_MESSAGES]:
+            log.warning(
+                "passkit device log", extra={"fields": {"message": message[:MAX_LOG_LENGTH]}}
+            )
+        return Response(status_code=200)
