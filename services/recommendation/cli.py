@@ -20,10 +20,10 @@ import sys
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import NoReturn
 
 from google.protobuf.json_format import MessageToDict
 
+from services.platform.commandline import USAGE_ERROR, CommandParser, parse_command
 from services.platform.errors import InvalidArgument, Unavailable
 from services.platform.logs import configure_logging
 from services.platform.mongo import database, mongo_client
@@ -40,18 +40,8 @@ from services.recommendation.trainer import NothingToTrain, Trainer
 from services.recommendation.training import TrainingConfig, build_matrix
 
 PROG = "python -m services.recommendation"
-USAGE_ERROR = 2
 NOTHING_DONE = 1
 COMMANDS = ("train", "evaluate", "import-catalog")
-
-
-class _UsageError(Exception):
-    """A bad command line, reported in one line instead of argparse's usage block."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        raise _UsageError(message)
 
 
 def _fraction(value: str) -> float:
@@ -64,9 +54,11 @@ def _fraction(value: str) -> float:
     return number
 
 
-def _parser() -> _Parser:
-    parser = _Parser(prog=PROG, description="Recommendation service and its one-shot commands.")
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+def _parser() -> CommandParser:
+    parser = CommandParser(
+        prog=PROG, description="Recommendation service and its one-shot commands."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=CommandParser)
     commands.add_parser(
         "train",
         help="train a model on the stored interactions, store it as the newest version",
@@ -113,13 +105,9 @@ def _parser() -> _Parser:
 
 def main(argv: Sequence[str]) -> int:
     """Run the command in ``argv`` (without the program name); return the exit code."""
-    try:
-        arguments = _parser().parse_args(list(argv))
-    except _UsageError as error:
-        print(f"{PROG}: error: {error}", file=sys.stderr)
-        return USAGE_ERROR
-    except SystemExit as exit_:  # --help prints and exits 0
-        return exit_.code if isinstance(exit_.code, int) else 0
+    arguments = parse_command(_parser(), argv, PROG)
+    if isinstance(arguments, int):
+        return arguments
     settings = load_settings(RecommendationSettings)
     if arguments.command == "evaluate":
         return _evaluate(arguments, settings)

@@ -15,23 +15,13 @@ import re
 import sys
 from collections.abc import Sequence
 from datetime import date
-from typing import NoReturn
 
+from services.platform.commandline import USAGE_ERROR, CommandParser, parse_command
 from services.segmentation.clv import fit_customer_value
 from services.segmentation.transactions import read_transactions, summarize
 
 PROG = "python -m services.segmentation"
-USAGE_ERROR = 2
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
-
-
-class _UsageError(Exception):
-    """A bad command line, reported in one line instead of argparse's usage block."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        raise _UsageError(message)
 
 
 def _calibration_end(value: str) -> date:
@@ -53,9 +43,9 @@ def _time_unit_days(value: str) -> float:
     return days
 
 
-def _parser() -> _Parser:
-    parser = _Parser(prog=PROG, description="Segmentation service and analysts' commands.")
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+def _parser() -> CommandParser:
+    parser = CommandParser(prog=PROG, description="Segmentation service and analysts' commands.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=CommandParser)
     fit = commands.add_parser(
         "fit-clv",
         help="fit BG/NBD and Gamma-Gamma on a transactions file; print the parameters as JSON",
@@ -89,13 +79,9 @@ def _parser() -> _Parser:
 
 def main(argv: Sequence[str]) -> int:
     """Run the command in ``argv`` (without the program name); return the exit code."""
-    try:
-        arguments = _parser().parse_args(list(argv))
-    except _UsageError as error:
-        print(f"{PROG}: error: {error}", file=sys.stderr)
-        return USAGE_ERROR
-    except SystemExit as exit_:  # --help prints and exits 0
-        return exit_.code if isinstance(exit_.code, int) else 0
+    arguments = parse_command(_parser(), argv, PROG)
+    if isinstance(arguments, int):
+        return arguments
     return _fit_clv(arguments.transactions, arguments.calibration_end, arguments.time_unit_days)
 
 

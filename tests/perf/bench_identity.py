@@ -15,7 +15,6 @@ import os
 import random
 import statistics
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Sequence
@@ -24,7 +23,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from infra.local.servers import KafkaWireServer, MongoWireServer, free_port
 from lodestar.v1 import common_pb2, events_pb2
 from services.identity.consumers import RawEventHandler
 from services.identity.resolution import Resolver
@@ -34,6 +32,7 @@ from services.platform import topics
 from services.platform.bus import Bus, BusConfig, Delivery, Pending, ensure_topics
 from services.platform.crypto import FieldCipher, generate_key, parse_key
 from services.platform.mongo import database, mongo_client
+from tests.perf.servers import private_servers
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 
@@ -230,24 +229,16 @@ def main() -> None:
     parser.add_argument("--replicas", type=int, default=1, help="consumers in the group")
     parser.add_argument("--timeout", type=float, default=1_800)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="lodestar-bench-") as logs:
-        mongo = MongoWireServer(free_port(), Path(logs))
-        kafka = KafkaWireServer(free_port(), Path(logs))
-        mongo.start()
-        kafka.start()
-        try:
-            asyncio.run(run(args, mongo.uri, kafka.bootstrap_servers))
-            floor = asyncio.run(store_floor(mongo.uri, batches=100))
-            emit(
-                {
-                    "metric": "identity_store_floor_events_per_s",
-                    "value": round(floor, 1),
-                    "note": "owner reads + identifier inserts only, same server, same run",
-                }
-            )
-        finally:
-            kafka.stop()
-            mongo.stop()
+    with private_servers() as (mongo, kafka):
+        asyncio.run(run(args, mongo.uri, kafka.bootstrap_servers))
+        floor = asyncio.run(store_floor(mongo.uri, batches=100))
+        emit(
+            {
+                "metric": "identity_store_floor_events_per_s",
+                "value": round(floor, 1),
+                "note": "owner reads + identifier inserts only, same server, same run",
+            }
+        )
 
 
 if __name__ == "__main__":

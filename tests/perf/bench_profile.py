@@ -15,7 +15,6 @@ import os
 import random
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -27,7 +26,6 @@ from pymongo import UpdateOne
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from infra.local.servers import KafkaWireServer, MongoWireServer, free_port
 from lodestar.v1 import events_pb2
 from services.platform import topics
 from services.platform.bus import Bus, BusConfig, Delivery, ensure_topics
@@ -35,6 +33,7 @@ from services.platform.crypto import FieldCipher, generate_key, parse_key
 from services.platform.mongo import database, mongo_client
 from services.profile.consumers import ResolvedEventHandler
 from services.profile.store import ProfileStore
+from tests.perf.servers import private_servers
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 PII = frozenset({"email", "phone", "firstName", "lastName"})
@@ -181,27 +180,19 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--timeout", type=float, default=1_800)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="lodestar-bench-") as logs:
-        mongo = MongoWireServer(free_port(), Path(logs))
-        kafka = KafkaWireServer(free_port(), Path(logs))
-        mongo.start()
-        kafka.start()
-        try:
-            asyncio.run(run(args, mongo.uri, kafka.bootstrap_servers))
-            sample = workload(min(args.events, 30_000), args.customers, args.seed + 1)
-            floor = asyncio.run(store_floor(mongo.uri, sample))
-            emit(
-                {
-                    "metric": "profile_store_floor_events_per_s",
-                    "value": round(floor, 1),
-                    "events": len(sample),
-                    "note": "one $inc upsert per customer + one insert per event per batch "
-                    "of 500, same server, same run",
-                }
-            )
-        finally:
-            kafka.stop()
-            mongo.stop()
+    with private_servers() as (mongo, kafka):
+        asyncio.run(run(args, mongo.uri, kafka.bootstrap_servers))
+        sample = workload(min(args.events, 30_000), args.customers, args.seed + 1)
+        floor = asyncio.run(store_floor(mongo.uri, sample))
+        emit(
+            {
+                "metric": "profile_store_floor_events_per_s",
+                "value": round(floor, 1),
+                "events": len(sample),
+                "note": "one $inc upsert per customer + one insert per event per batch "
+                "of 500, same server, same run",
+            }
+        )
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ import json
 import os
 import random
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -31,7 +30,6 @@ from prometheus_client import REGISTRY
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from infra.local.servers import KafkaWireServer, MongoWireServer, free_port
 from lodestar.v1 import common_pb2, events_pb2, profile_pb2
 from services.platform import topics
 from services.platform.bus import Bus, BusConfig, Delivery, ensure_topics
@@ -41,6 +39,7 @@ from services.segmentation.consumers import ProfileChangeHandler, profile_docume
 from services.segmentation.rules import parse
 from services.segmentation.segments import LIVE, Catalog, Segment
 from services.segmentation.store import SegmentationStore, membership_id
+from tests.perf.servers import private_servers
 
 NOW = datetime(2026, 11, 1, tzinfo=UTC)
 MOVES = "lodestar_segment_membership_changes_total"
@@ -377,40 +376,32 @@ def main() -> None:
             "target": 5_000,
         }
     )
-    with tempfile.TemporaryDirectory(prefix="lodestar-bench-") as logs:
-        mongo = MongoWireServer(free_port(), Path(logs))
-        kafka = KafkaWireServer(free_port(), Path(logs))
-        mongo.start()
-        kafka.start()
-        try:
-            kafka_rate, floor, before, moved = asyncio.run(
-                through_kafka(catalog, initial, stream, mongo.uri, kafka.bootstrap_servers)
-            )
-            emit(
-                {
-                    "metric": "segmentation_kafka_changes_per_s",
-                    "value": round(kafka_rate, 1),
-                    "changes": len(stream),
-                    "customers": args.customers,
-                    "segments": args.segments,
-                    "memberships_before": before,
-                    "membership_events": moved,
-                    "target": 2_000,
-                }
-            )
-            emit(
-                {
-                    "metric": "segmentation_store_floor_changes_per_s",
-                    "value": round(floor, 1),
-                    "note": "only storing each change's profile view, batches of 500, same "
-                    "server, same run",
-                }
-            )
-            for record in asyncio.run(backfill(mongo.uri, args.profiles, args.seed)):
-                emit(record)
-        finally:
-            kafka.stop()
-            mongo.stop()
+    with private_servers() as (mongo, kafka):
+        kafka_rate, floor, before, moved = asyncio.run(
+            through_kafka(catalog, initial, stream, mongo.uri, kafka.bootstrap_servers)
+        )
+        emit(
+            {
+                "metric": "segmentation_kafka_changes_per_s",
+                "value": round(kafka_rate, 1),
+                "changes": len(stream),
+                "customers": args.customers,
+                "segments": args.segments,
+                "memberships_before": before,
+                "membership_events": moved,
+                "target": 2_000,
+            }
+        )
+        emit(
+            {
+                "metric": "segmentation_store_floor_changes_per_s",
+                "value": round(floor, 1),
+                "note": "only storing each change's profile view, batches of 500, same "
+                "server, same run",
+            }
+        )
+        for record in asyncio.run(backfill(mongo.uri, args.profiles, args.seed)):
+            emit(record)
 
 
 if __name__ == "__main__":
