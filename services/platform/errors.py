@@ -19,6 +19,10 @@ class AlreadyExists(LodestarError):
     """The thing to create exists already (gRPC ALREADY_EXISTS)."""
 
 
+class FailedPrecondition(LodestarError):
+    """The thing exists but is in a state that refuses the call (gRPC FAILED_PRECONDITION)."""
+
+
 class Unavailable(LodestarError):
     """A dependency is down; retrying later may work (gRPC UNAVAILABLE, HTTP 503)."""
 

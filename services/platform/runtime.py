@@ -46,18 +46,21 @@ async def serve_until_shutdown(
     subscriptions: Sequence[Subscription[Any]] = (),
     cleanup: Sequence[Callable[[], Awaitable[object] | None]] = (),
     periodic: Sequence[tuple[float, Callable[[], Awaitable[object]]]] = (),
+    background: Sequence[tuple[str, Callable[[], Coroutine[Any, Any, None]]]] = (),
 ) -> None:
-    """Start the gRPC server, the consumers and the ``(interval_s, job)`` periodic jobs; on
-    SIGTERM stop the jobs, drain the consumers (each commits its last batch), let in-flight
-    calls finish, then run ``cleanup`` in order."""
+    """Start the gRPC server, the consumers, the ``(interval_s, job)`` periodic jobs and the
+    ``(name, loop)`` background loops (supervised like consumers: one that ends stops the
+    process); on SIGTERM stop the jobs, drain the consumers (each commits its last batch),
+    let in-flight calls finish, then run ``cleanup`` in order."""
     stop = shutdown_event()
     await server.start()
     tasks = [asyncio.create_task(s.run(), name=f"consumer-{s.group}") for s in subscriptions]
+    loops = [asyncio.create_task(loop(), name=name) for name, loop in background]
     jobs = [asyncio.create_task(every(interval, job)) for interval, job in periodic]
     try:
-        await until_shutdown_or_failure(stop, tasks)
+        await until_shutdown_or_failure(stop, [*tasks, *loops])
     finally:
-        for job_task in jobs:
+        for job_task in [*jobs, *loops]:
             job_task.cancel()
         for subscription in subscriptions:
             await subscription.stop()

@@ -11,7 +11,9 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from lodestar.v1 import wallet_pb2, wallet_pb2_grpc
 from services.platform.errors import InvalidArgument
-from services.wallet.passes import WalletPasses
+from services.wallet.live import LiveUpdates
+from services.wallet.offers import checked_offer
+from services.wallet.passes import APPLE, GOOGLE, WalletPasses
 from services.wallet.templates import PassKind
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -22,6 +24,15 @@ _KINDS = {
     wallet_pb2.PASS_KIND_GENERIC: PassKind.GENERIC,
 }
 _PROTO_KINDS = {kind: proto for proto, kind in _KINDS.items()}
+_PLATFORMS = {
+    wallet_pb2.WALLET_PLATFORM_UNSPECIFIED: APPLE,
+    wallet_pb2.WALLET_PLATFORM_APPLE: APPLE,
+    wallet_pb2.WALLET_PLATFORM_GOOGLE: GOOGLE,
+}
+_PROTO_PLATFORMS = {
+    APPLE: wallet_pb2.WALLET_PLATFORM_APPLE,
+    GOOGLE: wallet_pb2.WALLET_PLATFORM_GOOGLE,
+}
 
 
 def _stamp(at: datetime) -> Timestamp:
@@ -30,18 +41,42 @@ def _stamp(at: datetime) -> Timestamp:
     return stamp
 
 
-class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
-    """Issue, read and void passes over gRPC."""
+def _offer(doc: Mapping[str, Any]) -> wallet_pb2.Offer:
+    offer = wallet_pb2.Offer(
+        offer_id=doc["_id"],
+        segment_id=doc["segment_id"],
+        title=doc["title"],
+        details=doc.get("details", ""),
+        survey_url=doc.get("survey_url", ""),
+    )
+    event = doc.get("event")
+    if event:
+        offer.event.CopyFrom(
+            wallet_pb2.OfferEvent(
+                name=event["name"],
+                venue=event.get("venue", ""),
+                latitude=event["latitude"],
+                longitude=event["longitude"],
+                starts_at=_stamp(event["starts_at"]),
+            )
+        )
+    return offer
 
-    def __init__(self, passes: WalletPasses) -> None:
+
+class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
+    """Issue, read, update, message and void passes; define offers."""
+
+    def __init__(self, passes: WalletPasses, live: LiveUpdates) -> None:
         self.passes = passes
+        self.live = live
 
     def _pass(self, doc: Mapping[str, Any]) -> wallet_pb2.WalletPass:
+        google = doc.get("google") or {}
         return wallet_pb2.WalletPass(
             serial_number=doc["_id"],
             customer_id=doc["customer_id"],
             kind=_PROTO_KINDS[PassKind(doc["kind"])],
-            platform=wallet_pb2.WALLET_PLATFORM_APPLE,
+            platform=_PROTO_PLATFORMS[doc.get("platform", APPLE)],
             pass_type_id=doc["pass_type_id"],
             authentication_token=doc["authentication_token"],
             web_service_url=self.passes.web_service_url,
@@ -49,24 +84,35 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
             voided=bool(doc.get("voided", False)),
             created_at=_stamp(doc["created_at"]),
             updated_at=_stamp(doc["updated_at"]),
+            save_link=self.passes.save_link(doc) if google else "",
+            google_object_id=google.get("object_id", ""),
+            offer_id=doc.get("offer_id", ""),
+            fields={k: str(v) for k, v in doc.get("fields", {}).items()},
+            relevant_dates=[_stamp(at) for at in doc.get("relevant_dates", [])],
+            locations=[
+                wallet_pb2.PassLocation(
+                    latitude=p["latitude"],
+                    longitude=p["longitude"],
+                    relevant_text=p.get("relevant_text", ""),
+                )
+                for p in doc.get("locations", [])
+            ],
         )
 
     async def IssuePass(
         self, request: wallet_pb2.IssuePassRequest, context: Context
     ) -> wallet_pb2.WalletPass:
-        """A new pass for the customer; Google Wallet is not supported yet."""
-        if request.platform == wallet_pb2.WALLET_PLATFORM_GOOGLE:
-            raise InvalidArgument("platform GOOGLE is not supported yet")
-        if request.platform not in (
-            wallet_pb2.WALLET_PLATFORM_UNSPECIFIED,
-            wallet_pb2.WALLET_PLATFORM_APPLE,
-        ):
+        """A new pass for the customer (Apple or Google)."""
+        platform = _PLATFORMS.get(request.platform)
+        if platform is None:
             raise InvalidArgument(f"unknown platform {request.platform}")
         kind = _KINDS.get(request.kind)
         if kind is None:
             names = ", ".join(wallet_pb2.PassKind.Name(k) for k in _KINDS)
             raise InvalidArgument(f"kind must be one of {names}")
-        doc = await self.passes.issue(request.customer_id, kind, request.template)
+        doc = await self.passes.issue(
+            request.customer_id, kind, request.template, platform, request.offer_id
+        )
         return self._pass(doc)
 
     async def GetPass(
@@ -89,8 +135,81 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
             ]
         )
 
+    async def UpdatePass(
+        self, request: wallet_pb2.UpdatePassRequest, context: Context
+    ) -> wallet_pb2.WalletPass:
+        """Change what a pass shows; phones are pushed."""
+        doc = await self.passes.update(
+            request.serial_number,
+            dict(request.fields),
+            [at.ToDatetime(UTC) for at in request.relevant_dates],
+            [
+                {
+                    "latitude": p.latitude,
+                    "longitude": p.longitude,
+                    "relevant_text": p.relevant_text,
+                }
+                for p in request.locations
+            ],
+        )
+        return self._pass(doc)
+
+    async def SendMessage(
+        self, request: wallet_pb2.SendMessageRequest, context: Context
+    ) -> wallet_pb2.SendMessageResponse:
+        """A lock-screen message; marketing ones obey consent and the cap."""
+        shown, why = await self.live.send_message(
+            request.serial_number,
+            request.customer_id,
+            request.header,
+            request.body,
+            marketing=request.kind != wallet_pb2.MESSAGE_KIND_TRANSACTIONAL,
+        )
+        return wallet_pb2.SendMessageResponse(passes=shown, held_back=why)
+
     async def VoidPass(
         self, request: wallet_pb2.VoidPassRequest, context: Context
     ) -> wallet_pb2.WalletPass:
         """Void a pass; registered phones fetch the voided pass."""
         return self._pass(await self.passes.void(request.serial_number))
+
+    async def GetSaveLink(
+        self, request: wallet_pb2.GetSaveLinkRequest, context: Context
+    ) -> wallet_pb2.SaveLink:
+        """The "Save to Google Wallet" link of a Google pass."""
+        doc = await self.passes.get(request.serial_number)
+        return wallet_pb2.SaveLink(url=self.passes.save_link(doc))
+
+    async def PutOffer(self, request: wallet_pb2.Offer, context: Context) -> wallet_pb2.Offer:
+        """Create or replace a segment-bound offer."""
+        event = None
+        if request.HasField("event"):
+            event = {
+                "name": request.event.name,
+                "venue": request.event.venue,
+                "latitude": request.event.latitude,
+                "longitude": request.event.longitude,
+                "starts_at": (
+                    request.event.starts_at.ToDatetime(UTC)
+                    if request.event.HasField("starts_at")
+                    else None
+                ),
+            }
+        doc = checked_offer(
+            request.offer_id,
+            request.segment_id,
+            request.title,
+            details=request.details,
+            survey_url=request.survey_url,
+            event=event,
+        )
+        await self.passes.store.put_offer(doc)
+        return _offer(doc)
+
+    async def ListOffers(
+        self, request: wallet_pb2.ListOffersRequest, context: Context
+    ) -> wallet_pb2.ListOffersResponse:
+        """Every offer."""
+        return wallet_pb2.ListOffersResponse(
+            offers=[_offer(d) for d in await self.passes.store.all_offers()]
+        )

@@ -6,15 +6,23 @@ import secrets
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
-from services.platform.errors import InvalidArgument, NotFound
+from services.platform.errors import FailedPrecondition, InvalidArgument, NotFound
+from services.platform.mongo import Document
 from services.wallet.applepass import PassContent, PassField, PassSigner, build_pkpass
 from services.wallet.images import image_files
 from services.wallet.store import WalletStore
-from services.wallet.templates import PassKind, PassTemplate, template_named
+from services.wallet.templates import (
+    MAX_LOCATIONS,
+    PassKind,
+    PassTemplate,
+    Place,
+    template_named,
+)
 
 APPLE = "apple"
+GOOGLE = "google"
 MAX_CUSTOMERS = 1_000
 MAX_ID_LENGTH = 128
 
@@ -24,29 +32,59 @@ def authentication_token() -> str:
     return secrets.token_urlsafe(32)
 
 
+# The lock-screen text of each field when its value changes (%@ is the new value). A field
+# whose last change was held back (marketing without consent or over the cap) has none.
+CHANGE_MESSAGES: Mapping[str, str] = {
+    "tier": "Congratulations, you are now %@",
+    "points": "You now have %@ points",
+    "cashback": "Your cashback balance is %@",
+    "status": "%@",
+    "offers": "%@",
+    "message": "%@",
+    "event": "Your ticket: %@",
+}
+# What live updates and UpdatePass may set, with the check each value must pass.
+DISPLAY_FIELDS = ("points", "cashback_minor", "tier", "status", "offers", "event", "venue")
+MAX_TEXT = 200
+
+
+def _field(doc: Mapping[str, Any], key: str, value: str | int | float, **kw: Any) -> PassField:
+    announce = doc.get("announce", {}).get(key, True)
+    message = CHANGE_MESSAGES.get(key, "") if announce else ""
+    return PassField(key, value, kw.pop("label", key), message, **kw)
+
+
+def _extras(doc: Mapping[str, Any]) -> tuple[list[PassField], list[PassField]]:
+    """Status and offers (front) and the last message (back), when the pass has them."""
+    values = doc.get("fields", {})
+    front = [_field(doc, k, str(values[k])) for k in ("status", "offers") if values.get(k)]
+    back = []
+    if values.get("message"):
+        back.append(
+            _field(doc, "message", str(values["message"]), label=values.get("message_header", ""))
+        )
+    if values.get("details"):
+        back.append(PassField("details", str(values["details"]), "details"))
+    return front, back
+
+
 def _fields(doc: Mapping[str, Any], template: PassTemplate) -> dict[str, list[PassField]]:
     values = doc.get("fields", {})
     tier = str(values.get("tier", template.default_tier))
     points = int(values.get("points", 0))
-    tier_field = PassField("tier", tier, "tier", "Congratulations, you are now %@")
-    points_field = PassField("points", points, "points", "You now have %@ points")
+    tier_field = _field(doc, "tier", tier)
+    points_field = _field(doc, "points", points)
     terms = PassField("terms", "terms_text", "terms")
+    front, back = _extras(doc)
     kind = PassKind(doc["kind"])
     if kind is PassKind.STORE_CARD:
         cashback = int(values.get("cashback_minor", 0)) / 100
         return {
             "header": [points_field],
-            "primary": [
-                PassField(
-                    "cashback",
-                    cashback,
-                    "cashback",
-                    "Your cashback balance is %@",
-                    currency=template.currency,
-                )
-            ],
+            "primary": [_field(doc, "cashback", cashback, currency=template.currency)],
             "secondary": [tier_field],
-            "back": [terms],
+            "auxiliary": front,
+            "back": [*back, terms],
         }
     if kind is PassKind.COUPON:
         expires = doc.get("expires_at")
@@ -57,15 +95,33 @@ def _fields(doc: Mapping[str, Any], template: PassTemplate) -> dict[str, list[Pa
                 if expires
                 else []
             ),
-            "back": [terms],
+            "auxiliary": front,
+            "back": [*back, terms],
         }
     if kind is PassKind.EVENT_TICKET:
+        starts = doc.get("relevant_dates") or []
+        secondary = [PassField("venue", str(values.get("venue", "")), "venue")]
+        if starts:
+            secondary.append(PassField("date", starts[0].isoformat(), "date", is_date=True))
         return {
-            "primary": [PassField("event", str(values.get("event", "member_event")), "event")],
-            "secondary": [tier_field],
-            "back": [terms],
+            "primary": [_field(doc, "event", str(values.get("event", "member_event")))],
+            "secondary": secondary if values.get("venue") else secondary[1:],
+            "auxiliary": front,
+            "back": [*back, terms],
         }
-    return {"primary": [tier_field], "secondary": [points_field], "back": [terms]}
+    return {
+        "primary": [tier_field],
+        "secondary": [points_field],
+        "auxiliary": front,
+        "back": [*back, terms],
+    }
+
+
+def _places(doc: Mapping[str, Any], template: PassTemplate) -> tuple[Place, ...]:
+    stored = doc.get("locations")
+    if not stored:
+        return template.places
+    return tuple(Place(p["latitude"], p["longitude"], p.get("relevant_text", "")) for p in stored)
 
 
 def pass_content(doc: Mapping[str, Any], web_service_url: str) -> PassContent:
@@ -85,10 +141,11 @@ def pass_content(doc: Mapping[str, Any], web_service_url: str) -> PassContent:
         header=areas.get("header", []),
         primary=areas.get("primary", []),
         secondary=areas.get("secondary", []),
+        auxiliary=areas.get("auxiliary", []),
         back=areas.get("back", []),
         web_service_url=web_service_url,
         authentication_token=doc["authentication_token"],
-        places=template.places,
+        places=_places(doc, template),
         relevant_dates=tuple(doc.get("relevant_dates", ())),
         expiration=doc.get("expires_at"),
         voided=bool(doc.get("voided", False)),
@@ -98,8 +155,78 @@ def pass_content(doc: Mapping[str, Any], web_service_url: str) -> PassContent:
     )
 
 
+class GoogleChannel(Protocol):
+    """Google Wallet as the passes use it (see :mod:`services.wallet.googlepasses`)."""
+
+    async def create(self, doc: Mapping[str, Any], content: PassContent) -> dict[str, Any]:
+        """Insert the class and object of a new pass; returns the ids to store."""
+        ...
+
+    def save_link(self, doc: Mapping[str, Any]) -> str:
+        """The "Save to Google Wallet" link of a stored Google pass."""
+        ...
+
+
+class IdentityLink(Protocol):
+    """Links a pass serial to its customer in the identity graph, so events that carry
+    only the serial (installed, removed) resolve to the customer."""
+
+    async def link(self, customer_id: str, serial_number: str) -> None:
+        """NotFound when identity does not know the customer."""
+        ...
+
+
+def _check_text(key: str, value: str) -> str:
+    if len(value) > MAX_TEXT:
+        raise InvalidArgument(f"fields.{key} is longer than {MAX_TEXT} characters")
+    return value
+
+
+def _check_count(key: str, value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise InvalidArgument(f"fields.{key} must be a whole number, got {value!r}") from None
+    if number < 0:
+        raise InvalidArgument(f"fields.{key} must not be negative")
+    return number
+
+
+def checked_fields(template: PassTemplate, raw: Mapping[str, str]) -> dict[str, Any]:
+    """Display fields from UpdatePass, validated; the error names the bad field."""
+    fields: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in DISPLAY_FIELDS:
+            raise InvalidArgument(
+                f"fields.{key} is not a pass field; known: {', '.join(DISPLAY_FIELDS)}"
+            )
+        if key in ("points", "cashback_minor"):
+            fields[key] = _check_count(key, value)
+        elif key == "tier":
+            if value not in template.tier_colours:
+                raise InvalidArgument(
+                    f"fields.tier must be one of {', '.join(template.tier_colours)}"
+                )
+            fields[key] = value
+        else:
+            fields[key] = _check_text(key, value)
+    return fields
+
+
+def checked_locations(places: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Relevant locations, validated (at most ten, real coordinates)."""
+    if len(places) > MAX_LOCATIONS:
+        raise InvalidArgument(f"locations: at most {MAX_LOCATIONS}")
+    for i, place in enumerate(places):
+        if not -90 <= place["latitude"] <= 90 or not -180 <= place["longitude"] <= 180:
+            raise InvalidArgument(f"locations[{i}] is not a latitude/longitude on Earth")
+        _check_text(f"locations[{i}].relevant_text", place.get("relevant_text", ""))
+    return [dict(p) for p in places]
+
+
 class WalletPasses:
-    """The passes Lodestar issued, signed with one pass type certificate."""
+    """The passes Lodestar issued, signed with one pass type certificate. Every change
+    schedules a push ``push_delay_s`` later; changes within that window share it."""
 
     def __init__(
         self,
@@ -107,37 +234,100 @@ class WalletPasses:
         signer: PassSigner,
         web_service_url: str,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        *,
+        push_delay_s: float = 0.0,
+        google: GoogleChannel | None = None,
+        linker: IdentityLink | None = None,
     ) -> None:
         self.store = store
         self.signer = signer
         self.web_service_url = web_service_url
         self.clock = clock
+        self.push_delay = timedelta(seconds=push_delay_s)
+        self.google = google
+        self.linker = linker
+        self._listeners: list[Callable[[datetime], None]] = []
 
     @property
     def pass_type_id(self) -> str:
-        """The pass type id every pass carries."""
+        """The pass type id every Apple pass carries."""
         return self.signer.pass_type_id
 
-    async def issue(self, customer_id: str, kind: PassKind, template: str) -> dict[str, Any]:
-        """A new Apple pass for the customer with a fresh serial and token."""
+    def on_push_scheduled(self, listener: Callable[[datetime], None]) -> None:
+        """Call ``listener`` with the due time of every push scheduled here."""
+        self._listeners.append(listener)
+
+    async def issue(
+        self,
+        customer_id: str,
+        kind: PassKind,
+        template: str,
+        platform: str = APPLE,
+        offer_id: str = "",
+    ) -> dict[str, Any]:
+        """A new pass for the customer with a fresh serial and token. Loyalty cards start
+        from what the wallet last heard of the customer (points, tier, held offers); offer
+        passes carry their offer."""
         if not customer_id or len(customer_id) > MAX_ID_LENGTH:
             raise InvalidArgument(f"customer_id must be 1 to {MAX_ID_LENGTH} characters")
+        if platform == GOOGLE and self.google is None:
+            raise InvalidArgument("platform GOOGLE is not configured on this wallet service")
         chosen = template_named(template)
+        offer = await self._offer_for(kind, offer_id)
+        known = await self.store.customer(customer_id) or {}
         now = self.clock()
+        serial = uuid.uuid4().hex
+        fields: dict[str, Any] = {
+            "tier": chosen.default_tier,
+            "points": 0,
+            "cashback_minor": 0,
+            **known.get("loyalty", {}),
+        }
+        if kind is PassKind.STORE_CARD and known.get("offer_titles"):
+            fields["offers"] = "; ".join(known["offer_titles"])
         doc: dict[str, Any] = {
-            "_id": uuid.uuid4().hex,
+            "_id": serial,
             "customer_id": customer_id,
             "kind": kind.value,
-            "platform": APPLE,
+            "platform": platform,
             "pass_type_id": self.pass_type_id,
             "authentication_token": authentication_token(),
             "template": chosen.name,
-            "fields": {"tier": chosen.default_tier, "points": 0, "cashback_minor": 0},
+            "fields": fields,
             "voided": False,
         }
+        if offer is not None:
+            doc["offer_id"] = offer["_id"]
+            fields.update(offer=offer["title"], details=offer.get("details", ""))
         if kind is PassKind.COUPON:
             doc["expires_at"] = now.replace(microsecond=0) + timedelta(days=chosen.offer_valid_days)
+        if self.linker is not None:
+            await self.linker.link(customer_id, serial)
+        if platform == GOOGLE:
+            assert self.google is not None
+            doc["google"] = await self.google.create(doc, pass_content(doc, ""))
         return await self.store.insert_pass(doc, now)
+
+    async def _offer_for(self, kind: PassKind, offer_id: str) -> Document | None:
+        if kind is not PassKind.COUPON:
+            if offer_id:
+                raise InvalidArgument("offer_id is only for COUPON passes")
+            return None
+        if not offer_id:
+            raise InvalidArgument("offer_id is required for COUPON passes")
+        offer = await self.store.get_offer(offer_id)
+        if offer is None:
+            raise InvalidArgument(f"unknown offer_id {offer_id!r}")
+        return offer
+
+    def save_link(self, doc: Mapping[str, Any]) -> str:
+        """The "Save to Google Wallet" link of a Google pass."""
+        if doc.get("platform") != GOOGLE or self.google is None:
+            raise InvalidArgument(
+                "only Google passes have a save link; Apple passes are added by downloading "
+                "the .pkpass"
+            )
+        return self.google.save_link(doc)
 
     async def get(self, serial_number: str) -> dict[str, Any]:
         """One pass; NotFound when the serial is unknown."""
@@ -157,15 +347,63 @@ class WalletPasses:
             found[doc["customer_id"]].append(doc)
         return found
 
+    async def apply(
+        self,
+        doc: Mapping[str, Any],
+        fields: Mapping[str, Any],
+        announce: Mapping[str, bool] | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any] | None:
+        """Set display ``fields`` (and other keys in ``extra``) on a pass and schedule its
+        push; None when nothing changes (a redelivered update pushes nothing).
+        ``announce`` says, per field, whether this change speaks on the lock screen."""
+        current = doc.get("fields", {})
+        changed = {k: v for k, v in fields.items() if current.get(k) != v}
+        others = {k: v for k, v in (extra or {}).items() if doc.get(k) != v}
+        if not changed and not others:
+            return None
+        update = {f"fields.{k}": v for k, v in changed.items()}
+        for key in changed:
+            update[f"announce.{key}"] = (announce or {}).get(key, True)
+        update.update(others)
+        now = self.clock()
+        push_at = now + self.push_delay
+        result = await self.store.change_pass(
+            doc["_id"], update, now, push_at=push_at, current=dict(doc)
+        )
+        for listener in self._listeners:
+            listener(push_at)
+        return result
+
+    async def update(
+        self,
+        serial_number: str,
+        raw_fields: Mapping[str, str],
+        relevant_dates: Sequence[datetime] = (),
+        locations: Sequence[Mapping[str, Any]] = (),
+    ) -> dict[str, Any]:
+        """UpdatePass: validated display fields, relevant dates and places."""
+        doc = await self.get(serial_number)
+        if doc.get("voided"):
+            raise FailedPrecondition(f"pass {serial_number!r} is voided")
+        fields = checked_fields(template_named(doc["template"]), raw_fields)
+        extra: dict[str, Any] = {}
+        if relevant_dates:
+            if len(relevant_dates) > MAX_LOCATIONS:
+                raise InvalidArgument(f"relevant_dates: at most {MAX_LOCATIONS}")
+            extra["relevant_dates"] = [at.astimezone(UTC) for at in relevant_dates]
+        if locations:
+            extra["locations"] = checked_locations(locations)
+        changed = await self.apply(doc, fields, extra=extra)
+        return changed if changed is not None else doc
+
     async def void(self, serial_number: str) -> dict[str, Any]:
-        """Mark a pass voided (idempotent); phones get it on their next update."""
+        """Mark a pass voided (idempotent) and push it, so phones show it voided."""
         current = await self.get(serial_number)
         if current.get("voided"):
             return current
-        changed = await self.store.change_pass(serial_number, {"voided": True}, self.clock())
-        if changed is None:
-            raise NotFound(f"no pass with serial number {serial_number!r}")
-        return changed
+        changed = await self.apply(current, {}, extra={"voided": True})
+        return changed if changed is not None else current
 
     def render(self, doc: Mapping[str, Any]) -> bytes:
         """The signed ``.pkpass`` of a stored pass."""

@@ -1,29 +1,100 @@
-"""Wiring of the wallet service: settings -> store -> passes -> gRPC servicer and the PassKit
-web service (HTTP) in one process."""
+"""Wiring of the wallet service: settings -> store -> passes (Apple signing, Google Wallet,
+identity linking) -> live updates, the push dispatcher, the consumers, the gRPC servicer and
+the PassKit web service (HTTP) in one process."""
 
 from __future__ import annotations
 
-from lodestar.v1 import wallet_pb2, wallet_pb2_grpc
+import logging
+from typing import Any
+
+from lodestar.v1 import events_pb2, identity_pb2_grpc, wallet_pb2, wallet_pb2_grpc
+from services.platform import topics
+from services.platform.bus import Bus, BusConfig, Subscription
 from services.platform.mongo import database, mongo_client
-from services.platform.rpc import GrpcServer
+from services.platform.privacy import PrivacyHandler
+from services.platform.rpc import GrpcServer, client_channel
 from services.platform.runtime import serve_until_shutdown
 from services.wallet.api import WalletServicer
+from services.wallet.apns import ApnsClient, ApnsCredentials
+from services.wallet.consumers import (
+    MembershipHandler,
+    MergeHandler,
+    ProfileChangedHandler,
+    ResolvedEventHandler,
+)
+from services.wallet.delivery import Dispatcher
+from services.wallet.feedback import WalletFeedback
+from services.wallet.google import GoogleWalletClient, ServiceAccount
+from services.wallet.googlepasses import GooglePasses
 from services.wallet.http import HttpServer
+from services.wallet.linking import IdentityLinker
+from services.wallet.live import LiveUpdates
 from services.wallet.passes import WalletPasses
 from services.wallet.settings import WalletSettings
 from services.wallet.store import WalletStore
 from services.wallet.webservice import PassKitWebService
 
 SERVICE_NAME = wallet_pb2.DESCRIPTOR.services_by_name["WalletService"].full_name
+log = logging.getLogger(__name__)
+
+
+def apns_client(settings: WalletSettings, team_id: str) -> ApnsClient | None:
+    """The APNs client the settings describe, or None when no auth key is configured."""
+    if settings.wallet_apns_auth_key is None:
+        log.warning("no APNs auth key configured: pass updates are not pushed")
+        return None
+    credentials = ApnsCredentials.from_file(
+        settings.wallet_apns_auth_key,
+        settings.wallet_apns_team_id or team_id,
+        settings.wallet_apns_key_id,
+    )
+    return ApnsClient(settings.wallet_apns_url, credentials, ca_file=settings.wallet_apns_ca_file)
+
+
+def google_client(settings: WalletSettings) -> GoogleWalletClient | None:
+    """The Google Wallet client the settings describe, or None without a service account."""
+    if settings.wallet_google_service_account is None:
+        log.warning("no Google service account configured: GOOGLE passes are refused")
+        return None
+    return GoogleWalletClient(
+        settings.wallet_google_api_url,
+        settings.wallet_google_token_uri,
+        settings.wallet_google_issuer_id,
+        ServiceAccount.from_file(settings.wallet_google_service_account),
+        save_url_base=settings.wallet_google_save_url,
+    )
 
 
 async def serve(settings: WalletSettings) -> None:
-    """Run gRPC and the PassKit web service until SIGTERM."""
+    """Run gRPC, the PassKit web service, the consumers, the push dispatcher and the ticket
+    reminders until SIGTERM."""
     client = mongo_client(settings.mongo_uri, "lodestar-wallet")
     store = WalletStore(database(client, settings.mongo_database_prefix, "wallet"))
     await store.ensure_indexes()
-    passes = WalletPasses(store, settings.pass_signer(), settings.wallet_web_service_url)
-    servicer = WalletServicer(passes)
+    signer = settings.pass_signer()
+    bus = Bus(BusConfig.from_settings(settings, "wallet"))
+    await bus.start()
+    identity = client_channel(settings.identity_addr)
+    google_api = google_client(settings)
+    google = (
+        GooglePasses(google_api, settings.wallet_google_issuer_id, settings.wallet_web_service_url)
+        if google_api
+        else None
+    )
+    passes = WalletPasses(
+        store,
+        signer,
+        settings.wallet_web_service_url,
+        push_delay_s=settings.wallet_push_delay_ms / 1000,
+        google=google,
+        linker=IdentityLinker(identity_pb2_grpc.IdentityServiceStub(identity)),
+    )
+    feedback = WalletFeedback(bus)
+    apns = apns_client(settings, signer.team_id)
+    dispatcher = Dispatcher(store, apns, google, removed=feedback.removed)
+    passes.on_push_scheduled(dispatcher.schedule)
+    live = LiveUpdates(passes, settings.live_policy(), flush=dispatcher.flush)
+    servicer = WalletServicer(passes, live)
     server = GrpcServer(
         settings.grpc_host,
         settings.grpc_port,
@@ -31,6 +102,48 @@ async def serve(settings: WalletSettings) -> None:
         lambda s: wallet_pb2_grpc.add_WalletServiceServicer_to_server(servicer, s),
         settings.grpc_default_deadline_s,
     )
-    http = HttpServer(PassKitWebService(passes).app, settings.passkit_host, settings.passkit_port)
+    subscriptions: list[Subscription[Any]] = [
+        bus.subscribe(
+            [topics.PROFILE_CHANGED],
+            "wallet-profiles",
+            events_pb2.ProfileChanged,
+            ProfileChangedHandler(live),
+        ),
+        bus.subscribe(
+            [topics.SEGMENTS_MEMBERSHIP],
+            "wallet-segments",
+            events_pb2.SegmentMembershipChanged,
+            MembershipHandler(live),
+        ),
+        bus.subscribe(
+            [topics.EVENTS_RESOLVED], "wallet-events", events_pb2.Event, ResolvedEventHandler(live)
+        ),
+        bus.subscribe(
+            [topics.IDENTITY_MERGED],
+            "wallet-merges",
+            events_pb2.IdentityMerged,
+            MergeHandler(store),
+        ),
+        bus.subscribe(
+            [topics.PRIVACY],
+            "wallet-privacy",
+            events_pb2.PrivacyRequest,
+            PrivacyHandler("wallet", bus, erase=live.erase, export=live.export),
+        ),
+    ]
+    http = HttpServer(
+        PassKitWebService(passes, feedback).app, settings.passkit_host, settings.passkit_port
+    )
     await http.start()
-    await serve_until_shutdown(server, [], [http.stop, client.close])
+    closers: list[Any] = [http.stop, bus.stop, identity.close]
+    if apns is not None:
+        closers.append(apns.aclose)
+    if google_api is not None:
+        closers.append(google_api.aclose)
+    await serve_until_shutdown(
+        server,
+        subscriptions,
+        [*closers, client.close],
+        periodic=[(settings.wallet_reminder_interval_s, live.reminders)],
+        background=[("push-dispatcher", dispatcher.run)],
+    )

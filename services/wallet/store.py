@@ -4,7 +4,12 @@
   type id, authentication token, template, field values, voided, ``updated_at`` (whole
   seconds, at least one second after the previous change so no phone gets a wrong 304) and
   ``update_seq`` (a global sequence: the "passes updated since" tag phones send back).
+  A change that phones must hear about also sets ``push_due`` (the earliest time the
+  dispatcher pushes it; later changes keep the earlier time, so a burst gives one push).
 - ``registrations``: one document per (device, pass type, serial) with the push token.
+- ``customers``: per customer, the ``wallet_marketing`` consent and when marketing messages
+  were last shown (the frequency cap).
+- ``offers``: offers bound to segments.
 - ``counters``: the update sequence.
 """
 
@@ -21,11 +26,16 @@ from pymongo.errors import DuplicateKeyError
 from services.platform.mongo import Document, IndexSpec, ensure_indexes
 
 _SEQUENCE = "pass_updates"
+MARKETING_WINDOW = timedelta(days=1)
 
 
 def registration_id(device_id: str, pass_type_id: str, serial_number: str) -> str:
     """The key of one registration document."""
     return f"{device_id}:{pass_type_id}:{serial_number}"
+
+
+def _aware(at: datetime) -> datetime:
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
 
 
 def next_update_time(previous: datetime | None, now: datetime) -> datetime:
@@ -45,6 +55,8 @@ class WalletStore:
         self.passes = db["passes"]
         self.registrations = db["registrations"]
         self.counters = db["counters"]
+        self.customers = db["customers"]
+        self.offers = db["offers"]
 
     async def ensure_indexes(self) -> None:
         """Passes by customer; registrations by device and pass type, and by pass."""
@@ -54,6 +66,9 @@ class WalletStore:
                 IndexSpec("passes", [("customer_id", 1)]),
                 IndexSpec("registrations", [("device_id", 1), ("pass_type_id", 1)]),
                 IndexSpec("registrations", [("serial_number", 1)]),
+                IndexSpec("passes", [("push_due", 1)], options={"sparse": True}),
+                IndexSpec("passes", [("reminder_due", 1)], options={"sparse": True}),
+                IndexSpec("offers", [("segment_id", 1)]),
             ],
         )
 
@@ -89,28 +104,162 @@ class WalletStore:
         return sorted(docs, key=lambda d: (d["created_at"], d["_id"]))
 
     async def change_pass(
-        self, serial_number: str, changes: Mapping[str, Any], now: datetime
+        self,
+        serial_number: str,
+        changes: Mapping[str, Any],
+        now: datetime,
+        push_at: datetime | None = None,
+        current: Document | None = None,
     ) -> Document | None:
         """Apply ``changes`` and move the pass's update time and sequence on; None when the
-        pass does not exist. Concurrent changes retry so update times stay strictly apart."""
+        pass does not exist. ``push_at`` schedules a push (an earlier pending one is kept).
+        ``current`` saves a read when the caller has the pass. Concurrent changes retry so
+        update times stay strictly apart."""
         while True:
-            current = await self.get_pass(serial_number)
             if current is None:
-                return None
-            updated_at = next_update_time(current["updated_at"], now)
+                current = await self.get_pass(serial_number)
+                if current is None:
+                    return None
+            update: dict[str, Any] = {
+                "$set": {
+                    **changes,
+                    "updated_at": next_update_time(current["updated_at"], now),
+                    "update_seq": await self._next_seq(),
+                }
+            }
+            if push_at is not None:
+                update["$min"] = {"push_due": push_at}
             result = await self.passes.find_one_and_update(
                 {"_id": serial_number, "update_seq": current["update_seq"]},
-                {
-                    "$set": {
-                        **changes,
-                        "updated_at": updated_at,
-                        "update_seq": await self._next_seq(),
-                    }
-                },
+                update,
                 return_document=ReturnDocument.AFTER,
             )
             if result is not None:
                 return result
+            current = None
+
+    async def live_passes_of(self, customer_id: str) -> list[Document]:
+        """The customer's passes that are not voided."""
+        return await self.passes.find({"customer_id": customer_id, "voided": False}).to_list(None)
+
+    async def due_pushes(self, now: datetime, limit: int) -> list[Document]:
+        """Passes whose push is due, oldest first."""
+        cursor = self.passes.find({"push_due": {"$lte": now}}).sort("push_due", 1).limit(limit)
+        return await cursor.to_list(None)
+
+    async def next_push_due(self) -> datetime | None:
+        """When the earliest pending push is due, or None."""
+        doc = await self.passes.find_one(
+            {"push_due": {"$exists": True}}, sort=[("push_due", 1)], projection={"push_due": 1}
+        )
+        return None if doc is None else doc["push_due"]
+
+    async def claim_push(
+        self, serial_number: str, due: datetime, lease_until: datetime
+    ) -> Document | None:
+        """Take a due push for delivery: its due time moves to ``lease_until``, so another
+        replica leaves it and a crash retries it then. None when someone else took it."""
+        return await self.passes.find_one_and_update(
+            {"_id": serial_number, "push_due": due},
+            {"$set": {"push_due": lease_until}},
+            return_document=ReturnDocument.AFTER,
+        )
+
+    async def merge_customers(self, survivor_id: str, merged_ids: Sequence[str]) -> int:
+        """Passes of merged customers now belong to the survivor; returns how many moved."""
+        result = await self.passes.update_many(
+            {"customer_id": {"$in": list(merged_ids)}}, {"$set": {"customer_id": survivor_id}}
+        )
+        await self.customers.delete_many({"_id": {"$in": list(merged_ids)}})
+        return int(result.modified_count)
+
+    async def pushed(self, serial_number: str, update_seq: int, extra: Mapping[str, Any]) -> None:
+        """Record a push of the pass as it was at ``update_seq``: the pending push is cleared
+        unless the pass changed meanwhile (then it goes out again)."""
+        if extra:
+            await self.passes.update_one({"_id": serial_number}, {"$set": dict(extra)})
+        await self.passes.update_one(
+            {"_id": serial_number, "update_seq": update_seq}, {"$unset": {"push_due": ""}}
+        )
+
+    async def due_reminders(self, now: datetime, limit: int) -> list[Document]:
+        """Tickets whose reminder is due."""
+        cursor = self.passes.find({"reminder_due": {"$lte": now}, "voided": False}).limit(limit)
+        return await cursor.to_list(None)
+
+    async def delete_registration(self, registration: str) -> bool:
+        """Remove one registration by its key; True when it existed."""
+        result = await self.registrations.delete_one({"_id": registration})
+        return result.deleted_count > 0
+
+    async def delete_registrations_of(self, serial_numbers: Sequence[str]) -> int:
+        """Remove every registration of these passes."""
+        if not serial_numbers:
+            return 0
+        result = await self.registrations.delete_many(
+            {"serial_number": {"$in": list(serial_numbers)}}
+        )
+        return int(result.deleted_count)
+
+    async def customer(self, customer_id: str) -> Document | None:
+        """What the wallet knows of a customer: last loyalty figures, consent, held offers."""
+        return await self.customers.find_one({"_id": customer_id})
+
+    async def customers_of(self, customer_ids: Sequence[str]) -> dict[str, Document]:
+        """Those of these customers the wallet knows, by id."""
+        docs = await self.customers.find({"_id": {"$in": list(customer_ids)}}).to_list(None)
+        return {d["_id"]: d for d in docs}
+
+    async def passes_of_live(self, customer_ids: Sequence[str]) -> list[Document]:
+        """The passes of these customers that are not voided."""
+        return await self.passes.find(
+            {"customer_id": {"$in": list(customer_ids)}, "voided": False}
+        ).to_list(None)
+
+    async def remember(self, customer_id: str, changes: Mapping[str, Any]) -> None:
+        """Set what the wallet knows of a customer."""
+        await self.customers.update_one({"_id": customer_id}, {"$set": dict(changes)}, upsert=True)
+
+    async def set_consent(self, customer_id: str, granted: bool) -> None:
+        """Remember the customer's wallet_marketing consent."""
+        await self.customers.update_one(
+            {"_id": customer_id}, {"$set": {"wallet_marketing": granted}}, upsert=True
+        )
+
+    async def take_marketing_slot(self, customer_id: str, now: datetime, cap: int) -> str:
+        """Count one marketing message against the cap; returns why it may not be shown
+        (``""`` when it may)."""
+        while True:
+            doc = await self.customers.find_one({"_id": customer_id}) or {}
+            if not doc.get("wallet_marketing"):
+                return "no wallet_marketing consent"
+            sent = list(doc.get("marketing_at", []))
+            recent = [at for at in sent if _aware(at) > now - MARKETING_WINDOW]
+            if len(recent) >= cap:
+                return f"frequency cap reached ({cap} per day)"
+            unchanged = {"$eq": sent} if sent else {"$exists": False}
+            result = await self.customers.update_one(
+                {"_id": customer_id, "marketing_at": unchanged},
+                {"$set": {"marketing_at": [*recent, now]}},
+            )
+            if result.modified_count:
+                return ""
+
+    async def put_offer(self, offer: Mapping[str, Any]) -> None:
+        """Create or replace an offer."""
+        await self.offers.replace_one({"_id": offer["_id"]}, dict(offer), upsert=True)
+
+    async def all_offers(self) -> list[Document]:
+        """Every offer, by id."""
+        return await self.offers.find({}).sort("_id", 1).to_list(None)
+
+    async def get_offer(self, offer_id: str) -> Document | None:
+        """One offer, or None."""
+        return await self.offers.find_one({"_id": offer_id})
+
+    async def forget_customer(self, customer_id: str) -> None:
+        """Drop what the wallet knows about the customer beyond their (voided) passes."""
+        await self.customers.delete_one({"_id": customer_id})
 
     async def register(
         self, device_id: str, pass_type_id: str, serial_number: str, push_token: str, now: datetime

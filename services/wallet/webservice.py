@@ -9,6 +9,10 @@
 
 Pass-specific calls need ``Authorization: ApplePass <token>`` (or ``AndroidPass <token>``),
 checked in constant time; anything else is 401. Bad input is 400 with a JSON ``error``.
+
+A new registration and an unregistration are reported as ``Wallet Pass Installed`` /
+``Wallet Pass Removed`` events; when the event bus is down the call answers 503 and the
+registration is left as it was, so the phone's retry reports it.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from email.utils import format_datetime, parsedate_to_datetime
-from typing import Any
+from typing import Any, Protocol
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -29,7 +33,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from services.wallet.applepass import PKPASS_MEDIA_TYPE
+from services.wallet.images import solid_png
 from services.wallet.passes import WalletPasses
+from services.wallet.templates import DEFAULT_TEMPLATE
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +51,26 @@ MAX_BODY = 64 * 1024
 
 def _bad(message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=400)
+
+
+def _unavailable() -> JSONResponse:
+    return JSONResponse(
+        {"error": "the event bus is unavailable; retry later"},
+        status_code=503,
+        headers={"Retry-After": "5"},
+    )
+
+
+class Feedback(Protocol):
+    """Where installs and removals are reported (:class:`services.wallet.feedback`)."""
+
+    async def installed(self, doc: Mapping[str, Any], device_id: str) -> None:
+        """A phone registered for the pass."""
+        ...
+
+    async def removed(self, doc: Mapping[str, Any], device_id: str, reason: str = "") -> None:
+        """A phone unregistered."""
+        ...
 
 
 def _unauthorized() -> JSONResponse:
@@ -81,11 +107,19 @@ async def _json_body(request: Request) -> Any:
         raise ValueError("body is not JSON") from exc
 
 
+def _push_token(body: Any) -> str:
+    push_token = body.get("pushToken") if isinstance(body, dict) else None
+    if not isinstance(push_token, str) or not _PUSH_TOKEN.match(push_token):
+        raise ValueError("pushToken must be a string of 1 to 256 letters, digits or ._:-")
+    return push_token
+
+
 class PassKitWebService:
     """The HTTP handlers; ``app`` is the Starlette application."""
 
-    def __init__(self, passes: WalletPasses) -> None:
+    def __init__(self, passes: WalletPasses, feedback: Feedback | None = None) -> None:
         self.passes = passes
+        self.feedback = feedback
         self.app = Starlette(
             routes=[
                 Route("/healthz", self.healthz, methods=["GET"]),
@@ -106,6 +140,7 @@ class PassKitWebService:
                     methods=["GET"],
                 ),
                 Route("/v1/log", self.log, methods=["POST"]),
+                Route("/images/logo.png", self.logo, methods=["GET"]),
             ]
         )
 
@@ -142,19 +177,33 @@ class PassKitWebService:
             params["serialNumber"],
         )
         if request.method == "DELETE":
-            await self.passes.store.unregister(device, pass_type, serial)
-            return Response(status_code=200)
+            return await self._unregister(doc, device, pass_type)
         try:
-            body = await _json_body(request)
+            push_token = _push_token(await _json_body(request))
         except ValueError as exc:
             return _bad(str(exc))
-        push_token = body.get("pushToken") if isinstance(body, dict) else None
-        if not isinstance(push_token, str) or not _PUSH_TOKEN.match(push_token):
-            return _bad("pushToken must be a string of 1 to 256 letters, digits or ._:-")
         created = await self.passes.store.register(
             device, pass_type, serial, push_token, datetime.now(UTC)
         )
+        if created and self.feedback is not None:
+            try:
+                await self.feedback.installed(doc, device)
+            except Exception:
+                log.exception("reporting an installed pass failed")
+                await self.passes.store.unregister(device, pass_type, serial)
+                return _unavailable()
         return Response(status_code=201 if created else 200)
+
+    async def _unregister(self, doc: Mapping[str, Any], device: str, pass_type: str) -> Response:
+        known = await self.passes.store.registrations_of(doc["_id"])
+        if self.feedback is not None and any(r["device_id"] == device for r in known):
+            try:
+                await self.feedback.removed(doc, device, "unregistered")
+            except Exception:
+                log.exception("reporting a removed pass failed")
+                return _unavailable()
+        await self.passes.store.unregister(device, pass_type, doc["_id"])
+        return Response(status_code=200)
 
     async def updated_serials(self, request: Request) -> Response:
         """Serial numbers of the device's passes changed since the ``passesUpdatedSince`` tag."""
@@ -194,6 +243,11 @@ class PassKitWebService:
                 return Response(status_code=304, headers=headers)
         body = await asyncio.to_thread(self.passes.render, doc)
         return Response(body, media_type=PKPASS_MEDIA_TYPE, headers=headers)
+
+    async def logo(self, request: Request) -> Response:
+        """The programme logo Google Wallet shows on loyalty cards (it fetches it by URL)."""
+        colours = DEFAULT_TEMPLATE.colours(DEFAULT_TEMPLATE.default_tier)
+        return Response(solid_png(660, 660, colours.background), media_type="image/png")
 
     async def log(self, request: Request) -> Response:
         """Phones report problems with a pass here; they go to the service log."""

@@ -64,9 +64,52 @@ WALLET_PLATFORM_APPLE: WalletPlatform.ValueType  # 1
 WALLET_PLATFORM_GOOGLE: WalletPlatform.ValueType  # 2
 Global___WalletPlatform: _TypeAlias = WalletPlatform  # noqa: Y015
 
+class _MessageKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _MessageKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_MessageKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    MESSAGE_KIND_UNSPECIFIED: _MessageKind.ValueType  # 0
+    """Treated as MARKETING."""
+    MESSAGE_KIND_TRANSACTIONAL: _MessageKind.ValueType  # 1
+    """About something the customer did or owns (orders, tickets): always sent."""
+    MESSAGE_KIND_MARKETING: _MessageKind.ValueType  # 2
+    """Needs wallet_marketing consent; at most the frequency cap per customer per day."""
+
+class MessageKind(_MessageKind, metaclass=_MessageKindEnumTypeWrapper): ...
+
+MESSAGE_KIND_UNSPECIFIED: MessageKind.ValueType  # 0
+"""Treated as MARKETING."""
+MESSAGE_KIND_TRANSACTIONAL: MessageKind.ValueType  # 1
+"""About something the customer did or owns (orders, tickets): always sent."""
+MESSAGE_KIND_MARKETING: MessageKind.ValueType  # 2
+"""Needs wallet_marketing consent; at most the frequency cap per customer per day."""
+Global___MessageKind: _TypeAlias = MessageKind  # noqa: Y015
+
 @_typing.final
 class WalletPass(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class FieldsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
 
     SERIAL_NUMBER_FIELD_NUMBER: _builtins.int
     CUSTOMER_ID_FIELD_NUMBER: _builtins.int
@@ -79,6 +122,12 @@ class WalletPass(_message.Message):
     VOIDED_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
+    SAVE_LINK_FIELD_NUMBER: _builtins.int
+    GOOGLE_OBJECT_ID_FIELD_NUMBER: _builtins.int
+    OFFER_ID_FIELD_NUMBER: _builtins.int
+    FIELDS_FIELD_NUMBER: _builtins.int
+    RELEVANT_DATES_FIELD_NUMBER: _builtins.int
+    LOCATIONS_FIELD_NUMBER: _builtins.int
     serial_number: _builtins.str
     customer_id: _builtins.str
     kind: Global___PassKind.ValueType
@@ -89,10 +138,23 @@ class WalletPass(_message.Message):
     web_service_url: _builtins.str
     template: _builtins.str
     voided: _builtins.bool
+    save_link: _builtins.str
+    """Google passes: the "Save to Google Wallet" link and the object id."""
+    google_object_id: _builtins.str
+    offer_id: _builtins.str
+    """The offer an offer pass (or the ticket it became) is for."""
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def updated_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def fields(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """What the pass shows now (points, cashback_minor, tier, status, offers, event, ...)."""
+
+    @_builtins.property
+    def relevant_dates(self) -> _containers.RepeatedCompositeFieldContainer[_timestamp_pb2.Timestamp]: ...
+    @_builtins.property
+    def locations(self) -> _containers.RepeatedCompositeFieldContainer[Global___PassLocation]: ...
     def __init__(
         self,
         *,
@@ -107,14 +169,46 @@ class WalletPass(_message.Message):
         voided: _builtins.bool = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
+        save_link: _builtins.str = ...,
+        google_object_id: _builtins.str = ...,
+        offer_id: _builtins.str = ...,
+        fields: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        relevant_dates: _abc.Iterable[_timestamp_pb2.Timestamp] | None = ...,
+        locations: _abc.Iterable[Global___PassLocation] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["authentication_token", b"authentication_token", "created_at", b"created_at", "customer_id", b"customer_id", "kind", b"kind", "pass_type_id", b"pass_type_id", "platform", b"platform", "serial_number", b"serial_number", "template", b"template", "updated_at", b"updated_at", "voided", b"voided", "web_service_url", b"web_service_url"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["authentication_token", b"authentication_token", "created_at", b"created_at", "customer_id", b"customer_id", "fields", b"fields", "google_object_id", b"google_object_id", "kind", b"kind", "locations", b"locations", "offer_id", b"offer_id", "pass_type_id", b"pass_type_id", "platform", b"platform", "relevant_dates", b"relevant_dates", "save_link", b"save_link", "serial_number", b"serial_number", "template", b"template", "updated_at", b"updated_at", "voided", b"voided", "web_service_url", b"web_service_url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___WalletPass: _TypeAlias = WalletPass  # noqa: Y015
+
+@_typing.final
+class PassLocation(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LATITUDE_FIELD_NUMBER: _builtins.int
+    LONGITUDE_FIELD_NUMBER: _builtins.int
+    RELEVANT_TEXT_FIELD_NUMBER: _builtins.int
+    latitude: _builtins.float
+    longitude: _builtins.float
+    relevant_text: _builtins.str
+    """Shown on the lock screen near the place."""
+    def __init__(
+        self,
+        *,
+        latitude: _builtins.float = ...,
+        longitude: _builtins.float = ...,
+        relevant_text: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["latitude", b"latitude", "longitude", b"longitude", "relevant_text", b"relevant_text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PassLocation: _TypeAlias = PassLocation  # noqa: Y015
 
 @_typing.final
 class IssuePassRequest(_message.Message):
@@ -124,11 +218,14 @@ class IssuePassRequest(_message.Message):
     KIND_FIELD_NUMBER: _builtins.int
     PLATFORM_FIELD_NUMBER: _builtins.int
     TEMPLATE_FIELD_NUMBER: _builtins.int
+    OFFER_ID_FIELD_NUMBER: _builtins.int
     customer_id: _builtins.str
     kind: Global___PassKind.ValueType
     platform: Global___WalletPlatform.ValueType
     template: _builtins.str
     """A template name; empty means "default"."""
+    offer_id: _builtins.str
+    """Offer passes (COUPON): the offer they carry (see PutOffer); required for COUPON."""
     def __init__(
         self,
         *,
@@ -136,14 +233,275 @@ class IssuePassRequest(_message.Message):
         kind: Global___PassKind.ValueType = ...,
         platform: Global___WalletPlatform.ValueType = ...,
         template: _builtins.str = ...,
+        offer_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer_id", b"customer_id", "kind", b"kind", "platform", b"platform", "template", b"template"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer_id", b"customer_id", "kind", b"kind", "offer_id", b"offer_id", "platform", b"platform", "template", b"template"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___IssuePassRequest: _TypeAlias = IssuePassRequest  # noqa: Y015
+
+@_typing.final
+class UpdatePassRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class FieldsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    SERIAL_NUMBER_FIELD_NUMBER: _builtins.int
+    FIELDS_FIELD_NUMBER: _builtins.int
+    RELEVANT_DATES_FIELD_NUMBER: _builtins.int
+    LOCATIONS_FIELD_NUMBER: _builtins.int
+    serial_number: _builtins.str
+    @_builtins.property
+    def fields(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Display fields to set: status, points, cashback_minor, tier, offers, event, venue."""
+
+    @_builtins.property
+    def relevant_dates(self) -> _containers.RepeatedCompositeFieldContainer[_timestamp_pb2.Timestamp]:
+        """Replace the relevant dates / locations when set (at most 10 locations)."""
+
+    @_builtins.property
+    def locations(self) -> _containers.RepeatedCompositeFieldContainer[Global___PassLocation]: ...
+    def __init__(
+        self,
+        *,
+        serial_number: _builtins.str = ...,
+        fields: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        relevant_dates: _abc.Iterable[_timestamp_pb2.Timestamp] | None = ...,
+        locations: _abc.Iterable[Global___PassLocation] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fields", b"fields", "locations", b"locations", "relevant_dates", b"relevant_dates", "serial_number", b"serial_number"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdatePassRequest: _TypeAlias = UpdatePassRequest  # noqa: Y015
+
+@_typing.final
+class SendMessageRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SERIAL_NUMBER_FIELD_NUMBER: _builtins.int
+    CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    HEADER_FIELD_NUMBER: _builtins.int
+    BODY_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    serial_number: _builtins.str
+    """One pass, or every live pass of a customer."""
+    customer_id: _builtins.str
+    header: _builtins.str
+    body: _builtins.str
+    kind: Global___MessageKind.ValueType
+    def __init__(
+        self,
+        *,
+        serial_number: _builtins.str = ...,
+        customer_id: _builtins.str = ...,
+        header: _builtins.str = ...,
+        body: _builtins.str = ...,
+        kind: Global___MessageKind.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "customer_id", b"customer_id", "header", b"header", "kind", b"kind", "serial_number", b"serial_number"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SendMessageRequest: _TypeAlias = SendMessageRequest  # noqa: Y015
+
+@_typing.final
+class SendMessageResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PASSES_FIELD_NUMBER: _builtins.int
+    HELD_BACK_FIELD_NUMBER: _builtins.int
+    passes: _builtins.int
+    """Passes that will show the message."""
+    held_back: _builtins.str
+    """Empty when sent; otherwise why it was held back ("no wallet_marketing consent",
+    "frequency cap reached").
+    """
+    def __init__(
+        self,
+        *,
+        passes: _builtins.int = ...,
+        held_back: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["held_back", b"held_back", "passes", b"passes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SendMessageResponse: _TypeAlias = SendMessageResponse  # noqa: Y015
+
+@_typing.final
+class GetSaveLinkRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SERIAL_NUMBER_FIELD_NUMBER: _builtins.int
+    serial_number: _builtins.str
+    def __init__(
+        self,
+        *,
+        serial_number: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["serial_number", b"serial_number"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetSaveLinkRequest: _TypeAlias = GetSaveLinkRequest  # noqa: Y015
+
+@_typing.final
+class SaveLink(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    URL_FIELD_NUMBER: _builtins.int
+    url: _builtins.str
+    def __init__(
+        self,
+        *,
+        url: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["url", b"url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SaveLink: _TypeAlias = SaveLink  # noqa: Y015
+
+@_typing.final
+class OfferEvent(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    VENUE_FIELD_NUMBER: _builtins.int
+    LATITUDE_FIELD_NUMBER: _builtins.int
+    LONGITUDE_FIELD_NUMBER: _builtins.int
+    STARTS_AT_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    venue: _builtins.str
+    latitude: _builtins.float
+    longitude: _builtins.float
+    @_builtins.property
+    def starts_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        venue: _builtins.str = ...,
+        latitude: _builtins.float = ...,
+        longitude: _builtins.float = ...,
+        starts_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["starts_at", b"starts_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["latitude", b"latitude", "longitude", b"longitude", "name", b"name", "starts_at", b"starts_at", "venue", b"venue"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OfferEvent: _TypeAlias = OfferEvent  # noqa: Y015
+
+@_typing.final
+class Offer(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OFFER_ID_FIELD_NUMBER: _builtins.int
+    SEGMENT_ID_FIELD_NUMBER: _builtins.int
+    TITLE_FIELD_NUMBER: _builtins.int
+    DETAILS_FIELD_NUMBER: _builtins.int
+    SURVEY_URL_FIELD_NUMBER: _builtins.int
+    EVENT_FIELD_NUMBER: _builtins.int
+    offer_id: _builtins.str
+    """Letters, digits, '.', '_' or '-'."""
+    segment_id: _builtins.str
+    """Customers in this segment see the offer on their loyalty card."""
+    title: _builtins.str
+    """Shown on the card, e.g. "Private presentation: 20% off for answering our survey"."""
+    details: _builtins.str
+    survey_url: _builtins.str
+    @_builtins.property
+    def event(self) -> Global___OfferEvent:
+        """When set, an offer pass becomes the ticket for this event once the customer answers
+        the survey ("Survey Answered" with properties.offer_id).
+        """
+
+    def __init__(
+        self,
+        *,
+        offer_id: _builtins.str = ...,
+        segment_id: _builtins.str = ...,
+        title: _builtins.str = ...,
+        details: _builtins.str = ...,
+        survey_url: _builtins.str = ...,
+        event: Global___OfferEvent | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["details", b"details", "event", b"event", "offer_id", b"offer_id", "segment_id", b"segment_id", "survey_url", b"survey_url", "title", b"title"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Offer: _TypeAlias = Offer  # noqa: Y015
+
+@_typing.final
+class ListOffersRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListOffersRequest: _TypeAlias = ListOffersRequest  # noqa: Y015
+
+@_typing.final
+class ListOffersResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OFFERS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def offers(self) -> _containers.RepeatedCompositeFieldContainer[Global___Offer]: ...
+    def __init__(
+        self,
+        *,
+        offers: _abc.Iterable[Global___Offer] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["offers", b"offers"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListOffersResponse: _TypeAlias = ListOffersResponse  # noqa: Y015
 
 @_typing.final
 class GetPassRequest(_message.Message):

@@ -26,8 +26,9 @@ if _version_not_supported:
 
 
 class WalletServiceStub:
-    """Phone wallet passes (Apple Wallet so far) and the PassKit web service phones call for
-    updates. Google Wallet answers INVALID_ARGUMENT until it is built.
+    """Phone wallet passes (Apple Wallet and Google Wallet) that change when the customer's data
+    changes: the wallet consumes profile, segment and order events, updates the passes and
+    pushes them to the phones (APNs for Apple, object updates for Google).
     """
 
     def __init__(self, channel):
@@ -51,21 +52,48 @@ class WalletServiceStub:
                 request_serializer=lodestar_dot_v1_dot_wallet__pb2.ListPassesRequest.SerializeToString,
                 response_deserializer=lodestar_dot_v1_dot_wallet__pb2.ListPassesResponse.FromString,
                 _registered_method=True)
+        self.UpdatePass = channel.unary_unary(
+                '/lodestar.v1.WalletService/UpdatePass',
+                request_serializer=lodestar_dot_v1_dot_wallet__pb2.UpdatePassRequest.SerializeToString,
+                response_deserializer=lodestar_dot_v1_dot_wallet__pb2.WalletPass.FromString,
+                _registered_method=True)
+        self.SendMessage = channel.unary_unary(
+                '/lodestar.v1.WalletService/SendMessage',
+                request_serializer=lodestar_dot_v1_dot_wallet__pb2.SendMessageRequest.SerializeToString,
+                response_deserializer=lodestar_dot_v1_dot_wallet__pb2.SendMessageResponse.FromString,
+                _registered_method=True)
         self.VoidPass = channel.unary_unary(
                 '/lodestar.v1.WalletService/VoidPass',
                 request_serializer=lodestar_dot_v1_dot_wallet__pb2.VoidPassRequest.SerializeToString,
                 response_deserializer=lodestar_dot_v1_dot_wallet__pb2.WalletPass.FromString,
                 _registered_method=True)
+        self.GetSaveLink = channel.unary_unary(
+                '/lodestar.v1.WalletService/GetSaveLink',
+                request_serializer=lodestar_dot_v1_dot_wallet__pb2.GetSaveLinkRequest.SerializeToString,
+                response_deserializer=lodestar_dot_v1_dot_wallet__pb2.SaveLink.FromString,
+                _registered_method=True)
+        self.PutOffer = channel.unary_unary(
+                '/lodestar.v1.WalletService/PutOffer',
+                request_serializer=lodestar_dot_v1_dot_wallet__pb2.Offer.SerializeToString,
+                response_deserializer=lodestar_dot_v1_dot_wallet__pb2.Offer.FromString,
+                _registered_method=True)
+        self.ListOffers = channel.unary_unary(
+                '/lodestar.v1.WalletService/ListOffers',
+                request_serializer=lodestar_dot_v1_dot_wallet__pb2.ListOffersRequest.SerializeToString,
+                response_deserializer=lodestar_dot_v1_dot_wallet__pb2.ListOffersResponse.FromString,
+                _registered_method=True)
 
 
 class WalletServiceServicer:
-    """Phone wallet passes (Apple Wallet so far) and the PassKit web service phones call for
-    updates. Google Wallet answers INVALID_ARGUMENT until it is built.
+    """Phone wallet passes (Apple Wallet and Google Wallet) that change when the customer's data
+    changes: the wallet consumes profile, segment and order events, updates the passes and
+    pushes them to the phones (APNs for Apple, object updates for Google).
     """
 
     def IssuePass(self, request, context):
-        """INVALID_ARGUMENT for a missing customer id, an unknown kind or template, or an
-        unsupported platform. Returns what a phone needs to add the pass and ask for updates.
+        """INVALID_ARGUMENT for a missing customer id, an unknown kind, template or offer, or an
+        unknown platform. Returns what a phone needs to add the pass and ask for updates (the
+        "Save to Google Wallet" link for Google passes).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -85,9 +113,50 @@ class WalletServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdatePass(self, request, context):
+        """Changes what a pass shows and pushes it to the phones. INVALID_ARGUMENT names an
+        unknown field or a bad value; NOT_FOUND for an unknown serial; FAILED_PRECONDITION for
+        a voided pass.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SendMessage(self, request, context):
+        """A lock-screen message on one pass or on every pass of a customer. Marketing messages
+        need the customer's wallet_marketing consent and respect the frequency cap; the answer
+        says when a message was held back and why.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def VoidPass(self, request, context):
         """Marks the pass voided; registered phones get the voided pass on their next update.
         """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetSaveLink(self, request, context):
+        """The "Save to Google Wallet" link of a Google pass (a JWT holding only its ids).
+        INVALID_ARGUMENT for an Apple pass (those are added by downloading the .pkpass).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PutOffer(self, request, context):
+        """Creates or replaces an offer bound to a segment: customers entering the segment see it
+        on their loyalty card, and it leaves when they exit. An offer with an event turns an
+        offer pass into the event's ticket when the customer answers its survey.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListOffers(self, request, context):
+        """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -110,10 +179,35 @@ def add_WalletServiceServicer_to_server(servicer, server):
                     request_deserializer=lodestar_dot_v1_dot_wallet__pb2.ListPassesRequest.FromString,
                     response_serializer=lodestar_dot_v1_dot_wallet__pb2.ListPassesResponse.SerializeToString,
             ),
+            'UpdatePass': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdatePass,
+                    request_deserializer=lodestar_dot_v1_dot_wallet__pb2.UpdatePassRequest.FromString,
+                    response_serializer=lodestar_dot_v1_dot_wallet__pb2.WalletPass.SerializeToString,
+            ),
+            'SendMessage': grpc.unary_unary_rpc_method_handler(
+                    servicer.SendMessage,
+                    request_deserializer=lodestar_dot_v1_dot_wallet__pb2.SendMessageRequest.FromString,
+                    response_serializer=lodestar_dot_v1_dot_wallet__pb2.SendMessageResponse.SerializeToString,
+            ),
             'VoidPass': grpc.unary_unary_rpc_method_handler(
                     servicer.VoidPass,
                     request_deserializer=lodestar_dot_v1_dot_wallet__pb2.VoidPassRequest.FromString,
                     response_serializer=lodestar_dot_v1_dot_wallet__pb2.WalletPass.SerializeToString,
+            ),
+            'GetSaveLink': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSaveLink,
+                    request_deserializer=lodestar_dot_v1_dot_wallet__pb2.GetSaveLinkRequest.FromString,
+                    response_serializer=lodestar_dot_v1_dot_wallet__pb2.SaveLink.SerializeToString,
+            ),
+            'PutOffer': grpc.unary_unary_rpc_method_handler(
+                    servicer.PutOffer,
+                    request_deserializer=lodestar_dot_v1_dot_wallet__pb2.Offer.FromString,
+                    response_serializer=lodestar_dot_v1_dot_wallet__pb2.Offer.SerializeToString,
+            ),
+            'ListOffers': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListOffers,
+                    request_deserializer=lodestar_dot_v1_dot_wallet__pb2.ListOffersRequest.FromString,
+                    response_serializer=lodestar_dot_v1_dot_wallet__pb2.ListOffersResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -124,8 +218,9 @@ def add_WalletServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class WalletService:
-    """Phone wallet passes (Apple Wallet so far) and the PassKit web service phones call for
-    updates. Google Wallet answers INVALID_ARGUMENT until it is built.
+    """Phone wallet passes (Apple Wallet and Google Wallet) that change when the customer's data
+    changes: the wallet consumes profile, segment and order events, updates the passes and
+    pushes them to the phones (APNs for Apple, object updates for Google).
     """
 
     @staticmethod
@@ -210,6 +305,60 @@ class WalletService:
             _registered_method=True)
 
     @staticmethod
+    def UpdatePass(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lodestar.v1.WalletService/UpdatePass',
+            lodestar_dot_v1_dot_wallet__pb2.UpdatePassRequest.SerializeToString,
+            lodestar_dot_v1_dot_wallet__pb2.WalletPass.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SendMessage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lodestar.v1.WalletService/SendMessage',
+            lodestar_dot_v1_dot_wallet__pb2.SendMessageRequest.SerializeToString,
+            lodestar_dot_v1_dot_wallet__pb2.SendMessageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def VoidPass(request,
             target,
             options=(),
@@ -226,6 +375,87 @@ class WalletService:
             '/lodestar.v1.WalletService/VoidPass',
             lodestar_dot_v1_dot_wallet__pb2.VoidPassRequest.SerializeToString,
             lodestar_dot_v1_dot_wallet__pb2.WalletPass.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSaveLink(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lodestar.v1.WalletService/GetSaveLink',
+            lodestar_dot_v1_dot_wallet__pb2.GetSaveLinkRequest.SerializeToString,
+            lodestar_dot_v1_dot_wallet__pb2.SaveLink.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PutOffer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lodestar.v1.WalletService/PutOffer',
+            lodestar_dot_v1_dot_wallet__pb2.Offer.SerializeToString,
+            lodestar_dot_v1_dot_wallet__pb2.Offer.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListOffers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lodestar.v1.WalletService/ListOffers',
+            lodestar_dot_v1_dot_wallet__pb2.ListOffersRequest.SerializeToString,
+            lodestar_dot_v1_dot_wallet__pb2.ListOffersResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -27,8 +27,9 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class WalletServiceStub:
-    """Phone wallet passes (Apple Wallet so far) and the PassKit web service phones call for
-    updates. Google Wallet answers INVALID_ARGUMENT until it is built.
+    """Phone wallet passes (Apple Wallet and Google Wallet) that change when the customer's data
+    changes: the wallet consumes profile, segment and order events, updates the passes and
+    pushes them to the phones (APNs for Apple, object updates for Google).
     """
 
     @_typing.overload
@@ -36,37 +37,81 @@ class WalletServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> WalletServiceAsyncStub: ...
     IssuePass: _grpc.UnaryUnaryMultiCallable[_wallet_pb2.IssuePassRequest, _wallet_pb2.WalletPass]
-    """INVALID_ARGUMENT for a missing customer id, an unknown kind or template, or an
-    unsupported platform. Returns what a phone needs to add the pass and ask for updates.
+    """INVALID_ARGUMENT for a missing customer id, an unknown kind, template or offer, or an
+    unknown platform. Returns what a phone needs to add the pass and ask for updates (the
+    "Save to Google Wallet" link for Google passes).
     """
     GetPass: _grpc.UnaryUnaryMultiCallable[_wallet_pb2.GetPassRequest, _wallet_pb2.WalletPass]
     """NOT_FOUND for an unknown serial number."""
     ListPasses: _grpc.UnaryUnaryMultiCallable[_wallet_pb2.ListPassesRequest, _wallet_pb2.ListPassesResponse]
     """Every pass of each customer, one entry per requested id in request order (DataLoaders)."""
+    UpdatePass: _grpc.UnaryUnaryMultiCallable[_wallet_pb2.UpdatePassRequest, _wallet_pb2.WalletPass]
+    """Changes what a pass shows and pushes it to the phones. INVALID_ARGUMENT names an
+    unknown field or a bad value; NOT_FOUND for an unknown serial; FAILED_PRECONDITION for
+    a voided pass.
+    """
+    SendMessage: _grpc.UnaryUnaryMultiCallable[_wallet_pb2.SendMessageRequest, _wallet_pb2.SendMessageResponse]
+    """A lock-screen message on one pass or on every pass of a customer. Marketing messages
+    need the customer's wallet_marketing consent and respect the frequency cap; the answer
+    says when a message was held back and why.
+    """
     VoidPass: _grpc.UnaryUnaryMultiCallable[_wallet_pb2.VoidPassRequest, _wallet_pb2.WalletPass]
     """Marks the pass voided; registered phones get the voided pass on their next update."""
+    GetSaveLink: _grpc.UnaryUnaryMultiCallable[_wallet_pb2.GetSaveLinkRequest, _wallet_pb2.SaveLink]
+    """The "Save to Google Wallet" link of a Google pass (a JWT holding only its ids).
+    INVALID_ARGUMENT for an Apple pass (those are added by downloading the .pkpass).
+    """
+    PutOffer: _grpc.UnaryUnaryMultiCallable[_wallet_pb2.Offer, _wallet_pb2.Offer]
+    """Creates or replaces an offer bound to a segment: customers entering the segment see it
+    on their loyalty card, and it leaves when they exit. An offer with an event turns an
+    offer pass into the event's ticket when the customer answers its survey.
+    """
+    ListOffers: _grpc.UnaryUnaryMultiCallable[_wallet_pb2.ListOffersRequest, _wallet_pb2.ListOffersResponse]
 
 @_typing.type_check_only
 class WalletServiceAsyncStub(WalletServiceStub):
-    """Phone wallet passes (Apple Wallet so far) and the PassKit web service phones call for
-    updates. Google Wallet answers INVALID_ARGUMENT until it is built.
+    """Phone wallet passes (Apple Wallet and Google Wallet) that change when the customer's data
+    changes: the wallet consumes profile, segment and order events, updates the passes and
+    pushes them to the phones (APNs for Apple, object updates for Google).
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     IssuePass: _aio.UnaryUnaryMultiCallable[_wallet_pb2.IssuePassRequest, _wallet_pb2.WalletPass]  # type: ignore[assignment]
-    """INVALID_ARGUMENT for a missing customer id, an unknown kind or template, or an
-    unsupported platform. Returns what a phone needs to add the pass and ask for updates.
+    """INVALID_ARGUMENT for a missing customer id, an unknown kind, template or offer, or an
+    unknown platform. Returns what a phone needs to add the pass and ask for updates (the
+    "Save to Google Wallet" link for Google passes).
     """
     GetPass: _aio.UnaryUnaryMultiCallable[_wallet_pb2.GetPassRequest, _wallet_pb2.WalletPass]  # type: ignore[assignment]
     """NOT_FOUND for an unknown serial number."""
     ListPasses: _aio.UnaryUnaryMultiCallable[_wallet_pb2.ListPassesRequest, _wallet_pb2.ListPassesResponse]  # type: ignore[assignment]
     """Every pass of each customer, one entry per requested id in request order (DataLoaders)."""
+    UpdatePass: _aio.UnaryUnaryMultiCallable[_wallet_pb2.UpdatePassRequest, _wallet_pb2.WalletPass]  # type: ignore[assignment]
+    """Changes what a pass shows and pushes it to the phones. INVALID_ARGUMENT names an
+    unknown field or a bad value; NOT_FOUND for an unknown serial; FAILED_PRECONDITION for
+    a voided pass.
+    """
+    SendMessage: _aio.UnaryUnaryMultiCallable[_wallet_pb2.SendMessageRequest, _wallet_pb2.SendMessageResponse]  # type: ignore[assignment]
+    """A lock-screen message on one pass or on every pass of a customer. Marketing messages
+    need the customer's wallet_marketing consent and respect the frequency cap; the answer
+    says when a message was held back and why.
+    """
     VoidPass: _aio.UnaryUnaryMultiCallable[_wallet_pb2.VoidPassRequest, _wallet_pb2.WalletPass]  # type: ignore[assignment]
     """Marks the pass voided; registered phones get the voided pass on their next update."""
+    GetSaveLink: _aio.UnaryUnaryMultiCallable[_wallet_pb2.GetSaveLinkRequest, _wallet_pb2.SaveLink]  # type: ignore[assignment]
+    """The "Save to Google Wallet" link of a Google pass (a JWT holding only its ids).
+    INVALID_ARGUMENT for an Apple pass (those are added by downloading the .pkpass).
+    """
+    PutOffer: _aio.UnaryUnaryMultiCallable[_wallet_pb2.Offer, _wallet_pb2.Offer]  # type: ignore[assignment]
+    """Creates or replaces an offer bound to a segment: customers entering the segment see it
+    on their loyalty card, and it leaves when they exit. An offer with an event turns an
+    offer pass into the event's ticket when the customer answers its survey.
+    """
+    ListOffers: _aio.UnaryUnaryMultiCallable[_wallet_pb2.ListOffersRequest, _wallet_pb2.ListOffersResponse]  # type: ignore[assignment]
 
 class WalletServiceServicer(metaclass=_abc_1.ABCMeta):
-    """Phone wallet passes (Apple Wallet so far) and the PassKit web service phones call for
-    updates. Google Wallet answers INVALID_ARGUMENT until it is built.
+    """Phone wallet passes (Apple Wallet and Google Wallet) that change when the customer's data
+    changes: the wallet consumes profile, segment and order events, updates the passes and
+    pushes them to the phones (APNs for Apple, object updates for Google).
     """
 
     @_abc_1.abstractmethod
@@ -75,8 +120,9 @@ class WalletServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _wallet_pb2.IssuePassRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_wallet_pb2.WalletPass, _abc.Awaitable[_wallet_pb2.WalletPass]]:
-        """INVALID_ARGUMENT for a missing customer id, an unknown kind or template, or an
-        unsupported platform. Returns what a phone needs to add the pass and ask for updates.
+        """INVALID_ARGUMENT for a missing customer id, an unknown kind, template or offer, or an
+        unknown platform. Returns what a phone needs to add the pass and ask for updates (the
+        "Save to Google Wallet" link for Google passes).
         """
 
     @_abc_1.abstractmethod
@@ -96,11 +142,61 @@ class WalletServiceServicer(metaclass=_abc_1.ABCMeta):
         """Every pass of each customer, one entry per requested id in request order (DataLoaders)."""
 
     @_abc_1.abstractmethod
+    def UpdatePass(
+        self,
+        request: _wallet_pb2.UpdatePassRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_wallet_pb2.WalletPass, _abc.Awaitable[_wallet_pb2.WalletPass]]:
+        """Changes what a pass shows and pushes it to the phones. INVALID_ARGUMENT names an
+        unknown field or a bad value; NOT_FOUND for an unknown serial; FAILED_PRECONDITION for
+        a voided pass.
+        """
+
+    @_abc_1.abstractmethod
+    def SendMessage(
+        self,
+        request: _wallet_pb2.SendMessageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_wallet_pb2.SendMessageResponse, _abc.Awaitable[_wallet_pb2.SendMessageResponse]]:
+        """A lock-screen message on one pass or on every pass of a customer. Marketing messages
+        need the customer's wallet_marketing consent and respect the frequency cap; the answer
+        says when a message was held back and why.
+        """
+
+    @_abc_1.abstractmethod
     def VoidPass(
         self,
         request: _wallet_pb2.VoidPassRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_wallet_pb2.WalletPass, _abc.Awaitable[_wallet_pb2.WalletPass]]:
         """Marks the pass voided; registered phones get the voided pass on their next update."""
+
+    @_abc_1.abstractmethod
+    def GetSaveLink(
+        self,
+        request: _wallet_pb2.GetSaveLinkRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_wallet_pb2.SaveLink, _abc.Awaitable[_wallet_pb2.SaveLink]]:
+        """The "Save to Google Wallet" link of a Google pass (a JWT holding only its ids).
+        INVALID_ARGUMENT for an Apple pass (those are added by downloading the .pkpass).
+        """
+
+    @_abc_1.abstractmethod
+    def PutOffer(
+        self,
+        request: _wallet_pb2.Offer,
+        context: _ServicerContext,
+    ) -> _typing.Union[_wallet_pb2.Offer, _abc.Awaitable[_wallet_pb2.Offer]]:
+        """Creates or replaces an offer bound to a segment: customers entering the segment see it
+        on their loyalty card, and it leaves when they exit. An offer with an event turns an
+        offer pass into the event's ticket when the customer answers its survey.
+        """
+
+    @_abc_1.abstractmethod
+    def ListOffers(
+        self,
+        request: _wallet_pb2.ListOffersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_wallet_pb2.ListOffersResponse, _abc.Awaitable[_wallet_pb2.ListOffersResponse]]: ...
 
 def add_WalletServiceServicer_to_server(servicer: WalletServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

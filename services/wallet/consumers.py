@@ -1,0 +1,60 @@
+"""Kafka handlers of the wallet: profile changes, segment memberships, resolved events and
+identity merges in, pass changes out (pushed by the dispatcher)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from lodestar.v1 import events_pb2
+from services.platform.bus import Delivery
+from services.wallet.live import LiveUpdates
+from services.wallet.store import WalletStore
+
+
+class ProfileChangedHandler:
+    """Loyalty figures and consent onto the customers' passes."""
+
+    def __init__(self, live: LiveUpdates) -> None:
+        self.live = live
+
+    async def __call__(self, batch: Sequence[Delivery[events_pb2.ProfileChanged]]) -> None:
+        """Apply the batch (the last change of each customer wins)."""
+        await self.live.profile_changes([d.message for d in batch])
+
+
+class MembershipHandler:
+    """Segment-bound offers onto and off the customers' cards."""
+
+    def __init__(self, live: LiveUpdates) -> None:
+        self.live = live
+
+    async def __call__(
+        self, batch: Sequence[Delivery[events_pb2.SegmentMembershipChanged]]
+    ) -> None:
+        """Apply the batch in order."""
+        await self.live.memberships([d.message for d in batch])
+
+
+class ResolvedEventHandler:
+    """Orders and survey answers; every other event is skipped without a database call."""
+
+    def __init__(self, live: LiveUpdates) -> None:
+        self.live = live
+
+    async def __call__(self, batch: Sequence[Delivery[events_pb2.Event]]) -> None:
+        """Apply the batch in order."""
+        await self.live.events([d.message for d in batch])
+
+
+class MergeHandler:
+    """A merged customer's passes follow the survivor."""
+
+    def __init__(self, store: WalletStore) -> None:
+        self.store = store
+
+    async def __call__(self, batch: Sequence[Delivery[events_pb2.IdentityMerged]]) -> None:
+        """Move the passes of every merged id."""
+        for delivery in batch:
+            merge = delivery.message
+            if merge.survivor_id and merge.merged_ids:
+                await self.store.merge_customers(merge.survivor_id, list(merge.merged_ids))

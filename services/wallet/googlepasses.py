@@ -1,0 +1,136 @@
+"""Google Wallet passes as the wallet uses them: a new pass inserts its class (once per
+template and kind) and object before the save link is handed out; a change patches the
+object (``NOTIFY_ON_UPDATE``) and adds a ``TEXT_AND_NOTIFY`` message for every announced
+field change, with the same texts the Apple lock screen shows. An offer that became an
+event ticket gets a ticket object of its own, linked from the offer."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from services.platform.errors import InvalidArgument
+from services.wallet.applepass import PassContent, PassField
+from services.wallet.google import (
+    GoogleWalletClient,
+    Resource,
+    class_id,
+    google_class,
+    google_object,
+    object_id,
+    resource_for,
+)
+from services.wallet.passes import pass_content
+from services.wallet.templates import PassKind, template_named
+
+LOGO_PATH = "/images/logo.png"
+
+
+def _shown(item: PassField) -> str:
+    if item.currency and isinstance(item.value, int | float):
+        return f"{item.value:.2f} {item.currency}"
+    return str(item.value)
+
+
+def announced(content: PassContent) -> dict[str, tuple[str, str]]:
+    """Field key -> (value shown, lock-screen text) of every field that speaks on change."""
+    found: dict[str, tuple[str, str]] = {}
+    for area in (content.header, content.primary, content.secondary, content.auxiliary):
+        for item in area:
+            if item.change_message:
+                found[item.key] = (_shown(item), item.change_message.replace("%@", _shown(item)))
+    for item in content.back:
+        if item.change_message:
+            found[item.key] = (_shown(item), item.change_message.replace("%@", _shown(item)))
+    return found
+
+
+class GooglePasses:
+    """Creates and updates the Google objects of Google passes."""
+
+    def __init__(self, client: GoogleWalletClient, issuer_id: str, web_service_url: str) -> None:
+        self.client = client
+        self.issuer_id = issuer_id
+        self.logo_uri = web_service_url.rstrip("/") + LOGO_PATH
+        self._classes: set[str] = set()
+
+    async def _class(self, content: PassContent, template_name: str) -> tuple[Resource, str]:
+        resource = resource_for(content.kind)
+        cid = class_id(self.issuer_id, template_name, content.kind)
+        if cid not in self._classes:
+            body = google_class(
+                content, template_named(template_name), self.issuer_id, logo_uri=self.logo_uri
+            )
+            await self.client.ensure_class(resource, body)
+            self._classes.add(cid)
+        return resource, cid
+
+    async def create(self, doc: Mapping[str, Any], content: PassContent) -> dict[str, Any]:
+        """Insert the class (once) and the object of a new pass; the ids to store."""
+        try:
+            resource, cid = await self._class(content, doc["template"])
+        except ValueError as exc:
+            raise InvalidArgument(str(exc)) from None
+        body = google_object(content, self.issuer_id, cid)
+        await self.client.insert_object(resource, body)
+        return {
+            "resource": resource,
+            "class_id": cid,
+            "object_id": body["id"],
+            "pushed": {k: v for k, (v, _) in announced(content).items()},
+        }
+
+    def save_link(self, doc: Mapping[str, Any]) -> str:
+        """The "Save to Google Wallet" link (a JWT holding only the object id)."""
+        google = doc["google"]
+        return self.client.save_link([(google["resource"], google["object_id"])])
+
+    async def sync(self, doc: Mapping[str, Any]) -> dict[str, Any]:
+        """Bring the object up to date and send the messages of announced changes; returns
+        the ``google`` part of the pass to store."""
+        google = dict(doc["google"])
+        content = pass_content(doc, "")
+        resource = resource_for(content.kind)
+        if resource != google["resource"]:
+            google = await self._changed_kind(doc, content, google)
+        _, cid = await self._class(content, doc["template"])
+        body = google_object(content, self.issuer_id, cid)
+        body["id"] = google["object_id"]
+        await self.client.patch_object(resource, google["object_id"], body)
+        pushed = dict(google.get("pushed", {}))
+        for key, (value, text) in announced(content).items():
+            if pushed.get(key) == value:
+                continue
+            await self.client.add_message(
+                resource,
+                google["object_id"],
+                content.organization_name,
+                text,
+                f"{key}-{doc['update_seq']}",
+            )
+            pushed[key] = value
+        google["pushed"] = pushed
+        return google
+
+    async def _changed_kind(
+        self, doc: Mapping[str, Any], content: PassContent, google: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Google objects cannot change type: insert one of the new type, and point the old
+        object at its save link."""
+        resource, cid = await self._class(content, doc["template"])
+        body = google_object(content, self.issuer_id, cid)
+        new_id = object_id(self.issuer_id, f"{doc['_id']}.{PassKind(doc['kind']).value}")
+        body["id"] = new_id
+        await self.client.insert_object(resource, body)
+        link = self.client.save_link([(resource, new_id)])
+        await self.client.patch_object(
+            google["resource"],
+            google["object_id"],
+            {
+                "state": "COMPLETED",
+                "linksModuleData": {
+                    "uris": [{"uri": link, "description": "Add your ticket", "id": "ticket"}]
+                },
+            },
+        )
+        return {"resource": resource, "class_id": cid, "object_id": new_id, "pushed": {}}

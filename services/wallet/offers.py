@@ -1,0 +1,58 @@
+"""Offers bound to segments: what a marketer defines, checked before it is stored."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any
+
+from services.platform.errors import InvalidArgument
+from services.wallet.passes import MAX_TEXT
+
+_OFFER_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+MAX_URL = 500
+
+
+def checked_offer(
+    offer_id: str,
+    segment_id: str,
+    title: str,
+    *,
+    details: str = "",
+    survey_url: str = "",
+    event: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The offer document; InvalidArgument names the bad field."""
+    if not _OFFER_ID.match(offer_id):
+        raise InvalidArgument("offer_id must be 1 to 64 letters, digits, '.', '_' or '-'")
+    if not segment_id or len(segment_id) > 128:
+        raise InvalidArgument("segment_id must be 1 to 128 characters")
+    if not title or len(title) > MAX_TEXT:
+        raise InvalidArgument(f"title must be 1 to {MAX_TEXT} characters")
+    if len(details) > MAX_TEXT * 5:
+        raise InvalidArgument(f"details must be at most {MAX_TEXT * 5} characters")
+    if survey_url and (len(survey_url) > MAX_URL or not survey_url.startswith("https://")):
+        raise InvalidArgument(f"survey_url must be an https:// URL of at most {MAX_URL} characters")
+    doc: dict[str, Any] = {
+        "_id": offer_id,
+        "segment_id": segment_id,
+        "title": title,
+        "details": details,
+        "survey_url": survey_url,
+    }
+    if event is not None:
+        doc["event"] = _checked_event(event)
+    return doc
+
+
+def _checked_event(event: dict[str, Any]) -> dict[str, Any]:
+    name = event.get("name", "")
+    if not name or len(name) > MAX_TEXT:
+        raise InvalidArgument(f"event.name must be 1 to {MAX_TEXT} characters")
+    if len(event.get("venue", "")) > MAX_TEXT:
+        raise InvalidArgument(f"event.venue must be at most {MAX_TEXT} characters")
+    if not -90 <= event["latitude"] <= 90 or not -180 <= event["longitude"] <= 180:
+        raise InvalidArgument("event.latitude/longitude is not a place on Earth")
+    if not isinstance(event.get("starts_at"), datetime):
+        raise InvalidArgument("event.starts_at is required")
+    return event
