@@ -1,6 +1,7 @@
 """The local platform: the two wire-protocol servers, the five services and the gateway, each
-its own process. ``python -m infra.local`` runs it for people; the e2e fixtures run the same
-code on free ports."""
+its own process, plus the loopback stand-ins for Apple's push service (APNs) and the Google
+Wallet API when no real credentials are configured. ``python -m infra.local`` runs it for
+people; the e2e fixtures run the same code on free ports."""
 
 from __future__ import annotations
 
@@ -28,6 +29,8 @@ from infra.local.servers import (
 from services.platform import topics
 from services.platform.bus import ensure_topics
 from services.platform.crypto import generate_key
+from infra.local.devapns import ensure_apns_dev_files
+from infra.local.fake_google import DEV_ISSUER_ID, ensure_google_dev_service_account
 from services.wallet.devcerts import ensure_dev_certificates
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -43,6 +46,9 @@ DEFAULT_METRICS_PORTS = {name: 9101 + i for i, name in enumerate(SERVICES)}
 # The local wallet signs with throwaway certificates made for this pass type (not Apple's).
 DEV_PASS_TYPE_ID = "pass.com.example.lodestar.dev"  # noqa: S105 (an identifier, not a secret)
 DEV_TEAM_ID = "LODESTARDEV"
+DEV_APNS_KEY_ID = "LODESTARK1"
+# Loopback stand-ins for APNs and Google Wallet (infra/local/fake_apns.py, fake_google.py).
+STAND_INS = ("fake-apns", "fake-google")
 
 
 @dataclass
@@ -54,6 +60,9 @@ class StackPorts:
     gateway: int = 8000
     # The wallet's PassKit web service (HTTP).
     passkit: int = 8080
+    # The loopback APNs (HTTPS, HTTP/2) and Google Wallet API stand-ins.
+    apns: int = 8443
+    google: int = 8090
     grpc: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_GRPC_PORTS))
     metrics: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_METRICS_PORTS))
 
@@ -74,6 +83,8 @@ class StackPorts:
             kafka=port("LODESTAR_KAFKA_PORT", 9092),
             gateway=port("LODESTAR_GATEWAY_HTTP_PORT", 8000),
             passkit=port("LODESTAR_WALLET_HTTP_PORT", 8080),
+            apns=port("LODESTAR_APNS_STAND_IN_PORT", 8443),
+            google=port("LODESTAR_GOOGLE_STAND_IN_PORT", 8090),
             grpc={
                 s: port(f"LODESTAR_{s.upper()}_GRPC_PORT", p) for s, p in DEFAULT_GRPC_PORTS.items()
             },
@@ -91,6 +102,8 @@ class StackPorts:
             kafka=free_port(),
             gateway=free_port(),
             passkit=free_port(),
+            apns=free_port(),
+            google=free_port(),
             grpc={s: free_port() for s in SERVICES},
             metrics={s: free_port() for s in SERVICES},
         )
@@ -108,10 +121,10 @@ def grpc_serving(target: str, timeout_s: float = 0.5) -> bool:
     return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
 
 
-def http_ok(url: str) -> bool:
-    """True when ``url`` answers 200."""
+def http_ok(url: str, verify: str | bool = True) -> bool:
+    """True when ``url`` answers 200 (``verify``: a CA file for the loopback TLS stand-in)."""
     try:
-        return httpx.get(url, timeout=0.5).status_code == 200
+        return httpx.get(url, timeout=0.5, verify=verify).status_code == 200
     except httpx.HTTPError:
         return False
 
@@ -152,6 +165,22 @@ class Stack:
         self.mongo_uri = mongo_uri or ""
         self.kafka_bootstrap = kafka_bootstrap or ""
         self.processes: dict[str, ManagedProcess] = {}
+        env = self._base_env()
+        # Stand-ins run unless real credentials are configured.
+        self.stand_ins = tuple(
+            name
+            for name, real in (
+                ("fake-apns", "LODESTAR_WALLET_APNS_AUTH_KEY"),
+                ("fake-google", "LODESTAR_WALLET_GOOGLE_SERVICE_ACCOUNT"),
+            )
+            if real not in env
+        )
+        self.apns_files = ensure_apns_dev_files(
+            self.wallet_certs_dir / "apns", DEV_TEAM_ID, DEV_APNS_KEY_ID
+        )
+        self.google_key = ensure_google_dev_service_account(
+            self.wallet_certs_dir / "google", self.google_token_uri
+        )
 
     @property
     def gateway_url(self) -> str:
@@ -162,6 +191,26 @@ class Stack:
     def passkit_url(self) -> str:
         """Base URL of the wallet's PassKit web service (the passes' webServiceURL)."""
         return f"http://127.0.0.1:{self.ports.passkit}"
+
+    @property
+    def apns_url(self) -> str:
+        """Base URL of the loopback APNs stand-in (HTTPS with the dev CA)."""
+        return f"https://127.0.0.1:{self.ports.apns}"
+
+    @property
+    def apns_ca(self) -> str:
+        """The dev CA file that makes the APNs stand-in's certificate trusted."""
+        return str(self.apns_files.ca_certificate)
+
+    @property
+    def google_url(self) -> str:
+        """Base URL of the loopback Google Wallet stand-in."""
+        return f"http://127.0.0.1:{self.ports.google}"
+
+    @property
+    def google_token_uri(self) -> str:
+        """The stand-in's OAuth token endpoint."""
+        return f"{self.google_url}/token"
 
     def grpc_target(self, service: str) -> str:
         """``host:port`` of a service's gRPC server."""
@@ -186,6 +235,10 @@ class Stack:
                 retention_ms=dict.fromkeys(topics.EVENT_TOPICS, self._events_retention_ms()),
             )
         )
+        for name in self.stand_ins:
+            self.start_process(name)
+        for name in self.stand_ins:
+            self.wait_healthy(name, timeout_s)
         for name in (*SERVICES, "gateway"):
             self.start_process(name)
         for name in (*SERVICES, "gateway"):
@@ -204,6 +257,11 @@ class Stack:
         wanted = {
             "LODESTAR_GATEWAY_HTTP_PORT": self.ports.gateway,
             "LODESTAR_WALLET_HTTP_PORT": self.ports.passkit,
+            **{
+                f"LODESTAR_{name.split('-')[1].upper()}_STAND_IN_PORT": port
+                for name, port in (("fake-apns", self.ports.apns), ("fake-google", self.ports.google))
+                if name in self.stand_ins
+            },
             **{f"LODESTAR_{s.upper()}_GRPC_PORT": p for s, p in self.ports.grpc.items()},
         }
         if not self.mongo_uri:
@@ -266,14 +324,76 @@ class Stack:
             wallet["LODESTAR_WALLET_APPLE_CERTIFICATE"] = str(files.certificate)
             wallet["LODESTAR_WALLET_APPLE_KEY"] = str(files.key)
             wallet["LODESTAR_WALLET_APPLE_WWDR_CERTIFICATE"] = str(files.intermediate)
+        wallet["LODESTAR_IDENTITY_ADDR"] = self.grpc_target("identity")
+        if "fake-apns" in self.stand_ins:
+            wallet.update(
+                {
+                    "LODESTAR_WALLET_APNS_URL": self.apns_url,
+                    "LODESTAR_WALLET_APNS_AUTH_KEY": str(self.apns_files.auth_key),
+                    "LODESTAR_WALLET_APNS_KEY_ID": DEV_APNS_KEY_ID,
+                    "LODESTAR_WALLET_APNS_TEAM_ID": DEV_TEAM_ID,
+                    "LODESTAR_WALLET_APNS_CA_FILE": self.apns_ca,
+                }
+            )
+        if "fake-google" in self.stand_ins:
+            wallet.update(
+                {
+                    "LODESTAR_WALLET_GOOGLE_SERVICE_ACCOUNT": str(self.google_key),
+                    "LODESTAR_WALLET_GOOGLE_ISSUER_ID": DEV_ISSUER_ID,
+                    "LODESTAR_WALLET_GOOGLE_API_URL": f"{self.google_url}/walletobjects/v1",
+                    "LODESTAR_WALLET_GOOGLE_TOKEN_URI": self.google_token_uri,
+                    "LODESTAR_WALLET_GOOGLE_SAVE_URL": f"{self.google_url}/save/",
+                }
+            )
         return wallet
+
+    def _stand_in_command(self, name: str) -> list[str]:
+        if name == "fake-apns":
+            files = self.apns_files
+            return [
+                sys.executable,
+                "-m",
+                "infra.local.fake_apns",
+                "--port",
+                str(self.ports.apns),
+                "--cert",
+                str(files.server_certificate),
+                "--key",
+                str(files.server_key),
+                "--auth-key-public",
+                str(files.auth_key_public),
+                "--key-id",
+                DEV_APNS_KEY_ID,
+                "--team-id",
+                DEV_TEAM_ID,
+                "--topic",
+                DEV_PASS_TYPE_ID,
+                "--log",
+                str(self.log_dir / "apns-pushes.jsonl"),
+            ]
+        return [
+            sys.executable,
+            "-m",
+            "infra.local.fake_google",
+            "--port",
+            str(self.ports.google),
+            "--service-account-key",
+            str(self.google_key),
+            "--issuer-id",
+            DEV_ISSUER_ID,
+            "--log",
+            str(self.log_dir / "google-wallet-calls.jsonl"),
+        ]
 
     def start_process(self, name: str) -> None:
         """Start (or restart) one service or the gateway."""
         module = "gateway" if name == "gateway" else f"services.{name}"
+        command = (
+            self._stand_in_command(name) if name in STAND_INS else [sys.executable, "-m", module]
+        )
         process = ManagedProcess(
             name,
-            [sys.executable, "-m", module],
+            command,
             self.log_dir / f"{name}.log",
             self.env_for(name),
             cwd=ROOT,
@@ -291,6 +411,10 @@ class Stack:
                 raise RuntimeError(f"{name} exited during start-up:\n{process.log_tail()}")
             if name == "gateway":
                 return http_ok(f"{self.gateway_url}/healthz")
+            if name == "fake-apns":
+                return http_ok(f"{self.apns_url}/fake/pushes", verify=self.apns_ca)
+            if name == "fake-google":
+                return http_ok(f"{self.google_url}/fake/health")
             if name == "wallet" and not http_ok(f"{self.passkit_url}/healthz"):
                 return False
             return grpc_serving(self.grpc_target(name))
@@ -316,7 +440,7 @@ class Stack:
 
     def stop(self) -> None:
         """Stop the gateway first, then the services, then the servers."""
-        for name in ("gateway", *reversed(SERVICES)):
+        for name in ("gateway", *reversed(SERVICES), *STAND_INS):
             if name in self.processes:
                 self.processes[name].stop()
         for server in (self.kafka, self.mongo):

@@ -2,7 +2,11 @@
 template and kind) and object before the save link is handed out; a change patches the
 object (``NOTIFY_ON_UPDATE``) and adds a ``TEXT_AND_NOTIFY`` message for every announced
 field change, with the same texts the Apple lock screen shows. An offer that became an
-event ticket gets a ticket object of its own, linked from the offer."""
+event ticket gets a ticket object of its own, linked from the offer.
+
+Google colours a loyalty card by its class, not its object, so loyalty cards get one class
+per template and tier (coloured like the Apple card of that tier), and a tier change moves
+the object to the new tier's class."""
 
 from __future__ import annotations
 
@@ -24,6 +28,10 @@ from services.wallet.passes import pass_content
 from services.wallet.templates import PassKind, template_named
 
 LOGO_PATH = "/images/logo.png"
+
+
+def _hex(rgb: tuple[int, int, int]) -> str:
+    return "#{:02x}{:02x}{:02x}".format(*rgb)
 
 
 def _shown(item: PassField) -> str:
@@ -54,13 +62,18 @@ class GooglePasses:
         self.logo_uri = web_service_url.rstrip("/") + LOGO_PATH
         self._classes: set[str] = set()
 
-    async def _class(self, content: PassContent, template_name: str) -> tuple[Resource, str]:
+    async def _class(self, content: PassContent, doc: Mapping[str, Any]) -> tuple[Resource, str]:
         resource = resource_for(content.kind)
-        cid = class_id(self.issuer_id, template_name, content.kind)
+        template = template_named(doc["template"])
+        name = template.name
+        if content.kind is PassKind.STORE_CARD:
+            tier = str(doc.get("fields", {}).get("tier", template.default_tier))
+            name = f"{template.name}-{tier.lower()}"
+        cid = class_id(self.issuer_id, name, content.kind)
         if cid not in self._classes:
-            body = google_class(
-                content, template_named(template_name), self.issuer_id, logo_uri=self.logo_uri
-            )
+            body = google_class(content, template, self.issuer_id, logo_uri=self.logo_uri)
+            body["id"] = cid
+            body["hexBackgroundColor"] = _hex(content.colours.background)
             await self.client.ensure_class(resource, body)
             self._classes.add(cid)
         return resource, cid
@@ -68,7 +81,7 @@ class GooglePasses:
     async def create(self, doc: Mapping[str, Any], content: PassContent) -> dict[str, Any]:
         """Insert the class (once) and the object of a new pass; the ids to store."""
         try:
-            resource, cid = await self._class(content, doc["template"])
+            resource, cid = await self._class(content, doc)
         except ValueError as exc:
             raise InvalidArgument(str(exc)) from None
         body = google_object(content, self.issuer_id, cid)
@@ -93,10 +106,11 @@ class GooglePasses:
         resource = resource_for(content.kind)
         if resource != google["resource"]:
             google = await self._changed_kind(doc, content, google)
-        _, cid = await self._class(content, doc["template"])
+        _, cid = await self._class(content, doc)
         body = google_object(content, self.issuer_id, cid)
         body["id"] = google["object_id"]
         await self.client.patch_object(resource, google["object_id"], body)
+        google["class_id"] = cid
         pushed = dict(google.get("pushed", {}))
         for key, (value, text) in announced(content).items():
             if pushed.get(key) == value:
@@ -117,7 +131,7 @@ class GooglePasses:
     ) -> dict[str, Any]:
         """Google objects cannot change type: insert one of the new type, and point the old
         object at its save link."""
-        resource, cid = await self._class(content, doc["template"])
+        resource, cid = await self._class(content, doc)
         body = google_object(content, self.issuer_id, cid)
         new_id = object_id(self.issuer_id, f"{doc['_id']}.{PassKind(doc['kind']).value}")
         body["id"] = new_id
