@@ -16,6 +16,11 @@ BUS_BATCH_SECONDS = Histogram(
 INGEST_EVENTS = Counter(
     "lodestar_ingest_events_total", "Events received by the ingest API", ["type", "outcome"]
 )
+WALLET_APNS_PUSHES = Counter(
+    "lodestar_wallet_apns_pushes_total",
+    "Pass update pushes sent to APNs, by final outcome",
+    ["outcome"],
+)
 
 
 def serve_metrics(port: int) -> None:
