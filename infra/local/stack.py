@@ -18,6 +18,8 @@ import grpc
 import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from infra.local.devapns import ensure_apns_dev_files
+from infra.local.fake_google import DEV_ISSUER_ID, ensure_google_dev_service_account
 from infra.local.servers import (
     KafkaWireServer,
     ManagedProcess,
@@ -29,8 +31,6 @@ from infra.local.servers import (
 from services.platform import topics
 from services.platform.bus import ensure_topics
 from services.platform.crypto import generate_key
-from infra.local.devapns import ensure_apns_dev_files
-from infra.local.fake_google import DEV_ISSUER_ID, ensure_google_dev_service_account
 from services.wallet.devcerts import ensure_dev_certificates
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -259,7 +259,10 @@ class Stack:
             "LODESTAR_WALLET_HTTP_PORT": self.ports.passkit,
             **{
                 f"LODESTAR_{name.split('-')[1].upper()}_STAND_IN_PORT": port
-                for name, port in (("fake-apns", self.ports.apns), ("fake-google", self.ports.google))
+                for name, port in (
+                    ("fake-apns", self.ports.apns),
+                    ("fake-google", self.ports.google),
+                )
                 if name in self.stand_ins
             },
             **{f"LODESTAR_{s.upper()}_GRPC_PORT": p for s, p in self.ports.grpc.items()},

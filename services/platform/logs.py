@@ -45,6 +45,17 @@ def configure_logging(service: str, level: str = "INFO") -> None:
 
 def quiet_libraries() -> None:
     """Keep third-party loggers at WARNING: aiokafka logs every rebalance step at INFO and
-    whole message payloads (customer PII) at DEBUG."""
-    for name in ("aiokafka", "kafka", "pymongo", "grpc", "asyncio"):
+    whole message payloads (customer PII) at DEBUG; httpx logs every request URL at INFO,
+    and an APNs URL holds the device's push token."""
+    for name in (
+        "aiokafka",
+        "kafka",
+        "pymongo",
+        "grpc",
+        "asyncio",
+        "httpx",
+        "httpcore",
+        "h2",
+        "hpack",
+    ):
         logging.getLogger(name).setLevel(logging.WARNING)

@@ -26,6 +26,7 @@ from services.wallet.api import WalletServicer
 from services.wallet.applepass import PKPASS_MEDIA_TYPE, PassSigner
 from services.wallet.devcerts import SigningFiles, ensure_dev_certificates
 from services.wallet.http import HttpServer
+from services.wallet.live import LiveUpdates
 from services.wallet.passes import WalletPasses
 from services.wallet.server import SERVICE_NAME
 from services.wallet.store import WalletStore
@@ -79,7 +80,9 @@ async def wallet(
         "127.0.0.1",
         0,
         [SERVICE_NAME],
-        lambda s: wallet_pb2_grpc.add_WalletServiceServicer_to_server(WalletServicer(passes), s),
+        lambda s: wallet_pb2_grpc.add_WalletServiceServicer_to_server(
+            WalletServicer(passes, LiveUpdates(passes)), s
+        ),
     )
     await grpc_server.start()
     try:
@@ -260,14 +263,21 @@ async def test_grpc_issue_get_list_void(wallet: Wallet) -> None:
     assert len(loyalty.authentication_token) >= 32
     assert loyalty.platform == wallet_pb2.WALLET_PLATFORM_APPLE
     assert loyalty.template == "default"
+    offer = await wallet.stub.PutOffer(
+        wallet_pb2.Offer(offer_id="spring-20", segment_id="seg-vip", title="20% off in spring")
+    )
+    assert offer.title == "20% off in spring"
     coupon = await wallet.stub.IssuePass(
         wallet_pb2.IssuePassRequest(
             customer_id="c-10",
             kind=wallet_pb2.PASS_KIND_COUPON,
             platform=wallet_pb2.WALLET_PLATFORM_APPLE,
             template="default",
+            offer_id="spring-20",
         )
     )
+    assert coupon.offer_id == "spring-20"
+    assert coupon.fields["offer"] == "20% off in spring"
     got = await wallet.stub.GetPass(wallet_pb2.GetPassRequest(serial_number=loyalty.serial_number))
     assert got == loyalty
 
@@ -302,7 +312,26 @@ async def test_grpc_issue_get_list_void(wallet: Wallet) -> None:
                 platform=wallet_pb2.WALLET_PLATFORM_GOOGLE,
             ),
             grpc.StatusCode.INVALID_ARGUMENT,
-            "platform GOOGLE is not supported yet",
+            "platform GOOGLE is not configured on this wallet service",
+        ),
+        (
+            wallet_pb2.IssuePassRequest(customer_id="c", kind=wallet_pb2.PASS_KIND_COUPON),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "offer_id is required for COUPON passes",
+        ),
+        (
+            wallet_pb2.IssuePassRequest(
+                customer_id="c", kind=wallet_pb2.PASS_KIND_COUPON, offer_id="nope"
+            ),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "unknown offer_id 'nope'",
+        ),
+        (
+            wallet_pb2.IssuePassRequest(
+                customer_id="c", kind=wallet_pb2.PASS_KIND_STORE_CARD, offer_id="spring-20"
+            ),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "offer_id is only for COUPON passes",
         ),
         (
             wallet_pb2.IssuePassRequest(customer_id="c"),

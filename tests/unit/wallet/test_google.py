@@ -267,7 +267,7 @@ def test_event_venue_field_wins_over_places() -> None:
     assert body["venue"]["name"]["defaultValue"]["value"] == "Teatro Real"
     assert "dateTime" not in body
     obj = google_object(with_venue, ISSUER, body["id"], now=NOW)
-    assert [m["id"] for m in obj["textModulesData"]] == ["tier", "terms"]
+    assert [m["id"] for m in obj["textModulesData"]] == ["date", "terms"]
 
 
 def test_event_object_takes_the_tier_colour() -> None:
