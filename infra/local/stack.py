@@ -9,6 +9,7 @@ import asyncio
 import os
 import secrets
 import signal
+import ssl
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -123,8 +124,9 @@ def grpc_serving(target: str, timeout_s: float = 0.5) -> bool:
 
 def http_ok(url: str, verify: str | bool = True) -> bool:
     """True when ``url`` answers 200 (``verify``: a CA file for the loopback TLS stand-in)."""
+    trust = ssl.create_default_context(cafile=verify) if isinstance(verify, str) else verify
     try:
-        return httpx.get(url, timeout=0.5, verify=verify).status_code == 200
+        return httpx.get(url, timeout=0.5, verify=trust).status_code == 200
     except httpx.HTTPError:
         return False
 
@@ -297,6 +299,8 @@ class Stack:
     def env_for(self, name: str) -> dict[str, str]:
         """The environment of one process."""
         env = self._base_env()
+        if name in STAND_INS:
+            return env
         if name == "gateway":
             env["LODESTAR_GATEWAY_HTTP_PORT"] = str(self.ports.gateway)
             env["LODESTAR_WRITE_KEY"] = self.write_key

@@ -64,7 +64,7 @@ class ProfileSettings(PiiSettings):
     # Privacy requests: the services that must answer before a request is done (each that
     # holds customer data), and how long request records and exports are kept.
     profile_privacy_services: str = Field(
-        "identity,profile,segmentation,recommendation", pattern=r"^[a-z_]+(,[a-z_]+)*$"
+        "identity,profile,segmentation,recommendation,wallet", pattern=r"^[a-z_]+(,[a-z_]+)*$"
     )
     profile_privacy_record_days: int = Field(30, ge=1, le=3_650)
 

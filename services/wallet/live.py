@@ -190,6 +190,10 @@ class LiveUpdates:
         for item in items:
             if item.customer_id and item.segment_id in by_segment:
                 moves[item.customer_id].append(item)
+        log.info(
+            "memberships",
+            extra={"fields": {"received": len(items), "with_offers": sum(map(len, moves.values()))}},
+        )
         if not moves:
             return 0
         known = await self.store.customers_of(list(moves))

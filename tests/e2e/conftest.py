@@ -24,7 +24,12 @@ def stack(
         log_dir,
         mongo_uri=mongo_server.uri,
         kafka_bootstrap=kafka_server.bootstrap_servers,
-        extra_env={"LODESTAR_LOG_LEVEL": "INFO", "LODESTAR_IDENTITY_CUSTOM_TYPES": "crm_id"},
+        extra_env={
+            "LODESTAR_LOG_LEVEL": "INFO",
+            "LODESTAR_IDENTITY_CUSTOM_TYPES": "crm_id",
+            # Ticket reminders are checked every second instead of every minute.
+            "LODESTAR_WALLET_REMINDER_INTERVAL_S": "1",
+        },
     )
     try:
         stack.start()

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import grpc
 import pytest
 
 from infra.local.servers import MongoWireServer
+from lodestar.v1 import wallet_pb2, wallet_pb2_grpc
 from services.platform.mongo import mongo_client
 from tests.support.kafka import eventually, unique
 from tests.support.platform import Platform
@@ -83,6 +85,7 @@ async def request_privacy(platform: Platform, kind: str, customer_id: str) -> di
         "profile",
         "segmentation",
         "recommendation",
+        "wallet",
     }
     status: dict[str, Any] = {}
 
@@ -93,7 +96,7 @@ async def request_privacy(platform: Platform, kind: str, customer_id: str) -> di
         return bool(status["state"] == "DONE")
 
     await eventually(done, 60, f"the {kind} request answered by every service", 0.5)
-    assert [s["state"] for s in status["services"]] == ["DONE"] * 4
+    assert [s["state"] for s in status["services"]] == ["DONE"] * 5
     assert status["completedAt"] is not None
     return status
 
@@ -119,8 +122,16 @@ async def test_privacy_export_and_erasure_reach_every_service_and_leave_no_trace
         )
     customer = await platform.wait_for_count(user_id, "Product Viewed", 2)
     customer_id = customer["id"]
+    async with grpc.aio.insecure_channel(platform.stack.grpc_target("wallet")) as channel:
+        card = await wallet_pb2_grpc.WalletServiceStub(channel).IssuePass(
+            wallet_pb2.IssuePassRequest(
+                customer_id=customer_id, kind=wallet_pb2.PASS_KIND_STORE_CARD
+            )
+        )
 
     exported = await request_privacy(platform, "EXPORT", customer_id)
+    wallet_export = exported["export"]["wallet"]
+    assert [p["serial_number"] for p in wallet_export["passes"]] == [card.serial_number]
     profile_export = exported["export"]["profile"]
     assert profile_export["traits"] == {"email": email, "plan": tag}
     events = {e["event_id"]: e for e in profile_export["events"]}
@@ -128,14 +139,25 @@ async def test_privacy_export_and_erasure_reach_every_service_and_leave_no_trace
     assert events[f"{tag}-t1"]["properties"] == {"product_id": f"sku-{tag}-1"}
     assert events[f"{tag}-i"]["traits"] == {"email": email, "plan": tag}
     identities = {(i["type"], i["value"]) for i in exported["export"]["identity"]["identifiers"]}
-    assert identities == {("user_id", user_id), ("email", email)}
+    # The pass serial was linked to the customer when the pass was issued.
+    assert identities == {
+        ("user_id", user_id),
+        ("email", email),
+        ("wallet_serial", card.serial_number),
+    }
 
     erased = await request_privacy(platform, "ERASE", customer_id)
     assert erased["export"] is None
     assert await platform.customer("email", email) is None
     client = mongo_client(mongo_server.uri, "erase-scan")
     try:
-        for service in ("identity", "profile", "segmentation", "recommendation"):
+        async with grpc.aio.insecure_channel(platform.stack.grpc_target("wallet")) as channel:
+            voided = await wallet_pb2_grpc.WalletServiceStub(channel).GetPass(
+                wallet_pb2.GetPassRequest(serial_number=card.serial_number)
+            )
+        assert voided.voided
+        assert voided.customer_id == ""
+        for service in ("identity", "profile", "segmentation", "recommendation", "wallet"):
             db = client[f"lodestar_{service}"]
             for collection in await db.list_collection_names():
                 async for doc in db[collection].find({}):

@@ -12,22 +12,36 @@ import grpc
 import httpx
 import pytest
 
-from infra.local.stack import DEV_PASS_TYPE_ID, Stack
+from infra.local.stack import DEV_PASS_TYPE_ID
 from lodestar.v1 import wallet_pb2, wallet_pb2_grpc
 from tests.support.kafka import unique
+from tests.support.platform import Platform
 from tests.support.wallet import manifest_problems, pass_problems, verify_signature
 
 pytestmark = pytest.mark.e2e
 
 
-async def test_issue_register_and_download_through_the_stack(stack: Stack, tmp_path: Path) -> None:
+async def test_issue_register_and_download_through_the_stack(
+    platform: Platform, tmp_path: Path
+) -> None:
+    stack = platform.stack
+    user = unique("holder")
+    customer_id = await platform.known_customer(user)
     async with grpc.aio.insecure_channel(stack.grpc_target("wallet")) as channel:
         stub = wallet_pb2_grpc.WalletServiceStub(channel)
         issued = await stub.IssuePass(
             wallet_pb2.IssuePassRequest(
-                customer_id=unique("c"), kind=wallet_pb2.PASS_KIND_STORE_CARD
+                customer_id=customer_id, kind=wallet_pb2.PASS_KIND_STORE_CARD
             )
         )
+        with pytest.raises(grpc.aio.AioRpcError) as unknown:
+            await stub.IssuePass(
+                wallet_pb2.IssuePassRequest(
+                    customer_id=unique("nobody"), kind=wallet_pb2.PASS_KIND_STORE_CARD
+                )
+            )
+        assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
+        assert "not known to identity" in str(unknown.value.details())
     assert issued.pass_type_id == DEV_PASS_TYPE_ID
     assert issued.web_service_url == stack.passkit_url
     headers = {"Authorization": f"ApplePass {issued.authentication_token}"}

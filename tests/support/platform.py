@@ -71,3 +71,22 @@ class Platform:
 
         await eventually(reached, timeout_s, f"{user_id} showing {count} x {event}", 0.2)
         return found
+
+    async def known_customer(self, user_id: str, **traits: Any) -> str:
+        """Identify ``user_id`` through the ingest API and wait until the platform knows the
+        customer; returns the customer id."""
+        response = await self.send(
+            "/v1/identify",
+            {"userId": user_id, "traits": traits, "messageId": f"{user_id}-identify"},
+        )
+        assert response.status_code == 200, response.text
+        found: dict[str, Any] = {}
+
+        async def known() -> bool:
+            customer = await self.customer("user_id", user_id)
+            if customer is not None:
+                found.update(customer)
+            return customer is not None
+
+        await eventually(known, 30, f"customer {user_id}", 0.2)
+        return str(found["id"])
