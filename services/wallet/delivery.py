@@ -1,8 +1,9 @@
 """Delivery of pass changes to phones.
 
-A change stores the pass and its ``push_due`` time in one write; this loop finds due passes,
-claims each for a lease (so replicas do not push the same change twice, and a crash retries
-after the lease), and then:
+A change stores the pass and its ``push_due`` time in one write, and tells the dispatcher of
+its process (serial and due time). At the due time the dispatcher claims the due passes in
+bulk for a lease (so replicas do not push the same change twice, and a crash retries after
+the lease), then:
 
 - Apple: one APNs push (empty body, topic = pass type id) to every registered device; the
   phone then fetches the pass from the PassKit web service. APNs 410 deletes the
@@ -11,13 +12,15 @@ after the lease), and then:
   for every announced field change, the same texts Apple shows on the lock screen.
 
 The pending push is cleared only when the pass did not change meanwhile; otherwise it goes
-out again. Many changes before the push leave with it: that is the coalescing.
+out again. Many changes before the push leave with it: that is the coalescing. Pushes other
+replicas scheduled, or that a crash left behind, are found by polling the store.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
@@ -31,13 +34,16 @@ from services.wallet.store import WalletStore, registration_id
 log = logging.getLogger(__name__)
 
 LEASE = timedelta(seconds=30)
-BATCH = 200
-IDLE_POLL_S = 1.0
+BATCH = 500
+# How often the store is asked for due pushes this process was not told about.
+POLL_S = 1.0
+# Rounds of pushes in flight at once: a slow round does not hold back the next due pushes.
+ROUNDS = 4
 
 
 class GoogleSync(Protocol):
-    """Brings a Google object up to date with the stored pass; returns what to remember
-    as pushed (the field values messages were derived from)."""
+    """Brings a Google object up to date with the stored pass; returns the ``google`` part
+    of the pass to store (ids and the field values messages were derived from)."""
 
     async def sync(self, doc: Mapping[str, Any]) -> dict[str, Any]:
         """Patch the object and send its messages."""
@@ -64,74 +70,102 @@ class Dispatcher:
         self.removed = removed
         self.clock = clock
         self._wake = asyncio.Event()
-        self._next: datetime | None = None
+        self._due: list[tuple[datetime, str]] = []
+        self._rounds = asyncio.Semaphore(ROUNDS)
+        self._in_flight: set[asyncio.Task[None]] = set()
 
-    def schedule(self, due: datetime) -> None:
-        """A push is due at ``due`` (called by every change in this process)."""
-        if self._next is None or due < self._next:
-            self._next = due
-        self._wake.set()
+    def schedule(self, due: datetime, serial_number: str) -> None:
+        """A push of ``serial_number`` is due at ``due`` (called by every change in this
+        process). Only a push due before every other one wakes the loop."""
+        earliest = self._due[0][0] if self._due else None
+        heapq.heappush(self._due, (due, serial_number))
+        if earliest is None or due < earliest:
+            self._wake.set()
 
     async def run(self) -> None:
-        """Deliver due pushes until cancelled; idle, it sleeps until the next due push or
-        polls for pushes scheduled by other replicas."""
-        while True:
-            try:
-                delivered = await self.deliver_due()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("push delivery failed; retrying")
-                delivered = 0
-                await asyncio.sleep(IDLE_POLL_S)
-            if delivered:
-                continue
-            await self._sleep()
+        """Deliver pushes as they fall due until cancelled."""
+        next_poll = self.clock()
+        try:
+            while True:
+                now = self.clock()
+                serials: set[str] = set()
+                while self._due and self._due[0][0] <= now:
+                    serials.add(heapq.heappop(self._due)[1])
+                if serials:
+                    await self._start_round(sorted(serials), now)
+                if now >= next_poll:
+                    next_poll = now + timedelta(seconds=POLL_S)
+                    await self._poll(now)
+                await self._sleep(next_poll)
+        finally:
+            for task in self._in_flight:
+                task.cancel()
 
-    async def _sleep(self) -> None:
-        self._wake.clear()
-        now = self.clock()
-        due = self._next or await self.store.next_push_due()
-        self._next = None
-        wait = IDLE_POLL_S if due is None else (due - now).total_seconds()
-        if wait <= 0:
+    async def _poll(self, now: datetime) -> None:
+        try:
+            due = await self.store.due_pushes(now, BATCH)
+        except Exception:
+            log.exception("looking for due pushes failed; retrying")
             return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), timeout=min(wait, IDLE_POLL_S))
+        if due:
+            await self._start_round([d["_id"] for d in due], now)
 
-    async def deliver_due(self) -> int:
-        """Claim and deliver the pushes due now; returns how many passes went out."""
-        now = self.clock()
-        claimed = []
-        for doc in await self.store.due_pushes(now, BATCH):
-            got = await self.store.claim_push(doc["_id"], doc["push_due"], now + LEASE)
-            if got is not None:
-                claimed.append(got)
-        if claimed:
-            await asyncio.gather(*(self._deliver(doc) for doc in claimed))
+    async def _sleep(self, next_poll: datetime) -> None:
+        self._wake.clear()
+        until = min(self._due[0][0], next_poll) if self._due else next_poll
+        wait = (until - self.clock()).total_seconds()
+        if wait > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=wait)
+
+    async def _start_round(self, serials: Sequence[str], now: datetime | None) -> None:
+        await self._rounds.acquire()
+        task = asyncio.create_task(self._round(serials, now))
+        self._in_flight.add(task)
+        task.add_done_callback(self._in_flight.discard)
+
+    async def _round(self, serials: Sequence[str], now: datetime | None) -> None:
+        try:
+            await self.deliver(serials, now)
+        except Exception:
+            # The lease makes the next poll try again.
+            log.exception("push delivery failed; retrying after the lease")
+        finally:
+            self._rounds.release()
+
+    async def deliver(self, serial_numbers: Sequence[str], now: datetime | None) -> int:
+        """Claim these passes' due pushes (all of them when ``now`` is None) and deliver
+        them; returns how many passes went out."""
+        lease_until = (now or self.clock()) + LEASE
+        claimed = await self.store.claim_pushes(serial_numbers, now, lease_until)
+        if not claimed:
+            return 0
+        registrations = await self.store.registrations_by_serial(
+            [d["_id"] for d in claimed if d.get("platform") != GOOGLE]
+        )
+        await asyncio.gather(
+            *(self._deliver(doc, registrations.get(doc["_id"], [])) for doc in claimed)
+        )
         return len(claimed)
 
     async def flush(self, serial_numbers: Sequence[str]) -> None:
         """Deliver these passes now, due or not."""
-        for serial in serial_numbers:
-            doc = await self.store.get_pass(serial)
-            if doc is not None:
-                await self._deliver(doc)
+        if serial_numbers:
+            await self.deliver(serial_numbers, None)
 
-    async def _deliver(self, doc: Document) -> None:
+    async def _deliver(self, doc: Document, registrations: list[Document]) -> None:
         try:
             if doc.get("platform") == GOOGLE:
                 done, pushed = await self._google(doc)
             else:
-                done, pushed = await self._apple(doc), {}
+                done, pushed = await self._apple(doc, registrations), {}
         except Exception:
             log.exception("push failed", extra={"fields": {"serial_number": doc["_id"]}})
             return
         if done:
             await self.store.pushed(doc["_id"], doc["update_seq"], pushed)
 
-    async def _apple(self, doc: Document) -> bool:
-        registrations = await self.store.registrations_of(doc["_id"])
+    async def _apple(self, doc: Document, registrations: list[Document]) -> bool:
         if not registrations or self.apns is None:
             return True
         results = await self.apns.push_many(

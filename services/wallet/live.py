@@ -16,6 +16,7 @@ Every handler is idempotent: a redelivered input changes nothing, so it pushes n
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -160,23 +161,36 @@ class LiveUpdates:
         ids = list(latest)
         known = await self.store.customers_of(ids)
         passes = await self._cards_by_customer(ids)
+        # Customers are independent: their writes go to the store side by side.
+        counts = await asyncio.gather(
+            *(
+                self._profile_change(change, known.get(customer_id, {}), passes[customer_id])
+                for customer_id, change in latest.items()
+            )
+        )
+        return sum(counts)
+
+    async def _profile_change(
+        self,
+        change: events_pb2.ProfileChanged,
+        remembered: Mapping[str, Any],
+        cards: Sequence[Document],
+    ) -> int:
+        update: dict[str, Any] = {}
+        figures = _loyalty(change) if change.HasField("loyalty") else None
+        if figures is not None and remembered.get("loyalty") != figures:
+            update["loyalty"] = figures
+        consent = _consent(change)
+        if consent is not None and remembered.get("wallet_marketing") != consent:
+            update["wallet_marketing"] = consent
+        if update:
+            await self.store.remember(change.customer_id, update)
+        if figures is None:
+            return 0
         changed = 0
-        for customer_id, change in latest.items():
-            remembered = known.get(customer_id, {})
-            update: dict[str, Any] = {}
-            figures = _loyalty(change) if change.HasField("loyalty") else None
-            if figures is not None and remembered.get("loyalty") != figures:
-                update["loyalty"] = figures
-            consent = _consent(change)
-            if consent is not None and remembered.get("wallet_marketing") != consent:
-                update["wallet_marketing"] = consent
-            if update:
-                await self.store.remember(customer_id, update)
-            if figures is None:
-                continue
-            for doc in passes.get(customer_id, []):
-                if doc["kind"] in CARDS and await self.passes.apply(doc, figures) is not None:
-                    changed += 1
+        for doc in cards:
+            if doc["kind"] in CARDS and await self.passes.apply(doc, figures) is not None:
+                changed += 1
         return changed
 
     async def memberships(self, items: Sequence[events_pb2.SegmentMembershipChanged]) -> int:
@@ -190,10 +204,6 @@ class LiveUpdates:
         for item in items:
             if item.customer_id and item.segment_id in by_segment:
                 moves[item.customer_id].append(item)
-        log.info(
-            "memberships",
-            extra={"fields": {"received": len(items), "with_offers": sum(map(len, moves.values()))}},
-        )
         if not moves:
             return 0
         known = await self.store.customers_of(list(moves))

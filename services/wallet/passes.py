@@ -246,15 +246,15 @@ class WalletPasses:
         self.push_delay = timedelta(seconds=push_delay_s)
         self.google = google
         self.linker = linker
-        self._listeners: list[Callable[[datetime], None]] = []
+        self._listeners: list[Callable[[datetime, str], None]] = []
 
     @property
     def pass_type_id(self) -> str:
         """The pass type id every Apple pass carries."""
         return self.signer.pass_type_id
 
-    def on_push_scheduled(self, listener: Callable[[datetime], None]) -> None:
-        """Call ``listener`` with the due time of every push scheduled here."""
+    def on_push_scheduled(self, listener: Callable[[datetime, str], None]) -> None:
+        """Call ``listener`` with the due time and serial of every push scheduled here."""
         self._listeners.append(listener)
 
     async def issue(
@@ -372,7 +372,7 @@ class WalletPasses:
             doc["_id"], update, now, push_at=push_at, current=dict(doc)
         )
         for listener in self._listeners:
-            listener(push_at)
+            listener(push_at, doc["_id"])
         return result
 
     async def update(

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -147,23 +148,23 @@ class WalletStore:
         cursor = self.passes.find({"push_due": {"$lte": now}}).sort("push_due", 1).limit(limit)
         return await cursor.to_list(None)
 
-    async def next_push_due(self) -> datetime | None:
-        """When the earliest pending push is due, or None."""
-        doc = await self.passes.find_one(
-            {"push_due": {"$exists": True}}, sort=[("push_due", 1)], projection={"push_due": 1}
+    async def claim_pushes(
+        self, serial_numbers: Sequence[str], now: datetime | None, lease_until: datetime
+    ) -> list[Document]:
+        """Take these passes' pushes for delivery in two round trips: those due by ``now``
+        (every one named when ``now`` is None) move their due time to ``lease_until``, so
+        another replica leaves them and a crash retries them then. Returns the passes this
+        call took."""
+        claim = uuid.uuid4().hex
+        query: dict[str, Any] = {"_id": {"$in": list(serial_numbers)}}
+        if now is not None:
+            query["push_due"] = {"$lte": now}
+        await self.passes.update_many(
+            query, {"$set": {"push_due": lease_until, "push_claim": claim}}
         )
-        return None if doc is None else doc["push_due"]
-
-    async def claim_push(
-        self, serial_number: str, due: datetime, lease_until: datetime
-    ) -> Document | None:
-        """Take a due push for delivery: its due time moves to ``lease_until``, so another
-        replica leaves it and a crash retries it then. None when someone else took it."""
-        return await self.passes.find_one_and_update(
-            {"_id": serial_number, "push_due": due},
-            {"$set": {"push_due": lease_until}},
-            return_document=ReturnDocument.AFTER,
-        )
+        return await self.passes.find(
+            {"_id": {"$in": list(serial_numbers)}, "push_claim": claim}
+        ).to_list(None)
 
     async def merge_customers(self, survivor_id: str, merged_ids: Sequence[str]) -> int:
         """Passes of merged customers now belong to the survivor; returns how many moved."""
@@ -293,6 +294,18 @@ class WalletStore:
     async def registrations_of(self, serial_number: str) -> list[Document]:
         """The devices registered for a pass."""
         return await self.registrations.find({"serial_number": serial_number}).to_list(None)
+
+    async def registrations_by_serial(
+        self, serial_numbers: Sequence[str]
+    ) -> dict[str, list[Document]]:
+        """The devices registered for each of these passes, in one query."""
+        if not serial_numbers:
+            return {}
+        found: dict[str, list[Document]] = {}
+        cursor = self.registrations.find({"serial_number": {"$in": list(serial_numbers)}})
+        for doc in await cursor.to_list(None):
+            found.setdefault(doc["serial_number"], []).append(doc)
+        return found
 
     async def updated_since(
         self, device_id: str, pass_type_id: str, since_seq: int | None
