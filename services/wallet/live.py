@@ -183,15 +183,16 @@ class LiveUpdates:
         consent = _consent(change)
         if consent is not None and remembered.get("wallet_marketing") != consent:
             update["wallet_marketing"] = consent
-        if update:
-            await self.store.remember(change.customer_id, update)
         if figures is None:
+            if update:
+                await self.store.remember(change.customer_id, update)
             return 0
-        changed = 0
-        for doc in cards:
-            if doc["kind"] in CARDS and await self.passes.apply(doc, figures) is not None:
-                changed += 1
-        return changed
+        # What the wallet remembers and the cards are written side by side.
+        done, _ = await asyncio.gather(
+            asyncio.gather(*(self.passes.apply(d, figures) for d in cards if d["kind"] in CARDS)),
+            self.store.remember(change.customer_id, update) if update else asyncio.sleep(0),
+        )
+        return sum(d is not None for d in done)
 
     async def memberships(self, items: Sequence[events_pb2.SegmentMembershipChanged]) -> int:
         """Offers bound to segments onto (or off) the customers' cards."""

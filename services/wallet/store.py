@@ -15,10 +15,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypedDict
 
 from motor.motor_asyncio import AsyncIOMotorDatabase
 from pymongo import ReturnDocument
@@ -33,6 +34,11 @@ MARKETING_WINDOW = timedelta(days=1)
 def registration_id(device_id: str, pass_type_id: str, serial_number: str) -> str:
     """The key of one registration document."""
     return f"{device_id}:{pass_type_id}:{serial_number}"
+
+
+class _SeqBatch(TypedDict):
+    count: int
+    done: asyncio.Future[int]
 
 
 def _aware(at: datetime) -> datetime:
@@ -56,6 +62,8 @@ class WalletStore:
         self.passes = db["passes"]
         self.registrations = db["registrations"]
         self.counters = db["counters"]
+        self._seq_batch: _SeqBatch | None = None
+        self._seq_tasks: set[asyncio.Task[None]] = set()
         self.customers = db["customers"]
         self.offers = db["offers"]
 
@@ -74,13 +82,35 @@ class WalletStore:
         )
 
     async def _next_seq(self) -> int:
-        counter = await self.counters.find_one_and_update(
-            {"_id": _SEQUENCE},
-            {"$inc": {"seq": 1}},
-            upsert=True,
-            return_document=ReturnDocument.AFTER,
-        )
-        return int(counter["seq"])
+        """The next update sequence number. Callers waiting at the same moment share one
+        round trip (one ``$inc`` by their number), so concurrent changes do not queue on
+        the counter; each still gets a fresh, unique number."""
+        if self._seq_batch is None:
+            batch: _SeqBatch = {"count": 0, "done": asyncio.get_running_loop().create_future()}
+            self._seq_batch = batch
+            # The round trip starts once every caller of this moment has joined.
+            task = asyncio.get_running_loop().create_task(self._take_seqs(batch))
+            self._seq_tasks.add(task)
+            task.add_done_callback(self._seq_tasks.discard)
+        batch = self._seq_batch
+        position = batch["count"]
+        batch["count"] += 1
+        last: int = await asyncio.shield(batch["done"])
+        return last - batch["count"] + position + 1
+
+    async def _take_seqs(self, batch: _SeqBatch) -> None:
+        self._seq_batch = None
+        try:
+            counter = await self.counters.find_one_and_update(
+                {"_id": _SEQUENCE},
+                {"$inc": {"seq": batch["count"]}},
+                upsert=True,
+                return_document=ReturnDocument.AFTER,
+            )
+        except Exception as exc:
+            batch["done"].set_exception(exc)
+        else:
+            batch["done"].set_result(int(counter["seq"]))
 
     async def insert_pass(self, doc: Mapping[str, Any], now: datetime) -> Document:
         """Store a new pass; its ``updated_at`` and ``update_seq`` are set here."""
