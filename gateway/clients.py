@@ -11,6 +11,7 @@ from lodestar.v1 import (
     profile_pb2_grpc,
     recommendation_pb2_grpc,
     segmentation_pb2_grpc,
+    wallet_pb2_grpc,
 )
 from services.platform.rpc import client_channel
 
@@ -28,6 +29,7 @@ class ServiceClients:
     privacy: privacy_pb2_grpc.PrivacyServiceAsyncStub
     segmentation: segmentation_pb2_grpc.SegmentationServiceAsyncStub
     recommendation: recommendation_pb2_grpc.RecommendationServiceAsyncStub
+    wallet: wallet_pb2_grpc.WalletServiceAsyncStub
 
     def __init__(self, settings: GatewaySettings) -> None:
         self.settings = settings
@@ -47,6 +49,7 @@ class ServiceClients:
         self.recommendation = recommendation_pb2_grpc.RecommendationServiceStub(
             self._open(self.settings.recommendation_addr)
         )
+        self.wallet = wallet_pb2_grpc.WalletServiceStub(self._open(self.settings.wallet_addr))
 
     def _open(self, target: str) -> grpc.aio.Channel:
         channel = client_channel(target, self.settings.grpc_timeout_s)

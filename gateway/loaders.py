@@ -18,7 +18,11 @@ from lodestar.v1 import (
     profile_pb2,
     recommendation_pb2,
     segmentation_pb2,
+    wallet_pb2,
 )
+
+# The wallet service answers ListPasses for at most this many customers per call.
+MAX_WALLET_CUSTOMERS = 1_000
 
 
 @dataclass
@@ -33,6 +37,8 @@ class Loaders:
     scores: DataLoader[str, segmentation_pb2.CustomerScores | None]
     # (customer id, n) -> that many recommendations: one BatchRecommend per query.
     recommendations: DataLoader[tuple[str, int], recommendation_pb2.RecommendResponse]
+    # Customer id -> their wallet passes, oldest first: one ListPasses per query.
+    wallet_passes: DataLoader[str, list[wallet_pb2.WalletPass]]
 
 
 def _absent_if_not_found(error: grpc.aio.AioRpcError) -> None:
@@ -116,6 +122,15 @@ def make_loaders(clients: ServiceClients) -> Loaders:
             raise from_rpc_error(error) from error
         return list(reply.responses)
 
+    async def wallet_passes(ids: Sequence[str]) -> list[list[wallet_pb2.WalletPass]]:
+        try:
+            reply = await clients.wallet.ListPasses(
+                wallet_pb2.ListPassesRequest(customer_ids=list(ids))
+            )
+        except grpc.aio.AioRpcError as error:
+            raise from_rpc_error(error) from error
+        return [list(c.passes) for c in reply.customers]
+
     return Loaders(
         identities=DataLoader(identities),
         profiles=DataLoader(profiles),
@@ -123,4 +138,6 @@ def make_loaders(clients: ServiceClients) -> Loaders:
         memberships=DataLoader(memberships),
         scores=DataLoader(scores),
         recommendations=DataLoader(recommendations),
+        # Larger queries become several concurrent calls of the service's maximum size.
+        wallet_passes=DataLoader(wallet_passes, max_batch_size=MAX_WALLET_CUSTOMERS),
     )

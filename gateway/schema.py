@@ -24,6 +24,7 @@ from gateway.segments import (
     customer_segments,
     segments,
 )
+from gateway.wallet import WalletPass, customer_wallet_passes
 from lodestar.v1 import common_pb2, profile_pb2
 from services.platform.timestamps import field_time
 
@@ -284,6 +285,13 @@ class Customer:
     )
     async def recommendations(self, info: Info, n: int = 10) -> Recommendations:
         return await customer_recommendations(info, str(self.id), n)
+
+    @strawberry.field(
+        description="The customer's Apple and Google Wallet passes, oldest first, voided ones "
+        "included."
+    )
+    async def wallet_passes(self, info: Info) -> list[WalletPass]:
+        return await customer_wallet_passes(info, str(self.id))
 
     @strawberry.field(description="When the first event of this customer happened.")
     async def first_seen(self, info: Info) -> datetime | None:

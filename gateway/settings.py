@@ -20,6 +20,7 @@ class GatewaySettings(CommonSettings):
     profile_addr: str = "127.0.0.1:50052"
     segmentation_addr: str = "127.0.0.1:50053"
     recommendation_addr: str = "127.0.0.1:50054"
+    wallet_addr: str = "127.0.0.1:50055"
     grpc_timeout_s: float = Field(5.0, gt=0, le=60)
     max_event_bytes: int = Field(32 * 1024, ge=1_024)
     max_batch_bytes: int = Field(500 * 1024, ge=1_024)

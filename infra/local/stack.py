@@ -309,6 +309,7 @@ class Stack:
             env["LODESTAR_PROFILE_ADDR"] = self.grpc_target("profile")
             env["LODESTAR_SEGMENTATION_ADDR"] = self.grpc_target("segmentation")
             env["LODESTAR_RECOMMENDATION_ADDR"] = self.grpc_target("recommendation")
+            env["LODESTAR_WALLET_ADDR"] = self.grpc_target("wallet")
             env["LODESTAR_METRICS_PORT"] = "0"
         else:
             env[f"LODESTAR_{name.upper()}_GRPC_PORT"] = str(self.ports.grpc[name])

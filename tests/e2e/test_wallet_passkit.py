@@ -1,5 +1,6 @@
-"""The wallet process of the local stack: a pass issued over gRPC is fetched by a phone from
-the PassKit web service on its own port, signed with the stack's dev certificates."""
+"""The wallet process of the local stack: a pass issued over gRPC is listed by the gateway's
+GraphQL and fetched by a phone from the PassKit web service on its own port, signed with the
+stack's dev certificates."""
 
 from __future__ import annotations
 
@@ -44,6 +45,15 @@ async def test_issue_register_and_download_through_the_stack(
         assert "not known to identity" in str(unknown.value.details())
     assert issued.pass_type_id == DEV_PASS_TYPE_ID
     assert issued.web_service_url == stack.passkit_url
+    listed = (
+        await platform.graphql(
+            'query($v: String!) { customer(identifier: {type: "user_id", value: $v}) '
+            "{ walletPasses { serialNumber kind platform } } }",
+            {"v": user},
+        )
+    ).json()
+    card = {"serialNumber": issued.serial_number, "kind": "STORE_CARD", "platform": "APPLE"}
+    assert listed == {"data": {"customer": {"walletPasses": [card]}}}, listed
     headers = {"Authorization": f"ApplePass {issued.authentication_token}"}
     async with httpx.AsyncClient(base_url=issued.web_service_url, timeout=10) as phone:
         registered = await phone.post(
