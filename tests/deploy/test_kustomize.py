@@ -26,7 +26,7 @@ def test_each_overlay_renders_the_whole_platform(objects: list[Manifest], overla
     assert kinds["StatefulSet"] == 2  # Kafka and MongoDB
     assert kinds["Job"] == 2  # topic creation, rs.initiate
     assert kinds["Ingress"] == 2  # gateway, PassKit web service
-    assert kinds["HorizontalPodAutoscaler"] == 5  # gateway and the four consumer services
+    assert kinds["HorizontalPodAutoscaler"] == 6  # gateway and the five consumer services
     assert kinds["PodDisruptionBudget"] == 8
     assert {o["metadata"].get("namespace") for o in objects} == {"lodestar"}
     assert all(o["metadata"]["labels"]["app.kubernetes.io/part-of"] == "lodestar" for o in objects)

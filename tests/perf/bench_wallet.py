@@ -209,13 +209,7 @@ def _change(customer_id: str, points: int) -> events_pb2.ProfileChanged:
         customer_id=customer_id,
         changed_paths=["loyalty"],
         loyalty=profile_pb2.Loyalty(points=points, tier="Silver"),
-        changed_at=_now(),
     )
-
-
-def _now():
-    from google.protobuf.timestamp_pb2 import Timestamp
-    t = Timestamp(); t.GetCurrentTime(); return t
 
 
 async def _push_latency(stack: Stack, changes: int, customers: int, rate: float) -> None:
@@ -295,7 +289,6 @@ def push_latency(changes: int, customers: int, rate: float) -> None:
             stack.start()
             asyncio.run(_push_latency(stack, changes, customers, rate))
         finally:
-            import shutil; shutil.copytree(Path(folder) / "logs", "/tmp/benchlogs", dirs_exist_ok=True)
             stack.stop()
 
 
