@@ -333,6 +333,7 @@ class Stack:
             wallet["LODESTAR_WALLET_APPLE_KEY"] = str(files.key)
             wallet["LODESTAR_WALLET_APPLE_WWDR_CERTIFICATE"] = str(files.intermediate)
         wallet["LODESTAR_IDENTITY_ADDR"] = self.grpc_target("identity")
+        wallet["LODESTAR_PROFILE_ADDR"] = self.grpc_target("profile")
         if "fake-apns" in self.stand_ins:
             wallet.update(
                 {

@@ -1,9 +1,10 @@
 """Delivery of pass changes to phones.
 
-A change stores the pass and its ``push_due`` time in one write, and tells the dispatcher of
-its process (serial and due time). At the due time the dispatcher claims the due passes in
-bulk for a lease (so replicas do not push the same change twice, and a crash retries after
-the lease), then:
+A change stores the pass and its ``push_due`` time in one write, and hands the changed pass
+to the dispatcher of its process, which pushes it at the due time without another read.
+Pushes no process delivered within ``GRACE`` of their due time (another replica's, or one
+a crash left behind) are found by polling the store and claimed in bulk for a lease first,
+so replicas do not push them twice and a crash retries them after the lease. Then:
 
 - Apple: one APNs push (empty body, topic = pass type id) to every registered device; the
   phone then fetches the pass from the PassKit web service. APNs 410 deletes the
@@ -12,8 +13,7 @@ the lease), then:
   for every announced field change, the same texts Apple shows on the lock screen.
 
 The pending push is cleared only when the pass did not change meanwhile; otherwise it goes
-out again. Many changes before the push leave with it: that is the coalescing. Pushes other
-replicas scheduled, or that a crash left behind, are found by polling the store.
+out again. Many changes before the push leave with it: that is the coalescing.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import heapq
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
@@ -35,8 +35,10 @@ log = logging.getLogger(__name__)
 
 LEASE = timedelta(seconds=30)
 BATCH = 500
-# How often the store is asked for due pushes this process was not told about.
+# How often the store is asked for pushes overdue by GRACE (this process was not told about
+# them, or failed to deliver them).
 POLL_S = 1.0
+GRACE = timedelta(seconds=5)
 # Rounds of pushes in flight at once: a slow round does not hold back the next due pushes.
 ROUNDS = 4
 
@@ -71,14 +73,17 @@ class Dispatcher:
         self.clock = clock
         self._wake = asyncio.Event()
         self._due: list[tuple[datetime, str]] = []
+        self._latest: dict[str, Document] = {}
         self._rounds = asyncio.Semaphore(ROUNDS)
         self._in_flight: set[asyncio.Task[None]] = set()
 
-    def schedule(self, due: datetime, serial_number: str) -> None:
-        """A push of ``serial_number`` is due at ``due`` (called by every change in this
-        process). Only a push due before every other one wakes the loop."""
+    def schedule(self, due: datetime, doc: Document) -> None:
+        """The changed pass ``doc`` is to be pushed at ``due`` (called by every change in
+        this process; a later change of the same pass replaces it). Only a push due before
+        every other one wakes the loop."""
         earliest = self._due[0][0] if self._due else None
-        heapq.heappush(self._due, (due, serial_number))
+        self._latest[doc["_id"]] = doc
+        heapq.heappush(self._due, (due, doc["_id"]))
         if earliest is None or due < earliest:
             self._wake.set()
 
@@ -88,11 +93,13 @@ class Dispatcher:
         try:
             while True:
                 now = self.clock()
-                serials: set[str] = set()
+                docs: dict[str, Document] = {}
                 while self._due and self._due[0][0] <= now:
-                    serials.add(heapq.heappop(self._due)[1])
-                if serials:
-                    await self._start_round(sorted(serials), now)
+                    serial = heapq.heappop(self._due)[1]
+                    if serial in self._latest:
+                        docs[serial] = self._latest.pop(serial)
+                if docs:
+                    await self._start_round(self._push(list(docs.values())))
                 if now >= next_poll:
                     next_poll = now + timedelta(seconds=POLL_S)
                     await self._poll(now)
@@ -103,12 +110,12 @@ class Dispatcher:
 
     async def _poll(self, now: datetime) -> None:
         try:
-            due = await self.store.due_pushes(now, BATCH)
+            due = await self.store.due_pushes(now - GRACE, BATCH)
         except Exception:
             log.exception("looking for due pushes failed; retrying")
             return
         if due:
-            await self._start_round([d["_id"] for d in due], now)
+            await self._start_round(self.deliver([d["_id"] for d in due], now - GRACE))
 
     async def _sleep(self, next_poll: datetime) -> None:
         self._wake.clear()
@@ -118,15 +125,15 @@ class Dispatcher:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=wait)
 
-    async def _start_round(self, serials: Sequence[str], now: datetime | None) -> None:
+    async def _start_round(self, work: Coroutine[Any, Any, int]) -> None:
         await self._rounds.acquire()
-        task = asyncio.create_task(self._round(serials, now))
+        task = asyncio.create_task(self._round(work))
         self._in_flight.add(task)
         task.add_done_callback(self._in_flight.discard)
 
-    async def _round(self, serials: Sequence[str], now: datetime | None) -> None:
+    async def _round(self, work: Coroutine[Any, Any, int]) -> None:
         try:
-            await self.deliver(serials, now)
+            await work
         except Exception:
             # The lease makes the next poll try again.
             log.exception("push delivery failed; retrying after the lease")
@@ -138,6 +145,10 @@ class Dispatcher:
         them; returns how many passes went out."""
         lease_until = (now or self.clock()) + LEASE
         claimed = await self.store.claim_pushes(serial_numbers, now, lease_until)
+        return await self._push(claimed)
+
+    async def _push(self, claimed: list[Document]) -> int:
+        """Push these passes as they are given."""
         if not claimed:
             return 0
         registrations = await self.store.registrations_by_serial(

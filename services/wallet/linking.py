@@ -1,11 +1,14 @@
-"""Links a new pass's serial to its customer in the identity graph, so events that carry
-only the serial (installed, removed) resolve to that customer."""
+"""What a new pass needs from the other services: identity links its serial to the customer
+(so events that carry only the serial, installed and removed, resolve to the customer), and
+profile says the customer's loyalty figures now (a card shows them from the start)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 
-from lodestar.v1 import common_pb2, identity_pb2, identity_pb2_grpc
+from lodestar.v1 import common_pb2, identity_pb2, identity_pb2_grpc, profile_pb2, profile_pb2_grpc
 from services.platform.errors import NotFound, Unavailable
 
 # The customer's identifier the serial is linked through, most stable first.
@@ -47,3 +50,29 @@ class IdentityLinker:
             )
         except grpc.aio.AioRpcError as exc:
             raise Unavailable(f"identity: {exc.details()}") from None
+
+
+class ProfileFigures:
+    """The customer's loyalty figures from the profile service."""
+
+    def __init__(self, stub: profile_pb2_grpc.ProfileServiceAsyncStub) -> None:
+        self.stub = stub
+
+    async def loyalty(self, customer_id: str) -> dict[str, Any]:
+        """Points, cashback and tier now; empty for a customer without a profile yet.
+        Unavailable when the profile service is down."""
+        try:
+            profile = await self.stub.GetProfile(
+                profile_pb2.GetProfileRequest(customer_id=customer_id)
+            )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.NOT_FOUND:
+                return {}
+            raise Unavailable(f"profile: {exc.details()}") from None
+        figures: dict[str, Any] = {
+            "points": int(profile.loyalty.points),
+            "cashback_minor": int(profile.loyalty.cashback_balance.amount_minor),
+        }
+        if profile.loyalty.tier:
+            figures["tier"] = profile.loyalty.tier
+        return figures

@@ -151,7 +151,7 @@ class LiveUpdates:
 
     async def profile_changes(self, changes: Sequence[events_pb2.ProfileChanged]) -> int:
         """Loyalty figures onto cards, consent into the wallet's memory; returns the number
-        of passes changed."""
+        of passes changed. Customers without passes cost one batched read."""
         latest: dict[str, events_pb2.ProfileChanged] = {}
         for change in changes:
             if change.customer_id:
@@ -176,10 +176,10 @@ class LiveUpdates:
         remembered: Mapping[str, Any],
         cards: Sequence[Document],
     ) -> int:
+        # Loyalty figures are not remembered: a new card asks the profile service, and the
+        # cards themselves hold them. Consent is, and only written when it changes.
         update: dict[str, Any] = {}
         figures = _loyalty(change) if change.HasField("loyalty") else None
-        if figures is not None and remembered.get("loyalty") != figures:
-            update["loyalty"] = figures
         consent = _consent(change)
         if consent is not None and remembered.get("wallet_marketing") != consent:
             update["wallet_marketing"] = consent

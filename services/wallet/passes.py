@@ -167,6 +167,14 @@ class GoogleChannel(Protocol):
         ...
 
 
+class LoyaltySource(Protocol):
+    """Where a new card's figures come from (the profile service)."""
+
+    async def loyalty(self, customer_id: str) -> dict[str, Any]:
+        """Points, cashback_minor and tier now (empty when unknown)."""
+        ...
+
+
 class IdentityLink(Protocol):
     """Links a pass serial to its customer in the identity graph, so events that carry
     only the serial (installed, removed) resolve to the customer."""
@@ -238,6 +246,7 @@ class WalletPasses:
         push_delay_s: float = 0.0,
         google: GoogleChannel | None = None,
         linker: IdentityLink | None = None,
+        figures: LoyaltySource | None = None,
     ) -> None:
         self.store = store
         self.signer = signer
@@ -246,15 +255,17 @@ class WalletPasses:
         self.push_delay = timedelta(seconds=push_delay_s)
         self.google = google
         self.linker = linker
-        self._listeners: list[Callable[[datetime, str], None]] = []
+        self.figures = figures
+        self._listeners: list[Callable[[datetime, Document], None]] = []
 
     @property
     def pass_type_id(self) -> str:
         """The pass type id every Apple pass carries."""
         return self.signer.pass_type_id
 
-    def on_push_scheduled(self, listener: Callable[[datetime, str], None]) -> None:
-        """Call ``listener`` with the due time and serial of every push scheduled here."""
+    def on_push_scheduled(self, listener: Callable[[datetime, Document], None]) -> None:
+        """Call ``listener`` with the due time and the changed pass of every push scheduled
+        here."""
         self._listeners.append(listener)
 
     async def issue(
@@ -265,9 +276,9 @@ class WalletPasses:
         platform: str = APPLE,
         offer_id: str = "",
     ) -> dict[str, Any]:
-        """A new pass for the customer with a fresh serial and token. Loyalty cards start
-        from what the wallet last heard of the customer (points, tier, held offers); offer
-        passes carry their offer."""
+        """A new pass for the customer with a fresh serial and token. Cards start from the
+        customer's loyalty figures now (from the profile service) and the offers the wallet
+        knows they hold; offer passes carry their offer."""
         if not customer_id or len(customer_id) > MAX_ID_LENGTH:
             raise InvalidArgument(f"customer_id must be 1 to {MAX_ID_LENGTH} characters")
         if platform == GOOGLE and self.google is None:
@@ -275,13 +286,14 @@ class WalletPasses:
         chosen = template_named(template)
         offer = await self._offer_for(kind, offer_id)
         known = await self.store.customer(customer_id) or {}
+        figures = await self.figures.loyalty(customer_id) if self.figures else {}
         now = self.clock()
         serial = uuid.uuid4().hex
         fields: dict[str, Any] = {
             "tier": chosen.default_tier,
             "points": 0,
             "cashback_minor": 0,
-            **known.get("loyalty", {}),
+            **figures,
         }
         if kind is PassKind.STORE_CARD and known.get("offer_titles"):
             fields["offers"] = "; ".join(known["offer_titles"])
@@ -371,8 +383,9 @@ class WalletPasses:
         result = await self.store.change_pass(
             doc["_id"], update, now, push_at=push_at, current=dict(doc)
         )
-        for listener in self._listeners:
-            listener(push_at, doc["_id"])
+        if result is not None:
+            for listener in self._listeners:
+                listener(push_at, result)
         return result
 
     async def update(

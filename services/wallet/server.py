@@ -7,7 +7,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from lodestar.v1 import events_pb2, identity_pb2_grpc, wallet_pb2, wallet_pb2_grpc
+from lodestar.v1 import (
+    events_pb2,
+    identity_pb2_grpc,
+    profile_pb2_grpc,
+    wallet_pb2,
+    wallet_pb2_grpc,
+)
 from services.platform import topics
 from services.platform.bus import Bus, BusConfig, Subscription
 from services.platform.mongo import database, mongo_client
@@ -27,7 +33,7 @@ from services.wallet.feedback import WalletFeedback
 from services.wallet.google import GoogleWalletClient, ServiceAccount
 from services.wallet.googlepasses import GooglePasses
 from services.wallet.http import HttpServer
-from services.wallet.linking import IdentityLinker
+from services.wallet.linking import IdentityLinker, ProfileFigures
 from services.wallet.live import LiveUpdates
 from services.wallet.passes import WalletPasses
 from services.wallet.settings import WalletSettings
@@ -75,6 +81,7 @@ async def serve(settings: WalletSettings) -> None:
     bus = Bus(BusConfig.from_settings(settings, "wallet"))
     await bus.start()
     identity = client_channel(settings.identity_addr)
+    profile = client_channel(settings.profile_addr)
     google_api = google_client(settings)
     google = (
         GooglePasses(google_api, settings.wallet_google_issuer_id, settings.wallet_web_service_url)
@@ -88,6 +95,7 @@ async def serve(settings: WalletSettings) -> None:
         push_delay_s=settings.wallet_push_delay_ms / 1000,
         google=google,
         linker=IdentityLinker(identity_pb2_grpc.IdentityServiceStub(identity)),
+        figures=ProfileFigures(profile_pb2_grpc.ProfileServiceStub(profile)),
     )
     feedback = WalletFeedback(bus)
     apns = apns_client(settings, signer.team_id)
@@ -135,7 +143,7 @@ async def serve(settings: WalletSettings) -> None:
         PassKitWebService(passes, feedback).app, settings.passkit_host, settings.passkit_port
     )
     await http.start()
-    closers: list[Any] = [http.stop, bus.stop, identity.close]
+    closers: list[Any] = [http.stop, bus.stop, identity.close, profile.close]
     if apns is not None:
         closers.append(apns.aclose)
     if google_api is not None:

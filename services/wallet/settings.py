@@ -56,13 +56,15 @@ class WalletSettings(ServiceSettings):
     # Live updates: changes within this window share one push; marketing messages per
     # customer per day; tickets are reminded this long before the event; "today" and
     # "tomorrow" are told in this time zone.
-    wallet_push_delay_ms: int = Field(200, ge=0, le=60_000)
+    wallet_push_delay_ms: int = Field(100, ge=0, le=60_000)
     wallet_marketing_per_day: int = Field(1, ge=0, le=100)
     wallet_reminder_before_hours: int = Field(24, ge=1, le=24 * 14)
     wallet_reminder_interval_s: float = Field(60.0, gt=0, le=3_600)
     wallet_time_zone: str = "UTC"
-    # Pass serials are linked to their customers here when issued.
+    # Pass serials are linked to their customers in identity when issued; a new card
+    # starts from the loyalty figures profile has.
     identity_addr: str = "127.0.0.1:50051"
+    profile_addr: str = "127.0.0.1:50052"
 
     @model_validator(mode="after")
     def certificates_are_usable(self) -> Self:

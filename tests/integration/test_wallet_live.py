@@ -228,9 +228,10 @@ async def until(check: Callable[[], Awaitable[bool] | bool], what: str) -> None:
 
 async def test_a_tier_upgrade_recolours_and_speaks_on_both_wallets(live: Live) -> None:
     customer = unique("c")
-    await live.live.profile_changes([changed(customer, "Silver", 600, 1200)])
     card = await live.issue(customer)
     google_card = await live.issue(customer, platform=GOOGLE)
+    await live.live.profile_changes([changed(customer, "Silver", 600, 1200)])
+    card = await live.passes.get(card["_id"])
     await live.register(card)
     assert live.feedback.seen == [("installed", card["_id"], DEVICE)]
     before = await live.pass_json(card)

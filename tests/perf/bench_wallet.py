@@ -45,6 +45,7 @@ from services.wallet.applepass import PassSigner, build_pkpass
 from services.wallet.devcerts import SigningFiles, ensure_dev_certificates
 from services.wallet.images import image_files
 from services.wallet.passes import authentication_token, pass_content
+from services.wallet.settings import WalletSettings
 from services.wallet.templates import DEFAULT_TEMPLATE, PassKind
 
 PASS_TYPE_ID = "pass.com.example.lodestar.bench"
@@ -267,7 +268,10 @@ async def _push_latency(stack: Stack, changes: int, customers: int, rate: float)
             "pushes": sum(len(v) for v in received.values()),
             "changes_without_push": missing,
             "push_window_ms": int(
-                stack.env_for("wallet").get("LODESTAR_WALLET_PUSH_DELAY_MS", "200")
+                stack.env_for("wallet").get(
+                    "LODESTAR_WALLET_PUSH_DELAY_MS",
+                    str(WalletSettings.model_fields["wallet_push_delay_ms"].default),
+                )
             ),
             "target_p99_ms": 500,
             "meets_target": pct(0.99) <= 500,
