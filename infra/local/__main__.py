@@ -7,16 +7,26 @@ sends demo data, prints where to go, and stops everything on Ctrl-C or SIGTERM.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import subprocess
 import sys
 import threading
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
 
-from infra.local.demo import DEMO_CUSTOMERS, create_demo_segments, send_demo_data
-from infra.local.stack import ROOT, SERVICES, Stack, StackPorts
+from infra.local.demo import (
+    DEMO_CUSTOMERS,
+    DEMO_OFFER_ID,
+    WALLET_DEMO_USER,
+    DemoCards,
+    create_demo_segments,
+    create_demo_wallet,
+    send_demo_data,
+)
+from infra.local.stack import DEV_PASS_TYPE_ID, ROOT, SERVICES, Stack, StackPorts
 
 
 def banner(stack: Stack) -> str:
@@ -41,6 +51,7 @@ Lodestar is running.
   Metrics          {url}/metrics
   PassKit (Apple)  {stack.passkit_url}/v1/   (wallet web service, dev certificates in
                    {stack.wallet_certs_dir}: not Apple's, phones reject them)
+{stand_ins(stack)}
   gRPC services
 {grpc_lines}
   MongoDB wire     {stack.mongo_uri}
@@ -57,6 +68,70 @@ Query a demo customer:
     -d '{{"query": "{query}"}}' {url}/graphql
 
 Ctrl-C stops everything.
+"""
+
+
+def stand_ins(stack: Stack) -> str:
+    """Where the loopback APNs and Google Wallet stand-ins listen, when they run."""
+    lines = []
+    if "fake-apns" in stack.stand_ins:
+        lines.append(
+            f"  APNs stand-in    {stack.apns_url}  (loopback, NOT Apple; pushes it received:\n"
+            f"                   curl --cacert {stack.apns_ca} {stack.apns_url}/fake/pushes)"
+        )
+    if "fake-google" in stack.stand_ins:
+        lines.append(
+            f"  Google stand-in  {stack.google_url}  (loopback, NOT Google; calls it received:\n"
+            f"                   curl {stack.google_url}/fake/calls)"
+        )
+    return "\n".join(lines)
+
+
+def wallet_story(stack: Stack, cards: DemoCards) -> str:
+    """The demo cards and the commands that play the wallet story with them."""
+    card = cards.apple
+    user = WALLET_DEMO_USER
+    auth = f"-H 'Authorization: ApplePass {card.authentication_token}'"
+    pass_path = f"{DEV_PASS_TYPE_ID}/{card.serial_number}"
+    tomorrow = (datetime.now(UTC) + timedelta(days=1)).date().isoformat()
+    steps = (
+        ("Gold tier", "Order Completed", {"order_id": "demo-1", "total": 1600}),
+        (
+            "Shipping",
+            "Order Shipped",
+            {
+                "order_id": "demo-1",
+                "delivery_start": f"{tomorrow}T10:00:00Z",
+                "delivery_end": f"{tomorrow}T12:00:00Z",
+            },
+        ),
+        ("Survey", "Survey Answered", {"offer_id": DEMO_OFFER_ID, "answer": "yes"}),
+    )
+    commands = "\n".join(
+        f"    {n}. {title}:\n"
+        f"       curl -u '{stack.write_key}:' -H 'Content-Type: application/json' \\\n"
+        f"         -d '{json.dumps({'userId': user, 'event': event, 'properties': props})}' \\\n"
+        f"         {stack.gateway_url}/v1/track"
+        for n, (title, event, props) in enumerate(steps, 1)
+    )
+    google = ""
+    if cards.google is not None:
+        google = (
+            f"  Google card      {cards.google.serial_number}\n"
+            f"                   save link: {cards.google.save_link[:60]}...\n"
+        )
+    return f"""
+Wallet demo ({user}, customer {cards.customer_id}):
+  Apple card       {card.serial_number}  (pass type {DEV_PASS_TYPE_ID})
+                   curl {auth} -o card.pkpass \\
+                     {stack.passkit_url}/v1/passes/{pass_path}
+{google}  A phone registers for pushes with
+    curl -X POST {auth} -d '{{"pushToken": "{"ab" * 32}"}}' \\
+      {stack.passkit_url}/v1/devices/my-phone/registrations/{pass_path}
+  and each step below changes the card and pushes (see the APNs stand-in's /fake/pushes).
+  Gold members see the presentation offer; its offer pass (gRPC IssuePass, kind COUPON,
+  offer_id "{DEMO_OFFER_ID}") becomes the event ticket when the survey is answered.
+{commands}
 """
 
 
@@ -106,7 +181,10 @@ def main() -> None:
                 f"{len(DEMO_CUSTOMERS)} customers",
                 flush=True,
             )
+            cards = create_demo_wallet(stack.grpc_target("identity"), stack.grpc_target("wallet"))
         print(banner(stack), flush=True)
+        if not args.no_demo:
+            print(wallet_story(stack, cards), flush=True)
         if not args.no_demo:
             movielens = load_movielens_in_background(stack, args.log_dir)
             print(

@@ -6,12 +6,23 @@ Message ids are fixed, so sending the demo twice changes nothing.
 from __future__ import annotations
 
 import json
+import time
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import grpc
 import httpx
+from google.protobuf.timestamp_pb2 import Timestamp
 
-from lodestar.v1 import segmentation_pb2, segmentation_pb2_grpc
+from lodestar.v1 import (
+    common_pb2,
+    identity_pb2,
+    identity_pb2_grpc,
+    segmentation_pb2,
+    segmentation_pb2_grpc,
+    wallet_pb2,
+    wallet_pb2_grpc,
+)
 
 DEMO_CUSTOMERS = (
     ("u-1001", "Ada", "Lovelace", "ada@example.com", "web"),
@@ -129,7 +140,16 @@ DEMO_SEGMENTS = (
         },
     ),
     ("buyers", "Buyers", "At least one order", {"field": "orders.count", "op": "gte", "value": 1}),
+    (
+        "gold-members",
+        "Gold members",
+        "Loyalty tier Gold or Platinum",
+        {"field": "loyalty.tier", "op": "in", "value": ["Gold", "Platinum"]},
+    ),
 )
+DEMO_OFFER_ID = "presentation"
+# The demo card holder: the wallet story is played with this customer.
+WALLET_DEMO_USER = "u-1008"
 
 
 def create_demo_segments(segmentation_target: str) -> int:
@@ -158,3 +178,81 @@ def send_demo_data(gateway_url: str, write_key: str) -> int:
     )
     response.raise_for_status()
     return len(calls)
+
+
+@dataclass(frozen=True)
+class DemoCards:
+    """The demo customer's Apple and Google loyalty cards."""
+
+    customer_id: str
+    apple: wallet_pb2.WalletPass
+    google: wallet_pb2.WalletPass | None
+
+
+def _known_customer(identity_target: str, user_id: str, timeout_s: float) -> str:
+    """The customer id of ``user_id`` once identity has resolved the demo events."""
+    deadline = time.monotonic() + timeout_s
+    with grpc.insecure_channel(identity_target) as channel:
+        stub = identity_pb2_grpc.IdentityServiceStub(channel)
+        while True:
+            try:
+                found = stub.Lookup(
+                    identity_pb2.LookupRequest(
+                        identifier=common_pb2.Identifier(type="user_id", value=user_id)
+                    ),
+                    timeout=5,
+                )
+                return str(found.customer_id)
+            except grpc.RpcError as error:
+                if error.code() != grpc.StatusCode.NOT_FOUND or time.monotonic() > deadline:
+                    raise
+            time.sleep(0.5)
+
+
+def create_demo_wallet(identity_target: str, wallet_target: str) -> DemoCards:
+    """The presentation offer for Gold members, and loyalty cards in Apple and Google Wallet
+    for the demo card holder."""
+    starts = (datetime.now(UTC) + timedelta(days=1)).replace(
+        hour=19, minute=0, second=0, microsecond=0
+    )
+    stamp = Timestamp()
+    stamp.FromDatetime(starts)
+    customer_id = _known_customer(identity_target, WALLET_DEMO_USER, 60)
+    with grpc.insecure_channel(wallet_target) as channel:
+        wallet = wallet_pb2_grpc.WalletServiceStub(channel)
+        wallet.PutOffer(
+            wallet_pb2.Offer(
+                offer_id=DEMO_OFFER_ID,
+                segment_id="gold-members",
+                title="Private presentation: 20% off for answering our survey",
+                details="Answer our two-minute survey and join the private presentation.",
+                survey_url="https://survey.example.com/presentation",
+                event=wallet_pb2.OfferEvent(
+                    name="Private presentation",
+                    venue="Flagship store",
+                    latitude=40.4168,
+                    longitude=-3.7038,
+                    starts_at=stamp,
+                ),
+            ),
+            timeout=10,
+        )
+        cards = []
+        for platform in (wallet_pb2.WALLET_PLATFORM_APPLE, wallet_pb2.WALLET_PLATFORM_GOOGLE):
+            try:
+                cards.append(
+                    wallet.IssuePass(
+                        wallet_pb2.IssuePassRequest(
+                            customer_id=customer_id,
+                            kind=wallet_pb2.PASS_KIND_STORE_CARD,
+                            platform=platform,
+                        ),
+                        timeout=10,
+                    )
+                )
+            except grpc.RpcError as error:
+                # Google is refused when real Apple credentials run without Google ones.
+                if platform != wallet_pb2.WALLET_PLATFORM_GOOGLE:
+                    raise
+                print(f"no Google card: {error.details()}", flush=True)
+    return DemoCards(customer_id, cards[0], cards[1] if len(cards) > 1 else None)

@@ -30,6 +30,14 @@ from services.wallet.templates import PassKind, template_named
 LOGO_PATH = "/images/logo.png"
 
 
+# Which spoken changes lead a Google message (most important first).
+_PRIORITY = ("tier", "event", "status", "message", "offers", "points", "cashback")
+
+
+def _rank(key: str) -> int:
+    return _PRIORITY.index(key) if key in _PRIORITY else len(_PRIORITY)
+
+
 def _hex(rgb: tuple[int, int, int]) -> str:
     return "#{:02x}{:02x}{:02x}".format(*rgb)
 
@@ -112,17 +120,22 @@ class GooglePasses:
         await self.client.patch_object(resource, google["object_id"], body)
         google["class_id"] = cid
         pushed = dict(google.get("pushed", {}))
-        for key, (value, text) in announced(content).items():
-            if pushed.get(key) == value:
-                continue
+        texts = []
+        for key, (value, text) in sorted(
+            announced(content).items(), key=lambda item: _rank(item[0])
+        ):
+            if pushed.get(key) != value:
+                texts.append(text)
+                pushed[key] = value
+        if texts:
+            # One message per push: Google notifies the holder of a few messages a day only.
             await self.client.add_message(
                 resource,
                 google["object_id"],
                 content.organization_name,
-                text,
-                f"{key}-{doc['update_seq']}",
+                " · ".join(texts),
+                f"update-{doc['update_seq']}",
             )
-            pushed[key] = value
         google["pushed"] = pushed
         return google
 

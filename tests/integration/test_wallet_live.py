@@ -256,7 +256,12 @@ async def test_a_tier_upgrade_recolours_and_speaks_on_both_wallets(live: Live) -
             if c["path"].endswith(f"{google_id}/addMessage")
         ]
 
-    await until(lambda: "Congratulations, you are now Gold" in google_said(), "Google message")
+    await until(
+        lambda: any("Congratulations, you are now Gold" in m for m in google_said()),
+        "Google message",
+    )
+    # One message per push, the tier first.
+    assert google_said()[-1].startswith("Congratulations, you are now Gold · ")
     stored = live.google.objects[google_id]
     assert stored["classId"].endswith("default-gold.storeCard")
     gold_class = live.google.classes[stored["classId"]]
@@ -269,7 +274,7 @@ async def test_a_tier_upgrade_recolours_and_speaks_on_both_wallets(live: Live) -
     await live.live.profile_changes([changed(customer, "Gold", 1600, 3200)])
     await asyncio.sleep(0.8)
     assert live.pushes() == 1
-    assert google_said().count("Congratulations, you are now Gold") == 1
+    assert sum("now Gold" in m for m in google_said()) == 1
 
 
 async def test_changes_within_the_window_give_one_push(live: Live) -> None:
