@@ -34,7 +34,7 @@ LOGO_PATH = "/images/logo.png"
 _PRIORITY = ("tier", "event", "status", "message", "offers", "points", "cashback")
 
 
-def _rank(key: str) -> int:
+def message_rank(key: str) -> int:
     return _PRIORITY.index(key) if key in _PRIORITY else len(_PRIORITY)
 
 
@@ -122,7 +122,7 @@ class GooglePasses:
         pushed = dict(google.get("pushed", {}))
         texts = []
         for key, (value, text) in sorted(
-            announced(content).items(), key=lambda item: _rank(item[0])
+            announced(content).items(), key=lambda item: message_rank(item[0])
         ):
             if pushed.get(key) != value:
                 texts.append(text)

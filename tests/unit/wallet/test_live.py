@@ -1,0 +1,131 @@
+"""Pure parts of live updates and wallet input checks: delivery windows told in words, offer
+and field validation, and the settings that configure pushes and Google Wallet."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from pydantic import ValidationError
+
+from services.platform.errors import InvalidArgument
+from services.platform.settings import describe_errors
+from services.wallet.devcerts import SigningFiles
+from services.wallet.googlepasses import message_rank
+from services.wallet.live import delivery_message
+from services.wallet.offers import checked_offer
+from services.wallet.passes import checked_fields, checked_locations
+from services.wallet.settings import WalletSettings
+from services.wallet.templates import DEFAULT_TEMPLATE
+
+NOW = datetime(2026, 11, 23, 15, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("properties", "said"),
+    [
+        (
+            {"delivery_start": "2026-11-24T10:00:00Z", "delivery_end": "2026-11-24T12:00:00Z"},
+            "Your order arrives tomorrow between 10:00 and 12:00",
+        ),
+        (
+            {"delivery_start": "2026-11-23T18:00:00+00:00"},
+            "Your order arrives today at 18:00",
+        ),
+        (
+            {"delivery_start": "2026-11-26T09:00:00Z", "delivery_end": "2026-11-26T11:30:00Z"},
+            "Your order arrives on Thu 26 Nov between 09:00 and 11:30",
+        ),
+        ({}, "Your order has shipped"),
+        ({"delivery_start": "soon"}, "Your order has shipped"),
+    ],
+)
+def test_delivery_windows_are_told_in_words(properties: dict[str, str], said: str) -> None:
+    assert delivery_message(properties, NOW, UTC) == said
+
+
+def test_the_day_is_the_customers_day() -> None:
+    # 23:30 UTC on the 23rd is already the 24th in Madrid: "today" there, not "tomorrow".
+    late = {"delivery_start": "2026-11-23T23:30:00Z"}
+    evening = datetime(2026, 11, 23, 23, 0, tzinfo=UTC)
+    assert delivery_message(late, evening, ZoneInfo("Europe/Madrid")) == (
+        "Your order arrives today at 00:30"
+    )
+
+
+def test_offers_are_checked_field_by_field() -> None:
+    good = checked_offer("spring-20", "seg-1", "20% off", survey_url="https://s.example.com/x")
+    assert good["_id"] == "spring-20"
+    for kwargs, message in (
+        ({"offer_id": "has space"}, "offer_id must be"),
+        ({"segment_id": ""}, "segment_id must be"),
+        ({"title": ""}, "title must be"),
+        ({"survey_url": "http://insecure.example.com"}, "survey_url must be an https:// URL"),
+    ):
+        values: dict[str, Any] = {"offer_id": "o", "segment_id": "s", "title": "t", **kwargs}
+        with pytest.raises(InvalidArgument, match=message):
+            checked_offer(
+                values.pop("offer_id"), values.pop("segment_id"), values.pop("title"), **values
+            )
+    with pytest.raises(InvalidArgument, match=r"event\.starts_at is required"):
+        checked_offer("o", "s", "t", event={"name": "Show", "latitude": 1.0, "longitude": 2.0})
+
+
+def test_display_fields_and_places_are_checked() -> None:
+    assert checked_fields(DEFAULT_TEMPLATE, {"points": "12", "tier": "Gold"}) == {
+        "points": 12,
+        "tier": "Gold",
+    }
+    with pytest.raises(InvalidArgument, match=r"fields\.points must not be negative"):
+        checked_fields(DEFAULT_TEMPLATE, {"points": "-1"})
+    with pytest.raises(InvalidArgument, match=r"fields\.status is longer than 200"):
+        checked_fields(DEFAULT_TEMPLATE, {"status": "x" * 201})
+    with pytest.raises(InvalidArgument, match=r"locations\[0\] is not a latitude/longitude"):
+        checked_locations([{"latitude": 91.0, "longitude": 0.0}])
+    with pytest.raises(InvalidArgument, match="at most 10"):
+        checked_locations([{"latitude": 1.0, "longitude": 1.0}] * 11)
+
+
+def test_google_messages_lead_with_the_tier() -> None:
+    assert sorted(["points", "status", "tier"], key=message_rank) == ["tier", "status", "points"]
+
+
+def env(files: SigningFiles) -> dict[str, str]:
+    return {
+        "LODESTAR_WALLET_WEB_SERVICE_URL": "https://wallet.example.com/passkit",
+        "LODESTAR_WALLET_APPLE_CERTIFICATE": str(files.certificate),
+        "LODESTAR_WALLET_APPLE_KEY": str(files.key),
+        "LODESTAR_WALLET_APPLE_WWDR_CERTIFICATE": str(files.intermediate),
+    }
+
+
+def test_push_and_google_settings_default_and_fail_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, signing_files: SigningFiles, tmp_path: Path
+) -> None:
+    for name, value in env(signing_files).items():
+        monkeypatch.setenv(name, value)
+    settings = WalletSettings()
+    assert settings.wallet_apns_auth_key is None
+    assert settings.wallet_push_delay_ms == 100
+    assert settings.wallet_marketing_per_day == 1
+    assert settings.live_policy().reminder_before.total_seconds() == 24 * 3600
+    for extra, message in (
+        (
+            {"LODESTAR_WALLET_APNS_AUTH_KEY": str(tmp_path / "none.p8")},
+            "LODESTAR_WALLET_APNS_AUTH_KEY: no file at",
+        ),
+        (
+            {"LODESTAR_WALLET_GOOGLE_SERVICE_ACCOUNT": str(signing_files.certificate)},
+            "LODESTAR_WALLET_GOOGLE_ISSUER_ID: required with a service account",
+        ),
+        ({"LODESTAR_WALLET_TIME_ZONE": "Mars/Olympus"}, "unknown time zone 'Mars/Olympus'"),
+    ):
+        with monkeypatch.context() as patched:
+            for name, value in extra.items():
+                patched.setenv(name, value)
+            with pytest.raises(ValidationError) as caught:
+                WalletSettings()
+            assert message in describe_errors(caught.value)
