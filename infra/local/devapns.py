@@ -16,6 +16,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from services.wallet.devcerts import self_signed_ca
+
 DEV_LABEL = "Lodestar DEV ONLY - loopback APNs stand-in CA, not Apple"
 _RENEW_BEFORE = timedelta(days=1)
 _NOTICE = f"""{DEV_LABEL}
@@ -88,22 +90,7 @@ def _write_tls_files(ca_path: Path, cert_path: Path, key_path: Path) -> None:
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = _name(DEV_LABEL)
     ca_ski = x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key())
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(now + timedelta(days=3650))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(False, False, False, False, False, True, True, False, False),
-            critical=True,
-        )
-        .add_extension(ca_ski, critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
+    ca = self_signed_ca(ca_name, ca_key, now)
     server_key = ec.generate_private_key(ec.SECP256R1())
     server = (
         x509.CertificateBuilder()

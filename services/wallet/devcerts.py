@@ -11,7 +11,7 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 from services.wallet.applepass import PassSigner
@@ -46,6 +46,29 @@ def _name(common_name: str, *extra: x509.NameAttribute[str]) -> x509.Name:
     )
 
 
+def self_signed_ca(
+    name: x509.Name, key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey, now: datetime
+) -> x509.Certificate:
+    """A throwaway CA certificate valid for ten years from ``now``, allowed to sign
+    certificates (not other CAs)."""
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + timedelta(days=3650))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(False, False, False, False, False, True, True, False, False),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+
+
 def _pem(key: rsa.RSAPrivateKey) -> bytes:
     return key.private_bytes(
         serialization.Encoding.PEM,
@@ -72,21 +95,7 @@ def ensure_dev_certificates(folder: Path, pass_type_id: str, team_id: str) -> Si
     now = datetime.now(UTC) - timedelta(minutes=5)
     ca_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     ca_name = _name("Lodestar DEV stand-in for Apple WWDR G4 (not Apple)")
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(now + timedelta(days=3650))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(False, False, False, False, False, True, True, False, False),
-            critical=True,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
+    ca = self_signed_ca(ca_name, ca_key, now)
     pass_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     certificate = (
         x509.CertificateBuilder()

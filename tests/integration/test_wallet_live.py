@@ -43,7 +43,7 @@ from services.wallet.store import WalletStore
 from services.wallet.templates import PassKind
 from services.wallet.webservice import PassKitWebService
 from tests.support.kafka import eventually, unique
-from tests.support.wallet import pass_problems, unzip
+from tests.support.wallet import pass_field, pass_problems, unzip
 
 PASS_TYPE_ID = "pass.com.example.lodestar.live"
 TEAM_ID = "TEAMLIVE01"
@@ -204,18 +204,9 @@ def track(customer: str, name: str, **properties: Any) -> events_pb2.Event:
 
 
 def field_of(doc: Mapping[str, Any], key: str) -> dict[str, Any]:
-    style = next(doc[k] for k in ("storeCard", "coupon", "eventTicket", "generic") if k in doc)
-    for area in (
-        "headerFields",
-        "primaryFields",
-        "secondaryFields",
-        "auxiliaryFields",
-        "backFields",
-    ):
-        for item in style.get(area, []):
-            if item["key"] == key:
-                return dict(item)
-    raise AssertionError(f"no field {key!r} in {doc}")
+    found = pass_field(dict(doc), key)
+    assert found is not None, f"no field {key!r} in {doc}"
+    return found
 
 
 async def until(check: Callable[[], Awaitable[bool] | bool], what: str) -> None:

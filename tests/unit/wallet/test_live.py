@@ -4,21 +4,16 @@ and field validation, and the settings that configure pushes and Google Wallet."
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from pydantic import ValidationError
 
 from services.platform.errors import InvalidArgument
-from services.platform.settings import describe_errors
-from services.wallet.devcerts import SigningFiles
 from services.wallet.googlepasses import message_rank
 from services.wallet.live import delivery_message
 from services.wallet.offers import checked_offer
 from services.wallet.passes import checked_fields, checked_locations
-from services.wallet.settings import WalletSettings
 from services.wallet.templates import DEFAULT_TEMPLATE
 
 NOW = datetime(2026, 11, 23, 15, 0, tzinfo=UTC)
@@ -91,41 +86,3 @@ def test_display_fields_and_places_are_checked() -> None:
 
 def test_google_messages_lead_with_the_tier() -> None:
     assert sorted(["points", "status", "tier"], key=message_rank) == ["tier", "status", "points"]
-
-
-def env(files: SigningFiles) -> dict[str, str]:
-    return {
-        "LODESTAR_WALLET_WEB_SERVICE_URL": "https://wallet.example.com/passkit",
-        "LODESTAR_WALLET_APPLE_CERTIFICATE": str(files.certificate),
-        "LODESTAR_WALLET_APPLE_KEY": str(files.key),
-        "LODESTAR_WALLET_APPLE_WWDR_CERTIFICATE": str(files.intermediate),
-    }
-
-
-def test_push_and_google_settings_default_and_fail_naming_the_variable(
-    monkeypatch: pytest.MonkeyPatch, signing_files: SigningFiles, tmp_path: Path
-) -> None:
-    for name, value in env(signing_files).items():
-        monkeypatch.setenv(name, value)
-    settings = WalletSettings()
-    assert settings.wallet_apns_auth_key is None
-    assert settings.wallet_push_delay_ms == 100
-    assert settings.wallet_marketing_per_day == 1
-    assert settings.live_policy().reminder_before.total_seconds() == 24 * 3600
-    for extra, message in (
-        (
-            {"LODESTAR_WALLET_APNS_AUTH_KEY": str(tmp_path / "none.p8")},
-            "LODESTAR_WALLET_APNS_AUTH_KEY: no file at",
-        ),
-        (
-            {"LODESTAR_WALLET_GOOGLE_SERVICE_ACCOUNT": str(signing_files.certificate)},
-            "LODESTAR_WALLET_GOOGLE_ISSUER_ID: required with a service account",
-        ),
-        ({"LODESTAR_WALLET_TIME_ZONE": "Mars/Olympus"}, "unknown time zone 'Mars/Olympus'"),
-    ):
-        with monkeypatch.context() as patched:
-            for name, value in extra.items():
-                patched.setenv(name, value)
-            with pytest.raises(ValidationError) as caught:
-                WalletSettings()
-            assert message in describe_errors(caught.value)

@@ -72,3 +72,30 @@ def test_missing_settings_are_required(monkeypatch: pytest.MonkeyPatch) -> None:
     described = describe_errors(caught.value)
     assert "LODESTAR_WALLET_WEB_SERVICE_URL: is required but not set" in described
     assert "LODESTAR_WALLET_APPLE_CERTIFICATE: is required but not set" in described
+
+
+def test_push_and_google_settings_default_and_fail_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, signing_files: SigningFiles, tmp_path: Path
+) -> None:
+    settings = load(monkeypatch, env(signing_files))
+    assert settings.wallet_apns_auth_key is None
+    assert settings.wallet_push_delay_ms == 100
+    assert settings.wallet_marketing_per_day == 1
+    assert settings.live_policy().reminder_before.total_seconds() == 24 * 3600
+    for extra, message in (
+        (
+            {"LODESTAR_WALLET_APNS_AUTH_KEY": str(tmp_path / "none.p8")},
+            "LODESTAR_WALLET_APNS_AUTH_KEY: no file at",
+        ),
+        (
+            {"LODESTAR_WALLET_GOOGLE_SERVICE_ACCOUNT": str(signing_files.certificate)},
+            "LODESTAR_WALLET_GOOGLE_ISSUER_ID: required with a service account",
+        ),
+        ({"LODESTAR_WALLET_TIME_ZONE": "Mars/Olympus"}, "unknown time zone 'Mars/Olympus'"),
+    ):
+        with monkeypatch.context() as patched:
+            for name, value in extra.items():
+                patched.setenv(name, value)
+            with pytest.raises(ValidationError) as caught:
+                WalletSettings()
+            assert message in describe_errors(caught.value)
