@@ -110,6 +110,10 @@ def _consent(change: events_pb2.ProfileChanged) -> bool | None:
     return None
 
 
+async def _nothing() -> dict[str, Document]:
+    return {}
+
+
 def _held_after(
     held: Sequence[str],
     moves: Sequence[events_pb2.SegmentMembershipChanged],
@@ -159,8 +163,12 @@ class LiveUpdates:
         if not latest:
             return 0
         ids = list(latest)
-        known = await self.store.customers_of(ids)
-        passes = await self._cards_by_customer(ids)
+        # What the wallet remembers is only consent: read it only when a change says some.
+        with_consent = [c for c, change in latest.items() if _consent(change) is not None]
+        known, passes = await asyncio.gather(
+            self.store.customers_of(with_consent) if with_consent else _nothing(),
+            self._cards_by_customer(ids),
+        )
         # Customers are independent: their writes go to the store side by side.
         counts = await asyncio.gather(
             *(
