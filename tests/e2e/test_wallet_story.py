@@ -173,6 +173,8 @@ async def test_the_wallet_story(platform: Platform, tmp_path: Path) -> None:
             shown = await phone.fetch(
                 DEV_PASS_TYPE_ID, card.serial_number, card.authentication_token
             )
+            # Installing the card reaches the profile through the serial it was linked with.
+            await platform.wait_for_count(user, "Wallet Pass Installed", 1)
             assert (pass_field(shown, "tier") or {}).get("value") == "Silver"
             assert shown["backgroundColor"] == SILVER_BACKGROUND
 

@@ -374,3 +374,77 @@ async def test_grpc_unknown_and_bad_lookups(wallet: Wallet) -> None:
         await wallet.stub.ListPasses(wallet_pb2.ListPassesRequest(customer_ids=["a", ""]))
     assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "empty id" in str(bad.value.details())
+
+
+async def test_grpc_update_message_save_link_and_offers(wallet: Wallet) -> None:
+    card = await issue(wallet, "c-20")
+    updated = await wallet.stub.UpdatePass(
+        wallet_pb2.UpdatePassRequest(
+            serial_number=card.serial_number,
+            fields={"status": "Ready for pickup", "points": "40"},
+            locations=[
+                wallet_pb2.PassLocation(latitude=41.38, longitude=2.17, relevant_text="BCN")
+            ],
+        )
+    )
+    assert updated.fields["status"] == "Ready for pickup"
+    assert updated.fields["points"] == "40"
+    assert [loc.relevant_text for loc in updated.locations] == ["BCN"]
+    assert updated.updated_at.ToDatetime() > card.updated_at.ToDatetime()
+
+    for request_, message in (
+        (
+            wallet_pb2.UpdatePassRequest(serial_number=card.serial_number, fields={"tint": "x"}),
+            "fields.tint is not a pass field",
+        ),
+        (
+            wallet_pb2.UpdatePassRequest(
+                serial_number=card.serial_number, fields={"cashback_minor": "1.5"}
+            ),
+            "fields.cashback_minor must be a whole number",
+        ),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await wallet.stub.UpdatePass(request_)
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert message in str(caught.value.details())
+
+    sent = await wallet.stub.SendMessage(
+        wallet_pb2.SendMessageRequest(
+            customer_id="c-20",
+            header="Store",
+            body="Your order is ready",
+            kind=wallet_pb2.MESSAGE_KIND_TRANSACTIONAL,
+        )
+    )
+    assert (sent.passes, sent.held_back) == (1, "")
+    held = await wallet.stub.SendMessage(
+        wallet_pb2.SendMessageRequest(serial_number=card.serial_number, body="Spring sale")
+    )
+    assert (held.passes, held.held_back) == (0, "no wallet_marketing consent")
+    with pytest.raises(grpc.aio.AioRpcError) as both:
+        await wallet.stub.SendMessage(
+            wallet_pb2.SendMessageRequest(serial_number="s", customer_id="c", body="b")
+        )
+    assert "exactly one of serial_number and customer_id" in str(both.value.details())
+
+    with pytest.raises(grpc.aio.AioRpcError) as apple_link:
+        await wallet.stub.GetSaveLink(
+            wallet_pb2.GetSaveLinkRequest(serial_number=card.serial_number)
+        )
+    assert apple_link.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "only Google passes have a save link" in str(apple_link.value.details())
+
+    await wallet.stub.VoidPass(wallet_pb2.VoidPassRequest(serial_number=card.serial_number))
+    with pytest.raises(grpc.aio.AioRpcError) as voided:
+        await wallet.stub.UpdatePass(
+            wallet_pb2.UpdatePassRequest(serial_number=card.serial_number, fields={"points": "1"})
+        )
+    assert voided.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+    await wallet.stub.PutOffer(wallet_pb2.Offer(offer_id="o-1", segment_id="s-1", title="Hi"))
+    with pytest.raises(grpc.aio.AioRpcError) as bad_offer:
+        await wallet.stub.PutOffer(wallet_pb2.Offer(offer_id="o 2", segment_id="s", title="t"))
+    assert "offer_id must be" in str(bad_offer.value.details())
+    listed = await wallet.stub.ListOffers(wallet_pb2.ListOffersRequest())
+    assert [o.offer_id for o in listed.offers] == ["o-1"]
