@@ -442,3 +442,37 @@ async def test_update_pass_validates_and_pushes(live: Live) -> None:
     ):
         with pytest.raises(InvalidArgument, match=message):
             await live.passes.update(card["_id"], bad)
+
+
+async def test_a_google_offer_pass_gets_a_ticket_object_of_its_own(live: Live) -> None:
+    customer = unique("c")
+    starts = datetime.now(UTC).replace(microsecond=0) + timedelta(days=3)
+    offer_id = unique("offer")
+    event = {
+        "name": "Tasting",
+        "venue": "Cellar",
+        "latitude": 41.0,
+        "longitude": 2.0,
+        "starts_at": starts,
+    }
+    await live.passes.store.put_offer(checked_offer(offer_id, "seg-y", "Tasting", event=event))
+    offer_pass = await live.issue(customer, PassKind.COUPON, platform=GOOGLE, offer_id=offer_id)
+    offer_object = offer_pass["google"]["object_id"]
+    assert live.google.objects[offer_object]["classId"].endswith(".default.coupon")
+
+    await live.live.events([track(customer, "Survey Answered", offer_id=offer_id)])
+    ticket_object = f"{offer_object}.eventTicket"
+    await until(
+        lambda: live.google.objects[offer_object]["state"] == "COMPLETED", "the offer completed"
+    )
+    ticket = live.google.objects[ticket_object]
+    assert ticket["classId"].endswith(".default.eventTicket")
+    offer = live.google.objects[offer_object]
+    links = offer["linksModuleData"]["uris"]
+    assert links[0]["uri"].startswith("https://pay.google.com/gp/v/save/")
+
+    async def stored_as_ticket() -> bool:
+        stored = await live.passes.get(offer_pass["_id"])
+        return bool(stored["google"]["object_id"] == ticket_object)
+
+    await until(stored_as_ticket, "the pass pointing at its ticket object")
