@@ -241,30 +241,34 @@ class Subscription(Generic[M]):
     async def run(self) -> None:
         """Consume until :meth:`stop`; the batch in hand is finished and committed first.
 
-        While a batch's pending effects complete, the next batch is already handled; commits
-        stay in order, each after its own batch's effects.
+        A batch's completion (its pending effects, then its commit) runs while the next batch
+        is fetched and handled, so neither a broker round trip for the commit nor the wait
+        for acknowledgements sits between two batches; completions stay in order, each
+        batch's commit after its own effects.
         """
         if self._consumer is None:
             await self.start()
         consumer = self._consumer
         assert consumer is not None
-        in_flight: _InFlight[M] | None = None
+        completing: asyncio.Task[None] | None = None
         try:
             while not self._stopping.is_set():
                 batches = await consumer.getmany(
                     timeout_ms=200, max_records=self.bus.config.max_batch
                 )
                 current = await self._process(batches) if batches else None
-                if in_flight is not None:
-                    await self._complete(consumer, in_flight)
-                in_flight = None
-                if current is not None and current.pending is None:
-                    await self._complete(consumer, current)
-                else:
-                    in_flight = current
-            if in_flight is not None:
-                await self._complete(consumer, in_flight)
+                if current is None:
+                    continue
+                if completing is not None:
+                    await completing
+                completing = asyncio.create_task(self._complete(consumer, current))
+            if completing is not None:
+                await completing
+                completing = None
         finally:
+            if completing is not None and not completing.done():
+                completing.cancel()
+                await asyncio.gather(completing, return_exceptions=True)
             await consumer.stop()
 
     async def stop(self) -> None:
