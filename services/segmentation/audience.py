@@ -20,6 +20,7 @@ from lodestar.v1 import events_pb2
 from services.platform import topics
 from services.platform.bus import Bus
 from services.platform.mongo import Document
+from services.segmentation.rule_query import prefilter, to_query
 from services.segmentation.rules import EventRecord
 from services.segmentation.segments import (
     ENTERED,
@@ -145,7 +146,7 @@ class Audiences:
         many changed. This is the backfill, and the scheduled recheck of time windows."""
         now = now or self.clock()
         total = await self.store.count_profiles()
-        query = segment.rule.to_query(now)
+        query = to_query(segment.rule, now)
         matched: set[str] = set()
         if query is not None:
             matched = {i async for i in self.store.matching_ids(query)}
@@ -155,7 +156,7 @@ class Audiences:
             evaluated = 0
             chunk: list[Document] = []
             # Only candidates: the rule's field conditions narrow the stream in the database.
-            async for doc in self.store.stream_profiles(segment.rule.prefilter(now)):
+            async for doc in self.store.stream_profiles(prefilter(segment.rule, now)):
                 chunk.append(doc)
                 if len(chunk) == CHUNK:
                     matched |= await self._matching(segment, chunk, now)

@@ -18,7 +18,7 @@ habits that would otherwise disagree with the Python semantics are fenced off he
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from services.segmentation.rules import (
@@ -28,12 +28,30 @@ from services.segmentation.rules import (
     FieldKind,
     Node,
     Not,
+    Rule,
     value_test,
 )
 
 Query = dict[str, Any]
 _NOT_ARRAY = {"$not": {"$type": "array"}}
 _MS = timedelta(milliseconds=1)
+
+
+def to_query(rule: Rule, now: datetime) -> Query | None:
+    """A MongoDB filter over stored profile documents that selects exactly the customers
+    ``rule.matches`` selects (with no events), or None when the rule has event conditions.
+    Exact for times stored with millisecond precision, as BSON stores them."""
+    return exact_query(rule.root, _aware(now))
+
+
+def prefilter(rule: Rule, now: datetime) -> Query:
+    """A MongoDB filter every member satisfies: the field part of a rule with event
+    conditions, so a backfill streams only candidates (``{}`` when nothing narrows)."""
+    return candidate_query(rule.root, _aware(now))
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def exact_query(root: Node, now: datetime) -> Query | None:

@@ -278,21 +278,6 @@ class Rule:
             now = now.replace(tzinfo=UTC)
         return self.compiled(profile, events, now)
 
-    def to_query(self, now: datetime) -> dict[str, Any] | None:
-        """A MongoDB filter over stored profile documents that selects exactly the customers
-        :meth:`matches` selects (with no events), or None when the rule has event
-        conditions. Exact for times stored with millisecond precision, as BSON stores them."""
-        from services.segmentation.rule_query import exact_query
-
-        return exact_query(self.root, _aware(now))
-
-    def prefilter(self, now: datetime) -> dict[str, Any]:
-        """A MongoDB filter every member satisfies: the field part of a rule with event
-        conditions, so a backfill streams only candidates (``{}`` when nothing narrows)."""
-        from services.segmentation.rule_query import candidate_query
-
-        return candidate_query(self.root, _aware(now))
-
     def to_json(self) -> dict[str, Any]:
         """The canonical JSON of the rule (defaults made explicit, times in ISO 8601)."""
         return _node_json(self.root)
