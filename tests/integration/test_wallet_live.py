@@ -116,6 +116,11 @@ class Live:
         assert pass_problems(parsed) == []
         return parsed
 
+    async def pushed(self, doc: Mapping[str, Any]) -> bool:
+        """True once the pass has no push pending (its last change went out)."""
+        stored = await self.passes.get(doc["_id"])
+        return "push_due" not in stored
+
     def pushes(self, token: str = PUSH_TOKEN) -> int:
         return sum(1 for p in self.apns.received if p.device_token == token and p.status == 200)
 
@@ -261,10 +266,15 @@ async def test_a_tier_upgrade_recolours_and_speaks_on_both_wallets(live: Live) -
     assert patches
     assert all(c["notified"] for c in patches)
 
-    # The same change again (a redelivery) changes nothing and pushes nothing.
-    await live.live.profile_changes([changed(customer, "Gold", 1600, 3200)])
-    await asyncio.sleep(0.8)
-    assert live.pushes() == 1
+    # The same change again (a redelivery) changes nothing and pushes nothing: a later,
+    # real change is the next push (pushes go out in the order they fall due).
+    assert await live.live.profile_changes([changed(customer, "Gold", 1600, 3200)]) == 0
+    await live.live.profile_changes([changed(customer, "Gold", 1700, 3200)])
+    await until(
+        lambda: any("1700 points" in m for m in google_said()), "the later change on Google"
+    )
+    await until(lambda: live.pushed(card), "the later change's push")
+    assert live.pushes() == 2
     assert sum("now Gold" in m for m in google_said()) == 1
 
 
@@ -275,9 +285,12 @@ async def test_changes_within_the_window_give_one_push(live: Live) -> None:
     for points in range(10, 60, 10):
         await live.live.profile_changes([changed(customer, "Bronze", points)])
     await until(lambda: live.pushes() >= 1, "a push")
-    await asyncio.sleep(0.8)
-    assert live.pushes() == 1
     assert field_of(await live.pass_json(card), "points")["value"] == 50
+    # A change after the burst's push is the second push: the burst gave one.
+    await live.live.profile_changes([changed(customer, "Bronze", 99)])
+
+    await until(lambda: live.pushed(card), "the later change's push")
+    assert live.pushes() == 2
 
 
 async def test_orders_speak_and_shipping_tells_the_delivery_window(live: Live) -> None:
