@@ -39,6 +39,7 @@ BATCH = 500
 # them, or failed to deliver them).
 POLL_S = 1.0
 GRACE = timedelta(seconds=5)
+BUSY_RETRY = timedelta(milliseconds=50)
 # Rounds of pushes in flight at once: a slow round does not hold back the next due pushes.
 ROUNDS = 4
 
@@ -74,6 +75,9 @@ class Dispatcher:
         self._wake = asyncio.Event()
         self._due: list[tuple[datetime, str]] = []
         self._latest: dict[str, Document] = {}
+        # Passes being pushed now: a newer change of one waits for that push to finish, so
+        # one pass never has two pushes (or two Google syncs) in flight.
+        self._busy: set[str] = set()
         self._rounds = asyncio.Semaphore(ROUNDS)
         self._in_flight: set[asyncio.Task[None]] = set()
 
@@ -94,10 +98,15 @@ class Dispatcher:
             while True:
                 now = self.clock()
                 docs: dict[str, Document] = {}
+                later: list[str] = []
                 while self._due and self._due[0][0] <= now:
                     serial = heapq.heappop(self._due)[1]
-                    if serial in self._latest:
+                    if serial in self._busy:
+                        later.append(serial)
+                    elif serial in self._latest:
                         docs[serial] = self._latest.pop(serial)
+                for serial in later:
+                    heapq.heappush(self._due, (now + BUSY_RETRY, serial))
                 if docs:
                     await self._start_round(self._push(list(docs.values())))
                 if now >= next_poll:
@@ -148,15 +157,22 @@ class Dispatcher:
         return await self._push(claimed)
 
     async def _push(self, claimed: list[Document]) -> int:
-        """Push these passes as they are given."""
+        """Push these passes as they are given (those already being pushed are left to
+        the store poll, which finds them still due)."""
+        claimed = [d for d in claimed if d["_id"] not in self._busy]
         if not claimed:
             return 0
-        registrations = await self.store.registrations_by_serial(
-            [d["_id"] for d in claimed if d.get("platform") != GOOGLE]
-        )
-        await asyncio.gather(
-            *(self._deliver(doc, registrations.get(doc["_id"], [])) for doc in claimed)
-        )
+        serials = {d["_id"] for d in claimed}
+        self._busy |= serials
+        try:
+            registrations = await self.store.registrations_by_serial(
+                [d["_id"] for d in claimed if d.get("platform") != GOOGLE]
+            )
+            await asyncio.gather(
+                *(self._deliver(doc, registrations.get(doc["_id"], [])) for doc in claimed)
+            )
+        finally:
+            self._busy -= serials
         return len(claimed)
 
     async def flush(self, serial_numbers: Sequence[str]) -> None:
@@ -167,6 +183,11 @@ class Dispatcher:
     async def _deliver(self, doc: Document, registrations: list[Document]) -> None:
         try:
             if doc.get("platform") == GOOGLE:
+                # What Google was last told is read fresh: the pass in hand may predate it.
+                fresh = await self.store.get_pass(doc["_id"])
+                if fresh is None:
+                    return
+                doc = fresh
                 done, pushed = await self._google(doc)
             else:
                 done, pushed = await self._apple(doc, registrations), {}
