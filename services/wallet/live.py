@@ -198,7 +198,7 @@ class LiveUpdates:
         # What the wallet remembers and the cards are written side by side.
         done, _ = await asyncio.gather(
             asyncio.gather(*(self.passes.apply(d, figures) for d in cards if d["kind"] in CARDS)),
-            self.store.remember(change.customer_id, update) if update else asyncio.sleep(0),
+            self.store.remember(change.customer_id, update) if update else _nothing(),
         )
         return sum(d is not None for d in done)
 
