@@ -10,7 +10,8 @@ from services.platform.settings import CommonSettings
 class GatewaySettings(CommonSettings):
     """``LODESTAR_*`` settings. The write and API keys are required: there is no safe default."""
 
-    http_host: str = "0.0.0.0"
+    # Loopback unless opened on purpose (Kubernetes sets 0.0.0.0).
+    http_host: str = Field("127.0.0.1", min_length=1, validation_alias="LODESTAR_GATEWAY_HTTP_HOST")
     http_port: int = Field(8000, ge=0, le=65_535, validation_alias="LODESTAR_GATEWAY_HTTP_PORT")
     # HTTP Basic username of the ingest API (Segment's "write key").
     write_key: SecretStr = Field(min_length=8)

@@ -1,15 +1,19 @@
 """Session fixtures: one SecantusDB and one Tansu for the whole run, started on free ports by
-the same launchers ``make run`` uses. Unit tests never request them, so they start only when
-an integration or e2e test runs."""
+the same launchers ``make run`` uses, and the whole platform on them (``stack``) for the e2e
+and security suites. Unit tests never request them, so they start only when an integration,
+e2e or security test runs."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from infra.local.servers import KafkaWireServer, MongoWireServer, free_port
+from infra.local.stack import Stack, StackPorts
+from tests.support.platform import Platform
 
 
 @pytest.fixture(scope="session")
@@ -34,3 +38,34 @@ def kafka_server(log_dir: Path) -> Iterator[KafkaWireServer]:
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def stack(
+    mongo_server: MongoWireServer, kafka_server: KafkaWireServer, log_dir: Path
+) -> Iterator[Stack]:
+    """The running platform; every e2e test uses its own customers."""
+    stack = Stack(
+        StackPorts.free(),
+        log_dir,
+        mongo_uri=mongo_server.uri,
+        kafka_bootstrap=kafka_server.bootstrap_servers,
+        extra_env={
+            "LODESTAR_LOG_LEVEL": "INFO",
+            "LODESTAR_IDENTITY_CUSTOM_TYPES": "crm_id",
+            # Ticket reminders are checked every second instead of every minute.
+            "LODESTAR_WALLET_REMINDER_INTERVAL_S": "1",
+        },
+    )
+    try:
+        stack.start()
+        yield stack
+    finally:
+        stack.stop()
+
+
+@pytest.fixture
+async def platform(stack: Stack) -> AsyncIterator[Platform]:
+    """An HTTP client of the running platform."""
+    async with httpx.AsyncClient(timeout=30) as client:
+        yield Platform(stack, client)

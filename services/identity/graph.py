@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -23,9 +23,15 @@ from services.identity.rules import IdentityRules
 _CUSTOMER_NAMESPACE = uuid.UUID("3f8a1c52-6a4e-4f0b-9a7d-5b7e0c9d2e11")
 
 
-def new_customer_id(event_id: str) -> str:
-    """The id of the customer an event creates."""
-    return str(uuid.uuid5(_CUSTOMER_NAMESPACE, event_id))
+def new_customer_id(event_id: str, identifier_keys: Iterable[str]) -> str:
+    """The id of the customer an event creates.
+
+    It derives from the event id *and* the event's identifier keys: a redelivery (same id,
+    same identifiers) creates the same customer, while another event reusing a known id
+    (event ids come from clients' message ids) cannot land in that customer.
+    """
+    keys = "\n".join(sorted(set(identifier_keys)))
+    return str(uuid.uuid5(_CUSTOMER_NAMESPACE, f"{event_id}\n{keys}"))
 
 
 @dataclass(frozen=True, order=True)
@@ -116,7 +122,9 @@ class GraphView:
                 conflicts.append(Conflict(identifier, reason))
         owners = self._owners_of(linking)
         if not owners:
-            node = CustomerNode(new_customer_id(event_id), at, is_new=True)
+            node = CustomerNode(
+                new_customer_id(event_id, (i.key for i in identifiers)), at, is_new=True
+            )
             self.customers[node.customer_id] = node
             survivor, merged, created = node, [], True
         else:

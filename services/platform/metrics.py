@@ -23,7 +23,7 @@ WALLET_APNS_PUSHES = Counter(
 )
 
 
-def serve_metrics(port: int) -> None:
-    """Expose ``/metrics`` on ``port`` in a background thread; 0 leaves it off."""
+def serve_metrics(port: int, host: str = "127.0.0.1") -> None:
+    """Expose ``/metrics`` on ``host:port`` in a background thread; port 0 leaves it off."""
     if port:
-        start_http_server(port)
+        start_http_server(port, addr=host)

@@ -37,6 +37,8 @@ class CommonSettings(BaseSettings):
     kafka_retry_backoff_ms: int = Field(200, ge=0, le=60_000)
     # 0 turns the Prometheus endpoint off.
     metrics_port: int = Field(9100, ge=0, le=65_535)
+    # Every door binds to loopback unless opened on purpose (Kubernetes sets 0.0.0.0).
+    metrics_host: str = Field("127.0.0.1", min_length=1)
 
 
 class ServiceSettings(CommonSettings):
@@ -45,7 +47,8 @@ class ServiceSettings(CommonSettings):
     mongo_uri: str = Field("mongodb://127.0.0.1:27017", pattern=r"^mongodb(\+srv)?://")
     # Databases are named <prefix>_<service>.
     mongo_database_prefix: str = Field("lodestar", pattern=r"^[A-Za-z0-9_-]{1,32}$")
-    grpc_host: str = "0.0.0.0"
+    # Loopback unless opened on purpose (Kubernetes sets 0.0.0.0; NetworkPolicies guard it).
+    grpc_host: str = Field("127.0.0.1", min_length=1)
     grpc_port: int = Field(0, ge=0, le=65_535)
     # Applied to calls that arrive without a deadline.
     grpc_default_deadline_s: float = Field(10.0, gt=0, le=300)

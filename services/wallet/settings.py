@@ -19,7 +19,9 @@ class WalletSettings(ServiceSettings):
     web service's ``LODESTAR_WALLET_HTTP_PORT``."""
 
     grpc_port: int = Field(50055, ge=0, le=65_535, validation_alias="LODESTAR_WALLET_GRPC_PORT")
-    passkit_host: str = Field("0.0.0.0", validation_alias="LODESTAR_WALLET_HTTP_HOST")
+    passkit_host: str = Field(
+        "127.0.0.1", min_length=1, validation_alias="LODESTAR_WALLET_HTTP_HOST"
+    )
     passkit_port: int = Field(8080, ge=0, le=65_535, validation_alias="LODESTAR_WALLET_HTTP_PORT")
     # What phones call back (the pass's webServiceURL; Apple appends /v1/...). HTTPS in
     # production; Apple accepts HTTP only on devices with "Allow HTTP Services" turned on.

@@ -74,7 +74,7 @@ def test_an_event_with_unknown_identifiers_creates_a_customer() -> None:
     view = make_view()
     at = T0 + timedelta(hours=5)
     decision = resolve(view, "evt-1", "email:e1", "anonymous_id:a1", "user_id:u1", at=at)
-    expected_id = new_customer_id("evt-1")
+    expected_id = new_customer_id("evt-1", ["user_id:u1", "email:e1", "anonymous_id:a1"])
     assert decision.event_id == "evt-1"
     assert decision.customer_id == expected_id
     assert decision.created is True
@@ -98,15 +98,27 @@ def test_duplicate_identifiers_in_an_event_are_attached_once() -> None:
     assert len(view.customers[decision.customer_id].identifiers) == 1
 
 
-def test_new_customer_ids_are_deterministic_per_event_id() -> None:
-    first = resolve(make_view(), "evt-42", "email:e1")
-    again = resolve(make_view(), "evt-42", "device_id:d9")
-    other = resolve(make_view(), "evt-43", "email:e1")
-    assert first.customer_id == again.customer_id == new_customer_id("evt-42")
-    assert other.customer_id == new_customer_id("evt-43")
+def test_new_customer_ids_are_deterministic_per_event_id_and_identifiers() -> None:
+    first = resolve(make_view(), "evt-42", "email:e1", "device_id:d9")
+    again = resolve(make_view(), "evt-42", "device_id:d9", "email:e1", "email:e1")
+    other = resolve(make_view(), "evt-43", "email:e1", "device_id:d9")
+    assert first.customer_id == again.customer_id
+    assert first.customer_id == new_customer_id("evt-42", ["email:e1", "device_id:d9"])
     assert first.customer_id != other.customer_id
-    assert new_customer_id("evt-42") == new_customer_id("evt-42")
     assert str(uuid.UUID(first.customer_id)) == first.customer_id
+
+
+def test_a_reused_event_id_with_other_identifiers_never_joins_the_first_customer() -> None:
+    # Event ids come from clients' message ids: a second person's first event may reuse one.
+    view = make_view()
+    first = resolve(view, "evt-42", "user_id:u1", "email:e1")
+    second = resolve(view, "evt-42", "user_id:u2", "email:e2")
+    assert second.created is True
+    assert second.customer_id != first.customer_id
+    assert view.owner("user_id:u1") == first.customer_id
+    assert view.owner("user_id:u2") == second.customer_id
+    assert set(view.customers[first.customer_id].identifiers) == {"user_id:u1", "email:e1"}
+    assert_consistent(view)
 
 
 def test_a_redelivered_event_resolves_to_the_customer_it_created() -> None:
@@ -238,7 +250,7 @@ def test_a_second_user_id_drops_the_shared_anonymous_id() -> None:
     view = make_view(customer("c1", "user_id:u1", "anonymous_id:a1"))
     decision = resolve(view, "evt-1", "user_id:u2", "anonymous_id:a1")
     assert decision.created is True
-    assert decision.customer_id == new_customer_id("evt-1")
+    assert decision.customer_id == new_customer_id("evt-1", ["user_id:u2", "anonymous_id:a1"])
     assert decision.customer_id != "c1"
     assert decision.attached == [ident("user_id:u2")]
     assert decision.merged == []

@@ -1,0 +1,88 @@
+"""Every door binds to loopback unless a setting opens it (Kubernetes sets 0.0.0.0)."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+from gateway.settings import GatewaySettings
+from services.identity.settings import IdentitySettings
+from services.platform.metrics import serve_metrics
+from services.platform.settings import load_settings
+from services.profile.settings import ProfileSettings
+from services.recommendation.settings import RecommendationSettings
+from services.segmentation.settings import SegmentationSettings
+from services.wallet.settings import WalletSettings
+from services.wallet.devcerts import ensure_dev_certificates
+from tests.support.identity import key_env
+from tests.support.sockets import listening_addresses
+
+
+def wallet_env(directory: Path) -> dict[str, str]:
+    """What the wallet needs to load its settings: a web service URL and dev certificates."""
+    files = ensure_dev_certificates(directory, "pass.com.example.loyalty", "TEAM123456")
+    return {
+        "LODESTAR_WALLET_WEB_SERVICE_URL": "https://wallet.example.com/passkit",
+        "LODESTAR_WALLET_APPLE_CERTIFICATE": str(files.certificate),
+        "LODESTAR_WALLET_APPLE_KEY": str(files.key),
+        "LODESTAR_WALLET_APPLE_WWDR_CERTIFICATE": str(files.intermediate),
+    }
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only what a test sets: no ``LODESTAR_*`` of the developer's shell."""
+    for name in list(os.environ):
+        if name.upper().startswith("LODESTAR_"):
+            monkeypatch.delenv(name)
+    for name, value in key_env().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("LODESTAR_WRITE_KEY", "write-key-123")
+    monkeypatch.setenv("LODESTAR_API_KEY", "api-key-1234")
+
+
+@pytest.mark.parametrize(
+    "settings_type",
+    [IdentitySettings, ProfileSettings, SegmentationSettings, RecommendationSettings],
+)
+def test_grpc_and_metrics_bind_to_loopback_by_default(settings_type: type) -> None:
+    settings = load_settings(settings_type)
+    assert settings.grpc_host == "127.0.0.1"
+    assert settings.metrics_host == "127.0.0.1"
+
+
+def test_gateway_and_passkit_bind_to_loopback_by_default(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    assert load_settings(GatewaySettings).http_host == "127.0.0.1"
+    for name, value in wallet_env(tmp_path).items():
+        monkeypatch.setenv(name, value)
+    wallet = load_settings(WalletSettings)
+    assert wallet.passkit_host == "127.0.0.1"
+    assert wallet.grpc_host == "127.0.0.1"
+
+
+def test_a_setting_opens_each_door(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("LODESTAR_GRPC_HOST", "0.0.0.0")
+    monkeypatch.setenv("LODESTAR_METRICS_HOST", "0.0.0.0")
+    monkeypatch.setenv("LODESTAR_GATEWAY_HTTP_HOST", "0.0.0.0")
+    monkeypatch.setenv("LODESTAR_WALLET_HTTP_HOST", "0.0.0.0")
+    for name, value in wallet_env(tmp_path).items():
+        monkeypatch.setenv(name, value)
+    assert load_settings(ProfileSettings).grpc_host == "0.0.0.0"
+    assert load_settings(ProfileSettings).metrics_host == "0.0.0.0"
+    assert load_settings(GatewaySettings).http_host == "0.0.0.0"
+    assert load_settings(WalletSettings).passkit_host == "0.0.0.0"
+
+
+def test_metrics_listen_on_loopback_only() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    serve_metrics(port, load_settings(ProfileSettings).metrics_host)
+    with socket.create_connection(("127.0.0.1", port), timeout=2):
+        pass
+    assert listening_addresses(port) == {"127.0.0.1"}
