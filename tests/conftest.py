@@ -16,6 +16,11 @@ from infra.local.stack import Stack, StackPorts
 from tests.support.platform import Platform
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked ``run_last`` (the log scan) run after everything else of the session."""
+    items.sort(key=lambda item: item.get_closest_marker("run_last") is not None)
+
+
 @pytest.fixture(scope="session")
 def log_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Where the servers and services of this run write their logs."""

@@ -12,7 +12,11 @@ def _address(hex_address: str, family: int) -> str:
     raw = bytes.fromhex(hex_address)
     # The kernel prints each 32-bit word in host (little-endian) order.
     words = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
-    return str(ipaddress.IPv4Address(words) if family == 4 else ipaddress.IPv6Address(words))
+    if family == 4:
+        return str(ipaddress.IPv4Address(words))
+    address = ipaddress.IPv6Address(words)
+    # An IPv6 socket bound to an IPv4 address (gRPC does this) shows it IPv4-mapped.
+    return str(address.ipv4_mapped or address)
 
 
 def listening_addresses(port: int) -> set[str]:

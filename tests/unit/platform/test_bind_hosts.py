@@ -15,8 +15,8 @@ from services.platform.settings import load_settings
 from services.profile.settings import ProfileSettings
 from services.recommendation.settings import RecommendationSettings
 from services.segmentation.settings import SegmentationSettings
-from services.wallet.settings import WalletSettings
 from services.wallet.devcerts import ensure_dev_certificates
+from services.wallet.settings import WalletSettings
 from tests.support.identity import key_env
 from tests.support.sockets import listening_addresses
 
