@@ -11,7 +11,7 @@ import pytest
 from gateway.settings import GatewaySettings
 from services.identity.settings import IdentitySettings
 from services.platform.metrics import serve_metrics
-from services.platform.settings import load_settings
+from services.platform.settings import ServiceSettings, load_settings
 from services.profile.settings import ProfileSettings
 from services.recommendation.settings import RecommendationSettings
 from services.segmentation.settings import SegmentationSettings
@@ -48,7 +48,9 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     "settings_type",
     [IdentitySettings, ProfileSettings, SegmentationSettings, RecommendationSettings],
 )
-def test_grpc_and_metrics_bind_to_loopback_by_default(settings_type: type) -> None:
+def test_grpc_and_metrics_bind_to_loopback_by_default(
+    settings_type: type[ServiceSettings],
+) -> None:
     settings = load_settings(settings_type)
     assert settings.grpc_host == "127.0.0.1"
     assert settings.metrics_host == "127.0.0.1"
