@@ -71,6 +71,7 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
         self.live = live
 
     def _pass(self, doc: Mapping[str, Any]) -> wallet_pb2.WalletPass:
+        """The pass as every call but IssuePass answers it: without its secret token."""
         google = doc.get("google") or {}
         return wallet_pb2.WalletPass(
             serial_number=doc["_id"],
@@ -78,7 +79,6 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
             kind=_PROTO_KINDS[PassKind(doc["kind"])],
             platform=_PROTO_PLATFORMS[doc.get("platform", APPLE)],
             pass_type_id=doc["pass_type_id"],
-            authentication_token=doc["authentication_token"],
             web_service_url=self.passes.web_service_url,
             template=doc["template"],
             voided=bool(doc.get("voided", False)),
@@ -102,7 +102,8 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
     async def IssuePass(
         self, request: wallet_pb2.IssuePassRequest, context: Context
     ) -> wallet_pb2.WalletPass:
-        """A new pass for the customer (Apple or Google)."""
+        """A new pass for the customer (Apple or Google), with its authentication token: the
+        only answer that carries it."""
         platform = _PLATFORMS.get(request.platform)
         if platform is None:
             raise InvalidArgument(f"unknown platform {request.platform}")
@@ -113,7 +114,9 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
         doc = await self.passes.issue(
             request.customer_id, kind, request.template, platform, request.offer_id
         )
-        return self._pass(doc)
+        issued = self._pass(doc)
+        issued.authentication_token = doc["authentication_token"]
+        return issued
 
     async def GetPass(
         self, request: wallet_pb2.GetPassRequest, context: Context

@@ -8,7 +8,10 @@
 - ``POST /v1/log``: messages phones report
 
 Pass-specific calls need ``Authorization: ApplePass <token>`` (or ``AndroidPass <token>``),
-checked in constant time; anything else is 401. Bad input is 400 with a JSON ``error``.
+checked in constant time; anything else is 401. Bad input is 400 with a JSON ``error`` naming
+it (:mod:`services.wallet.webinput`); a body over 64 KB is 413 as soon as that is known, and
+the rest of it is not read. Device logs reach the service log redacted
+(:mod:`services.wallet.devicelogs`).
 
 A new registration and an unregistration are reported as ``Wallet Pass Installed`` /
 ``Wallet Pass Removed`` events; when the event bus is down the call answers 503 and the
@@ -19,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import json
 import logging
 import re
 from collections.abc import Mapping
@@ -28,29 +30,44 @@ from email.utils import format_datetime, parsedate_to_datetime
 from typing import Any, Protocol
 
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from services.wallet.applepass import PKPASS_MEDIA_TYPE
+from services.wallet.devicelogs import log_fields
 from services.wallet.images import solid_png
 from services.wallet.passes import WalletPasses
 from services.wallet.templates import DEFAULT_TEMPLATE
+from services.wallet.webinput import (
+    MAX_DATE_HEADER,
+    InputProblem,
+    check_declared_length,
+    json_object,
+    pass_token,
+    path_problem,
+    read_capped,
+    updated_since_tag,
+)
 
 log = logging.getLogger(__name__)
 
-_DEVICE = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
-_PASS_TYPE = re.compile(r"^pass(\.[A-Za-z0-9-]+)+$")
-_SERIAL = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
-_PUSH_TOKEN = re.compile(r"^[A-Za-z0-9._:-]{1,256}$")
-_SCHEMES = ("ApplePass ", "AndroidPass ")
-MAX_LOG_MESSAGES = 100
-MAX_LOG_LENGTH = 2_000
-MAX_BODY = 64 * 1024
+_PUSH_TOKEN = re.compile(r"[A-Za-z0-9._:-]{1,256}")
 
 
 def _bad(message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=400)
+    return _refused(InputProblem(message))
+
+
+def _refused(problem: InputProblem) -> JSONResponse:
+    # Client errors are INFO; the messages are fixed texts that never repeat the input.
+    log.info(
+        "passkit request refused",
+        extra={"fields": {"status": problem.status, "problem": problem.message}},
+    )
+    # A refused body may still be arriving: close the connection rather than drain it.
+    headers = {"Connection": "close"} if problem.status == 413 else None
+    return JSONResponse({"error": problem.message}, status_code=problem.status, headers=headers)
 
 
 def _unavailable() -> JSONResponse:
@@ -77,40 +94,19 @@ def _unauthorized() -> JSONResponse:
     return JSONResponse({"error": "missing or wrong pass authentication token"}, status_code=401)
 
 
-def _path_problem(params: Mapping[str, str]) -> str | None:
-    checks = (
-        ("deviceLibraryIdentifier", _DEVICE),
-        ("passTypeIdentifier", _PASS_TYPE),
-        ("serialNumber", _SERIAL),
-    )
-    for name, pattern in checks:
-        if name in params and not pattern.match(params[name]):
-            return f"{name} is not valid"
-    return None
-
-
-def _token(request: Request) -> str | None:
-    header = request.headers.get("authorization", "")
-    for scheme in _SCHEMES:
-        if header.startswith(scheme):
-            return header[len(scheme) :].strip()
-    return None
-
-
-async def _json_body(request: Request) -> Any:
-    body = await request.body()
-    if len(body) > MAX_BODY:
-        raise ValueError(f"body larger than {MAX_BODY} bytes")
+async def _json_body(request: Request) -> dict[str, Any]:
+    """The request's body as a JSON object, read as a capped stream."""
     try:
-        return json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError("body is not JSON") from exc
+        body = await read_capped(request.headers.get("content-length"), request.stream())
+    except ClientDisconnect:
+        raise InputProblem("the client went away before the body arrived") from None
+    return json_object(body)
 
 
-def _push_token(body: Any) -> str:
-    push_token = body.get("pushToken") if isinstance(body, dict) else None
-    if not isinstance(push_token, str) or not _PUSH_TOKEN.match(push_token):
-        raise ValueError("pushToken must be a string of 1 to 256 letters, digits or ._:-")
+def _push_token(body: Mapping[str, Any]) -> str:
+    push_token = body.get("pushToken")
+    if not isinstance(push_token, str) or not _PUSH_TOKEN.fullmatch(push_token):
+        raise InputProblem("pushToken must be a string of 1 to 256 letters, digits or ._:-")
     return push_token
 
 
@@ -150,7 +146,7 @@ class PassKitWebService:
 
     async def _authorized_pass(self, request: Request) -> dict[str, Any] | None:
         """The pass the path names when the header carries its token, else None."""
-        token = _token(request)
+        token = pass_token(request.headers.get("authorization"))
         if not token:
             return None
         params = request.path_params
@@ -165,23 +161,34 @@ class PassKitWebService:
     async def registration(self, request: Request) -> Response:
         """Register (POST, body ``{"pushToken": ...}``) or unregister (DELETE) a device."""
         params = request.path_params
-        problem = _path_problem(params)
+        problem = path_problem(params)
         if problem:
             return _bad(problem)
+        try:
+            if request.method == "POST":
+                # Refuse a body announced too large before anything else, so it is never read.
+                check_declared_length(request.headers.get("content-length"))
+        except InputProblem as refused:
+            return _refused(refused)
         doc = await self._authorized_pass(request)
         if doc is None:
             return _unauthorized()
-        device, pass_type, serial = (
-            params["deviceLibraryIdentifier"],
-            params["passTypeIdentifier"],
-            params["serialNumber"],
-        )
         if request.method == "DELETE":
-            return await self._unregister(doc, device, pass_type)
+            return await self._unregister(
+                doc, params["deviceLibraryIdentifier"], params["passTypeIdentifier"]
+            )
+        return await self._register(request, doc)
+
+    async def _register(self, request: Request, doc: Mapping[str, Any]) -> Response:
+        device, pass_type, serial = (
+            request.path_params["deviceLibraryIdentifier"],
+            request.path_params["passTypeIdentifier"],
+            request.path_params["serialNumber"],
+        )
         try:
             push_token = _push_token(await _json_body(request))
-        except ValueError as exc:
-            return _bad(str(exc))
+        except InputProblem as refused:
+            return _refused(refused)
         created = await self.passes.store.register(
             device, pass_type, serial, push_token, datetime.now(UTC)
         )
@@ -208,16 +215,15 @@ class PassKitWebService:
     async def updated_serials(self, request: Request) -> Response:
         """Serial numbers of the device's passes changed since the ``passesUpdatedSince`` tag."""
         params = request.path_params
-        problem = _path_problem(params)
+        problem = path_problem(params)
         if problem:
             return _bad(problem)
-        raw = request.query_params.get("passesUpdatedSince")
-        if raw is not None and not raw.isdigit():
-            return _bad("passesUpdatedSince must be a tag this service returned (digits)")
+        try:
+            since = updated_since_tag(request.query_params.get("passesUpdatedSince"))
+        except InputProblem as refused:
+            return _refused(refused)
         serials, last = await self.passes.store.updated_since(
-            params["deviceLibraryIdentifier"],
-            params["passTypeIdentifier"],
-            int(raw) if raw else None,
+            params["deviceLibraryIdentifier"], params["passTypeIdentifier"], since
         )
         if not serials:
             return Response(status_code=204)
@@ -225,7 +231,7 @@ class PassKitWebService:
 
     async def latest_pass(self, request: Request) -> Response:
         """The pass as it is now, or 304 when it has not changed since ``If-Modified-Since``."""
-        problem = _path_problem(request.path_params)
+        problem = path_problem(request.path_params)
         if problem:
             return _bad(problem)
         doc = await self._authorized_pass(request)
@@ -234,10 +240,10 @@ class PassKitWebService:
         updated_at: datetime = doc["updated_at"].astimezone(UTC)
         headers = {"Last-Modified": format_datetime(updated_at, usegmt=True)}
         since = request.headers.get("if-modified-since")
-        if since:
+        if since and len(since) <= MAX_DATE_HEADER:
             try:
                 since_at = parsedate_to_datetime(since)
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):
                 since_at = None  # an unparsable date is ignored, as HTTP says
             if since_at is not None and since_at.tzinfo and updated_at <= since_at:
                 return Response(status_code=304, headers=headers)
@@ -250,16 +256,13 @@ class PassKitWebService:
         return Response(solid_png(660, 660, colours.background), media_type="image/png")
 
     async def log(self, request: Request) -> Response:
-        """Phones report problems with a pass here; they go to the service log."""
+        """Phones report problems with a pass here; they reach the service log redacted."""
         try:
             body = await _json_body(request)
-        except ValueError as exc:
-            return _bad(str(exc))
-        logs = body.get("logs") if isinstance(body, dict) else None
+        except InputProblem as refused:
+            return _refused(refused)
+        logs = body.get("logs")
         if not isinstance(logs, list) or not all(isinstance(m, str) for m in logs):
             return _bad("logs must be a list of strings")
-        for message in logs[:MAX_LOG_MESSAGES]:
-            log.warning(
-                "passkit device log", extra={"fields": {"message": message[:MAX_LOG_LENGTH]}}
-            )
+        log.info("passkit device logs", extra={"fields": log_fields(logs)})
         return Response(status_code=200)

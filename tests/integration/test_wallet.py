@@ -279,6 +279,9 @@ async def test_grpc_issue_get_list_void(wallet: Wallet) -> None:
     assert coupon.offer_id == "spring-20"
     assert coupon.fields["offer"] == "20% off in spring"
     got = await wallet.stub.GetPass(wallet_pb2.GetPassRequest(serial_number=loyalty.serial_number))
+    # The same pass, without the token only IssuePass hands out.
+    assert got.authentication_token == ""
+    got.authentication_token = loyalty.authentication_token
     assert got == loyalty
 
     listed = await wallet.stub.ListPasses(
@@ -300,6 +303,32 @@ async def test_grpc_issue_get_list_void(wallet: Wallet) -> None:
         wallet_pb2.VoidPassRequest(serial_number=coupon.serial_number)
     )
     assert twice == voided
+
+
+async def test_only_issue_pass_hands_out_the_authentication_token(wallet: Wallet) -> None:
+    issued = await issue(wallet, "c-secret")
+    token = issued.authentication_token.encode()
+    assert len(token) >= 32
+    serial = issued.serial_number
+    answers = [
+        await wallet.stub.GetPass(wallet_pb2.GetPassRequest(serial_number=serial)),
+        await wallet.stub.ListPasses(wallet_pb2.ListPassesRequest(customer_ids=["c-secret"])),
+        await wallet.stub.UpdatePass(
+            wallet_pb2.UpdatePassRequest(serial_number=serial, fields={"points": "5"})
+        ),
+        await wallet.stub.VoidPass(wallet_pb2.VoidPassRequest(serial_number=serial)),
+    ]
+    for answer in answers:
+        assert token not in answer.SerializeToString(), type(answer).__name__
+    listed = answers[1]
+    assert isinstance(listed, wallet_pb2.ListPassesResponse)
+    assert [p.serial_number for p in listed.customers[0].passes] == [serial]
+    assert listed.customers[0].passes[0].authentication_token == ""
+    # The token still works for the phone: the read API only stopped repeating it.
+    fetched = await wallet.http.get(
+        f"/v1/passes/{PASS_TYPE_ID}/{serial}", headers=auth(token.decode())
+    )
+    assert fetched.status_code == 200
 
 
 @pytest.mark.parametrize(

@@ -134,7 +134,9 @@ class WalletPass(_message.Message):
     platform: Global___WalletPlatform.ValueType
     pass_type_id: _builtins.str
     authentication_token: _builtins.str
-    """The token phones send as "ApplePass <token>" to the web service."""
+    """The token phones send as "ApplePass <token>" to the web service. A secret: only
+    IssuePass's answer carries it; GetPass, ListPasses, UpdatePass and VoidPass leave it empty.
+    """
     web_service_url: _builtins.str
     template: _builtins.str
     voided: _builtins.bool

@@ -93,7 +93,8 @@ class WalletServiceServicer:
     def IssuePass(self, request, context):
         """INVALID_ARGUMENT for a missing customer id, an unknown kind, template or offer, or an
         unknown platform. Returns what a phone needs to add the pass and ask for updates (the
-        "Save to Google Wallet" link for Google passes).
+        "Save to Google Wallet" link for Google passes), including the pass's authentication
+        token: this is the only call that hands it out.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -39,7 +39,8 @@ class WalletServiceStub:
     IssuePass: _grpc.UnaryUnaryMultiCallable[_wallet_pb2.IssuePassRequest, _wallet_pb2.WalletPass]
     """INVALID_ARGUMENT for a missing customer id, an unknown kind, template or offer, or an
     unknown platform. Returns what a phone needs to add the pass and ask for updates (the
-    "Save to Google Wallet" link for Google passes).
+    "Save to Google Wallet" link for Google passes), including the pass's authentication
+    token: this is the only call that hands it out.
     """
     GetPass: _grpc.UnaryUnaryMultiCallable[_wallet_pb2.GetPassRequest, _wallet_pb2.WalletPass]
     """NOT_FOUND for an unknown serial number."""
@@ -79,7 +80,8 @@ class WalletServiceAsyncStub(WalletServiceStub):
     IssuePass: _aio.UnaryUnaryMultiCallable[_wallet_pb2.IssuePassRequest, _wallet_pb2.WalletPass]  # type: ignore[assignment]
     """INVALID_ARGUMENT for a missing customer id, an unknown kind, template or offer, or an
     unknown platform. Returns what a phone needs to add the pass and ask for updates (the
-    "Save to Google Wallet" link for Google passes).
+    "Save to Google Wallet" link for Google passes), including the pass's authentication
+    token: this is the only call that hands it out.
     """
     GetPass: _aio.UnaryUnaryMultiCallable[_wallet_pb2.GetPassRequest, _wallet_pb2.WalletPass]  # type: ignore[assignment]
     """NOT_FOUND for an unknown serial number."""
@@ -122,7 +124,8 @@ class WalletServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_wallet_pb2.WalletPass, _abc.Awaitable[_wallet_pb2.WalletPass]]:
         """INVALID_ARGUMENT for a missing customer id, an unknown kind, template or offer, or an
         unknown platform. Returns what a phone needs to add the pass and ask for updates (the
-        "Save to Google Wallet" link for Google passes).
+        "Save to Google Wallet" link for Google passes), including the pass's authentication
+        token: this is the only call that hands it out.
         """
 
     @_abc_1.abstractmethod
