@@ -60,8 +60,10 @@ def requests(draw: st.DrawFn) -> tuple[str, str, dict[str, str], bytes]:
     headers = {"Content-Type": "application/json"}
     if draw(st.booleans()):
         token = draw(tokens)
-        # Header values must be latin-1 on the wire; what cannot be is sent as its escapes.
-        headers["Authorization"] = "ApplePass " + token.encode("unicode_escape").decode("ascii")
+        # Header values must be latin-1 on the wire; what cannot be is sent as its escapes
+        # (and without the surrounding blanks HTTP does not allow).
+        escaped = token.encode("unicode_escape").decode("ascii")
+        headers["Authorization"] = f"ApplePass {escaped}".strip()
     if draw(st.booleans()):
         body = draw(raw_bodies())
     else:
