@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -10,65 +12,81 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.datastructures import Headers
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 from strawberry.asgi import GraphQL
+from strawberry.http.ides import get_graphql_ide_html
+from strawberry.schema.base import BaseSchema
 
 from gateway.auth import bearer_token_from, same_secret
 from gateway.clients import ServiceClients
+from gateway.errors import UNAUTHENTICATED, error_response
 from gateway.ingest import IngestApi
+from gateway.limits import LimitRequestSize
 from gateway.loaders import make_loaders
-from gateway.schema import schema
+from gateway.schema import build_schema
 from gateway.settings import GatewaySettings
 from services.platform.bus import Bus, BusConfig
+
+log = logging.getLogger(__name__)
 
 
 class LodestarGraphQL(GraphQL[dict[str, Any], None]):
     """Strawberry's ASGI app with the service clients and fresh loaders in each context."""
 
-    def __init__(self, clients: ServiceClients) -> None:
-        super().__init__(schema, graphql_ide="graphiql")
+    def __init__(self, clients: ServiceClients, schema: BaseSchema, graphiql: bool) -> None:
+        super().__init__(schema, graphql_ide="graphiql" if graphiql else None)
         self.clients = clients
 
     async def get_context(self, request: Any, response: Any = None) -> dict[str, Any]:
         return {"clients": self.clients, "loaders": make_loaders(self.clients), "request": request}
 
+    def decode_json(self, data: str | bytes) -> object:
+        """JSON too deeply nested to decode, or not UTF-8, is malformed JSON (400)."""
+        try:
+            return json.loads(data)
+        except (RecursionError, UnicodeDecodeError) as error:
+            raise json.JSONDecodeError("not decodable JSON", "", 0) from error
+
+
+def _asks_for_the_ide_page(scope: Scope, headers: Headers) -> bool:
+    """A browser opening the GraphiQL page: a plain GET for HTML, with no query string."""
+    return (
+        scope["type"] == "http"
+        and scope.get("method") == "GET"
+        and not scope.get("query_string")
+        and "text/html" in headers.get("accept", "")
+    )
+
 
 class RequireApiKey:
-    """Lets GraphQL requests through only with ``Authorization: Bearer <api key>``.
+    """Lets a GraphQL request through only with ``Authorization: Bearer <api key>``: GET,
+    POST and WebSocket alike, before anything is read or run.
 
-    The GraphiQL page itself (a browser GET asking for HTML) is public; the queries it sends
-    carry the key like any other client's.
+    In dev mode (``graphiql``) the GraphiQL page itself is served without the key: static
+    HTML that runs nothing; the queries it sends carry the key like any other client's.
     """
 
-    def __init__(self, app: ASGIApp, api_key: str) -> None:
+    def __init__(self, app: ASGIApp, api_key: str, graphiql: bool = False) -> None:
         self.app = app
         self.api_key = api_key
+        self.ide_html = get_graphql_ide_html("graphiql") if graphiql else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = Headers(scope=scope)
-        is_ide_page = (
-            scope["type"] == "http"
-            and scope.get("method") == "GET"
-            and "text/html" in headers.get("accept", "")
-        )
-        if is_ide_page or same_secret(bearer_token_from(headers), self.api_key):
+        if same_secret(bearer_token_from(headers), self.api_key):
             await self.app(scope, receive, send)
             return
+        if self.ide_html is not None and _asks_for_the_ide_page(scope, headers):
+            await HTMLResponse(self.ide_html)(scope, receive, send)
+            return
+        log.info("graphql request without the API key", extra={"fields": {"on": scope["type"]}})
         if scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 4401})
             return
-        response = JSONResponse(
-            {
-                "errors": [
-                    {
-                        "message": "missing or wrong API key; send Authorization: Bearer <key>",
-                        "extensions": {"code": "UNAUTHENTICATED"},
-                    }
-                ]
-            },
-            status_code=401,
+        response = error_response(
+            401, "missing or wrong API key; send Authorization: Bearer <key>", UNAUTHENTICATED
         )
         await response(scope, receive, send)
 
@@ -78,7 +96,14 @@ def create_app(settings: GatewaySettings) -> Starlette:
     bus = Bus(BusConfig.from_settings(settings, "gateway"))
     clients = ServiceClients(settings)
     ingest = IngestApi(settings, bus)
-    graphql = RequireApiKey(LodestarGraphQL(clients), settings.api_key.get_secret_value())
+    graphql = RequireApiKey(
+        LimitRequestSize(
+            LodestarGraphQL(clients, build_schema(settings), settings.graphiql),
+            settings.graphql_max_bytes,
+        ),
+        settings.api_key.get_secret_value(),
+        settings.graphiql,
+    )
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:

@@ -9,10 +9,13 @@ from typing import Literal, cast
 import grpc
 import strawberry
 from google.protobuf.json_format import MessageToDict
+from graphql import GraphQLError
 from strawberry.scalars import JSON
-from strawberry.types import Info
+from strawberry.types import ExecutionContext, Info
 
+from gateway.error_log import log_errors
 from gateway.errors import BAD_USER_INPUT, MaskUnexpectedErrors, client_error, from_rpc_error
+from gateway.limits import document_limits
 from gateway.loaders import Loaders
 from gateway.privacy import Mutation, PrivacyRequest, privacy_request
 from gateway.recommendations import Recommendations, customer_recommendations
@@ -24,9 +27,13 @@ from gateway.segments import (
     customer_segments,
     segments,
 )
+from gateway.settings import GatewaySettings
 from gateway.wallet import WalletPass, customer_wallet_passes
 from lodestar.v1 import common_pb2, profile_pb2
 from services.platform.timestamps import field_time
+
+# The largest timeline page the profile service serves.
+MAX_TIMELINE_PAGE = 200
 
 
 @strawberry.type(description="One way of recognising a customer, e.g. email or user_id.")
@@ -248,6 +255,8 @@ class Customer:
 
     @strawberry.field(description="Recent events, newest first; pass nextPageToken as after.")
     async def timeline(self, info: Info, first: int = 20, after: str | None = None) -> TimelinePage:
+        if not 1 <= first <= MAX_TIMELINE_PAGE:
+            raise client_error(f"first must be between 1 and {MAX_TIMELINE_PAGE}", BAD_USER_INPUT)
         request = profile_pb2.ListTimelineRequest(
             customer_id=str(self.id), page_size=first, page_token=after or ""
         )
@@ -336,4 +345,20 @@ class Query:
     )
 
 
-schema = strawberry.Schema(query=Query, mutation=Mutation, extensions=[MaskUnexpectedErrors])
+class LodestarSchema(strawberry.Schema):
+    """The schema, logging failed operations without their source or variables."""
+
+    def process_errors(
+        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
+    ) -> None:
+        """Log by code and path (Strawberry's own logging prints the query source)."""
+        log_errors(errors, execution_context)
+
+
+def build_schema(settings: GatewaySettings) -> strawberry.Schema:
+    """The schema with the request limits of ``settings``."""
+    return LodestarSchema(
+        query=Query,
+        mutation=Mutation,
+        extensions=[*document_limits(settings), MaskUnexpectedErrors],
+    )

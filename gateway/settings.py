@@ -25,3 +25,11 @@ class GatewaySettings(CommonSettings):
     grpc_timeout_s: float = Field(5.0, gt=0, le=60)
     max_event_bytes: int = Field(32 * 1024, ge=1_024)
     max_batch_bytes: int = Field(500 * 1024, ge=1_024)
+    # Serve the GraphiQL page to browsers without the API key: local development only.
+    graphiql: bool = Field(False, validation_alias="LODESTAR_GATEWAY_GRAPHIQL")
+    # Bounds on one GraphQL request, far above what a frontend sends: the body (or GET query
+    # string) in bytes, and the document's tokens, depth and aliases.
+    graphql_max_bytes: int = Field(64 * 1024, ge=4 * 1024, le=1024 * 1024)
+    graphql_max_tokens: int = Field(2_000, ge=500, le=20_000)
+    graphql_max_depth: int = Field(12, ge=6, le=50)
+    graphql_max_aliases: int = Field(30, ge=1, le=500)

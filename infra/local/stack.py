@@ -305,6 +305,7 @@ class Stack:
             env["LODESTAR_GATEWAY_HTTP_PORT"] = str(self.ports.gateway)
             env["LODESTAR_WRITE_KEY"] = self.write_key
             env["LODESTAR_API_KEY"] = self.api_key
+            env.setdefault("LODESTAR_GATEWAY_GRAPHIQL", "true")  # local runs are dev: GraphiQL page
             env["LODESTAR_IDENTITY_ADDR"] = self.grpc_target("identity")
             env["LODESTAR_PROFILE_ADDR"] = self.grpc_target("profile")
             env["LODESTAR_SEGMENTATION_ADDR"] = self.grpc_target("segmentation")

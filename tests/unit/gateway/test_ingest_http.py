@@ -211,12 +211,6 @@ async def test_graphql_get_query_without_the_api_key_is_401(client: httpx.AsyncC
     assert response.json()["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
 
 
-async def test_graphiql_page_is_public(client: httpx.AsyncClient) -> None:
-    response = await client.get("/graphql", headers={"Accept": "text/html"})
-    assert response.status_code == 200
-    assert response.headers["content-type"].startswith("text/html")
-
-
 async def test_healthz(client: httpx.AsyncClient) -> None:
     response = await client.get("/healthz")
     assert response.status_code == 200

@@ -16,12 +16,15 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from gateway.app import LodestarGraphQL
 from gateway.clients import ServiceClients
 from gateway.loaders import MAX_WALLET_CUSTOMERS, make_loaders
+from gateway.schema import build_schema
+from gateway.settings import GatewaySettings
 from lodestar.v1 import identity_pb2, profile_pb2, wallet_pb2
 
 TOKEN = "secret-token-of-the-pass-0123456789abcdefghij"
 CREATED = datetime(2024, 5, 1, 9, 30, tzinfo=UTC)
 UPDATED = datetime(2024, 5, 2, 18, 0, tzinfo=UTC)
 EVENT_AT = datetime(2024, 6, 1, 19, 0, tzinfo=UTC)
+SCHEMA = build_schema(GatewaySettings(write_key="wk_test_12345", api_key="ak_test_12345"))
 
 
 def stamp(at: datetime) -> Timestamp:
@@ -123,7 +126,7 @@ class FakeClients:
 
 async def graphql(wallet: FakeWallet, query: str) -> dict[str, Any]:
     """POST ``query`` to the gateway's GraphQL app; the answer must be a 200."""
-    app = LodestarGraphQL(cast(ServiceClients, FakeClients(wallet)))
+    app = LodestarGraphQL(cast(ServiceClients, FakeClients(wallet)), SCHEMA, graphiql=False)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
         response = await http.post("/graphql", json={"query": query})
