@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+from cross_web import HTTPException
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.datastructures import Headers
@@ -30,6 +31,8 @@ from gateway.settings import GatewaySettings
 from services.platform.bus import Bus, BusConfig
 
 log = logging.getLogger(__name__)
+# extensions.code of requests Strawberry refuses before any GraphQL work.
+_REQUEST_CODES = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 415: "UNSUPPORTED_MEDIA_TYPE"}
 
 
 class LodestarGraphQL(GraphQL[dict[str, Any], None]):
@@ -41,6 +44,19 @@ class LodestarGraphQL(GraphQL[dict[str, Any], None]):
 
     async def get_context(self, request: Any, response: Any = None) -> dict[str, Any]:
         return {"clients": self.clients, "loaders": make_loaders(self.clients), "request": request}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Strawberry answers a malformed request (``query`` not a string, no query, a
+        wrong method) in plain text; frontends get the GraphQL error shape with a code."""
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        try:
+            response = await self.run(Request(scope=scope, receive=receive))
+        except HTTPException as refused:
+            code = _REQUEST_CODES.get(refused.status_code, "BAD_REQUEST")
+            response = error_response(refused.status_code, refused.reason, code)
+        await response(scope, receive, send)
 
     def decode_json(self, data: str | bytes) -> object:
         """JSON too deeply nested to decode, or not UTF-8, is malformed JSON (400)."""

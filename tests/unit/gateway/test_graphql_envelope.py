@@ -1,0 +1,51 @@
+"""A malformed GraphQL request (not the document, the envelope around it) gets the GraphQL
+error shape with an ``extensions.code``, as every other refusal does, never plain text."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from gateway.app import create_app
+from gateway.settings import GatewaySettings
+
+API_KEY = "ak_test_12345"
+BEARER = {"Authorization": f"Bearer {API_KEY}"}
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(GatewaySettings(write_key="wk_test_12345", api_key=API_KEY))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        yield http
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"query": 5},
+        {"query": ["{ segments { id } }"]},
+        {"variables": {}},
+        {"query": "{ segments { id } }", "variables": "x"},
+    ],
+)
+async def test_a_malformed_envelope_is_a_coded_400(
+    client: httpx.AsyncClient, body: dict[str, object]
+) -> None:
+    response = await client.post("/graphql", json=body, headers=BEARER)
+    assert response.status_code == 400
+    [error] = response.json()["errors"]
+    assert error["extensions"]["code"] == "BAD_REQUEST"
+    assert error["message"]
+
+
+async def test_a_wrong_content_type_is_coded(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        "/graphql", content=b"{ segments { id } }", headers={**BEARER, "Content-Type": "text/x"}
+    )
+    assert 400 <= response.status_code < 500
+    [error] = response.json()["errors"]
+    assert error["extensions"]["code"]
