@@ -200,7 +200,8 @@ async def test_graphql_refuses_huge_and_wide_queries(platform: Platform) -> None
     response = await platform.graphql(aliases)
     assert response.status_code in (200, 400), response.status_code
     errors = response.json()["errors"]
-    assert errors[0]["extensions"]["code"] in ("GRAPHQL_VALIDATION_FAILED", "BAD_USER_INPUT")
+    # Stopped by the token limit in the parser, or by the alias limit in validation.
+    assert errors[0]["extensions"]["code"] in ("GRAPHQL_PARSE_FAILED", "GRAPHQL_VALIDATION_FAILED")
     assert response.json().get("data") is None
 
 
