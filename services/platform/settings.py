@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from services.platform.crypto import FieldCipher, cipher_from_settings
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
 class CommonSettings(BaseSettings):
@@ -39,6 +40,9 @@ class CommonSettings(BaseSettings):
     metrics_port: int = Field(9100, ge=0, le=65_535)
     # Every door binds to loopback unless opened on purpose (Kubernetes sets 0.0.0.0).
     metrics_host: str = Field("127.0.0.1", min_length=1)
+    # The services' gRPC door: servers refuse calls without it, clients send it. Required
+    # when gRPC listens beyond loopback; `make run` makes a fresh one.
+    grpc_token: SecretStr | None = Field(None, min_length=16)
 
 
 class ServiceSettings(CommonSettings):
@@ -52,6 +56,19 @@ class ServiceSettings(CommonSettings):
     grpc_port: int = Field(0, ge=0, le=65_535)
     # Applied to calls that arrive without a deadline.
     grpc_default_deadline_s: float = Field(10.0, gt=0, le=300)
+
+    @model_validator(mode="after")
+    def open_doors_are_locked(self) -> Self:
+        """A gRPC port reachable from other machines needs the service token."""
+        if self.grpc_token is None and self.grpc_host not in LOOPBACK_HOSTS:
+            raise ValueError(
+                "LODESTAR_GRPC_TOKEN is required when LODESTAR_GRPC_HOST is not loopback"
+            )
+        return self
+
+    def grpc_token_value(self) -> str | None:
+        """The service token, if one is configured."""
+        return None if self.grpc_token is None else self.grpc_token.get_secret_value()
 
 
 class PiiSettings(ServiceSettings):
