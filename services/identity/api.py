@@ -13,9 +13,11 @@ from lodestar.v1 import common_pb2, identity_pb2, identity_pb2_grpc
 from services.identity.resolution import EventIdentifiers, Resolver
 from services.identity.store import IdentityStore, StoredIdentifier
 from services.platform.errors import InvalidArgument, NotFound
+from services.platform.validation import check_id
 
 Context = grpc.aio.ServicerContext[Any, Any]
 MAX_BATCH_LOOKUP = 1_000
+MAX_TYPE_LENGTH = 64
 
 
 def _stamp(moment: datetime) -> Timestamp:
@@ -48,6 +50,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         self.resolver = resolver
 
     def _key(self, identifier: common_pb2.Identifier) -> Any:
+        check_id("identifier type", identifier.type, required=False, limit=MAX_TYPE_LENGTH)
         value = self.store.rules.normalize(identifier.type, identifier.value)
         return self.store.key_of(identifier.type, value)
 
@@ -57,6 +60,10 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         """Resolve one set of identifiers to a customer, creating or merging as the rules say."""
         if not request.identifiers:
             raise InvalidArgument("identifiers: at least one is required")
+        for identifier in request.identifiers:
+            check_id("identifier type", identifier.type, required=False, limit=MAX_TYPE_LENGTH)
+        check_id("event_id", request.event_id, required=False)
+        check_id("source", request.source, required=False)
         event = EventIdentifiers(
             event_id=request.event_id or str(uuid.uuid4()),
             raw=[(i.type, i.value) for i in request.identifiers],
@@ -120,8 +127,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         self, request: identity_pb2.GetMergeHistoryRequest, context: Context
     ) -> identity_pb2.MergeHistory:
         """The audit trail of merges involving the customer, newest first."""
-        if not request.customer_id:
-            raise InvalidArgument("customer_id is required")
+        check_id("customer_id", request.customer_id)
         merges = await self.store.merge_history(request.customer_id)
         if not merges and await self.store.current_id(request.customer_id) is None:
             raise NotFound(f"customer {request.customer_id!r} not found")
@@ -148,8 +154,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         return identity_pb2.EraseResponse(customer_id=current, identifiers_removed=removed)
 
     async def _current(self, customer_id: str) -> str:
-        if not customer_id:
-            raise InvalidArgument("customer_id is required")
+        check_id("customer_id", customer_id)
         current = await self.store.current_id(customer_id)
         if current is None:
             raise NotFound(f"customer {customer_id!r} not found")

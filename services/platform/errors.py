@@ -2,6 +2,17 @@
 
 from __future__ import annotations
 
+# gRPC trailers hold at most 16 KB; details past this are cut so a status always fits.
+MAX_DETAILS = 400
+
+
+def bounded_details(message: str, limit: int = MAX_DETAILS) -> str:
+    """``message`` cut to at most ``limit`` characters (ending in an ellipsis when cut), so
+    an error that quotes a client's input can never overflow the status trailer."""
+    if len(message) <= limit:
+        return message
+    return message[: limit - 1] + "\u2026"
+
 
 class LodestarError(Exception):
     """Base of the errors a caller may see; the message is safe to show."""

@@ -10,7 +10,7 @@ import time
 import uuid
 from abc import abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, cast
+from typing import Any, NoReturn, cast
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -23,6 +23,7 @@ from services.platform.errors import (
     InvalidArgument,
     NotFound,
     Unavailable,
+    bounded_details,
 )
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,39 @@ _ERROR_CODES: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
     (FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
     (Unavailable, grpc.StatusCode.UNAVAILABLE),
 )
+
+
+class CallEnded(asyncio.CancelledError):
+    """The call was over (cancelled by the client, or past its deadline) before its status
+    could be sent. A cancellation to grpc, which ends the call quietly."""
+
+
+async def abort(
+    context: grpc.aio.ServicerContext[Any, Any], method: str, code: grpc.StatusCode, details: str
+) -> NoReturn:
+    """End the call with ``code``: the one place statuses are sent, so every status is
+    sent at most once and its details are bounded.
+
+    Raises ``grpc.aio.AbortError`` as ``context.abort`` does, or :class:`CallEnded` when
+    the call ended before the status went out (grpc refuses a second abort of a call).
+    """
+    if context.done():
+        _call_ended(method, code)
+    try:
+        await context.abort(code, bounded_details(details))
+    except grpc.aio.AbortError:
+        raise
+    except Exception:
+        # grpc marks the call aborted before sending; the send fails when the peer is gone.
+        _call_ended(method, code)
+
+
+def _call_ended(method: str, code: grpc.StatusCode) -> NoReturn:
+    log.info(
+        "call ended before its status was sent",
+        extra={"fields": {"method": method, "code": code.name}},
+    )
+    raise CallEnded from None
 
 
 class _UnaryInterceptor(grpc.aio.ServerInterceptor):
@@ -73,6 +107,9 @@ class LoggingInterceptor(_UnaryInterceptor):
             code = "OK"
             try:
                 return await behavior(request, context)
+            except asyncio.CancelledError:
+                code = "CANCELLED"
+                raise
             except BaseException:
                 status = context.code()
                 code = status.name if isinstance(status, grpc.StatusCode) else "UNKNOWN"
@@ -102,10 +139,16 @@ class DeadlineInterceptor(_UnaryInterceptor):
             remaining = context.time_remaining()
             budget = self.default_deadline_s if remaining is None else remaining
             try:
-                return await asyncio.wait_for(behavior(request, context), timeout=budget)
+                # In this task, not a new one (as wait_for makes): a client's cancellation
+                # reaches the behaviour directly and nothing it raises goes unretrieved.
+                async with asyncio.timeout(budget):
+                    return await behavior(request, context)
             except TimeoutError:
-                await context.abort(
-                    grpc.StatusCode.DEADLINE_EXCEEDED, f"{method} took longer than {budget:.2f}s"
+                await abort(
+                    context,
+                    method,
+                    grpc.StatusCode.DEADLINE_EXCEEDED,
+                    f"{method} took longer than {budget:.2f}s",
                 )
 
         return bounded
@@ -122,12 +165,17 @@ class ErrorInterceptor(_UnaryInterceptor):
             except grpc.aio.AbortError:
                 raise
             except Exception as exc:
+                if context.done():
+                    # A status went out, or failed to because the peer is gone: never twice.
+                    _call_ended(method, context.code() or grpc.StatusCode.CANCELLED)
                 for kind, code in _ERROR_CODES:
                     if isinstance(exc, kind):
-                        await context.abort(code, str(exc))
+                        await abort(context, method, code, str(exc))
                 ref = uuid.uuid4().hex[:12]
                 log.exception("unhandled error", extra={"fields": {"method": method, "ref": ref}})
-                await context.abort(grpc.StatusCode.INTERNAL, f"internal error (ref {ref})")
+                await abort(
+                    context, method, grpc.StatusCode.INTERNAL, f"internal error (ref {ref})"
+                )
 
         return guarded
 

@@ -23,6 +23,7 @@ from services.platform import topics
 from services.platform.bus import Bus
 from services.platform.errors import InvalidArgument, NotFound
 from services.platform.timestamps import timestamp
+from services.platform.validation import check_id, check_ids, load_json
 from services.profile.commerce import LoyaltyRules, cart, loyalty, summarize_orders
 from services.profile.engagement import CONSENT_UPDATED, engagement, validate_consent
 from services.profile.fold import TRACK, ResolvedEvent, fold
@@ -104,6 +105,9 @@ def to_proto(
 MAX_BATCH = 1_000
 MAX_PAGE = 200
 DEFAULT_PAGE = 50
+# A token holds a time, an event id (at most 512 characters) and a count, base64-encoded.
+MAX_TOKEN_LENGTH = 1_024
+MAX_REQUEST_ID_LENGTH = 128
 
 
 def _write_token(at: datetime, event_id: str, shown: int) -> str:
@@ -114,8 +118,11 @@ def _write_token(at: datetime, event_id: str, shown: int) -> str:
 def _read_token(token: str) -> tuple[tuple[datetime, str] | None, int]:
     if not token:
         return None, 0
+    if len(token) > MAX_TOKEN_LENGTH:
+        raise InvalidArgument("page_token is not one this service issued")
     try:
-        data = json.loads(base64.urlsafe_b64decode(token.encode()))
+        # A token nests one level; load_json refuses deep nesting before parsing it.
+        data = load_json(base64.urlsafe_b64decode(token.encode()).decode(), 2)
         return (datetime.fromisoformat(data["at"]), str(data["id"])), int(data["n"])
     except (ValueError, KeyError, TypeError):
         raise InvalidArgument("page_token is not one this service issued") from None
@@ -149,9 +156,8 @@ class ProfileServicer(profile_pb2_grpc.ProfileServiceServicer):
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> profile_pb2.BatchGetProfilesResponse:
         """The profiles of many customers; unknown ids are left out."""
-        if len(request.customer_ids) > MAX_BATCH:
-            raise InvalidArgument(f"customer_ids: at most {MAX_BATCH} per call")
-        found = await self.store.get_many(list(request.customer_ids))
+        ids = check_ids("customer_ids", request.customer_ids, most=MAX_BATCH)
+        found = await self.store.get_many(ids)
         return profile_pb2.BatchGetProfilesResponse(
             profiles={asked: to_proto(profile, self.rules) for asked, profile in found.items()}
         )
@@ -171,14 +177,12 @@ class ProfileServicer(profile_pb2_grpc.ProfileServiceServicer):
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> profile_pb2.EraseProfileResponse:
         """Delete the customer's profile (a no-op for an unknown customer)."""
-        if not request.customer_id:
-            raise InvalidArgument("customer_id is required")
+        check_id("customer_id", request.customer_id)
         erased = await self.store.erase(request.customer_id)
         return profile_pb2.EraseProfileResponse(customer_id=request.customer_id, erased=erased)
 
     async def _profile(self, customer_id: str) -> StoredProfile:
-        if not customer_id:
-            raise InvalidArgument("customer_id is required")
+        check_id("customer_id", customer_id)
         profile = await self.store.get(customer_id)
         if profile is None:
             raise NotFound(f"customer {customer_id!r} has no profile")
@@ -188,8 +192,8 @@ class ProfileServicer(profile_pb2_grpc.ProfileServiceServicer):
         self, request: profile_pb2.SetConsentRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> profile_pb2.Profile:
         """Record a consent decision now, exactly as a ``Consent Updated`` event would."""
-        if not request.customer_id:
-            raise InvalidArgument("customer_id is required")
+        check_id("customer_id", request.customer_id)
+        check_id("source", request.source, required=False)
         try:
             validate_consent(request.purpose, request.state)
         except ValueError as exc:
@@ -212,8 +216,7 @@ class ProfileServicer(profile_pb2_grpc.ProfileServiceServicer):
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> profile_pb2.ListTimelineResponse:
         """A page of the customer's recent events, newest first, up to the configured cap."""
-        if not request.customer_id:
-            raise InvalidArgument("customer_id is required")
+        check_id("customer_id", request.customer_id)
         if not 0 <= request.page_size <= MAX_PAGE:
             raise InvalidArgument(f"page_size must be between 1 and {MAX_PAGE}")
         after, shown = _read_token(request.page_token)
@@ -247,12 +250,11 @@ class PrivacyServicer(privacy_pb2_grpc.PrivacyServiceServicer):
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> privacy_pb2.PrivacyRequestStatus:
         """Record the request, then publish it to every service."""
-        if not request.customer_id:
-            raise InvalidArgument("customer_id is required")
+        check_id("customer_id", request.customer_id)
         if request.kind not in KINDS:
             raise InvalidArgument("kind must be PRIVACY_REQUEST_KIND_ERASE or _EXPORT")
-        if len(request.request_id) > 128:
-            raise InvalidArgument("request_id: at most 128 characters")
+        if len(request.request_id) > MAX_REQUEST_ID_LENGTH:
+            raise InvalidArgument(f"request_id: at most {MAX_REQUEST_ID_LENGTH} characters")
         request_id = request.request_id or str(uuid.uuid4())
         now = datetime.now(UTC)
         await self.requests.open(request_id, request.kind, now)
@@ -269,6 +271,5 @@ class PrivacyServicer(privacy_pb2_grpc.PrivacyServiceServicer):
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> privacy_pb2.PrivacyRequestStatus:
         """Pending or done, per service."""
-        if not request.request_id:
-            raise InvalidArgument("request_id is required")
+        check_id("request_id", request.request_id, limit=MAX_REQUEST_ID_LENGTH)
         return await self.requests.status(request.request_id)

@@ -11,6 +11,7 @@ import grpc
 from lodestar.v1 import segmentation_pb2, segmentation_pb2_grpc
 from services.platform.errors import InvalidArgument
 from services.platform.timestamps import timestamp
+from services.platform.validation import check_id, check_ids
 from services.segmentation.definitions import SegmentDefinitions
 from services.segmentation.scoring import Scoring
 from services.segmentation.segments import BACKFILLING, LIVE
@@ -19,6 +20,10 @@ from services.segmentation.store import SegmentationStore
 MAX_BATCH = 1_000
 MAX_PAGE = 1_000
 DEFAULT_PAGE = 100
+# Segment ids are at most 63 characters (see segments.check_segment_id); a token holds a
+# customer id (at most 512) base64-encoded.
+MAX_SEGMENT_ID_LENGTH = 64
+MAX_TOKEN_LENGTH = 1_024
 _STATUS = {
     BACKFILLING: segmentation_pb2.SEGMENT_STATUS_BACKFILLING,
     LIVE: segmentation_pb2.SEGMENT_STATUS_LIVE,
@@ -59,6 +64,7 @@ class SegmentationServicer(segmentation_pb2_grpc.SegmentationServiceServicer):
         self, request: segmentation_pb2.CreateSegmentRequest, context: Context
     ) -> segmentation_pb2.Segment:
         """Validate, store, start the backfill."""
+        check_id("id", request.id, required=False, limit=MAX_SEGMENT_ID_LENGTH)
         doc = await self.definitions.create(
             request.id, request.name, request.description, request.rule_json
         )
@@ -68,6 +74,7 @@ class SegmentationServicer(segmentation_pb2_grpc.SegmentationServiceServicer):
         self, request: segmentation_pb2.UpdateSegmentRequest, context: Context
     ) -> segmentation_pb2.Segment:
         """Change what was given; a new rule backfills again."""
+        check_id("id", request.id, limit=MAX_SEGMENT_ID_LENGTH)
         doc = await self.definitions.update(
             request.id, request.name, request.description, request.rule_json
         )
@@ -77,6 +84,7 @@ class SegmentationServicer(segmentation_pb2_grpc.SegmentationServiceServicer):
         self, request: segmentation_pb2.DeleteSegmentRequest, context: Context
     ) -> segmentation_pb2.DeleteSegmentResponse:
         """Every member exits, then the segment is gone."""
+        check_id("id", request.id, limit=MAX_SEGMENT_ID_LENGTH)
         exited = await self.definitions.delete(request.id)
         return segmentation_pb2.DeleteSegmentResponse(id=request.id, members_exited=exited)
 
@@ -84,6 +92,7 @@ class SegmentationServicer(segmentation_pb2_grpc.SegmentationServiceServicer):
         self, request: segmentation_pb2.GetSegmentRequest, context: Context
     ) -> segmentation_pb2.Segment:
         """One segment with its size and backfill progress."""
+        check_id("id", request.id, limit=MAX_SEGMENT_ID_LENGTH)
         return await self._segment(await self.definitions.get(request.id))
 
     async def ListSegments(
@@ -99,6 +108,7 @@ class SegmentationServicer(segmentation_pb2_grpc.SegmentationServiceServicer):
         self, request: segmentation_pb2.MembersRequest, context: Context
     ) -> segmentation_pb2.MembersResponse:
         """A page of members in customer id order."""
+        check_id("segment_id", request.segment_id, limit=MAX_SEGMENT_ID_LENGTH)
         await self.definitions.get(request.segment_id)
         if not 0 <= request.page_size <= MAX_PAGE:
             raise InvalidArgument(f"page_size must be between 1 and {MAX_PAGE}")
@@ -123,9 +133,7 @@ class SegmentationServicer(segmentation_pb2_grpc.SegmentationServiceServicer):
         self, request: segmentation_pb2.MembershipsForRequest, context: Context
     ) -> segmentation_pb2.MembershipsForResponse:
         """The segments of each customer asked for."""
-        ids = list(request.customer_ids)
-        if len(ids) > MAX_BATCH:
-            raise InvalidArgument(f"customer_ids: at most {MAX_BATCH} per call")
+        ids = check_ids("customer_ids", request.customer_ids, most=MAX_BATCH)
         found = await self.store.memberships_of(ids)
         names = {s.id: s.name for s in self.definitions.audiences.catalog.segments.values()}
         return segmentation_pb2.MembershipsForResponse(
@@ -149,9 +157,7 @@ class SegmentationServicer(segmentation_pb2_grpc.SegmentationServiceServicer):
         self, request: segmentation_pb2.GetScoresRequest, context: Context
     ) -> segmentation_pb2.GetScoresResponse:
         """The stored scores of the customers asked for."""
-        ids = list(request.customer_ids)
-        if len(ids) > MAX_BATCH:
-            raise InvalidArgument(f"customer_ids: at most {MAX_BATCH} per call")
+        ids = check_ids("customer_ids", request.customer_ids, most=MAX_BATCH)
         found = await self.store.scores_of(ids)
         return segmentation_pb2.GetScoresResponse(
             scores={c: _scores(doc) for c, doc in found.items()}
@@ -198,6 +204,8 @@ def _write_token(customer_id: str) -> str:
 def _read_token(token: str) -> str:
     if not token:
         return ""
+    if len(token) > MAX_TOKEN_LENGTH:
+        raise InvalidArgument("page_token is not one this service issued")
     try:
         return base64.urlsafe_b64decode(token.encode()).decode()
     except (ValueError, UnicodeDecodeError):

@@ -23,6 +23,7 @@ Semantics, shared by ``matches`` and the MongoDB filter:
 
 from __future__ import annotations
 
+import json
 import math
 import operator
 from bisect import bisect_left, bisect_right
@@ -33,6 +34,7 @@ from enum import Enum
 from typing import Any, Final
 
 from services.platform.fieldnames import field_key
+from services.platform.validation import json_nesting_exceeds
 from services.profile.engagement import ENGAGEMENT_EVENTS, PURPOSES, STATES
 
 DEFAULT_PII: Final = frozenset(
@@ -49,6 +51,9 @@ DEFAULT_PII: Final = frozenset(
     }
 )
 MAX_DEPTH: Final = 10
+# JSON nesting of a rule's text: room for MAX_DEPTH rules (two levels each through all/any)
+# and their conditions, far short of what would exhaust the parser's stack.
+MAX_JSON_DEPTH: Final = 64
 MAX_CONDITIONS: Final = 200
 MAX_LIST: Final = 1_000
 MAX_TEXT: Final = 1_000
@@ -302,6 +307,21 @@ def parse(rule: Any, pii_traits: frozenset[str] = DEFAULT_PII) -> Rule:
         uses_events=bool(events),
         compiled=_compile(root),
     )
+
+
+def load(rule_json: str) -> Any:
+    """The JSON value of a rule's text; :class:`RuleError` when it is not JSON or nests
+    deeper than :data:`MAX_JSON_DEPTH` (checked first, without recursion)."""
+    if json_nesting_exceeds(rule_json, MAX_JSON_DEPTH):
+        raise RuleError(
+            "rule",
+            f"nests deeper than {MAX_JSON_DEPTH} levels of JSON; rules nest at most "
+            f"{MAX_DEPTH} deep",
+        )
+    try:
+        return json.loads(rule_json)
+    except ValueError as exc:
+        raise RuleError("rule", f"not valid JSON: {exc}") from None
 
 
 def _walk(node: Node) -> Any:

@@ -3,7 +3,6 @@ reacts to, and who enters or leaves when it is evaluated. Pure logic, no I/O."""
 
 from __future__ import annotations
 
-import json
 import re
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -12,7 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from services.profile.engagement import ENGAGEMENT_EVENTS
-from services.segmentation.rules import EventRecord, Rule, RuleError, parse
+from services.segmentation.rules import EventRecord, Rule, load, parse
 
 BACKFILLING = "backfilling"
 LIVE = "live"
@@ -53,11 +52,7 @@ def _overlaps(read: str, changed: str) -> bool:
 
 def parse_rule(rule_json: str, pii_traits: frozenset[str]) -> Rule:
     """A rule from its JSON text; :class:`RuleError` naming the bad path."""
-    try:
-        raw = json.loads(rule_json)
-    except ValueError as exc:
-        raise RuleError("rule", f"not valid JSON: {exc}") from None
-    return parse(raw, pii_traits)
+    return parse(load(rule_json), pii_traits)
 
 
 def segment_id_for(name: str) -> str:

@@ -11,6 +11,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from lodestar.v1 import wallet_pb2, wallet_pb2_grpc
 from services.platform.errors import InvalidArgument
+from services.platform.validation import check_id
 from services.wallet.live import LiveUpdates
 from services.wallet.offers import checked_offer
 from services.wallet.passes import APPLE, GOOGLE, WalletPasses
@@ -33,6 +34,14 @@ _PROTO_PLATFORMS = {
     APPLE: wallet_pb2.WALLET_PLATFORM_APPLE,
     GOOGLE: wallet_pb2.WALLET_PLATFORM_GOOGLE,
 }
+# Serial numbers are UUIDs, offer ids at most 64 characters, template names short words.
+MAX_SERIAL_LENGTH = 64
+MAX_NAME_LENGTH = 64
+
+
+def _serial(serial_number: str) -> str:
+    # Not required here: an empty serial is NOT_FOUND, as before.
+    return check_id("serial_number", serial_number, required=False, limit=MAX_SERIAL_LENGTH)
 
 
 def _stamp(at: datetime) -> Timestamp:
@@ -111,6 +120,8 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
         if kind is None:
             names = ", ".join(wallet_pb2.PassKind.Name(k) for k in _KINDS)
             raise InvalidArgument(f"kind must be one of {names}")
+        check_id("template", request.template, required=False, limit=MAX_NAME_LENGTH)
+        check_id("offer_id", request.offer_id, required=False, limit=MAX_NAME_LENGTH)
         doc = await self.passes.issue(
             request.customer_id, kind, request.template, platform, request.offer_id
         )
@@ -122,12 +133,14 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
         self, request: wallet_pb2.GetPassRequest, context: Context
     ) -> wallet_pb2.WalletPass:
         """One pass by serial number."""
-        return self._pass(await self.passes.get(request.serial_number))
+        return self._pass(await self.passes.get(_serial(request.serial_number)))
 
     async def ListPasses(
         self, request: wallet_pb2.ListPassesRequest, context: Context
     ) -> wallet_pb2.ListPassesResponse:
         """Each requested customer's passes, in request order."""
+        for position, customer_id in enumerate(request.customer_ids):
+            check_id(f"customer_ids[{position}]", customer_id, required=False)
         found = await self.passes.of_customers(list(request.customer_ids))
         return wallet_pb2.ListPassesResponse(
             customers=[
@@ -143,7 +156,7 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
     ) -> wallet_pb2.WalletPass:
         """Change what a pass shows; phones are pushed."""
         doc = await self.passes.update(
-            request.serial_number,
+            _serial(request.serial_number),
             dict(request.fields),
             [at.ToDatetime(UTC) for at in request.relevant_dates],
             [
@@ -162,8 +175,8 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
     ) -> wallet_pb2.SendMessageResponse:
         """A lock-screen message; marketing ones obey consent and the cap."""
         shown, why = await self.live.send_message(
-            request.serial_number,
-            request.customer_id,
+            _serial(request.serial_number),
+            check_id("customer_id", request.customer_id, required=False),
             request.header,
             request.body,
             marketing=request.kind != wallet_pb2.MESSAGE_KIND_TRANSACTIONAL,
@@ -174,13 +187,13 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
         self, request: wallet_pb2.VoidPassRequest, context: Context
     ) -> wallet_pb2.WalletPass:
         """Void a pass; registered phones fetch the voided pass."""
-        return self._pass(await self.passes.void(request.serial_number))
+        return self._pass(await self.passes.void(_serial(request.serial_number)))
 
     async def GetSaveLink(
         self, request: wallet_pb2.GetSaveLinkRequest, context: Context
     ) -> wallet_pb2.SaveLink:
         """The "Save to Google Wallet" link of a Google pass."""
-        doc = await self.passes.get(request.serial_number)
+        doc = await self.passes.get(_serial(request.serial_number))
         return wallet_pb2.SaveLink(url=self.passes.save_link(doc))
 
     async def PutOffer(self, request: wallet_pb2.Offer, context: Context) -> wallet_pb2.Offer:
