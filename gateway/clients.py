@@ -52,7 +52,9 @@ class ServiceClients:
         self.wallet = wallet_pb2_grpc.WalletServiceStub(self._open(self.settings.wallet_addr))
 
     def _open(self, target: str) -> grpc.aio.Channel:
-        channel = client_channel(target, self.settings.grpc_timeout_s)
+        channel = client_channel(
+            target, self.settings.grpc_timeout_s, self.settings.grpc_token_value()
+        )
         self._channels.append(channel)
         return channel
 

@@ -174,14 +174,16 @@ def main() -> None:
     try:
         stack.start()
         if not args.no_demo:
-            segments = create_demo_segments(stack.grpc_target("segmentation"))
+            segments = create_demo_segments(stack.grpc_target("segmentation"), stack.grpc_token)
             sent = send_demo_data(stack.gateway_url, stack.write_key)
             print(
                 f"created {segments} demo segments; sent {sent} demo events for "
                 f"{len(DEMO_CUSTOMERS)} customers",
                 flush=True,
             )
-            cards = create_demo_wallet(stack.grpc_target("identity"), stack.grpc_target("wallet"))
+            cards = create_demo_wallet(
+                stack.grpc_target("identity"), stack.grpc_target("wallet"), stack.grpc_token
+            )
         print(banner(stack), flush=True)
         if not args.no_demo:
             print(wallet_story(stack, cards), flush=True)

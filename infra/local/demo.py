@@ -23,6 +23,7 @@ from lodestar.v1 import (
     wallet_pb2,
     wallet_pb2_grpc,
 )
+from services.platform.rpcauth import blocking_channel
 
 DEMO_CUSTOMERS = (
     ("u-1001", "Ada", "Lovelace", "ada@example.com", "web"),
@@ -152,10 +153,10 @@ DEMO_OFFER_ID = "presentation"
 WALLET_DEMO_USER = "u-1008"
 
 
-def create_demo_segments(segmentation_target: str) -> int:
+def create_demo_segments(segmentation_target: str, token: str | None) -> int:
     """Create the demo segments over gRPC (existing ones are left as they are)."""
     created = 0
-    with grpc.insecure_channel(segmentation_target) as channel:
+    with blocking_channel(segmentation_target, token) as channel:
         stub = segmentation_pb2_grpc.SegmentationServiceStub(channel)
         for segment_id, name, description, rule in DEMO_SEGMENTS:
             request = segmentation_pb2.CreateSegmentRequest(
@@ -189,10 +190,10 @@ class DemoCards:
     google: wallet_pb2.WalletPass | None
 
 
-def _known_customer(identity_target: str, user_id: str, timeout_s: float) -> str:
+def _known_customer(identity_target: str, token: str | None, user_id: str, timeout_s: float) -> str:
     """The customer id of ``user_id`` once identity has resolved the demo events."""
     deadline = time.monotonic() + timeout_s
-    with grpc.insecure_channel(identity_target) as channel:
+    with blocking_channel(identity_target, token) as channel:
         stub = identity_pb2_grpc.IdentityServiceStub(channel)
         while True:
             try:
@@ -209,7 +210,9 @@ def _known_customer(identity_target: str, user_id: str, timeout_s: float) -> str
             time.sleep(0.5)
 
 
-def create_demo_wallet(identity_target: str, wallet_target: str) -> DemoCards:
+def create_demo_wallet(
+    identity_target: str, wallet_target: str, token: str | None = None
+) -> DemoCards:
     """The presentation offer for Gold members, and loyalty cards in Apple and Google Wallet
     for the demo card holder."""
     starts = (datetime.now(UTC) + timedelta(days=1)).replace(
@@ -217,8 +220,8 @@ def create_demo_wallet(identity_target: str, wallet_target: str) -> DemoCards:
     )
     stamp = Timestamp()
     stamp.FromDatetime(starts)
-    customer_id = _known_customer(identity_target, WALLET_DEMO_USER, 60)
-    with grpc.insecure_channel(wallet_target) as channel:
+    customer_id = _known_customer(identity_target, token, WALLET_DEMO_USER, 60)
+    with blocking_channel(wallet_target, token) as channel:
         wallet = wallet_pb2_grpc.WalletServiceStub(channel)
         wallet.PutOffer(
             wallet_pb2.Offer(

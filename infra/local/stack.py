@@ -32,6 +32,7 @@ from infra.local.servers import (
 from services.platform import topics
 from services.platform.bus import ensure_topics
 from services.platform.crypto import generate_key
+from services.platform.rpc import client_channel
 from services.wallet.devcerts import ensure_dev_certificates
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -157,6 +158,8 @@ class Stack:
         self.extra_env = dict(extra_env or {})
         self.wallet_certs_dir = wallet_certs_dir or ROOT / ".local" / "wallet-certs"
         # Fresh PII keys per local run (the local database is in memory too).
+        # The services' gRPC door: every process of this run shares one fresh token.
+        self.grpc_token = os.environ.get("LODESTAR_GRPC_TOKEN") or secrets.token_urlsafe(24)
         self.pii_env = {
             "LODESTAR_PII_KEYS": f"local1:{generate_key()}",
             "LODESTAR_PII_ACTIVE_KEY_ID": "local1",
@@ -213,6 +216,10 @@ class Stack:
     def google_token_uri(self) -> str:
         """The stand-in's OAuth token endpoint."""
         return f"{self.google_url}/token"
+
+    def grpc_channel(self, service: str) -> grpc.aio.Channel:
+        """An asyncio channel to a service that sends this run's service token."""
+        return client_channel(self.grpc_target(service), 30.0, self.grpc_token)
 
     def grpc_target(self, service: str) -> str:
         """``host:port`` of a service's gRPC server."""
@@ -289,6 +296,7 @@ class Stack:
                 "LODESTAR_KAFKA_SESSION_TIMEOUT_MS": "2000",
                 "LODESTAR_KAFKA_TOPIC_PARTITIONS": "6",
                 "PYTHONUNBUFFERED": "1",
+                "LODESTAR_GRPC_TOKEN": self.grpc_token,
                 **self.pii_env,
             }
         )

@@ -42,6 +42,7 @@ async def serve(settings: IdentitySettings) -> None:
         [SERVICE_NAME],
         lambda s: identity_pb2_grpc.add_IdentityServiceServicer_to_server(servicer, s),
         settings.grpc_default_deadline_s,
+        token=settings.grpc_token_value(),
     )
     raw_events = bus.subscribe(
         [topics.EVENTS_RAW], "identity", events_pb2.Event, RawEventHandler(resolver, bus)

@@ -25,6 +25,7 @@ from services.platform.errors import (
     Unavailable,
     bounded_details,
 )
+from services.platform.rpcauth import RequireServiceToken, SendServiceToken
 
 log = logging.getLogger(__name__)
 
@@ -190,13 +191,18 @@ class GrpcServer:
         service_names: Sequence[str],
         register: Callable[[grpc.aio.Server], None],
         default_deadline_s: float = 10.0,
+        *,
+        token: str | None = None,
     ) -> None:
         self.address = f"{host}:{port}"
         self.service_names = list(service_names)
         self.health = health.aio.HealthServicer()
+        # Refusals without the token are logged and counted like any other call.
+        guard: list[grpc.aio.ServerInterceptor] = [RequireServiceToken(token)] if token else []
         self.server = grpc.aio.server(
             interceptors=[
                 LoggingInterceptor(),
+                *guard,
                 ErrorInterceptor(),
                 DeadlineInterceptor(default_deadline_s),
             ],
@@ -266,8 +272,14 @@ class DefaultTimeoutInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
         return await continuation(client_call_details, request)
 
 
-def client_channel(target: str, timeout_s: float = 5.0) -> grpc.aio.Channel:
-    """A channel that retries UNAVAILABLE and times calls out after ``timeout_s`` by default."""
+def client_channel(
+    target: str, timeout_s: float = 5.0, token: str | None = None
+) -> grpc.aio.Channel:
+    """A channel that retries UNAVAILABLE, times calls out after ``timeout_s`` by default and
+    sends the service token when one is given."""
+    interceptors: list[grpc.aio.ClientInterceptor] = [DefaultTimeoutInterceptor(timeout_s)]
+    if token:
+        interceptors.append(SendServiceToken(token))
     return grpc.aio.insecure_channel(
         target,
         options=[
@@ -275,7 +287,7 @@ def client_channel(target: str, timeout_s: float = 5.0) -> grpc.aio.Channel:
             ("grpc.service_config", _RETRY_SERVICE_CONFIG),
             ("grpc.keepalive_time_ms", 30_000),
         ],
-        interceptors=[DefaultTimeoutInterceptor(timeout_s)],
+        interceptors=interceptors,
     )
 
 

@@ -8,8 +8,8 @@ it (Kubernetes' probes cannot send metadata). Clients made by ``client_channel``
 from __future__ import annotations
 
 import hmac
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, NamedTuple
 
 import grpc
 
@@ -44,11 +44,11 @@ def _refusing(handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler
     if handler.response_streaming:
         behavior = _refuse_stream
         if handler.request_streaming:
-            return grpc.stream_stream_rpc_method_handler(behavior)  # type: ignore[arg-type]
+            return grpc.stream_stream_rpc_method_handler(behavior)
         return grpc.unary_stream_rpc_method_handler(behavior)
     if handler.request_streaming:
-        return grpc.stream_unary_rpc_method_handler(_refuse)  # type: ignore[arg-type]
-    return grpc.unary_unary_rpc_method_handler(_refuse)  # type: ignore[arg-type]
+        return grpc.stream_unary_rpc_method_handler(_refuse)
+    return grpc.unary_unary_rpc_method_handler(_refuse)
 
 
 class RequireServiceToken(grpc.aio.ServerInterceptor):
@@ -95,3 +95,38 @@ class SendServiceToken(grpc.aio.UnaryUnaryClientInterceptor):
             client_call_details.wait_for_ready,
         )
         return await continuation(details, request)
+
+
+class _CallDetails(NamedTuple):
+    method: str
+    timeout: float | None
+    metadata: Sequence[tuple[str, str | bytes]] | None
+    credentials: grpc.CallCredentials | None
+    wait_for_ready: bool | None
+    compression: grpc.Compression | None
+
+
+class _SendServiceTokenSync(grpc.UnaryUnaryClientInterceptor):
+    """The blocking API's twin of :class:`SendServiceToken` (command-line tools)."""
+
+    def __init__(self, token: str) -> None:
+        self.metadata = ("authorization", f"Bearer {token}")
+
+    def intercept_unary_unary(
+        self, continuation: Callable[[Any, Any], Any], client_call_details: Any, request: Any
+    ) -> Any:
+        details = _CallDetails(
+            client_call_details.method,
+            client_call_details.timeout,
+            [*(client_call_details.metadata or ()), self.metadata],
+            client_call_details.credentials,
+            client_call_details.wait_for_ready,
+            getattr(client_call_details, "compression", None),
+        )
+        return continuation(details, request)
+
+
+def blocking_channel(target: str, token: str | None) -> grpc.Channel:
+    """A blocking-API channel to ``target`` that sends the service token when given one."""
+    channel = grpc.insecure_channel(target)
+    return grpc.intercept_channel(channel, _SendServiceTokenSync(token)) if token else channel

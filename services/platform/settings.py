@@ -44,6 +44,10 @@ class CommonSettings(BaseSettings):
     # when gRPC listens beyond loopback; `make run` makes a fresh one.
     grpc_token: SecretStr | None = Field(None, min_length=16)
 
+    def grpc_token_value(self) -> str | None:
+        """The service token, if one is configured."""
+        return None if self.grpc_token is None else self.grpc_token.get_secret_value()
+
 
 class ServiceSettings(CommonSettings):
     """A gRPC service that owns MongoDB collections. Subclasses set the port default."""
@@ -65,10 +69,6 @@ class ServiceSettings(CommonSettings):
                 "LODESTAR_GRPC_TOKEN is required when LODESTAR_GRPC_HOST is not loopback"
             )
         return self
-
-    def grpc_token_value(self) -> str | None:
-        """The service token, if one is configured."""
-        return None if self.grpc_token is None else self.grpc_token.get_secret_value()
 
 
 class PiiSettings(ServiceSettings):

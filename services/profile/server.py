@@ -54,6 +54,7 @@ async def serve(settings: ProfileSettings) -> None:
         [SERVICE_NAME, PRIVACY_SERVICE_NAME],
         register,
         settings.grpc_default_deadline_s,
+        token=settings.grpc_token_value(),
     )
     resolved_events = bus.subscribe(
         [topics.EVENTS_RESOLVED],

@@ -40,6 +40,7 @@ async def serve(settings: RecommendationSettings) -> None:
         [SERVICE_NAME],
         lambda s: recommendation_pb2_grpc.add_RecommendationServiceServicer_to_server(servicer, s),
         settings.grpc_default_deadline_s,
+        token=settings.grpc_token_value(),
     )
     subscriptions: list[Subscription[Any]] = [
         bus.subscribe(

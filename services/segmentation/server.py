@@ -56,6 +56,7 @@ async def serve(settings: SegmentationSettings) -> None:
         [SERVICE_NAME],
         lambda s: segmentation_pb2_grpc.add_SegmentationServiceServicer_to_server(servicer, s),
         settings.grpc_default_deadline_s,
+        token=settings.grpc_token_value(),
     )
 
     async def erase(customer_id: str) -> None:

@@ -80,8 +80,8 @@ async def serve(settings: WalletSettings) -> None:
     signer = settings.pass_signer()
     bus = Bus(BusConfig.from_settings(settings, "wallet"))
     await bus.start()
-    identity = client_channel(settings.identity_addr)
-    profile = client_channel(settings.profile_addr)
+    identity = client_channel(settings.identity_addr, token=settings.grpc_token_value())
+    profile = client_channel(settings.profile_addr, token=settings.grpc_token_value())
     google_api = google_client(settings)
     google = (
         GooglePasses(google_api, settings.wallet_google_issuer_id, settings.wallet_web_service_url)
@@ -109,6 +109,7 @@ async def serve(settings: WalletSettings) -> None:
         [SERVICE_NAME],
         lambda s: wallet_pb2_grpc.add_WalletServiceServicer_to_server(servicer, s),
         settings.grpc_default_deadline_s,
+        token=settings.grpc_token_value(),
     )
     subscriptions: list[Subscription[Any]] = [
         bus.subscribe(

@@ -5,7 +5,7 @@ then fed a broken copy to prove it can fail."""
 from __future__ import annotations
 
 from tests.deploy.network import Peer, Policies, network_policy_problems
-from tests.deploy.objects import find, mapping
+from tests.deploy.objects import containers, effective_env, find, mapping, ref, workloads
 from tests.deploy.tools import Manifest
 
 
@@ -58,3 +58,28 @@ def test_a_policy_selecting_no_pod_is_caught(objects: list[Manifest]) -> None:
     problems = network_policy_problems(objects)
     assert "NetworkPolicy/profile-grpc selects no workload's pods" in problems
     assert "gateway cannot reach profile:grpc" in problems
+
+
+def token_problems(objects: list[Manifest]) -> list[str]:
+    """Lodestar processes that would serve or call gRPC without the service token."""
+    problems = []
+    for workload in workloads(objects):
+        for container in containers(workload, init=False):
+            module = str((container.get("args") or [""])[0])
+            if module.startswith(("services.", "gateway")):
+                env = effective_env(objects, container)
+                if "LODESTAR_GRPC_TOKEN" not in env:
+                    problems.append(f"{ref(workload)} has no LODESTAR_GRPC_TOKEN")
+    return problems
+
+
+def test_every_process_has_the_grpc_token(objects: list[Manifest]) -> None:
+    assert token_problems(objects) == []
+
+
+def test_a_process_without_the_token_is_caught(objects: list[Manifest]) -> None:
+    profile = find(objects, "Deployment", "profile")
+    assert profile is not None
+    container = profile["spec"]["template"]["spec"]["containers"][0]
+    container["env"] = [v for v in container["env"] if v["name"] != "LODESTAR_GRPC_TOKEN"]
+    assert token_problems(objects) == ["Deployment/profile has no LODESTAR_GRPC_TOKEN"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import grpc
 import pytest
 
 from infra.local.servers import MongoWireServer
@@ -122,7 +121,7 @@ async def test_privacy_export_and_erasure_reach_every_service_and_leave_no_trace
         )
     customer = await platform.wait_for_count(user_id, "Product Viewed", 2)
     customer_id = customer["id"]
-    async with grpc.aio.insecure_channel(platform.stack.grpc_target("wallet")) as channel:
+    async with platform.stack.grpc_channel("wallet") as channel:
         card = await wallet_pb2_grpc.WalletServiceStub(channel).IssuePass(
             wallet_pb2.IssuePassRequest(
                 customer_id=customer_id, kind=wallet_pb2.PASS_KIND_STORE_CARD
@@ -151,7 +150,7 @@ async def test_privacy_export_and_erasure_reach_every_service_and_leave_no_trace
     assert await platform.customer("email", email) is None
     client = mongo_client(mongo_server.uri, "erase-scan")
     try:
-        async with grpc.aio.insecure_channel(platform.stack.grpc_target("wallet")) as channel:
+        async with platform.stack.grpc_channel("wallet") as channel:
             voided = await wallet_pb2_grpc.WalletServiceStub(channel).GetPass(
                 wallet_pb2.GetPassRequest(serial_number=card.serial_number)
             )

@@ -86,7 +86,7 @@ async def test_a_trained_model_recommends_through_graphql(platform: Platform, st
     await platform.wait_for_count(shopper, "Order Completed", 1, timeout_s=60)
     await platform.wait_for_count(f"u{tag}7", "Order Completed", 1, timeout_s=60)
 
-    async with grpc.aio.insecure_channel(stack.grpc_target("recommendation")) as channel:
+    async with stack.grpc_channel("recommendation") as channel:
         stub = recommendation_pb2_grpc.RecommendationServiceStub(channel)
         found: dict[str, Any] = {}
 

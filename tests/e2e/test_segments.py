@@ -8,7 +8,6 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import grpc
 import pytest
 
 from infra.local.stack import Stack
@@ -44,7 +43,7 @@ async def test_segments_fill_in_real_time_and_show_in_graphql(
     tag = unique("aud").replace("-", "")
     user, other = f"u{tag}", f"v{tag}"
     gold_id, abandoned_id = f"gold-{tag}", f"abandoned-{tag}"
-    async with grpc.aio.insecure_channel(stack.grpc_target("segmentation")) as channel:
+    async with stack.grpc_channel("segmentation") as channel:
         stub = segmentation_pb2_grpc.SegmentationServiceStub(channel)
         gold = {"field": "loyalty.tier", "op": "in", "value": ["Gold", "Platinum"]}
         abandoned = {

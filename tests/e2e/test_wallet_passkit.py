@@ -28,7 +28,7 @@ async def test_issue_register_and_download_through_the_stack(
     stack = platform.stack
     user = unique("holder")
     customer_id = await platform.known_customer(user)
-    async with grpc.aio.insecure_channel(stack.grpc_target("wallet")) as channel:
+    async with stack.grpc_channel("wallet") as channel:
         stub = wallet_pb2_grpc.WalletServiceStub(channel)
         issued = await stub.IssuePass(
             wallet_pb2.IssuePassRequest(

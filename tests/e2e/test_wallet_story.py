@@ -23,7 +23,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import grpc
 import httpx
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -107,8 +106,8 @@ async def test_the_wallet_story(platform: Platform, tmp_path: Path) -> None:
 
     starts = datetime.now(UTC).replace(second=0, microsecond=0) + timedelta(hours=20)
     segment_id, offer_id = unique("gold"), unique("presentation")
-    channel = grpc.aio.insecure_channel(stack.grpc_target("wallet"))
-    segments = grpc.aio.insecure_channel(stack.grpc_target("segmentation"))
+    channel = stack.grpc_channel("wallet")
+    segments = stack.grpc_channel("segmentation")
     wallet = wallet_pb2_grpc.WalletServiceStub(channel)
     stand_ins = StandIns(stack)
     try:

@@ -25,7 +25,6 @@ from io import BytesIO
 from pathlib import Path
 from typing import Any
 
-import grpc
 import httpx
 from wallet import models
 
@@ -176,8 +175,8 @@ async def _cards(stack: Stack, customers: int, http: httpx.AsyncClient) -> list[
     registered on a phone of its own."""
     found = []
     async with (
-        grpc.aio.insecure_channel(stack.grpc_target("identity")) as identity_channel,
-        grpc.aio.insecure_channel(stack.grpc_target("wallet")) as wallet_channel,
+        stack.grpc_channel("identity") as identity_channel,
+        stack.grpc_channel("wallet") as wallet_channel,
     ):
         identity = identity_pb2_grpc.IdentityServiceStub(identity_channel)
         wallet = wallet_pb2_grpc.WalletServiceStub(wallet_channel)

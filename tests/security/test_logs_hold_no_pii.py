@@ -84,7 +84,7 @@ async def send_pii_through_every_door(platform: Platform, stack: Stack) -> None:
         json={"logs": [f"failed for {email} {OWN_PHONE} {OWN_NAME}"]},
     )
     # gRPC with bad identifiers.
-    async with grpc.aio.insecure_channel(stack.grpc_target("identity")) as channel:
+    async with stack.grpc_channel("identity") as channel:
         stub = identity_pb2_grpc.IdentityServiceStub(channel)
         for type_, value in (("phone", f"{OWN_PHONE}x{OWN_NAME}"), ("email", f"{email}@@")):
             identifier = common_pb2.Identifier(type=type_, value=value)

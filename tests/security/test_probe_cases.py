@@ -212,7 +212,7 @@ async def test_grpc_bounds_rule_depth_and_echoes(stack: Stack) -> None:
     rule: Any = {"field": "traits.plan", "op": "eq", "value": "gold"}
     for _ in range(3_000):
         rule = {"not": rule}
-    async with grpc.aio.insecure_channel(stack.grpc_target("segmentation")) as channel:
+    async with stack.grpc_channel("segmentation") as channel:
         stub = segmentation_pb2_grpc.SegmentationServiceStub(channel)
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await stub.CreateSegment(
@@ -222,7 +222,7 @@ async def test_grpc_bounds_rule_depth_and_echoes(stack: Stack) -> None:
             )
         assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     long_id = "c" * 100_000
-    async with grpc.aio.insecure_channel(stack.grpc_target("profile")) as channel:
+    async with stack.grpc_channel("profile") as channel:
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await profile_pb2_grpc.ProfileServiceStub(channel).GetProfile(
                 profile_pb2.GetProfileRequest(customer_id=long_id)
@@ -236,7 +236,7 @@ async def test_grpc_bounds_rule_depth_and_echoes(stack: Stack) -> None:
 
 async def test_the_pass_token_is_handed_out_once(platform: Platform, stack: Stack) -> None:
     customer_id = await platform.known_customer(unique("passes"))
-    async with grpc.aio.insecure_channel(stack.grpc_target("wallet")) as channel:
+    async with stack.grpc_channel("wallet") as channel:
         stub = wallet_pb2_grpc.WalletServiceStub(channel)
         issued = await stub.IssuePass(
             wallet_pb2.IssuePassRequest(
@@ -248,3 +248,12 @@ async def test_the_pass_token_is_handed_out_once(platform: Platform, stack: Stac
     text = str(listed)
     assert issued.serial_number in text
     assert issued.authentication_token not in text
+
+
+async def test_grpc_refuses_calls_without_the_service_token(stack: Stack) -> None:
+    async with grpc.aio.insecure_channel(stack.grpc_target("profile")) as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await profile_pb2_grpc.ProfileServiceStub(channel).GetProfile(
+                profile_pb2.GetProfileRequest(customer_id="anyone"), timeout=5
+            )
+    assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED

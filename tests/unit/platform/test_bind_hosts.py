@@ -7,11 +7,12 @@ import socket
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from gateway.settings import GatewaySettings
 from services.identity.settings import IdentitySettings
 from services.platform.metrics import serve_metrics
-from services.platform.settings import ServiceSettings, load_settings
+from services.platform.settings import ServiceSettings, describe_errors, load_settings
 from services.profile.settings import ProfileSettings
 from services.recommendation.settings import RecommendationSettings
 from services.segmentation.settings import SegmentationSettings
@@ -69,6 +70,7 @@ def test_gateway_and_passkit_bind_to_loopback_by_default(
 
 def test_a_setting_opens_each_door(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("LODESTAR_GRPC_HOST", "0.0.0.0")
+    monkeypatch.setenv("LODESTAR_GRPC_TOKEN", "a-service-token-0123456789")
     monkeypatch.setenv("LODESTAR_METRICS_HOST", "0.0.0.0")
     monkeypatch.setenv("LODESTAR_GATEWAY_HTTP_HOST", "0.0.0.0")
     monkeypatch.setenv("LODESTAR_WALLET_HTTP_HOST", "0.0.0.0")
@@ -88,3 +90,14 @@ def test_metrics_listen_on_loopback_only() -> None:
     with socket.create_connection(("127.0.0.1", port), timeout=2):
         pass
     assert listening_addresses(port) == {"127.0.0.1"}
+
+
+def test_an_open_grpc_port_needs_the_service_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LODESTAR_GRPC_HOST", "0.0.0.0")
+    with pytest.raises(ValidationError) as caught:
+        ProfileSettings()
+    assert "LODESTAR_GRPC_TOKEN is required" in describe_errors(caught.value)
+    monkeypatch.setenv("LODESTAR_GRPC_TOKEN", "short")
+    with pytest.raises(ValidationError) as caught:
+        ProfileSettings()
+    assert "LODESTAR_GRPC_TOKEN" in describe_errors(caught.value)
