@@ -15,6 +15,7 @@ from services.platform import topics
 from services.platform.bus import Bus, BusConfig
 from services.platform.mongo import database, mongo_client
 from services.platform.privacy import PrivacyHandler
+from services.platform.rotation import Tally
 from services.platform.rpc import GrpcServer
 from services.platform.runtime import serve_until_shutdown
 
@@ -66,8 +67,9 @@ async def serve(settings: IdentitySettings) -> None:
     )
 
 
-async def rotate_keys(settings: IdentitySettings) -> None:
-    """The one-shot key rotation command; prints what it changed."""
+async def rotate_keys(settings: IdentitySettings, *, check_only: bool = False) -> list[Tally]:
+    """Key rotation of the identity database, for the platform's rotation command
+    (``python -m services.rotate_keys``)."""
     client = mongo_client(settings.mongo_uri, "lodestar-identity-rotate")
     try:
         store = IdentityStore(
@@ -75,7 +77,6 @@ async def rotate_keys(settings: IdentitySettings) -> None:
             settings.field_cipher(),
             settings.rules(),
         )
-        reencrypted, reindexed = await store.rotate_keys()
-        print(f"re-encrypted {reencrypted} values, re-indexed {reindexed} identifiers")
+        return [await store.rotate_keys(check_only=check_only)]
     finally:
         client.close()

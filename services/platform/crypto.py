@@ -139,6 +139,11 @@ class FieldCipher:
         """The id of the key new values are encrypted under."""
         return self._active_key_id
 
+    @property
+    def key_ids(self) -> frozenset[str]:
+        """The id of every key in the ring (the active one and those kept for reading)."""
+        return frozenset(self._aeads)
+
     def blind_index(self, value: str, context: str) -> str:
         """A deterministic 64-hex-digit HMAC-SHA256 of ``value`` within ``context``.
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -25,6 +25,8 @@ from services.platform.bus import Delivery
 from services.platform.crypto import EncryptedValue, FieldCipher
 from services.platform.errors import NotFound, PoisonMessage
 from services.platform.mongo import Document, IndexSpec, ensure_indexes
+from services.platform.rotation import Tally
+from services.profile.store import rotate_values
 
 PENDING = privacy_pb2.PRIVACY_REQUEST_STATE_PENDING
 DONE = privacy_pb2.PRIVACY_REQUEST_STATE_DONE
@@ -65,6 +67,18 @@ class PrivacyRequests:
                     options={"expireAfterSeconds": self.settings.ttl_s},
                 )
             ],
+        )
+
+    async def rotate_keys(self, *, check_only: bool = False) -> Tally:
+        """Re-encrypt every stored export still under an old key with the active key, then
+        count what is left (see :func:`services.profile.store.rotate_values`)."""
+        return await rotate_values(
+            self.requests,
+            Tally("profile", "privacy_requests"),
+            self.cipher,
+            _exports,
+            check_only=check_only,
+            field="answers",
         )
 
     async def open(self, request_id: str, kind: int, at: datetime) -> None:
@@ -141,6 +155,12 @@ class PrivacyRequests:
                     export[name] = json.loads(clear)
             status.export.update(export)
         return status
+
+
+def _exports(doc: Document) -> Iterable[tuple[str, object, str]]:
+    for service, answer in (doc.get("answers") or {}).items():
+        if isinstance(answer, Mapping) and "export" in answer:
+            yield f"answers.{service}.export", answer["export"], _EXPORT_CONTEXT
 
 
 def _stamp(at: datetime) -> Timestamp:

@@ -9,6 +9,7 @@ from services.platform import topics
 from services.platform.bus import Bus, BusConfig
 from services.platform.mongo import database, mongo_client
 from services.platform.privacy import PrivacyHandler
+from services.platform.rotation import Tally
 from services.platform.rpc import GrpcServer
 from services.platform.runtime import serve_until_shutdown
 from services.profile.api import PrivacyServicer, ProfileServicer
@@ -80,3 +81,20 @@ async def serve(settings: ProfileSettings) -> None:
     await serve_until_shutdown(
         server, [resolved_events, merges, privacy, answers], [bus.stop, client.close]
     )
+
+
+async def rotate_keys(settings: ProfileSettings, *, check_only: bool = False) -> list[Tally]:
+    """Key rotation of the profile database (PII traits, timeline, privacy exports), for the
+    platform's rotation command (``python -m services.rotate_keys``)."""
+    client = mongo_client(settings.mongo_uri, "lodestar-profile-rotate")
+    try:
+        db = database(client, settings.mongo_database_prefix, "profile")
+        cipher = settings.field_cipher()
+        store = ProfileStore(db, settings.profile_dedupe_window, cipher, settings.pii_trait_names())
+        requests = PrivacyRequests(db, cipher, settings.privacy_requests())
+        return [
+            *await store.rotate_keys(check_only=check_only),
+            await requests.rotate_keys(check_only=check_only),
+        ]
+    finally:
+        client.close()

@@ -12,18 +12,19 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from motor.motor_asyncio import AsyncIOMotorDatabase
+from motor.motor_asyncio import AsyncIOMotorCollection, AsyncIOMotorDatabase
 from pymongo import UpdateOne
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from services.platform.crypto import EncryptedValue, FieldCipher
 from services.platform.fieldnames import original_name
 from services.platform.mongo import Document, IndexSpec, ensure_indexes
+from services.platform.rotation import Tally, examine
 from services.profile import sessions
 from services.profile.commerce import Order, orders_from
 from services.profile.fold import (
@@ -35,6 +36,10 @@ from services.profile.fold import (
 )
 
 DUPLICATE_KEY = 11000
+# Re-encrypted values written per round trip during key rotation.
+ROTATION_BATCH = 500
+# Where a document keeps encrypted values: (field path, stored value, encryption context).
+EncryptedFields = Callable[[Document], Iterable[tuple[str, object, str]]]
 
 
 class StoredProfile:
@@ -424,6 +429,30 @@ class ProfileStore:
         await self.timeline.delete_many({"customer_id": {"$in": [customer_id, *merged]}})
         return bool(removed.deleted_count)
 
+    async def rotate_keys(self, *, check_only: bool = False) -> list[Tally]:
+        """Re-encrypt every PII trait of the profiles and every timeline entry's PII still
+        under an old key with the active key, then count what is left. Safe to run again
+        after an interruption, and while the service runs (a value changed meanwhile is left
+        for the next run); ``check_only`` only counts."""
+        if self.cipher is None:
+            raise ValueError("key rotation needs the PII keys (LODESTAR_PII_*)")
+        return [
+            await rotate_values(
+                self.profiles,
+                Tally("profile", "profiles"),
+                self.cipher,
+                _profile_pii,
+                check_only=check_only,
+            ),
+            await rotate_values(
+                self.timeline,
+                Tally("profile", "timeline"),
+                self.cipher,
+                _timeline_pii,
+                check_only=check_only,
+            ),
+        ]
+
     async def get(self, customer_id: str) -> StoredProfile | None:
         """The profile of ``customer_id``, or ``None``."""
         for _ in range(64):
@@ -434,6 +463,62 @@ class ProfileStore:
                 return StoredProfile(doc, self.cipher, self.session_timeout)
             customer_id = doc["merged_into"]
         return None
+
+
+async def rotate_values(
+    collection: AsyncIOMotorCollection[Document],
+    tally: Tally,
+    cipher: FieldCipher,
+    fields: EncryptedFields,
+    *,
+    check_only: bool,
+    field: str = "pii",
+) -> Tally:
+    """Key rotation of one collection: each value ``fields`` finds (in the documents that
+    have ``field``) that is under an old key is replaced by its re-encryption, only while it
+    is still the value read, so a newer write is never overwritten. Then a second pass
+    counts what is left into ``tally``."""
+    wanted: Document = {field: {"$exists": True}}
+    only: Document = {field: 1}
+    if not check_only:
+        pending: list[UpdateOne] = []
+        async for doc in collection.find(wanted, only):
+            for path, stored, context in fields(doc):
+                found = examine(cipher, stored, context)
+                if found.replacement is not None:
+                    pending.append(
+                        UpdateOne(
+                            {"_id": doc["_id"], f"{path}.n": found.nonce},
+                            {"$set": {path: found.replacement.to_document()}},
+                        )
+                    )
+            if len(pending) >= ROTATION_BATCH:
+                tally.rotated += await _write_rotated(collection, pending)
+                pending = []
+        tally.rotated += await _write_rotated(collection, pending)
+    async for doc in collection.find(wanted, only):
+        for _, stored, context in fields(doc):
+            tally.count(examine(cipher, stored, context))
+    return tally
+
+
+async def _write_rotated(
+    collection: AsyncIOMotorCollection[Document], updates: list[UpdateOne]
+) -> int:
+    if not updates:
+        return 0
+    result = await collection.bulk_write(updates, ordered=False)
+    return int(result.matched_count)
+
+
+def _profile_pii(doc: Document) -> Iterable[tuple[str, object, str]]:
+    for key, stored in (doc.get("pii") or {}).items():
+        yield f"pii.{key}", stored, _context(original_name(key))
+
+
+def _timeline_pii(doc: Document) -> Iterable[tuple[str, object, str]]:
+    if "pii" in doc:
+        yield "pii", doc["pii"], "timeline"
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

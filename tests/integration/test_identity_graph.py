@@ -251,12 +251,42 @@ async def test_key_rotation_reencrypts_and_reindexes(store: IdentityStore) -> No
     # New active key k2 and a new index key: the documented procedure's second step.
     store.cipher = FieldCipher(KEYS, "k2", parse_key(generate_key()))
     assert await store.owner_of(store.key_of("email", "rot@example.com")) is None
-    assert await store.rotate_keys() == (1, 1)
+    check = await store.rotate_keys(check_only=True)
+    assert (check.rotated, check.left, check.stale_index, check.left_by_key) == (0, 1, 1, {"k1": 1})
+    done = await store.rotate_keys()
+    assert (done.rotated, done.left, done.unreadable) == (1, 0, 0)
     assert await store.owner_of(store.key_of("email", "rot@example.com")) == customer
     doc = await store.identifiers.find_one({"type": "email"})
     assert doc is not None
     assert doc["enc"]["kid"] == "k2"
-    assert await store.rotate_keys() == (0, 0)  # running it again changes nothing
+    again = await store.rotate_keys()  # running it again changes nothing
+    assert (again.rotated, again.left, again.checked) == (0, 0, 1)
+
+
+async def test_key_rotation_resumes_after_a_crash_between_copy_and_delete(
+    store: IdentityStore,
+) -> None:
+    from services.platform.crypto import FieldCipher, generate_key, parse_key
+    from tests.support.identity import KEYS
+
+    r = resolver(store)
+    outcome = await r.resolve([event("c1", ("email", "crash@example.com"), ("user_id", "u-c"))])
+    old = await store.identifiers.find_one({"type": "email"})
+    assert old is not None
+    store.cipher = FieldCipher(KEYS, "k2", parse_key(generate_key()))
+    # The first run copied the identifier to its new key (still under k1), then stopped.
+    await store.identifiers.insert_one(
+        {**old, "_id": store.key_of("email", "crash@example.com").key}
+    )
+    done = await store.rotate_keys()
+    assert (done.left, done.unreadable) == (0, 0)
+    docs = await store.identifiers.find({"type": "email"}).to_list(None)
+    assert [d["_id"] for d in docs] == [store.key_of("email", "crash@example.com").key]
+    assert docs[0]["enc"]["kid"] == "k2"
+    assert (
+        await store.owner_of(store.key_of("email", "crash@example.com"))
+        == (outcome.customer_ids[0])
+    )
 
 
 async def test_last_seen_is_buffered_and_moves_at_most_once_per_resolution(

@@ -24,6 +24,8 @@ from lodestar.v1 import (
     profile_pb2_grpc,
     segmentation_pb2,
     segmentation_pb2_grpc,
+    wallet_pb2,
+    wallet_pb2_grpc,
 )
 from services.identity.api import IdentityServicer
 from services.identity.server import SERVICE_NAME as IDENTITY
@@ -41,6 +43,11 @@ from services.segmentation.rules import MAX_JSON_DEPTH
 from services.segmentation.scoring import Scoring
 from services.segmentation.server import SERVICE_NAME as SEGMENTATION
 from services.segmentation.store import SegmentationStore
+from services.wallet.api import WalletServicer
+from services.wallet.live import LiveUpdates
+from services.wallet.passes import WalletPasses
+from services.wallet.server import SERVICE_NAME as WALLET
+from services.wallet.store import WalletStore
 from tests.support.identity import fresh_store, resolver
 from tests.support.kafka import unique
 
@@ -59,6 +66,7 @@ class Stubs:
         self.identity = identity_pb2_grpc.IdentityServiceStub(channel)
         self.profile = profile_pb2_grpc.ProfileServiceStub(channel)
         self.segmentation = segmentation_pb2_grpc.SegmentationServiceStub(channel)
+        self.wallet = wallet_pb2_grpc.WalletServiceStub(channel)
         self.identity_store = identity
         self.profile_store = profile
         self.segmentation_store = segmentation
@@ -74,6 +82,8 @@ async def stubs(mongo_server: MongoWireServer) -> AsyncIterator[Stubs]:
     definitions = SegmentDefinitions(
         segmentation, Audiences(segmentation, None), frozenset({"email"})
     )
+    # Passes are never signed here: every call below is refused before one would be.
+    passes = WalletPasses(WalletStore(client[f"{prefix}_wallet"]), None, "http://127.0.0.1:9")  # type: ignore[arg-type]
 
     def register(server: grpc.aio.Server) -> None:
         identity_pb2_grpc.add_IdentityServiceServicer_to_server(
@@ -84,9 +94,12 @@ async def stubs(mongo_server: MongoWireServer) -> AsyncIterator[Stubs]:
             SegmentationServicer(definitions, segmentation, Scoring(segmentation, definitions)),
             server,
         )
+        wallet_pb2_grpc.add_WalletServiceServicer_to_server(
+            WalletServicer(passes, LiveUpdates(passes)), server
+        )
 
     server = GrpcServer(
-        "127.0.0.1", 0, [IDENTITY, PROFILE, SEGMENTATION], register, default_deadline_s=5
+        "127.0.0.1", 0, [IDENTITY, PROFILE, SEGMENTATION, WALLET], register, default_deadline_s=5
     )
     await server.start()
     async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
@@ -171,6 +184,37 @@ async def _refused(call: Any) -> grpc.aio.AioRpcError:
             "segmentation.GetScores",
             lambda s: s.segmentation.GetScores(
                 segmentation_pb2.GetScoresRequest(customer_ids=[HUGE]), timeout=10
+            ),
+        ),
+        (
+            "wallet.GetPass",
+            lambda s: s.wallet.GetPass(wallet_pb2.GetPassRequest(serial_number=HUGE), timeout=10),
+        ),
+        (
+            "wallet.VoidPass",
+            lambda s: s.wallet.VoidPass(wallet_pb2.VoidPassRequest(serial_number=HUGE), timeout=10),
+        ),
+        (
+            "wallet.ListPasses",
+            lambda s: s.wallet.ListPasses(
+                wallet_pb2.ListPassesRequest(customer_ids=["ok", HUGE]), timeout=10
+            ),
+        ),
+        (
+            "wallet.SendMessage",
+            lambda s: s.wallet.SendMessage(
+                wallet_pb2.SendMessageRequest(customer_id=HUGE, body="hi"), timeout=10
+            ),
+        ),
+        (
+            "wallet.IssuePass",
+            lambda s: s.wallet.IssuePass(
+                wallet_pb2.IssuePassRequest(
+                    customer_id="c-1",
+                    kind=wallet_pb2.PASS_KIND_COUPON,
+                    offer_id=HUGE,
+                ),
+                timeout=10,
             ),
         ),
     ],
