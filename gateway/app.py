@@ -29,6 +29,7 @@ from gateway.loaders import make_loaders
 from gateway.schema import build_schema
 from gateway.settings import GatewaySettings
 from services.platform.bus import Bus, BusConfig
+from services.platform.metrics import bearer_matches
 
 log = logging.getLogger(__name__)
 # extensions.code of requests Strawberry refuses before any GraphQL work.
@@ -134,7 +135,15 @@ def create_app(settings: GatewaySettings) -> Starlette:
     async def healthz(_: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
-    async def metrics(_: Request) -> Response:
+    metrics_token = settings.metrics_token_value()
+
+    async def metrics(request: Request) -> Response:
+        if metrics_token is not None and not bearer_matches(
+            request.headers.get("authorization", ""), metrics_token
+        ):
+            return Response(
+                "send Authorization: Bearer <LODESTAR_METRICS_TOKEN>\n", status_code=401
+            )
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     return Starlette(

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
+from typing import Self
 
-from services.platform.settings import CommonSettings
+from pydantic import Field, SecretStr, model_validator
+
+from services.platform.settings import LOOPBACK_HOSTS, CommonSettings
 
 
 class GatewaySettings(CommonSettings):
@@ -33,3 +35,13 @@ class GatewaySettings(CommonSettings):
     graphql_max_tokens: int = Field(2_000, ge=500, le=20_000)
     graphql_max_depth: int = Field(12, ge=6, le=50)
     graphql_max_aliases: int = Field(30, ge=1, le=500)
+
+    @model_validator(mode="after")
+    def public_metrics_are_locked(self) -> Self:
+        """``/metrics`` shares the public HTTP door: beyond loopback it needs the token."""
+        if self.metrics_token is None and self.http_host not in LOOPBACK_HOSTS:
+            raise ValueError(
+                "LODESTAR_METRICS_TOKEN is required when LODESTAR_GATEWAY_HTTP_HOST is not "
+                "loopback (/metrics is served on it)"
+            )
+        return self

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram, start_http_server
+import hmac
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+from prometheus_client import REGISTRY, Counter, Histogram, make_wsgi_app
+from prometheus_client.exposition import ThreadingWSGIServer
 
 GRPC_REQUESTS = Counter("lodestar_grpc_requests_total", "gRPC calls served", ["method", "code"])
 GRPC_LATENCY = Histogram("lodestar_grpc_latency_seconds", "gRPC call latency", ["method"])
@@ -22,8 +29,46 @@ WALLET_APNS_PUSHES = Counter(
     ["outcome"],
 )
 
+WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
-def serve_metrics(port: int, host: str = "127.0.0.1") -> None:
-    """Expose ``/metrics`` on ``host:port`` in a background thread; port 0 leaves it off."""
-    if port:
-        start_http_server(port, addr=host)
+
+def bearer_matches(authorization: str, token: str) -> bool:
+    """Whether an ``Authorization`` header value is ``Bearer <token>`` (constant time)."""
+    scheme, _, given = authorization.partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(
+        given.strip().encode(), token.encode()
+    )
+
+
+def _guarded(app: WsgiApp, token: str | None) -> WsgiApp:
+    """``app`` behind the metrics token, when one is set."""
+
+    def door(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if token is None or bearer_matches(environ.get("HTTP_AUTHORIZATION", ""), token):
+            return app(environ, start_response)
+        start_response("401 Unauthorized", [("Content-Type", "text/plain")])
+        return [b"send Authorization: Bearer <LODESTAR_METRICS_TOKEN>\n"]
+
+    return door
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """No access log lines (scrapes every few seconds would drown the service's log)."""
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return
+
+
+def serve_metrics(port: int, host: str = "127.0.0.1", token: str | None = None) -> None:
+    """Expose ``/metrics`` on ``host:port`` in a background thread, behind ``token`` when
+    one is given; port 0 leaves it off."""
+    if not port:
+        return
+    server = make_server(
+        host,
+        port,
+        _guarded(make_wsgi_app(REGISTRY), token),
+        ThreadingWSGIServer,
+        handler_class=_QuietHandler,
+    )
+    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()

@@ -92,5 +92,5 @@ def run_service(
     settings = load_settings(settings_type)
     if isinstance(settings, CommonSettings):
         configure_logging(name, settings.log_level)
-        serve_metrics(settings.metrics_port, settings.metrics_host)
+        serve_metrics(settings.metrics_port, settings.metrics_host, settings.metrics_token_value())
     asyncio.run(serve(settings))

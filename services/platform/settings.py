@@ -40,6 +40,9 @@ class CommonSettings(BaseSettings):
     metrics_port: int = Field(9100, ge=0, le=65_535)
     # Every door binds to loopback unless opened on purpose (Kubernetes sets 0.0.0.0).
     metrics_host: str = Field("127.0.0.1", min_length=1)
+    # Prometheus scrapes with `Authorization: Bearer <token>`; required when the metrics
+    # endpoint listens beyond loopback.
+    metrics_token: SecretStr | None = Field(None, min_length=16)
     # The services' gRPC door: servers refuse calls without it, clients send it. Required
     # when gRPC listens beyond loopback; `make run` makes a fresh one.
     grpc_token: SecretStr | None = Field(None, min_length=16)
@@ -47,6 +50,19 @@ class CommonSettings(BaseSettings):
     def grpc_token_value(self) -> str | None:
         """The service token, if one is configured."""
         return None if self.grpc_token is None else self.grpc_token.get_secret_value()
+
+    def metrics_token_value(self) -> str | None:
+        """The metrics token, if one is configured."""
+        return None if self.metrics_token is None else self.metrics_token.get_secret_value()
+
+    @model_validator(mode="after")
+    def open_metrics_are_locked(self) -> Self:
+        """A metrics endpoint reachable from other machines needs the metrics token."""
+        if self.metrics_token is None and self.metrics_host not in LOOPBACK_HOSTS:
+            raise ValueError(
+                "LODESTAR_METRICS_TOKEN is required when LODESTAR_METRICS_HOST is not loopback"
+            )
+        return self
 
 
 class ServiceSettings(CommonSettings):

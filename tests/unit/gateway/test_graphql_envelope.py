@@ -49,3 +49,15 @@ async def test_a_wrong_content_type_is_coded(client: httpx.AsyncClient) -> None:
     assert 400 <= response.status_code < 500
     [error] = response.json()["errors"]
     assert error["extensions"]["code"]
+
+
+async def test_gateway_metrics_behind_the_token() -> None:
+    token = "a-metrics-token-0123456789"
+    settings = GatewaySettings(write_key="wk_test_12345", api_key=API_KEY, metrics_token=token)
+    transport = httpx.ASGITransport(app=create_app(settings))
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        assert (await http.get("/metrics")).status_code == 401
+        assert (await http.get("/metrics", headers=BEARER)).status_code == 401
+        scraped = await http.get("/metrics", headers={"Authorization": f"Bearer {token}"})
+    assert scraped.status_code == 200
+    assert "lodestar_ingest_events_total" in scraped.text

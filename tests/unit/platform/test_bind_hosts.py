@@ -6,6 +6,7 @@ import os
 import socket
 from pathlib import Path
 
+import httpx
 import pytest
 from pydantic import ValidationError
 
@@ -72,6 +73,7 @@ def test_a_setting_opens_each_door(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
     monkeypatch.setenv("LODESTAR_GRPC_HOST", "0.0.0.0")
     monkeypatch.setenv("LODESTAR_GRPC_TOKEN", "a-service-token-0123456789")
     monkeypatch.setenv("LODESTAR_METRICS_HOST", "0.0.0.0")
+    monkeypatch.setenv("LODESTAR_METRICS_TOKEN", "a-metrics-token-0123456789")
     monkeypatch.setenv("LODESTAR_GATEWAY_HTTP_HOST", "0.0.0.0")
     monkeypatch.setenv("LODESTAR_WALLET_HTTP_HOST", "0.0.0.0")
     for name, value in wallet_env(tmp_path).items():
@@ -82,14 +84,42 @@ def test_a_setting_opens_each_door(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
     assert load_settings(WalletSettings).passkit_host == "0.0.0.0"
 
 
-def test_metrics_listen_on_loopback_only() -> None:
+def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+        port: int = probe.getsockname()[1]
+    return port
+
+
+def test_metrics_listen_on_loopback_only() -> None:
+    port = free_port()
     serve_metrics(port, load_settings(ProfileSettings).metrics_host)
-    with socket.create_connection(("127.0.0.1", port), timeout=2):
-        pass
+    assert httpx.get(f"http://127.0.0.1:{port}/metrics").status_code == 200
     assert listening_addresses(port) == {"127.0.0.1"}
+
+
+def test_metrics_behind_the_token_need_it() -> None:
+    port = free_port()
+    token = "a-metrics-token-0123456789"
+    serve_metrics(port, "127.0.0.1", token)
+    url = f"http://127.0.0.1:{port}/metrics"
+    assert httpx.get(url).status_code == 401
+    assert httpx.get(url, headers={"Authorization": "Bearer wrong"}).status_code == 401
+    scraped = httpx.get(url, headers={"Authorization": f"Bearer {token}"})
+    assert scraped.status_code == 200
+    assert "lodestar_grpc_requests_total" in scraped.text
+
+
+def test_open_metrics_need_the_metrics_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LODESTAR_METRICS_HOST", "0.0.0.0")
+    with pytest.raises(ValidationError) as caught:
+        ProfileSettings()
+    assert "LODESTAR_METRICS_TOKEN is required" in describe_errors(caught.value)
+    monkeypatch.delenv("LODESTAR_METRICS_HOST")
+    monkeypatch.setenv("LODESTAR_GATEWAY_HTTP_HOST", "0.0.0.0")
+    with pytest.raises(ValidationError) as caught:
+        GatewaySettings()
+    assert "LODESTAR_METRICS_TOKEN is required" in describe_errors(caught.value)
 
 
 def test_an_open_grpc_port_needs_the_service_token(monkeypatch: pytest.MonkeyPatch) -> None:
