@@ -117,8 +117,8 @@ async def ingest(bus: RecordingBus) -> AsyncIterator[httpx.AsyncClient]:
 
 
 def plain(text: str) -> bool:
-    """A response string must be short and plain: no lone surrogates or NUL echoed back."""
-    return len(text) <= 300 and "\x00" not in text and text.encode("utf-8") is not None
+    """A response string must be short and plain: no NUL nor lone surrogate echoed back."""
+    return len(text) <= 300 and text.isprintable()
 
 
 @pytest.mark.parametrize("endpoint", ENDPOINTS)
@@ -153,8 +153,7 @@ async def test_raw_utf8_surrogate_bytes_are_400(
     content, prefix = body_for(endpoint, {"properties": {"p": "SURROGATE"}})
     content = content.replace(b"SURROGATE", b"\xed\xa0\x80")
     response = await ingest.post(f"/v1/{endpoint}", content=content, headers=AUTH)
-    if response.status_code == 400 and response.json()["error"]["code"] == "malformed_json":
-        return  # refused as undecodable: as good
+    # JSON's bytes decoding lets surrogates through, so it is the value check that refuses it.
     error = error_of(response, 400, "invalid_event")
     assert error["path"] == f"{prefix}properties.p"
     assert bus.produced == []
@@ -289,11 +288,13 @@ async def served(bus: RecordingBus) -> AsyncIterator[str]:
     sock.close()
 
 
-def local_port(response: httpx.Response) -> Any:
+def client_address(response: httpx.Response) -> Any:
     """The client side of the TCP connection that carried ``response``."""
     stream = response.extensions["network_stream"]
     get: Callable[[str], Any] = stream.get_extra_info
-    return get("client_addr")
+    address = get("client_addr")
+    assert address is not None
+    return address
 
 
 async def test_connection_keeps_working_after_a_400(served: str, bus: RecordingBus) -> None:
@@ -309,8 +310,8 @@ async def test_connection_keeps_working_after_a_400(served: str, bus: RecordingB
         for content in bad:
             response = await http.post("/v1/track", content=content, headers=AUTH)
             assert response.status_code == 400, response.text
-            assert local_port(response) == local_port(first)
+            assert client_address(response) == client_address(first)
         last = await http.post("/v1/track", json=CALLS["track"], headers=AUTH)
         assert last.status_code == 200
-        assert local_port(last) == local_port(first)
+        assert client_address(last) == client_address(first)
     assert len(bus.produced) == 2
