@@ -1,12 +1,12 @@
 """The Segment-spec HTTP ingest API: ``POST /v1/{track,identify,page,screen,alias,group,batch}``.
 
-An event is accepted (200) only after Kafka acknowledged it on ``events.raw``; a rejected
-request produces nothing.
+An event is accepted (200) only after Kafka acknowledged it on ``events.raw``, and only if
+every service downstream can store it; a rejected request (400 naming the problem) produces
+nothing.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -17,8 +17,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from gateway import jsonsafe
 from gateway.auth import same_secret, write_key_from
-from gateway.segment import EVENT_TYPES, InvalidEvent, parse_batch, parse_call
+from gateway.segment import EVENT_TYPES, MAX_NESTING, InvalidEvent, parse_batch, parse_call
 from gateway.settings import GatewaySettings
 from lodestar.v1 import events_pb2
 from services.platform import metrics, topics
@@ -36,6 +37,20 @@ def _error(status: int, code: str, message: str, path: str | None = None) -> JSO
 
 class _TooLarge(Exception):
     pass
+
+
+def _too_deep(raw: bytes, kind: str) -> JSONResponse:
+    """The 400 for a body nested deeper than the JSON parser goes, naming the call's field
+    (``properties``, ``batch[3].context``) where that can be told."""
+    keys = jsonsafe.deep_path(raw, MAX_NESTING + 3) or []
+    # The field of a call: the top-level key, or in a batch the item's key (or the item).
+    field = keys[:1]
+    if kind == "batch" and field == ["batch"]:
+        field = keys[:3] if len(keys) > 2 and isinstance(keys[2], str) else keys[:2]
+    path = "body" if not field or isinstance(field[0], int) else jsonsafe.render(field)
+    return _error(
+        400, "malformed_json", f"the body is nested deeper than {MAX_NESTING} levels", path
+    )
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -91,8 +106,11 @@ class IngestApi:
             metrics.INGEST_EVENTS.labels(kind, "too_large").inc()
             return _error(400, "payload_too_large", f"the body is larger than {limit} bytes")
         try:
-            body = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+            body = jsonsafe.loads(raw)
+        except RecursionError:
+            metrics.INGEST_EVENTS.labels(kind, "malformed").inc()
+            return _too_deep(raw, kind)
+        except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
             metrics.INGEST_EVENTS.labels(kind, "malformed").inc()
             return _error(400, "malformed_json", f"the body is not valid JSON: {exc}")
         received_at = datetime.now(UTC)

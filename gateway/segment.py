@@ -1,21 +1,25 @@
 """The Segment HTTP tracking spec (subset): validating a call and turning it into an ``Event``.
 
 Pure logic: the HTTP layer hands in parsed JSON, gets an ``Event`` or an :class:`InvalidEvent`
-that names the path of the bad field.
+that names the path of the bad field. What is accepted can be carried and stored by every
+service downstream (see :mod:`gateway.jsonsafe`); the event time is corrected for the device's
+clock skew and bounded; the event id is derived from ``messageId`` and the call's content.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from google.protobuf.struct_pb2 import Struct
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from gateway import jsonsafe
 from lodestar.v1 import common_pb2, events_pb2
 
 EVENT_TYPES: dict[str, events_pb2.EventType.ValueType] = {
@@ -28,9 +32,17 @@ EVENT_TYPES: dict[str, events_pb2.EventType.ValueType] = {
 }
 MAX_ID_LENGTH = 512
 MAX_NAME_LENGTH = 200
-# Protobuf refuses Structs nested much deeper; real events stay far below this.
+# Protobuf refuses Structs nested much deeper; real events stay far below this. It bounds
+# every field of a call, so nothing nested deeper reaches a recursive encoder.
 MAX_NESTING = 20
 SOURCE = "http-api"
+# Event times, after the sentAt correction: later than this after receipt is a wrong clock
+# (it would win every trait and pin last-seen for good); earlier than the platform's epoch is
+# too (a device clock reset to 1970).
+MAX_AHEAD = timedelta(days=1)
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+# Event ids of calls with a messageId: uuid5(namespace, messageId + content digest).
+EVENT_ID_NAMESPACE = uuid.UUID("0b6f3f7e-5c1d-4d52-9a8e-3f2c7d9e41a6")
 # The identity service's rule for identifier type names, custom ones included.
 IDENTIFIER_TYPE = re.compile(r"[a-z][a-z0-9_]{1,31}")
 # These have their own top-level fields; a second way in would let the two disagree.
@@ -87,7 +99,8 @@ def _optional_object(body: dict[str, Any], key: str, path: str) -> dict[str, Any
     return value
 
 
-def _optional_time(body: dict[str, Any], key: str, path: str) -> Timestamp | None:
+def _optional_time(body: dict[str, Any], key: str, path: str) -> datetime | None:
+    """An ISO-8601 date-time field in UTC (naive ones taken as UTC), or ``None``."""
     raw = _optional_string(body, key, path, 64)
     if not raw:
         return None
@@ -97,24 +110,89 @@ def _optional_time(body: dict[str, Any], key: str, path: str) -> Timestamp | Non
         raise InvalidEvent(f"{path}{key}", f"is not an ISO-8601 date-time: {raw!r}") from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        # 0001-01-01T00:00+14:00 is a valid ISO date-time but before year 1 in UTC.
+        raise InvalidEvent(
+            f"{path}{key}", "is out of range: not within years 1-9999 in UTC"
+        ) from None
+
+
+def _stamp(moment: datetime) -> Timestamp:
     stamp = Timestamp()
     stamp.FromDatetime(moment)
     return stamp
 
 
-def _depth(value: Any) -> int:
-    if isinstance(value, dict):
-        return 1 + max((_depth(v) for v in value.values()), default=0)
-    if isinstance(value, list):
-        return 1 + max((_depth(v) for v in value), default=0)
-    return 0
+def _event_time(
+    body: dict[str, Any], path: str, received_at: datetime, sent_at: datetime | None
+) -> datetime:
+    """When the call happened: its ``timestamp`` (else ``originalTimestamp``) moved by the
+    device's clock skew (``receivedAt - sentAt``) when ``sentAt`` is known, else receipt.
+
+    Raises :class:`InvalidEvent` when that is more than :data:`MAX_AHEAD` after receipt or
+    before :data:`EARLIEST`."""
+    key = "timestamp"
+    moment = _optional_time(body, key, path)
+    if moment is None:
+        key = "originalTimestamp"
+        moment = _optional_time(body, key, path)
+    if moment is None:
+        return received_at
+    corrected = ""
+    if sent_at is not None:
+        corrected = " (once corrected by sentAt for the device's clock)"
+        try:
+            moment = moment + (received_at - sent_at)
+        except OverflowError:
+            raise InvalidEvent(f"{path}{key}", f"is out of range{corrected}") from None
+    if moment > received_at + MAX_AHEAD:
+        raise InvalidEvent(
+            f"{path}{key}", f"is more than a day after the call was received{corrected}"
+        )
+    if moment < EARLIEST:
+        raise InvalidEvent(f"{path}{key}", f"is before {EARLIEST.date().isoformat()}{corrected}")
+    return moment
 
 
-def _optional_nested(body: dict[str, Any], key: str, path: str) -> dict[str, Any] | None:
-    value = _optional_object(body, key, path)
-    if value is not None and _depth(value) > MAX_NESTING:
-        raise InvalidEvent(f"{path}{key}", f"is nested deeper than {MAX_NESTING} levels")
-    return value
+def _check_values(call: dict[str, Any], path: str) -> None:
+    """Refuse any key or value of ``call`` no downstream store can hold, naming its path
+    (see :func:`gateway.jsonsafe.check_field`); each field nests at most
+    :data:`MAX_NESTING` levels."""
+    # The object itself is one level more than its fields.
+    if jsonsafe.looks_safe(call, MAX_NESTING + 1):
+        return
+    base = path.rstrip(".")
+    try:
+        for key, value in call.items():
+            jsonsafe.check_key(key, base)
+            jsonsafe.check_field(value, jsonsafe.child(base, key), MAX_NESTING)
+    except jsonsafe.UnsafeJson as exc:
+        raise InvalidEvent(exc.path, exc.message) from None
+
+
+def _check_trait_names(traits: dict[str, Any] | None, path: str) -> None:
+    # A trait's name is its field name in the profile, and a field name cannot be empty.
+    if traits is not None and "" in traits:
+        raise InvalidEvent(jsonsafe.child(path, ""), "trait names must not be empty")
+
+
+def _shown(value: Any) -> str:
+    """``value`` for an error message: as written if short, else only its type."""
+    text = repr(value)
+    return text if len(text) <= 40 else f"a {type(value).__name__} too long to show"
+
+
+def _event_id(message_id: str, content: dict[str, Any]) -> str:
+    """The event id: random without a ``messageId``, else derived from it and the call's
+    content, so an SDK's retry of a call is the same event while a different call under a
+    known ``messageId`` (another customer's, say: the write key is public) is a new one."""
+    if not message_id:
+        return str(uuid.uuid4())
+    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    digest = hashlib.sha256(canonical.encode()).hexdigest()
+    return str(uuid.uuid5(EVENT_ID_NAMESPACE, f"{message_id}\n{digest}"))
 
 
 def _check_size(value: Any, max_bytes: int, path: str) -> None:
@@ -166,7 +244,8 @@ def external_ids(context: dict[str, Any] | None, path: str) -> list[tuple[str, s
             kind = SEGMENT_EXTERNAL_TYPES.get(kind, kind)
         if not isinstance(kind, str) or not IDENTIFIER_TYPE.fullmatch(kind):
             raise InvalidEvent(
-                f"{at}.type", f"must be a string matching {IDENTIFIER_TYPE.pattern}, got {kind!r}"
+                f"{at}.type",
+                f"must be a string matching {IDENTIFIER_TYPE.pattern}, got {_shown(kind)}",
             )
         if kind in RESERVED_TYPES:
             field = "userId" if kind == "user_id" else "anonymousId"
@@ -224,18 +303,33 @@ def parse_call(
     """
     if not isinstance(body, dict):
         raise InvalidEvent(path.rstrip(".") or "body", "must be a JSON object")
+    _check_values(body, path)
     if max_bytes:
         _check_size(body, max_bytes, path.rstrip(".") or "body")
+    return _build(body, call_type, received_at, path, None)
+
+
+def _build(
+    body: dict[str, Any],
+    call_type: str,
+    received_at: datetime,
+    path: str,
+    shared_sent_at: datetime | None,
+) -> tuple[str, events_pb2.Event]:
+    """:func:`parse_call` on a call whose values were checked already."""
     kind = call_type or body.get("type")
-    if kind not in EVENT_TYPES:
+    if not isinstance(kind, str) or kind not in EVENT_TYPES:
         raise InvalidEvent(f"{path}type", f"must be one of {', '.join(EVENT_TYPES)}")
     user_id = _optional_string(body, "userId", path, MAX_ID_LENGTH)
     anonymous_id = _optional_string(body, "anonymousId", path, MAX_ID_LENGTH)
     if not user_id and not anonymous_id:
         raise InvalidEvent(f"{path}userId", "userId or anonymousId is required")
-    properties = _optional_nested(body, "properties", path)
-    traits = _optional_nested(body, "traits", path)
-    context = _optional_nested(body, "context", path)
+    properties = _optional_object(body, "properties", path)
+    traits = _optional_object(body, "traits", path)
+    context = _optional_object(body, "context", path)
+    _check_trait_names(traits, f"{path}traits")
+    # The profile takes context.traits as traits too.
+    _check_trait_names(_as_object((context or {}).get("traits")), f"{path}context.traits")
     name = ""
     previous_id = group_id = ""
     if kind == "track":
@@ -253,25 +347,37 @@ def parse_call(
         if not group_id:
             raise InvalidEvent(f"{path}groupId", "is required for group")
     message_id = _optional_string(body, "messageId", path, MAX_ID_LENGTH)
-    timestamp = _optional_time(body, "timestamp", path) or _optional_time(
-        body, "originalTimestamp", path
-    )
-    sent_at = _optional_time(body, "sentAt", path)
+    sent_at = _optional_time(body, "sentAt", path) or shared_sent_at
+    occurred_at = _event_time(body, path, received_at, sent_at)
 
     identifiers = identifiers_of(user_id, anonymous_id, traits, context, path)
-    received = Timestamp()
-    received.FromDatetime(received_at)
+    # What makes the call this call: not sentAt (SDKs restamp it on every retry) nor receipt.
+    content = {
+        "type": kind,
+        "name": name,
+        "userId": user_id,
+        "anonymousId": anonymous_id,
+        "identifiers": [[i.type, i.value] for i in identifiers],
+        "properties": properties,
+        "traits": traits,
+        "context": context,
+        "timestamp": body.get("timestamp"),
+        "originalTimestamp": body.get("originalTimestamp"),
+        "previousId": previous_id,
+        "groupId": group_id,
+    }
     event = events_pb2.Event(
-        event_id=message_id or str(uuid.uuid4()),
+        event_id=_event_id(message_id, content),
+        message_id=message_id,
         type=EVENT_TYPES[kind],
         name=name,
         identifiers=identifiers,
         properties=_struct(properties),
         traits=_struct(traits),
         context=_struct(context),
-        timestamp=timestamp or received,
-        sent_at=sent_at,
-        received_at=received,
+        timestamp=_stamp(occurred_at),
+        sent_at=_stamp(sent_at) if sent_at is not None else None,
+        received_at=_stamp(received_at),
         source=SOURCE,
         previous_id=previous_id,
         group_id=group_id,
@@ -282,7 +388,10 @@ def parse_call(
 def parse_batch(
     body: Any, received_at: datetime, max_event_bytes: int
 ) -> list[tuple[str, events_pb2.Event]]:
-    """Validate a ``/v1/batch`` body; one bad item rejects the whole batch, naming its index."""
+    """Validate a ``/v1/batch`` body; one bad item rejects the whole batch, naming its index.
+
+    The batch's ``context`` is shared by items without their own, its ``sentAt`` by items
+    without their own."""
     if not isinstance(body, dict):
         raise InvalidEvent("body", "must be a JSON object")
     items = body.get("batch")
@@ -290,16 +399,22 @@ def parse_batch(
         raise InvalidEvent("batch", "must be an array of calls")
     if not items:
         raise InvalidEvent("batch", "must not be empty")
+    _check_values({k: v for k, v in body.items() if k != "batch"}, "")
     shared_context = _optional_object(body, "context", "")
     # Checked once here so a bad shared externalIds is reported where it was sent.
     external_ids(shared_context, "")
+    _check_trait_names(_as_object((shared_context or {}).get("traits")), "context.traits")
+    shared_sent_at = _optional_time(body, "sentAt", "")
     calls = []
     for index, item in enumerate(items):
         path = f"batch[{index}]"
+        if not isinstance(item, dict):
+            raise InvalidEvent(path, "must be a JSON object")
+        _check_values(item, f"{path}.")
         # Measured as sent: the batch's shared context does not count against each item.
         _check_size(item, max_event_bytes, path)
         call = item
-        if shared_context and isinstance(item, dict) and "context" not in item:
+        if shared_context and "context" not in item:
             call = {**item, "context": shared_context}
-        calls.append(parse_call(call, "", received_at, f"{path}."))
+        calls.append(_build(call, "", received_at, f"{path}.", shared_sent_at))
     return calls

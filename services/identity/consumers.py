@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -19,6 +19,8 @@ from services.platform.errors import InvalidArgument, PoisonMessage
 
 log = logging.getLogger(__name__)
 SERVICE = "identity"
+# How far a receipt time may run ahead of this service's clock (hosts' clocks differ a little).
+CLOCK_ALLOWANCE = timedelta(minutes=5)
 
 
 def _stamp(moment: datetime) -> Timestamp:
@@ -28,8 +30,13 @@ def _stamp(moment: datetime) -> Timestamp:
 
 
 def event_identifiers(event: events_pb2.Event) -> EventIdentifiers:
-    """What the resolver needs of a raw event."""
-    at = event.received_at.ToDatetime(UTC) if event.HasField("received_at") else datetime.now(UTC)
+    """What the resolver needs of a raw event. Its time is the receipt, but never later than
+    now: identifiers' last seen only moves forward, and events can reach Kafka by other paths
+    than the gateway, so one forged far-future time would otherwise pin it for good."""
+    now = datetime.now(UTC)
+    at = event.received_at.ToDatetime(UTC) if event.HasField("received_at") else now
+    if at > now + CLOCK_ALLOWANCE:
+        at = now
     return EventIdentifiers(
         event_id=event.event_id,
         raw=[(i.type, i.value) for i in event.identifiers],

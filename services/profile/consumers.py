@@ -24,6 +24,7 @@ from services.profile.fold import (
     ProfileDelta,
     ResolvedEvent,
     changed_paths,
+    event_time,
     fold,
 )
 from services.profile.store import ProfileStore
@@ -49,6 +50,9 @@ def to_resolved_event(event: events_pb2.Event) -> ResolvedEvent:
     if not event.customer_id or not event.event_id:
         raise PoisonMessage("resolved event without customer_id or event_id")
     stamp = event.timestamp if event.HasField("timestamp") else event.received_at
+    # Events can reach Kafka by other paths than the gateway's checks: bound their time here.
+    received = event.received_at.ToDatetime(UTC) if event.HasField("received_at") else None
+    occurred_at = event_time(stamp.ToDatetime(UTC), received, datetime.now(UTC))
     traits = MessageToDict(event.traits) if event.HasField("traits") else {}
     context = MessageToDict(event.context) if event.HasField("context") else {}
     context_traits = context.get("traits")
@@ -59,7 +63,7 @@ def to_resolved_event(event: events_pb2.Event) -> ResolvedEvent:
         customer_id=event.customer_id,
         kind=_KINDS.get(event.type, "other"),
         name=event.name,
-        occurred_at=stamp.ToDatetime(UTC),
+        occurred_at=occurred_at,
         traits=traits,
         properties=MessageToDict(event.properties) if event.HasField("properties") else {},
         source=event.source,

@@ -105,6 +105,7 @@ class Event(_message.Message):
     SOURCE_FIELD_NUMBER: _builtins.int
     PREVIOUS_ID_FIELD_NUMBER: _builtins.int
     GROUP_ID_FIELD_NUMBER: _builtins.int
+    MESSAGE_ID_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     type: Global___EventType.ValueType
     name: _builtins.str
@@ -115,6 +116,10 @@ class Event(_message.Message):
     previous_id: _builtins.str
     """alias: the identifier being linked to the new one; group: the group id."""
     group_id: _builtins.str
+    message_id: _builtins.str
+    """The client's messageId as sent. event_id is derived from it and the call's content, so a
+    retried call is the same event and a different call under a known messageId is not.
+    """
     @_builtins.property
     def identifiers(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Identifier]: ...
     @_builtins.property
@@ -148,10 +153,11 @@ class Event(_message.Message):
         source: _builtins.str = ...,
         previous_id: _builtins.str = ...,
         group_id: _builtins.str = ...,
+        message_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["context", b"context", "properties", b"properties", "received_at", b"received_at", "sent_at", b"sent_at", "timestamp", b"timestamp", "traits", b"traits"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["context", b"context", "customer_id", b"customer_id", "event_id", b"event_id", "group_id", b"group_id", "identifiers", b"identifiers", "name", b"name", "previous_id", b"previous_id", "properties", b"properties", "received_at", b"received_at", "sent_at", b"sent_at", "source", b"source", "timestamp", b"timestamp", "traits", b"traits", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["context", b"context", "customer_id", b"customer_id", "event_id", b"event_id", "group_id", b"group_id", "identifiers", b"identifiers", "message_id", b"message_id", "name", b"name", "previous_id", b"previous_id", "properties", b"properties", "received_at", b"received_at", "sent_at", b"sent_at", "source", b"source", "timestamp", b"timestamp", "traits", b"traits", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

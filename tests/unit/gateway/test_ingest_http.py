@@ -256,7 +256,8 @@ async def test_accepted_event_is_produced_keyed_by_user(
     assert topic == topics.EVENTS_RAW
     assert key == "u-1"
     assert isinstance(message, events_pb2.Event)
-    assert message.event_id == "msg-1"
+    assert message.message_id == "msg-1"
+    assert message.event_id not in ("", "msg-1")
     assert message.type == events_pb2.EVENT_TYPE_TRACK
 
 

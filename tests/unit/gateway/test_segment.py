@@ -42,12 +42,14 @@ def test_track_is_translated() -> None:
         RECEIVED,
     )
     assert key == "u-1"
-    assert event.event_id == "msg-1"
+    assert event.message_id == "msg-1"
+    assert str(uuid.UUID(event.event_id)) == event.event_id  # derived from it and the content
     assert event.type == events_pb2.EVENT_TYPE_TRACK
     assert event.name == "Order Completed"
     assert ids(event) == [("user_id", "u-1"), ("anonymous_id", "anon-1")]
     assert MessageToDict(event.properties) == {"total": 42.5, "items": [1, 2]}
-    assert event.timestamp.ToDatetime(UTC) == datetime(2024, 4, 30, 10, 0, 0, tzinfo=UTC)
+    # Happened 5 s before it was sent by the device's clock: 5 s before it was received.
+    assert event.timestamp.ToDatetime(UTC) == datetime(2024, 5, 1, 11, 59, 55, tzinfo=UTC)
     assert event.sent_at.ToDatetime(UTC) == datetime(2024, 4, 30, 10, 0, 5, tzinfo=UTC)
     assert event.received_at.ToDatetime(UTC) == RECEIVED
     assert event.source == SOURCE
@@ -464,7 +466,7 @@ def test_batch_is_parsed_in_order() -> None:
         events_pb2.EVENT_TYPE_ALIAS,
         events_pb2.EVENT_TYPE_GROUP,
     ]
-    assert calls[1][1].event_id == "m-2"
+    assert calls[1][1].message_id == "m-2"
     assert ids(calls[0][1]) == [("user_id", "u-1"), ("email", "a@b.io")]
 
 
