@@ -56,6 +56,7 @@ def test_the_readme_creates_every_secret_with_its_keys(objects: list[Manifest]) 
     assert set(references) == {
         "lodestar-pii",
         "lodestar-grpc",
+        "lodestar-metrics",
         "lodestar-gateway",
         "lodestar-gateway-tls",
         "lodestar-passkit-tls",
@@ -65,6 +66,7 @@ def test_the_readme_creates_every_secret_with_its_keys(objects: list[Manifest]) 
     }
     assert references["lodestar-pii"] == {"keys", "active-key-id", "index-key"}
     assert references["lodestar-grpc"] == {"token"}
+    assert references["lodestar-metrics"] == {"token"}
     assert consistency.secret_doc_problems(references, README) == []
 
 

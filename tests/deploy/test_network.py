@@ -61,19 +61,20 @@ def test_a_policy_selecting_no_pod_is_caught(objects: list[Manifest]) -> None:
 
 
 def token_problems(objects: list[Manifest]) -> list[str]:
-    """Lodestar processes that would serve or call gRPC without the service token."""
+    """Lodestar processes that would open gRPC or metrics doors without their tokens."""
     problems = []
     for workload in workloads(objects):
         for container in containers(workload, init=False):
             module = str((container.get("args") or [""])[0])
             if module.startswith(("services.", "gateway")):
                 env = effective_env(objects, container)
-                if "LODESTAR_GRPC_TOKEN" not in env:
-                    problems.append(f"{ref(workload)} has no LODESTAR_GRPC_TOKEN")
+                for token in ("LODESTAR_GRPC_TOKEN", "LODESTAR_METRICS_TOKEN"):
+                    if token not in env:
+                        problems.append(f"{ref(workload)} has no {token}")
     return problems
 
 
-def test_every_process_has_the_grpc_token(objects: list[Manifest]) -> None:
+def test_every_process_has_the_grpc_and_metrics_tokens(objects: list[Manifest]) -> None:
     assert token_problems(objects) == []
 
 
