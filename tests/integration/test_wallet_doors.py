@@ -273,7 +273,8 @@ async def test_device_logs_reach_the_log_without_pii(
     messages = [
         "[2024-05-01 10:00:00 +0000] Register task for jane.doe@example.com failed: "
         "call me on +34 612 345 678 or 612345678",
-        "Web service error for pass.com.example (https://wallet.example.com/v1?t=abc): 401",
+        "Web service error for pass.com.example (https://wallet.example.com/v1?t=abc): "
+        "Unexpected response code 401",
         "token " + "Ab1" * 20,
         "x" * 5_000,
     ]

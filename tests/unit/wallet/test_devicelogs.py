@@ -1,11 +1,11 @@
-"""Device logs are redacted before they reach the service log: no e-mail addresses, phone
-numbers, URLs or tokens, bounded length, and what failed still readable."""
+"""Device logs reach the service log only through an allow-list: no names, e-mail addresses,
+phone numbers, URLs or tokens, bounded length, and what failed still readable."""
 
 from __future__ import annotations
 
 import pytest
 
-from services.wallet.devicelogs import MAX_SHOWN, MAX_SHOWN_LENGTH, log_fields, redacted
+from services.wallet.devicelogs import HIDDEN, MAX_SHOWN, MAX_SHOWN_LENGTH, log_fields, redacted
 
 
 @pytest.mark.parametrize(
@@ -13,19 +13,21 @@ from services.wallet.devicelogs import MAX_SHOWN, MAX_SHOWN_LENGTH, log_fields, 
     [
         ("Register for jane.doe@example.com failed", "jane.doe"),
         ("mail <ops+x@corp.example> now", "corp.example"),
-        ("call +34 612 345 678 please", "612 345 678"),
+        ("call +34 612 345 678 please", "345"),
         ("call 612345678 please", "612345678"),
         ("call (555) 123-4567 please", "123-4567"),
         ("see https://wallet.example.com/v1/passes?t=secret", "wallet.example.com"),
-        ("see ftp://host/x", "host/x"),
         ("token 9fK2xQ7pLm3VbN8sT1wR4yZ6 sent", "9fK2xQ7pLm3VbN8sT1wR4yZ6"),
         ("device b054037bc137441aaf6c99a164b28cb3 failed", "b054037bc137441aaf6c99a164b28cb3"),
+        ("failed for Zebulon Quixote-Marchetti", "Zebulon"),
+        ("failed for Ada Lovelace", "Lovelace"),
+        ("Straße 12, München", "München"),
     ],
 )
-def test_contact_details_links_and_tokens_are_redacted(message: str, secret: str) -> None:
+def test_personal_data_links_and_tokens_never_pass(message: str, secret: str) -> None:
     shown = redacted(message)
     assert secret not in shown
-    assert shown.split(maxsplit=1)[0] == message.split(maxsplit=1)[0]
+    assert HIDDEN in shown
 
 
 def test_what_failed_stays_readable() -> None:
@@ -37,27 +39,27 @@ def test_what_failed_stays_readable() -> None:
     shown = redacted(message)
     assert shown.startswith("[2024-05-01 10:00:00 +0000] Web service error for ")
     assert "pass.com.example.lodestar.dev" in shown
-    assert "401" in shown
+    assert "lastUpdated tag remained the same." in shown
+    assert "(status 401)" in shown
     assert len(shown) <= MAX_SHOWN_LENGTH + 1
 
 
-def test_control_characters_and_lone_surrogates_are_replaced() -> None:
-    shown = redacted("bad\npass\x00 \ud800 x\x1b[31m")
-    assert shown == "bad pass    x [31m"
-    shown.encode("utf-8")
+def test_control_characters_and_lone_surrogates_are_hidden() -> None:
+    shown = redacted("bad\npass\x00 \ud800 error\x1b[31m")
+    assert shown == HIDDEN
+    assert redacted("pass\nerror") == "pass error"
 
 
-def test_long_messages_are_cut_without_showing_a_cut_address() -> None:
-    # An address cut at the scanning limit would no longer look like one: it is dropped.
-    message = "a" * 990 + " jane.doe" + "@example.com trailing"
+def test_long_messages_are_cut() -> None:
+    message = "error " * 160 + "jane.doe@example.com trailing"
     shown = redacted(message)
     assert "jane" not in shown
     assert len(shown) == MAX_SHOWN_LENGTH + 1
     assert shown.endswith("…")
-    assert redacted("x" * 100_000) == "…"
+    assert redacted("x" * 100_000) == f"{HIDDEN}…"
 
 
 def test_fields_count_every_message_and_show_the_first_few() -> None:
-    fields = log_fields([f"message {i}" for i in range(50)])
+    fields = log_fields([f"error {i}" for i in range(50)])
     assert fields["messages"] == 50
-    assert fields["logs"] == [f"message {i}" for i in range(MAX_SHOWN)]
+    assert fields["logs"] == [f"error {HIDDEN}"] * MAX_SHOWN
