@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -16,11 +16,11 @@ from services.identity.store import IdentityStore
 from services.platform import topics
 from services.platform.bus import Bus, Delivery, Pending
 from services.platform.errors import InvalidArgument, PoisonMessage
+from services.platform.timestamps import CLOCK_ALLOWANCE
 
 log = logging.getLogger(__name__)
 SERVICE = "identity"
 # How far a receipt time may run ahead of this service's clock (hosts' clocks differ a little).
-CLOCK_ALLOWANCE = timedelta(minutes=5)
 
 
 def _stamp(moment: datetime) -> Timestamp:

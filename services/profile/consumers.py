@@ -15,6 +15,7 @@ from lodestar.v1 import events_pb2
 from services.platform import topics
 from services.platform.bus import Bus, Delivery, Pending
 from services.platform.errors import PoisonMessage
+from services.platform.timestamps import event_time
 from services.profile.api import to_proto
 from services.profile.commerce import LoyaltyRules
 from services.profile.fold import (
@@ -24,7 +25,6 @@ from services.profile.fold import (
     ProfileDelta,
     ResolvedEvent,
     changed_paths,
-    event_time,
     fold,
 )
 from services.profile.store import ProfileStore

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from services.platform.fieldnames import field_key, original_name
@@ -18,19 +18,6 @@ from services.profile import commerce, engagement, sessions
 
 TRACK = "track"
 IDENTIFY = "identify"
-# How far an event's own time may run ahead of its receipt (device clocks drift a little).
-CLOCK_ALLOWANCE = timedelta(minutes=5)
-
-
-def event_time(occurred_at: datetime, received_at: datetime | None, now: datetime) -> datetime:
-    """The time the profile goes by for an event: when it happened, but never later than when
-    it was received (nor a receipt later than ``now``), give or take :data:`CLOCK_ALLOWANCE`.
-
-    Traits are last-write-wins by this time and last seen only moves forward, so one event
-    stamped in the far future would otherwise freeze its traits and pin last seen for good.
-    """
-    latest = now if received_at is None or received_at > now else received_at
-    return occurred_at if occurred_at <= latest + CLOCK_ALLOWANCE else latest
 
 
 @dataclass(frozen=True)

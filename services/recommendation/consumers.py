@@ -11,6 +11,7 @@ from google.protobuf.json_format import MessageToDict
 from lodestar.v1 import events_pb2
 from services.platform.bus import Delivery
 from services.platform.errors import PoisonMessage
+from services.platform.timestamps import time_of
 from services.recommendation.interactions import (
     Interaction,
     ItemProperties,
@@ -24,11 +25,9 @@ def event_interactions(event: events_pb2.Event) -> tuple[list[Interaction], list
     """The interactions a resolved event makes and the product properties it carries."""
     if event.type != events_pb2.EVENT_TYPE_TRACK or not event.customer_id:
         return [], []
-    at = event.timestamp if event.HasField("timestamp") else event.received_at
+    at = time_of(event)
     properties = MessageToDict(event.properties) if event.HasField("properties") else {}
-    found = interactions_of(
-        event.event_id, event.customer_id, event.name, properties, at.ToDatetime(UTC)
-    )
+    found = interactions_of(event.event_id, event.customer_id, event.name, properties, at)
     if not found:
         return [], []
     return found, products_of(event.name, properties)

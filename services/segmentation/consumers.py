@@ -19,7 +19,7 @@ from services.platform.bus import Delivery
 from services.platform.errors import PoisonMessage
 from services.platform.fieldnames import field_key
 from services.platform.mongo import Document
-from services.platform.timestamps import field_time
+from services.platform.timestamps import field_time, time_of
 from services.segmentation.audience import Audiences
 from services.segmentation.segments import Segment
 
@@ -97,13 +97,13 @@ def event_record(event: events_pb2.Event) -> Document | None:
     """What segmentation keeps of a resolved track event (``None`` for other events)."""
     if event.type != events_pb2.EVENT_TYPE_TRACK or not event.name or not event.customer_id:
         return None
-    at = event.timestamp if event.HasField("timestamp") else event.received_at
+    at = time_of(event)
     properties = MessageToDict(event.properties) if event.HasField("properties") else {}
     return {
         "_id": event.event_id,
         "customer_id": event.customer_id,
         "name": event.name,
-        "at": at.ToDatetime(UTC),
+        "at": at,
         "properties": {
             k: v
             for k, v in properties.items()

@@ -6,8 +6,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from lodestar.v1 import common_pb2, events_pb2
-from services.identity.consumers import CLOCK_ALLOWANCE, event_identifiers
+from services.identity.consumers import event_identifiers
 from services.identity.graph import needs_write
+from services.platform.timestamps import CLOCK_ALLOWANCE
 
 FAR = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)
 

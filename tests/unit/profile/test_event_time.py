@@ -8,8 +8,9 @@ from datetime import UTC, datetime, timedelta
 from google.protobuf.struct_pb2 import Struct
 
 from lodestar.v1 import events_pb2
+from services.platform.timestamps import CLOCK_ALLOWANCE, event_time
 from services.profile.consumers import to_resolved_event
-from services.profile.fold import CLOCK_ALLOWANCE, event_time, fold, merge
+from services.profile.fold import fold, merge
 
 NOW = datetime.now(UTC)
 RECEIVED = NOW - timedelta(hours=1)
