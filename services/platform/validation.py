@@ -15,7 +15,7 @@ from services.platform.errors import InvalidArgument
 # at 512 characters by the ingest API, so nothing legitimate is longer.
 MAX_ID_LENGTH = 512
 # A string literal (closing quote optional, so an unterminated one runs to the end) or a bracket.
-_JSON_TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"?|[\[\]{}]')
+_JSON_TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"?|[\[\]{}]', re.DOTALL)
 
 
 def check_id(field: str, value: str, *, required: bool = True, limit: int = MAX_ID_LENGTH) -> str:

@@ -10,6 +10,8 @@ import re
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
+from services.platform.validation import json_nesting_exceeds
+
 MAX_BODY = 64 * 1024
 MAX_DEPTH = 16
 MAX_NUMBER_DIGITS = 20
@@ -23,7 +25,6 @@ _PASS_TYPE = re.compile(r"pass(?:\.[A-Za-z0-9-]+)+")
 _SERIAL = re.compile(r"[A-Za-z0-9._-]{1,128}")
 _TAG = re.compile(r"[0-9]{1,19}")
 # Strings (closed or not) are skipped whole, so brackets inside them do not count.
-_JSON_NESTING = re.compile(r'"(?:[^"\\]|\\.)*"?|[\[{]|[\]}]', re.DOTALL)
 _SCHEMES = ("ApplePass ", "AndroidPass ")
 
 
@@ -67,19 +68,6 @@ async def read_capped(
     return bytes(body)
 
 
-def _nesting_exceeds(text: str, limit: int) -> bool:
-    depth = 0
-    for match in _JSON_NESTING.finditer(text):
-        token = match.group()
-        if token in ("[", "{"):
-            depth += 1
-            if depth > limit:
-                return True
-        elif token in ("]", "}"):
-            depth -= 1
-    return False
-
-
 class _NumberTooLong(Exception):
     pass
 
@@ -97,7 +85,7 @@ def json_object(body: bytes) -> dict[str, Any]:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
         raise InputProblem("body is not UTF-8 JSON") from None
-    if _nesting_exceeds(text, MAX_DEPTH):
+    if json_nesting_exceeds(text, MAX_DEPTH):
         raise InputProblem(f"body JSON is nested deeper than {MAX_DEPTH} levels")
     try:
         value = json.loads(text, parse_int=_bounded_int)

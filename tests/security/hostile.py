@@ -8,9 +8,19 @@ would send (lone surrogates as ``\\ud800`` escapes, ``NaN``, nesting no encoder 
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
+from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
+
+# Examples per door; raise it for a deeper search (`LODESTAR_FUZZ_EXAMPLES=2000 make test`).
+EXAMPLES = int(os.environ.get("LODESTAR_FUZZ_EXAMPLES", "120"))
+FUZZ = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 
 # Strings an attacker reaches for: lone surrogates, NUL and control characters, bidi and
 # zero-width marks, MongoDB operators and paths, format strings, very long runs.

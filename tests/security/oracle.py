@@ -13,11 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from infra.local.stack import Stack
 from services.platform import topics
-from tests.support.kafka import end_offsets, eventually
+from tests.support.kafka import committed_lag, end_offsets, eventually
 
 # Status codes a door may answer with for a request it refuses.
 CLIENT_ERRORS = range(400, 500)
@@ -124,23 +123,6 @@ PIPELINE = (
     ("segmentation", topics.PROFILE_CHANGED),
     ("wallet-profiles", topics.PROFILE_CHANGED),
 )
-
-
-async def committed_lag(bootstrap: str, group: str, ends: dict[TopicPartition, int]) -> int:
-    """Records before ``ends`` that ``group`` has not committed."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
-    )
-    await consumer.start()
-    try:
-        # Tansu needs each partition named to return a group's offset.
-        lag = 0
-        for tp, end in ends.items():
-            committed: int | None = await consumer.committed(tp)
-            lag += end - (committed or 0)
-        return lag
-    finally:
-        await consumer.stop()
 
 
 async def drained(stack: Stack, timeout_s: float = 90) -> None:

@@ -10,28 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from infra.local.stack import Stack
-from tests.security.hostile import ODD_NUMBERS, dumps, json_values, nested_text, strings
+from tests.security.hostile import FUZZ, ODD_NUMBERS, dumps, json_values, nested_text, strings
 from tests.security.oracle import Baseline, graphql_problem
-from tests.security.sentinel import Sentinel, plant_sentinel
+from tests.security.sentinel import Sentinel
 
 pytestmark = pytest.mark.e2e
 
-EXAMPLES = int(os.environ.get("LODESTAR_FUZZ_EXAMPLES", "120"))
-FUZZ = settings(
-    max_examples=EXAMPLES,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
 CUSTOMER_FIELDS = [
     "id",
     "identifiers { type value }",
@@ -48,19 +40,6 @@ CUSTOMER_FIELDS = [
     "firstSeen",
     "lastSeen",
 ]
-
-
-@pytest.fixture(scope="module")
-def sentinel(stack: Stack) -> Sentinel:
-    """A customer hostile queries must never change."""
-    return asyncio.run(plant_sentinel(stack))
-
-
-@pytest.fixture(scope="module")
-def client() -> Iterator[httpx.Client]:
-    """One keep-alive connection for the whole fuzz."""
-    with httpx.Client(timeout=60) as http:
-        yield http
 
 
 def literal(value: Any) -> str:

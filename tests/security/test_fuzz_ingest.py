@@ -8,44 +8,22 @@ event landed), and a sentinel customer whose message ids the fuzz reuses is unch
 from __future__ import annotations
 
 import asyncio
-import os
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from infra.local.stack import Stack
-from tests.security.hostile import calls, dumps, raw_bodies
+from tests.security.hostile import FUZZ, calls, dumps, raw_bodies
 from tests.security.oracle import Baseline, ingest_problem
-from tests.security.sentinel import Sentinel, plant_sentinel
+from tests.security.sentinel import Sentinel
 from tests.support.kafka import unique
 
 pytestmark = pytest.mark.e2e
 
-EXAMPLES = int(os.environ.get("LODESTAR_FUZZ_EXAMPLES", "120"))
 ROUTES = ["track", "identify", "page", "screen", "alias", "group", "batch"]
-FUZZ = settings(
-    max_examples=EXAMPLES,
-    deadline=None,
-    derandomize=False,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
-
-
-@pytest.fixture(scope="module")
-def sentinel(stack: Stack) -> Sentinel:
-    """A customer the fuzz must never change (its message ids are in the fuzz's pool)."""
-    return asyncio.run(plant_sentinel(stack))
-
-
-@pytest.fixture(scope="module")
-def client() -> Iterator[httpx.Client]:
-    """One keep-alive connection for the whole fuzz: a 4xx must not break it."""
-    with httpx.Client(timeout=30) as http:
-        yield http
 
 
 def post(client: httpx.Client, stack: Stack, route: str, body: bytes) -> httpx.Response:

@@ -8,37 +8,23 @@ holds a traceback or an ERROR.
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Iterator
 from urllib.parse import quote
 
 import httpx
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from infra.local.stack import Stack
-from tests.security.hostile import ODD_STRINGS, dumps, json_values, raw_bodies, strings
+from tests.security.hostile import FUZZ, ODD_STRINGS, dumps, json_values, raw_bodies, strings
 from tests.security.oracle import Baseline, passkit_problem
 
 pytestmark = pytest.mark.e2e
 
-EXAMPLES = int(os.environ.get("LODESTAR_FUZZ_EXAMPLES", "120"))
-FUZZ = settings(
-    max_examples=EXAMPLES,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
 # Path segments as they travel: percent-encoded text, and raw bytes that are not UTF-8.
 RAW_SEGMENTS = ["%ED%A0%80", "%FF%FE", "%00", "%2F..%2F", "a" * 5000, "%25%25", "."]
 UPDATED_SINCE = ["²", "9" * 5000, str(2**63), str(-1), "-5", "1e9", " 1", "0x10", "", "١٢٣"]
-
-
-@pytest.fixture(scope="module")
-def client() -> Iterator[httpx.Client]:
-    """One keep-alive connection for the whole fuzz."""
-    with httpx.Client(timeout=30) as http:
-        yield http
 
 
 segments = st.one_of(

@@ -38,7 +38,11 @@ async def end_offsets(bootstrap: str, topic: str) -> dict[TopicPartition, int]:
 
 async def group_lag(bootstrap: str, group: str, topic: str) -> int:
     """Messages on ``topic`` that ``group`` has not committed yet."""
-    ends = await end_offsets(bootstrap, topic)
+    return await committed_lag(bootstrap, group, await end_offsets(bootstrap, topic))
+
+
+async def committed_lag(bootstrap: str, group: str, ends: dict[TopicPartition, int]) -> int:
+    """Records before ``ends`` (per partition) that ``group`` has not committed."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
     )
@@ -47,7 +51,7 @@ async def group_lag(bootstrap: str, group: str, topic: str) -> int:
         lag = 0
         for tp, end in ends.items():
             # Tansu needs the partition named explicitly to return a group's offset.
-            committed = await consumer.committed(tp)
+            committed: int | None = await consumer.committed(tp)
             lag += end - (committed or 0)
         return lag
     finally:
