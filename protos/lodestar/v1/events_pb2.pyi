@@ -106,6 +106,7 @@ class Event(_message.Message):
     PREVIOUS_ID_FIELD_NUMBER: _builtins.int
     GROUP_ID_FIELD_NUMBER: _builtins.int
     MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    INTEGRATIONS_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     type: Global___EventType.ValueType
     name: _builtins.str
@@ -136,6 +137,12 @@ class Event(_message.Message):
     def sent_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def received_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def integrations(self) -> _struct_pb2.Struct:
+        """Segment's "integrations" object as sent (e.g. {"All": false, "Lodestar Wallet": true}):
+        which destinations the event is for. Lodestar's own consumers honour the names they own.
+        """
+
     def __init__(
         self,
         *,
@@ -154,10 +161,11 @@ class Event(_message.Message):
         previous_id: _builtins.str = ...,
         group_id: _builtins.str = ...,
         message_id: _builtins.str = ...,
+        integrations: _struct_pb2.Struct | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["context", b"context", "properties", b"properties", "received_at", b"received_at", "sent_at", b"sent_at", "timestamp", b"timestamp", "traits", b"traits"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["context", b"context", "integrations", b"integrations", "properties", b"properties", "received_at", b"received_at", "sent_at", b"sent_at", "timestamp", b"timestamp", "traits", b"traits"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["context", b"context", "customer_id", b"customer_id", "event_id", b"event_id", "group_id", b"group_id", "identifiers", b"identifiers", "message_id", b"message_id", "name", b"name", "previous_id", b"previous_id", "properties", b"properties", "received_at", b"received_at", "sent_at", b"sent_at", "source", b"source", "timestamp", b"timestamp", "traits", b"traits", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["context", b"context", "customer_id", b"customer_id", "event_id", b"event_id", "group_id", b"group_id", "identifiers", b"identifiers", "integrations", b"integrations", "message_id", b"message_id", "name", b"name", "previous_id", b"previous_id", "properties", b"properties", "received_at", b"received_at", "sent_at", b"sent_at", "source", b"source", "timestamp", b"timestamp", "traits", b"traits", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
