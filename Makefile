@@ -21,6 +21,7 @@ unit: $(STAMP)
 	$(BIN)/python -m pytest -q tests/unit
 
 bench: $(STAMP)
+	$(BIN)/python tests/perf/bench_doors.py --baseline b27a9a2
 	$(BIN)/python tests/perf/bench_ingest.py
 	$(BIN)/python tests/perf/bench_identity.py
 	$(BIN)/python tests/perf/bench_profile.py
