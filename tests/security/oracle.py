@@ -30,11 +30,33 @@ def json_body(response: httpx.Response) -> Any:
         return None
 
 
+def _partial_batch(body: Any) -> bool:
+    """A batch's answer that accepted its valid calls and names each one it dropped."""
+    if not isinstance(body, dict) or body.get("success") is not True:
+        return False
+    rejected = body.get("rejected")
+    return (
+        isinstance(body.get("accepted"), int)
+        and isinstance(rejected, list)
+        and bool(rejected)
+        and all(
+            isinstance(r, dict)
+            and isinstance(r.get("index"), int)
+            and bool(r.get("code"))
+            and bool(r.get("message"))
+            for r in rejected
+        )
+    )
+
+
 def ingest_problem(response: httpx.Response) -> str | None:
-    """What is wrong with an ingest API answer, or None when it keeps the contract."""
+    """What is wrong with an ingest API answer, or None when it keeps the contract: a 200
+    (for a batch, possibly naming the calls it dropped) or a 4xx naming the problem."""
     body = json_body(response)
     if response.status_code == 200:
-        return None if body == {"success": True} else f"200 with body {response.text[:200]!r}"
+        if body == {"success": True} or _partial_batch(body):
+            return None
+        return f"200 with body {response.text[:200]!r}"
     if response.status_code not in CLIENT_ERRORS:
         return f"status {response.status_code}: {response.text[:200]!r}"
     error = body.get("error") if isinstance(body, dict) else None
