@@ -154,7 +154,12 @@ def main() -> None:
     if args.events % args.customers:
         parser.error("--events must be a multiple of --customers")
     with tempfile.TemporaryDirectory(prefix="lodestar-bench-") as logs:
-        stack = Stack(StackPorts.free(), Path(logs))
+        # The benchmark offers more than the default per-key rate limit on purpose.
+        unlimited = {
+            "LODESTAR_INGEST_RATE_LIMIT_PER_S": "1000000",
+            "LODESTAR_INGEST_RATE_LIMIT_BURST": "1000000",
+        }
+        stack = Stack(StackPorts.free(), Path(logs), extra_env=unlimited)
         stack.start()
         try:
             asyncio.run(run(args, stack))
