@@ -1,8 +1,10 @@
-"""The Segment-spec HTTP ingest API: ``POST /v1/{track,identify,page,screen,alias,group,batch}``.
+"""The Segment-spec HTTP ingest API: ``POST /v1/{track,identify,page,screen,alias,group,batch}``
+and the browser and mobile SDKs' short routes ``/v1/{t,i,p,s,a,g,b}``.
 
-An event is accepted (200) only after Kafka acknowledged it on ``events.raw``, and only if
-every service downstream can store it; a rejected request (400 naming the problem) produces
-nothing.
+The write key comes as the HTTP Basic username or, from browsers, as ``writeKey`` in the
+body. An event is accepted (200) only after Kafka acknowledged it on ``events.raw``, and only
+if every service downstream can store it; a rejected request (400 naming the problem)
+produces nothing.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from starlette.routing import Route
 
 from gateway import jsonsafe
 from gateway.auth import same_secret, write_key_from
+from gateway.bodies import BadEncoding, BodyTooLarge, UnsupportedEncoding, read_capped
 from gateway.segment import EVENT_TYPES, MAX_NESTING, InvalidEvent, parse_batch, parse_call
 from gateway.settings import GatewaySettings
 from lodestar.v1 import events_pb2
@@ -26,6 +29,9 @@ from services.platform import metrics, topics
 from services.platform.bus import Bus
 
 log = logging.getLogger(__name__)
+# The short routes of analytics.js / analytics-next and the mobile SDKs (``{apiHost}/b``).
+SHORT_ROUTES = {kind[0]: kind for kind in [*EVENT_TYPES, "batch"]}
+_NO_KEY = "send the write key as the HTTP Basic username, or as writeKey in the JSON body"
 
 
 def _error(status: int, code: str, message: str, path: str | None = None) -> JSONResponse:
@@ -35,8 +41,12 @@ def _error(status: int, code: str, message: str, path: str | None = None) -> JSO
     return JSONResponse({"success": False, "error": error}, status_code=status)
 
 
-class _TooLarge(Exception):
-    pass
+class _Refused(Exception):
+    """A request answered with ``response`` (a 4xx) before any of its calls is looked at."""
+
+    def __init__(self, response: JSONResponse) -> None:
+        super().__init__(response.status_code)
+        self.response = response
 
 
 def _too_deep(raw: bytes, kind: str) -> JSONResponse:
@@ -53,19 +63,21 @@ def _too_deep(raw: bytes, kind: str) -> JSONResponse:
     )
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    """Read at most ``limit`` bytes; a larger body is refused without buffering all of it."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise _TooLarge
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _TooLarge
-        chunks.append(chunk)
-    return b"".join(chunks)
+def _body_key(body: Any) -> str | None:
+    """The ``writeKey`` of a browser SDK's body, if it holds one."""
+    key = body.get("writeKey") if isinstance(body, dict) else None
+    return key if isinstance(key, str) else None
+
+
+def _drop_keys(body: Any) -> None:
+    """Remove every ``writeKey`` (the body's, a batch's items') so none can reach an event."""
+    if not isinstance(body, dict):
+        return
+    body.pop("writeKey", None)
+    items = body.get("batch")
+    for item in items if isinstance(items, list) else []:
+        if isinstance(item, dict):
+            item.pop("writeKey", None)
 
 
 class IngestApi:
@@ -76,11 +88,14 @@ class IngestApi:
         self.bus = bus
 
     def routes(self) -> list[Route]:
-        """One route per call type, plus ``/v1/batch``."""
+        """One route per call type, plus ``/v1/batch``, each also under its short name."""
         routes = [
             Route(f"/v1/{kind}", self._single(kind), methods=["POST"]) for kind in EVENT_TYPES
         ]
         routes.append(Route("/v1/batch", self.batch, methods=["POST"]))
+        for short, kind in SHORT_ROUTES.items():
+            endpoint = self.batch if kind == "batch" else self._single(kind)
+            routes.append(Route(f"/v1/{short}", endpoint, methods=["POST"]))
         return routes
 
     def _single(self, kind: str) -> Any:
@@ -95,24 +110,10 @@ class IngestApi:
         return await self._handle(request, "batch")
 
     async def _handle(self, request: Request, kind: str) -> JSONResponse:
-        if not same_secret(
-            write_key_from(request.headers), self.settings.write_key.get_secret_value()
-        ):
-            return _error(401, "unauthorized", "send the write key as the HTTP Basic username")
-        limit = self.settings.max_batch_bytes if kind == "batch" else self.settings.max_event_bytes
         try:
-            raw = await _read_body(request, limit)
-        except _TooLarge:
-            metrics.INGEST_EVENTS.labels(kind, "too_large").inc()
-            return _error(400, "payload_too_large", f"the body is larger than {limit} bytes")
-        try:
-            body = jsonsafe.loads(raw)
-        except RecursionError:
-            metrics.INGEST_EVENTS.labels(kind, "malformed").inc()
-            return _too_deep(raw, kind)
-        except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
-            metrics.INGEST_EVENTS.labels(kind, "malformed").inc()
-            return _error(400, "malformed_json", f"the body is not valid JSON: {exc}")
+            body = await self._authorized_body(request, kind)
+        except _Refused as refused:
+            return refused.response
         received_at = datetime.now(UTC)
         try:
             calls = (
@@ -124,6 +125,49 @@ class IngestApi:
             metrics.INGEST_EVENTS.labels(kind, "invalid").inc()
             return _error(400, "invalid_event", str(exc), exc.path)
         return await self._produce(kind, calls)
+
+    async def _authorized_body(self, request: Request, kind: str) -> Any:
+        """The request's parsed JSON body, once the write key matched (from the Basic header,
+        checked before the body is read, else from the body's ``writeKey``); raises
+        :class:`_Refused` with the 4xx to answer."""
+        expected = self.settings.write_key.get_secret_value()
+        # A request that sends Authorization is judged by it alone, before its body is read.
+        by_header = "authorization" in request.headers
+        if by_header and not same_secret(write_key_from(request.headers), expected):
+            raise _Refused(_error(401, "unauthorized", _NO_KEY))
+        raw = await self._read(request, kind)
+        try:
+            body = jsonsafe.loads(raw)
+        except RecursionError:
+            problem = _too_deep(raw, kind)
+        except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+            problem = _error(400, "malformed_json", f"the body is not valid JSON: {exc}")
+        else:
+            # The body's key is checked before anything of the call is looked at.
+            if not by_header and not same_secret(_body_key(body), expected):
+                raise _Refused(_error(401, "unauthorized", _NO_KEY))
+            _drop_keys(body)
+            return body
+        if not by_header:
+            # No key could be read: nothing is said about the body.
+            raise _Refused(_error(401, "unauthorized", _NO_KEY))
+        metrics.INGEST_EVENTS.labels(kind, "malformed").inc()
+        raise _Refused(problem)
+
+    async def _read(self, request: Request, kind: str) -> bytes:
+        """The body, capped (once inflated) at the call's or the batch's limit."""
+        limit = self.settings.max_batch_bytes if kind == "batch" else self.settings.max_event_bytes
+        try:
+            return await read_capped(
+                request.stream(), request.headers.get("content-length", ""), "", limit
+            )
+        except BodyTooLarge as exc:
+            metrics.INGEST_EVENTS.labels(kind, "too_large").inc()
+            raise _Refused(_error(400, "payload_too_large", exc.describe())) from None
+        except UnsupportedEncoding as exc:
+            raise _Refused(_error(415, "unsupported_encoding", str(exc))) from None
+        except BadEncoding as exc:
+            raise _Refused(_error(400, "malformed_body", str(exc))) from None
 
     async def _produce(
         self, kind: str, calls: Sequence[tuple[str, events_pb2.Event]]

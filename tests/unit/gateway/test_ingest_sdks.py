@@ -1,0 +1,180 @@
+"""The ingest door as Segment's own SDKs use it: the browser's short routes, text/plain bodies
+and body write key, gzip bodies, partial batches, CORS, client addresses and rate limits.
+
+The app runs in process over a bus that records what it would produce.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import httpx
+import pytest
+from google.protobuf.json_format import MessageToDict
+from google.protobuf.message import Message
+from starlette.applications import Starlette
+
+from gateway.ingest import IngestApi
+from gateway.settings import GatewaySettings
+from lodestar.v1 import events_pb2
+from services.platform.bus import Bus, BusConfig
+
+WRITE_KEY = "wk_sdk_test_12345"
+SETTINGS = GatewaySettings(write_key=WRITE_KEY, api_key="ak_sdk_test_12345")
+TEXT = {"Content-Type": "text/plain"}
+SHORT_ROUTES: dict[str, tuple[str, dict[str, Any]]] = {
+    "t": ("track", {"userId": "u-1", "event": "Viewed"}),
+    "i": ("identify", {"userId": "u-1", "traits": {"plan": "gold"}}),
+    "p": ("page", {"anonymousId": "a-1", "name": "Home"}),
+    "s": ("screen", {"anonymousId": "a-1", "name": "Cart"}),
+    "g": ("group", {"userId": "u-1", "groupId": "acme"}),
+    "a": ("alias", {"userId": "u-1", "previousId": "a-1"}),
+}
+
+
+def basic(username: str) -> dict[str, str]:
+    token = base64.b64encode(f"{username}:".encode()).decode()
+    return {"Authorization": f"Basic {token}"}
+
+
+AUTH = basic(WRITE_KEY)
+
+
+class RecordingBus(Bus):
+    """A bus that keeps what it is asked to produce instead of talking to Kafka."""
+
+    def __init__(self) -> None:
+        super().__init__(BusConfig(bootstrap_servers="unused:9092", client_id="test"))
+        self.produced: list[tuple[str, str | bytes | None, Message]] = []
+
+    async def publish_many(
+        self, records: Sequence[tuple[str, str | bytes | None, Message]]
+    ) -> None:
+        self.produced.extend(records)
+
+    def events(self) -> list[events_pb2.Event]:
+        """What was produced, as events."""
+        found = []
+        for _, _, message in self.produced:
+            assert isinstance(message, events_pb2.Event)
+            found.append(message)
+        return found
+
+
+@pytest.fixture
+def bus() -> RecordingBus:
+    return RecordingBus()
+
+
+def client_of(api: IngestApi) -> httpx.AsyncClient:
+    app = Starlette(routes=api.routes())
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
+
+
+@pytest.fixture
+async def ingest(bus: RecordingBus) -> AsyncIterator[httpx.AsyncClient]:
+    async with client_of(IngestApi(SETTINGS, bus)) as http:
+        yield http
+
+
+def error_of(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert body["success"] is False
+    error = body["error"]
+    assert isinstance(error, dict)
+    assert error["code"] == code
+    assert error["message"]
+    return error
+
+
+def as_text(body: Any) -> bytes:
+    return json.dumps(body).encode()
+
+
+# 1. The browser SDK: short routes, text/plain, writeKey in the body.
+
+
+@pytest.mark.parametrize("route", sorted(SHORT_ROUTES))
+async def test_short_routes_take_text_plain_with_the_write_key_in_the_body(
+    ingest: httpx.AsyncClient, bus: RecordingBus, route: str
+) -> None:
+    kind, call = SHORT_ROUTES[route]
+    body = {**call, "writeKey": WRITE_KEY, "messageId": f"m-{route}"}
+    response = await ingest.post(f"/v1/{route}", content=as_text(body), headers=TEXT)
+    assert response.status_code == 200, response.text
+    assert response.json() == {"success": True}
+    (event,) = bus.events()
+    assert event.type == events_pb2.EventType.Value(f"EVENT_TYPE_{kind.upper()}")
+    assert event.message_id == f"m-{route}"
+
+
+async def test_the_body_write_key_never_reaches_the_event(
+    ingest: httpx.AsyncClient, bus: RecordingBus
+) -> None:
+    body = {"userId": "u-1", "event": "Viewed", "writeKey": WRITE_KEY, "context": {"a": 1}}
+    assert (await ingest.post("/v1/t", content=as_text(body), headers=TEXT)).status_code == 200
+    (event,) = bus.events()
+    assert WRITE_KEY.encode() not in event.SerializeToString()
+    assert "writeKey" not in json.dumps(MessageToDict(event))
+
+
+async def test_short_batch_route_takes_the_browser_batch(
+    ingest: httpx.AsyncClient, bus: RecordingBus
+) -> None:
+    # analytics-next's batching dispatcher: writeKey at the top and in every item.
+    items = [
+        {"type": "track", "userId": "u-1", "event": "A", "writeKey": WRITE_KEY},
+        {"type": "page", "anonymousId": "a-1", "name": "Home", "writeKey": WRITE_KEY},
+    ]
+    body = {"writeKey": WRITE_KEY, "batch": items, "sentAt": "2026-01-01T00:00:00Z"}
+    response = await ingest.post("/v1/b", content=as_text(body), headers=TEXT)
+    assert response.status_code == 200, response.text
+    events = bus.events()
+    assert [e.name for e in events] == ["A", "Home"]
+    assert all(WRITE_KEY.encode() not in e.SerializeToString() for e in events)
+
+
+async def test_mobile_batch_with_basic_auth_on_the_short_route(
+    ingest: httpx.AsyncClient, bus: RecordingBus
+) -> None:
+    body = {"batch": [{"type": "screen", "userId": "u-1", "name": "Cart"}]}
+    response = await ingest.post("/v1/b", json=body, headers=AUTH)
+    assert response.status_code == 200, response.text
+    assert len(bus.produced) == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "headers"),
+    [
+        ({"userId": "u", "event": "e", "writeKey": "wk_wrong_12345"}, TEXT),
+        ({"userId": "u", "event": "e", "writeKey": 12345678}, TEXT),
+        ({"userId": "u", "event": "e"}, TEXT),
+        # A wrong Basic key decides, whatever the body says.
+        ({"userId": "u", "event": "e", "writeKey": WRITE_KEY}, basic("wk_wrong_12345")),
+    ],
+)
+async def test_a_wrong_or_missing_body_key_is_401(
+    ingest: httpx.AsyncClient, bus: RecordingBus, body: Any, headers: dict[str, str]
+) -> None:
+    response = await ingest.post("/v1/t", content=as_text(body), headers=headers)
+    assert "writeKey" in error_of(response, 401, "unauthorized")["message"]
+    assert bus.produced == []
+
+
+@pytest.mark.parametrize("body", [b"{not json", b"[1]", b'"x"', b""])
+async def test_without_a_readable_key_the_body_is_never_judged(
+    ingest: httpx.AsyncClient, body: bytes
+) -> None:
+    # No key: the answer is 401, not a 400 describing the body.
+    error_of(await ingest.post("/v1/t", content=body, headers=TEXT), 401, "unauthorized")
+
+
+async def test_an_invalid_call_with_a_wrong_body_key_is_401_not_400(
+    ingest: httpx.AsyncClient,
+) -> None:
+    body = {"event": "no user", "writeKey": "wk_wrong_12345"}
+    error_of(await ingest.post("/v1/t", content=as_text(body), headers=TEXT), 401, "unauthorized")
