@@ -98,6 +98,10 @@ class IngestApi:
             routes.append(Route(f"/v1/{short}", endpoint, methods=["POST"]))
         return routes
 
+    def paths(self) -> list[str]:
+        """The path of every ingest route."""
+        return [route.path for route in self.routes()]
+
     def _single(self, kind: str) -> Any:
         async def endpoint(request: Request) -> JSONResponse:
             return await self._handle(request, kind)
