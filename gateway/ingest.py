@@ -21,7 +21,13 @@ from starlette.routing import Route
 
 from gateway import jsonsafe
 from gateway.auth import same_secret, write_key_from
-from gateway.bodies import BadEncoding, BodyTooLarge, UnsupportedEncoding, read_capped
+from gateway.bodies import (
+    BadEncoding,
+    BodyTooLarge,
+    UnsupportedEncoding,
+    encoding_of,
+    read_capped,
+)
 from gateway.segment import EVENT_TYPES, MAX_NESTING, InvalidEvent, parse_batch, parse_call
 from gateway.settings import GatewaySettings
 from lodestar.v1 import events_pb2
@@ -159,11 +165,13 @@ class IngestApi:
         raise _Refused(problem)
 
     async def _read(self, request: Request, kind: str) -> bytes:
-        """The body, capped (once inflated) at the call's or the batch's limit."""
+        """The body, inflated if gzipped, capped (once inflated) at the call's or the
+        batch's limit."""
         limit = self.settings.max_batch_bytes if kind == "batch" else self.settings.max_event_bytes
         try:
+            encoding = encoding_of(request.headers.get("content-encoding", ""))
             return await read_capped(
-                request.stream(), request.headers.get("content-length", ""), "", limit
+                request.stream(), request.headers.get("content-length", ""), encoding, limit
             )
         except BodyTooLarge as exc:
             metrics.INGEST_EVENTS.labels(kind, "too_large").inc()

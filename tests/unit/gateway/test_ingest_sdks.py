@@ -7,7 +7,9 @@ The app runs in process over a bus that records what it would produce.
 from __future__ import annotations
 
 import base64
+import gzip
 import json
+import zlib
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -178,3 +180,111 @@ async def test_an_invalid_call_with_a_wrong_body_key_is_401_not_400(
 ) -> None:
     body = {"event": "no user", "writeKey": "wk_wrong_12345"}
     error_of(await ingest.post("/v1/t", content=as_text(body), headers=TEXT), 401, "unauthorized")
+
+
+# 3. Content-Encoding: gzip (analytics-python with gzip=True, the mobile SDKs).
+
+
+def gzipped(body: Any) -> bytes:
+    return gzip.compress(body if isinstance(body, bytes) else as_text(body))
+
+
+GZIP = {"Content-Encoding": "gzip", "Content-Type": "application/json"}
+
+
+async def test_a_gzipped_batch_with_basic_auth(
+    ingest: httpx.AsyncClient, bus: RecordingBus
+) -> None:
+    batch = {"batch": [{"type": "track", "userId": f"u-{n}", "event": "E"} for n in range(3)]}
+    response = await ingest.post("/v1/batch", content=gzipped(batch), headers={**AUTH, **GZIP})
+    assert response.status_code == 200, response.text
+    assert [key for _, key, _ in bus.produced] == ["u-0", "u-1", "u-2"]
+
+
+async def test_a_gzipped_browser_call_with_the_body_key(
+    ingest: httpx.AsyncClient, bus: RecordingBus
+) -> None:
+    body = {"userId": "u-1", "event": "Viewed", "writeKey": WRITE_KEY}
+    headers = {"Content-Encoding": "gzip", **TEXT}
+    response = await ingest.post("/v1/t", content=gzipped(body), headers=headers)
+    assert response.status_code == 200, response.text
+    assert len(bus.produced) == 1
+
+
+async def test_the_size_limit_holds_for_the_inflated_body(ingest: httpx.AsyncClient) -> None:
+    body = {"userId": "u-1", "event": "E", "properties": {"blob": "x" * (40 * 1024)}}
+    compressed = gzipped(body)
+    assert len(compressed) < SETTINGS.max_event_bytes
+    response = await ingest.post("/v1/track", content=compressed, headers={**AUTH, **GZIP})
+    error = error_of(response, 400, "payload_too_large")
+    assert f"inflates to more than {SETTINGS.max_event_bytes} bytes" in error["message"]
+
+
+async def test_a_zip_bomb_is_refused_without_inflating_it(
+    ingest: httpx.AsyncClient, bus: RecordingBus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    inflated: list[int] = []
+    real = zlib.decompressobj
+
+    class Counting:
+        """A decompressor that notes how much it produced."""
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            self.inner = real(*args, **kwargs)
+
+        def decompress(self, data: bytes, max_length: int = 0) -> bytes:
+            out = self.inner.decompress(data, max_length)
+            inflated.append(len(out))
+            return out
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.inner, name)
+
+    monkeypatch.setattr(zlib, "decompressobj", Counting)
+    bomb = gzip.compress(b"[" + b" " * (50 * 1024 * 1024) + b"]")
+    assert len(bomb) < SETTINGS.max_batch_bytes
+    response = await ingest.post("/v1/batch", content=bomb, headers={**AUTH, **GZIP})
+    error = error_of(response, 400, "payload_too_large")
+    assert "inflates" in error["message"]
+    assert 0 < sum(inflated) <= SETTINGS.max_batch_bytes + 1
+    assert bus.produced == []
+
+
+@pytest.mark.parametrize("encoding", ["br", "deflate", "gzip, gzip", "compress", "x" * 500])
+async def test_other_encodings_are_415_naming_them(
+    ingest: httpx.AsyncClient, encoding: str
+) -> None:
+    headers = {**AUTH, "Content-Encoding": encoding}
+    response = await ingest.post("/v1/track", content=b"{}", headers=headers)
+    error = error_of(response, 415, "unsupported_encoding")
+    assert encoding[:40] in error["message"]
+    assert len(error["message"]) < 200
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (b"not gzip at all", "not valid gzip"),
+        (gzip.compress(b'{"userId": "u", "event": "e"}')[:-12], "truncated"),
+        (gzip.compress(b'{"userId": "u", "event": "e"}') + b"junk", "after the end"),
+        (b"", "empty"),
+    ],
+    ids=["junk", "truncated", "trailing", "empty"],
+)
+async def test_a_body_that_is_not_gzip_is_400(
+    ingest: httpx.AsyncClient, content: bytes, problem: str
+) -> None:
+    response = await ingest.post("/v1/track", content=content, headers={**AUTH, **GZIP})
+    assert problem in error_of(response, 400, "malformed_body")["message"]
+
+
+async def test_identity_encoding_is_a_plain_body(ingest: httpx.AsyncClient) -> None:
+    headers = {**AUTH, "Content-Encoding": "identity"}
+    response = await ingest.post("/v1/track", json={"userId": "u", "event": "e"}, headers=headers)
+    assert response.status_code == 200, response.text
+
+
+async def test_the_key_is_checked_before_a_gzip_body_is_read(ingest: httpx.AsyncClient) -> None:
+    headers = {**basic("wk_wrong_12345"), **GZIP}
+    response = await ingest.post("/v1/track", content=b"not gzip", headers=headers)
+    error_of(response, 401, "unauthorized")
