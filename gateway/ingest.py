@@ -9,6 +9,7 @@ produces nothing.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -28,7 +29,7 @@ from gateway.bodies import (
     encoding_of,
     read_capped,
 )
-from gateway.segment import EVENT_TYPES, MAX_NESTING, InvalidEvent, parse_batch, parse_call
+from gateway.segment import EVENT_TYPES, MAX_NESTING, Batch, InvalidEvent, parse_call, split_batch
 from gateway.settings import GatewaySettings
 from lodestar.v1 import events_pb2
 from services.platform import metrics, topics
@@ -37,6 +38,8 @@ from services.platform.bus import Bus
 log = logging.getLogger(__name__)
 # The short routes of analytics.js / analytics-next and the mobile SDKs (``{apiHost}/b``).
 SHORT_ROUTES = {kind[0]: kind for kind in [*EVENT_TYPES, "batch"]}
+# Rejected calls listed in a batch's answer (all are counted).
+REPORTED_REJECTIONS = 100
 _NO_KEY = "send the write key as the HTTP Basic username, or as writeKey in the JSON body"
 
 
@@ -86,6 +89,18 @@ def _drop_keys(body: Any) -> None:
             item.pop("writeKey", None)
 
 
+def _with_rejections(response: JSONResponse, batch: Batch) -> JSONResponse:
+    """``response`` with the batch's rejected calls: how many, and the first
+    :data:`REPORTED_REJECTIONS` with their index, path and reason."""
+    body = json.loads(bytes(response.body))
+    body["rejectedCount"] = len(batch.rejected)
+    body["rejected"] = [
+        {"index": index, "code": "invalid_event", "path": problem.path, "message": str(problem)}
+        for index, problem in batch.rejected[:REPORTED_REJECTIONS]
+    ]
+    return JSONResponse(body, status_code=response.status_code)
+
+
 class IngestApi:
     """Validates Segment calls and produces them to ``lodestar.events.raw.v1``."""
 
@@ -116,7 +131,7 @@ class IngestApi:
         return endpoint
 
     async def batch(self, request: Request) -> JSONResponse:
-        """``POST /v1/batch``: all calls accepted, or none."""
+        """``POST /v1/batch``: the valid calls accepted, the others reported."""
         return await self._handle(request, "batch")
 
     async def _handle(self, request: Request, kind: str) -> JSONResponse:
@@ -125,16 +140,41 @@ class IngestApi:
         except _Refused as refused:
             return refused.response
         received_at = datetime.now(UTC)
+        if kind == "batch":
+            return await self._batch(body, received_at)
         try:
-            calls = (
-                parse_batch(body, received_at, self.settings.max_event_bytes)
-                if kind == "batch"
-                else [parse_call(body, kind, received_at)]
-            )
+            call = parse_call(body, kind, received_at)
         except InvalidEvent as exc:
             metrics.INGEST_EVENTS.labels(kind, "invalid").inc()
             return _error(400, "invalid_event", str(exc), exc.path)
-        return await self._produce(kind, calls)
+        return await self._produce(kind, [call])
+
+    async def _batch(self, body: Any, received_at: datetime) -> JSONResponse:
+        """Produce a batch's valid calls and report its rejected ones: SDKs do not retry a
+        4xx, so refusing the batch for one bad call would lose the good ones. Refused whole
+        (400) only when its envelope is bad or none of its calls is valid."""
+        try:
+            batch = split_batch(
+                body,
+                received_at,
+                self.settings.max_event_bytes,
+                self.settings.ingest_max_batch_events,
+            )
+        except InvalidEvent as exc:
+            metrics.INGEST_EVENTS.labels("batch", "invalid").inc()
+            return _error(400, "invalid_event", str(exc), exc.path)
+        if batch.rejected:
+            metrics.INGEST_EVENTS.labels("batch", "invalid").inc(len(batch.rejected))
+        if not batch.calls:
+            first = batch.rejected[0][1]
+            refused = _error(400, "invalid_event", str(first), first.path)
+            return _with_rejections(refused, batch)
+        answer = await self._produce("batch", [(key, event) for _, key, event in batch.calls])
+        if answer.status_code != 200 or not batch.rejected:
+            return answer
+        return _with_rejections(
+            JSONResponse({"success": True, "accepted": len(batch.calls)}), batch
+        )
 
     async def _authorized_body(self, request: Request, kind: str) -> Any:
         """The request's parsed JSON body, once the write key matched (from the Basic header,

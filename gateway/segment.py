@@ -13,6 +13,7 @@ import json
 import re
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -32,6 +33,8 @@ EVENT_TYPES: dict[str, events_pb2.EventType.ValueType] = {
 }
 MAX_ID_LENGTH = 512
 MAX_NAME_LENGTH = 200
+# Calls in one batch; Segment's SDKs send far fewer (the byte cap binds first for most).
+MAX_BATCH_EVENTS = 2_500
 # Protobuf refuses Structs nested much deeper; real events stay far below this. It bounds
 # every field of a call, so nothing nested deeper reaches a recursive encoder.
 MAX_NESTING = 20
@@ -385,13 +388,37 @@ def _build(
     return user_id or anonymous_id, event
 
 
-def parse_batch(
-    body: Any, received_at: datetime, max_event_bytes: int
-) -> list[tuple[str, events_pb2.Event]]:
-    """Validate a ``/v1/batch`` body; one bad item rejects the whole batch, naming its index.
+@dataclass(frozen=True)
+class Batch:
+    """A batch's calls split into the valid ones, ``(index, kafka_key, event)``, and the
+    rejected ones, ``(index, problem)``."""
 
-    The batch's ``context`` is shared by items without their own, its ``sentAt`` by items
-    without their own."""
+    calls: list[tuple[int, str, events_pb2.Event]] = field(default_factory=list)
+    rejected: list[tuple[int, InvalidEvent]] = field(default_factory=list)
+
+
+def _merged(item: dict[str, Any], key: str, shared: dict[str, Any] | None) -> dict[str, Any]:
+    """``item`` with the batch's ``shared`` object merged under its ``key``, the item's own
+    fields winning; an item's malformed value is left alone for its own error."""
+    if not shared:
+        return item
+    own = item.get(key)
+    if own is None:
+        return {**item, key: shared}
+    if isinstance(own, dict):
+        return {**item, key: {**shared, **own}}
+    return item
+
+
+def split_batch(
+    body: Any, received_at: datetime, max_event_bytes: int, max_events: int = MAX_BATCH_EVENTS
+) -> Batch:
+    """Validate a ``/v1/batch`` body call by call: a bad call is rejected alone, naming its
+    index; a bad envelope (not an object, ``batch`` not a non-empty array of at most
+    ``max_events``, bad batch-level fields) raises :class:`InvalidEvent` for the whole batch.
+
+    The batch's ``context`` and ``integrations`` merge into each call's (the call's fields
+    win); its ``sentAt`` serves calls without their own."""
     if not isinstance(body, dict):
         raise InvalidEvent("body", "must be a JSON object")
     items = body.get("batch")
@@ -399,22 +426,60 @@ def parse_batch(
         raise InvalidEvent("batch", "must be an array of calls")
     if not items:
         raise InvalidEvent("batch", "must not be empty")
+    if len(items) > max_events:
+        raise InvalidEvent("batch", f"holds {len(items)} calls; at most {max_events} are accepted")
     _check_values({k: v for k, v in body.items() if k != "batch"}, "")
     shared_context = _optional_object(body, "context", "")
+    shared = {"context": shared_context, "integrations": _optional_object(body, "integrations", "")}
     # Checked once here so a bad shared externalIds is reported where it was sent.
     external_ids(shared_context, "")
     _check_trait_names(_as_object((shared_context or {}).get("traits")), "context.traits")
     shared_sent_at = _optional_time(body, "sentAt", "")
-    calls = []
+    batch = Batch()
     for index, item in enumerate(items):
-        path = f"batch[{index}]"
-        if not isinstance(item, dict):
-            raise InvalidEvent(path, "must be a JSON object")
-        _check_values(item, f"{path}.")
-        # Measured as sent: the batch's shared context does not count against each item.
-        _check_size(item, max_event_bytes, path)
-        call = item
-        if shared_context and "context" not in item:
-            call = {**item, "context": shared_context}
-        calls.append(_build(call, "", received_at, f"{path}.", shared_sent_at))
-    return calls
+        try:
+            key, event = _batch_item(
+                item,
+                index,
+                received_at,
+                max_event_bytes,
+                shared=shared,
+                shared_sent_at=shared_sent_at,
+            )
+        except InvalidEvent as problem:
+            batch.rejected.append((index, problem))
+            continue
+        batch.calls.append((index, key, event))
+    return batch
+
+
+def _batch_item(
+    item: Any,
+    index: int,
+    received_at: datetime,
+    max_event_bytes: int,
+    *,
+    shared: dict[str, dict[str, Any] | None],
+    shared_sent_at: datetime | None,
+) -> tuple[str, events_pb2.Event]:
+    """One call of a batch, with the batch's ``shared`` objects merged in."""
+    path = f"batch[{index}]"
+    if not isinstance(item, dict):
+        raise InvalidEvent(path, "must be a JSON object")
+    _check_values(item, f"{path}.")
+    # Measured as sent: the batch's shared fields do not count against each item.
+    _check_size(item, max_event_bytes, path)
+    call = item
+    for key, value in shared.items():
+        call = _merged(call, key, value)
+    return _build(call, "", received_at, f"{path}.", shared_sent_at)
+
+
+def parse_batch(
+    body: Any, received_at: datetime, max_event_bytes: int, max_events: int = MAX_BATCH_EVENTS
+) -> list[tuple[str, events_pb2.Event]]:
+    """:func:`split_batch`, all or nothing: the first bad call rejects the whole batch."""
+    batch = split_batch(body, received_at, max_event_bytes, max_events)
+    if batch.rejected:
+        raise batch.rejected[0][1]
+    return [(key, event) for _, key, event in batch.calls]

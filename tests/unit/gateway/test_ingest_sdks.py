@@ -17,6 +17,7 @@ import httpx
 import pytest
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
+from prometheus_client import REGISTRY
 from starlette.applications import Starlette
 
 from gateway.ingest import IngestApi
@@ -288,3 +289,122 @@ async def test_the_key_is_checked_before_a_gzip_body_is_read(ingest: httpx.Async
     headers = {**basic("wk_wrong_12345"), **GZIP}
     response = await ingest.post("/v1/track", content=b"not gzip", headers=headers)
     error_of(response, 401, "unauthorized")
+
+
+# 4. Batches the Segment way: the good calls land, the bad ones are reported.
+
+GOOD = {"type": "track", "userId": "u-1", "event": "Fine"}
+
+
+def invalid_count() -> float:
+    value = REGISTRY.get_sample_value(
+        "lodestar_ingest_events_total", {"type": "batch", "outcome": "invalid"}
+    )
+    return value or 0.0
+
+
+async def test_a_batch_drops_only_its_bad_calls(
+    ingest: httpx.AsyncClient, bus: RecordingBus
+) -> None:
+    before = invalid_count()
+    batch = [
+        {**GOOD, "event": "A"},
+        {"type": "track", "userId": "u-1"},
+        {**GOOD, "event": "C"},
+        "not a call",
+        {**GOOD, "event": "E", "timestamp": "2999-01-01T00:00:00Z"},
+        {**GOOD, "event": "F"},
+    ]
+    response = await ingest.post("/v1/batch", json={"batch": batch}, headers=AUTH)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["success"] is True
+    assert body["accepted"] == 3
+    assert body["rejectedCount"] == 3
+    rejected = body["rejected"]
+    assert [r["index"] for r in rejected] == [1, 3, 4]
+    assert [r["path"] for r in rejected] == ["batch[1].event", "batch[3]", "batch[4].timestamp"]
+    assert all(r["code"] == "invalid_event" and r["message"] for r in rejected)
+    assert [e.name for e in bus.events()] == ["A", "C", "F"]
+    assert invalid_count() - before == 3
+
+
+async def test_a_batch_of_only_bad_calls_is_400_naming_the_first(
+    ingest: httpx.AsyncClient, bus: RecordingBus
+) -> None:
+    batch = [{"type": "track", "userId": "u-1"}, {"type": "nope", "userId": "u-1"}]
+    response = await ingest.post("/v1/batch", json={"batch": batch}, headers=AUTH)
+    error = error_of(response, 400, "invalid_event")
+    assert error["path"] == "batch[0].event"
+    assert [r["path"] for r in response.json()["rejected"]] == ["batch[0].event", "batch[1].type"]
+    assert bus.produced == []
+
+
+async def test_an_oversize_item_is_dropped_alone(
+    ingest: httpx.AsyncClient, bus: RecordingBus
+) -> None:
+    big = {**GOOD, "properties": {"blob": "x" * (33 * 1024)}}
+    response = await ingest.post("/v1/batch", json={"batch": [GOOD, big]}, headers=AUTH)
+    assert response.status_code == 200, response.text
+    assert response.json()["rejected"][0]["path"] == "batch[1]"
+    assert len(bus.produced) == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "path"),
+    [
+        ({"batch": []}, "batch"),
+        ({"batch": {}}, "batch"),
+        ([], "body"),
+        ({"batch": [GOOD], "context": []}, "context"),
+        ({"batch": [GOOD], "integrations": 3}, "integrations"),
+        ({"batch": [GOOD], "sentAt": "yesterday"}, "sentAt"),
+    ],
+)
+async def test_a_bad_envelope_refuses_the_whole_batch(
+    ingest: httpx.AsyncClient, bus: RecordingBus, body: Any, path: str
+) -> None:
+    response = await ingest.post("/v1/batch", json=body, headers=AUTH)
+    assert error_of(response, 400, "invalid_event")["path"] == path
+    assert bus.produced == []
+
+
+async def test_at_most_2500_calls_in_a_batch(ingest: httpx.AsyncClient, bus: RecordingBus) -> None:
+    small = {"type": "track", "userId": "u", "event": "e"}
+    response = await ingest.post("/v1/batch", json={"batch": [small] * 2_501}, headers=AUTH)
+    error = error_of(response, 400, "invalid_event")
+    assert error["path"] == "batch"
+    assert "2500" in error["message"]
+    assert bus.produced == []
+    response = await ingest.post("/v1/batch", json={"batch": [small] * 2_500}, headers=AUTH)
+    assert response.status_code == 200, response.text
+    assert len(bus.produced) == 2_500
+
+
+async def test_many_rejections_are_counted_and_the_first_hundred_listed(
+    ingest: httpx.AsyncClient,
+) -> None:
+    batch = [GOOD] + [{"type": "track", "userId": "u"}] * 300
+    response = await ingest.post("/v1/batch", json={"batch": batch}, headers=AUTH)
+    body = response.json()
+    assert body["accepted"] == 1
+    assert body["rejectedCount"] == 300
+    assert len(body["rejected"]) == 100
+
+
+async def test_batch_context_and_integrations_merge_into_each_call(
+    ingest: httpx.AsyncClient, bus: RecordingBus
+) -> None:
+    body = {
+        "batch": [
+            {**GOOD, "event": "Own", "context": {"page": {"path": "/a"}, "locale": "fr-FR"}},
+            {**GOOD, "event": "Shared"},
+        ],
+        "context": {"library": {"name": "analytics-python"}, "locale": "en-GB"},
+    }
+    assert (await ingest.post("/v1/batch", json=body, headers=AUTH)).status_code == 200
+    own, shared = (MessageToDict(e.context) for e in bus.events())
+    assert own["library"] == {"name": "analytics-python"}
+    assert own["page"] == {"path": "/a"}
+    assert own["locale"] == "fr-FR"
+    assert shared["locale"] == "en-GB"
