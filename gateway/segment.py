@@ -35,6 +35,9 @@ MAX_ID_LENGTH = 512
 MAX_NAME_LENGTH = 200
 # Calls in one batch; Segment's SDKs send far fewer (the byte cap binds first for most).
 MAX_BATCH_EVENTS = 2_500
+# Segment's destination switches: names to booleans or small option objects.
+MAX_INTEGRATIONS_BYTES = 8 * 1024
+MAX_INTEGRATIONS_NESTING = 5
 # Protobuf refuses Structs nested much deeper; real events stay far below this. It bounds
 # every field of a call, so nothing nested deeper reaches a recursive encoder.
 MAX_NESTING = 20
@@ -120,6 +123,21 @@ def _optional_time(body: dict[str, Any], key: str, path: str) -> datetime | None
         raise InvalidEvent(
             f"{path}{key}", "is out of range: not within years 1-9999 in UTC"
         ) from None
+
+
+def _integrations(body: dict[str, Any], path: str) -> dict[str, Any] | None:
+    """The call's ``integrations``: an object of at most :data:`MAX_INTEGRATIONS_BYTES` and
+    :data:`MAX_INTEGRATIONS_NESTING` levels, or ``None``."""
+    value = _optional_object(body, "integrations", path)
+    if value is None:
+        return None
+    where = f"{path}integrations"
+    try:
+        jsonsafe.check_field(value, where, MAX_INTEGRATIONS_NESTING)
+    except jsonsafe.UnsafeJson as exc:
+        raise InvalidEvent(exc.path, exc.message) from None
+    _check_size(value, MAX_INTEGRATIONS_BYTES, where)
+    return value
 
 
 def _stamp(moment: datetime) -> Timestamp:
@@ -330,6 +348,7 @@ def _build(
     properties = _optional_object(body, "properties", path)
     traits = _optional_object(body, "traits", path)
     context = _optional_object(body, "context", path)
+    integrations = _integrations(body, path)
     _check_trait_names(traits, f"{path}traits")
     # The profile takes context.traits as traits too.
     _check_trait_names(_as_object((context or {}).get("traits")), f"{path}context.traits")
@@ -369,6 +388,9 @@ def _build(
         "previousId": previous_id,
         "groupId": group_id,
     }
+    if integrations is not None:
+        # Only when sent, so the ids of calls without it stay what they were.
+        content["integrations"] = integrations
     event = events_pb2.Event(
         event_id=_event_id(message_id, content),
         message_id=message_id,
@@ -384,6 +406,7 @@ def _build(
         source=SOURCE,
         previous_id=previous_id,
         group_id=group_id,
+        integrations=_struct(integrations),
     )
     return user_id or anonymous_id, event
 

@@ -408,3 +408,75 @@ async def test_batch_context_and_integrations_merge_into_each_call(
     assert own["page"] == {"path": "/a"}
     assert own["locale"] == "fr-FR"
     assert shared["locale"] == "en-GB"
+
+
+# 5. integrations: Segment's destination switches, carried to the services.
+
+
+async def test_integrations_land_in_the_event(ingest: httpx.AsyncClient, bus: RecordingBus) -> None:
+    integrations = {"All": False, "Mixpanel": True, "Amplitude": {"session_id": 1700000000}}
+    call = {"userId": "u-1", "event": "E", "integrations": integrations}
+    assert (await ingest.post("/v1/track", json=call, headers=AUTH)).status_code == 200
+    (event,) = bus.events()
+    assert event.HasField("integrations")
+    assert MessageToDict(event.integrations) == integrations
+
+
+async def test_without_integrations_the_field_stays_unset(
+    ingest: httpx.AsyncClient, bus: RecordingBus
+) -> None:
+    assert (await ingest.post("/v1/track", json=GOOD, headers=AUTH)).status_code == 200
+    assert not bus.events()[0].HasField("integrations")
+
+
+async def test_batch_integrations_merge_into_each_call(
+    ingest: httpx.AsyncClient, bus: RecordingBus
+) -> None:
+    body = {
+        "batch": [{**GOOD, "integrations": {"Mixpanel": False}}, GOOD],
+        "integrations": {"All": True, "Mixpanel": True},
+    }
+    assert (await ingest.post("/v1/batch", json=body, headers=AUTH)).status_code == 200
+    first, second = (MessageToDict(e.integrations) for e in bus.events())
+    assert first == {"All": True, "Mixpanel": False}
+    assert second == {"All": True, "Mixpanel": True}
+
+
+def nested(depth: int) -> dict[str, Any]:
+    value: dict[str, Any] = {"on": True}
+    for _ in range(depth - 1):
+        value = {"n": value}
+    return value
+
+
+@pytest.mark.parametrize(
+    ("integrations", "problem"),
+    [
+        (["Mixpanel"], "must be an object"),
+        ("all", "must be an object"),
+        ({"Amplitude": nested(6)}, "nested deeper than 5"),
+        ({f"Destination {n}": {"key": "v" * 100} for n in range(100)}, "larger than 8192"),
+    ],
+    ids=["array", "string", "deep", "big"],
+)
+async def test_bad_integrations_are_400_naming_them(
+    ingest: httpx.AsyncClient, bus: RecordingBus, integrations: Any, problem: str
+) -> None:
+    call = {**GOOD, "integrations": integrations}
+    response = await ingest.post("/v1/track", json=call, headers=AUTH)
+    error = error_of(response, 400, "invalid_event")
+    assert error["path"] == "integrations"
+    assert problem in error["message"]
+    assert bus.produced == []
+
+
+async def test_integrations_count_in_the_event_id(
+    ingest: httpx.AsyncClient, bus: RecordingBus
+) -> None:
+    call = {**GOOD, "messageId": "m-int"}
+    for integrations in [None, {"All": False}, {"All": False}]:
+        body = call if integrations is None else {**call, "integrations": integrations}
+        assert (await ingest.post("/v1/track", json=body, headers=AUTH)).status_code == 200
+    plain, off, retried = (e.event_id for e in bus.events())
+    assert off == retried
+    assert plain != off
