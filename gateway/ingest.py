@@ -29,6 +29,7 @@ from gateway.bodies import (
     encoding_of,
     read_capped,
 )
+from gateway.client_ip import client_address, networks
 from gateway.segment import EVENT_TYPES, MAX_NESTING, Batch, InvalidEvent, parse_call, split_batch
 from gateway.settings import GatewaySettings
 from lodestar.v1 import events_pb2
@@ -107,6 +108,7 @@ class IngestApi:
     def __init__(self, settings: GatewaySettings, bus: Bus) -> None:
         self.settings = settings
         self.bus = bus
+        self.trusted_proxies = networks(settings.ingest_trusted_proxies)
 
     def routes(self) -> list[Route]:
         """One route per call type, plus ``/v1/batch``, each also under its short name."""
@@ -140,16 +142,23 @@ class IngestApi:
         except _Refused as refused:
             return refused.response
         received_at = datetime.now(UTC)
+        client_ip = self._client_ip(request)
         if kind == "batch":
-            return await self._batch(body, received_at)
+            return await self._batch(body, received_at, client_ip)
         try:
-            call = parse_call(body, kind, received_at)
+            call = parse_call(body, kind, received_at, client_ip=client_ip)
         except InvalidEvent as exc:
             metrics.INGEST_EVENTS.labels(kind, "invalid").inc()
             return _error(400, "invalid_event", str(exc), exc.path)
         return await self._produce(kind, [call])
 
-    async def _batch(self, body: Any, received_at: datetime) -> JSONResponse:
+    def _client_ip(self, request: Request) -> str:
+        """The sender's address (see :mod:`gateway.client_ip`)."""
+        peer = request.client.host if request.client else None
+        forwarded = ",".join(request.headers.getlist("x-forwarded-for"))
+        return client_address(peer, forwarded, self.trusted_proxies)
+
+    async def _batch(self, body: Any, received_at: datetime, client_ip: str) -> JSONResponse:
         """Produce a batch's valid calls and report its rejected ones: SDKs do not retry a
         4xx, so refusing the batch for one bad call would lose the good ones. Refused whole
         (400) only when its envelope is bad or none of its calls is valid."""
@@ -159,6 +168,7 @@ class IngestApi:
                 received_at,
                 self.settings.max_event_bytes,
                 self.settings.ingest_max_batch_events,
+                client_ip=client_ip,
             )
         except InvalidEvent as exc:
             metrics.INGEST_EVENTS.labels("batch", "invalid").inc()

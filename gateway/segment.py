@@ -315,19 +315,33 @@ def identifiers_of(
 
 
 def parse_call(
-    body: Any, call_type: str, received_at: datetime, path: str = "", max_bytes: int = 0
+    body: Any,
+    call_type: str,
+    received_at: datetime,
+    path: str = "",
+    max_bytes: int = 0,
+    *,
+    client_ip: str = "",
 ) -> tuple[str, events_pb2.Event]:
     """Validate one Segment call and build its raw ``Event``; returns ``(kafka_key, event)``.
 
     ``call_type`` is the endpoint's type, or ``""`` inside a batch where each item says its
     own. ``max_bytes`` bounds the item's JSON size (0 = unchecked, the caller measured it).
+    ``client_ip`` (the sender's address) becomes ``context.ip`` unless the call set one.
     """
     if not isinstance(body, dict):
         raise InvalidEvent(path.rstrip(".") or "body", "must be a JSON object")
     _check_values(body, path)
     if max_bytes:
         _check_size(body, max_bytes, path.rstrip(".") or "body")
-    return _build(body, call_type, received_at, path, None)
+    return _build(body, call_type, received_at, path, None, client_ip=client_ip)
+
+
+def _with_ip(context: dict[str, Any] | None, client_ip: str) -> dict[str, Any] | None:
+    """``context`` with ``ip`` set to ``client_ip`` unless the client sent its own."""
+    if not client_ip or (context is not None and context.get("ip") is not None):
+        return context
+    return {**(context or {}), "ip": client_ip}
 
 
 def _build(
@@ -336,6 +350,8 @@ def _build(
     received_at: datetime,
     path: str,
     shared_sent_at: datetime | None,
+    *,
+    client_ip: str = "",
 ) -> tuple[str, events_pb2.Event]:
     """:func:`parse_call` on a call whose values were checked already."""
     kind = call_type or body.get("type")
@@ -399,7 +415,8 @@ def _build(
         identifiers=identifiers,
         properties=_struct(properties),
         traits=_struct(traits),
-        context=_struct(context),
+        # Not part of the content: a retry from another network is the same event.
+        context=_struct(_with_ip(context, client_ip)),
         timestamp=_stamp(occurred_at),
         sent_at=_stamp(sent_at) if sent_at is not None else None,
         received_at=_stamp(received_at),
@@ -434,14 +451,20 @@ def _merged(item: dict[str, Any], key: str, shared: dict[str, Any] | None) -> di
 
 
 def split_batch(
-    body: Any, received_at: datetime, max_event_bytes: int, max_events: int = MAX_BATCH_EVENTS
+    body: Any,
+    received_at: datetime,
+    max_event_bytes: int,
+    max_events: int = MAX_BATCH_EVENTS,
+    *,
+    client_ip: str = "",
 ) -> Batch:
     """Validate a ``/v1/batch`` body call by call: a bad call is rejected alone, naming its
     index; a bad envelope (not an object, ``batch`` not a non-empty array of at most
     ``max_events``, bad batch-level fields) raises :class:`InvalidEvent` for the whole batch.
 
     The batch's ``context`` and ``integrations`` merge into each call's (the call's fields
-    win); its ``sentAt`` serves calls without their own."""
+    win); its ``sentAt`` serves calls without their own; ``client_ip`` is each call's
+    ``context.ip`` unless it has one."""
     if not isinstance(body, dict):
         raise InvalidEvent("body", "must be a JSON object")
     items = body.get("batch")
@@ -453,7 +476,7 @@ def split_batch(
         raise InvalidEvent("batch", f"holds {len(items)} calls; at most {max_events} are accepted")
     _check_values({k: v for k, v in body.items() if k != "batch"}, "")
     shared_context = _optional_object(body, "context", "")
-    shared = {"context": shared_context, "integrations": _optional_object(body, "integrations", "")}
+    shared = {"context": shared_context, "integrations": _integrations(body, "")}
     # Checked once here so a bad shared externalIds is reported where it was sent.
     external_ids(shared_context, "")
     _check_trait_names(_as_object((shared_context or {}).get("traits")), "context.traits")
@@ -468,6 +491,7 @@ def split_batch(
                 max_event_bytes,
                 shared=shared,
                 shared_sent_at=shared_sent_at,
+                client_ip=client_ip,
             )
         except InvalidEvent as problem:
             batch.rejected.append((index, problem))
@@ -484,6 +508,7 @@ def _batch_item(
     *,
     shared: dict[str, dict[str, Any] | None],
     shared_sent_at: datetime | None,
+    client_ip: str,
 ) -> tuple[str, events_pb2.Event]:
     """One call of a batch, with the batch's ``shared`` objects merged in."""
     path = f"batch[{index}]"
@@ -495,7 +520,7 @@ def _batch_item(
     call = item
     for key, value in shared.items():
         call = _merged(call, key, value)
-    return _build(call, "", received_at, f"{path}.", shared_sent_at)
+    return _build(call, "", received_at, f"{path}.", shared_sent_at, client_ip=client_ip)
 
 
 def parse_batch(

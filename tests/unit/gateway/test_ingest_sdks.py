@@ -480,3 +480,48 @@ async def test_integrations_count_in_the_event_id(
     plain, off, retried = (e.event_id for e in bus.events())
     assert off == retried
     assert plain != off
+
+
+# 6. context.ip from the request's client address.
+
+
+def client_at(peer: str, api: IngestApi) -> httpx.AsyncClient:
+    app = Starlette(routes=api.routes())
+    transport = httpx.ASGITransport(app=app, client=(peer, 40_000))
+    return httpx.AsyncClient(transport=transport, base_url="http://test")
+
+
+async def test_context_ip_is_the_peer_unless_the_client_set_it(bus: RecordingBus) -> None:
+    async with client_at("203.0.113.9", IngestApi(SETTINGS, bus)) as http:
+        await http.post("/v1/track", json=GOOD, headers=AUTH)
+        own = {**GOOD, "context": {"ip": "198.51.100.1", "locale": "fr"}}
+        await http.post("/v1/track", json=own, headers=AUTH)
+        await http.post("/v1/batch", json={"batch": [GOOD]}, headers=AUTH)
+    peer, client_set, batched = (MessageToDict(e.context) for e in bus.events())
+    assert peer == {"ip": "203.0.113.9"}
+    assert client_set == {"ip": "198.51.100.1", "locale": "fr"}
+    assert batched == {"ip": "203.0.113.9"}
+
+
+async def test_forwarded_for_counts_only_from_a_trusted_proxy(bus: RecordingBus) -> None:
+    behind = SETTINGS.model_copy(update={"ingest_trusted_proxies": ("10.0.0.0/8",)})
+    forwarded = {**AUTH, "X-Forwarded-For": "6.6.6.6, 198.51.100.7"}
+    async with client_at("10.0.0.5", IngestApi(behind, bus)) as http:
+        await http.post("/v1/track", json=GOOD, headers=forwarded)
+    async with client_at("203.0.113.9", IngestApi(behind, bus)) as http:
+        await http.post("/v1/track", json=GOOD, headers=forwarded)
+    async with client_at("10.0.0.5", IngestApi(SETTINGS, bus)) as http:
+        await http.post("/v1/track", json=GOOD, headers=forwarded)
+    ips = [MessageToDict(e.context)["ip"] for e in bus.events()]
+    assert ips == ["198.51.100.7", "203.0.113.9", "10.0.0.5"]
+
+
+async def test_the_filled_ip_does_not_change_the_event_id(bus: RecordingBus) -> None:
+    # A phone retries from another network: still the same event.
+    call = {**GOOD, "messageId": "m-roaming"}
+    for peer in ("203.0.113.9", "198.51.100.20"):
+        async with client_at(peer, IngestApi(SETTINGS, bus)) as http:
+            assert (await http.post("/v1/track", json=call, headers=AUTH)).status_code == 200
+    first, second = bus.events()
+    assert first.event_id == second.event_id
+    assert MessageToDict(first.context)["ip"] != MessageToDict(second.context)["ip"]
