@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,6 +31,7 @@ from gateway.bodies import (
     read_capped,
 )
 from gateway.client_ip import client_address, networks
+from gateway.ratelimit import RateLimiter, whole_seconds
 from gateway.segment import EVENT_TYPES, MAX_NESTING, Batch, InvalidEvent, parse_call, split_batch
 from gateway.settings import GatewaySettings
 from lodestar.v1 import events_pb2
@@ -79,6 +81,13 @@ def _body_key(body: Any) -> str | None:
     return key if isinstance(key, str) else None
 
 
+def _calls_in(body: Any, most: int) -> int:
+    """The calls a batch body holds, what it costs in tokens; 1 when it is malformed or
+    holds more than ``most`` (it will be refused with a 400, never a 429 to retry)."""
+    items = body.get("batch") if isinstance(body, dict) else None
+    return len(items) if isinstance(items, list) and 0 < len(items) <= most else 1
+
+
 def _drop_keys(body: Any) -> None:
     """Remove every ``writeKey`` (the body's, a batch's items') so none can reach an event."""
     if not isinstance(body, dict):
@@ -105,9 +114,14 @@ def _with_rejections(response: JSONResponse, batch: Batch) -> JSONResponse:
 class IngestApi:
     """Validates Segment calls and produces them to ``lodestar.events.raw.v1``."""
 
-    def __init__(self, settings: GatewaySettings, bus: Bus) -> None:
+    def __init__(
+        self, settings: GatewaySettings, bus: Bus, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.settings = settings
         self.bus = bus
+        self.limiter = RateLimiter(
+            settings.ingest_rate_limit_per_s, settings.ingest_rate_limit_burst, clock
+        )
         self.trusted_proxies = networks(settings.ingest_trusted_proxies)
 
     def routes(self) -> list[Route]:
@@ -139,6 +153,8 @@ class IngestApi:
     async def _handle(self, request: Request, kind: str) -> JSONResponse:
         try:
             body = await self._authorized_body(request, kind)
+            most = self.settings.ingest_max_batch_events
+            self._spend(kind, _calls_in(body, most) if kind == "batch" else 1)
         except _Refused as refused:
             return refused.response
         received_at = datetime.now(UTC)
@@ -151,6 +167,29 @@ class IngestApi:
             metrics.INGEST_EVENTS.labels(kind, "invalid").inc()
             return _error(400, "invalid_event", str(exc), exc.path)
         return await self._produce(kind, [call])
+
+    def _spend(self, kind: str, count: int) -> None:
+        """Take ``count`` events from the write key's bucket, or refuse with a 429."""
+        key = self.settings.write_key.get_secret_value()
+        self._check_rate(kind, self.limiter.take(key, count), count)
+
+    def _check_rate(self, kind: str, wait: float, count: int) -> None:
+        if wait <= 0:
+            return
+        seconds = whole_seconds(wait)
+        metrics.INGEST_EVENTS.labels(kind, "rate_limited").inc(count)
+        log.info("ingest rate limited", extra={"fields": {"events": count, "retry_s": seconds}})
+        refused = _error(
+            429,
+            "rate_limited",
+            f"more than {self.limiter.rate:g} events a second (bursts of {self.limiter.burst}) "
+            f"for this write key; retry in {seconds} s",
+        )
+        # Retry-After for HTTP clients; X-RateLimit-Reset, in the same seconds to wait, is
+        # the one analytics-next reads.
+        refused.headers["Retry-After"] = str(seconds)
+        refused.headers["X-RateLimit-Reset"] = str(seconds)
+        raise _Refused(refused)
 
     def _client_ip(self, request: Request) -> str:
         """The sender's address (see :mod:`gateway.client_ip`)."""
@@ -195,6 +234,9 @@ class IngestApi:
         by_header = "authorization" in request.headers
         if by_header and not same_secret(write_key_from(request.headers), expected):
             raise _Refused(_error(401, "unauthorized", _NO_KEY))
+        if by_header:
+            # A key with no token left is told so before its body is read.
+            self._check_rate(kind, self.limiter.wait(expected, 1), 1)
         raw = await self._read(request, kind)
         try:
             body = jsonsafe.loads(raw)

@@ -525,3 +525,111 @@ async def test_the_filled_ip_does_not_change_the_event_id(bus: RecordingBus) -> 
     first, second = bus.events()
     assert first.event_id == second.event_id
     assert MessageToDict(first.context)["ip"] != MessageToDict(second.context)["ip"]
+
+
+# 7. Rate limits per write key, counted in events.
+
+
+class FakeClock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+LIMITED = SETTINGS.model_copy(
+    update={
+        "ingest_rate_limit_per_s": 10.0,
+        "ingest_rate_limit_burst": 20,
+        "ingest_max_batch_events": 20,
+    }
+)
+
+
+def test_default_limits() -> None:
+    assert SETTINGS.ingest_rate_limit_per_s == 2_000
+    assert SETTINGS.ingest_rate_limit_burst == 10_000
+    with pytest.raises(ValueError, match="BURST"):
+        GatewaySettings(
+            write_key=WRITE_KEY, api_key="ak_sdk_test_12345", ingest_rate_limit_burst=100
+        )
+
+
+def limited_count() -> float:
+    value = REGISTRY.get_sample_value(
+        "lodestar_ingest_events_total", {"type": "batch", "outcome": "rate_limited"}
+    )
+    return value or 0.0
+
+
+async def test_over_the_limit_is_429_with_when_to_retry(bus: RecordingBus) -> None:
+    clock = FakeClock()
+    before = limited_count()
+    async with client_of(IngestApi(LIMITED, bus, clock=clock)) as http:
+        batch = {"batch": [GOOD] * 15}
+        assert (await http.post("/v1/batch", json=batch, headers=AUTH)).status_code == 200
+        # 5 tokens left; 15 more need 10 more tokens: one second at 10 a second.
+        refused = await http.post("/v1/batch", json=batch, headers=AUTH)
+        assert refused.status_code == 429, refused.text
+        assert refused.headers["retry-after"] == "1"
+        # analytics-next waits X-RateLimit-Reset seconds (it multiplies it by 1000).
+        assert refused.headers["x-ratelimit-reset"] == "1"
+        error = error_of(refused, 429, "rate_limited")
+        assert "10 events a second" in error["message"]
+        assert "20" in error["message"]
+        clock.now += 1
+        assert (await http.post("/v1/batch", json=batch, headers=AUTH)).status_code == 200
+    assert len(bus.produced) == 30
+    assert limited_count() - before == 15
+
+
+async def test_single_calls_count_one_each(bus: RecordingBus) -> None:
+    clock = FakeClock()
+    async with client_of(IngestApi(LIMITED, bus, clock=clock)) as http:
+        statuses = [
+            (await http.post("/v1/t", json=GOOD, headers=AUTH)).status_code for _ in range(21)
+        ]
+        assert statuses == [200] * 20 + [429]
+        clock.now += 0.1
+        assert (await http.post("/v1/t", json=GOOD, headers=AUTH)).status_code == 200
+
+
+async def test_unauthenticated_calls_spend_nothing(bus: RecordingBus) -> None:
+    clock = FakeClock()
+    async with client_of(IngestApi(LIMITED, bus, clock=clock)) as http:
+        for _ in range(30):
+            wrong = await http.post("/v1/t", json=GOOD, headers=basic("wk_wrong_12345"))
+            assert wrong.status_code == 401
+        assert (
+            await http.post("/v1/batch", json={"batch": [GOOD] * 20}, headers=AUTH)
+        ).status_code == 200
+
+
+async def test_a_client_honouring_retry_after_delivers_everything(bus: RecordingBus) -> None:
+    clock = FakeClock()
+    sent = [{**GOOD, "event": f"E{n}", "messageId": f"m-{n}"} for n in range(200)]
+    throttled = 0
+    async with client_of(IngestApi(LIMITED, bus, clock=clock)) as http:
+        for start in range(0, len(sent), 8):
+            chunk = {"batch": sent[start : start + 8]}
+            while True:
+                response = await http.post("/v1/b", json=chunk, headers=AUTH)
+                if response.status_code != 429:
+                    break
+                throttled += 1
+                clock.now += int(response.headers["retry-after"])
+            assert response.status_code == 200, response.text
+    assert throttled > 0
+    assert [e.name for e in bus.events()] == [call["event"] for call in sent]
+
+
+async def test_a_batch_over_the_size_limit_is_400_not_a_429_to_retry(bus: RecordingBus) -> None:
+    async with client_of(IngestApi(LIMITED, bus, clock=FakeClock())) as http:
+        response = await http.post("/v1/batch", json={"batch": [GOOD] * 25}, headers=AUTH)
+        assert "at most 20" in error_of(response, 400, "invalid_event")["message"]
+        # It cost one token, not 25.
+        accepted = await http.post("/v1/batch", json={"batch": [GOOD] * 19}, headers=AUTH)
+        assert accepted.status_code == 200
