@@ -33,6 +33,8 @@ EVENT_TYPES: dict[str, events_pb2.EventType.ValueType] = {
 }
 MAX_ID_LENGTH = 512
 MAX_NAME_LENGTH = 200
+# Segment's SDKs send UUIDs (36) or "ajs-next-" ids; longer is not an SDK's.
+MAX_MESSAGE_ID_LENGTH = 100
 # Calls in one batch; Segment's SDKs send far fewer (the byte cap binds first for most).
 MAX_BATCH_EVENTS = 2_500
 # Segment's destination switches: names to booleans or small option objects.
@@ -384,7 +386,7 @@ def _build(
         group_id = _optional_string(body, "groupId", path, MAX_ID_LENGTH)
         if not group_id:
             raise InvalidEvent(f"{path}groupId", "is required for group")
-    message_id = _optional_string(body, "messageId", path, MAX_ID_LENGTH)
+    message_id = _optional_string(body, "messageId", path, MAX_MESSAGE_ID_LENGTH)
     sent_at = _optional_time(body, "sentAt", path) or shared_sent_at
     occurred_at = _event_time(body, path, received_at, sent_at)
 

@@ -633,3 +633,35 @@ async def test_a_batch_over_the_size_limit_is_400_not_a_429_to_retry(bus: Record
         # It cost one token, not 25.
         accepted = await http.post("/v1/batch", json={"batch": [GOOD] * 19}, headers=AUTH)
         assert accepted.status_code == 200
+
+
+# 8. messageId: at most 100 characters.
+
+
+async def test_a_message_id_over_100_characters_is_refused(
+    ingest: httpx.AsyncClient, bus: RecordingBus
+) -> None:
+    response = await ingest.post("/v1/track", json={**GOOD, "messageId": "m" * 101}, headers=AUTH)
+    error = error_of(response, 400, "invalid_event")
+    assert error["path"] == "messageId"
+    assert "longer than 100 characters" in error["message"]
+    assert "m" * 101 not in error["message"]
+    ok = await ingest.post("/v1/track", json={**GOOD, "messageId": "m" * 100}, headers=AUTH)
+    assert ok.status_code == 200, ok.text
+    assert bus.events()[0].message_id == "m" * 100
+
+
+async def test_in_a_batch_only_the_long_message_id_is_rejected(
+    ingest: httpx.AsyncClient, bus: RecordingBus
+) -> None:
+    batch = [
+        {**GOOD, "messageId": "a"},
+        {**GOOD, "messageId": "b" * 101},
+        {**GOOD, "messageId": "c"},
+    ]
+    response = await ingest.post("/v1/batch", json={"batch": batch}, headers=AUTH)
+    assert response.status_code == 200, response.text
+    (rejected,) = response.json()["rejected"]
+    assert rejected["path"] == "batch[1].messageId"
+    assert "longer than 100 characters" in rejected["message"]
+    assert [e.message_id for e in bus.events()] == ["a", "c"]
