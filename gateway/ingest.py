@@ -2,9 +2,9 @@
 and the browser and mobile SDKs' short routes ``/v1/{t,i,p,s,a,g,b}``.
 
 The write key comes as the HTTP Basic username or, from browsers, as ``writeKey`` in the
-body. An event is accepted (200) only after Kafka acknowledged it on ``events.raw``, and only
-if every service downstream can store it; a rejected request (400 naming the problem)
-produces nothing.
+body; bodies may be gzipped. An event is accepted (200) only after Kafka acknowledged it on
+``events.raw``, and only if every service downstream can store it; a rejected call (400
+naming the problem) produces nothing. A batch produces its valid calls and names the others.
 """
 
 from __future__ import annotations
@@ -174,6 +174,7 @@ class IngestApi:
         self._check_rate(kind, self.limiter.take(key, count), count)
 
     def _check_rate(self, kind: str, wait: float, count: int) -> None:
+        """Refuse ``count`` events with a 429 when the bucket needs ``wait`` seconds more."""
         if wait <= 0:
             return
         seconds = whole_seconds(wait)
@@ -269,8 +270,10 @@ class IngestApi:
             metrics.INGEST_EVENTS.labels(kind, "too_large").inc()
             raise _Refused(_error(400, "payload_too_large", exc.describe())) from None
         except UnsupportedEncoding as exc:
+            metrics.INGEST_EVENTS.labels(kind, "malformed").inc()
             raise _Refused(_error(415, "unsupported_encoding", str(exc))) from None
         except BadEncoding as exc:
+            metrics.INGEST_EVENTS.labels(kind, "malformed").inc()
             raise _Refused(_error(400, "malformed_body", str(exc))) from None
 
     async def _produce(
