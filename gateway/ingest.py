@@ -76,9 +76,15 @@ def _too_deep(raw: bytes, kind: str) -> JSONResponse:
 
 
 def _body_key(body: Any) -> str | None:
-    """The ``writeKey`` of a browser SDK's body, if it holds one."""
+    """The ``writeKey`` of a browser SDK's body, if it holds one that is valid Unicode."""
     key = body.get("writeKey") if isinstance(body, dict) else None
-    return key if isinstance(key, str) else None
+    if not isinstance(key, str):
+        return None
+    try:
+        key.encode()
+    except UnicodeEncodeError:  # a lone surrogate can be no key (nor be compared as bytes)
+        return None
+    return key
 
 
 def _calls_in(body: Any, most: int) -> int:

@@ -665,3 +665,12 @@ async def test_in_a_batch_only_the_long_message_id_is_rejected(
     assert rejected["path"] == "batch[1].messageId"
     assert "longer than 100 characters" in rejected["message"]
     assert [e.message_id for e in bus.events()] == ["a", "c"]
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b'{"writeKey": "\\ud800", "userId": "u", "event": "e"}', b'{"writeKey": "wk\\u0000"}'],
+    ids=["surrogate", "nul"],
+)
+async def test_an_unencodable_body_key_is_401(ingest: httpx.AsyncClient, raw: bytes) -> None:
+    error_of(await ingest.post("/v1/t", content=raw, headers=TEXT), 401, "unauthorized")
