@@ -12,6 +12,7 @@ from cross_web import HTTPException
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.datastructures import Headers
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
@@ -22,6 +23,7 @@ from strawberry.schema.base import BaseSchema
 
 from gateway.auth import bearer_token_from, same_secret
 from gateway.clients import ServiceClients
+from gateway.cors import IngestCors
 from gateway.errors import UNAUTHENTICATED, error_response
 from gateway.ingest import IngestApi
 from gateway.limits import LimitRequestSize
@@ -153,6 +155,9 @@ def create_app(settings: GatewaySettings) -> Starlette:
             WebSocketRoute("/graphql", graphql),
             Route("/healthz", healthz),
             Route("/metrics", metrics),
+        ],
+        middleware=[
+            Middleware(IngestCors, origins=settings.ingest_cors_origins, paths=ingest.paths())
         ],
         lifespan=lifespan,
     )

@@ -1,14 +1,18 @@
-"""The Segment-spec HTTP ingest API: ``POST /v1/{track,identify,page,screen,alias,group,batch}``.
+"""The Segment-spec HTTP ingest API: ``POST /v1/{track,identify,page,screen,alias,group,batch}``
+and the browser and mobile SDKs' short routes ``/v1/{t,i,p,s,a,g,b}``.
 
-An event is accepted (200) only after Kafka acknowledged it on ``events.raw``, and only if
-every service downstream can store it; a rejected request (400 naming the problem) produces
-nothing.
+The write key comes as the HTTP Basic username or, from browsers, as ``writeKey`` in the
+body; bodies may be gzipped. An event is accepted (200) only after Kafka acknowledged it on
+``events.raw``, and only if every service downstream can store it; a rejected call (400
+naming the problem) produces nothing. A batch produces its valid calls and names the others.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,13 +23,27 @@ from starlette.routing import Route
 
 from gateway import jsonsafe
 from gateway.auth import same_secret, write_key_from
-from gateway.segment import EVENT_TYPES, MAX_NESTING, InvalidEvent, parse_batch, parse_call
+from gateway.bodies import (
+    BadEncoding,
+    BodyTooLarge,
+    UnsupportedEncoding,
+    encoding_of,
+    read_capped,
+)
+from gateway.client_ip import client_address, networks
+from gateway.ratelimit import RateLimiter, whole_seconds
+from gateway.segment import EVENT_TYPES, MAX_NESTING, Batch, InvalidEvent, parse_call, split_batch
 from gateway.settings import GatewaySettings
 from lodestar.v1 import events_pb2
 from services.platform import metrics, topics
 from services.platform.bus import Bus
 
 log = logging.getLogger(__name__)
+# The short routes of analytics.js / analytics-next and the mobile SDKs (``{apiHost}/b``).
+SHORT_ROUTES = {kind[0]: kind for kind in [*EVENT_TYPES, "batch"]}
+# Rejected calls listed in a batch's answer (all are counted).
+REPORTED_REJECTIONS = 100
+_NO_KEY = "send the write key as the HTTP Basic username, or as writeKey in the JSON body"
 
 
 def _error(status: int, code: str, message: str, path: str | None = None) -> JSONResponse:
@@ -35,8 +53,12 @@ def _error(status: int, code: str, message: str, path: str | None = None) -> JSO
     return JSONResponse({"success": False, "error": error}, status_code=status)
 
 
-class _TooLarge(Exception):
-    pass
+class _Refused(Exception):
+    """A request answered with ``response`` (a 4xx) before any of its calls is looked at."""
+
+    def __init__(self, response: JSONResponse) -> None:
+        super().__init__(response.status_code)
+        self.response = response
 
 
 def _too_deep(raw: bytes, kind: str) -> JSONResponse:
@@ -53,35 +75,75 @@ def _too_deep(raw: bytes, kind: str) -> JSONResponse:
     )
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    """Read at most ``limit`` bytes; a larger body is refused without buffering all of it."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise _TooLarge
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _TooLarge
-        chunks.append(chunk)
-    return b"".join(chunks)
+def _body_key(body: Any) -> str | None:
+    """The ``writeKey`` of a browser SDK's body, if it holds one that is valid Unicode."""
+    key = body.get("writeKey") if isinstance(body, dict) else None
+    if not isinstance(key, str):
+        return None
+    try:
+        key.encode()
+    except UnicodeEncodeError:  # a lone surrogate can be no key (nor be compared as bytes)
+        return None
+    return key
+
+
+def _calls_in(body: Any, most: int) -> int:
+    """The calls a batch body holds, what it costs in tokens; 1 when it is malformed or
+    holds more than ``most`` (it will be refused with a 400, never a 429 to retry)."""
+    items = body.get("batch") if isinstance(body, dict) else None
+    return len(items) if isinstance(items, list) and 0 < len(items) <= most else 1
+
+
+def _drop_keys(body: Any) -> None:
+    """Remove every ``writeKey`` (the body's, a batch's items') so none can reach an event."""
+    if not isinstance(body, dict):
+        return
+    body.pop("writeKey", None)
+    items = body.get("batch")
+    for item in items if isinstance(items, list) else []:
+        if isinstance(item, dict):
+            item.pop("writeKey", None)
+
+
+def _with_rejections(response: JSONResponse, batch: Batch) -> JSONResponse:
+    """``response`` with the batch's rejected calls: how many, and the first
+    :data:`REPORTED_REJECTIONS` with their index, path and reason."""
+    body = json.loads(bytes(response.body))
+    body["rejectedCount"] = len(batch.rejected)
+    body["rejected"] = [
+        {"index": index, "code": "invalid_event", "path": problem.path, "message": str(problem)}
+        for index, problem in batch.rejected[:REPORTED_REJECTIONS]
+    ]
+    return JSONResponse(body, status_code=response.status_code)
 
 
 class IngestApi:
     """Validates Segment calls and produces them to ``lodestar.events.raw.v1``."""
 
-    def __init__(self, settings: GatewaySettings, bus: Bus) -> None:
+    def __init__(
+        self, settings: GatewaySettings, bus: Bus, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.settings = settings
         self.bus = bus
+        self.limiter = RateLimiter(
+            settings.ingest_rate_limit_per_s, settings.ingest_rate_limit_burst, clock
+        )
+        self.trusted_proxies = networks(settings.ingest_trusted_proxies)
 
     def routes(self) -> list[Route]:
-        """One route per call type, plus ``/v1/batch``."""
+        """One route per call type, plus ``/v1/batch``, each also under its short name."""
         routes = [
             Route(f"/v1/{kind}", self._single(kind), methods=["POST"]) for kind in EVENT_TYPES
         ]
         routes.append(Route("/v1/batch", self.batch, methods=["POST"]))
+        for short, kind in SHORT_ROUTES.items():
+            endpoint = self.batch if kind == "batch" else self._single(kind)
+            routes.append(Route(f"/v1/{short}", endpoint, methods=["POST"]))
         return routes
+
+    def paths(self) -> list[str]:
+        """The path of every ingest route."""
+        return [route.path for route in self.routes()]
 
     def _single(self, kind: str) -> Any:
         async def endpoint(request: Request) -> JSONResponse:
@@ -91,39 +153,134 @@ class IngestApi:
         return endpoint
 
     async def batch(self, request: Request) -> JSONResponse:
-        """``POST /v1/batch``: all calls accepted, or none."""
+        """``POST /v1/batch``: the valid calls accepted, the others reported."""
         return await self._handle(request, "batch")
 
     async def _handle(self, request: Request, kind: str) -> JSONResponse:
-        if not same_secret(
-            write_key_from(request.headers), self.settings.write_key.get_secret_value()
-        ):
-            return _error(401, "unauthorized", "send the write key as the HTTP Basic username")
-        limit = self.settings.max_batch_bytes if kind == "batch" else self.settings.max_event_bytes
         try:
-            raw = await _read_body(request, limit)
-        except _TooLarge:
-            metrics.INGEST_EVENTS.labels(kind, "too_large").inc()
-            return _error(400, "payload_too_large", f"the body is larger than {limit} bytes")
-        try:
-            body = jsonsafe.loads(raw)
-        except RecursionError:
-            metrics.INGEST_EVENTS.labels(kind, "malformed").inc()
-            return _too_deep(raw, kind)
-        except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
-            metrics.INGEST_EVENTS.labels(kind, "malformed").inc()
-            return _error(400, "malformed_json", f"the body is not valid JSON: {exc}")
+            body = await self._authorized_body(request, kind)
+            most = self.settings.ingest_max_batch_events
+            self._spend(kind, _calls_in(body, most) if kind == "batch" else 1)
+        except _Refused as refused:
+            return refused.response
         received_at = datetime.now(UTC)
+        client_ip = self._client_ip(request)
+        if kind == "batch":
+            return await self._batch(body, received_at, client_ip)
         try:
-            calls = (
-                parse_batch(body, received_at, self.settings.max_event_bytes)
-                if kind == "batch"
-                else [parse_call(body, kind, received_at)]
-            )
+            call = parse_call(body, kind, received_at, client_ip=client_ip)
         except InvalidEvent as exc:
             metrics.INGEST_EVENTS.labels(kind, "invalid").inc()
             return _error(400, "invalid_event", str(exc), exc.path)
-        return await self._produce(kind, calls)
+        return await self._produce(kind, [call])
+
+    def _spend(self, kind: str, count: int) -> None:
+        """Take ``count`` events from the write key's bucket, or refuse with a 429."""
+        key = self.settings.write_key.get_secret_value()
+        self._check_rate(kind, self.limiter.take(key, count), count)
+
+    def _check_rate(self, kind: str, wait: float, count: int) -> None:
+        """Refuse ``count`` events with a 429 when the bucket needs ``wait`` seconds more."""
+        if wait <= 0:
+            return
+        seconds = whole_seconds(wait)
+        metrics.INGEST_EVENTS.labels(kind, "rate_limited").inc(count)
+        log.info("ingest rate limited", extra={"fields": {"events": count, "retry_s": seconds}})
+        refused = _error(
+            429,
+            "rate_limited",
+            f"more than {self.limiter.rate:g} events a second (bursts of {self.limiter.burst}) "
+            f"for this write key; retry in {seconds} s",
+        )
+        # Retry-After for HTTP clients; X-RateLimit-Reset, in the same seconds to wait, is
+        # the one analytics-next reads.
+        refused.headers["Retry-After"] = str(seconds)
+        refused.headers["X-RateLimit-Reset"] = str(seconds)
+        raise _Refused(refused)
+
+    def _client_ip(self, request: Request) -> str:
+        """The sender's address (see :mod:`gateway.client_ip`)."""
+        peer = request.client.host if request.client else None
+        forwarded = ",".join(request.headers.getlist("x-forwarded-for"))
+        return client_address(peer, forwarded, self.trusted_proxies)
+
+    async def _batch(self, body: Any, received_at: datetime, client_ip: str) -> JSONResponse:
+        """Produce a batch's valid calls and report its rejected ones: SDKs do not retry a
+        4xx, so refusing the batch for one bad call would lose the good ones. Refused whole
+        (400) only when its envelope is bad or none of its calls is valid."""
+        try:
+            batch = split_batch(
+                body,
+                received_at,
+                self.settings.max_event_bytes,
+                self.settings.ingest_max_batch_events,
+                client_ip=client_ip,
+            )
+        except InvalidEvent as exc:
+            metrics.INGEST_EVENTS.labels("batch", "invalid").inc()
+            return _error(400, "invalid_event", str(exc), exc.path)
+        if batch.rejected:
+            metrics.INGEST_EVENTS.labels("batch", "invalid").inc(len(batch.rejected))
+        if not batch.calls:
+            first = batch.rejected[0][1]
+            refused = _error(400, "invalid_event", str(first), first.path)
+            return _with_rejections(refused, batch)
+        answer = await self._produce("batch", [(key, event) for _, key, event in batch.calls])
+        if answer.status_code != 200 or not batch.rejected:
+            return answer
+        return _with_rejections(
+            JSONResponse({"success": True, "accepted": len(batch.calls)}), batch
+        )
+
+    async def _authorized_body(self, request: Request, kind: str) -> Any:
+        """The request's parsed JSON body, once the write key matched (from the Basic header,
+        checked before the body is read, else from the body's ``writeKey``); raises
+        :class:`_Refused` with the 4xx to answer."""
+        expected = self.settings.write_key.get_secret_value()
+        # A request that sends Authorization is judged by it alone, before its body is read.
+        by_header = "authorization" in request.headers
+        if by_header and not same_secret(write_key_from(request.headers), expected):
+            raise _Refused(_error(401, "unauthorized", _NO_KEY))
+        if by_header:
+            # A key with no token left is told so before its body is read.
+            self._check_rate(kind, self.limiter.wait(expected, 1), 1)
+        raw = await self._read(request, kind)
+        try:
+            body = jsonsafe.loads(raw)
+        except RecursionError:
+            problem = _too_deep(raw, kind)
+        except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+            problem = _error(400, "malformed_json", f"the body is not valid JSON: {exc}")
+        else:
+            # The body's key is checked before anything of the call is looked at.
+            if not by_header and not same_secret(_body_key(body), expected):
+                raise _Refused(_error(401, "unauthorized", _NO_KEY))
+            _drop_keys(body)
+            return body
+        if not by_header:
+            # No key could be read: nothing is said about the body.
+            raise _Refused(_error(401, "unauthorized", _NO_KEY))
+        metrics.INGEST_EVENTS.labels(kind, "malformed").inc()
+        raise _Refused(problem)
+
+    async def _read(self, request: Request, kind: str) -> bytes:
+        """The body, inflated if gzipped, capped (once inflated) at the call's or the
+        batch's limit."""
+        limit = self.settings.max_batch_bytes if kind == "batch" else self.settings.max_event_bytes
+        try:
+            encoding = encoding_of(request.headers.get("content-encoding", ""))
+            return await read_capped(
+                request.stream(), request.headers.get("content-length", ""), encoding, limit
+            )
+        except BodyTooLarge as exc:
+            metrics.INGEST_EVENTS.labels(kind, "too_large").inc()
+            raise _Refused(_error(400, "payload_too_large", exc.describe())) from None
+        except UnsupportedEncoding as exc:
+            metrics.INGEST_EVENTS.labels(kind, "malformed").inc()
+            raise _Refused(_error(415, "unsupported_encoding", str(exc))) from None
+        except BadEncoding as exc:
+            metrics.INGEST_EVENTS.labels(kind, "malformed").inc()
+            raise _Refused(_error(400, "malformed_body", str(exc))) from None
 
     async def _produce(
         self, kind: str, calls: Sequence[tuple[str, events_pb2.Event]]

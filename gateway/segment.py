@@ -13,6 +13,7 @@ import json
 import re
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -32,6 +33,13 @@ EVENT_TYPES: dict[str, events_pb2.EventType.ValueType] = {
 }
 MAX_ID_LENGTH = 512
 MAX_NAME_LENGTH = 200
+# Segment's SDKs send UUIDs (36) or "ajs-next-" ids; longer is not an SDK's.
+MAX_MESSAGE_ID_LENGTH = 100
+# Calls in one batch; Segment's SDKs send far fewer (the byte cap binds first for most).
+MAX_BATCH_EVENTS = 2_500
+# Segment's destination switches: names to booleans or small option objects.
+MAX_INTEGRATIONS_BYTES = 8 * 1024
+MAX_INTEGRATIONS_NESTING = 5
 # Protobuf refuses Structs nested much deeper; real events stay far below this. It bounds
 # every field of a call, so nothing nested deeper reaches a recursive encoder.
 MAX_NESTING = 20
@@ -117,6 +125,21 @@ def _optional_time(body: dict[str, Any], key: str, path: str) -> datetime | None
         raise InvalidEvent(
             f"{path}{key}", "is out of range: not within years 1-9999 in UTC"
         ) from None
+
+
+def _integrations(body: dict[str, Any], path: str) -> dict[str, Any] | None:
+    """The call's ``integrations``: an object of at most :data:`MAX_INTEGRATIONS_BYTES` and
+    :data:`MAX_INTEGRATIONS_NESTING` levels, or ``None``."""
+    value = _optional_object(body, "integrations", path)
+    if value is None:
+        return None
+    where = f"{path}integrations"
+    try:
+        jsonsafe.check_field(value, where, MAX_INTEGRATIONS_NESTING)
+    except jsonsafe.UnsafeJson as exc:
+        raise InvalidEvent(exc.path, exc.message) from None
+    _check_size(value, MAX_INTEGRATIONS_BYTES, where)
+    return value
 
 
 def _stamp(moment: datetime) -> Timestamp:
@@ -294,19 +317,33 @@ def identifiers_of(
 
 
 def parse_call(
-    body: Any, call_type: str, received_at: datetime, path: str = "", max_bytes: int = 0
+    body: Any,
+    call_type: str,
+    received_at: datetime,
+    path: str = "",
+    max_bytes: int = 0,
+    *,
+    client_ip: str = "",
 ) -> tuple[str, events_pb2.Event]:
     """Validate one Segment call and build its raw ``Event``; returns ``(kafka_key, event)``.
 
     ``call_type`` is the endpoint's type, or ``""`` inside a batch where each item says its
     own. ``max_bytes`` bounds the item's JSON size (0 = unchecked, the caller measured it).
+    ``client_ip`` (the sender's address) becomes ``context.ip`` unless the call set one.
     """
     if not isinstance(body, dict):
         raise InvalidEvent(path.rstrip(".") or "body", "must be a JSON object")
     _check_values(body, path)
     if max_bytes:
         _check_size(body, max_bytes, path.rstrip(".") or "body")
-    return _build(body, call_type, received_at, path, None)
+    return _build(body, call_type, received_at, path, None, client_ip=client_ip)
+
+
+def _with_ip(context: dict[str, Any] | None, client_ip: str) -> dict[str, Any] | None:
+    """``context`` with ``ip`` set to ``client_ip`` unless the client sent its own."""
+    if not client_ip or (context is not None and context.get("ip") is not None):
+        return context
+    return {**(context or {}), "ip": client_ip}
 
 
 def _build(
@@ -315,6 +352,8 @@ def _build(
     received_at: datetime,
     path: str,
     shared_sent_at: datetime | None,
+    *,
+    client_ip: str = "",
 ) -> tuple[str, events_pb2.Event]:
     """:func:`parse_call` on a call whose values were checked already."""
     kind = call_type or body.get("type")
@@ -327,6 +366,7 @@ def _build(
     properties = _optional_object(body, "properties", path)
     traits = _optional_object(body, "traits", path)
     context = _optional_object(body, "context", path)
+    integrations = _integrations(body, path)
     _check_trait_names(traits, f"{path}traits")
     # The profile takes context.traits as traits too.
     _check_trait_names(_as_object((context or {}).get("traits")), f"{path}context.traits")
@@ -346,7 +386,7 @@ def _build(
         group_id = _optional_string(body, "groupId", path, MAX_ID_LENGTH)
         if not group_id:
             raise InvalidEvent(f"{path}groupId", "is required for group")
-    message_id = _optional_string(body, "messageId", path, MAX_ID_LENGTH)
+    message_id = _optional_string(body, "messageId", path, MAX_MESSAGE_ID_LENGTH)
     sent_at = _optional_time(body, "sentAt", path) or shared_sent_at
     occurred_at = _event_time(body, path, received_at, sent_at)
 
@@ -366,6 +406,9 @@ def _build(
         "previousId": previous_id,
         "groupId": group_id,
     }
+    if integrations is not None:
+        # Only when sent, so the ids of calls without it stay what they were.
+        content["integrations"] = integrations
     event = events_pb2.Event(
         event_id=_event_id(message_id, content),
         message_id=message_id,
@@ -374,24 +417,56 @@ def _build(
         identifiers=identifiers,
         properties=_struct(properties),
         traits=_struct(traits),
-        context=_struct(context),
+        # Not part of the content: a retry from another network is the same event.
+        context=_struct(_with_ip(context, client_ip)),
         timestamp=_stamp(occurred_at),
         sent_at=_stamp(sent_at) if sent_at is not None else None,
         received_at=_stamp(received_at),
         source=SOURCE,
         previous_id=previous_id,
         group_id=group_id,
+        integrations=_struct(integrations),
     )
     return user_id or anonymous_id, event
 
 
-def parse_batch(
-    body: Any, received_at: datetime, max_event_bytes: int
-) -> list[tuple[str, events_pb2.Event]]:
-    """Validate a ``/v1/batch`` body; one bad item rejects the whole batch, naming its index.
+@dataclass(frozen=True)
+class Batch:
+    """A batch's calls split into the valid ones, ``(index, kafka_key, event)``, and the
+    rejected ones, ``(index, problem)``."""
 
-    The batch's ``context`` is shared by items without their own, its ``sentAt`` by items
-    without their own."""
+    calls: list[tuple[int, str, events_pb2.Event]] = field(default_factory=list)
+    rejected: list[tuple[int, InvalidEvent]] = field(default_factory=list)
+
+
+def _merged(item: dict[str, Any], key: str, shared: dict[str, Any] | None) -> dict[str, Any]:
+    """``item`` with the batch's ``shared`` object merged under its ``key``, the item's own
+    fields winning; an item's malformed value is left alone for its own error."""
+    if not shared:
+        return item
+    own = item.get(key)
+    if own is None:
+        return {**item, key: shared}
+    if isinstance(own, dict):
+        return {**item, key: {**shared, **own}}
+    return item
+
+
+def split_batch(
+    body: Any,
+    received_at: datetime,
+    max_event_bytes: int,
+    max_events: int = MAX_BATCH_EVENTS,
+    *,
+    client_ip: str = "",
+) -> Batch:
+    """Validate a ``/v1/batch`` body call by call: a bad call is rejected alone, naming its
+    index; a bad envelope (not an object, ``batch`` not a non-empty array of at most
+    ``max_events``, bad batch-level fields) raises :class:`InvalidEvent` for the whole batch.
+
+    The batch's ``context`` and ``integrations`` merge into each call's (the call's fields
+    win); its ``sentAt`` serves calls without their own; ``client_ip`` is each call's
+    ``context.ip`` unless it has one."""
     if not isinstance(body, dict):
         raise InvalidEvent("body", "must be a JSON object")
     items = body.get("batch")
@@ -399,22 +474,62 @@ def parse_batch(
         raise InvalidEvent("batch", "must be an array of calls")
     if not items:
         raise InvalidEvent("batch", "must not be empty")
+    if len(items) > max_events:
+        raise InvalidEvent("batch", f"holds {len(items)} calls; at most {max_events} are accepted")
     _check_values({k: v for k, v in body.items() if k != "batch"}, "")
     shared_context = _optional_object(body, "context", "")
+    shared = {"context": shared_context, "integrations": _integrations(body, "")}
     # Checked once here so a bad shared externalIds is reported where it was sent.
     external_ids(shared_context, "")
     _check_trait_names(_as_object((shared_context or {}).get("traits")), "context.traits")
     shared_sent_at = _optional_time(body, "sentAt", "")
-    calls = []
+    batch = Batch()
     for index, item in enumerate(items):
-        path = f"batch[{index}]"
-        if not isinstance(item, dict):
-            raise InvalidEvent(path, "must be a JSON object")
-        _check_values(item, f"{path}.")
-        # Measured as sent: the batch's shared context does not count against each item.
-        _check_size(item, max_event_bytes, path)
-        call = item
-        if shared_context and "context" not in item:
-            call = {**item, "context": shared_context}
-        calls.append(_build(call, "", received_at, f"{path}.", shared_sent_at))
-    return calls
+        try:
+            key, event = _batch_item(
+                item,
+                index,
+                received_at,
+                max_event_bytes,
+                shared=shared,
+                shared_sent_at=shared_sent_at,
+                client_ip=client_ip,
+            )
+        except InvalidEvent as problem:
+            batch.rejected.append((index, problem))
+            continue
+        batch.calls.append((index, key, event))
+    return batch
+
+
+def _batch_item(
+    item: Any,
+    index: int,
+    received_at: datetime,
+    max_event_bytes: int,
+    *,
+    shared: dict[str, dict[str, Any] | None],
+    shared_sent_at: datetime | None,
+    client_ip: str,
+) -> tuple[str, events_pb2.Event]:
+    """One call of a batch, with the batch's ``shared`` objects merged in."""
+    path = f"batch[{index}]"
+    if not isinstance(item, dict):
+        raise InvalidEvent(path, "must be a JSON object")
+    _check_values(item, f"{path}.")
+    # Measured as sent: the batch's shared fields do not count against each item.
+    _check_size(item, max_event_bytes, path)
+    call = item
+    for key, value in shared.items():
+        call = _merged(call, key, value)
+    return _build(call, "", received_at, f"{path}.", shared_sent_at, client_ip=client_ip)
+
+
+def parse_batch(
+    body: Any, received_at: datetime, max_event_bytes: int, max_events: int = MAX_BATCH_EVENTS
+) -> list[tuple[str, events_pb2.Event]]:
+    """:func:`split_batch`, all or nothing: the first bad call rejects the whole batch."""
+    batch = split_batch(body, received_at, max_event_bytes, max_events)
+    if batch.rejected:
+        raise batch.rejected[0][1]
+    return [(key, event) for _, key, event in batch.calls]

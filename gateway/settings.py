@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Self
+import ipaddress
+from typing import Annotated, Any, Self
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import NoDecode
 
 from services.platform.settings import LOOPBACK_HOSTS, CommonSettings
+
+# A comma-separated environment variable, read as a tuple of its trimmed non-empty items.
+CommaList = Annotated[tuple[str, ...], NoDecode]
 
 
 class GatewaySettings(CommonSettings):
@@ -27,6 +32,15 @@ class GatewaySettings(CommonSettings):
     grpc_timeout_s: float = Field(5.0, gt=0, le=60)
     max_event_bytes: int = Field(32 * 1024, ge=1_024)
     max_batch_bytes: int = Field(500 * 1024, ge=1_024)
+    # Calls in one /v1/batch (Segment's SDKs send far fewer; a batch is also capped in bytes).
+    ingest_max_batch_events: int = Field(2_500, ge=1, le=100_000)
+    # Browser origins the ingest routes answer CORS for ("*" for any); none by default.
+    ingest_cors_origins: CommaList = ()
+    # Proxies (IPs or CIDRs) whose X-Forwarded-For is believed for context.ip; none by default.
+    ingest_trusted_proxies: CommaList = ()
+    # Token bucket per write key, counted in events: the sustained rate and the burst.
+    ingest_rate_limit_per_s: float = Field(2_000.0, gt=0, le=1_000_000)
+    ingest_rate_limit_burst: int = Field(10_000, ge=1, le=10_000_000)
     # Serve the GraphiQL page to browsers without the API key: local development only.
     graphiql: bool = Field(False, validation_alias="LODESTAR_GATEWAY_GRAPHIQL")
     # Bounds on one GraphQL request, far above what a frontend sends: the body (or GET query
@@ -35,6 +49,46 @@ class GatewaySettings(CommonSettings):
     graphql_max_tokens: int = Field(2_000, ge=500, le=20_000)
     graphql_max_depth: int = Field(12, ge=6, le=50)
     graphql_max_aliases: int = Field(30, ge=1, le=500)
+
+    @field_validator("ingest_cors_origins", "ingest_trusted_proxies", mode="before")
+    @classmethod
+    def comma_list(cls, value: Any) -> Any:
+        """``a, b`` from the environment as ``("a", "b")``."""
+        if isinstance(value, str):
+            return tuple(item.strip() for item in value.split(",") if item.strip())
+        return value
+
+    @field_validator("ingest_cors_origins")
+    @classmethod
+    def origins_are_origins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        """Each origin is ``*`` or ``scheme://host[:port]`` without a path."""
+        for origin in value:
+            scheme, sep, rest = origin.partition("://")
+            if origin != "*" and (
+                scheme not in ("http", "https") or not sep or not rest or "/" in rest
+            ):
+                raise ValueError(f"{origin[:80]!r} is not an origin like https://shop.example")
+        return value
+
+    @field_validator("ingest_trusted_proxies")
+    @classmethod
+    def proxies_are_networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        """Each trusted proxy is an IP address or a CIDR network."""
+        for proxy in value:
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError:
+                raise ValueError(f"{proxy[:80]!r} is not an IP address or CIDR network") from None
+        return value
+
+    @model_validator(mode="after")
+    def a_full_batch_fits_the_burst(self) -> Self:
+        """A batch is counted whole against the rate limit, so the largest must fit the burst."""
+        if self.ingest_rate_limit_burst < self.ingest_max_batch_events:
+            raise ValueError(
+                "LODESTAR_INGEST_RATE_LIMIT_BURST must be at least LODESTAR_INGEST_MAX_BATCH_EVENTS"
+            )
+        return self
 
     @model_validator(mode="after")
     def public_metrics_are_locked(self) -> Self:

@@ -145,21 +145,29 @@ async def test_batch_over_500_kb_is_400(client: httpx.AsyncClient) -> None:
     assert str(SETTINGS.max_batch_bytes) in error["message"]
 
 
-async def test_batch_with_one_bad_event_names_its_index(client: httpx.AsyncClient) -> None:
+async def test_batch_with_one_bad_event_names_its_index(
+    ingest_client: httpx.AsyncClient, bus: RecordingBus
+) -> None:
     good = {**EVENT, "type": "track"}
     bad = {"type": "track", "userId": "u-1"}
-    response = await client.post("/v1/batch", json={"batch": [good, good, bad, good]}, headers=AUTH)
-    error = error_of(response, 400, "invalid_event")
-    assert error["path"] == "batch[2].event"
-    assert error["message"].startswith("batch[2].event: ")
+    response = await ingest_client.post(
+        "/v1/batch", json={"batch": [good, good, bad, good]}, headers=AUTH
+    )
+    assert response.status_code == 200, response.text
+    (rejected,) = response.json()["rejected"]
+    assert rejected["index"] == 2
+    assert rejected["path"] == "batch[2].event"
+    assert rejected["message"].startswith("batch[2].event: ")
+    assert len(bus.produced) == 3
 
 
 async def test_batch_item_over_32_kb_names_its_index(client: httpx.AsyncClient) -> None:
     good = {**EVENT, "type": "track"}
     big = {**good, "properties": {"blob": "x" * (32 * 1024)}}
-    response = await client.post("/v1/batch", json={"batch": [good, big]}, headers=AUTH)
+    response = await client.post("/v1/batch", json={"batch": [big, big]}, headers=AUTH)
     error = error_of(response, 400, "invalid_event")
-    assert error["path"] == "batch[1]"
+    assert error["path"] == "batch[0]"
+    assert [r["path"] for r in response.json()["rejected"]] == ["batch[0]", "batch[1]"]
 
 
 @pytest.mark.parametrize(
@@ -276,9 +284,9 @@ async def test_accepted_batch_is_produced_whole(
 async def test_rejected_batch_produces_nothing(
     ingest_client: httpx.AsyncClient, bus: RecordingBus
 ) -> None:
-    batch = [{"type": "track", "userId": "u", "event": "ok"}, {"type": "track", "userId": "u"}]
+    batch = [{"type": "track", "userId": "u"}, {"type": "track", "userId": "u", "event": ""}]
     response = await ingest_client.post("/v1/batch", json={"batch": batch}, headers=AUTH)
-    assert error_of(response, 400, "invalid_event")["path"] == "batch[1].event"
+    assert error_of(response, 400, "invalid_event")["path"] == "batch[0].event"
     assert bus.produced == []
 
 

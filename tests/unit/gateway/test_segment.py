@@ -470,7 +470,7 @@ def test_batch_is_parsed_in_order() -> None:
     assert ids(calls[0][1]) == [("user_id", "u-1"), ("email", "a@b.io")]
 
 
-def test_batch_shares_its_context_with_items_that_have_none() -> None:
+def test_batch_context_merges_into_each_item_the_item_winning() -> None:
     calls = parse_batch(
         batch_of(
             {"type": "track", "userId": "u", "event": "a"},
@@ -483,8 +483,11 @@ def test_batch_shares_its_context_with_items_that_have_none() -> None:
     first, second = (event for _, event in calls)
     assert MessageToDict(first.context)["ip"] == "1.1.1.1"
     assert ("email", "ctx@example.com") in ids(first)
-    assert MessageToDict(second.context) == {"ip": "2.2.2.2"}
-    assert ids(second) == [("user_id", "u")]
+    assert MessageToDict(second.context) == {
+        "ip": "2.2.2.2",
+        "traits": {"email": "ctx@example.com"},
+    }
+    assert ids(second) == [("user_id", "u"), ("email", "ctx@example.com")]
 
 
 @pytest.mark.parametrize("body", [[{"type": "track"}], "batch", None])
@@ -594,15 +597,17 @@ def test_batch_items_carry_every_identifier_source() -> None:
     ]
 
 
-def test_batch_shared_context_external_ids_reach_items_without_context() -> None:
+def test_batch_shared_context_external_ids_reach_items_without_their_own() -> None:
+    own = {**GOOD, "context": external(ext("crm_id", "C-2"))}
     calls = parse_batch(
-        batch_of(GOOD, {**GOOD, "context": {}}, context=external(ext("crm_id", "C-1"))),
+        batch_of(GOOD, {**GOOD, "context": {}}, own, context=external(ext("crm_id", "C-1"))),
         RECEIVED,
         MAX_EVENT,
     )
     assert [ids(event) for _, event in calls] == [
         [("user_id", "u"), ("crm_id", "C-1")],
-        [("user_id", "u")],
+        [("user_id", "u"), ("crm_id", "C-1")],
+        [("user_id", "u"), ("crm_id", "C-2")],
     ]
 
 
