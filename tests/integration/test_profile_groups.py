@@ -29,7 +29,7 @@ T0 = datetime(2026, 2, 1, 9, tzinfo=UTC)
 
 
 class Served:
-    def __init__(self, store: ProfileStore, stub: profile_pb2_grpc.ProfileServiceStub) -> None:
+    def __init__(self, store: ProfileStore, stub: profile_pb2_grpc.ProfileServiceAsyncStub) -> None:
         self.store = store
         self.stub = stub
         self.handler = ResolvedEventHandler(store)
