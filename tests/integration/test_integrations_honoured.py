@@ -1,5 +1,6 @@
 """Segment's ``integrations`` honoured by segmentation's event consumer (real SecantusDB):
-an event turned away from "Lodestar Segments" is neither stored nor evaluated."""
+an event turned away from "Lodestar Segments" is neither stored nor evaluated, while the
+profile, not a destination, still folds it."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from infra.local.servers import MongoWireServer
 from lodestar.v1 import events_pb2
 from services.platform.bus import Delivery
 from services.platform.mongo import Document, database, mongo_client
+from services.profile.consumers import ResolvedEventHandler as ProfileEventHandler
+from services.profile.store import ProfileStore
 from services.segmentation.audience import Audiences
 from services.segmentation.consumers import ResolvedEventHandler
 from services.segmentation.rules import parse
@@ -68,3 +71,20 @@ async def test_events_kept_out_of_segments_are_neither_stored_nor_evaluated(
     assert set(members[shown]) == set(members[named]) == {"trialists"}
     assert await store.events.count_documents({"customer_id": hidden}) == 0
     assert await store.events.count_documents({"customer_id": shown}) == 1
+
+
+async def test_the_profile_still_folds_events_kept_from_every_destination(
+    mongo_server: MongoWireServer,
+) -> None:
+    client: AsyncIOMotorClient[Document] = mongo_client(mongo_server.uri, "tests")
+    try:
+        profiles = ProfileStore(database(client, unique("int").replace("-", "_"), "profile"), 100)
+        customer = unique("c")
+        await ProfileEventHandler(profiles)(
+            [track(customer, "e1", {"All": False}), track(customer, "e2", {"All": False})]
+        )
+        profile = await profiles.get(customer)
+        assert profile is not None
+        assert profile.event_counts == {"Trial Started": 2}
+    finally:
+        client.close()
