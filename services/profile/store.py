@@ -274,11 +274,12 @@ class ProfileStore:
         await self.timeline.update_many(
             {"customer_id": {"$in": merged_ids}}, {"$set": {"customer_id": survivor_id}}
         )
-        await self._move_group_links(merged_ids, survivor_id)
         for merged_id in merged_ids:
             await self.profiles.replace_one(
                 {"_id": merged_id}, {"_id": merged_id, "merged_into": survivor_id}, upsert=True
             )
+        # After the tombstones: a group call linking a merged id meanwhile sees them then.
+        await self._move_group_links(merged_ids, survivor_id)
         return applied
 
     def _update(self, customer_id: str, deltas: Sequence[ProfileDelta]) -> UpdateOne:
@@ -556,6 +557,11 @@ class ProfileStore:
             first, last = links.get(key, (change.at, change.at))
             links[key] = (min(first, change.at), max(last, change.at))
         await self._write_links([_link(g, c, f, la) for (g, c), (f, la) in links.items()])
+        # A merge may have moved the links before these were written: follow it now.
+        linked = {c for _, c in links}
+        for customer_id, now in (await self.current_ids(linked)).items():
+            if now != customer_id:
+                await self._move_group_links([customer_id], now)
 
     async def _write_group(self, change: GroupChange) -> None:
         for _ in range(3):

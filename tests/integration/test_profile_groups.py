@@ -4,7 +4,7 @@ ProfileService's GetGroup and BatchListCustomerGroups."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -202,3 +202,25 @@ async def test_group_rpcs_refuse_bad_ids_and_unknown_groups(served: Served) -> N
             profile_pb2.BatchListCustomerGroupsRequest(customer_ids=["c"] * 1_001), timeout=5
         )
     assert too_many.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+class StaleFirstRead(ProfileStore):
+    """Its first look-up of merged customers misses a merge, as one racing it would."""
+
+    stale = True
+
+    async def current_ids(self, customer_ids: Iterable[str]) -> dict[str, str]:
+        if self.stale:
+            self.stale = False
+            return {c: c for c in customer_ids}
+        return await super().current_ids(customer_ids)
+
+
+async def test_a_link_written_while_a_merge_moved_links_follows_the_merge(
+    served: Served,
+) -> None:
+    await MergeHandler(served.store)([merged("m1", "ada", "ada-laptop")])
+    racing = StaleFirstRead(served.store.db, 100, served.store.cipher, served.store.pii_traits)
+    await ResolvedEventHandler(racing)([group_call("e1", "ada-laptop", "acme")])
+    assert await served.store.group_members.count_documents({"customer_id": "ada-laptop"}) == 0
+    assert (await groups_of(served, "ada"))["ada"] == ["acme"]
