@@ -176,6 +176,7 @@ async def test_erasure_removes_the_customers_links(served: Served) -> None:
     await served.handler(
         [group_call("e1", "ada", "acme", plan="pro"), group_call("e2", "bob", "acme", 1)]
     )
+    assert (await served.store.export("ada"))["groups"] == ["acme"]  # privacy export
     await served.store.erase("ada")
     assert await groups_of(served, "ada", "bob") == {"ada": [], "bob": ["acme"]}
     acme = await served.store.get_group("acme")
