@@ -23,6 +23,7 @@ from lodestar.v1 import (
 
 # The wallet service answers ListPasses for at most this many customers per call.
 MAX_WALLET_CUSTOMERS = 1_000
+MAX_GROUP_CUSTOMERS = 1_000
 
 
 @dataclass
@@ -39,6 +40,8 @@ class Loaders:
     recommendations: DataLoader[tuple[str, int], recommendation_pb2.RecommendResponse]
     # Customer id -> their wallet passes, oldest first: one ListPasses per query.
     wallet_passes: DataLoader[str, list[wallet_pb2.WalletPass]]
+    # Customer id -> their groups: one BatchListCustomerGroups per query.
+    groups: DataLoader[str, list[profile_pb2.Group]]
 
 
 def _absent_if_not_found(error: grpc.aio.AioRpcError) -> None:
@@ -131,6 +134,15 @@ def make_loaders(clients: ServiceClients) -> Loaders:
             raise from_rpc_error(error) from error
         return [list(c.passes) for c in reply.customers]
 
+    async def groups(ids: Sequence[str]) -> list[list[profile_pb2.Group]]:
+        try:
+            reply = await clients.profile.BatchListCustomerGroups(
+                profile_pb2.BatchListCustomerGroupsRequest(customer_ids=list(ids))
+            )
+        except grpc.aio.AioRpcError as error:
+            raise from_rpc_error(error) from error
+        return [list(reply.customers[i].groups) if i in reply.customers else [] for i in ids]
+
     return Loaders(
         identities=DataLoader(identities),
         profiles=DataLoader(profiles),
@@ -140,4 +152,6 @@ def make_loaders(clients: ServiceClients) -> Loaders:
         recommendations=DataLoader(recommendations),
         # Larger queries become several concurrent calls of the service's maximum size.
         wallet_passes=DataLoader(wallet_passes, max_batch_size=MAX_WALLET_CUSTOMERS),
+        # The profile service answers at most this many customers per call.
+        groups=DataLoader(groups, max_batch_size=MAX_GROUP_CUSTOMERS),
     )

@@ -15,6 +15,7 @@ from strawberry.types import ExecutionContext, Info
 
 from gateway.error_log import log_errors
 from gateway.errors import BAD_USER_INPUT, MaskUnexpectedErrors, client_error, from_rpc_error
+from gateway.groups import Group, customer_groups
 from gateway.limits import document_limits
 from gateway.loaders import Loaders
 from gateway.privacy import Mutation, PrivacyRequest, privacy_request
@@ -301,6 +302,10 @@ class Customer:
     )
     async def wallet_passes(self, info: Info) -> list[WalletPass]:
         return await customer_wallet_passes(info, str(self.id))
+
+    @strawberry.field(description="The groups (accounts) the customer belongs to, by id.")
+    async def groups(self, info: Info) -> list[Group]:
+        return await customer_groups(info, str(self.id))
 
     @strawberry.field(description="When the first event of this customer happened.")
     async def first_seen(self, info: Info) -> datetime | None:

@@ -42,6 +42,8 @@ def event_identifiers(event: events_pb2.Event) -> EventIdentifiers:
         raw=[(i.type, i.value) for i in event.identifiers],
         source=event.source,
         at=at,
+        # Only an alias call links a previous id; on other calls the field means nothing.
+        previous_id=event.previous_id if event.type == events_pb2.EVENT_TYPE_ALIAS else "",
     )
 
 

@@ -8,7 +8,7 @@ import asyncio
 import logging
 import random
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -18,6 +18,10 @@ from services.identity.store import ACTIVE, MERGED, ConcurrentChange, IdentitySt
 from services.platform.errors import InvalidArgument
 
 log = logging.getLogger(__name__)
+
+# An alias's previous id is taken as the first of these types it is already known under,
+# else as the last: a user id stays a user id, an id never seen is an anonymous visitor's.
+ALIAS_TYPES = ("user_id", "anonymous_id")
 
 _MERGE_NAMESPACE = uuid.UUID("0c3e1f2a-8d4b-4e57-9a61-2b7f4c8d9e30")
 MAX_ATTEMPTS = 8
@@ -31,6 +35,8 @@ class EventIdentifiers:
     raw: Sequence[tuple[str, str]]
     source: str
     at: datetime
+    # An alias call's previousId, linked to the event's other identifiers (see ALIAS_TYPES).
+    previous_id: str = ""
 
     def __post_init__(self) -> None:
         # MongoDB keeps milliseconds: decide on the same clock the stored graph will show.
@@ -65,6 +71,23 @@ class _Prepared:
     event: EventIdentifiers
     identifiers: list[GraphIdentifier]
     values: dict[str, str]
+    # The previous id's key under each of ALIAS_TYPES, and its value; empty when none.
+    alias_keys: tuple[GraphIdentifier, ...] = ()
+    alias_value: str = ""
+
+    def with_alias(self, owners: Mapping[str, str]) -> _Prepared:
+        """The event with its previous id added under the type it is known as (or the last
+        of ALIAS_TYPES when unknown), a plain event then."""
+        if not self.alias_keys:
+            return self
+        chosen = next((k for k in self.alias_keys if k.key in owners), self.alias_keys[-1])
+        if chosen.key in self.values:
+            return _Prepared(self.event, self.identifiers, self.values)
+        return _Prepared(
+            self.event,
+            [*self.identifiers, chosen],
+            {**self.values, chosen.key: self.alias_value},
+        )
 
 
 class Resolver:
@@ -112,7 +135,23 @@ class Resolver:
         if not identifiers:
             detail = "; ".join(reasons) or "none given"
             raise InvalidArgument(f"event {event.event_id} has no usable identifier ({detail})")
-        return _Prepared(event, list(identifiers.values()), values)
+        alias_keys: tuple[GraphIdentifier, ...] = ()
+        previous = self._previous_id(event.previous_id)
+        if previous:
+            alias_keys = tuple(self.store.key_of(t, previous) for t in ALIAS_TYPES)
+        return _Prepared(event, list(identifiers.values()), values, alias_keys, previous)
+
+    def _previous_id(self, raw: str) -> str:
+        """The normalised previous id of an alias, or ``""`` when there is none or it is
+        unusable (blocked placeholder, empty, too long): then the call links nothing extra
+        and still resolves by its other identifiers."""
+        if not raw:
+            return ""
+        try:
+            value = self.rules.normalize(ALIAS_TYPES[0], raw)
+        except InvalidArgument:
+            return ""
+        return "" if self.rules.is_blocked(value) else value
 
     async def resolve(self, events: Sequence[EventIdentifiers]) -> Outcome:
         """Resolve a batch in order; on a lost race, one event at a time from fresh state."""
@@ -150,7 +189,15 @@ class Resolver:
         raise ConcurrentChange(f"event {item.event.event_id}: gave up after {MAX_ATTEMPTS} races")
 
     async def _attempt(self, prepared: list[_Prepared]) -> Outcome:
-        loaded = await self.store.load_owners([i.key for p in prepared for i in p.identifiers])
+        wanted = [i.key for p in prepared for i in (*p.identifiers, *p.alias_keys)]
+        loaded = await self.store.load_owners(wanted)
+        # Each attempt decides afresh what an alias's previous id is known as.
+        prepared = [p.with_alias(loaded.owners) for p in prepared]
+        used = {i.key for p in prepared for i in p.identifiers}
+        for key in set(loaded.owners) - used:
+            # A previous id's other candidate type: looked up, not part of any event.
+            del loaded.owners[key]
+            loaded.last_seen.pop(key, None)
         # Only events that could change the graph (something new, or several owners) need
         # their customers in full; the rest just read who owns their identifiers.
         changing = {

@@ -28,7 +28,7 @@ from services.profile.commerce import LoyaltyRules, cart, loyalty, summarize_ord
 from services.profile.engagement import CONSENT_UPDATED, engagement, validate_consent
 from services.profile.fold import TRACK, ResolvedEvent, fold
 from services.profile.privacy_requests import KINDS, PrivacyRequests
-from services.profile.store import ProfileStore, StoredProfile
+from services.profile.store import ProfileStore, StoredGroup, StoredProfile
 
 
 def _consent(purpose: str, decision: dict[str, Any]) -> profile_pb2.ConsentState:
@@ -99,6 +99,19 @@ def to_proto(
             spend_last_12_months=_money(rules.base_currency, status.spend_last_year_minor),
             purchases_last_12_months=status.purchases_last_year,
         ),
+    )
+
+
+def group_proto(group: StoredGroup) -> profile_pb2.Group:
+    """The wire form of a stored group."""
+    traits = Struct()
+    traits.update(group.traits)
+    return profile_pb2.Group(
+        id=group.group_id,
+        traits=traits,
+        member_count=group.member_count,
+        created_at=timestamp(group.created_at),
+        updated_at=timestamp(group.updated_at),
     )
 
 
@@ -235,6 +248,31 @@ class ProfileServicer(profile_pb2_grpc.ProfileServiceServicer):
     ) -> profile_pb2.Profile:
         """The profile of ``request.customer_id``; NOT_FOUND before its first event."""
         return to_proto(await self._profile(request.customer_id), self.rules)
+
+    async def GetGroup(
+        self, request: profile_pb2.GetGroupRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> profile_pb2.Group:
+        """The group ``request.group_id``; NOT_FOUND before its first group call."""
+        check_id("group_id", request.group_id)
+        group = await self.store.get_group(request.group_id)
+        if group is None:
+            raise NotFound("no such group")
+        return group_proto(group)
+
+    async def BatchListCustomerGroups(
+        self,
+        request: profile_pb2.BatchListCustomerGroupsRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> profile_pb2.BatchListCustomerGroupsResponse:
+        """The groups of many customers; every id asked for is answered (maybe with none)."""
+        ids = check_ids("customer_ids", request.customer_ids, most=MAX_BATCH)
+        found = await self.store.groups_of(ids)
+        return profile_pb2.BatchListCustomerGroupsResponse(
+            customers={
+                asked: profile_pb2.CustomerGroups(groups=[group_proto(g) for g in groups])
+                for asked, groups in found.items()
+            }
+        )
 
 
 class PrivacyServicer(privacy_pb2_grpc.PrivacyServiceServicer):

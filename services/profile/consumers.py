@@ -19,6 +19,7 @@ from services.platform.timestamps import event_time
 from services.profile.api import to_proto
 from services.profile.commerce import LoyaltyRules
 from services.profile.fold import (
+    GROUP,
     IDENTIFY,
     TRACK,
     WATCHED,
@@ -27,6 +28,7 @@ from services.profile.fold import (
     changed_paths,
     fold,
 )
+from services.profile.groups import group_change
 from services.profile.store import ProfileStore
 
 SERVICE = "profile"
@@ -42,6 +44,7 @@ _KINDS = {
     events_pb2.EVENT_TYPE_IDENTIFY: IDENTIFY,
     events_pb2.EVENT_TYPE_PAGE: "page",
     events_pb2.EVENT_TYPE_SCREEN: "screen",
+    events_pb2.EVENT_TYPE_GROUP: GROUP,
 }
 
 
@@ -56,12 +59,17 @@ def to_resolved_event(event: events_pb2.Event) -> ResolvedEvent:
     traits = MessageToDict(event.traits) if event.HasField("traits") else {}
     context = MessageToDict(event.context) if event.HasField("context") else {}
     context_traits = context.get("traits")
+    kind = _KINDS.get(event.type, "other")
+    group_traits: dict[str, Any] = {}
+    if kind == GROUP:
+        # A group call's traits are the group's; only context.traits describe the user.
+        group_traits, traits = traits, {}
     if isinstance(context_traits, dict):
         traits = {**context_traits, **traits}
     return ResolvedEvent(
         event_id=event.event_id,
         customer_id=event.customer_id,
-        kind=_KINDS.get(event.type, "other"),
+        kind=kind,
         name=event.name,
         occurred_at=occurred_at,
         traits=traits,
@@ -69,6 +77,8 @@ def to_resolved_event(event: events_pb2.Event) -> ResolvedEvent:
         source=event.source,
         channel=str(context.get("channel") or ""),
         device=_device(context),
+        group_id=event.group_id if kind == GROUP else "",
+        group_traits=group_traits,
     )
 
 
@@ -97,7 +107,10 @@ class ResolvedEventHandler:
         commits once they are acknowledged."""
         events = [to_resolved_event(d.message) for d in batch]
         deltas = [fold(e) for e in events]
-        applied, _ = await asyncio.gather(self.store.apply(deltas), self.store.record(events))
+        groups = [c for e in events if (c := group_change(e)) is not None]
+        applied, _, _ = await asyncio.gather(
+            self.store.apply(deltas), self.store.record(events), self.store.apply_groups(groups)
+        )
         FOLDED.labels("applied").inc(applied)
         FOLDED.labels("duplicate").inc(len(batch) - applied)
         if self.bus is None:

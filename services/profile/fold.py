@@ -18,6 +18,7 @@ from services.profile import commerce, engagement, sessions
 
 TRACK = "track"
 IDENTIFY = "identify"
+GROUP = "group"
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,10 @@ class ResolvedEvent:
     source: str = ""
     channel: str = ""
     device: str = ""
+    # group calls: the group and its traits (``traits`` holds only the user's, from
+    # ``context.traits``).
+    group_id: str = ""
+    group_traits: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

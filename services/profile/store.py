@@ -3,6 +3,10 @@
 PII traits (e-mail, phone, names, address, birthday by default) never rest in clear: they are
 stored AES-GCM encrypted under ``pii.<trait>`` and decrypted only when a profile is read.
 
+Groups (accounts) from group calls live in ``groups`` (one document per group id, its traits
+last-write-wins by event time, PII traits encrypted the same way) and ``group_members`` (one
+document per customer and group).
+
 Idempotency: each profile keeps the ids of its most recent events; an update only applies
 when its event id is not among them, and the update and the id are written in one atomic
 document update. The window must cover what Kafka can redeliver (one uncommitted batch).
@@ -10,6 +14,7 @@ document update. The window must cover what Kafka can redeliver (one uncommitted
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
@@ -34,6 +39,7 @@ from services.profile.fold import (
     fold_merged,
     merge,
 )
+from services.profile.groups import GroupChange
 
 DUPLICATE_KEY = 11000
 # Re-encrypted values written per round trip during key rotation.
@@ -109,6 +115,17 @@ class StoredProfile:
 
 
 @dataclass(frozen=True)
+class StoredGroup:
+    """A group as read back: original trait names, PII traits decrypted."""
+
+    group_id: str
+    traits: dict[str, Any]
+    member_count: int
+    created_at: datetime | None
+    updated_at: datetime | None
+
+
+@dataclass(frozen=True)
 class TimelineSettings:
     """Whether events are kept per customer, for how long, and how many a page may show."""
 
@@ -134,6 +151,8 @@ class ProfileStore:
         self.session_timeout = session_timeout
         self.profiles = db["profiles"]
         self.timeline = db["timeline"]
+        self.groups = db["groups"]
+        self.group_members = db["group_members"]
         self.timeline_settings = timeline or TimelineSettings()
         self.dedupe_window = dedupe_window
         self.cipher = cipher
@@ -141,11 +160,13 @@ class ProfileStore:
         if pii_traits and cipher is None:
             raise ValueError("PII traits are configured but no cipher was given")
 
-    def _stored_trait(self, key: str, value: Any) -> tuple[str, Any]:
+    def _stored_trait(
+        self, key: str, value: Any, context: Callable[[str], str] | None = None
+    ) -> tuple[str, Any]:
         """Where and how a trait is stored: PII encrypted under ``pii.``, else in clear."""
         name = original_name(key)
         if name in self.pii_traits and self.cipher is not None:
-            encrypted = self.cipher.encrypt(json.dumps(value), _context(name))
+            encrypted = self.cipher.encrypt(json.dumps(value), (context or _context)(name))
             return f"pii.{key}", encrypted.to_document()
         return f"traits.{key}", value
 
@@ -160,6 +181,8 @@ class ProfileStore:
                     [("stored_at", 1)],
                     options={"expireAfterSeconds": self.timeline_settings.ttl_s},
                 ),
+                IndexSpec("group_members", [("customer_id", 1)]),
+                IndexSpec("group_members", [("group_id", 1)]),
             ],
         )
 
@@ -255,6 +278,8 @@ class ProfileStore:
             await self.profiles.replace_one(
                 {"_id": merged_id}, {"_id": merged_id, "merged_into": survivor_id}, upsert=True
             )
+        # After the tombstones: a group call linking a merged id meanwhile sees them then.
+        await self._move_group_links(merged_ids, survivor_id)
         return applied
 
     def _update(self, customer_id: str, deltas: Sequence[ProfileDelta]) -> UpdateOne:
@@ -403,7 +428,12 @@ class ProfileStore:
                 for doc in page
             )
             after = (page[-1]["at"], page[-1]["_id"])
-        return {**profile.export(), "events": events}
+        groups = await self.groups_of([profile.customer_id])
+        return {
+            **profile.export(),
+            "events": events,
+            "groups": [g.group_id for g in groups[profile.customer_id]],
+        }
 
     async def announce_tier(self, customer_id: str, tier: str) -> str | None:
         """Record ``tier`` as the one last announced; returns the previous one when it
@@ -427,6 +457,7 @@ class ProfileStore:
         merged = [d["_id"] async for d in self.profiles.find({"merged_into": customer_id})]
         await self.profiles.delete_many({"merged_into": customer_id})
         await self.timeline.delete_many({"customer_id": {"$in": [customer_id, *merged]}})
+        await self.group_members.delete_many({"customer_id": {"$in": [customer_id, *merged]}})
         return bool(removed.deleted_count)
 
     async def rotate_keys(self, *, check_only: bool = False) -> list[Tally]:
@@ -451,7 +482,178 @@ class ProfileStore:
                 _timeline_pii,
                 check_only=check_only,
             ),
+            await rotate_values(
+                self.groups,
+                Tally("profile", "groups"),
+                self.cipher,
+                _group_pii,
+                check_only=check_only,
+            ),
         ]
+
+    # -- groups -------------------------------------------------------------------------
+
+    async def current_ids(self, customer_ids: Iterable[str]) -> dict[str, str]:
+        """Each id mapped to the customer it is now (its survivor when merged away)."""
+        current = {c: c for c in customer_ids}
+        pending = set(current)
+        for _ in range(64):
+            if not pending:
+                break
+            moved = {
+                d["_id"]: d["merged_into"]
+                async for d in self.profiles.find(
+                    {"_id": {"$in": sorted(pending)}, "merged_into": {"$exists": True}},
+                    {"merged_into": 1},
+                )
+            }
+            for asked, now in current.items():
+                if now in moved:
+                    current[asked] = moved[now]
+            pending = set(moved.values())
+        return current
+
+    def _group_update(self, change: GroupChange) -> UpdateOne:
+        """One group call applied atomically with its event id, matching only while that id
+        was not applied; each trait replaces the stored one only when newer."""
+        stage: Document = {
+            "recent_event_ids": {
+                "$slice": [
+                    {"$concatArrays": [{"$ifNull": ["$recent_event_ids", []]}, [change.event_id]]},
+                    -self.dedupe_window,
+                ]
+            },
+            "created_at": _bound("$min", "created_at", change.at),
+            "updated_at": _bound("$max", "updated_at", change.at),
+        }
+        unset: list[str] = []
+        for key, value in change.traits.items():
+            path, stored = self._stored_trait(key, value, _group_context)
+            newer = {"$lt": [{"$ifNull": [f"$trait_at.{key}", _EPOCH]}, change.at]}
+            stage[path] = {"$cond": [newer, {"$literal": stored}, f"${path}"]}
+            stage[f"trait_at.{key}"] = _bound("$max", f"trait_at.{key}", change.at, _EPOCH)
+            if path.startswith("pii."):
+                unset.append(f"traits.{key}")
+        pipeline: list[Document] = [{"$set": stage}]
+        if unset:
+            pipeline.append({"$unset": unset})
+        return UpdateOne(
+            {"_id": change.group_id, "recent_event_ids": {"$nin": [change.event_id]}},
+            pipeline,
+            upsert=True,
+        )
+
+    async def apply_groups(self, changes: Sequence[GroupChange]) -> None:
+        """Store group calls: the groups' traits and the customers' links to them. A
+        redelivered call changes nothing; a customer merged away links its survivor."""
+        if not changes:
+            return
+        current = await self.current_ids(c.customer_id for c in changes)
+        for change in changes:
+            await self._write_group(change)
+        links: dict[tuple[str, str], tuple[datetime, datetime]] = {}
+        for change in changes:
+            key = (change.group_id, current[change.customer_id])
+            first, last = links.get(key, (change.at, change.at))
+            links[key] = (min(first, change.at), max(last, change.at))
+        await self._write_links([_link(g, c, f, la) for (g, c), (f, la) in links.items()])
+        # A merge may have moved the links before these were written: follow it now.
+        linked = {c for _, c in links}
+        for customer_id, now in (await self.current_ids(linked)).items():
+            if now != customer_id:
+                await self._move_group_links([customer_id], now)
+
+    async def _write_group(self, change: GroupChange) -> None:
+        for _ in range(3):
+            try:
+                await self.groups.bulk_write([self._group_update(change)])
+                return
+            except BulkWriteError as exc:
+                if exc.details["writeErrors"][0]["code"] != DUPLICATE_KEY:
+                    raise
+            # Applied before (a redelivery), or another replica created the group meanwhile.
+            seen = {"_id": change.group_id, "recent_event_ids": change.event_id}
+            if await self.groups.find_one(seen, {"_id": 1}) is not None:
+                return
+        raise DuplicateKeyError(f"group update kept colliding (event {change.event_id})")
+
+    async def _write_links(self, ops: list[UpdateOne]) -> None:
+        if not ops:
+            return
+        try:
+            await self.group_members.bulk_write(ops, ordered=False)
+        except BulkWriteError as exc:
+            errors = exc.details["writeErrors"]
+            if any(e["code"] != DUPLICATE_KEY for e in errors):
+                raise
+            # Two replicas inserted the same new link: the second now finds it and updates.
+            await self.group_members.bulk_write([ops[e["index"]] for e in errors], ordered=False)
+
+    async def _move_group_links(self, merged_ids: Sequence[str], survivor_id: str) -> None:
+        """The merged customers' group links become the survivor's (idempotent)."""
+        if not merged_ids:
+            return
+        docs = await self.group_members.find({"customer_id": {"$in": list(merged_ids)}}).to_list(
+            None
+        )
+        await self._write_links(
+            [_link(d["group_id"], survivor_id, d["joined_at"], d["last_at"]) for d in docs]
+        )
+        await self.group_members.delete_many({"customer_id": {"$in": list(merged_ids)}})
+
+    async def _member_counts(self, group_ids: Sequence[str]) -> dict[str, int]:
+        counts = await asyncio.gather(
+            *(self.group_members.count_documents({"group_id": g}) for g in group_ids)
+        )
+        return dict(zip(group_ids, counts, strict=True))
+
+    def _group(self, doc: Document, members: int) -> StoredGroup:
+        traits = {original_name(k): v for k, v in (doc.get("traits") or {}).items()}
+        for key, encrypted in (doc.get("pii") or {}).items():
+            if self.cipher is None:
+                raise RuntimeError("a group holds encrypted traits but no PII keys are set")
+            name = original_name(key)
+            clear = self.cipher.decrypt(
+                EncryptedValue.from_document(encrypted), _group_context(name)
+            )
+            traits[name] = json.loads(clear)
+        return StoredGroup(
+            group_id=doc["_id"],
+            traits=traits,
+            member_count=members,
+            created_at=doc.get("created_at"),
+            updated_at=doc.get("updated_at"),
+        )
+
+    async def get_group(self, group_id: str) -> StoredGroup | None:
+        """The group ``group_id``, or ``None`` before its first group call."""
+        doc = await self.groups.find_one({"_id": group_id}, {"recent_event_ids": 0})
+        if doc is None:
+            return None
+        return self._group(doc, (await self._member_counts([group_id]))[group_id])
+
+    async def groups_of(self, customer_ids: Sequence[str]) -> dict[str, list[StoredGroup]]:
+        """The groups of each id asked for (merged ids: their survivor's), by group id."""
+        current = await self.current_ids(customer_ids)
+        links: dict[str, set[str]] = defaultdict(set)
+        wanted = sorted(set(current.values()))
+        for i in range(0, len(wanted), 50):
+            async for doc in self.group_members.find(
+                {"customer_id": {"$in": wanted[i : i + 50]}}, {"group_id": 1, "customer_id": 1}
+            ):
+                links[doc["customer_id"]].add(doc["group_id"])
+        group_ids = sorted(set().union(*links.values())) if links else []
+        counts = await self._member_counts(group_ids)
+        groups: dict[str, StoredGroup] = {}
+        for i in range(0, len(group_ids), 50):
+            async for doc in self.groups.find(
+                {"_id": {"$in": group_ids[i : i + 50]}}, {"recent_event_ids": 0}
+            ):
+                groups[doc["_id"]] = self._group(doc, counts[doc["_id"]])
+        return {
+            asked: [groups[g] for g in sorted(links.get(now, ())) if g in groups]
+            for asked, now in current.items()
+        }
 
     async def get(self, customer_id: str) -> StoredProfile | None:
         """The profile of ``customer_id``, or ``None``."""
@@ -516,6 +718,11 @@ def _profile_pii(doc: Document) -> Iterable[tuple[str, object, str]]:
         yield f"pii.{key}", stored, _context(original_name(key))
 
 
+def _group_pii(doc: Document) -> Iterable[tuple[str, object, str]]:
+    for key, stored in (doc.get("pii") or {}).items():
+        yield f"pii.{key}", stored, _group_context(original_name(key))
+
+
 def _timeline_pii(doc: Document) -> Iterable[tuple[str, object, str]]:
     if "pii" in doc:
         yield "pii", doc["pii"], "timeline"
@@ -531,6 +738,28 @@ def _bound(operator: str, path: str, value: datetime, missing: datetime | None =
 
 def _context(trait: str) -> str:
     return f"trait:{trait}"
+
+
+def _group_context(trait: str) -> str:
+    return f"group-trait:{trait}"
+
+
+def _member_id(group_id: str, customer_id: str) -> str:
+    """One link's ``_id``: JSON, so no group or customer id can make two links collide."""
+    return json.dumps([group_id, customer_id])
+
+
+def _link(group_id: str, customer_id: str, first: datetime, last: datetime) -> UpdateOne:
+    """Link a customer to a group (idempotent); keeps when it first and last happened."""
+    return UpdateOne(
+        {"_id": _member_id(group_id, customer_id)},
+        {
+            "$setOnInsert": {"group_id": group_id, "customer_id": customer_id},
+            "$min": {"joined_at": first},
+            "$max": {"last_at": last},
+        },
+        upsert=True,
+    )
 
 
 def _snapshot(doc: Document) -> ProfileSnapshot:

@@ -16,6 +16,7 @@ from google.protobuf.json_format import MessageToDict
 
 from lodestar.v1 import common_pb2, events_pb2
 from services.platform.bus import Delivery
+from services.platform.destinations import SEGMENTS, event_allows
 from services.platform.errors import PoisonMessage
 from services.platform.fieldnames import field_key
 from services.platform.mongo import Document
@@ -142,8 +143,10 @@ class ResolvedEventHandler:
         self.audiences = audiences
 
     async def __call__(self, batch: Sequence[Delivery[events_pb2.Event]]) -> None:
-        """Store the track events, then evaluate the segments whose conditions name them."""
-        records = [r for r in (event_record(d.message) for d in batch) if r is not None]
+        """Store the track events, then evaluate the segments whose conditions name them.
+        Events whose ``integrations`` turn "Lodestar Segments" off are left out."""
+        events = [d.message for d in batch if event_allows(d.message.integrations, SEGMENTS)]
+        records = [r for r in (event_record(e) for e in events) if r is not None]
         await self.audiences.store.save_events(records)
         names: dict[str, set[str]] = {}
         for record in records:

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 from lodestar.v1 import events_pb2
 from services.platform.bus import Delivery
+from services.platform.destinations import WALLET, event_allows
 from services.wallet.live import LiveUpdates
 from services.wallet.store import WalletStore
 
@@ -42,8 +43,11 @@ class ResolvedEventHandler:
         self.live = live
 
     async def __call__(self, batch: Sequence[Delivery[events_pb2.Event]]) -> None:
-        """Apply the batch in order."""
-        await self.live.events([d.message for d in batch])
+        """Apply the batch in order, without the events whose ``integrations`` turn
+        "Lodestar Wallet" off."""
+        await self.live.events(
+            [d.message for d in batch if event_allows(d.message.integrations, WALLET)]
+        )
 
 
 class MergeHandler:

@@ -40,6 +40,7 @@ from services.platform.mongo import Document, database
 from services.platform.rpc import GrpcServer
 from services.profile.api import ProfileServicer
 from services.profile.consumers import ResolvedEventHandler
+from services.profile.groups import GroupChange
 from services.profile.privacy_requests import PrivacyRequests
 from services.profile.server import SERVICE_NAME as PROFILE
 from services.profile.store import ProfileStore
@@ -51,6 +52,8 @@ KEY_A, KEY_B = generate_key(), generate_key()
 INDEX_1, INDEX_2 = generate_key(), generate_key()
 PII_TRAITS = frozenset({"email", "phone", "name", "address"})
 T0 = datetime(2026, 2, 1, 9, tzinfo=UTC)
+# Ada's employer, as a group call stores it: a PII trait (encrypted) and a plain one.
+GROUP_TRAITS = {"email": "billing@acme.example", "plan": "pro"}
 ROTATE = [sys.executable, "-m", "services.rotate_keys"]
 # The command the README used to give: it must rotate every service's PII, not identity's.
 IDENTITY_ROTATE = [sys.executable, "-m", "services.identity", "rotate-keys"]
@@ -203,6 +206,9 @@ async def world(client: AsyncIOMotorClient[Document], mongo_server: MongoWireSer
             ]
         )
     ada = world.customers["ada"]
+    await profile.apply_groups(
+        [GroupChange("ev-ada-group", "acme", ada, GROUP_TRAITS, T0 + timedelta(minutes=3))]
+    )
     await requests.open(world.request_id, events_pb2.PRIVACY_REQUEST_KIND_EXPORT, T0)
     world.export = {
         "identity": await identity_export(identity)(ada),
@@ -276,6 +282,8 @@ async def test_after_rotation_every_service_reads_its_pii_with_only_the_new_key(
                     profile_pb2.ExportRequest(customer_id=customer), timeout=10
                 )
                 assert MessageToDict(exported.data)["traits"] == person["traits"]
+            group = await profiles.GetGroup(profile_pb2.GetGroupRequest(group_id="acme"))
+            assert MessageToDict(group.traits) == GROUP_TRAITS
     finally:
         await server.stop(0)
     # The privacy export (identity's and profile's, timeline included) reads back whole.
@@ -321,6 +329,7 @@ async def test_the_command_reports_what_is_left_per_service_and_a_second_run_is_
     assert check.collections["identity", "identifiers"]["stale_index"] == 3
     assert check.collections["profile", "profiles"]["left_by_key"] == {"ka": 6}
     assert check.collections["profile", "timeline"]["left_by_key"] == {"ka": 2}
+    assert check.collections["profile", "groups"]["left_by_key"] == {"ka": 1}
     assert check.collections["profile", "privacy_requests"]["left_by_key"] == {"ka": 2}
     assert await world.documents() == before  # --check changes nothing
 
@@ -330,9 +339,10 @@ async def test_the_command_reports_what_is_left_per_service_and_a_second_run_is_
         ("identity", "identifiers"),
         ("profile", "profiles"),
         ("profile", "timeline"),
+        ("profile", "groups"),
         ("profile", "privacy_requests"),
     }
-    assert [c["rotated"] for c in rotated.collections.values()] == [3, 6, 2, 2]
+    assert [c["rotated"] for c in rotated.collections.values()] == [3, 6, 2, 1, 2]
     assert all(c["left"] == 0 and c["unreadable"] == 0 for c in rotated.collections.values())
     assert rotated.summary["left"] == 0
     assert rotated.summary["old_keys_may_be_dropped"] is True

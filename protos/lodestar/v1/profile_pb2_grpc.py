@@ -66,6 +66,16 @@ class ProfileServiceStub:
                 request_serializer=lodestar_dot_v1_dot_profile__pb2.ListTimelineRequest.SerializeToString,
                 response_deserializer=lodestar_dot_v1_dot_profile__pb2.ListTimelineResponse.FromString,
                 _registered_method=True)
+        self.GetGroup = channel.unary_unary(
+                '/lodestar.v1.ProfileService/GetGroup',
+                request_serializer=lodestar_dot_v1_dot_profile__pb2.GetGroupRequest.SerializeToString,
+                response_deserializer=lodestar_dot_v1_dot_profile__pb2.Group.FromString,
+                _registered_method=True)
+        self.BatchListCustomerGroups = channel.unary_unary(
+                '/lodestar.v1.ProfileService/BatchListCustomerGroups',
+                request_serializer=lodestar_dot_v1_dot_profile__pb2.BatchListCustomerGroupsRequest.SerializeToString,
+                response_deserializer=lodestar_dot_v1_dot_profile__pb2.BatchListCustomerGroupsResponse.FromString,
+                _registered_method=True)
 
 
 class ProfileServiceServicer:
@@ -117,6 +127,22 @@ class ProfileServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetGroup(self, request, context):
+        """A group (account: company, household) from group calls: its traits and member count.
+        NOT_FOUND for an unknown group; INVALID_ARGUMENT for an empty or oversized id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BatchListCustomerGroups(self, request, context):
+        """The groups of many customers at once (for DataLoaders); a merged customer id answers
+        with its survivor's groups, a customer in no group with none.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ProfileServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -149,6 +175,16 @@ def add_ProfileServiceServicer_to_server(servicer, server):
                     servicer.ListTimeline,
                     request_deserializer=lodestar_dot_v1_dot_profile__pb2.ListTimelineRequest.FromString,
                     response_serializer=lodestar_dot_v1_dot_profile__pb2.ListTimelineResponse.SerializeToString,
+            ),
+            'GetGroup': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetGroup,
+                    request_deserializer=lodestar_dot_v1_dot_profile__pb2.GetGroupRequest.FromString,
+                    response_serializer=lodestar_dot_v1_dot_profile__pb2.Group.SerializeToString,
+            ),
+            'BatchListCustomerGroups': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchListCustomerGroups,
+                    request_deserializer=lodestar_dot_v1_dot_profile__pb2.BatchListCustomerGroupsRequest.FromString,
+                    response_serializer=lodestar_dot_v1_dot_profile__pb2.BatchListCustomerGroupsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -315,6 +351,60 @@ class ProfileService:
             '/lodestar.v1.ProfileService/ListTimeline',
             lodestar_dot_v1_dot_profile__pb2.ListTimelineRequest.SerializeToString,
             lodestar_dot_v1_dot_profile__pb2.ListTimelineResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetGroup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lodestar.v1.ProfileService/GetGroup',
+            lodestar_dot_v1_dot_profile__pb2.GetGroupRequest.SerializeToString,
+            lodestar_dot_v1_dot_profile__pb2.Group.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchListCustomerGroups(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lodestar.v1.ProfileService/BatchListCustomerGroups',
+            lodestar_dot_v1_dot_profile__pb2.BatchListCustomerGroupsRequest.SerializeToString,
+            lodestar_dot_v1_dot_profile__pb2.BatchListCustomerGroupsResponse.FromString,
             options,
             channel_credentials,
             insecure,

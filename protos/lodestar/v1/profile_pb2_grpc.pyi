@@ -51,6 +51,14 @@ class ProfileServiceStub:
     """
     ListTimeline: _grpc.UnaryUnaryMultiCallable[_profile_pb2.ListTimelineRequest, _profile_pb2.ListTimelineResponse]
     """The customer's recent events, newest first, a page at a time."""
+    GetGroup: _grpc.UnaryUnaryMultiCallable[_profile_pb2.GetGroupRequest, _profile_pb2.Group]
+    """A group (account: company, household) from group calls: its traits and member count.
+    NOT_FOUND for an unknown group; INVALID_ARGUMENT for an empty or oversized id.
+    """
+    BatchListCustomerGroups: _grpc.UnaryUnaryMultiCallable[_profile_pb2.BatchListCustomerGroupsRequest, _profile_pb2.BatchListCustomerGroupsResponse]
+    """The groups of many customers at once (for DataLoaders); a merged customer id answers
+    with its survivor's groups, a customer in no group with none.
+    """
 
 @_typing.type_check_only
 class ProfileServiceAsyncStub(ProfileServiceStub):
@@ -75,6 +83,14 @@ class ProfileServiceAsyncStub(ProfileServiceStub):
     """
     ListTimeline: _aio.UnaryUnaryMultiCallable[_profile_pb2.ListTimelineRequest, _profile_pb2.ListTimelineResponse]  # type: ignore[assignment]
     """The customer's recent events, newest first, a page at a time."""
+    GetGroup: _aio.UnaryUnaryMultiCallable[_profile_pb2.GetGroupRequest, _profile_pb2.Group]  # type: ignore[assignment]
+    """A group (account: company, household) from group calls: its traits and member count.
+    NOT_FOUND for an unknown group; INVALID_ARGUMENT for an empty or oversized id.
+    """
+    BatchListCustomerGroups: _aio.UnaryUnaryMultiCallable[_profile_pb2.BatchListCustomerGroupsRequest, _profile_pb2.BatchListCustomerGroupsResponse]  # type: ignore[assignment]
+    """The groups of many customers at once (for DataLoaders); a merged customer id answers
+    with its survivor's groups, a customer in no group with none.
+    """
 
 class ProfileServiceServicer(metaclass=_abc_1.ABCMeta):
     """Serves the 360-degree profile folded from resolved events. PII traits are stored encrypted
@@ -132,5 +148,25 @@ class ProfileServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_profile_pb2.ListTimelineResponse, _abc.Awaitable[_profile_pb2.ListTimelineResponse]]:
         """The customer's recent events, newest first, a page at a time."""
+
+    @_abc_1.abstractmethod
+    def GetGroup(
+        self,
+        request: _profile_pb2.GetGroupRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_profile_pb2.Group, _abc.Awaitable[_profile_pb2.Group]]:
+        """A group (account: company, household) from group calls: its traits and member count.
+        NOT_FOUND for an unknown group; INVALID_ARGUMENT for an empty or oversized id.
+        """
+
+    @_abc_1.abstractmethod
+    def BatchListCustomerGroups(
+        self,
+        request: _profile_pb2.BatchListCustomerGroupsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_profile_pb2.BatchListCustomerGroupsResponse, _abc.Awaitable[_profile_pb2.BatchListCustomerGroupsResponse]]:
+        """The groups of many customers at once (for DataLoaders); a merged customer id answers
+        with its survivor's groups, a customer in no group with none.
+        """
 
 def add_ProfileServiceServicer_to_server(servicer: ProfileServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
