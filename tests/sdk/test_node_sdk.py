@@ -93,28 +93,32 @@ async def test_group_joins_the_customer_to_the_group(
     )
 
 
-async def test_alias_links_the_previous_id(
+async def test_alias_joins_the_previous_id_to_the_user(
     node_modules: Path, stack: Stack, platform: Platform
 ) -> None:
-    previous = unique("node-old")
-    user_id = unique("node-new")
+    previous = unique("node-anon")
+    user_id = unique("node-user")
+    # One batch: the alias may be processed before or after the history it joins.
     await run_node(
         stack,
         [
-            ("identify", {"userId": previous, "traits": {"plan": "trial"}}),
-            ("track", {"userId": previous, "event": "Signed Up"}),
+            ("page", {"anonymousId": previous, "name": "Pricing"}),
+            ("track", {"anonymousId": previous, "event": "Trial Started"}),
             ("alias", {"previousId": previous, "userId": user_id}),
             ("track", {"userId": user_id, "event": "Subscribed"}),
         ],
+        max_events_in_batch=10,
     )
     customer = await settled(
         platform,
         "user_id",
         user_id,
-        lambda c: counts(c) == {"Signed Up": 1, "Subscribed": 1},
+        lambda c: counts(c) == {"Subscribed": 1, "Trial Started": 1},
         f"{user_id} carrying the history of {previous} (aliased)",
     )
-    before = await view(platform, "user_id", previous)
+    assert {"type": "anonymous_id", "value": previous} in customer["identifiers"]
+    assert customer["behaviour"]["lastPage"] == "Pricing"
+    before = await view(platform, "anonymous_id", previous)
     assert before is not None
     assert before["id"] == customer["id"]
 

@@ -74,16 +74,16 @@ async def test_group_joins_the_customer_to_the_group(
     )
 
 
-async def test_alias_links_the_previous_id(
+async def test_alias_joins_the_previous_id_to_the_user(
     segment_analytics: ModuleType, stack: Stack, platform: Platform
 ) -> None:
-    previous = unique("py-old")
-    user_id = unique("py-new")
+    previous = unique("py-anon")
+    user_id = unique("py-user")
     client = sync_client(segment_analytics, stack)
 
     def send() -> None:
-        client.identify(previous, {"plan": "trial"})
-        client.track(previous, "Signed Up")
+        client.page(anonymous_id=previous, name="Pricing")
+        client.track(event="Trial Started", anonymous_id=previous)
         client.alias(previous, user_id)
         client.track(user_id, "Subscribed")
 
@@ -92,13 +92,14 @@ async def test_alias_links_the_previous_id(
         platform,
         "user_id",
         user_id,
-        lambda c: counts(c) == {"Signed Up": 1, "Subscribed": 1},
+        lambda c: counts(c) == {"Subscribed": 1, "Trial Started": 1},
         f"{user_id} carrying the history of {previous} (aliased)",
     )
-    before = await view(platform, "user_id", previous)
+    assert {"type": "anonymous_id", "value": previous} in customer["identifiers"]
+    assert customer["behaviour"]["lastPage"] == "Pricing"
+    before = await view(platform, "anonymous_id", previous)
     assert before is not None
     assert before["id"] == customer["id"]
-    assert customer["traits"]["plan"] == "trial"
 
 
 async def test_batch_flushed_together(
