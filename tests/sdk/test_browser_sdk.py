@@ -193,6 +193,10 @@ async def run_page(
 def assert_all_sent(report: dict[str, Any], paths: list[str]) -> None:
     """Every call reached the gateway on its short route and was answered 2xx."""
     assert report["errors"] == [], f"analytics.js reported errors: {report['errors']}"
+    # Only this machine: the page server and the gateway, no CDN.
+    elsewhere = [url for url in report["resources"] if not url.startswith("http://127.0.0.1:")]
+    assert elsewhere == [], f"the page reached beyond this machine: {elsewhere}"
+    assert any(BUNDLE_PATH in url for url in report["resources"]), report["resources"]
     sent = [r for r in report["requests"] if "/v1/" in r["url"]]
     # "Failed to fetch" is what a page sees of a CORS refusal (or nothing listening).
     answers = [
