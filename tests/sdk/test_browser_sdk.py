@@ -120,6 +120,15 @@ def page_server() -> Iterator[PageServer]:
 
 
 @pytest.fixture(scope="module")
+def foreign_page_server() -> Iterator[PageServer]:
+    """The same page on an origin the gateway does not allow."""
+    server = PageServer(free_port())
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
 def browser_stack(
     page_server: PageServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stack]:
@@ -275,3 +284,39 @@ async def test_anonymous_visit_joins_the_customer_on_identify(
     assert {"type": "anonymous_id", "value": anonymous_id} in customer["identifiers"]
     assert customer["behaviour"]["lastPage"] == "Landing"
     assert customer["traits"]["plan"] == "free"
+
+
+async def test_a_page_on_another_origin_is_refused(
+    chromium: str,
+    node_modules: Path,
+    foreign_page_server: PageServer,
+    browser_stack: Stack,
+    browser_platform: Platform,
+    tmp_path: Path,
+) -> None:
+    user_id = unique("web-user")
+    report = await run_page(
+        chromium,
+        foreign_page_server,
+        browser_stack,
+        [("identify", [user_id, {"plan": "free"}]), ("track", ["Foreign Visit"])],
+        tmp_path / "profile",
+    )
+    sent = [r for r in report["requests"] if "/v1/" in r["url"]]
+    assert [r["url"].rsplit("/v1", 1)[1] for r in sent] == ["/i", "/t"], report
+    # The browser gets no answer it may read: the preflight is not allowed.
+    assert all("status" not in r for r in sent), sent
+    marker = await browser_platform.send(
+        "/v1/track", {"userId": user_id, "event": "Marker", "messageId": f"{user_id}-marker"}
+    )
+    assert marker.status_code == 200, marker.text
+    # Same key, same partition: had the page's calls been produced, they would be in by now.
+    customer = await settled(
+        browser_platform,
+        "user_id",
+        user_id,
+        lambda c: counts(c).get("Marker") == 1,
+        f"{user_id}: the marker",
+    )
+    assert counts(customer) == {"Marker": 1}
+    assert customer["traits"] == {}
