@@ -3,13 +3,16 @@ PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+# Segment's JavaScript SDKs for tests/sdk, at the versions of the committed lock.
+NODE_SDK := tests/sdk/node
+NODE_STAMP := $(NODE_SDK)/node_modules/.installed-stamp
 
-.PHONY: run test lint unit bench protos lock clean
+.PHONY: run test lint unit bench protos lock clean sdk-deps chromium
 
 run: $(STAMP)
 	$(BIN)/python -m infra.local
 
-test: $(STAMP) lint
+test: $(STAMP) sdk-deps lint
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
@@ -47,5 +50,22 @@ $(STAMP): pyproject.toml constraints.txt data-requirements.txt
 	$(BIN)/python -m pip install -q --no-deps -r data-requirements.txt
 	touch $(STAMP)
 
+# What the SDK compatibility tests (tests/sdk) need besides the virtualenv.
+sdk-deps: $(NODE_STAMP) chromium
+
+# Created when missing, re-installed exactly from the lock when it or package.json changes.
+$(NODE_STAMP): $(NODE_SDK)/package.json $(NODE_SDK)/package-lock.json
+	@command -v npm >/dev/null || { echo "npm not found: install Node.js 20 or later" >&2; exit 1; }
+	cd $(NODE_SDK) && npm ci --no-audit --no-fund
+	touch $(NODE_STAMP)
+
+# The headless browser of tests/sdk/test_browser_sdk.py: installed when missing and root;
+# otherwise that test fails saying how to install it.
+chromium:
+	@if command -v chromium >/dev/null || command -v chromium-browser >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; \
+	else echo "chromium is missing: run 'sudo apt-get install -y chromium' for the browser test" >&2; fi
+
 clean:
-	rm -rf $(VENV) .local .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .local .mypy_cache .ruff_cache .pytest_cache $(NODE_SDK)/node_modules
