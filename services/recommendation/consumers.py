@@ -10,6 +10,7 @@ from google.protobuf.json_format import MessageToDict
 
 from lodestar.v1 import events_pb2
 from services.platform.bus import Delivery
+from services.platform.destinations import RECOMMENDATIONS, event_allows
 from services.platform.errors import PoisonMessage
 from services.platform.timestamps import time_of
 from services.recommendation.interactions import (
@@ -22,8 +23,11 @@ from services.recommendation.store import RecommendationStore
 
 
 def event_interactions(event: events_pb2.Event) -> tuple[list[Interaction], list[ItemProperties]]:
-    """The interactions a resolved event makes and the product properties it carries."""
+    """The interactions a resolved event makes and the product properties it carries; none
+    for an event whose ``integrations`` turn recommendations away."""
     if event.type != events_pb2.EVENT_TYPE_TRACK or not event.customer_id:
+        return [], []
+    if not event_allows(event.integrations, RECOMMENDATIONS):
         return [], []
     at = time_of(event)
     properties = MessageToDict(event.properties) if event.HasField("properties") else {}

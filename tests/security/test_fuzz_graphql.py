@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -119,7 +120,9 @@ def send(
     headers = {"Authorization": f"Bearer {stack.api_key}", "Content-Type": "application/json"}
     url = f"{stack.gateway_url}/graphql"
     if method == "GET":
-        return client.get(url, params={"query": query}, headers=headers)
+        # Percent-encoded by hand: a lone surrogate travels as the bytes a hostile client sends.
+        encoded = quote(query.encode("utf-8", "surrogatepass"), safe="")
+        return client.get(f"{url}?query={encoded}", headers=headers)
     return client.post(url, content=body, headers=headers)
 
 

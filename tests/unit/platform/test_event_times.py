@@ -54,3 +54,11 @@ def test_segmentation_and_recommendation_keep_the_trusted_time() -> None:
     interactions, _ = event_interactions(event)
     assert interactions
     assert all(i.at <= datetime.now(UTC) for i in interactions)
+
+
+def test_recommendations_skip_events_turned_away_from_them() -> None:
+    event = track(NOW, NOW)
+    event.integrations.update({"All": False})
+    assert event_interactions(event) == ([], [])
+    event.integrations.update({"Lodestar Recommendations": True})
+    assert event_interactions(event)[0]
