@@ -76,9 +76,10 @@ def skaffold_documents() -> list[Manifest]:
 
 @pytest.fixture(scope="session")
 def skaffold_schema() -> dict[str, object]:
-    """The skaffold v4beta13 JSON schema; the run fails when it cannot be found."""
+    """The skaffold v4beta13 JSON schema (the project's own unless one is named); the run
+    fails when it cannot be found."""
     try:
-        path = skaffold.find_schema(REPO, os.environ)
+        path = skaffold.find_schema(os.environ)
     except skaffold.SchemaMissingError as error:
         pytest.fail(str(error))
     return skaffold.load_schema(path)

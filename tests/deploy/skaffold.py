@@ -1,8 +1,8 @@
 """Checks of skaffold.yaml: the v4beta13 JSON schema, and the paths and names it refers to.
 
-The schema is not vendored: it is found through LODESTAR_SKAFFOLD_SCHEMA, then beside the
-repository (../shared/schemas/), then at /work/shared/schemas/. A missing schema fails the
-run with the places looked at; it is never skipped.
+The schema is the project's own (tests/deploy/schemas/: the part of v4beta13 that
+skaffold.yaml uses, strict), or a fuller one named by LODESTAR_SKAFFOLD_SCHEMA. A missing
+schema fails the run naming where it looked; it is never skipped.
 """
 
 from __future__ import annotations
@@ -21,33 +21,24 @@ API_VERSION = "skaffold/v4beta13"
 SCHEMA_FILE = "skaffold-v4beta13.json"
 SCHEMA_VARIABLE = "LODESTAR_SKAFFOLD_SCHEMA"
 KUSTOMIZATION_FILES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
-MACHINE_SCHEMA = Path("/work/shared/schemas") / SCHEMA_FILE
+PROJECT_SCHEMA = Path(__file__).resolve().parent / "schemas" / SCHEMA_FILE
 
 
 class SchemaMissingError(RuntimeError):
     """The skaffold schema is in none of the places looked at."""
 
 
-def find_schema(
-    repo: Path, environ: Mapping[str, str], machine_schema: Path = MACHINE_SCHEMA
-) -> Path:
-    """The schema file: the variable if set (and then only it), else the shared folders."""
+def find_schema(environ: Mapping[str, str], project_schema: Path = PROJECT_SCHEMA) -> Path:
+    """The schema file: the variable's if set (and then only it), else the project's own."""
     if environ.get(SCHEMA_VARIABLE):
         chosen = Path(environ[SCHEMA_VARIABLE])
         if not chosen.is_file():
             raise SchemaMissingError(f"{SCHEMA_VARIABLE}={chosen} is not a file")
         return chosen
-    candidates = [
-        repo.parent / "shared" / "schemas" / SCHEMA_FILE,
-        machine_schema,
-    ]
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate
+    if project_schema.is_file():
+        return project_schema
     raise SchemaMissingError(
-        f"the skaffold schema {SCHEMA_FILE} is not at "
-        + " nor ".join(str(c) for c in candidates)
-        + f"; set {SCHEMA_VARIABLE} to its path"
+        f"the skaffold schema is not at {project_schema}; set {SCHEMA_VARIABLE} to its path"
     )
 
 
@@ -65,7 +56,7 @@ def single_root(schema: Mapping[str, Any]) -> dict[str, Any]:
     branches = items(schema.get("anyOf"))
     if len(branches) == 1:
         root.update(mapping(branches[0]))
-    else:
+    elif branches:
         root["anyOf"] = branches
     return root
 

@@ -66,24 +66,21 @@ def test_every_artifact_is_deployed(
 def test_the_schema_is_found_through_the_variable_first(tmp_path: Path) -> None:
     schema = tmp_path / "mine.json"
     schema.write_text("{}")
-    found = skaffold.find_schema(REPO, {skaffold.SCHEMA_VARIABLE: str(schema)})
+    found = skaffold.find_schema({skaffold.SCHEMA_VARIABLE: str(schema)})
     assert found == schema
 
 
-def test_the_schema_is_found_beside_the_repository(tmp_path: Path) -> None:
-    shared = tmp_path / "shared" / "schemas"
-    shared.mkdir(parents=True)
-    (shared / skaffold.SCHEMA_FILE).write_text("{}")
-    repo = tmp_path / "lodestar"
-    found = skaffold.find_schema(repo, {}, machine_schema=tmp_path / "none.json")
-    assert found == shared / skaffold.SCHEMA_FILE
+def test_the_projects_own_schema_is_used_by_default() -> None:
+    found = skaffold.find_schema({})
+    assert found == skaffold.PROJECT_SCHEMA
+    assert REPO in found.parents
 
 
 def test_a_missing_schema_fails_naming_where_it_looked(tmp_path: Path) -> None:
     with pytest.raises(skaffold.SchemaMissingError, match="LODESTAR_SKAFFOLD_SCHEMA"):
-        skaffold.find_schema(tmp_path / "repo", {}, machine_schema=tmp_path / "none.json")
+        skaffold.find_schema({}, project_schema=tmp_path / "none.json")
     with pytest.raises(skaffold.SchemaMissingError, match=r"gone\.json is not a file"):
-        skaffold.find_schema(REPO, {skaffold.SCHEMA_VARIABLE: str(tmp_path / "gone.json")})
+        skaffold.find_schema({skaffold.SCHEMA_VARIABLE: str(tmp_path / "gone.json")})
 
 
 # --- each check fails on a broken input ---------------------------------------------------
