@@ -80,3 +80,20 @@ def has_group(customer: dict[str, Any], group_id: str, traits: dict[str, Any]) -
         if group["id"] == group_id and traits.items() <= (group.get("traits") or {}).items():
             return True
     return False
+
+
+async def assert_alias_joined(platform: Platform, user_id: str, previous: str) -> None:
+    """After page "Pricing" and "Trial Started" as ``previous``, an alias to ``user_id`` and
+    "Subscribed" as the user: one customer holds the anonymous history."""
+    customer = await settled(
+        platform,
+        "user_id",
+        user_id,
+        lambda c: counts(c) == {"Subscribed": 1, "Trial Started": 1},
+        f"{user_id} carrying the history of {previous} (aliased)",
+    )
+    assert {"type": "anonymous_id", "value": previous} in customer["identifiers"]
+    assert customer["behaviour"]["lastPage"] == "Pricing"
+    before = await view(platform, "anonymous_id", previous)
+    assert before is not None
+    assert before["id"] == customer["id"]

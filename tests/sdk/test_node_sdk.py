@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from infra.local.stack import Stack
-from tests.sdk.checks import GROUPS_QUERY, counts, has_group, settled, view
+from tests.sdk.checks import GROUPS_QUERY, assert_alias_joined, counts, has_group, settled
 from tests.support.kafka import unique
 from tests.support.platform import Platform
 
@@ -109,18 +109,7 @@ async def test_alias_joins_the_previous_id_to_the_user(
         ],
         max_events_in_batch=10,
     )
-    customer = await settled(
-        platform,
-        "user_id",
-        user_id,
-        lambda c: counts(c) == {"Subscribed": 1, "Trial Started": 1},
-        f"{user_id} carrying the history of {previous} (aliased)",
-    )
-    assert {"type": "anonymous_id", "value": previous} in customer["identifiers"]
-    assert customer["behaviour"]["lastPage"] == "Pricing"
-    before = await view(platform, "anonymous_id", previous)
-    assert before is not None
-    assert before["id"] == customer["id"]
+    await assert_alias_joined(platform, user_id, previous)
 
 
 async def test_batch_sent_together(node_modules: Path, stack: Stack, platform: Platform) -> None:
