@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import cache
-from typing import Any, ClassVar
+from typing import Any
 
 from strawberry.permission import BasePermission
 from strawberry.types import Info
@@ -73,7 +73,10 @@ def needs(scope: Scope) -> type[BasePermission]:
 
     class Needs(BasePermission):
         message = missing_scope_message(scope)
-        error_extensions: ClassVar[dict[str, Any]] = {"code": FORBIDDEN, "scope": scope.value}
+
+        def __init__(self) -> None:
+            self.error_extensions = {"code": FORBIDDEN, "scope": scope.value}
+
         required = scope
 
         def has_permission(self, source: Any, info: Info, **kwargs: Any) -> bool:
