@@ -29,6 +29,7 @@ from gateway.ingest import IngestApi
 from gateway.limits import LimitRequestSize
 from gateway.loaders import make_loaders
 from gateway.schema import build_schema
+from gateway.scopes import ALL_SCOPES, Principal
 from gateway.settings import GatewaySettings
 from services.platform.bus import Bus, BusConfig
 from services.platform.metrics import bearer_matches
@@ -46,7 +47,13 @@ class LodestarGraphQL(GraphQL[dict[str, Any], None]):
         self.clients = clients
 
     async def get_context(self, request: Any, response: Any = None) -> dict[str, Any]:
-        return {"clients": self.clients, "loaders": make_loaders(self.clients), "request": request}
+        return {
+            "clients": self.clients,
+            "loaders": make_loaders(self.clients),
+            "request": request,
+            # Until per-key auth: the static API key (checked by RequireApiKey) holds every scope.
+            "principal": Principal(key_id="static", name="LODESTAR_API_KEY", scopes=ALL_SCOPES),
+        }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Strawberry answers a malformed request (``query`` not a string, no query, a

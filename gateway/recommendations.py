@@ -50,10 +50,16 @@ class Recommendations:
     items: list[RecommendedItem]
 
 
-async def customer_recommendations(info: Info, customer_id: str, n: int) -> Recommendations:
-    """Up to ``n`` products the customer has not ordered yet (batched across the query)."""
+def check_n(n: int) -> int:
+    """How many items to ask for, refused with a clear error outside 1..MAX_N."""
     if not 1 <= n <= MAX_N:
         raise client_error(f"n must be between 1 and {MAX_N}", BAD_USER_INPUT)
+    return n
+
+
+async def customer_recommendations(info: Info, customer_id: str, n: int) -> Recommendations:
+    """Up to ``n`` products the customer has not ordered yet (batched across the query)."""
+    check_n(n)
     found = await info.context["loaders"].recommendations.load((customer_id, n))
     return Recommendations(
         strategy=_STRATEGY.get(found.strategy, "unknown"),

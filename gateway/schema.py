@@ -14,27 +14,37 @@ from strawberry.scalars import JSON
 from strawberry.types import ExecutionContext, Info
 
 from gateway.error_log import log_errors
-from gateway.errors import BAD_USER_INPUT, MaskUnexpectedErrors, client_error, from_rpc_error
-from gateway.groups import Group, customer_groups
+from gateway.errors import MaskUnexpectedErrors, from_rpc_error
+from gateway.groups import MAX_GROUP_PAGE, Group, customer_groups
+from gateway.items import Item, item
 from gateway.limits import document_limits
-from gateway.loaders import Loaders
+from gateway.loaders import Loaders, TimelineKey
+from gateway.masking import masked_identifier, masked_traits
 from gateway.privacy import Mutation, PrivacyRequest, privacy_request
 from gateway.recommendations import Recommendations, customer_recommendations
+from gateway.relay import Connection, Edge, PageInfo, check_first, connection
+from gateway.scopes import Scope, needs
 from gateway.segments import (
     CustomerScores,
     Segment,
     SegmentMembership,
     customer_scores,
     customer_segments,
+    segment,
     segments,
 )
 from gateway.settings import GatewaySettings
-from gateway.wallet import WalletPass, customer_wallet_passes
-from lodestar.v1 import common_pb2, profile_pb2
+from gateway.wallet import WalletPass, customer_wallet_passes, wallet_pass
+from lodestar.v1 import common_pb2, identity_pb2, profile_pb2, segmentation_pb2
 from services.platform.timestamps import field_time
+from services.profile.commerce import ORDER_COMPLETED, ORDER_REFUNDED, order_amount
 
 # The largest timeline page the profile service serves.
 MAX_TIMELINE_PAGE = 200
+# The largest page of a segment's customers (each one a full customer view).
+MAX_CUSTOMERS_PAGE = 100
+# The events an order list is made of.
+ORDER_EVENTS = (ORDER_COMPLETED, ORDER_REFUNDED)
 
 
 @strawberry.type(description="One way of recognising a customer, e.g. email or user_id.")
@@ -43,13 +53,21 @@ class Identifier:
     value: str
 
 
-@strawberry.input(description="Find a customer by one of their identifiers.")
+@strawberry.input(description="One of a customer's identifiers.")
 class IdentifierInput:
     type: str = strawberry.field(
         description="user_id, email, phone, loyalty_number, device_id, wallet_serial, "
         "anonymous_id, or a custom type configured in the identity service"
     )
     value: str
+
+
+@strawberry.input(
+    one_of=True, description="How to find a customer: exactly one of id or identifier."
+)
+class CustomerLookup:
+    id: strawberry.ID | None = strawberry.UNSET
+    identifier: IdentifierInput | None = strawberry.UNSET
 
 
 @strawberry.type(description="How often the customer performed one event.")
@@ -147,43 +165,100 @@ class TimelineEntry:
     name: str
     at: datetime | None
     source: str
-    properties: JSON
-    traits: JSON
+    properties: JSON = strawberry.field(description="PII values masked without read:pii.")
+    traits: JSON = strawberry.field(description="PII values masked without read:pii.")
+
+    @staticmethod
+    def of(info: Info, entry: profile_pb2.TimelineEntry) -> TimelineEntry:
+        """An entry as this request may see it."""
+        return TimelineEntry(
+            event_id=entry.event_id,
+            type=entry.type,
+            name=entry.name,
+            at=field_time(entry, "at"),
+            source=entry.source,
+            properties=cast(JSON, masked_traits(info, MessageToDict(entry.properties))),
+            traits=cast(JSON, masked_traits(info, MessageToDict(entry.traits))),
+        )
 
 
-@strawberry.type(description="A page of the timeline, newest first.")
-class TimelinePage:
-    entries: list[TimelineEntry]
-    next_page_token: str | None
+@strawberry.type(description="An order, or a refund of one, from the customer's events.")
+class Order:
+    event_id: str
+    kind: str = strawberry.field(description="Order Completed or Order Refunded")
+    order_id: str | None
+    total: Money | None = strawberry.field(
+        description="total, else revenue, else the products' prices (a refund's amount); null "
+        "when the event carried none."
+    )
+    products: JSON = strawberry.field(description="The event's products, as sent.")
+    at: datetime | None
+
+    @staticmethod
+    def of(entry: profile_pb2.TimelineEntry) -> Order:
+        """The order an Order Completed or Order Refunded event tells."""
+        properties = MessageToDict(entry.properties)
+        amount = order_amount(properties)
+        currency = str(properties.get("currency") or "").upper()
+        order_id = properties.get("order_id") or properties.get("orderId")
+        products = properties.get("products")
+        return Order(
+            event_id=entry.event_id,
+            kind=entry.name,
+            order_id=None if order_id is None else str(order_id),
+            total=None if amount is None else Money(currency=currency, amount=amount / 100),
+            products=cast(JSON, products if isinstance(products, list) else []),
+            at=field_time(entry, "at"),
+        )
+
+
+async def _timeline_page(
+    info: Info, customer_id: str, first: int, after: str | None, names: tuple[str, ...]
+) -> profile_pb2.ListTimelineResponse:
+    check_first(first, MAX_TIMELINE_PAGE)
+    loaders: Loaders = info.context["loaders"]
+    return await loaders.timelines.load(TimelineKey(customer_id, first, after or "", names))
 
 
 @strawberry.type(description="The 360-degree view of one customer.")
 class Customer:
     id: strawberry.ID
 
-    @strawberry.field(description="Every identifier linked to this customer.")
-    async def identifiers(self, info: Info) -> list[Identifier]:
+    @strawberry.field(
+        description="Every identifier linked to this customer; e-mail and phone values masked "
+        "without read:pii."
+    )
+    async def identifiers(self, info: Info) -> list[Identifier] | None:
         loaders: Loaders = info.context["loaders"]
         found = await loaders.identities.load(str(self.id))
-        return (
-            []
-            if found is None
-            else [Identifier(type=i.type, value=i.value) for i in found.identifiers]
+        if found is None:
+            return []
+        return [
+            Identifier(type=i.type, value=masked_identifier(info, i.type, i.value))
+            for i in found.identifiers
+        ]
+
+    @strawberry.field(
+        description="Traits from identify calls, as a JSON object; PII values masked without "
+        "read:pii."
+    )
+    async def traits(self, info: Info) -> JSON | None:
+        profile = await info.context["loaders"].profiles.load(str(self.id))
+        return cast(
+            JSON, {} if profile is None else masked_traits(info, MessageToDict(profile.traits))
         )
 
-    @strawberry.field(description="Traits from identify calls, as a JSON object.")
-    async def traits(self, info: Info) -> JSON:
-        profile = await info.context["loaders"].profiles.load(str(self.id))
-        return cast(JSON, {} if profile is None else MessageToDict(profile.traits))
-
     @strawberry.field(description="Track events performed, by event name.")
-    async def event_counts(self, info: Info) -> list[EventCount]:
+    async def event_counts(self, info: Info) -> list[EventCount] | None:
         profile = await info.context["loaders"].profiles.load(str(self.id))
         if profile is None:
             return []
         return [EventCount(name=n, count=c) for n, c in sorted(profile.event_counts.items())]
 
-    @strawberry.field(description="Orders summary (count, revenue, average order value).")
+    @strawberry.field(
+        description="Orders summary (count, revenue, average order value); the orders "
+        "themselves are orderHistory."
+    )
     async def orders(self, info: Info) -> OrdersSummary | None:
         profile = await info.context["loaders"].profiles.load(str(self.id))
         if profile is None:
@@ -214,12 +289,12 @@ class Customer:
         )
 
     @strawberry.field(description="The current consent decision per purpose.")
-    async def consent(self, info: Info) -> list[Consent]:
+    async def consent(self, info: Info) -> list[Consent] | None:
         profile = await info.context["loaders"].profiles.load(str(self.id))
         return [] if profile is None else [Consent.of(c) for c in profile.consent]
 
     @strawberry.field(description="Every consent decision, oldest first.")
-    async def consent_history(self, info: Info) -> list[Consent]:
+    async def consent_history(self, info: Info) -> list[Consent] | None:
         profile = await info.context["loaders"].profiles.load(str(self.id))
         return [] if profile is None else [Consent.of(c) for c in profile.consent_history]
 
@@ -245,7 +320,7 @@ class Customer:
         )
 
     @strawberry.field(description="E-mail, push and wallet engagement.")
-    async def engagement(self, info: Info) -> list[EngagementStat]:
+    async def engagement(self, info: Info) -> list[EngagementStat] | None:
         profile = await info.context["loaders"].profiles.load(str(self.id))
         if profile is None:
             return []
@@ -254,35 +329,36 @@ class Customer:
             for e in profile.engagement
         ]
 
-    @strawberry.field(description="Recent events, newest first; pass nextPageToken as after.")
-    async def timeline(self, info: Info, first: int = 20, after: str | None = None) -> TimelinePage:
-        if not 1 <= first <= MAX_TIMELINE_PAGE:
-            raise client_error(f"first must be between 1 and {MAX_TIMELINE_PAGE}", BAD_USER_INPUT)
-        request = profile_pb2.ListTimelineRequest(
-            customer_id=str(self.id), page_size=first, page_token=after or ""
+    @strawberry.field(
+        description=f"Recent events, newest first (first: 1..{MAX_TIMELINE_PAGE}); pass "
+        "pageInfo.endCursor as after for the next page."
+    )
+    async def timeline(
+        self, info: Info, first: int = 20, after: str | None = None
+    ) -> Connection[TimelineEntry] | None:
+        page = await _timeline_page(info, str(self.id), first, after, ())
+        return connection(
+            [Edge(cursor=e.cursor, node=TimelineEntry.of(info, e)) for e in page.entries],
+            page.next_page_token,
+            after,
         )
-        try:
-            page = await info.context["clients"].profile.ListTimeline(request)
-        except grpc.aio.AioRpcError as error:
-            raise from_rpc_error(error) from error
-        return TimelinePage(
-            entries=[
-                TimelineEntry(
-                    event_id=e.event_id,
-                    type=e.type,
-                    name=e.name,
-                    at=field_time(e, "at"),
-                    source=e.source,
-                    properties=cast(JSON, MessageToDict(e.properties)),
-                    traits=cast(JSON, MessageToDict(e.traits)),
-                )
-                for e in page.entries
-            ],
-            next_page_token=page.next_page_token or None,
+
+    @strawberry.field(
+        description="The customer's orders and refunds (Order Completed and Order Refunded "
+        f"events), newest first (first: 1..{MAX_TIMELINE_PAGE}); orders is their summary."
+    )
+    async def order_history(
+        self, info: Info, first: int = 20, after: str | None = None
+    ) -> Connection[Order] | None:
+        page = await _timeline_page(info, str(self.id), first, after, ORDER_EVENTS)
+        return connection(
+            [Edge(cursor=e.cursor, node=Order.of(e)) for e in page.entries],
+            page.next_page_token,
+            after,
         )
 
     @strawberry.field(description="The segments the customer is in.")
-    async def segments(self, info: Info) -> list[SegmentMembership]:
+    async def segments(self, info: Info) -> list[SegmentMembership] | None:
         return await customer_segments(info, str(self.id))
 
     @strawberry.field(description="RFM, churn risk and lifetime value; null before scoring.")
@@ -293,19 +369,24 @@ class Customer:
         description="Products for this customer (not yet ordered), and the strategy that chose "
         "them."
     )
-    async def recommendations(self, info: Info, n: int = 10) -> Recommendations:
+    async def recommendations(self, info: Info, n: int = 10) -> Recommendations | None:
         return await customer_recommendations(info, str(self.id), n)
 
     @strawberry.field(
         description="The customer's Apple and Google Wallet passes, oldest first, voided ones "
         "included."
     )
-    async def wallet_passes(self, info: Info) -> list[WalletPass]:
+    async def wallet_passes(self, info: Info) -> list[WalletPass] | None:
         return await customer_wallet_passes(info, str(self.id))
 
-    @strawberry.field(description="The groups (accounts) the customer belongs to, by id.")
-    async def groups(self, info: Info) -> list[Group]:
-        return await customer_groups(info, str(self.id))
+    @strawberry.field(
+        description=f"The groups (accounts) the customer belongs to, by id (first: "
+        f"1..{MAX_GROUP_PAGE}); group traits' PII values masked without read:pii."
+    )
+    async def groups(
+        self, info: Info, first: int = 20, after: str | None = None
+    ) -> Connection[Group] | None:
+        return await customer_groups(info, str(self.id), first, after)
 
     @strawberry.field(description="When the first event of this customer happened.")
     async def first_seen(self, info: Info) -> datetime | None:
@@ -316,37 +397,98 @@ class Customer:
         return _time(await info.context["loaders"].profiles.load(str(self.id)), "last_seen")
 
 
+@strawberry.type(description="A page of a segment's members, each the full customer view.")
+class CustomerConnection:
+    edges: list[Edge[Customer]]
+    page_info: PageInfo
+    total_count: int = strawberry.field(description="Members of the segment now.")
+
+
+async def _lookup(info: Info, by: CustomerLookup) -> Customer | None:
+    loaders: Loaders = info.context["loaders"]
+    if by.identifier:
+        found = await loaders.customer_ids.load((by.identifier.type, by.identifier.value))
+        return None if found is None else Customer(id=strawberry.ID(found))
+    customer_id = str(by.id)
+    # Either service alone tells the customer exists; the fields of one that is down are
+    # null with their own error.
+    identities, profile = await asyncio.gather(
+        loaders.identities.load(customer_id),
+        loaders.profiles.load(customer_id),
+        return_exceptions=True,
+    )
+    if isinstance(identities, identity_pb2.CustomerIdentities):
+        # A merged customer's id answers with its survivor.
+        return Customer(id=strawberry.ID(identities.customer_id))
+    if isinstance(profile, profile_pb2.Profile):
+        return Customer(id=strawberry.ID(profile.customer_id or customer_id))
+    for outcome in (identities, profile):
+        if isinstance(outcome, BaseException):
+            raise outcome
+    return None
+
+
 @strawberry.type
 class Query:
     @strawberry.field(
-        description="A customer by id or by identifier (exactly one); null when unknown."
+        description="A customer by id or by one identifier; null when unknown.",
+        permission_classes=[needs(Scope.READ_CUSTOMERS)],
     )
-    async def customer(
-        self,
-        info: Info,
-        id: strawberry.ID | None = None,
-        identifier: IdentifierInput | None = None,
-    ) -> Customer | None:
-        if (id is None) == (identifier is None):
-            raise client_error("pass exactly one of id or identifier", BAD_USER_INPUT)
-        loaders: Loaders = info.context["loaders"]
-        if identifier is not None:
-            customer_id = await loaders.customer_ids.load((identifier.type, identifier.value))
-            return None if customer_id is None else Customer(id=strawberry.ID(customer_id))
-        identities, profile = await asyncio.gather(
-            loaders.identities.load(str(id)), loaders.profiles.load(str(id))
-        )
-        if identities is None and profile is None:
-            return None
-        # A merged customer's id answers with its survivor.
-        current = identities.customer_id if identities is not None else str(id)
-        return Customer(id=strawberry.ID(current))
+    async def customer(self, info: Info, by: CustomerLookup) -> Customer | None:
+        return await _lookup(info, by)
 
+    @strawberry.field(
+        description=f"A segment's members in customer id order (first: "
+        f"1..{MAX_CUSTOMERS_PAGE}), each the full customer view; null for an unknown segment.",
+        permission_classes=[needs(Scope.READ_CUSTOMERS)],
+    )
+    async def customers(
+        self, info: Info, segment: strawberry.ID, first: int = 20, after: str | None = None
+    ) -> CustomerConnection | None:
+        check_first(first, MAX_CUSTOMERS_PAGE)
+        request = segmentation_pb2.MembersRequest(
+            segment_id=str(segment), page_size=first, page_token=after or ""
+        )
+        try:
+            page = await info.context["clients"].segmentation.Members(request)
+        except grpc.aio.AioRpcError as error:
+            if error.code() == grpc.StatusCode.NOT_FOUND:
+                return None
+            raise from_rpc_error(error) from error
+        edges = [
+            Edge(cursor=m.cursor, node=Customer(id=strawberry.ID(m.customer_id)))
+            for m in page.members
+        ]
+        found = connection(edges, page.next_page_token, after)
+        return CustomerConnection(
+            edges=found.edges, page_info=found.page_info, total_count=page.total
+        )
+
+    segment: Segment | None = strawberry.field(
+        resolver=segment,
+        description="A segment by id; null when unknown.",
+        permission_classes=[needs(Scope.READ_CUSTOMERS)],
+    )
     segments: list[Segment] = strawberry.field(
-        resolver=segments, description="Every segment, with its size and status."
+        resolver=segments,
+        description="Every segment, with its size and status.",
+        permission_classes=[needs(Scope.READ_CUSTOMERS)],
+    )
+    item: Item | None = strawberry.field(
+        resolver=item,
+        description="A catalog item by id, with similar and bought-together items; null when "
+        "unknown.",
+        permission_classes=[needs(Scope.READ_CUSTOMERS)],
+    )
+    wallet_pass: WalletPass | None = strawberry.field(
+        resolver=wallet_pass,
+        description="A wallet pass by serial number; null when unknown.",
+        permission_classes=[needs(Scope.READ_CUSTOMERS)],
     )
     privacy_request: PrivacyRequest | None = strawberry.field(
-        resolver=privacy_request, description="A privacy request by id; null when unknown."
+        resolver=privacy_request,
+        description="A privacy request by id; null when unknown.",
+        permission_classes=[needs(Scope.PRIVACY)],
     )
 
 

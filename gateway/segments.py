@@ -115,6 +115,19 @@ async def segments(info: Info) -> list[Segment]:
     return [Segment.of(s) for s in reply.segments]
 
 
+async def segment(info: Info, id: strawberry.ID) -> Segment | None:
+    """A segment by id; null when unknown."""
+    try:
+        found = await info.context["clients"].segmentation.GetSegment(
+            segmentation_pb2.GetSegmentRequest(id=str(id))
+        )
+    except grpc.aio.AioRpcError as error:
+        if error.code() == grpc.StatusCode.NOT_FOUND:
+            return None
+        raise from_rpc_error(error) from error
+    return Segment.of(found)
+
+
 async def customer_segments(info: Info, customer_id: str) -> list[SegmentMembership]:
     """The segments one customer is in (batched across the query)."""
     found = await info.context["loaders"].memberships.load(customer_id)

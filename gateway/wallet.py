@@ -7,9 +7,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from enum import Enum
 
+import grpc
 import strawberry
 from strawberry.types import Info
 
+from gateway.errors import from_rpc_error
 from lodestar.v1 import wallet_pb2
 from services.platform.timestamps import field_time
 
@@ -131,3 +133,16 @@ async def customer_wallet_passes(info: Info, customer_id: str) -> list[WalletPas
     """The customer's passes, oldest first, voided ones included (batched across the query)."""
     found = await info.context["loaders"].wallet_passes.load(customer_id)
     return [WalletPass.of(p) for p in found]
+
+
+async def wallet_pass(info: Info, serial_number: str) -> WalletPass | None:
+    """A pass by serial number; null when unknown (its authentication token never shown)."""
+    try:
+        found = await info.context["clients"].wallet.GetPass(
+            wallet_pb2.GetPassRequest(serial_number=serial_number)
+        )
+    except grpc.aio.AioRpcError as error:
+        if error.code() == grpc.StatusCode.NOT_FOUND:
+            return None
+        raise from_rpc_error(error) from error
+    return WalletPass.of(found)

@@ -13,7 +13,7 @@ from lodestar.v1 import common_pb2, identity_pb2, identity_pb2_grpc
 from services.identity.resolution import EventIdentifiers, Resolver
 from services.identity.store import IdentityStore, StoredIdentifier
 from services.platform.errors import InvalidArgument, NotFound
-from services.platform.validation import check_id
+from services.platform.validation import check_id, check_ids
 
 Context = grpc.aio.ServicerContext[Any, Any]
 MAX_BATCH_LOOKUP = 1_000
@@ -122,6 +122,19 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         """Every identifier of ``request.customer_id`` (or of its survivor after a merge)."""
         current = await self._current(request.customer_id)
         return _identities(current, await self.store.identities(current))
+
+    async def BatchGetIdentities(
+        self, request: identity_pb2.BatchGetIdentitiesRequest, context: Context
+    ) -> identity_pb2.BatchGetIdentitiesResponse:
+        """The identities of many customers (merged ids: their survivor's); unknown and
+        erased ids are left out."""
+        ids = check_ids("customer_ids", request.customer_ids, most=MAX_BATCH_LOOKUP)
+        current, found = await self.store.identities_of(ids)
+        return identity_pb2.BatchGetIdentitiesResponse(
+            identities={
+                asked: _identities(now, found.get(now, [])) for asked, now in current.items()
+            }
+        )
 
     async def GetMergeHistory(
         self, request: identity_pb2.GetMergeHistoryRequest, context: Context

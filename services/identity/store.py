@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import defaultdict
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -372,6 +373,36 @@ class IdentityStore:
             for d in docs
         ]
         return sorted(found, key=lambda i: (self.rules.rank(i.type), i.value))
+
+    async def current_ids(self, customer_ids: Sequence[str]) -> dict[str, str]:
+        """:meth:`current_id` of many ids in a few round trips; unknown and erased ids are
+        left out."""
+        docs = await _find_in(self.customers, "_id", customer_ids, {"status": 1})
+        active = {d["_id"] for d in docs if d["status"] == ACTIVE}
+        # Merged, erased or not yet created: rare, so one by one.
+        others = [c for c in dict.fromkeys(customer_ids) if c not in active]
+        resolved = await asyncio.gather(*(self.current_id(c) for c in others))
+        current = {c: c for c in customer_ids if c in active}
+        current.update({c: now for c, now in zip(others, resolved, strict=True) if now})
+        return current
+
+    async def identities_of(
+        self, customer_ids: Sequence[str]
+    ) -> tuple[dict[str, str], dict[str, list[StoredIdentifier]]]:
+        """:meth:`identities` of many customers: asked id -> current id, and current id ->
+        its identifiers."""
+        current = await self.current_ids(customer_ids)
+        docs = await _find_in(self.identifiers, "customer_id", current.values())
+        found: dict[str, list[StoredIdentifier]] = defaultdict(list)
+        for d in docs:
+            found[d["customer_id"]].append(
+                StoredIdentifier(
+                    d["type"], self._clear_value(d), d["first_seen"], d["last_seen"], d["source"]
+                )
+            )
+        for identifiers in found.values():
+            identifiers.sort(key=lambda i: (self.rules.rank(i.type), i.value))
+        return current, dict(found)
 
     async def merge_history(self, customer_id: str) -> list[Document]:
         """Merges this customer survived or was merged in, newest first."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import uuid
@@ -121,6 +122,11 @@ DEFAULT_PAGE = 50
 # A token holds a time, an event id (at most 512 characters) and a count, base64-encoded.
 MAX_TOKEN_LENGTH = 1_024
 MAX_REQUEST_ID_LENGTH = 128
+# A timeline request filters on at most this many event names, each at most this long.
+MAX_TIMELINE_NAMES = 20
+MAX_EVENT_NAME_LENGTH = 256
+# Groups per customer a BatchListCustomerGroups page holds at most.
+MAX_GROUP_PAGE = 1_000
 
 
 def _write_token(at: datetime, event_id: str, shown: int) -> str:
@@ -128,20 +134,33 @@ def _write_token(at: datetime, event_id: str, shown: int) -> str:
     return base64.urlsafe_b64encode(raw.encode()).decode()
 
 
-def _read_token(token: str) -> tuple[tuple[datetime, str] | None, int]:
+def _read_token(token: str, where: str = "") -> tuple[tuple[datetime, str] | None, int]:
     if not token:
         return None, 0
+    refused = f"{where}page_token is not one this service issued"
     if len(token) > MAX_TOKEN_LENGTH:
-        raise InvalidArgument("page_token is not one this service issued")
+        raise InvalidArgument(refused)
     try:
         # A token nests one level; load_json refuses deep nesting before parsing it.
         data = load_json(base64.urlsafe_b64decode(token.encode()).decode(), 2)
         return (datetime.fromisoformat(data["at"]), str(data["id"])), int(data["n"])
     except (ValueError, KeyError, TypeError):
-        raise InvalidArgument("page_token is not one this service issued") from None
+        raise InvalidArgument(refused) from None
 
 
-def _entry(doc: dict[str, Any]) -> profile_pb2.TimelineEntry:
+def _check_timeline_request(request: profile_pb2.ListTimelineRequest, where: str) -> None:
+    """Refuse a timeline request naming the field (``where`` prefixes it in a batch)."""
+    check_id(f"{where}customer_id", request.customer_id)
+    if not 0 <= request.page_size <= MAX_PAGE:
+        raise InvalidArgument(f"{where}page_size must be between 1 and {MAX_PAGE}")
+    if len(request.names) > MAX_TIMELINE_NAMES:
+        raise InvalidArgument(f"{where}names: at most {MAX_TIMELINE_NAMES}")
+    for position, name in enumerate(request.names):
+        check_id(f"{where}names[{position}]", name, limit=MAX_EVENT_NAME_LENGTH)
+    _read_token(request.page_token, where)
+
+
+def _entry(doc: dict[str, Any], cursor: str) -> profile_pb2.TimelineEntry:
     properties, traits = Struct(), Struct()
     properties.update(doc.get("properties") or {})
     traits.update(doc.get("traits") or {})
@@ -153,6 +172,7 @@ def _entry(doc: dict[str, Any]) -> profile_pb2.TimelineEntry:
         source=doc.get("source", ""),
         properties=properties,
         traits=traits,
+        cursor=cursor,
     )
 
 
@@ -229,18 +249,51 @@ class ProfileServicer(profile_pb2_grpc.ProfileServiceServicer):
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> profile_pb2.ListTimelineResponse:
         """A page of the customer's recent events, newest first, up to the configured cap."""
-        check_id("customer_id", request.customer_id)
-        if not 0 <= request.page_size <= MAX_PAGE:
-            raise InvalidArgument(f"page_size must be between 1 and {MAX_PAGE}")
-        after, shown = _read_token(request.page_token)
+        return await self._timeline_page(request, "")
+
+    async def BatchListTimeline(
+        self,
+        request: profile_pb2.BatchListTimelineRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> profile_pb2.BatchListTimelineResponse:
+        """Many timeline pages, each answered in its request's position."""
+        if len(request.requests) > MAX_BATCH:
+            raise InvalidArgument(f"requests: at most {MAX_BATCH} per call")
+        # Everything is checked before any read, so a bad request reads nothing.
+        for position, one in enumerate(request.requests):
+            _check_timeline_request(one, f"requests[{position}].")
+        pages = await asyncio.gather(
+            *(
+                self._timeline_page(one, f"requests[{position}].")
+                for position, one in enumerate(request.requests)
+            )
+        )
+        return profile_pb2.BatchListTimelineResponse(responses=pages)
+
+    async def _timeline_page(
+        self, request: profile_pb2.ListTimelineRequest, where: str
+    ) -> profile_pb2.ListTimelineResponse:
+        _check_timeline_request(request, where)
+        after, shown = _read_token(request.page_token, where)
         cap = self.store.timeline_settings.cap
         size = min(request.page_size or DEFAULT_PAGE, cap - shown)
-        docs = await self.store.list_timeline(request.customer_id, size, after) if size > 0 else []
+        names = list(request.names)
+        docs = (
+            await self.store.list_timeline(request.customer_id, size, after, names)
+            if size > 0
+            else []
+        )
         token = ""
         if len(docs) == size and size > 0 and shown + size < cap:
             token = _write_token(docs[-1]["at"], docs[-1]["_id"], shown + size)
         return profile_pb2.ListTimelineResponse(
-            entries=[_entry(d) for d in docs], next_page_token=token
+            entries=[
+                _entry(
+                    d, _write_token(d["at"], d["_id"], shown + n + 1) if shown + n + 1 < cap else ""
+                )
+                for n, d in enumerate(docs)
+            ],
+            next_page_token=token,
         )
 
     async def GetProfile(
@@ -264,15 +317,47 @@ class ProfileServicer(profile_pb2_grpc.ProfileServiceServicer):
         request: profile_pb2.BatchListCustomerGroupsRequest,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> profile_pb2.BatchListCustomerGroupsResponse:
-        """The groups of many customers; every id asked for is answered (maybe with none)."""
+        """The groups of many customers, a page each when ``page_size`` is set; every id asked
+        for is answered (maybe with none)."""
         ids = check_ids("customer_ids", request.customer_ids, most=MAX_BATCH)
-        found = await self.store.groups_of(ids)
+        if not 0 <= request.page_size <= MAX_GROUP_PAGE:
+            raise InvalidArgument(f"page_size must be between 0 and {MAX_GROUP_PAGE}")
+        after = _read_group_token(request.page_token)
+        # One more than the page tells whether another page follows.
+        most = request.page_size + 1 if request.page_size else None
+        found = await self.store.groups_of(ids, after, most)
         return profile_pb2.BatchListCustomerGroupsResponse(
             customers={
-                asked: profile_pb2.CustomerGroups(groups=[group_proto(g) for g in groups])
+                asked: _customer_groups(groups, request.page_size)
                 for asked, groups in found.items()
             }
         )
+
+
+def _write_group_token(group_id: str) -> str:
+    return base64.urlsafe_b64encode(group_id.encode()).decode()
+
+
+def _read_group_token(token: str) -> str:
+    if not token:
+        return ""
+    refused = InvalidArgument("page_token is not one this service issued")
+    if len(token) > MAX_TOKEN_LENGTH:
+        raise refused
+    try:
+        return base64.urlsafe_b64decode(token.encode()).decode()
+    except ValueError:
+        raise refused from None
+
+
+def _customer_groups(groups: list[StoredGroup], page_size: int) -> profile_pb2.CustomerGroups:
+    page = groups[:page_size] if page_size else groups
+    more = page_size > 0 and len(groups) > page_size
+    return profile_pb2.CustomerGroups(
+        groups=[group_proto(g) for g in page],
+        next_page_token=_write_group_token(page[-1].group_id) if more else "",
+        cursors=[_write_group_token(g.group_id) for g in page],
+    )
 
 
 class PrivacyServicer(privacy_pb2_grpc.PrivacyServiceServicer):

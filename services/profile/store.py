@@ -217,11 +217,18 @@ class ProfileStore:
                 raise
 
     async def list_timeline(
-        self, customer_id: str, page_size: int, after: tuple[datetime, str] | None
+        self,
+        customer_id: str,
+        page_size: int,
+        after: tuple[datetime, str] | None,
+        names: Sequence[str] = (),
     ) -> list[Document]:
         """A page of the customer's timeline, newest first, within the configured cap; PII
-        traits decrypted. ``after`` is the (time, event id) the previous page ended with."""
+        traits decrypted. ``after`` is the (time, event id) the previous page ended with;
+        ``names``, when given, keeps only events of those names."""
         query: Document = {"customer_id": customer_id}
+        if names:
+            query["name"] = {"$in": list(names)}
         if after is not None:
             at, event_id = after
             query["$or"] = [{"at": {"$lt": at}}, {"at": at, "_id": {"$lt": event_id}}]
@@ -632,16 +639,22 @@ class ProfileStore:
             return None
         return self._group(doc, (await self._member_counts([group_id]))[group_id])
 
-    async def groups_of(self, customer_ids: Sequence[str]) -> dict[str, list[StoredGroup]]:
-        """The groups of each id asked for (merged ids: their survivor's), by group id."""
+    async def groups_of(
+        self, customer_ids: Sequence[str], after: str = "", most: int | None = None
+    ) -> dict[str, list[StoredGroup]]:
+        """The groups of each id asked for (merged ids: their survivor's), by group id: those
+        after the group id ``after``, at most ``most`` per customer."""
         current = await self.current_ids(customer_ids)
         links: dict[str, set[str]] = defaultdict(set)
         wanted = sorted(set(current.values()))
         for i in range(0, len(wanted), 50):
-            async for doc in self.group_members.find(
-                {"customer_id": {"$in": wanted[i : i + 50]}}, {"group_id": 1, "customer_id": 1}
-            ):
+            query: Document = {"customer_id": {"$in": wanted[i : i + 50]}}
+            if after:
+                query["group_id"] = {"$gt": after}
+            async for doc in self.group_members.find(query, {"group_id": 1, "customer_id": 1}):
                 links[doc["customer_id"]].add(doc["group_id"])
+        if most is not None:
+            links = defaultdict(set, {c: set(sorted(g)[:most]) for c, g in links.items()})
         group_ids = sorted(set().union(*links.values())) if links else []
         counts = await self._member_counts(group_ids)
         groups: dict[str, StoredGroup] = {}

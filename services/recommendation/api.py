@@ -77,6 +77,15 @@ def _response(recommender: Recommender, answer: Answer) -> recommendation_pb2.Re
     )
 
 
+def _catalog_item(item: ItemProperties) -> recommendation_pb2.CatalogItem:
+    found = recommendation_pb2.CatalogItem(
+        item_id=item.item_id, name=item.name, category=item.category, image_url=item.image_url
+    )
+    if item.price is not None:
+        found.price = item.price
+    return found
+
+
 def model_info(
     info: ModelInfo | None, customers: int = 0, items: int = 0
 ) -> recommendation_pb2.ModelInfo:
@@ -188,6 +197,23 @@ class RecommendationServicer(recommendation_pb2_grpc.RecommendationServiceServic
         if model is None:
             return model_info(None)
         return model_info(model.info, len(model.customer_ids), len(model.item_ids))
+
+    async def GetItems(
+        self, request: recommendation_pb2.GetItemsRequest, context: Context
+    ) -> recommendation_pb2.GetItemsResponse:
+        """Catalog items by id, from the catalog this replica serves; unknown ids left out."""
+        if len(request.item_ids) > MAX_BATCH:
+            raise InvalidArgument(f"item_ids: at most {MAX_BATCH} per call")
+        for position, item_id in enumerate(request.item_ids):
+            _identifier(item_id, f"item_ids[{position}]")
+        catalog = self.serving.recommender.catalog
+        return recommendation_pb2.GetItemsResponse(
+            items={
+                item_id: _catalog_item(catalog[item_id])
+                for item_id in request.item_ids
+                if item_id in catalog
+            }
+        )
 
     async def ImportCatalog(
         self, request: recommendation_pb2.ImportCatalogRequest, context: Context

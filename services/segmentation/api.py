@@ -122,6 +122,7 @@ class SegmentationServicer(segmentation_pb2_grpc.SegmentationServiceServicer):
                     customer_id=d["customer_id"],
                     since=timestamp(d.get("since")),
                     segment_version=int(d.get("segment_version", 1)),
+                    cursor=_write_token(d["customer_id"]),
                 )
                 for d in docs[:size]
             ],

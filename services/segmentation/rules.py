@@ -34,22 +34,11 @@ from enum import Enum
 from typing import Any, Final
 
 from services.platform.fieldnames import field_key
+from services.platform.pii import PII_TRAITS
 from services.platform.validation import json_nesting_exceeds
 from services.profile.engagement import ENGAGEMENT_EVENTS, PURPOSES, STATES
 
-DEFAULT_PII: Final = frozenset(
-    {
-        "email",
-        "phone",
-        "firstName",
-        "lastName",
-        "first_name",
-        "last_name",
-        "name",
-        "address",
-        "birthday",
-    }
-)
+DEFAULT_PII: Final = PII_TRAITS
 MAX_DEPTH: Final = 10
 # JSON nesting of a rule's text: room for MAX_DEPTH rules (two levels each through all/any)
 # and their conditions, far short of what would exhaust the parser's stack.

@@ -26,13 +26,15 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from lodestar.v1 import common_pb2 as lodestar_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1alodestar/v1/identity.proto\x12\x0blodestar.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18lodestar/v1/common.proto\"`\n\x0eResolveRequest\x12,\n\x0bidentifiers\x18\x01 \x03(\x0b\x32\x17.lodestar.v1.Identifier\x12\x10\n\x08\x65vent_id\x18\x02 \x01(\t\x12\x0e\n\x06source\x18\x03 \x01(\t\"^\n\x0fResolveResponse\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\x12\x12\n\nmerged_ids\x18\x03 \x03(\t\x12\x11\n\tconflicts\x18\x04 \x01(\x05\"<\n\rLookupRequest\x12+\n\nidentifier\x18\x01 \x01(\x0b\x32\x17.lodestar.v1.Identifier\"B\n\x12\x42\x61tchLookupRequest\x12,\n\x0bidentifiers\x18\x01 \x03(\x0b\x32\x17.lodestar.v1.Identifier\"_\n\x0cLookupResult\x12+\n\nidentifier\x18\x01 \x01(\x0b\x32\x17.lodestar.v1.Identifier\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\r\n\x05\x65rror\x18\x03 \x01(\t\"A\n\x13\x42\x61tchLookupResponse\x12*\n\x07results\x18\x01 \x03(\x0b\x32\x19.lodestar.v1.LookupResult\"+\n\x14GetIdentitiesRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\"\xac\x01\n\x0eIdentityRecord\x12+\n\nidentifier\x18\x01 \x01(\x0b\x32\x17.lodestar.v1.Identifier\x12.\n\nfirst_seen\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tlast_seen\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06source\x18\x04 \x01(\t\"\x85\x01\n\x12\x43ustomerIdentities\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12,\n\x0bidentifiers\x18\x02 \x03(\x0b\x32\x17.lodestar.v1.Identifier\x12,\n\x07records\x18\x03 \x03(\x0b\x32\x1b.lodestar.v1.IdentityRecord\"-\n\x16GetMergeHistoryRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\"\x8c\x01\n\x0bMergeRecord\x12\x10\n\x08merge_id\x18\x01 \x01(\t\x12\x13\n\x0bsurvivor_id\x18\x02 \x01(\t\x12\x12\n\nmerged_ids\x18\x03 \x03(\t\x12\x1a\n\x12\x63\x61used_by_event_id\x18\x04 \x01(\t\x12&\n\x02\x61t\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"M\n\x0cMergeHistory\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12(\n\x06merges\x18\x02 \x03(\x0b\x32\x18.lodestar.v1.MergeRecord\"#\n\x0c\x45raseRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\"A\n\rEraseResponse\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x1b\n\x13identifiers_removed\x18\x02 \x01(\x05\x32\xd8\x03\n\x0fIdentityService\x12\x44\n\x07Resolve\x12\x1b.lodestar.v1.ResolveRequest\x1a\x1c.lodestar.v1.ResolveResponse\x12\x45\n\x06Lookup\x12\x1a.lodestar.v1.LookupRequest\x1a\x1f.lodestar.v1.CustomerIdentities\x12P\n\x0b\x42\x61tchLookup\x12\x1f.lodestar.v1.BatchLookupRequest\x1a .lodestar.v1.BatchLookupResponse\x12S\n\rGetIdentities\x12!.lodestar.v1.GetIdentitiesRequest\x1a\x1f.lodestar.v1.CustomerIdentities\x12Q\n\x0fGetMergeHistory\x12#.lodestar.v1.GetMergeHistoryRequest\x1a\x19.lodestar.v1.MergeHistory\x12>\n\x05\x45rase\x12\x19.lodestar.v1.EraseRequest\x1a\x1a.lodestar.v1.EraseResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1alodestar/v1/identity.proto\x12\x0blodestar.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18lodestar/v1/common.proto\"`\n\x0eResolveRequest\x12,\n\x0bidentifiers\x18\x01 \x03(\x0b\x32\x17.lodestar.v1.Identifier\x12\x10\n\x08\x65vent_id\x18\x02 \x01(\t\x12\x0e\n\x06source\x18\x03 \x01(\t\"^\n\x0fResolveResponse\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\x12\x12\n\nmerged_ids\x18\x03 \x03(\t\x12\x11\n\tconflicts\x18\x04 \x01(\x05\"<\n\rLookupRequest\x12+\n\nidentifier\x18\x01 \x01(\x0b\x32\x17.lodestar.v1.Identifier\"B\n\x12\x42\x61tchLookupRequest\x12,\n\x0bidentifiers\x18\x01 \x03(\x0b\x32\x17.lodestar.v1.Identifier\"_\n\x0cLookupResult\x12+\n\nidentifier\x18\x01 \x01(\x0b\x32\x17.lodestar.v1.Identifier\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\r\n\x05\x65rror\x18\x03 \x01(\t\"A\n\x13\x42\x61tchLookupResponse\x12*\n\x07results\x18\x01 \x03(\x0b\x32\x19.lodestar.v1.LookupResult\"+\n\x14GetIdentitiesRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\"1\n\x19\x42\x61tchGetIdentitiesRequest\x12\x14\n\x0c\x63ustomer_ids\x18\x01 \x03(\t\"\xbd\x01\n\x1a\x42\x61tchGetIdentitiesResponse\x12K\n\nidentities\x18\x01 \x03(\x0b\x32\x37.lodestar.v1.BatchGetIdentitiesResponse.IdentitiesEntry\x1aR\n\x0fIdentitiesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12.\n\x05value\x18\x02 \x01(\x0b\x32\x1f.lodestar.v1.CustomerIdentities:\x02\x38\x01\"\xac\x01\n\x0eIdentityRecord\x12+\n\nidentifier\x18\x01 \x01(\x0b\x32\x17.lodestar.v1.Identifier\x12.\n\nfirst_seen\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tlast_seen\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06source\x18\x04 \x01(\t\"\x85\x01\n\x12\x43ustomerIdentities\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12,\n\x0bidentifiers\x18\x02 \x03(\x0b\x32\x17.lodestar.v1.Identifier\x12,\n\x07records\x18\x03 \x03(\x0b\x32\x1b.lodestar.v1.IdentityRecord\"-\n\x16GetMergeHistoryRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\"\x8c\x01\n\x0bMergeRecord\x12\x10\n\x08merge_id\x18\x01 \x01(\t\x12\x13\n\x0bsurvivor_id\x18\x02 \x01(\t\x12\x12\n\nmerged_ids\x18\x03 \x03(\t\x12\x1a\n\x12\x63\x61used_by_event_id\x18\x04 \x01(\t\x12&\n\x02\x61t\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"M\n\x0cMergeHistory\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12(\n\x06merges\x18\x02 \x03(\x0b\x32\x18.lodestar.v1.MergeRecord\"#\n\x0c\x45raseRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\"A\n\rEraseResponse\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x1b\n\x13identifiers_removed\x18\x02 \x01(\x05\x32\xbf\x04\n\x0fIdentityService\x12\x44\n\x07Resolve\x12\x1b.lodestar.v1.ResolveRequest\x1a\x1c.lodestar.v1.ResolveResponse\x12\x45\n\x06Lookup\x12\x1a.lodestar.v1.LookupRequest\x1a\x1f.lodestar.v1.CustomerIdentities\x12P\n\x0b\x42\x61tchLookup\x12\x1f.lodestar.v1.BatchLookupRequest\x1a .lodestar.v1.BatchLookupResponse\x12S\n\rGetIdentities\x12!.lodestar.v1.GetIdentitiesRequest\x1a\x1f.lodestar.v1.CustomerIdentities\x12\x65\n\x12\x42\x61tchGetIdentities\x12&.lodestar.v1.BatchGetIdentitiesRequest\x1a\'.lodestar.v1.BatchGetIdentitiesResponse\x12Q\n\x0fGetMergeHistory\x12#.lodestar.v1.GetMergeHistoryRequest\x1a\x19.lodestar.v1.MergeHistory\x12>\n\x05\x45rase\x12\x19.lodestar.v1.EraseRequest\x1a\x1a.lodestar.v1.EraseResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'lodestar.v1.identity_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_BATCHGETIDENTITIESRESPONSE_IDENTITIESENTRY']._loaded_options = None
+  _globals['_BATCHGETIDENTITIESRESPONSE_IDENTITIESENTRY']._serialized_options = b'8\001'
   _globals['_RESOLVEREQUEST']._serialized_start=102
   _globals['_RESOLVEREQUEST']._serialized_end=198
   _globals['_RESOLVERESPONSE']._serialized_start=200
@@ -47,20 +49,26 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_BATCHLOOKUPRESPONSE']._serialized_end=588
   _globals['_GETIDENTITIESREQUEST']._serialized_start=590
   _globals['_GETIDENTITIESREQUEST']._serialized_end=633
-  _globals['_IDENTITYRECORD']._serialized_start=636
-  _globals['_IDENTITYRECORD']._serialized_end=808
-  _globals['_CUSTOMERIDENTITIES']._serialized_start=811
-  _globals['_CUSTOMERIDENTITIES']._serialized_end=944
-  _globals['_GETMERGEHISTORYREQUEST']._serialized_start=946
-  _globals['_GETMERGEHISTORYREQUEST']._serialized_end=991
-  _globals['_MERGERECORD']._serialized_start=994
-  _globals['_MERGERECORD']._serialized_end=1134
-  _globals['_MERGEHISTORY']._serialized_start=1136
-  _globals['_MERGEHISTORY']._serialized_end=1213
-  _globals['_ERASEREQUEST']._serialized_start=1215
-  _globals['_ERASEREQUEST']._serialized_end=1250
-  _globals['_ERASERESPONSE']._serialized_start=1252
-  _globals['_ERASERESPONSE']._serialized_end=1317
-  _globals['_IDENTITYSERVICE']._serialized_start=1320
-  _globals['_IDENTITYSERVICE']._serialized_end=1792
+  _globals['_BATCHGETIDENTITIESREQUEST']._serialized_start=635
+  _globals['_BATCHGETIDENTITIESREQUEST']._serialized_end=684
+  _globals['_BATCHGETIDENTITIESRESPONSE']._serialized_start=687
+  _globals['_BATCHGETIDENTITIESRESPONSE']._serialized_end=876
+  _globals['_BATCHGETIDENTITIESRESPONSE_IDENTITIESENTRY']._serialized_start=794
+  _globals['_BATCHGETIDENTITIESRESPONSE_IDENTITIESENTRY']._serialized_end=876
+  _globals['_IDENTITYRECORD']._serialized_start=879
+  _globals['_IDENTITYRECORD']._serialized_end=1051
+  _globals['_CUSTOMERIDENTITIES']._serialized_start=1054
+  _globals['_CUSTOMERIDENTITIES']._serialized_end=1187
+  _globals['_GETMERGEHISTORYREQUEST']._serialized_start=1189
+  _globals['_GETMERGEHISTORYREQUEST']._serialized_end=1234
+  _globals['_MERGERECORD']._serialized_start=1237
+  _globals['_MERGERECORD']._serialized_end=1377
+  _globals['_MERGEHISTORY']._serialized_start=1379
+  _globals['_MERGEHISTORY']._serialized_end=1456
+  _globals['_ERASEREQUEST']._serialized_start=1458
+  _globals['_ERASEREQUEST']._serialized_end=1493
+  _globals['_ERASERESPONSE']._serialized_start=1495
+  _globals['_ERASERESPONSE']._serialized_end=1560
+  _globals['_IDENTITYSERVICE']._serialized_start=1563
+  _globals['_IDENTITYSERVICE']._serialized_end=2138
 # @@protoc_insertion_point(module_scope)

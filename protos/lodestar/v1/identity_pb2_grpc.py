@@ -56,6 +56,11 @@ class IdentityServiceStub:
                 request_serializer=lodestar_dot_v1_dot_identity__pb2.GetIdentitiesRequest.SerializeToString,
                 response_deserializer=lodestar_dot_v1_dot_identity__pb2.CustomerIdentities.FromString,
                 _registered_method=True)
+        self.BatchGetIdentities = channel.unary_unary(
+                '/lodestar.v1.IdentityService/BatchGetIdentities',
+                request_serializer=lodestar_dot_v1_dot_identity__pb2.BatchGetIdentitiesRequest.SerializeToString,
+                response_deserializer=lodestar_dot_v1_dot_identity__pb2.BatchGetIdentitiesResponse.FromString,
+                _registered_method=True)
         self.GetMergeHistory = channel.unary_unary(
                 '/lodestar.v1.IdentityService/GetMergeHistory',
                 request_serializer=lodestar_dot_v1_dot_identity__pb2.GetMergeHistoryRequest.SerializeToString,
@@ -106,6 +111,14 @@ class IdentityServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def BatchGetIdentities(self, request, context):
+        """The identities of many customers at once (for DataLoaders): a merged id answers with its
+        survivor's, unknown or erased ids are left out. At most 1000 ids.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetMergeHistory(self, request, context):
         """Merges the customer survived or was merged in, newest first.
         """
@@ -142,6 +155,11 @@ def add_IdentityServiceServicer_to_server(servicer, server):
                     servicer.GetIdentities,
                     request_deserializer=lodestar_dot_v1_dot_identity__pb2.GetIdentitiesRequest.FromString,
                     response_serializer=lodestar_dot_v1_dot_identity__pb2.CustomerIdentities.SerializeToString,
+            ),
+            'BatchGetIdentities': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchGetIdentities,
+                    request_deserializer=lodestar_dot_v1_dot_identity__pb2.BatchGetIdentitiesRequest.FromString,
+                    response_serializer=lodestar_dot_v1_dot_identity__pb2.BatchGetIdentitiesResponse.SerializeToString,
             ),
             'GetMergeHistory': grpc.unary_unary_rpc_method_handler(
                     servicer.GetMergeHistory,
@@ -264,6 +282,33 @@ class IdentityService:
             '/lodestar.v1.IdentityService/GetIdentities',
             lodestar_dot_v1_dot_identity__pb2.GetIdentitiesRequest.SerializeToString,
             lodestar_dot_v1_dot_identity__pb2.CustomerIdentities.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchGetIdentities(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lodestar.v1.IdentityService/BatchGetIdentities',
+            lodestar_dot_v1_dot_identity__pb2.BatchGetIdentitiesRequest.SerializeToString,
+            lodestar_dot_v1_dot_identity__pb2.BatchGetIdentitiesResponse.FromString,
             options,
             channel_credentials,
             insecure,

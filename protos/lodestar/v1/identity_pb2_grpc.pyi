@@ -52,6 +52,10 @@ class IdentityServiceStub:
     """The identifiers of a customer. A merged customer id answers with its survivor.
     NOT_FOUND for an unknown or erased customer.
     """
+    BatchGetIdentities: _grpc.UnaryUnaryMultiCallable[_identity_pb2.BatchGetIdentitiesRequest, _identity_pb2.BatchGetIdentitiesResponse]
+    """The identities of many customers at once (for DataLoaders): a merged id answers with its
+    survivor's, unknown or erased ids are left out. At most 1000 ids.
+    """
     GetMergeHistory: _grpc.UnaryUnaryMultiCallable[_identity_pb2.GetMergeHistoryRequest, _identity_pb2.MergeHistory]
     """Merges the customer survived or was merged in, newest first."""
     Erase: _grpc.UnaryUnaryMultiCallable[_identity_pb2.EraseRequest, _identity_pb2.EraseResponse]
@@ -80,6 +84,10 @@ class IdentityServiceAsyncStub(IdentityServiceStub):
     GetIdentities: _aio.UnaryUnaryMultiCallable[_identity_pb2.GetIdentitiesRequest, _identity_pb2.CustomerIdentities]  # type: ignore[assignment]
     """The identifiers of a customer. A merged customer id answers with its survivor.
     NOT_FOUND for an unknown or erased customer.
+    """
+    BatchGetIdentities: _aio.UnaryUnaryMultiCallable[_identity_pb2.BatchGetIdentitiesRequest, _identity_pb2.BatchGetIdentitiesResponse]  # type: ignore[assignment]
+    """The identities of many customers at once (for DataLoaders): a merged id answers with its
+    survivor's, unknown or erased ids are left out. At most 1000 ids.
     """
     GetMergeHistory: _aio.UnaryUnaryMultiCallable[_identity_pb2.GetMergeHistoryRequest, _identity_pb2.MergeHistory]  # type: ignore[assignment]
     """Merges the customer survived or was merged in, newest first."""
@@ -130,6 +138,16 @@ class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_identity_pb2.CustomerIdentities, _abc.Awaitable[_identity_pb2.CustomerIdentities]]:
         """The identifiers of a customer. A merged customer id answers with its survivor.
         NOT_FOUND for an unknown or erased customer.
+        """
+
+    @_abc_1.abstractmethod
+    def BatchGetIdentities(
+        self,
+        request: _identity_pb2.BatchGetIdentitiesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_identity_pb2.BatchGetIdentitiesResponse, _abc.Awaitable[_identity_pb2.BatchGetIdentitiesResponse]]:
+        """The identities of many customers at once (for DataLoaders): a merged id answers with its
+        survivor's, unknown or erased ids are left out. At most 1000 ids.
         """
 
     @_abc_1.abstractmethod

@@ -66,6 +66,11 @@ class ProfileServiceStub:
                 request_serializer=lodestar_dot_v1_dot_profile__pb2.ListTimelineRequest.SerializeToString,
                 response_deserializer=lodestar_dot_v1_dot_profile__pb2.ListTimelineResponse.FromString,
                 _registered_method=True)
+        self.BatchListTimeline = channel.unary_unary(
+                '/lodestar.v1.ProfileService/BatchListTimeline',
+                request_serializer=lodestar_dot_v1_dot_profile__pb2.BatchListTimelineRequest.SerializeToString,
+                response_deserializer=lodestar_dot_v1_dot_profile__pb2.BatchListTimelineResponse.FromString,
+                _registered_method=True)
         self.GetGroup = channel.unary_unary(
                 '/lodestar.v1.ProfileService/GetGroup',
                 request_serializer=lodestar_dot_v1_dot_profile__pb2.GetGroupRequest.SerializeToString,
@@ -127,6 +132,14 @@ class ProfileServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def BatchListTimeline(self, request, context):
+        """Many timeline pages at once (for DataLoaders), each request answered in its own
+        position. At most 1000 requests; INVALID_ARGUMENT names the first bad one.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetGroup(self, request, context):
         """A group (account: company, household) from group calls: its traits and member count.
         NOT_FOUND for an unknown group; INVALID_ARGUMENT for an empty or oversized id.
@@ -175,6 +188,11 @@ def add_ProfileServiceServicer_to_server(servicer, server):
                     servicer.ListTimeline,
                     request_deserializer=lodestar_dot_v1_dot_profile__pb2.ListTimelineRequest.FromString,
                     response_serializer=lodestar_dot_v1_dot_profile__pb2.ListTimelineResponse.SerializeToString,
+            ),
+            'BatchListTimeline': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchListTimeline,
+                    request_deserializer=lodestar_dot_v1_dot_profile__pb2.BatchListTimelineRequest.FromString,
+                    response_serializer=lodestar_dot_v1_dot_profile__pb2.BatchListTimelineResponse.SerializeToString,
             ),
             'GetGroup': grpc.unary_unary_rpc_method_handler(
                     servicer.GetGroup,
@@ -351,6 +369,33 @@ class ProfileService:
             '/lodestar.v1.ProfileService/ListTimeline',
             lodestar_dot_v1_dot_profile__pb2.ListTimelineRequest.SerializeToString,
             lodestar_dot_v1_dot_profile__pb2.ListTimelineResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchListTimeline(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lodestar.v1.ProfileService/BatchListTimeline',
+            lodestar_dot_v1_dot_profile__pb2.BatchListTimelineRequest.SerializeToString,
+            lodestar_dot_v1_dot_profile__pb2.BatchListTimelineResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -51,6 +51,10 @@ class ProfileServiceStub:
     """
     ListTimeline: _grpc.UnaryUnaryMultiCallable[_profile_pb2.ListTimelineRequest, _profile_pb2.ListTimelineResponse]
     """The customer's recent events, newest first, a page at a time."""
+    BatchListTimeline: _grpc.UnaryUnaryMultiCallable[_profile_pb2.BatchListTimelineRequest, _profile_pb2.BatchListTimelineResponse]
+    """Many timeline pages at once (for DataLoaders), each request answered in its own
+    position. At most 1000 requests; INVALID_ARGUMENT names the first bad one.
+    """
     GetGroup: _grpc.UnaryUnaryMultiCallable[_profile_pb2.GetGroupRequest, _profile_pb2.Group]
     """A group (account: company, household) from group calls: its traits and member count.
     NOT_FOUND for an unknown group; INVALID_ARGUMENT for an empty or oversized id.
@@ -83,6 +87,10 @@ class ProfileServiceAsyncStub(ProfileServiceStub):
     """
     ListTimeline: _aio.UnaryUnaryMultiCallable[_profile_pb2.ListTimelineRequest, _profile_pb2.ListTimelineResponse]  # type: ignore[assignment]
     """The customer's recent events, newest first, a page at a time."""
+    BatchListTimeline: _aio.UnaryUnaryMultiCallable[_profile_pb2.BatchListTimelineRequest, _profile_pb2.BatchListTimelineResponse]  # type: ignore[assignment]
+    """Many timeline pages at once (for DataLoaders), each request answered in its own
+    position. At most 1000 requests; INVALID_ARGUMENT names the first bad one.
+    """
     GetGroup: _aio.UnaryUnaryMultiCallable[_profile_pb2.GetGroupRequest, _profile_pb2.Group]  # type: ignore[assignment]
     """A group (account: company, household) from group calls: its traits and member count.
     NOT_FOUND for an unknown group; INVALID_ARGUMENT for an empty or oversized id.
@@ -148,6 +156,16 @@ class ProfileServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_profile_pb2.ListTimelineResponse, _abc.Awaitable[_profile_pb2.ListTimelineResponse]]:
         """The customer's recent events, newest first, a page at a time."""
+
+    @_abc_1.abstractmethod
+    def BatchListTimeline(
+        self,
+        request: _profile_pb2.BatchListTimelineRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_profile_pb2.BatchListTimelineResponse, _abc.Awaitable[_profile_pb2.BatchListTimelineResponse]]:
+        """Many timeline pages at once (for DataLoaders), each request answered in its own
+        position. At most 1000 requests; INVALID_ARGUMENT names the first bad one.
+        """
 
     @_abc_1.abstractmethod
     def GetGroup(

@@ -78,6 +78,11 @@ class RecommendationServiceStub:
                 request_serializer=lodestar_dot_v1_dot_recommendation__pb2.ImportCatalogRequest.SerializeToString,
                 response_deserializer=lodestar_dot_v1_dot_recommendation__pb2.ImportCatalogResponse.FromString,
                 _registered_method=True)
+        self.GetItems = channel.unary_unary(
+                '/lodestar.v1.RecommendationService/GetItems',
+                request_serializer=lodestar_dot_v1_dot_recommendation__pb2.GetItemsRequest.SerializeToString,
+                response_deserializer=lodestar_dot_v1_dot_recommendation__pb2.GetItemsResponse.FromString,
+                _registered_method=True)
 
 
 class RecommendationServiceServicer:
@@ -145,6 +150,13 @@ class RecommendationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetItems(self, request, context):
+        """Catalog items by id (for DataLoaders); unknown ids are left out. At most 1000 ids.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RecommendationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -187,6 +199,11 @@ def add_RecommendationServiceServicer_to_server(servicer, server):
                     servicer.ImportCatalog,
                     request_deserializer=lodestar_dot_v1_dot_recommendation__pb2.ImportCatalogRequest.FromString,
                     response_serializer=lodestar_dot_v1_dot_recommendation__pb2.ImportCatalogResponse.SerializeToString,
+            ),
+            'GetItems': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetItems,
+                    request_deserializer=lodestar_dot_v1_dot_recommendation__pb2.GetItemsRequest.FromString,
+                    response_serializer=lodestar_dot_v1_dot_recommendation__pb2.GetItemsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -409,6 +426,33 @@ class RecommendationService:
             '/lodestar.v1.RecommendationService/ImportCatalog',
             lodestar_dot_v1_dot_recommendation__pb2.ImportCatalogRequest.SerializeToString,
             lodestar_dot_v1_dot_recommendation__pb2.ImportCatalogResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetItems(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lodestar.v1.RecommendationService/GetItems',
+            lodestar_dot_v1_dot_recommendation__pb2.GetItemsRequest.SerializeToString,
+            lodestar_dot_v1_dot_recommendation__pb2.GetItemsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -57,6 +57,8 @@ class RecommendationServiceStub:
     """Add or replace catalog items (name, category, price, image); they win over the product
     properties seen in events.
     """
+    GetItems: _grpc.UnaryUnaryMultiCallable[_recommendation_pb2.GetItemsRequest, _recommendation_pb2.GetItemsResponse]
+    """Catalog items by id (for DataLoaders); unknown ids are left out. At most 1000 ids."""
 
 @_typing.type_check_only
 class RecommendationServiceAsyncStub(RecommendationServiceStub):
@@ -87,6 +89,8 @@ class RecommendationServiceAsyncStub(RecommendationServiceStub):
     """Add or replace catalog items (name, category, price, image); they win over the product
     properties seen in events.
     """
+    GetItems: _aio.UnaryUnaryMultiCallable[_recommendation_pb2.GetItemsRequest, _recommendation_pb2.GetItemsResponse]  # type: ignore[assignment]
+    """Catalog items by id (for DataLoaders); unknown ids are left out. At most 1000 ids."""
 
 class RecommendationServiceServicer(metaclass=_abc_1.ABCMeta):
     """Product recommendations: collaborative filtering (implicit ALS or BPR) trained from resolved
@@ -162,5 +166,13 @@ class RecommendationServiceServicer(metaclass=_abc_1.ABCMeta):
         """Add or replace catalog items (name, category, price, image); they win over the product
         properties seen in events.
         """
+
+    @_abc_1.abstractmethod
+    def GetItems(
+        self,
+        request: _recommendation_pb2.GetItemsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_recommendation_pb2.GetItemsResponse, _abc.Awaitable[_recommendation_pb2.GetItemsResponse]]:
+        """Catalog items by id (for DataLoaders); unknown ids are left out. At most 1000 ids."""
 
 def add_RecommendationServiceServicer_to_server(servicer: RecommendationServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

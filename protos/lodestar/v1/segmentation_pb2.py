@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1elodestar/v1/segmentation.proto\x12\x0blodestar.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xed\x02\n\x07Segment\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\x03\x12*\n\x06status\x18\x05 \x01(\x0e\x32\x1a.lodestar.v1.SegmentStatus\x12\x11\n\trule_json\x18\x06 \x01(\t\x12\x0c\n\x04size\x18\x07 \x01(\x03\x12.\n\ncreated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1a\n\x12\x62\x61\x63kfill_evaluated\x18\n \x01(\x03\x12\x16\n\x0e\x62\x61\x63kfill_total\x18\x0b \x01(\x03\x12\x13\n\x0breads_paths\x18\x0c \x03(\t\x12\x14\n\x0creads_events\x18\r \x03(\t\x12\x16\n\x0etime_dependent\x18\x0e \x01(\x08\"X\n\x14\x43reateSegmentRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x11\n\trule_json\x18\x04 \x01(\t\"X\n\x14UpdateSegmentRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x11\n\trule_json\x18\x04 \x01(\t\"\"\n\x14\x44\x65leteSegmentRequest\x12\n\n\x02id\x18\x01 \x01(\t\";\n\x15\x44\x65leteSegmentResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\x16\n\x0emembers_exited\x18\x02 \x01(\x03\"\x1f\n\x11GetSegmentRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x15\n\x13ListSegmentsRequest\">\n\x14ListSegmentsResponse\x12&\n\x08segments\x18\x01 \x03(\x0b\x32\x14.lodestar.v1.Segment\"K\n\x0eMembersRequest\x12\x12\n\nsegment_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"a\n\x06Member\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12)\n\x05since\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0fsegment_version\x18\x03 \x01(\x03\"_\n\x0fMembersResponse\x12$\n\x07members\x18\x01 \x03(\x0b\x32\x13.lodestar.v1.Member\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\r\n\x05total\x18\x03 \x01(\x03\"-\n\x15MembershipsForRequest\x12\x14\n\x0c\x63ustomer_ids\x18\x01 \x03(\t\"\x81\x01\n\x11SegmentMembership\x12\x12\n\nsegment_id\x18\x01 \x01(\t\x12\x14\n\x0csegment_name\x18\x02 \x01(\t\x12)\n\x05since\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0fsegment_version\x18\x04 \x01(\x03\"?\n\x0bMemberships\x12\x30\n\x08segments\x18\x01 \x03(\x0b\x32\x1e.lodestar.v1.SegmentMembership\"\xb1\x01\n\x16MembershipsForResponse\x12I\n\x0bmemberships\x18\x01 \x03(\x0b\x32\x34.lodestar.v1.MembershipsForResponse.MembershipsEntry\x1aL\n\x10MembershipsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\'\n\x05value\x18\x02 \x01(\x0b\x32\x18.lodestar.v1.Memberships:\x02\x38\x01\"\xb1\x03\n\x0e\x43ustomerScores\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x14\n\x0crecency_days\x18\x02 \x01(\x03\x12\x11\n\tfrequency\x18\x03 \x01(\x03\x12\x10\n\x08monetary\x18\x04 \x01(\x01\x12\x0f\n\x07r_score\x18\x05 \x01(\x05\x12\x0f\n\x07\x66_score\x18\x06 \x01(\x05\x12\x0f\n\x07m_score\x18\x07 \x01(\x05\x12\x10\n\x08rfm_cell\x18\x08 \x01(\t\x12\x14\n\x07p_alive\x18\t \x01(\x01H\x00\x88\x01\x01\x12#\n\x16\x65xpected_purchases_30d\x18\n \x01(\x01H\x01\x88\x01\x01\x12#\n\x16\x65xpected_purchases_90d\x18\x0b \x01(\x01H\x02\x88\x01\x01\x12\x14\n\x07\x63lv_12m\x18\x0c \x01(\x01H\x03\x88\x01\x01\x12\x15\n\rmodel_version\x18\r \x01(\t\x12/\n\x0b\x63omputed_at\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.TimestampB\n\n\x08_p_aliveB\x19\n\x17_expected_purchases_30dB\x19\n\x17_expected_purchases_90dB\n\n\x08_clv_12m\"(\n\x10GetScoresRequest\x12\x14\n\x0c\x63ustomer_ids\x18\x01 \x03(\t\"\x9b\x01\n\x11GetScoresResponse\x12:\n\x06scores\x18\x01 \x03(\x0b\x32*.lodestar.v1.GetScoresResponse.ScoresEntry\x1aJ\n\x0bScoresEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12*\n\x05value\x18\x02 \x01(\x0b\x32\x1b.lodestar.v1.CustomerScores:\x02\x38\x01\"\x18\n\x16RecomputeScoresRequest\"\x94\x01\n\x17RecomputeScoresResponse\x12\x15\n\rmodel_version\x18\x01 \x01(\t\x12\x18\n\x10\x63ustomers_scored\x18\x02 \x01(\x03\x12\x17\n\x0fparameters_json\x18\x03 \x01(\t\x12/\n\x0b\x63omputed_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*h\n\rSegmentStatus\x12\x1e\n\x1aSEGMENT_STATUS_UNSPECIFIED\x10\x00\x12\x1e\n\x1aSEGMENT_STATUS_BACKFILLING\x10\x01\x12\x17\n\x13SEGMENT_STATUS_LIVE\x10\x02\x32\xe5\x05\n\x13SegmentationService\x12H\n\rCreateSegment\x12!.lodestar.v1.CreateSegmentRequest\x1a\x14.lodestar.v1.Segment\x12H\n\rUpdateSegment\x12!.lodestar.v1.UpdateSegmentRequest\x1a\x14.lodestar.v1.Segment\x12V\n\rDeleteSegment\x12!.lodestar.v1.DeleteSegmentRequest\x1a\".lodestar.v1.DeleteSegmentResponse\x12\x42\n\nGetSegment\x12\x1e.lodestar.v1.GetSegmentRequest\x1a\x14.lodestar.v1.Segment\x12S\n\x0cListSegments\x12 .lodestar.v1.ListSegmentsRequest\x1a!.lodestar.v1.ListSegmentsResponse\x12\x44\n\x07Members\x12\x1b.lodestar.v1.MembersRequest\x1a\x1c.lodestar.v1.MembersResponse\x12Y\n\x0eMembershipsFor\x12\".lodestar.v1.MembershipsForRequest\x1a#.lodestar.v1.MembershipsForResponse\x12J\n\tGetScores\x12\x1d.lodestar.v1.GetScoresRequest\x1a\x1e.lodestar.v1.GetScoresResponse\x12\\\n\x0fRecomputeScores\x12#.lodestar.v1.RecomputeScoresRequest\x1a$.lodestar.v1.RecomputeScoresResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1elodestar/v1/segmentation.proto\x12\x0blodestar.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xed\x02\n\x07Segment\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\x03\x12*\n\x06status\x18\x05 \x01(\x0e\x32\x1a.lodestar.v1.SegmentStatus\x12\x11\n\trule_json\x18\x06 \x01(\t\x12\x0c\n\x04size\x18\x07 \x01(\x03\x12.\n\ncreated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1a\n\x12\x62\x61\x63kfill_evaluated\x18\n \x01(\x03\x12\x16\n\x0e\x62\x61\x63kfill_total\x18\x0b \x01(\x03\x12\x13\n\x0breads_paths\x18\x0c \x03(\t\x12\x14\n\x0creads_events\x18\r \x03(\t\x12\x16\n\x0etime_dependent\x18\x0e \x01(\x08\"X\n\x14\x43reateSegmentRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x11\n\trule_json\x18\x04 \x01(\t\"X\n\x14UpdateSegmentRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x11\n\trule_json\x18\x04 \x01(\t\"\"\n\x14\x44\x65leteSegmentRequest\x12\n\n\x02id\x18\x01 \x01(\t\";\n\x15\x44\x65leteSegmentResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\x16\n\x0emembers_exited\x18\x02 \x01(\x03\"\x1f\n\x11GetSegmentRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x15\n\x13ListSegmentsRequest\">\n\x14ListSegmentsResponse\x12&\n\x08segments\x18\x01 \x03(\x0b\x32\x14.lodestar.v1.Segment\"K\n\x0eMembersRequest\x12\x12\n\nsegment_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"q\n\x06Member\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12)\n\x05since\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0fsegment_version\x18\x03 \x01(\x03\x12\x0e\n\x06\x63ursor\x18\x04 \x01(\t\"_\n\x0fMembersResponse\x12$\n\x07members\x18\x01 \x03(\x0b\x32\x13.lodestar.v1.Member\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\r\n\x05total\x18\x03 \x01(\x03\"-\n\x15MembershipsForRequest\x12\x14\n\x0c\x63ustomer_ids\x18\x01 \x03(\t\"\x81\x01\n\x11SegmentMembership\x12\x12\n\nsegment_id\x18\x01 \x01(\t\x12\x14\n\x0csegment_name\x18\x02 \x01(\t\x12)\n\x05since\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0fsegment_version\x18\x04 \x01(\x03\"?\n\x0bMemberships\x12\x30\n\x08segments\x18\x01 \x03(\x0b\x32\x1e.lodestar.v1.SegmentMembership\"\xb1\x01\n\x16MembershipsForResponse\x12I\n\x0bmemberships\x18\x01 \x03(\x0b\x32\x34.lodestar.v1.MembershipsForResponse.MembershipsEntry\x1aL\n\x10MembershipsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\'\n\x05value\x18\x02 \x01(\x0b\x32\x18.lodestar.v1.Memberships:\x02\x38\x01\"\xb1\x03\n\x0e\x43ustomerScores\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x14\n\x0crecency_days\x18\x02 \x01(\x03\x12\x11\n\tfrequency\x18\x03 \x01(\x03\x12\x10\n\x08monetary\x18\x04 \x01(\x01\x12\x0f\n\x07r_score\x18\x05 \x01(\x05\x12\x0f\n\x07\x66_score\x18\x06 \x01(\x05\x12\x0f\n\x07m_score\x18\x07 \x01(\x05\x12\x10\n\x08rfm_cell\x18\x08 \x01(\t\x12\x14\n\x07p_alive\x18\t \x01(\x01H\x00\x88\x01\x01\x12#\n\x16\x65xpected_purchases_30d\x18\n \x01(\x01H\x01\x88\x01\x01\x12#\n\x16\x65xpected_purchases_90d\x18\x0b \x01(\x01H\x02\x88\x01\x01\x12\x14\n\x07\x63lv_12m\x18\x0c \x01(\x01H\x03\x88\x01\x01\x12\x15\n\rmodel_version\x18\r \x01(\t\x12/\n\x0b\x63omputed_at\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.TimestampB\n\n\x08_p_aliveB\x19\n\x17_expected_purchases_30dB\x19\n\x17_expected_purchases_90dB\n\n\x08_clv_12m\"(\n\x10GetScoresRequest\x12\x14\n\x0c\x63ustomer_ids\x18\x01 \x03(\t\"\x9b\x01\n\x11GetScoresResponse\x12:\n\x06scores\x18\x01 \x03(\x0b\x32*.lodestar.v1.GetScoresResponse.ScoresEntry\x1aJ\n\x0bScoresEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12*\n\x05value\x18\x02 \x01(\x0b\x32\x1b.lodestar.v1.CustomerScores:\x02\x38\x01\"\x18\n\x16RecomputeScoresRequest\"\x94\x01\n\x17RecomputeScoresResponse\x12\x15\n\rmodel_version\x18\x01 \x01(\t\x12\x18\n\x10\x63ustomers_scored\x18\x02 \x01(\x03\x12\x17\n\x0fparameters_json\x18\x03 \x01(\t\x12/\n\x0b\x63omputed_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*h\n\rSegmentStatus\x12\x1e\n\x1aSEGMENT_STATUS_UNSPECIFIED\x10\x00\x12\x1e\n\x1aSEGMENT_STATUS_BACKFILLING\x10\x01\x12\x17\n\x13SEGMENT_STATUS_LIVE\x10\x02\x32\xe5\x05\n\x13SegmentationService\x12H\n\rCreateSegment\x12!.lodestar.v1.CreateSegmentRequest\x1a\x14.lodestar.v1.Segment\x12H\n\rUpdateSegment\x12!.lodestar.v1.UpdateSegmentRequest\x1a\x14.lodestar.v1.Segment\x12V\n\rDeleteSegment\x12!.lodestar.v1.DeleteSegmentRequest\x1a\".lodestar.v1.DeleteSegmentResponse\x12\x42\n\nGetSegment\x12\x1e.lodestar.v1.GetSegmentRequest\x1a\x14.lodestar.v1.Segment\x12S\n\x0cListSegments\x12 .lodestar.v1.ListSegmentsRequest\x1a!.lodestar.v1.ListSegmentsResponse\x12\x44\n\x07Members\x12\x1b.lodestar.v1.MembersRequest\x1a\x1c.lodestar.v1.MembersResponse\x12Y\n\x0eMembershipsFor\x12\".lodestar.v1.MembershipsForRequest\x1a#.lodestar.v1.MembershipsForResponse\x12J\n\tGetScores\x12\x1d.lodestar.v1.GetScoresRequest\x1a\x1e.lodestar.v1.GetScoresResponse\x12\\\n\x0fRecomputeScores\x12#.lodestar.v1.RecomputeScoresRequest\x1a$.lodestar.v1.RecomputeScoresResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,8 +36,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MEMBERSHIPSFORRESPONSE_MEMBERSHIPSENTRY']._serialized_options = b'8\001'
   _globals['_GETSCORESRESPONSE_SCORESENTRY']._loaded_options = None
   _globals['_GETSCORESRESPONSE_SCORESENTRY']._serialized_options = b'8\001'
-  _globals['_SEGMENTSTATUS']._serialized_start=2355
-  _globals['_SEGMENTSTATUS']._serialized_end=2459
+  _globals['_SEGMENTSTATUS']._serialized_start=2371
+  _globals['_SEGMENTSTATUS']._serialized_end=2475
   _globals['_SEGMENT']._serialized_start=81
   _globals['_SEGMENT']._serialized_end=446
   _globals['_CREATESEGMENTREQUEST']._serialized_start=448
@@ -57,31 +57,31 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MEMBERSREQUEST']._serialized_start=845
   _globals['_MEMBERSREQUEST']._serialized_end=920
   _globals['_MEMBER']._serialized_start=922
-  _globals['_MEMBER']._serialized_end=1019
-  _globals['_MEMBERSRESPONSE']._serialized_start=1021
-  _globals['_MEMBERSRESPONSE']._serialized_end=1116
-  _globals['_MEMBERSHIPSFORREQUEST']._serialized_start=1118
-  _globals['_MEMBERSHIPSFORREQUEST']._serialized_end=1163
-  _globals['_SEGMENTMEMBERSHIP']._serialized_start=1166
-  _globals['_SEGMENTMEMBERSHIP']._serialized_end=1295
-  _globals['_MEMBERSHIPS']._serialized_start=1297
-  _globals['_MEMBERSHIPS']._serialized_end=1360
-  _globals['_MEMBERSHIPSFORRESPONSE']._serialized_start=1363
-  _globals['_MEMBERSHIPSFORRESPONSE']._serialized_end=1540
-  _globals['_MEMBERSHIPSFORRESPONSE_MEMBERSHIPSENTRY']._serialized_start=1464
-  _globals['_MEMBERSHIPSFORRESPONSE_MEMBERSHIPSENTRY']._serialized_end=1540
-  _globals['_CUSTOMERSCORES']._serialized_start=1543
-  _globals['_CUSTOMERSCORES']._serialized_end=1976
-  _globals['_GETSCORESREQUEST']._serialized_start=1978
-  _globals['_GETSCORESREQUEST']._serialized_end=2018
-  _globals['_GETSCORESRESPONSE']._serialized_start=2021
-  _globals['_GETSCORESRESPONSE']._serialized_end=2176
-  _globals['_GETSCORESRESPONSE_SCORESENTRY']._serialized_start=2102
-  _globals['_GETSCORESRESPONSE_SCORESENTRY']._serialized_end=2176
-  _globals['_RECOMPUTESCORESREQUEST']._serialized_start=2178
-  _globals['_RECOMPUTESCORESREQUEST']._serialized_end=2202
-  _globals['_RECOMPUTESCORESRESPONSE']._serialized_start=2205
-  _globals['_RECOMPUTESCORESRESPONSE']._serialized_end=2353
-  _globals['_SEGMENTATIONSERVICE']._serialized_start=2462
-  _globals['_SEGMENTATIONSERVICE']._serialized_end=3203
+  _globals['_MEMBER']._serialized_end=1035
+  _globals['_MEMBERSRESPONSE']._serialized_start=1037
+  _globals['_MEMBERSRESPONSE']._serialized_end=1132
+  _globals['_MEMBERSHIPSFORREQUEST']._serialized_start=1134
+  _globals['_MEMBERSHIPSFORREQUEST']._serialized_end=1179
+  _globals['_SEGMENTMEMBERSHIP']._serialized_start=1182
+  _globals['_SEGMENTMEMBERSHIP']._serialized_end=1311
+  _globals['_MEMBERSHIPS']._serialized_start=1313
+  _globals['_MEMBERSHIPS']._serialized_end=1376
+  _globals['_MEMBERSHIPSFORRESPONSE']._serialized_start=1379
+  _globals['_MEMBERSHIPSFORRESPONSE']._serialized_end=1556
+  _globals['_MEMBERSHIPSFORRESPONSE_MEMBERSHIPSENTRY']._serialized_start=1480
+  _globals['_MEMBERSHIPSFORRESPONSE_MEMBERSHIPSENTRY']._serialized_end=1556
+  _globals['_CUSTOMERSCORES']._serialized_start=1559
+  _globals['_CUSTOMERSCORES']._serialized_end=1992
+  _globals['_GETSCORESREQUEST']._serialized_start=1994
+  _globals['_GETSCORESREQUEST']._serialized_end=2034
+  _globals['_GETSCORESRESPONSE']._serialized_start=2037
+  _globals['_GETSCORESRESPONSE']._serialized_end=2192
+  _globals['_GETSCORESRESPONSE_SCORESENTRY']._serialized_start=2118
+  _globals['_GETSCORESRESPONSE_SCORESENTRY']._serialized_end=2192
+  _globals['_RECOMPUTESCORESREQUEST']._serialized_start=2194
+  _globals['_RECOMPUTESCORESREQUEST']._serialized_end=2218
+  _globals['_RECOMPUTESCORESRESPONSE']._serialized_start=2221
+  _globals['_RECOMPUTESCORESRESPONSE']._serialized_end=2369
+  _globals['_SEGMENTATIONSERVICE']._serialized_start=2478
+  _globals['_SEGMENTATIONSERVICE']._serialized_end=3219
 # @@protoc_insertion_point(module_scope)

@@ -289,8 +289,11 @@ class Member(_message.Message):
     CUSTOMER_ID_FIELD_NUMBER: _builtins.int
     SINCE_FIELD_NUMBER: _builtins.int
     SEGMENT_VERSION_FIELD_NUMBER: _builtins.int
+    CURSOR_FIELD_NUMBER: _builtins.int
     customer_id: _builtins.str
     segment_version: _builtins.int
+    cursor: _builtins.str
+    """A page token continuing right after this member (a Relay edge cursor)."""
     @_builtins.property
     def since(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -299,10 +302,11 @@ class Member(_message.Message):
         customer_id: _builtins.str = ...,
         since: _timestamp_pb2.Timestamp | None = ...,
         segment_version: _builtins.int = ...,
+        cursor: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["since", b"since"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer_id", b"customer_id", "segment_version", b"segment_version", "since", b"since"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cursor", b"cursor", "customer_id", b"customer_id", "segment_version", b"segment_version", "since", b"since"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
