@@ -38,7 +38,7 @@ def banner(stack: Stack) -> str:
     )
     email = DEMO_CUSTOMERS[0][3]
     query = (
-        f'{{ customer(identifier: {{type: \\"email\\", value: \\"{email}\\"}}) '
+        f'{{ customer(by: {{identifier: {{type: \\"email\\", value: \\"{email}\\"}}}}) '
         "{ id traits eventCounts { name count } } }"
     )
     return f"""

@@ -27,7 +27,7 @@ async def test_a_browser_get_with_a_query_and_no_key_reads_nothing(platform: Pla
     email = f"{user_id}@example.com"
     customer_id = await platform.known_customer(user_id, email=email, plan="gold")
     query = (
-        f'{{ customer(identifier: {{type: "user_id", value: "{user_id}"}}) '
+        f'{{ customer(by: {{identifier: {{type: "user_id", value: "{user_id}"}}}}) '
         "{ id identifiers { value } traits } }"
     )
     url = f"{platform.stack.gateway_url}/graphql"
@@ -77,18 +77,18 @@ async def test_failed_queries_leave_no_customer_data_in_the_gateway_log(
     email = f"{user_id}@example.com"
     phone = a_phone()
     operation = user_id.replace("-", "_")
-    by_email = f'customer(identifier: {{type: "email", value: "{email}"}})'
+    by_email = f'customer(by: {{identifier: {{type: "email", value: "{email}"}}}})'
     failures: list[tuple[str, dict[str, Any] | None]] = [
         (f'query {operation} {{ {by_email} {{ id }} "{phone}" }}', None),
         (f"query {operation} {{ {by_email} {{ id shoeSize }} }}", None),
         (
             f"query {operation}($v: ID!, $n: Int!) {{ {by_email} {{ id }} "
-            "other: customer(id: $v) { recommendations(n: $n) { strategy } } }",
+            "other: customer(by: {id: $v}) { recommendations(n: $n) { strategy } } }",
             {"v": phone, "n": email},
         ),
         (
-            f'query {operation} {{ customer(id: "{phone}", identifier: '
-            f'{{type: "email", value: "{email}"}}) {{ id }} }}',
+            f'query {operation} {{ customer(by: {{id: "{phone}", identifier: '
+            f'{{type: "email", value: "{email}"}}}}) {{ id }} }}',
             None,
         ),
     ]

@@ -12,7 +12,7 @@ from tests.support.platform import Platform
 pytestmark = pytest.mark.e2e
 
 QUERY = """
-query($id: ID!) { customer(id: $id) { traits groups { id traits memberCount createdAt } } }
+query($id: ID!) { customer(by: {id: $id}) { traits groups { id traits memberCount createdAt } } }
 """
 
 

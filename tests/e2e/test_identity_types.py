@@ -66,7 +66,7 @@ async def test_many_identifier_lookups_in_one_query(platform: Platform) -> None:
     await eventually(found, 30, "resolved")
     values = [user_id if n % 2 else "nobody" for n in range(10)]
     query = " ".join(
-        f'c{n}: customer(identifier: {{type: "user_id", value: "{v}"}}) {{ id }}'
+        f'c{n}: customer(by: {{identifier: {{type: "user_id", value: "{v}"}}}}) {{ id }}'
         for n, v in enumerate(values)
     )
     body = (await platform.graphql("{ " + query + " }")).json()
@@ -79,7 +79,7 @@ async def test_many_identifier_lookups_in_one_query(platform: Platform) -> None:
 
 async def test_bad_phone_is_bad_user_input(platform: Platform) -> None:
     response = await platform.graphql(
-        '{ customer(identifier: {type: "phone", value: "12"}) { id } }'
+        '{ customer(by: {identifier: {type: "phone", value: "12"}}) { id } }'
     )
     body = response.json()
     assert body["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
@@ -113,7 +113,7 @@ async def test_merged_customers_show_one_combined_profile(platform: Platform) ->
     customer = await platform.wait_for_count(user, "Product Viewed", 5)
     assert {first["id"], second["id"]} >= {customer["id"]}
     by_old_id = await platform.graphql(
-        "query($id: ID!) { customer(id: $id) { id eventCounts { name count } } }",
+        "query($id: ID!) { customer(by: {id: $id}) { id eventCounts { name count } } }",
         {"id": second["id"] if customer["id"] == first["id"] else first["id"]},
     )
     merged_view = by_old_id.json()["data"]["customer"]

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.e2e
 
 QUERY = """
 query($value: String!) {
-  customer(identifier: {type: "user_id", value: $value}) {
+  customer(by: {identifier: {type: "user_id", value: $value}}) {
     orders { orderCount revenue { currency amount } averageOrderValue { amount } }
     loyalty { points tier tierSince cashbackBalance { amount } spendLast12Months { amount } }
   }
@@ -126,7 +126,7 @@ async def test_consent_behaviour_and_engagement_in_the_360_view(platform: Platfo
     await platform.wait_for_count(user, "Consent Updated", 2)
     query = """
     query($value: String!) {
-      customer(identifier: {type: "user_id", value: $value}) {
+      customer(by: {identifier: {type: "user_id", value: $value}}) {
         consent { purpose state source }
         consentHistory { state }
         behaviour { channels sources lastPage devices cartOpen }

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.e2e
 
 RECOMMENDATIONS_QUERY = """
 query($value: String!, $n: Int!) {
-  customer(identifier: {type: "user_id", value: $value}) {
+  customer(by: {identifier: {type: "user_id", value: $value}}) {
     id
     recommendations(n: $n) {
       strategy

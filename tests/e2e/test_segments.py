@@ -21,7 +21,7 @@ pytestmark = pytest.mark.e2e
 SEGMENTS_QUERY = """
 query($value: String!) {
   segments { id name status size }
-  customer(identifier: {type: "user_id", value: $value}) {
+  customer(by: {identifier: {type: "user_id", value: $value}}) {
     id
     segments { segmentId segmentName since }
     scores { frequency rfmCell rScore pAlive modelVersion }

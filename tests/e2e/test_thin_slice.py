@@ -43,7 +43,7 @@ async def test_identify_and_track_show_up_in_graphql(platform: Platform) -> None
     assert by_email is not None
     assert by_email["id"] == customer["id"]
     by_id = await platform.graphql(
-        "query($id: ID!) { customer(id: $id) { id traits } }", {"id": customer["id"]}
+        "query($id: ID!) { customer(by: {id: $id}) { id traits } }", {"id": customer["id"]}
     )
     assert by_id.json()["data"]["customer"]["traits"]["plan"] == "gold"
 
@@ -92,8 +92,8 @@ async def test_redelivered_message_id_counts_once(platform: Platform) -> None:
 
 async def test_unknown_customer_is_null_without_error(platform: Platform) -> None:
     response = await platform.graphql(
-        '{ a: customer(identifier: {type: "email", value: "nobody@example.com"}) { id } '
-        '  b: customer(id: "no-such-customer") { id } }'
+        '{ a: customer(by: {identifier: {type: "email", value: "nobody@example.com"}}) { id } '
+        '  b: customer(by: {id: "no-such-customer"}) { id } }'
     )
     assert response.status_code == 200
     assert response.json() == {"data": {"a": None, "b": None}}
@@ -101,7 +101,7 @@ async def test_unknown_customer_is_null_without_error(platform: Platform) -> Non
 
 async def test_bad_identifier_type_is_bad_user_input(platform: Platform) -> None:
     response = await platform.graphql(
-        '{ customer(identifier: {type: "shoe_size", value: "42"}) { id } }'
+        '{ customer(by: {identifier: {type: "shoe_size", value: "42"}}) { id } }'
     )
     body = response.json()
     assert body["data"] == {"customer": None}
@@ -111,14 +111,14 @@ async def test_bad_identifier_type_is_bad_user_input(platform: Platform) -> None
 
 async def test_id_and_identifier_together_is_bad_user_input(platform: Platform) -> None:
     response = await platform.graphql(
-        '{ customer(id: "x", identifier: {type: "email", value: "a@b.c"}) { id } }'
+        '{ customer(by: {id: "x", identifier: {type: "email", value: "a@b.c"}}) { id } }'
     )
     assert response.json()["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
 
 
 @pytest.mark.parametrize("api_key", ["", "wrong-key-123"])
 async def test_graphql_without_the_api_key_is_401(platform: Platform, api_key: str) -> None:
-    response = await platform.graphql('{ customer(id: "x") { id } }', api_key=api_key)
+    response = await platform.graphql('{ customer(by: {id: "x"}) { id } }', api_key=api_key)
     assert response.status_code == 401
     assert response.json()["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
 
@@ -142,6 +142,6 @@ async def test_metrics_are_exposed(platform: Platform, stack: Stack) -> None:
 
 
 async def test_query_mistakes_are_reported_not_masked(platform: Platform) -> None:
-    response = await platform.graphql('{ customer(id: "x") { shoeSize } }')
+    response = await platform.graphql('{ customer(by: {id: "x"}) { shoeSize } }')
     errors = response.json()["errors"]
     assert "shoeSize" in errors[0]["message"]

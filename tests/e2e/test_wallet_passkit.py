@@ -47,7 +47,7 @@ async def test_issue_register_and_download_through_the_stack(
     assert issued.web_service_url == stack.passkit_url
     listed = (
         await platform.graphql(
-            'query($v: String!) { customer(identifier: {type: "user_id", value: $v}) '
+            'query($v: String!) { customer(by: {identifier: {type: "user_id", value: $v}}) '
             "{ walletPasses { serialNumber kind platform } } }",
             {"v": user},
         )

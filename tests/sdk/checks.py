@@ -14,7 +14,7 @@ SETTLE_S = 45.0
 
 VIEW_QUERY = """
 query View($type: String!, $value: String!) {
-  customer(identifier: {type: $type, value: $value}) {
+  customer(by: {identifier: {type: $type, value: $value}}) {
     id
     identifiers { type value }
     traits
@@ -27,7 +27,7 @@ query View($type: String!, $value: String!) {
 
 GROUPS_QUERY = """
 query Groups($type: String!, $value: String!) {
-  customer(identifier: {type: $type, value: $value}) { id groups { id traits } }
+  customer(by: {identifier: {type: $type, value: $value}}) { id groups { id traits } }
 }
 """
 

@@ -78,15 +78,15 @@ def documents(draw: st.DrawFn) -> tuple[str, dict[str, Any]]:
     )
     fields = draw(selections())
     if kind == "by-id":
-        return f"{{ customer(id: {literal(draw(strings))}) {{ {fields} }} }}", {}
+        return f"{{ customer(by: {{id: {literal(draw(strings))}}}) {{ {fields} }} }}", {}
     if kind == "by-identifier":
         type_, value = draw(strings), draw(strings)
         given = f"{{type: {literal(type_)}, value: {literal(value)}}}"
-        return f"{{ customer(identifier: {given}) {{ {fields} }} }}", {}
+        return f"{{ customer(by: {{identifier: {given}}}) {{ {fields} }} }}", {}
     if kind == "variables":
         query = (
             "query Q($id: ID, $i: IdentifierInput) "
-            f"{{ customer(id: $id, identifier: $i) {{ {fields} }} }}"
+            f"{{ customer(by: {{id: $id, identifier: $i}}) {{ {fields} }} }}"
         )
         return query, {"id": draw(json_values), "i": draw(json_values)}
     if kind == "aliases":
@@ -94,7 +94,7 @@ def documents(draw: st.DrawFn) -> tuple[str, dict[str, Any]]:
         return "{ " + " ".join(f"a{i}: segments {{ id }}" for i in range(count)) + " }", {}
     if kind == "deep":
         depth = draw(st.sampled_from([20, 100, 1000]))
-        return '{ customer(id: "x") ' + "{ id " * depth + "}" * depth + " }", {}
+        return '{ customer(by: {id: "x"}) ' + "{ id " * depth + "}" * depth + " }", {}
     if kind == "junk":
         return draw(strings | st.text(max_size=200)), {}
     query = draw(
@@ -103,7 +103,7 @@ def documents(draw: st.DrawFn) -> tuple[str, dict[str, Any]]:
                 "{ __schema { types { name fields { name } } } }",
                 "{ privacyRequest(id: " + literal(draw(strings)) + ") { id } }",
                 "fragment A on Query { ...A } { ...A }",
-                'query { customer(id: "1") { id } } query { segments { id } }',
+                'query { customer(by: {id: "1"}) { id } } query { segments { id } }',
                 "subscription { nothing }",
                 "{ customer { id } }",
                 "{ " + nested_text(300, "[", "]", "1") + " }",

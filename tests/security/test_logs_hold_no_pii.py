@@ -69,14 +69,16 @@ async def send_pii_through_every_door(platform: Platform, stack: Stack) -> None:
     await platform.send("/v1/identify", {"userId": user_id, "traits": traits, "timestamp": "x"})
     await platform.send("/v1/track", {"userId": user_id, "properties": traits})
     # Failing GraphQL: syntax, validation, bad input, with PII in source and variables.
-    await platform.graphql(f'{{ customer(identifier: {{type: "email", value: "{email}"}}) {{ ')
-    await platform.graphql(f'{{ customer(id: "{OWN_PHONE}") {{ nope }} }} # {OWN_NAME}')
     await platform.graphql(
-        'query($v: String!) { customer(identifier: {type: "phone", value: $v}) { id } }',
+        f'{{ customer(by: {{identifier: {{type: "email", value: "{email}"}}}}) {{ '
+    )
+    await platform.graphql(f'{{ customer(by: {{id: "{OWN_PHONE}"}}) {{ nope }} }} # {OWN_NAME}')
+    await platform.graphql(
+        'query($v: String!) { customer(by: {identifier: {type: "phone", value: $v}}) { id } }',
         {"v": f"{OWN_PHONE} {OWN_NAME} not a phone"},
     )
     await platform.graphql(
-        "query($v: Int!) { customer(id: $v) { id } }", {"v": f"{email} {OWN_NAME}"}
+        "query($v: Int!) { customer(by: {id: $v}) { id } }", {"v": f"{email} {OWN_NAME}"}
     )
     # A device's log lines, which Apple sends unauthenticated.
     await platform.client.post(

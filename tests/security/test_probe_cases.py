@@ -27,7 +27,7 @@ from tests.support.platform import Platform
 
 pytestmark = pytest.mark.e2e
 
-CUSTOMER_BY_EMAIL = '{ customer(identifier: {type: "email", value: "%s"}) { id traits } }'
+CUSTOMER_BY_EMAIL = '{ customer(by: {identifier: {type: "email", value: "%s"}}) { id traits } }'
 
 
 def ingest_error(response: httpx.Response) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from tests.support.kafka import eventually
 
 CUSTOMER_QUERY = """
 query Customer($type: String!, $value: String!) {
-  customer(identifier: {type: $type, value: $value}) {
+  customer(by: {identifier: {type: $type, value: $value}}) {
     id
     identifiers { type value }
     traits

@@ -25,7 +25,7 @@ SETTINGS = GatewaySettings(write_key="wk_test_12345", api_key=API_KEY)
 DEV_SETTINGS = SETTINGS.model_copy(update={"graphiql": True})
 BEARER = {"Authorization": f"Bearer {API_KEY}"}
 HTML = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
-QUERY = '{ customer(identifier: {type: "email", value: "ada@example.com"}) { id traits } }'
+QUERY = '{ customer(by: {identifier: {type: "email", value: "ada@example.com"}}) { id traits } }'
 TRANSPORT_WS = "graphql-transport-ws"
 
 

@@ -18,6 +18,7 @@ from gateway.app import create_app
 from gateway.clients import ServiceClients
 from gateway.loaders import make_loaders
 from gateway.schema import build_schema
+from gateway.scopes import ALL_SCOPES, Principal
 from gateway.settings import GatewaySettings
 from lodestar.v1 import identity_pb2, profile_pb2
 
@@ -234,10 +235,14 @@ def fake_clients() -> tuple[ServiceClients, list[profile_pb2.ListTimelineRequest
     """Service clients that know one customer and record the timeline requests."""
     asked: list[profile_pb2.ListTimelineRequest] = []
 
-    async def get_identities(
-        request: identity_pb2.GetIdentitiesRequest,
-    ) -> identity_pb2.CustomerIdentities:
-        return identity_pb2.CustomerIdentities(customer_id=request.customer_id)
+    async def batch_get_identities(
+        request: identity_pb2.BatchGetIdentitiesRequest,
+    ) -> identity_pb2.BatchGetIdentitiesResponse:
+        return identity_pb2.BatchGetIdentitiesResponse(
+            identities={
+                i: identity_pb2.CustomerIdentities(customer_id=i) for i in request.customer_ids
+            }
+        )
 
     async def batch_get_profiles(
         request: profile_pb2.BatchGetProfilesRequest,
@@ -246,15 +251,19 @@ def fake_clients() -> tuple[ServiceClients, list[profile_pb2.ListTimelineRequest
             profiles={i: profile_pb2.Profile(customer_id=i) for i in request.customer_ids}
         )
 
-    async def list_timeline(
-        request: profile_pb2.ListTimelineRequest,
-    ) -> profile_pb2.ListTimelineResponse:
-        asked.append(request)
-        return profile_pb2.ListTimelineResponse()
+    async def batch_list_timeline(
+        request: profile_pb2.BatchListTimelineRequest,
+    ) -> profile_pb2.BatchListTimelineResponse:
+        asked.extend(request.requests)
+        return profile_pb2.BatchListTimelineResponse(
+            responses=[profile_pb2.ListTimelineResponse() for _ in request.requests]
+        )
 
     clients = SimpleNamespace(
-        identity=SimpleNamespace(GetIdentities=get_identities),
-        profile=SimpleNamespace(BatchGetProfiles=batch_get_profiles, ListTimeline=list_timeline),
+        identity=SimpleNamespace(BatchGetIdentities=batch_get_identities),
+        profile=SimpleNamespace(
+            BatchGetProfiles=batch_get_profiles, BatchListTimeline=batch_list_timeline
+        ),
     )
     return cast(ServiceClients, clients), asked
 
@@ -266,10 +275,14 @@ def timeline() -> Any:
 
     async def run(first: int) -> dict[str, Any]:
         result = await schema.execute(
-            'query($first: Int!) { customer(id: "c-1") { timeline(first: $first) '
-            "{ entries { name } } } }",
+            'query($first: Int!) { customer(by: {id: "c-1"}) { timeline(first: $first) '
+            "{ edges { node { name } } } } }",
             variable_values={"first": first},
-            context_value={"clients": clients, "loaders": make_loaders(clients)},
+            context_value={
+                "clients": clients,
+                "loaders": make_loaders(clients),
+                "principal": Principal(key_id="k", name="test", scopes=ALL_SCOPES),
+            },
         )
         return {
             "data": result.data,

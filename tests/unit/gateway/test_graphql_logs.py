@@ -25,7 +25,7 @@ BEARER = {"Authorization": f"Bearer {API_KEY}"}
 EMAIL = "ada.lovelace@example.com"
 PHONE = "+33612345678"
 SECRETS = (EMAIL, PHONE, "ada.lovelace", "612345678")
-BY_EMAIL = f'customer(identifier: {{type: "email", value: "{EMAIL}"}})'
+BY_EMAIL = f'customer(by: {{identifier: {{type: "email", value: "{EMAIL}"}}}})'
 
 # One of each kind of failure, each carrying the e-mail and the phone in its source or
 # variables: (name, request body, expected code).
@@ -48,7 +48,7 @@ FAILURES: list[tuple[str, dict[str, Any], str]] = [
     (
         "literal-value",
         {
-            "query": f'query Lookup {{ customer(id: "x") {{ recommendations(n: "{EMAIL}") '
+            "query": f'query Lookup {{ customer(by: {{id: "x"}}) {{ recommendations(n: "{EMAIL}") '
             "{ strategy } } }"
         },
         "GRAPHQL_VALIDATION_FAILED",
@@ -56,7 +56,7 @@ FAILURES: list[tuple[str, dict[str, Any], str]] = [
     (
         "variable-value",
         {
-            "query": 'query Lookup($n: Int!) { customer(id: "x") { recommendations(n: $n) '
+            "query": 'query Lookup($n: Int!) { customer(by: {id: "x"}) { recommendations(n: $n) '
             "{ strategy } } }",
             "variables": {"n": f"{EMAIL} {PHONE}"},
         },
@@ -65,24 +65,32 @@ FAILURES: list[tuple[str, dict[str, Any], str]] = [
     (
         "variable-object",
         {
-            "query": "query Lookup($i: IdentifierInput!) { customer(identifier: $i) { id } }",
+            "query": "query Lookup($i: IdentifierInput!) { customer(by: {identifier: $i}) { id } }",
             "variables": {"i": {"type": "email", "value": EMAIL, "phone": PHONE}},
         },
         "BAD_USER_INPUT",
     ),
     (
+        "one-of",
+        {
+            "query": f'query Lookup {{ customer(by: {{id: "{PHONE}", identifier: {{type: '
+            f'"email", value: "{EMAIL}"}}}}) {{ id }} }}'
+        },
+        "GRAPHQL_VALIDATION_FAILED",
+    ),
+    (
         "resolver-bad-input",
         {
-            "query": f'query Lookup {{ customer(id: "{PHONE}", identifier: {{type: "email", '
-            f'value: "{EMAIL}"}}) {{ id }} }}'
+            "query": f'query Lookup {{ customers(segment: "{PHONE}", first: 0, after: "{EMAIL}") '
+            "{ totalCount } }"
         },
         "BAD_USER_INPUT",
     ),
     (
         "fault",
         {
-            "query": 'query Lookup($v: String!) { customer(identifier: {type: "email", '
-            "value: $v}) { id } }",
+            "query": 'query Lookup($v: String!) { customer(by: {identifier: {type: "email", '
+            "value: $v}}) { id } }",
             "variables": {"v": EMAIL, "phone": PHONE},
         },
         "INTERNAL_SERVER_ERROR",
@@ -90,7 +98,7 @@ FAILURES: list[tuple[str, dict[str, Any], str]] = [
     (
         "fault-in-source",
         {
-            "query": f'query Lookup {{ {BY_EMAIL} {{ id }} other: customer(id: "{PHONE}") '
+            "query": f'query Lookup {{ {BY_EMAIL} {{ id }} other: customer(by: {{id: "{PHONE}"}}) '
             "{ id } }"
         },
         "INTERNAL_SERVER_ERROR",

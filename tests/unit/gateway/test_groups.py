@@ -30,10 +30,14 @@ def acme() -> profile_pb2.Group:
 
 
 class FakeIdentity:
-    async def GetIdentities(  # noqa: N802 - fakes carry the RPC names
-        self, request: identity_pb2.GetIdentitiesRequest
-    ) -> identity_pb2.CustomerIdentities:
-        return identity_pb2.CustomerIdentities(customer_id=request.customer_id)
+    async def BatchGetIdentities(  # noqa: N802 - fakes carry the RPC names
+        self, request: identity_pb2.BatchGetIdentitiesRequest
+    ) -> identity_pb2.BatchGetIdentitiesResponse:
+        return identity_pb2.BatchGetIdentitiesResponse(
+            identities={
+                i: identity_pb2.CustomerIdentities(customer_id=i) for i in request.customer_ids
+            }
+        )
 
 
 class FakeProfile:
@@ -42,6 +46,7 @@ class FakeProfile:
     def __init__(self, error: grpc.aio.AioRpcError | None = None) -> None:
         self.error = error
         self.requests: list[list[str]] = []
+        self.pages: list[tuple[int, str]] = []
 
     async def BatchGetProfiles(  # noqa: N802
         self, request: profile_pb2.BatchGetProfilesRequest
@@ -52,11 +57,16 @@ class FakeProfile:
         self, request: profile_pb2.BatchListCustomerGroupsRequest
     ) -> profile_pb2.BatchListCustomerGroupsResponse:
         self.requests.append(list(request.customer_ids))
+        self.pages.append((request.page_size, request.page_token))
         if self.error is not None:
             raise self.error
         return profile_pb2.BatchListCustomerGroupsResponse(
             customers={
-                c: profile_pb2.CustomerGroups(groups=[acme()] if c in ("c-1", "c-3") else [])
+                c: profile_pb2.CustomerGroups(
+                    groups=[acme()], cursors=["after-acme"], next_page_token="after-acme"
+                )
+                if c in ("c-1", "c-3")
+                else profile_pb2.CustomerGroups()
                 for c in request.customer_ids
             }
         )
@@ -83,35 +93,79 @@ async def test_one_call_serves_every_customer_of_a_query() -> None:
     body = await graphql(
         profile,
         """{
-          a: customer(id: "c-1") { groups { id traits memberCount createdAt updatedAt } }
-          b: customer(id: "c-2") { groups { id } }
-          c: customer(id: "c-3") { groups { id } }
+          a: customer(by: {id: "c-1"}) {
+            groups(first: 1) {
+              edges { cursor node { id traits memberCount createdAt updatedAt } }
+              pageInfo { hasNextPage hasPreviousPage startCursor endCursor }
+            }
+          }
+          b: customer(by: {id: "c-2"}) { groups(first: 1) { edges { node { id } } } }
+          c: customer(by: {id: "c-3"}) { groups(first: 1) { edges { node { id } } } }
         }""",
     )
     assert "errors" not in body, body
     assert profile.requests == [["c-1", "c-2", "c-3"]]
+    assert profile.pages == [(1, "")]
     assert body["data"] == {
         "a": {
-            "groups": [
-                {
-                    "id": "acme",
-                    "traits": {"name": "Acme Inc", "employees": 120},
-                    "memberCount": 2,
-                    "createdAt": "2024-05-01T09:30:00+00:00",
-                    "updatedAt": None,
-                }
-            ]
+            "groups": {
+                "edges": [
+                    {
+                        "cursor": "after-acme",
+                        "node": {
+                            "id": "acme",
+                            "traits": {"name": "Acme Inc", "employees": 120},
+                            "memberCount": 2,
+                            "createdAt": "2024-05-01T09:30:00+00:00",
+                            "updatedAt": None,
+                        },
+                    }
+                ],
+                "pageInfo": {
+                    "hasNextPage": True,
+                    "hasPreviousPage": False,
+                    "startCursor": "after-acme",
+                    "endCursor": "after-acme",
+                },
+            }
         },
-        "b": {"groups": []},
-        "c": {"groups": [{"id": "acme"}]},
+        "b": {"groups": {"edges": []}},
+        "c": {"groups": {"edges": [{"node": {"id": "acme"}}]}},
     }
+
+
+async def test_the_next_page_is_asked_for_with_the_cursor_as_the_service_token() -> None:
+    profile = FakeProfile()
+    body = await graphql(
+        profile,
+        '{ customer(by: {id: "c-1"}) { groups(first: 5, after: "after-acme") '
+        "{ pageInfo { hasPreviousPage } } } }",
+    )
+    assert "errors" not in body, body
+    assert profile.pages == [(5, "after-acme")]
+    assert body["data"]["customer"]["groups"]["pageInfo"] == {"hasPreviousPage": True}
+
+
+async def test_first_is_bounded_before_calling_the_service() -> None:
+    profile = FakeProfile()
+    body = await graphql(
+        profile, '{ customer(by: {id: "c-1"}) { groups(first: 101) { edges { cursor } } } }'
+    )
+    [problem] = body["errors"]
+    assert problem["extensions"]["code"] == "BAD_USER_INPUT"
+    assert "first must be between 1 and 100" in problem["message"]
+    assert profile.requests == []
 
 
 async def test_a_failing_profile_service_is_a_graphql_error_with_a_code() -> None:
     error = grpc.aio.AioRpcError(
         grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata(), "down"
     )
-    body = await graphql(FakeProfile(error), '{ customer(id: "c-1") { groups { id } } }')
+    body = await graphql(
+        FakeProfile(error), '{ customer(by: {id: "c-1"}) { id groups { edges { cursor } } } }'
+    )
     [problem] = body["errors"]
     assert problem["path"] == ["customer", "groups"]
+    # Only the field the profile service feeds is null; the customer stands.
+    assert body["data"] == {"customer": {"id": "c-1", "groups": None}}
     assert problem["extensions"]["code"]

@@ -1,6 +1,6 @@
 """``customer { walletPasses }`` over HTTP, in process, against fake gRPC stubs: one
 ListPasses per query, every field mapped, the pass's secret never exposed, and a failing
-wallet service turned into a GraphQL error with a code."""
+wallet service turned into a GraphQL error with a code on that field only."""
 
 from __future__ import annotations
 
@@ -78,10 +78,14 @@ def event_ticket(customer_id: str) -> wallet_pb2.WalletPass:
 class FakeIdentity:
     """Every asked-for customer exists and was never merged."""
 
-    async def GetIdentities(  # noqa: N802 - fakes carry the RPC names
-        self, request: identity_pb2.GetIdentitiesRequest
-    ) -> identity_pb2.CustomerIdentities:
-        return identity_pb2.CustomerIdentities(customer_id=request.customer_id)
+    async def BatchGetIdentities(  # noqa: N802 - fakes carry the RPC names
+        self, request: identity_pb2.BatchGetIdentitiesRequest
+    ) -> identity_pb2.BatchGetIdentitiesResponse:
+        return identity_pb2.BatchGetIdentitiesResponse(
+            identities={
+                i: identity_pb2.CustomerIdentities(customer_id=i) for i in request.customer_ids
+            }
+        )
 
 
 class FakeProfile:
@@ -147,10 +151,10 @@ async def test_one_list_passes_call_serves_every_customer_of_a_query() -> None:
     body = await graphql(
         wallet,
         """{
-          a: customer(id: "c-1") { walletPasses { serialNumber } }
-          b: customer(id: "c-2") { walletPasses { serialNumber } }
-          c: customer(id: "c-3") { walletPasses { serialNumber kind } }
-          again: customer(id: "c-1") { id walletPasses { platform } }
+          a: customer(by: {id: "c-1"}) { walletPasses { serialNumber } }
+          b: customer(by: {id: "c-2"}) { walletPasses { serialNumber } }
+          c: customer(by: {id: "c-3"}) { walletPasses { serialNumber kind } }
+          again: customer(by: {id: "c-1"}) { id walletPasses { platform } }
         }""",
     )
     assert "errors" not in body, body
@@ -174,7 +178,9 @@ async def test_more_customers_than_the_service_takes_are_split_into_full_calls()
 
 async def test_every_field_of_a_pass_is_mapped() -> None:
     wallet = FakeWallet({"c-1": [store_card("c-1"), event_ticket("c-1")]})
-    body = await graphql(wallet, f'{{ customer(id: "c-1") {{ walletPasses {{ {ALL_FIELDS} }} }} }}')
+    body = await graphql(
+        wallet, f'{{ customer(by: {{id: "c-1"}}) {{ walletPasses {{ {ALL_FIELDS} }} }} }}'
+    )
     assert "errors" not in body, body
     card, ticket = body["data"]["customer"]["walletPasses"]
     assert card == {
@@ -223,7 +229,7 @@ async def test_an_apple_pass_never_shows_a_save_link_and_unspecified_means_apple
     odd.save_link = "https://pay.google.com/gp/v/save/not-for-apple"
     body = await graphql(
         FakeWallet({"c-1": [odd]}),
-        '{ customer(id: "c-1") { walletPasses { platform saveLink } } }',
+        '{ customer(by: {id: "c-1"}) { walletPasses { platform saveLink } } }',
     )
     assert body["data"]["customer"]["walletPasses"] == [{"platform": "APPLE", "saveLink": None}]
 
@@ -257,8 +263,8 @@ UNAVAILABLE = "a backing service is unavailable; retry shortly"
 @pytest.mark.parametrize(
     ("status", "code", "message"),
     [
-        (grpc.StatusCode.UNAVAILABLE, "SERVICE_UNAVAILABLE", UNAVAILABLE),
-        (grpc.StatusCode.DEADLINE_EXCEEDED, "SERVICE_UNAVAILABLE", UNAVAILABLE),
+        (grpc.StatusCode.UNAVAILABLE, "UNAVAILABLE", UNAVAILABLE),
+        (grpc.StatusCode.DEADLINE_EXCEEDED, "UNAVAILABLE", UNAVAILABLE),
         (grpc.StatusCode.INTERNAL, "INTERNAL_SERVER_ERROR", "internal error"),
         (grpc.StatusCode.UNKNOWN, "INTERNAL_SERVER_ERROR", "internal error"),
     ],
@@ -269,9 +275,10 @@ async def test_a_failing_wallet_service_is_a_graphql_error_with_a_code(
     error = grpc.aio.AioRpcError(status, grpc.aio.Metadata(), grpc.aio.Metadata(), "db down")
     body = await graphql(
         FakeWallet(error=error),
-        '{ customer(id: "c-1") { id walletPasses { serialNumber } } }',
+        '{ customer(by: {id: "c-1"}) { id walletPasses { serialNumber } } }',
     )
-    assert body["data"] == {"customer": None}
+    # The rest of the customer is still there; only the passes are null.
+    assert body["data"] == {"customer": {"id": "c-1", "walletPasses": None}}
     (only,) = body["errors"]
     assert only["extensions"] == {"code": code}
     assert only["path"] == ["customer", "walletPasses"]
