@@ -345,7 +345,7 @@ def _read_group_token(token: str) -> str:
     if len(token) > MAX_TOKEN_LENGTH:
         raise refused
     try:
-        return base64.urlsafe_b64decode(token.encode()).decode()
+        return base64.b64decode(token.encode(), altchars=b"-_", validate=True).decode()
     except ValueError:
         raise refused from None
 

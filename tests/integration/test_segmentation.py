@@ -332,6 +332,14 @@ async def test_segment_lifecycle_over_grpc(service: Service) -> None:
     ]
     assert first.total == 4
     assert second.next_page_token == ""
+    # Each member's cursor is a page token continuing right after it.
+    assert first.members[-1].cursor == first.next_page_token
+    after_first = await stub.Members(
+        segmentation_pb2.MembersRequest(
+            segment_id="big-spenders", page_size=2, page_token=first.members[0].cursor
+        )
+    )
+    assert [m.customer_id for m in after_first.members] == ["m4", "m5"]
     mine = await stub.MembershipsFor(
         segmentation_pb2.MembershipsForRequest(customer_ids=["m5", "m1"])
     )
