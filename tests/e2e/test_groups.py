@@ -12,7 +12,11 @@ from tests.support.platform import Platform
 pytestmark = pytest.mark.e2e
 
 QUERY = """
-query($id: ID!) { customer(by: {id: $id}) { traits groups { id traits memberCount createdAt } } }
+query($id: ID!) {
+  customer(by: {id: $id}) {
+    traits groups { edges { node { id traits memberCount createdAt } } }
+  }
+}
 """
 
 
@@ -34,16 +38,16 @@ async def test_group_calls_make_an_account_the_customers_belong_to(platform: Pla
         body = reply.json()
         assert "errors" not in body, body["errors"]
         found.update(body["data"]["customer"])
-        groups = found["groups"]
+        groups = [e["node"] for e in found["groups"]["edges"]]
         # The identify and the group calls fold in one batch maybe: wait for both.
         ready = bool(groups) and groups[0]["memberCount"] == 2 and "seats" in groups[0]["traits"]
         return ready and found["traits"] == {"plan": "gold"}
 
     await eventually(both_linked, 30, "the group with both members", 0.2)
-    [group] = found["groups"]
+    [group] = [e["node"] for e in found["groups"]["edges"]]
     assert group["id"] == group_id
     assert group["traits"] == {"name": "Acme Inc", "plan": "pro", "seats": 40}
     assert group["createdAt"] is not None
     assert "name" not in found["traits"]  # the group's traits stay the group's
     bob_view = (await platform.graphql(QUERY, {"id": bob_id})).json()["data"]["customer"]
-    assert [g["id"] for g in bob_view["groups"]] == [group_id]
+    assert [e["node"]["id"] for e in bob_view["groups"]["edges"]] == [group_id]

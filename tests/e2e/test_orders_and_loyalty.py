@@ -131,7 +131,7 @@ async def test_consent_behaviour_and_engagement_in_the_360_view(platform: Platfo
         consentHistory { state }
         behaviour { channels sources lastPage devices cartOpen }
         engagement { kind count lastAt }
-        timeline(first: 2) { entries { name type } nextPageToken }
+        timeline(first: 2) { edges { node { name type } } pageInfo { hasNextPage endCursor } }
       }
     }
     """
@@ -147,11 +147,12 @@ async def test_consent_behaviour_and_engagement_in_the_360_view(platform: Platfo
         "devices": ["ios/iPhone15,2"],
         "cartOpen": True,
     }
-    assert [e["name"] for e in customer["timeline"]["entries"]] == [
+    assert [e["node"]["name"] for e in customer["timeline"]["edges"]] == [
         "Consent Updated",
         "Email Opened",
     ]  # newest first by the events' own time
-    assert customer["timeline"]["nextPageToken"]
+    assert customer["timeline"]["pageInfo"]["hasNextPage"]
+    assert customer["timeline"]["pageInfo"]["endCursor"]
     opened = next(e for e in customer["engagement"] if e["kind"] == "email_opened")
     assert opened["count"] == 1
     assert opened["lastAt"].startswith("2026-11-02T08:00:00")

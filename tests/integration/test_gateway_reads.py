@@ -273,9 +273,11 @@ class CountCalls(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
+        ],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
         self.calls[handler_call_details.method.rsplit("/", 1)[-1]] += 1
         return await continuation(handler_call_details)
 
@@ -286,37 +288,46 @@ class Stack:
     def __init__(self) -> None:
         self.calls: Counter[str] = Counter()
         self.servers: dict[str, grpc.aio.Server] = {}
-        self.wallet = Wallet()
+        self.wallet = Wallet()  # type: ignore[abstract]  # only the read RPCs are called
         self.clients: ServiceClients
 
     async def start(self) -> None:
+        # Only the read RPCs are implemented, and only they are called.
+        identity = Identity()  # type: ignore[abstract]
+        profile = Profile()  # type: ignore[abstract]
+        segmentation = Segmentation()  # type: ignore[abstract]
+        recommendation = Recommendation()  # type: ignore[abstract]
         adders: dict[str, Callable[[grpc.aio.Server], None]] = {
             "identity": lambda s: identity_pb2_grpc.add_IdentityServiceServicer_to_server(
-                Identity(), s
+                identity, s
             ),
-            "profile": lambda s: profile_pb2_grpc.add_ProfileServiceServicer_to_server(
-                Profile(), s
-            ),
+            "profile": lambda s: profile_pb2_grpc.add_ProfileServiceServicer_to_server(profile, s),
             "segmentation": lambda s: (
-                segmentation_pb2_grpc.add_SegmentationServiceServicer_to_server(Segmentation(), s)
+                segmentation_pb2_grpc.add_SegmentationServiceServicer_to_server(segmentation, s)
             ),
             "recommendation": lambda s: (
                 recommendation_pb2_grpc.add_RecommendationServiceServicer_to_server(
-                    Recommendation(), s
+                    recommendation, s
                 )
             ),
             "wallet": lambda s: wallet_pb2_grpc.add_WalletServiceServicer_to_server(self.wallet, s),
         }
-        addresses: dict[str, str] = {}
+        port: dict[str, int] = {}
         for name, add in adders.items():
             server = grpc.aio.server(interceptors=[CountCalls(self.calls)])
             add(server)
-            port = server.add_insecure_port("127.0.0.1:0")
+            port[name] = server.add_insecure_port("127.0.0.1:0")
             await server.start()
             self.servers[name] = server
-            addresses[f"{name}_addr"] = f"127.0.0.1:{port}"
         settings = GatewaySettings(
-            write_key="wk_test_12345", api_key="ak_test_12345", grpc_timeout_s=1, **addresses
+            write_key="wk_test_12345",
+            api_key="ak_test_12345",
+            grpc_timeout_s=1,
+            identity_addr=f"127.0.0.1:{port['identity']}",
+            profile_addr=f"127.0.0.1:{port['profile']}",
+            segmentation_addr=f"127.0.0.1:{port['segmentation']}",
+            recommendation_addr=f"127.0.0.1:{port['recommendation']}",
+            wallet_addr=f"127.0.0.1:{port['wallet']}",
         )
         self.clients = ServiceClients(settings)
         await self.clients.open()

@@ -20,14 +20,16 @@ query View($type: String!, $value: String!) {
     traits
     eventCounts { name count }
     behaviour { lastPage }
-    timeline(first: 100) { entries { type name } }
+    timeline(first: 100) { edges { node { type name } } }
   }
 }
 """
 
 GROUPS_QUERY = """
 query Groups($type: String!, $value: String!) {
-  customer(by: {identifier: {type: $type, value: $value}}) { id groups { id traits } }
+  customer(by: {identifier: {type: $type, value: $value}}) {
+    id groups { edges { node { id traits } } }
+  }
 }
 """
 
@@ -76,7 +78,8 @@ async def settled(
 
 def has_group(customer: dict[str, Any], group_id: str, traits: dict[str, Any]) -> bool:
     """True when the customer belongs to ``group_id`` and the group carries ``traits``."""
-    for group in customer.get("groups") or []:
+    for edge in (customer.get("groups") or {}).get("edges") or []:
+        group = edge["node"]
         if group["id"] == group_id and traits.items() <= (group.get("traits") or {}).items():
             return True
     return False

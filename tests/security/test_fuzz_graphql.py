@@ -62,7 +62,8 @@ def selections(draw: st.DrawFn) -> str:
         first = draw(st.sampled_from(ODD_NUMBERS) | st.integers() | strings)
         after = draw(strings)
         chosen.append(
-            f"timeline(first: {literal(first)}, after: {literal(after)}) {{ entries {{ name }} }}"
+            f"timeline(first: {literal(first)}, after: {literal(after)}) "
+            "{ edges { node { name } } }"
         )
     if draw(st.booleans()):
         n = draw(st.sampled_from(ODD_NUMBERS) | st.integers())
