@@ -77,7 +77,8 @@ def _request_error_code(error: GraphQLError) -> str:
     """The code of an error in the request itself rather than in a resolver."""
     if error.message.startswith("Syntax Error"):
         return GRAPHQL_PARSE_FAILED
-    if error.message.startswith("Variable "):
+    # A lookup input with not exactly one of its keys is bad input, as a variable's would be.
+    if error.message.startswith(("Variable ", "OneOf Input Object ")):
         return BAD_USER_INPUT
     return GRAPHQL_VALIDATION_FAILED
 

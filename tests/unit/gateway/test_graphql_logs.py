@@ -76,7 +76,7 @@ FAILURES: list[tuple[str, dict[str, Any], str]] = [
             "query": f'query Lookup {{ customer(by: {{id: "{PHONE}", identifier: {{type: '
             f'"email", value: "{EMAIL}"}}}}) {{ id }} }}'
         },
-        "GRAPHQL_VALIDATION_FAILED",
+        "BAD_USER_INPUT",
     ),
     (
         "resolver-bad-input",
