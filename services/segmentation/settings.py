@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from services.platform.pii import PII_TRAITS
 from services.platform.settings import ServiceSettings
 
-DEFAULT_PII_TRAITS = "email,phone,firstName,lastName,first_name,last_name,name,address,birthday"
+DEFAULT_PII_TRAITS = ",".join(sorted(PII_TRAITS))
 
 
 class SegmentationSettings(ServiceSettings):
