@@ -18,7 +18,7 @@ from gateway.errors import BAD_USER_INPUT, MaskUnexpectedErrors, client_error, f
 from gateway.groups import Group, customer_groups
 from gateway.limits import document_limits
 from gateway.loaders import Loaders
-from gateway.privacy import Mutation, PrivacyRequest, privacy_request
+from gateway.privacy import PrivacyRequest, privacy_request
 from gateway.recommendations import Recommendations, customer_recommendations
 from gateway.segments import (
     CustomerScores,
@@ -362,6 +362,9 @@ class LodestarSchema(strawberry.Schema):
 
 def build_schema(settings: GatewaySettings) -> strawberry.Schema:
     """The schema with the request limits of ``settings``."""
+    # Here, not at the top: the mutations' types build on this module's.
+    from gateway.mutations import Mutation
+
     return LodestarSchema(
         query=Query,
         mutation=Mutation,
