@@ -174,12 +174,15 @@ class EventMutation:
         customer_id: strawberry.ID,
         purpose: str,
         state: str,
-        source: str = "graphql",
+        # Not named source in Python: the permission extension passes its own ``source``.
+        consent_source: Annotated[
+            str, strawberry.argument(name="source", description="Who recorded it.")
+        ] = "graphql",
     ) -> list[Consent]:
         profile = await call(
             info.context["clients"].profile.SetConsent,
             lambda: profile_pb2.SetConsentRequest(
-                customer_id=str(customer_id), purpose=purpose, state=state, source=source
+                customer_id=str(customer_id), purpose=purpose, state=state, source=consent_source
             ),
         )
         return [Consent.of(c) for c in profile.consent]
