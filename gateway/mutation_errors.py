@@ -8,8 +8,10 @@ from typing import TypeVar
 
 import grpc
 from graphql import GraphQLError
+from strawberry.types import Info
 
 from gateway.errors import BAD_USER_INPUT, MAX_MESSAGE_CHARS, client_error, from_rpc_error
+from gateway.settings import GatewaySettings
 from services.platform.errors import ERROR_PATH_KEY
 
 Req = TypeVar("Req")
@@ -59,6 +61,12 @@ def rpc_error(error: grpc.aio.AioRpcError) -> GraphQLError:
     elif error.code() == grpc.StatusCode.INVALID_ARGUMENT:
         converted = client_error(bounded(converted.message), BAD_USER_INPUT)
     return converted
+
+
+def long_call_timeout(info: Info) -> float | None:
+    """The deadline of calls that refit models (the gateway's setting), when known."""
+    settings = getattr(info.context["clients"], "settings", None)
+    return settings.graphql_long_call_timeout_s if isinstance(settings, GatewaySettings) else None
 
 
 async def call(rpc: Callable[[Req], Awaitable[Resp]], build: Callable[[], Req]) -> Resp:

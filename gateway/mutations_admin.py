@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
+from functools import partial
 from typing import Annotated, cast
 
 import strawberry
 from strawberry.scalars import JSON
 from strawberry.types import Info
 
-from gateway.mutation_errors import call, input_error
+from gateway.mutation_errors import call, input_error, long_call_timeout
 from gateway.privacy import PrivacyRequest, PrivacyRequestKind
 from gateway.scopes import Scope, needs
 from lodestar.v1 import privacy_pb2, recommendation_pb2
@@ -103,9 +104,10 @@ class AdminMutation:
         permission_classes=[needs(Scope.ADMIN)],
     )
     async def train_recommender(self, info: Info) -> RecommenderModel:
-        model = await call(
-            info.context["clients"].recommendation.Train, recommendation_pb2.TrainRequest
-        )
+        train = info.context["clients"].recommendation.Train
+        timeout = long_call_timeout(info)
+        rpc = train if timeout is None else partial(train, timeout=timeout)
+        model = await call(rpc, recommendation_pb2.TrainRequest)
         return RecommenderModel(
             version=model.version,
             algorithm=model.algorithm,

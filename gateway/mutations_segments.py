@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
+from functools import partial
 from typing import Annotated, Any, cast
 
 import strawberry
 from strawberry.scalars import JSON
 from strawberry.types import Info
 
-from gateway.mutation_errors import call, input_error
+from gateway.mutation_errors import call, input_error, long_call_timeout
 from gateway.scopes import Scope, needs
 from gateway.segments import Segment
 from lodestar.v1 import segmentation_pb2
@@ -114,10 +115,10 @@ class SegmentMutation:
         permission_classes=_WRITE_SEGMENTS,
     )
     async def recompute_scores(self, info: Info) -> ScoringRun:
-        run = await call(
-            info.context["clients"].segmentation.RecomputeScores,
-            segmentation_pb2.RecomputeScoresRequest,
-        )
+        recompute = info.context["clients"].segmentation.RecomputeScores
+        timeout = long_call_timeout(info)
+        rpc = recompute if timeout is None else partial(recompute, timeout=timeout)
+        run = await call(rpc, segmentation_pb2.RecomputeScoresRequest)
         return ScoringRun(
             model_version=run.model_version,
             customers_scored=run.customers_scored,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import grpc
 
 from lodestar.v1 import events_pb2, privacy_pb2, recommendation_pb2
-from tests.unit.gateway.mutation_support import graphql, only_error, rpc_error
+from tests.unit.gateway.mutation_support import SETTINGS, graphql, only_error, rpc_error
 
 ERASE = 'mutation($id: ID!) { requestErasure(customerId: $id, requestId: "r-1") { id kind } }'
 EXPORT = "mutation($id: ID!) { requestExport(customerId: $id) { id kind state } }"
@@ -35,9 +35,15 @@ class FakePrivacy:
 
 
 class FakeRecommendation:
+    def __init__(self) -> None:
+        self.timeouts: list[float | None] = []
+
     async def Train(  # noqa: N802
-        self, request: recommendation_pb2.TrainRequest
+        self,
+        request: recommendation_pb2.TrainRequest,
+        timeout: float | None = None,  # noqa: ASYNC109 - the stub's keyword
     ) -> recommendation_pb2.ModelInfo:
+        self.timeouts.append(timeout)
         info = recommendation_pb2.ModelInfo(
             version=4,
             algorithm="als",
@@ -55,6 +61,7 @@ class Clients:
     def __init__(self, privacy: FakePrivacy | None = None) -> None:
         self.privacy = privacy or FakePrivacy()
         self.recommendation = FakeRecommendation()
+        self.settings: object = None
 
 
 async def test_erasure_and_export_submit_their_kind() -> None:
@@ -97,3 +104,12 @@ async def test_train_recommender_answers_the_new_model() -> None:
         "parameters": {"factors": 32},
         "trainedAt": "2023-11-14T22:13:20+00:00",
     }
+
+
+async def test_training_gets_the_long_call_deadline_not_a_reads() -> None:
+    clients = Clients()
+    clients.settings = SETTINGS
+    body = await graphql(clients, TRAIN)
+    assert "errors" not in body, body
+    assert clients.recommendation.timeouts == [SETTINGS.graphql_long_call_timeout_s]
+    assert SETTINGS.graphql_long_call_timeout_s > SETTINGS.grpc_timeout_s
