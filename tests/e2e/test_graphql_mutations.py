@@ -138,3 +138,8 @@ async def test_a_google_pass_comes_with_its_save_link(platform: Platform) -> Non
     issued = body["data"]["issuePass"]
     assert issued["saveLink"].startswith(f"{platform.stack.google_url}/save/")
     assert issued["downloadUrl"] is None
+    link = "mutation($s: String!) { passDownloadUrl(serialNumber: $s) { url } }"
+    body = await mutate(platform, link, {"s": issued["pass"]["serialNumber"]})
+    assert body["errors"][0]["extensions"]["code"] == "FAILED_PRECONDITION", body
+    body = await mutate(platform, link, {"s": unique("noserial")})
+    assert body["errors"][0]["extensions"]["code"] == "NOT_FOUND", body
