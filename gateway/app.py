@@ -36,9 +36,9 @@ from services.platform.bus import Bus, BusConfig
 from services.platform.metrics import bearer_matches
 
 log = logging.getLogger(__name__)
-# extensions.code of requests Strawberry refuses before any GraphQL work.
 # Who a request with the static API key runs as: every scope.
 STATIC_KEY_PRINCIPAL = Principal("static", "LODESTAR_API_KEY", ALL_SCOPES)
+# extensions.code of requests Strawberry refuses before any GraphQL work.
 _REQUEST_CODES = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 415: "UNSUPPORTED_MEDIA_TYPE"}
 
 

@@ -48,7 +48,10 @@ def _request_ip(info: Info, intake: EventIntake) -> str:
 
 async def _take(info: Info, kind: str, call: dict[str, Any]) -> EventAccepted:
     """Build the call's event as the HTTP API would and produce it."""
-    intake: EventIntake = info.context["intake"]
+    intake: EventIntake | None = info.context.get("intake")
+    if intake is None:
+        # An app built without the event bus (a read-only gateway) takes no events.
+        raise client_error("this gateway takes no events; retry shortly", SERVICE_UNAVAILABLE)
     try:
         key, event = intake.build(
             call,
