@@ -26,6 +26,7 @@ from gateway.clients import ServiceClients
 from gateway.cors import IngestCors
 from gateway.errors import UNAUTHENTICATED, error_response
 from gateway.ingest import IngestApi
+from gateway.intake import EventIntake
 from gateway.limits import LimitRequestSize
 from gateway.loaders import make_loaders
 from gateway.schema import build_schema
@@ -35,6 +36,8 @@ from services.platform.bus import Bus, BusConfig
 from services.platform.metrics import bearer_matches
 
 log = logging.getLogger(__name__)
+# Who a request with the static API key runs as: every scope.
+STATIC_KEY_PRINCIPAL = Principal("static", "LODESTAR_API_KEY", ALL_SCOPES)
 # extensions.code of requests Strawberry refuses before any GraphQL work.
 _REQUEST_CODES = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 415: "UNSUPPORTED_MEDIA_TYPE"}
 
@@ -42,17 +45,26 @@ _REQUEST_CODES = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 415: "UNSUPPORTED
 class LodestarGraphQL(GraphQL[dict[str, Any], None]):
     """Strawberry's ASGI app with the service clients and fresh loaders in each context."""
 
-    def __init__(self, clients: ServiceClients, schema: BaseSchema, graphiql: bool) -> None:
+    def __init__(
+        self,
+        clients: ServiceClients,
+        schema: BaseSchema,
+        graphiql: bool,
+        intake: EventIntake | None = None,
+    ) -> None:
         super().__init__(schema, graphql_ide="graphiql" if graphiql else None)
         self.clients = clients
+        self.intake = intake
 
     async def get_context(self, request: Any, response: Any = None) -> dict[str, Any]:
         return {
             "clients": self.clients,
             "loaders": make_loaders(self.clients),
             "request": request,
-            # Until per-key auth: the static API key (checked by RequireApiKey) holds every scope.
-            "principal": Principal(key_id="static", name="LODESTAR_API_KEY", scopes=ALL_SCOPES),
+            # The track/identify/alias mutations take events through the ingest API's intake.
+            "intake": self.intake,
+            # Until API keys with scopes land, the one static key may do everything.
+            "principal": STATIC_KEY_PRINCIPAL,
         }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -124,7 +136,7 @@ def create_app(settings: GatewaySettings) -> Starlette:
     ingest = IngestApi(settings, bus)
     graphql = RequireApiKey(
         LimitRequestSize(
-            LodestarGraphQL(clients, build_schema(settings), settings.graphiql),
+            LodestarGraphQL(clients, build_schema(settings), settings.graphiql, ingest.intake),
             settings.graphql_max_bytes,
         ),
         settings.api_key.get_secret_value(),

@@ -16,7 +16,6 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from aiokafka.errors import KafkaError
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
@@ -30,12 +29,12 @@ from gateway.bodies import (
     encoding_of,
     read_capped,
 )
-from gateway.client_ip import client_address, networks
+from gateway.intake import BusUnavailable, EventIntake
 from gateway.ratelimit import RateLimiter, whole_seconds
-from gateway.segment import EVENT_TYPES, MAX_NESTING, Batch, InvalidEvent, parse_call, split_batch
+from gateway.segment import EVENT_TYPES, MAX_NESTING, Batch, InvalidEvent, split_batch
 from gateway.settings import GatewaySettings
 from lodestar.v1 import events_pb2
-from services.platform import metrics, topics
+from services.platform import metrics
 from services.platform.bus import Bus
 
 log = logging.getLogger(__name__)
@@ -128,7 +127,8 @@ class IngestApi:
         self.limiter = RateLimiter(
             settings.ingest_rate_limit_per_s, settings.ingest_rate_limit_burst, clock
         )
-        self.trusted_proxies = networks(settings.ingest_trusted_proxies)
+        # Validation, event building and producing, shared with the GraphQL mutations.
+        self.intake = EventIntake(settings, bus)
 
     def routes(self) -> list[Route]:
         """One route per call type, plus ``/v1/batch``, each also under its short name."""
@@ -168,9 +168,8 @@ class IngestApi:
         if kind == "batch":
             return await self._batch(body, received_at, client_ip)
         try:
-            call = parse_call(body, kind, received_at, client_ip=client_ip)
+            call = self.intake.build(body, kind, received_at=received_at, client_ip=client_ip)
         except InvalidEvent as exc:
-            metrics.INGEST_EVENTS.labels(kind, "invalid").inc()
             return _error(400, "invalid_event", str(exc), exc.path)
         return await self._produce(kind, [call])
 
@@ -202,7 +201,7 @@ class IngestApi:
         """The sender's address (see :mod:`gateway.client_ip`)."""
         peer = request.client.host if request.client else None
         forwarded = ",".join(request.headers.getlist("x-forwarded-for"))
-        return client_address(peer, forwarded, self.trusted_proxies)
+        return self.intake.client_ip(peer, forwarded)
 
     async def _batch(self, body: Any, received_at: datetime, client_ip: str) -> JSONResponse:
         """Produce a batch's valid calls and report its rejected ones: SDKs do not retry a
@@ -286,10 +285,7 @@ class IngestApi:
         self, kind: str, calls: Sequence[tuple[str, events_pb2.Event]]
     ) -> JSONResponse:
         try:
-            await self.bus.publish_many([(topics.EVENTS_RAW, key, event) for key, event in calls])
-        except KafkaError as exc:
-            log.warning("produce failed", extra={"fields": {"error": repr(exc)}})
-            metrics.INGEST_EVENTS.labels(kind, "unavailable").inc()
+            await self.intake.produce(kind, calls)
+        except BusUnavailable:
             return _error(503, "unavailable", "the event bus is unavailable; retry with backoff")
-        metrics.INGEST_EVENTS.labels(kind, "accepted").inc(len(calls))
         return JSONResponse({"success": True})

@@ -13,7 +13,7 @@ from google.protobuf.json_format import MessageToDict
 from strawberry.scalars import JSON
 from strawberry.types import Info
 
-from gateway.errors import BAD_USER_INPUT, client_error, from_rpc_error
+from gateway.errors import from_rpc_error
 from lodestar.v1 import events_pb2, privacy_pb2
 from services.platform.timestamps import field_time
 
@@ -85,28 +85,3 @@ async def privacy_request(info: Info, id: strawberry.ID) -> PrivacyRequest | Non
             return None
         raise from_rpc_error(error) from error
     return PrivacyRequest.of(status)
-
-
-@strawberry.type
-class Mutation:
-    @strawberry.field(
-        description="Erase or export one customer across every service; follow it with "
-        "privacyRequest(id). Passing your own requestId makes a retry the same request."
-    )
-    async def request_privacy(
-        self,
-        info: Info,
-        kind: PrivacyRequestKind,
-        customer_id: strawberry.ID,
-        request_id: str | None = None,
-    ) -> PrivacyRequest:
-        if not str(customer_id).strip():
-            raise client_error("customerId must not be empty", BAD_USER_INPUT)
-        request = privacy_pb2.SubmitPrivacyRequestRequest(
-            kind=kind.value, customer_id=str(customer_id), request_id=request_id or ""
-        )
-        try:
-            status = await info.context["clients"].privacy.SubmitPrivacyRequest(request)
-        except grpc.aio.AioRpcError as error:
-            raise from_rpc_error(error) from error
-        return PrivacyRequest.of(status)

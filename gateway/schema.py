@@ -20,7 +20,7 @@ from gateway.items import Item, item
 from gateway.limits import document_limits
 from gateway.loaders import Loaders, TimelineKey
 from gateway.masking import masked_identifier, masked_traits
-from gateway.privacy import Mutation, PrivacyRequest, privacy_request
+from gateway.privacy import PrivacyRequest, privacy_request
 from gateway.recommendations import Recommendations, customer_recommendations
 from gateway.relay import Connection, Edge, PageInfo, check_first, connection
 from gateway.scopes import Scope, needs
@@ -504,6 +504,9 @@ class LodestarSchema(strawberry.Schema):
 
 def build_schema(settings: GatewaySettings) -> strawberry.Schema:
     """The schema with the request limits of ``settings``."""
+    # Here, not at the top: the mutations' types build on this module's.
+    from gateway.mutations import Mutation
+
     return LodestarSchema(
         query=Query,
         mutation=Mutation,

@@ -49,6 +49,9 @@ class GatewaySettings(CommonSettings):
     graphql_max_tokens: int = Field(2_000, ge=500, le=20_000)
     graphql_max_depth: int = Field(12, ge=6, le=50)
     graphql_max_aliases: int = Field(30, ge=1, le=500)
+    # Mutations (issue 15, write side): how long trainRecommender and recomputeScores may
+    # take; they refit models over every customer, far longer than a read.
+    graphql_long_call_timeout_s: float = Field(300.0, gt=0, le=3_600)
 
     @field_validator("ingest_cors_origins", "ingest_trusted_proxies", mode="before")
     @classmethod

@@ -60,6 +60,8 @@ def stack(
             "LODESTAR_IDENTITY_CUSTOM_TYPES": "crm_id",
             # Ticket reminders are checked every second instead of every minute.
             "LODESTAR_WALLET_REMINDER_INTERVAL_S": "1",
+            # Pass download links expire in seconds, so a test can see one expire.
+            "LODESTAR_WALLET_DOWNLOAD_LINK_TTL_S": "5",
         },
     )
     try:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 # gRPC trailers hold at most 16 KB; details past this are cut so a status always fits.
 MAX_DETAILS = 400
+# The trailing-metadata key of an INVALID_ARGUMENT's JSON path (``$.all[1].field``): callers
+# read it rather than parse the message.
+ERROR_PATH_KEY = "lodestar-error-path"
 
 
 def bounded_details(message: str, limit: int = MAX_DETAILS) -> str:
@@ -19,7 +22,12 @@ class LodestarError(Exception):
 
 
 class InvalidArgument(LodestarError):
-    """The request names something wrong (gRPC INVALID_ARGUMENT, HTTP 400)."""
+    """The request names something wrong (gRPC INVALID_ARGUMENT, HTTP 400); ``path``, when
+    known, is the JSON path of the bad part of the input (sent as :data:`ERROR_PATH_KEY`)."""
+
+    def __init__(self, message: str, path: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
 
 
 class NotFound(LodestarError):

@@ -18,6 +18,7 @@ from grpc_reflection.v1alpha import reflection
 
 from services.platform import metrics
 from services.platform.errors import (
+    ERROR_PATH_KEY,
     AlreadyExists,
     FailedPrecondition,
     InvalidArgument,
@@ -46,7 +47,11 @@ class CallEnded(asyncio.CancelledError):
 
 
 async def abort(
-    context: grpc.aio.ServicerContext[Any, Any], method: str, code: grpc.StatusCode, details: str
+    context: grpc.aio.ServicerContext[Any, Any],
+    method: str,
+    code: grpc.StatusCode,
+    details: str,
+    trailing_metadata: tuple[tuple[str, str], ...] = (),
 ) -> NoReturn:
     """End the call with ``code``: the one place statuses are sent, so every status is
     sent at most once and its details are bounded.
@@ -57,7 +62,10 @@ async def abort(
     if context.done():
         _call_ended(method, code)
     try:
-        await context.abort(code, bounded_details(details))
+        if trailing_metadata:
+            await context.abort(code, bounded_details(details), trailing_metadata)
+        else:
+            await context.abort(code, bounded_details(details))
     except grpc.aio.AbortError:
         raise
     except Exception:
@@ -171,7 +179,7 @@ class ErrorInterceptor(_UnaryInterceptor):
                     _call_ended(method, context.code() or grpc.StatusCode.CANCELLED)
                 for kind, code in _ERROR_CODES:
                     if isinstance(exc, kind):
-                        await abort(context, method, code, str(exc))
+                        await abort(context, method, code, str(exc), _trailers(exc))
                 ref = uuid.uuid4().hex[:12]
                 log.exception("unhandled error", extra={"fields": {"method": method, "ref": ref}})
                 await abort(
@@ -179,6 +187,12 @@ class ErrorInterceptor(_UnaryInterceptor):
                 )
 
         return guarded
+
+
+def _trailers(exc: Exception) -> tuple[tuple[str, str], ...]:
+    """The JSON path of an invalid argument, for callers to point at (bounded like details)."""
+    path = getattr(exc, "path", None) if isinstance(exc, InvalidArgument) else None
+    return ((ERROR_PATH_KEY, bounded_details(path, 200)),) if isinstance(path, str) else ()
 
 
 class GrpcServer:

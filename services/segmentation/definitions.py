@@ -19,7 +19,7 @@ from typing import Any
 from services.platform.errors import InvalidArgument, NotFound
 from services.platform.mongo import Document
 from services.segmentation.audience import Audiences
-from services.segmentation.rules import RuleError
+from services.segmentation.rules import RuleError, json_path
 from services.segmentation.segments import (
     BACKFILLING,
     LIVE,
@@ -54,7 +54,9 @@ class SegmentDefinitions:
         try:
             rule = parse_rule(rule_json, self.pii_traits)
         except RuleError as exc:
-            raise InvalidArgument(f"rule_json: {exc.path}: {exc.message}") from None
+            raise InvalidArgument(
+                f"rule_json: {exc.path}: {exc.message}", path=json_path(exc.path)
+            ) from None
         self._check_window(rule)
         return rule, json.dumps(rule.to_json(), sort_keys=True)
 

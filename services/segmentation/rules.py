@@ -151,6 +151,14 @@ class RuleError(ValueError):
         self.message = message
 
 
+def json_path(path: str) -> str:
+    """A rule error's path as a JSON path of the rule itself: ``rule.all[1]`` -> ``$.all[1]``."""
+    head, _, rest = path.partition("rule")
+    if head or (rest and rest[0] not in ".["):
+        return "$"
+    return "$" + rest
+
+
 @dataclass(frozen=True)
 class EventRecord:
     """One of a customer's recent events, as event conditions read it."""

@@ -10,8 +10,9 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from lodestar.v1 import wallet_pb2, wallet_pb2_grpc
-from services.platform.errors import InvalidArgument
+from services.platform.errors import FailedPrecondition, InvalidArgument
 from services.platform.validation import check_id
+from services.wallet.downloads import DownloadLinks
 from services.wallet.live import LiveUpdates
 from services.wallet.offers import checked_offer
 from services.wallet.passes import APPLE, GOOGLE, WalletPasses
@@ -75,9 +76,12 @@ def _offer(doc: Mapping[str, Any]) -> wallet_pb2.Offer:
 class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
     """Issue, read, update, message and void passes; define offers."""
 
-    def __init__(self, passes: WalletPasses, live: LiveUpdates) -> None:
+    def __init__(
+        self, passes: WalletPasses, live: LiveUpdates, links: DownloadLinks | None = None
+    ) -> None:
         self.passes = passes
         self.live = live
+        self.links = links
 
     def _pass(self, doc: Mapping[str, Any]) -> wallet_pb2.WalletPass:
         """The pass as every call but IssuePass answers it: without its secret token."""
@@ -195,6 +199,20 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
         """The "Save to Google Wallet" link of a Google pass."""
         doc = await self.passes.get(_serial(request.serial_number))
         return wallet_pb2.SaveLink(url=self.passes.save_link(doc))
+
+    async def GetDownloadLink(
+        self, request: wallet_pb2.GetDownloadLinkRequest, context: Context
+    ) -> wallet_pb2.DownloadLink:
+        """A short-lived signed link to an Apple pass's .pkpass."""
+        doc = await self.passes.get(_serial(request.serial_number))
+        if self.links is None:
+            raise FailedPrecondition("download links are not enabled in this wallet service")
+        if doc.get("platform", APPLE) != APPLE:
+            raise FailedPrecondition("a Google pass is saved by its save link, not downloaded")
+        if doc.get("voided"):
+            raise FailedPrecondition("the pass is voided")
+        url, expires_at = self.links.link(doc["_id"])
+        return wallet_pb2.DownloadLink(url=url, expires_at=_stamp(expires_at))
 
     async def PutOffer(self, request: wallet_pb2.Offer, context: Context) -> wallet_pb2.Offer:
         """Create or replace a segment-bound offer."""

@@ -29,6 +29,7 @@ from services.wallet.consumers import (
     ResolvedEventHandler,
 )
 from services.wallet.delivery import Dispatcher
+from services.wallet.downloads import DownloadLinks, PassDownloads
 from services.wallet.feedback import WalletFeedback
 from services.wallet.google import GoogleWalletClient, ServiceAccount
 from services.wallet.googlepasses import GooglePasses
@@ -102,7 +103,12 @@ async def serve(settings: WalletSettings) -> None:
     dispatcher = Dispatcher(store, apns, google, removed=feedback.removed)
     passes.on_push_scheduled(dispatcher.schedule)
     live = LiveUpdates(passes, settings.live_policy(), flush=dispatcher.flush)
-    servicer = WalletServicer(passes, live)
+    links = DownloadLinks(
+        settings.download_link_secret(),
+        settings.wallet_web_service_url,
+        settings.wallet_download_link_ttl_s,
+    )
+    servicer = WalletServicer(passes, live, links)
     server = GrpcServer(
         settings.grpc_host,
         settings.grpc_port,
@@ -141,7 +147,9 @@ async def serve(settings: WalletSettings) -> None:
         ),
     ]
     http = HttpServer(
-        PassKitWebService(passes, feedback).app, settings.passkit_host, settings.passkit_port
+        PassKitWebService(passes, feedback, PassDownloads(passes, links)).app,
+        settings.passkit_host,
+        settings.passkit_port,
     )
     await http.start()
     closers: list[Any] = [http.stop, bus.stop, identity.close, profile.close]

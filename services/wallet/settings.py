@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import timedelta
 from pathlib import Path
 from typing import Self
@@ -63,6 +64,10 @@ class WalletSettings(ServiceSettings):
     wallet_reminder_before_hours: int = Field(24, ge=1, le=24 * 14)
     wallet_reminder_interval_s: float = Field(60.0, gt=0, le=3_600)
     wallet_time_zone: str = "UTC"
+    # Signed .pkpass download links (GET /downloads/...): how long one stays valid, and the
+    # HMAC key (default: derived from the pass-signing key, so every replica agrees).
+    wallet_download_link_ttl_s: int = Field(300, ge=1, le=3_600)
+    wallet_download_link_secret: SecretStr | None = Field(None, min_length=16)
     # Pass serials are linked to their customers in identity when issued; a new card
     # starts from the loyalty figures profile has.
     identity_addr: str = "127.0.0.1:50051"
@@ -110,6 +115,14 @@ class WalletSettings(ServiceSettings):
             reminder_before=timedelta(hours=self.wallet_reminder_before_hours),
             zone=ZoneInfo(self.wallet_time_zone),
         )
+
+    def download_link_secret(self) -> bytes:
+        """The HMAC key of download links: the configured one, else one derived from the
+        pass-signing key file (a secret every replica already shares)."""
+        if self.wallet_download_link_secret is not None:
+            return self.wallet_download_link_secret.get_secret_value().encode()
+        key = self.wallet_apple_key.read_bytes()
+        return hashlib.sha256(b"lodestar pass download links\n" + key).digest()
 
     def pass_signer(self) -> PassSigner:
         """The signing identity loaded from the configured files."""

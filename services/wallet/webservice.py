@@ -6,6 +6,8 @@
   ``serialNumbers`` and ``lastUpdated``, or 204 when nothing changed
 - ``GET /v1/passes/{passType}/{serial}``: the latest ``.pkpass``, 304 on ``If-Modified-Since``
 - ``POST /v1/log``: messages phones report
+- ``GET /downloads/{serial}?expires=…&sig=…``: a pass by signed link
+  (:mod:`services.wallet.downloads`)
 
 Pass-specific calls need ``Authorization: ApplePass <token>`` (or ``AndroidPass <token>``),
 checked in constant time; anything else is 401. Bad input is 400 with a JSON ``error`` naming
@@ -36,6 +38,7 @@ from starlette.routing import Route
 
 from services.wallet.applepass import PKPASS_MEDIA_TYPE
 from services.wallet.devicelogs import log_fields
+from services.wallet.downloads import PATH, PassDownloads
 from services.wallet.images import solid_png
 from services.wallet.passes import WalletPasses
 from services.wallet.templates import DEFAULT_TEMPLATE
@@ -113,7 +116,12 @@ def _push_token(body: Mapping[str, Any]) -> str:
 class PassKitWebService:
     """The HTTP handlers; ``app`` is the Starlette application."""
 
-    def __init__(self, passes: WalletPasses, feedback: Feedback | None = None) -> None:
+    def __init__(
+        self,
+        passes: WalletPasses,
+        feedback: Feedback | None = None,
+        downloads: PassDownloads | None = None,
+    ) -> None:
         self.passes = passes
         self.feedback = feedback
         self.app = Starlette(
@@ -137,6 +145,7 @@ class PassKitWebService:
                 ),
                 Route("/v1/log", self.log, methods=["POST"]),
                 Route("/images/logo.png", self.logo, methods=["GET"]),
+                *([Route(PATH, downloads.download, methods=["GET"])] if downloads else []),
             ]
         )
 

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18lodestar/v1/wallet.proto\x12\x0blodestar.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe0\x04\n\nWalletPass\x12\x15\n\rserial_number\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12#\n\x04kind\x18\x03 \x01(\x0e\x32\x15.lodestar.v1.PassKind\x12-\n\x08platform\x18\x04 \x01(\x0e\x32\x1b.lodestar.v1.WalletPlatform\x12\x14\n\x0cpass_type_id\x18\x05 \x01(\t\x12\x1c\n\x14\x61uthentication_token\x18\x06 \x01(\t\x12\x17\n\x0fweb_service_url\x18\x07 \x01(\t\x12\x10\n\x08template\x18\x08 \x01(\t\x12\x0e\n\x06voided\x18\t \x01(\x08\x12.\n\ncreated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tsave_link\x18\x0c \x01(\t\x12\x18\n\x10google_object_id\x18\r \x01(\t\x12\x10\n\x08offer_id\x18\x0e \x01(\t\x12\x33\n\x06\x66ields\x18\x0f \x03(\x0b\x32#.lodestar.v1.WalletPass.FieldsEntry\x12\x32\n\x0erelevant_dates\x18\x10 \x03(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\tlocations\x18\x11 \x03(\x0b\x32\x19.lodestar.v1.PassLocation\x1a-\n\x0b\x46ieldsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"J\n\x0cPassLocation\x12\x10\n\x08latitude\x18\x01 \x01(\x01\x12\x11\n\tlongitude\x18\x02 \x01(\x01\x12\x15\n\rrelevant_text\x18\x03 \x01(\t\"\x9f\x01\n\x10IssuePassRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12#\n\x04kind\x18\x02 \x01(\x0e\x32\x15.lodestar.v1.PassKind\x12-\n\x08platform\x18\x03 \x01(\x0e\x32\x1b.lodestar.v1.WalletPlatform\x12\x10\n\x08template\x18\x04 \x01(\t\x12\x10\n\x08offer_id\x18\x05 \x01(\t\"\xf7\x01\n\x11UpdatePassRequest\x12\x15\n\rserial_number\x18\x01 \x01(\t\x12:\n\x06\x66ields\x18\x02 \x03(\x0b\x32*.lodestar.v1.UpdatePassRequest.FieldsEntry\x12\x32\n\x0erelevant_dates\x18\x03 \x03(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\tlocations\x18\x04 \x03(\x0b\x32\x19.lodestar.v1.PassLocation\x1a-\n\x0b\x46ieldsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x86\x01\n\x12SendMessageRequest\x12\x15\n\rserial_number\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\x0e\n\x06header\x18\x03 \x01(\t\x12\x0c\n\x04\x62ody\x18\x04 \x01(\t\x12&\n\x04kind\x18\x05 \x01(\x0e\x32\x18.lodestar.v1.MessageKind\"8\n\x13SendMessageResponse\x12\x0e\n\x06passes\x18\x01 \x01(\x05\x12\x11\n\theld_back\x18\x02 \x01(\t\"+\n\x12GetSaveLinkRequest\x12\x15\n\rserial_number\x18\x01 \x01(\t\"\x17\n\x08SaveLink\x12\x0b\n\x03url\x18\x01 \x01(\t\"}\n\nOfferEvent\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05venue\x18\x02 \x01(\t\x12\x10\n\x08latitude\x18\x03 \x01(\x01\x12\x11\n\tlongitude\x18\x04 \x01(\x01\x12-\n\tstarts_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x89\x01\n\x05Offer\x12\x10\n\x08offer_id\x18\x01 \x01(\t\x12\x12\n\nsegment_id\x18\x02 \x01(\t\x12\r\n\x05title\x18\x03 \x01(\t\x12\x0f\n\x07\x64\x65tails\x18\x04 \x01(\t\x12\x12\n\nsurvey_url\x18\x05 \x01(\t\x12&\n\x05\x65vent\x18\x06 \x01(\x0b\x32\x17.lodestar.v1.OfferEvent\"\x13\n\x11ListOffersRequest\"8\n\x12ListOffersResponse\x12\"\n\x06offers\x18\x01 \x03(\x0b\x32\x12.lodestar.v1.Offer\"\'\n\x0eGetPassRequest\x12\x15\n\rserial_number\x18\x01 \x01(\t\")\n\x11ListPassesRequest\x12\x14\n\x0c\x63ustomer_ids\x18\x01 \x03(\t\"N\n\x0e\x43ustomerPasses\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\'\n\x06passes\x18\x02 \x03(\x0b\x32\x17.lodestar.v1.WalletPass\"D\n\x12ListPassesResponse\x12.\n\tcustomers\x18\x01 \x03(\x0b\x32\x1b.lodestar.v1.CustomerPasses\"(\n\x0fVoidPassRequest\x12\x15\n\rserial_number\x18\x01 \x01(\t*\x88\x01\n\x08PassKind\x12\x19\n\x15PASS_KIND_UNSPECIFIED\x10\x00\x12\x18\n\x14PASS_KIND_STORE_CARD\x10\x01\x12\x14\n\x10PASS_KIND_COUPON\x10\x02\x12\x1a\n\x16PASS_KIND_EVENT_TICKET\x10\x03\x12\x15\n\x11PASS_KIND_GENERIC\x10\x04*h\n\x0eWalletPlatform\x12\x1f\n\x1bWALLET_PLATFORM_UNSPECIFIED\x10\x00\x12\x19\n\x15WALLET_PLATFORM_APPLE\x10\x01\x12\x1a\n\x16WALLET_PLATFORM_GOOGLE\x10\x02*g\n\x0bMessageKind\x12\x1c\n\x18MESSAGE_KIND_UNSPECIFIED\x10\x00\x12\x1e\n\x1aMESSAGE_KIND_TRANSACTIONAL\x10\x01\x12\x1a\n\x16MESSAGE_KIND_MARKETING\x10\x02\x32\x8a\x05\n\rWalletService\x12\x43\n\tIssuePass\x12\x1d.lodestar.v1.IssuePassRequest\x1a\x17.lodestar.v1.WalletPass\x12?\n\x07GetPass\x12\x1b.lodestar.v1.GetPassRequest\x1a\x17.lodestar.v1.WalletPass\x12M\n\nListPasses\x12\x1e.lodestar.v1.ListPassesRequest\x1a\x1f.lodestar.v1.ListPassesResponse\x12\x45\n\nUpdatePass\x12\x1e.lodestar.v1.UpdatePassRequest\x1a\x17.lodestar.v1.WalletPass\x12P\n\x0bSendMessage\x12\x1f.lodestar.v1.SendMessageRequest\x1a .lodestar.v1.SendMessageResponse\x12\x41\n\x08VoidPass\x12\x1c.lodestar.v1.VoidPassRequest\x1a\x17.lodestar.v1.WalletPass\x12\x45\n\x0bGetSaveLink\x12\x1f.lodestar.v1.GetSaveLinkRequest\x1a\x15.lodestar.v1.SaveLink\x12\x32\n\x08PutOffer\x12\x12.lodestar.v1.Offer\x1a\x12.lodestar.v1.Offer\x12M\n\nListOffers\x12\x1e.lodestar.v1.ListOffersRequest\x1a\x1f.lodestar.v1.ListOffersResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18lodestar/v1/wallet.proto\x12\x0blodestar.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe0\x04\n\nWalletPass\x12\x15\n\rserial_number\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12#\n\x04kind\x18\x03 \x01(\x0e\x32\x15.lodestar.v1.PassKind\x12-\n\x08platform\x18\x04 \x01(\x0e\x32\x1b.lodestar.v1.WalletPlatform\x12\x14\n\x0cpass_type_id\x18\x05 \x01(\t\x12\x1c\n\x14\x61uthentication_token\x18\x06 \x01(\t\x12\x17\n\x0fweb_service_url\x18\x07 \x01(\t\x12\x10\n\x08template\x18\x08 \x01(\t\x12\x0e\n\x06voided\x18\t \x01(\x08\x12.\n\ncreated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tsave_link\x18\x0c \x01(\t\x12\x18\n\x10google_object_id\x18\r \x01(\t\x12\x10\n\x08offer_id\x18\x0e \x01(\t\x12\x33\n\x06\x66ields\x18\x0f \x03(\x0b\x32#.lodestar.v1.WalletPass.FieldsEntry\x12\x32\n\x0erelevant_dates\x18\x10 \x03(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\tlocations\x18\x11 \x03(\x0b\x32\x19.lodestar.v1.PassLocation\x1a-\n\x0b\x46ieldsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"J\n\x0cPassLocation\x12\x10\n\x08latitude\x18\x01 \x01(\x01\x12\x11\n\tlongitude\x18\x02 \x01(\x01\x12\x15\n\rrelevant_text\x18\x03 \x01(\t\"\x9f\x01\n\x10IssuePassRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12#\n\x04kind\x18\x02 \x01(\x0e\x32\x15.lodestar.v1.PassKind\x12-\n\x08platform\x18\x03 \x01(\x0e\x32\x1b.lodestar.v1.WalletPlatform\x12\x10\n\x08template\x18\x04 \x01(\t\x12\x10\n\x08offer_id\x18\x05 \x01(\t\"\xf7\x01\n\x11UpdatePassRequest\x12\x15\n\rserial_number\x18\x01 \x01(\t\x12:\n\x06\x66ields\x18\x02 \x03(\x0b\x32*.lodestar.v1.UpdatePassRequest.FieldsEntry\x12\x32\n\x0erelevant_dates\x18\x03 \x03(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\tlocations\x18\x04 \x03(\x0b\x32\x19.lodestar.v1.PassLocation\x1a-\n\x0b\x46ieldsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x86\x01\n\x12SendMessageRequest\x12\x15\n\rserial_number\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\x0e\n\x06header\x18\x03 \x01(\t\x12\x0c\n\x04\x62ody\x18\x04 \x01(\t\x12&\n\x04kind\x18\x05 \x01(\x0e\x32\x18.lodestar.v1.MessageKind\"8\n\x13SendMessageResponse\x12\x0e\n\x06passes\x18\x01 \x01(\x05\x12\x11\n\theld_back\x18\x02 \x01(\t\"+\n\x12GetSaveLinkRequest\x12\x15\n\rserial_number\x18\x01 \x01(\t\"\x17\n\x08SaveLink\x12\x0b\n\x03url\x18\x01 \x01(\t\"/\n\x16GetDownloadLinkRequest\x12\x15\n\rserial_number\x18\x01 \x01(\t\"K\n\x0c\x44ownloadLink\x12\x0b\n\x03url\x18\x01 \x01(\t\x12.\n\nexpires_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"}\n\nOfferEvent\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05venue\x18\x02 \x01(\t\x12\x10\n\x08latitude\x18\x03 \x01(\x01\x12\x11\n\tlongitude\x18\x04 \x01(\x01\x12-\n\tstarts_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x89\x01\n\x05Offer\x12\x10\n\x08offer_id\x18\x01 \x01(\t\x12\x12\n\nsegment_id\x18\x02 \x01(\t\x12\r\n\x05title\x18\x03 \x01(\t\x12\x0f\n\x07\x64\x65tails\x18\x04 \x01(\t\x12\x12\n\nsurvey_url\x18\x05 \x01(\t\x12&\n\x05\x65vent\x18\x06 \x01(\x0b\x32\x17.lodestar.v1.OfferEvent\"\x13\n\x11ListOffersRequest\"8\n\x12ListOffersResponse\x12\"\n\x06offers\x18\x01 \x03(\x0b\x32\x12.lodestar.v1.Offer\"\'\n\x0eGetPassRequest\x12\x15\n\rserial_number\x18\x01 \x01(\t\")\n\x11ListPassesRequest\x12\x14\n\x0c\x63ustomer_ids\x18\x01 \x03(\t\"N\n\x0e\x43ustomerPasses\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\'\n\x06passes\x18\x02 \x03(\x0b\x32\x17.lodestar.v1.WalletPass\"D\n\x12ListPassesResponse\x12.\n\tcustomers\x18\x01 \x03(\x0b\x32\x1b.lodestar.v1.CustomerPasses\"(\n\x0fVoidPassRequest\x12\x15\n\rserial_number\x18\x01 \x01(\t*\x88\x01\n\x08PassKind\x12\x19\n\x15PASS_KIND_UNSPECIFIED\x10\x00\x12\x18\n\x14PASS_KIND_STORE_CARD\x10\x01\x12\x14\n\x10PASS_KIND_COUPON\x10\x02\x12\x1a\n\x16PASS_KIND_EVENT_TICKET\x10\x03\x12\x15\n\x11PASS_KIND_GENERIC\x10\x04*h\n\x0eWalletPlatform\x12\x1f\n\x1bWALLET_PLATFORM_UNSPECIFIED\x10\x00\x12\x19\n\x15WALLET_PLATFORM_APPLE\x10\x01\x12\x1a\n\x16WALLET_PLATFORM_GOOGLE\x10\x02*g\n\x0bMessageKind\x12\x1c\n\x18MESSAGE_KIND_UNSPECIFIED\x10\x00\x12\x1e\n\x1aMESSAGE_KIND_TRANSACTIONAL\x10\x01\x12\x1a\n\x16MESSAGE_KIND_MARKETING\x10\x02\x32\xdd\x05\n\rWalletService\x12\x43\n\tIssuePass\x12\x1d.lodestar.v1.IssuePassRequest\x1a\x17.lodestar.v1.WalletPass\x12?\n\x07GetPass\x12\x1b.lodestar.v1.GetPassRequest\x1a\x17.lodestar.v1.WalletPass\x12M\n\nListPasses\x12\x1e.lodestar.v1.ListPassesRequest\x1a\x1f.lodestar.v1.ListPassesResponse\x12\x45\n\nUpdatePass\x12\x1e.lodestar.v1.UpdatePassRequest\x1a\x17.lodestar.v1.WalletPass\x12P\n\x0bSendMessage\x12\x1f.lodestar.v1.SendMessageRequest\x1a .lodestar.v1.SendMessageResponse\x12\x41\n\x08VoidPass\x12\x1c.lodestar.v1.VoidPassRequest\x1a\x17.lodestar.v1.WalletPass\x12\x45\n\x0bGetSaveLink\x12\x1f.lodestar.v1.GetSaveLinkRequest\x1a\x15.lodestar.v1.SaveLink\x12Q\n\x0fGetDownloadLink\x12#.lodestar.v1.GetDownloadLinkRequest\x1a\x19.lodestar.v1.DownloadLink\x12\x32\n\x08PutOffer\x12\x12.lodestar.v1.Offer\x1a\x12.lodestar.v1.Offer\x12M\n\nListOffers\x12\x1e.lodestar.v1.ListOffersRequest\x1a\x1f.lodestar.v1.ListOffersResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,12 +36,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_WALLETPASS_FIELDSENTRY']._serialized_options = b'8\001'
   _globals['_UPDATEPASSREQUEST_FIELDSENTRY']._loaded_options = None
   _globals['_UPDATEPASSREQUEST_FIELDSENTRY']._serialized_options = b'8\001'
-  _globals['_PASSKIND']._serialized_start=2061
-  _globals['_PASSKIND']._serialized_end=2197
-  _globals['_WALLETPLATFORM']._serialized_start=2199
-  _globals['_WALLETPLATFORM']._serialized_end=2303
-  _globals['_MESSAGEKIND']._serialized_start=2305
-  _globals['_MESSAGEKIND']._serialized_end=2408
+  _globals['_PASSKIND']._serialized_start=2187
+  _globals['_PASSKIND']._serialized_end=2323
+  _globals['_WALLETPLATFORM']._serialized_start=2325
+  _globals['_WALLETPLATFORM']._serialized_end=2429
+  _globals['_MESSAGEKIND']._serialized_start=2431
+  _globals['_MESSAGEKIND']._serialized_end=2534
   _globals['_WALLETPASS']._serialized_start=75
   _globals['_WALLETPASS']._serialized_end=683
   _globals['_WALLETPASS_FIELDSENTRY']._serialized_start=638
@@ -62,24 +62,28 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETSAVELINKREQUEST']._serialized_end=1411
   _globals['_SAVELINK']._serialized_start=1413
   _globals['_SAVELINK']._serialized_end=1436
-  _globals['_OFFEREVENT']._serialized_start=1438
-  _globals['_OFFEREVENT']._serialized_end=1563
-  _globals['_OFFER']._serialized_start=1566
-  _globals['_OFFER']._serialized_end=1703
-  _globals['_LISTOFFERSREQUEST']._serialized_start=1705
-  _globals['_LISTOFFERSREQUEST']._serialized_end=1724
-  _globals['_LISTOFFERSRESPONSE']._serialized_start=1726
-  _globals['_LISTOFFERSRESPONSE']._serialized_end=1782
-  _globals['_GETPASSREQUEST']._serialized_start=1784
-  _globals['_GETPASSREQUEST']._serialized_end=1823
-  _globals['_LISTPASSESREQUEST']._serialized_start=1825
-  _globals['_LISTPASSESREQUEST']._serialized_end=1866
-  _globals['_CUSTOMERPASSES']._serialized_start=1868
-  _globals['_CUSTOMERPASSES']._serialized_end=1946
-  _globals['_LISTPASSESRESPONSE']._serialized_start=1948
-  _globals['_LISTPASSESRESPONSE']._serialized_end=2016
-  _globals['_VOIDPASSREQUEST']._serialized_start=2018
-  _globals['_VOIDPASSREQUEST']._serialized_end=2058
-  _globals['_WALLETSERVICE']._serialized_start=2411
-  _globals['_WALLETSERVICE']._serialized_end=3061
+  _globals['_GETDOWNLOADLINKREQUEST']._serialized_start=1438
+  _globals['_GETDOWNLOADLINKREQUEST']._serialized_end=1485
+  _globals['_DOWNLOADLINK']._serialized_start=1487
+  _globals['_DOWNLOADLINK']._serialized_end=1562
+  _globals['_OFFEREVENT']._serialized_start=1564
+  _globals['_OFFEREVENT']._serialized_end=1689
+  _globals['_OFFER']._serialized_start=1692
+  _globals['_OFFER']._serialized_end=1829
+  _globals['_LISTOFFERSREQUEST']._serialized_start=1831
+  _globals['_LISTOFFERSREQUEST']._serialized_end=1850
+  _globals['_LISTOFFERSRESPONSE']._serialized_start=1852
+  _globals['_LISTOFFERSRESPONSE']._serialized_end=1908
+  _globals['_GETPASSREQUEST']._serialized_start=1910
+  _globals['_GETPASSREQUEST']._serialized_end=1949
+  _globals['_LISTPASSESREQUEST']._serialized_start=1951
+  _globals['_LISTPASSESREQUEST']._serialized_end=1992
+  _globals['_CUSTOMERPASSES']._serialized_start=1994
+  _globals['_CUSTOMERPASSES']._serialized_end=2072
+  _globals['_LISTPASSESRESPONSE']._serialized_start=2074
+  _globals['_LISTPASSESRESPONSE']._serialized_end=2142
+  _globals['_VOIDPASSREQUEST']._serialized_start=2144
+  _globals['_VOIDPASSREQUEST']._serialized_end=2184
+  _globals['_WALLETSERVICE']._serialized_start=2537
+  _globals['_WALLETSERVICE']._serialized_end=3270
 # @@protoc_insertion_point(module_scope)

@@ -72,6 +72,11 @@ class WalletServiceStub:
                 request_serializer=lodestar_dot_v1_dot_wallet__pb2.GetSaveLinkRequest.SerializeToString,
                 response_deserializer=lodestar_dot_v1_dot_wallet__pb2.SaveLink.FromString,
                 _registered_method=True)
+        self.GetDownloadLink = channel.unary_unary(
+                '/lodestar.v1.WalletService/GetDownloadLink',
+                request_serializer=lodestar_dot_v1_dot_wallet__pb2.GetDownloadLinkRequest.SerializeToString,
+                response_deserializer=lodestar_dot_v1_dot_wallet__pb2.DownloadLink.FromString,
+                _registered_method=True)
         self.PutOffer = channel.unary_unary(
                 '/lodestar.v1.WalletService/PutOffer',
                 request_serializer=lodestar_dot_v1_dot_wallet__pb2.Offer.SerializeToString,
@@ -147,6 +152,15 @@ class WalletServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetDownloadLink(self, request, context):
+        """A short-lived link to download an Apple pass's .pkpass without any key (it is signed
+        and bound to the serial number), to hand to the customer's browser. NOT_FOUND for an
+        unknown serial; FAILED_PRECONDITION for a Google or voided pass.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def PutOffer(self, request, context):
         """Creates or replaces an offer bound to a segment: customers entering the segment see it
         on their loyalty card, and it leaves when they exit. An offer with an event turns an
@@ -199,6 +213,11 @@ def add_WalletServiceServicer_to_server(servicer, server):
                     servicer.GetSaveLink,
                     request_deserializer=lodestar_dot_v1_dot_wallet__pb2.GetSaveLinkRequest.FromString,
                     response_serializer=lodestar_dot_v1_dot_wallet__pb2.SaveLink.SerializeToString,
+            ),
+            'GetDownloadLink': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDownloadLink,
+                    request_deserializer=lodestar_dot_v1_dot_wallet__pb2.GetDownloadLinkRequest.FromString,
+                    response_serializer=lodestar_dot_v1_dot_wallet__pb2.DownloadLink.SerializeToString,
             ),
             'PutOffer': grpc.unary_unary_rpc_method_handler(
                     servicer.PutOffer,
@@ -403,6 +422,33 @@ class WalletService:
             '/lodestar.v1.WalletService/GetSaveLink',
             lodestar_dot_v1_dot_wallet__pb2.GetSaveLinkRequest.SerializeToString,
             lodestar_dot_v1_dot_wallet__pb2.SaveLink.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDownloadLink(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lodestar.v1.WalletService/GetDownloadLink',
+            lodestar_dot_v1_dot_wallet__pb2.GetDownloadLinkRequest.SerializeToString,
+            lodestar_dot_v1_dot_wallet__pb2.DownloadLink.FromString,
             options,
             channel_credentials,
             insecure,

@@ -62,6 +62,11 @@ class WalletServiceStub:
     """The "Save to Google Wallet" link of a Google pass (a JWT holding only its ids).
     INVALID_ARGUMENT for an Apple pass (those are added by downloading the .pkpass).
     """
+    GetDownloadLink: _grpc.UnaryUnaryMultiCallable[_wallet_pb2.GetDownloadLinkRequest, _wallet_pb2.DownloadLink]
+    """A short-lived link to download an Apple pass's .pkpass without any key (it is signed
+    and bound to the serial number), to hand to the customer's browser. NOT_FOUND for an
+    unknown serial; FAILED_PRECONDITION for a Google or voided pass.
+    """
     PutOffer: _grpc.UnaryUnaryMultiCallable[_wallet_pb2.Offer, _wallet_pb2.Offer]
     """Creates or replaces an offer bound to a segment: customers entering the segment see it
     on their loyalty card, and it leaves when they exit. An offer with an event turns an
@@ -102,6 +107,11 @@ class WalletServiceAsyncStub(WalletServiceStub):
     GetSaveLink: _aio.UnaryUnaryMultiCallable[_wallet_pb2.GetSaveLinkRequest, _wallet_pb2.SaveLink]  # type: ignore[assignment]
     """The "Save to Google Wallet" link of a Google pass (a JWT holding only its ids).
     INVALID_ARGUMENT for an Apple pass (those are added by downloading the .pkpass).
+    """
+    GetDownloadLink: _aio.UnaryUnaryMultiCallable[_wallet_pb2.GetDownloadLinkRequest, _wallet_pb2.DownloadLink]  # type: ignore[assignment]
+    """A short-lived link to download an Apple pass's .pkpass without any key (it is signed
+    and bound to the serial number), to hand to the customer's browser. NOT_FOUND for an
+    unknown serial; FAILED_PRECONDITION for a Google or voided pass.
     """
     PutOffer: _aio.UnaryUnaryMultiCallable[_wallet_pb2.Offer, _wallet_pb2.Offer]  # type: ignore[assignment]
     """Creates or replaces an offer bound to a segment: customers entering the segment see it
@@ -182,6 +192,17 @@ class WalletServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_wallet_pb2.SaveLink, _abc.Awaitable[_wallet_pb2.SaveLink]]:
         """The "Save to Google Wallet" link of a Google pass (a JWT holding only its ids).
         INVALID_ARGUMENT for an Apple pass (those are added by downloading the .pkpass).
+        """
+
+    @_abc_1.abstractmethod
+    def GetDownloadLink(
+        self,
+        request: _wallet_pb2.GetDownloadLinkRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_wallet_pb2.DownloadLink, _abc.Awaitable[_wallet_pb2.DownloadLink]]:
+        """A short-lived link to download an Apple pass's .pkpass without any key (it is signed
+        and bound to the serial number), to hand to the customer's browser. NOT_FOUND for an
+        unknown serial; FAILED_PRECONDITION for a Google or voided pass.
         """
 
     @_abc_1.abstractmethod

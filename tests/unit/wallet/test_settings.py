@@ -99,3 +99,23 @@ def test_push_and_google_settings_default_and_fail_naming_the_variable(
             with pytest.raises(ValidationError) as caught:
                 WalletSettings()
             assert message in describe_errors(caught.value)
+
+
+def test_download_links_are_keyed_by_the_secret_or_the_signing_key(
+    monkeypatch: pytest.MonkeyPatch, signing_files: SigningFiles
+) -> None:
+    settings = load(monkeypatch, env(signing_files))
+    assert settings.wallet_download_link_ttl_s == 300
+    derived = settings.download_link_secret()
+    # Every replica with the same signing key signs links alike; the key itself is not used.
+    assert load(monkeypatch, env(signing_files)).download_link_secret() == derived
+    assert derived not in signing_files.key.read_bytes()
+    secret = "a download link secret of 32 ch."
+    configured = load(
+        monkeypatch, {**env(signing_files), "LODESTAR_WALLET_DOWNLOAD_LINK_SECRET": secret}
+    )
+    assert configured.download_link_secret() == secret.encode()
+    with pytest.raises(ValidationError):
+        load(monkeypatch, {**env(signing_files), "LODESTAR_WALLET_DOWNLOAD_LINK_SECRET": "short"})
+    with pytest.raises(ValidationError):
+        load(monkeypatch, {**env(signing_files), "LODESTAR_WALLET_DOWNLOAD_LINK_TTL_S": "0"})
