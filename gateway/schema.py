@@ -29,6 +29,7 @@ from gateway.segments import (
     segments,
 )
 from gateway.settings import GatewaySettings
+from gateway.subscriptions import Subscription
 from gateway.wallet import WalletPass, customer_wallet_passes
 from lodestar.v1 import common_pb2, profile_pb2
 from services.platform.timestamps import field_time
@@ -365,5 +366,6 @@ def build_schema(settings: GatewaySettings) -> strawberry.Schema:
     return LodestarSchema(
         query=Query,
         mutation=Mutation,
+        subscription=Subscription,
         extensions=[*document_limits(settings), MaskUnexpectedErrors],
     )
