@@ -337,6 +337,9 @@ class LiveHub:
             for partition, records in batches.items():
                 for record in records:
                     self.receive(partition.topic, partition.partition, record.offset, record.value)
+                    # Let subscribers take each event before the next: a burst on one key
+                    # (a segment recomputed) must not overflow subscribers that keep up.
+                    await asyncio.sleep(0)
 
     async def stop(self) -> None:
         """Stop reading and disconnect; subscribers keep their queues until they end."""

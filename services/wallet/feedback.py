@@ -70,7 +70,7 @@ def live_pass_event(
         event_id=str(uuid.uuid5(_PASS_EVENT_IDS, name)),
         customer_id=str(doc.get("customer_id", "")),
         serial_number=doc["_id"],
-        platform=str(doc.get("platform", "")),
+        platform=str(doc.get("platform", "")).upper(),
         kind=kind,
         at=stamp,
     )

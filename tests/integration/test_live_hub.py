@@ -87,7 +87,7 @@ async def test_the_wallets_pass_events_reach_the_customers_subscribers(bootstrap
     doc = {
         "_id": unique("serial"),
         "customer_id": customer,
-        "platform": "APPLE",
+        "platform": "apple",
         "kind": "STORE_CARD",
         "pass_type_id": "pass.test",
         "update_seq": 7,
