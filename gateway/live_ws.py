@@ -5,7 +5,8 @@ Browsers cannot set headers on a WebSocket, so the upgrade needs no ``Authorizat
 client sends its key in ``connection_init`` as ``{"authorization": "Bearer <key>"}`` or
 ``{"apiKey": "<key>"}``. Close codes: 4403 wrong or missing key, 4401 a ``subscribe`` before
 the connection was acknowledged, 4400 a malformed message, 4408 no ``connection_init`` in
-time, 1009 a message over the size limit (:mod:`gateway.limits`).
+time, 1009 a message over the size limit (:mod:`gateway.limits`), 1011 the key could not be
+checked (the key store failed).
 """
 
 from __future__ import annotations
@@ -41,7 +42,10 @@ TOO_MANY_SUBSCRIPTIONS = "TOO_MANY_SUBSCRIPTIONS"
 # Longest operation id accepted (clients use counters or UUIDs).
 MAX_OPERATION_ID_CHARS = 128
 CLOSE_BAD_MESSAGE = 4400
-CLOSE_FORBIDDEN = 4403
+# RFC 6455: the server met a condition that kept it from serving (the key store failed).
+CLOSE_SERVER_ERROR = 1011
+# Where connection_init may carry the key.
+_KEY_PARAMS = frozenset({"authorization", "Authorization", "apiKey"})
 
 
 def single_key_verifier(api_key: str) -> KeyVerifier:
@@ -106,8 +110,16 @@ class LodestarTransportWS(BaseGraphQLTransportWSHandler[dict[str, Any], None]):
         await super().handle_message(message)
 
     async def handle_connection_init(self, message: ConnectionInitMessage) -> None:
-        """Acknowledge (or refuse, 4403) as Strawberry does, then start the pings."""
-        await super().handle_connection_init(message)
+        """Acknowledge (or refuse, 4403) as Strawberry does, then start the pings; when the
+        key cannot be checked at all the socket closes 1011 (retry later)."""
+        try:
+            await super().handle_connection_init(message)
+        except VerificationFailed:
+            log.exception("verifying a websocket API key failed")
+            await self.websocket.close(
+                code=CLOSE_SERVER_ERROR, reason="the API key could not be checked; retry later"
+            )
+            return
         if self.connection_acknowledged and self._pinger is None:
             self._pinger = asyncio.create_task(self._ping(), name="graphql-ws-ping")
 
@@ -148,12 +160,22 @@ class LodestarTransportWS(BaseGraphQLTransportWSHandler[dict[str, Any], None]):
         await super().shutdown()
 
 
+class VerificationFailed(Exception):
+    """The key could not be checked (the key store failed): a fault, not a refusal."""
+
+
 async def authenticate(context: dict[str, Any], verify: KeyVerifier) -> None:
     """Put the principal of the ``connection_init`` key into the connection's context, or
-    refuse the connection (Strawberry closes it with 4403)."""
+    refuse the connection (Strawberry closes it with 4403). The key itself is then removed
+    from the context, so no resolver or error report can see it."""
     params = context.get("connection_params")
     token = key_from(params) if isinstance(params, dict) else None
-    principal = await verify(token) if token is not None else None
+    if isinstance(params, dict):
+        context["connection_params"] = {k: v for k, v in params.items() if k not in _KEY_PARAMS}
+    try:
+        principal = await verify(token) if token is not None else None
+    except Exception as error:
+        raise VerificationFailed from error
     if principal is None:
         log.info("graphql websocket without a valid API key")
         raise ConnectionRejectionError({"reason": "missing or wrong API key"})

@@ -14,6 +14,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
 import pytest
 from starlette.types import ASGIApp, Message, Receive, Send
 
@@ -202,6 +203,40 @@ async def test_the_header_alone_does_not_authenticate_the_socket() -> None:
     peer = await connected(create_app(SETTINGS), headers={"Authorization": f"Bearer {API_KEY}"})
     await peer.send_json({"type": "connection_init"})
     assert await peer.closed_with() == 4403
+
+
+async def test_a_failing_key_store_closes_1011_without_a_crash() -> None:
+    async def broken(token: str) -> Principal | None:
+        raise ConnectionError("key store down")
+
+    peer = await connected(view_app(verify=broken))
+    await peer.send_json({"type": "connection_init", "payload": {"apiKey": API_KEY}})
+    message = await peer.received()
+    assert message == {
+        "type": "websocket.close",
+        "code": 1011,
+        "reason": "the API key could not be checked; retry later",
+    }
+    await peer.close()
+
+
+async def test_the_key_is_not_left_in_the_connection_context() -> None:
+    seen: dict[str, Any] = {}
+
+    async def verify(token: str) -> Principal | None:
+        return Principal("k1", "all", frozenset(Scope))
+
+    view = LodestarGraphQL(
+        ServiceClients(SETTINGS), build_schema(SETTINGS), False, verify_key=verify
+    )
+    context: dict[str, Any] = {
+        "connection_params": {"authorization": f"Bearer {API_KEY}", "client": "web"}
+    }
+    await view.on_ws_connect(context)
+    seen.update(context)
+    assert seen["connection_params"] == {"client": "web"}
+    assert seen["principal"].key_id == "k1"
+    assert API_KEY not in repr(seen)
 
 
 async def test_subscribe_before_connection_init_is_closed_4401_and_runs_nothing() -> None:
@@ -455,3 +490,24 @@ async def test_each_subscription_needs_its_scope(
     assert scope in error["message"]
     assert hub.subscriber_count() == 0
     await peer.close()
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+async def test_a_subscription_over_plain_http_is_refused_400(method: str) -> None:
+    # Before: it ran as a query and came back as an internal error.
+    query = 'subscription { customerChanged(id: "c1") { customerId } }'
+    transport = httpx.ASGITransport(app=create_app(SETTINGS))
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        response = await http.request(
+            method,
+            "/graphql",
+            params={"query": query} if method == "GET" else None,
+            json={"query": query} if method == "POST" else None,
+            headers={"Authorization": f"Bearer {API_KEY}"},
+        )
+    assert response.status_code == 400
+    [error] = response.json()["errors"]
+    assert error == {
+        "message": f"subscriptions are not allowed when using {method}",
+        "extensions": {"code": "BAD_REQUEST"},
+    }

@@ -5,6 +5,7 @@ partition from the latest offsets (a fake consumer records what the hub asked of
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
@@ -159,6 +160,8 @@ class FakeConsumer:
         self.positions: list[TopicPartition] = []
         self.stopped = False
         self.polls = asyncio.Event()
+        # Batches getmany serves, one per poll.
+        self.batches: list[dict[TopicPartition, list[Any]]] = []
         FakeConsumer.made.append(self)
 
     async def start(self) -> None:
@@ -182,6 +185,8 @@ class FakeConsumer:
 
     async def getmany(self, timeout_ms: int, max_records: int) -> dict[TopicPartition, list[Any]]:
         self.polls.set()
+        if self.batches:
+            return self.batches.pop(0)
         await asyncio.sleep(0.01)
         return {}
 
@@ -212,3 +217,45 @@ async def test_one_consumer_without_a_group_is_assigned_every_partition_from_the
     finally:
         await hub.stop()
     assert consumer.stopped
+
+
+@dataclass
+class Record:
+    offset: int
+    value: bytes
+
+
+async def test_a_burst_in_one_poll_does_not_overflow_a_subscriber_that_keeps_up() -> None:
+    # A segment recomputed gives hundreds of events on one key in one poll; a subscriber
+    # taking each as it comes must not be dropped for the size of the poll (before: the
+    # whole poll was dispatched at once and it was).
+    FakeConsumer.made.clear()
+    hub = LiveHub("kafka:9092", 5, consumer_factory=FakeConsumer)
+    partition = TopicPartition(topics.SEGMENTS_MEMBERSHIP, 0)
+    burst = [
+        Record(
+            n,
+            events_pb2.SegmentMembershipChanged(
+                event_id=f"e{n}",
+                customer_id=f"c{n}",
+                segment_id="s1",
+                change=events_pb2.MEMBERSHIP_CHANGE_ENTERED,
+            ).SerializeToString(),
+        )
+        for n in range(50)
+    ]
+    async with hub.watch(Watch.SEGMENT, "s1") as subscriber:
+
+        async def take_each() -> list[CustomerChange | MembershipChange | PassChange]:
+            # Awaits the queue directly, as a subscription's task does.
+            return [await subscriber.next() for _ in range(50)]
+
+        reader = asyncio.create_task(take_each())
+        await hub.start()
+        try:
+            FakeConsumer.made[0].batches.append({partition: burst})
+            got = await asyncio.wait_for(reader, 10)
+        finally:
+            await hub.stop()
+    assert [e.event_id for e in got] == [f"e{n}" for n in range(50)]
+    assert not subscriber.dropped
