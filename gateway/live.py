@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -142,6 +143,14 @@ def _pass_change(value: bytes) -> tuple[Key, LiveEvent] | None:
     )
 
 
+# What each topic's records are watched by, and whether its record key is the watched id
+# (both are keyed by customer), so records nobody watches are skipped undecoded.
+_WATCHED_BY: Final = {
+    topics.PROFILE_CHANGED: (Watch.CUSTOMER, True),
+    topics.SEGMENTS_MEMBERSHIP: (Watch.SEGMENT, False),
+    topics.WALLET_PASS_EVENTS: (Watch.PASSES, True),
+}
+
 _DECODERS: Final[dict[str, Callable[[bytes], tuple[Key, LiveEvent] | None]]] = {
     topics.PROFILE_CHANGED: _customer_change,
     topics.SEGMENTS_MEMBERSHIP: _membership_change,
@@ -229,6 +238,8 @@ class LiveHub:
         self.fetch_max_wait_ms = fetch_max_wait_ms
         self.consumer_factory = consumer_factory
         self._subscribers: dict[Key, set[Subscriber]] = {}
+        # Subscribers per kind of watch: records of a kind nobody watches are not decoded.
+        self._watching: Counter[Watch] = Counter()
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
         self.assigned: tuple[TopicPartition, ...] = ()
@@ -240,6 +251,7 @@ class LiveHub:
         """A subscriber of ``(what, id_)`` for the duration of the block."""
         subscriber = Subscriber((what, id_), self.queue_size)
         self._subscribers.setdefault(subscriber.key, set()).add(subscriber)
+        self._watching[what] += 1
         try:
             yield subscriber
         finally:
@@ -247,7 +259,8 @@ class LiveHub:
 
     def _forget(self, subscriber: Subscriber) -> None:
         watching = self._subscribers.get(subscriber.key)
-        if watching is not None:
+        if watching is not None and subscriber in watching:
+            self._watching[subscriber.key[0]] -= 1
             watching.discard(subscriber)
             if not watching:
                 del self._subscribers[subscriber.key]
@@ -268,10 +281,13 @@ class LiveHub:
                     extra={"fields": {"watch": key[0].value, "queue": self.queue_size}},
                 )
 
-    def receive(self, topic: str, partition: int, offset: int, value: bytes | None) -> None:
-        """Decode one record and dispatch it; an undecodable one is skipped (logged by its
-        position, never its content)."""
-        if value is None:
+    def receive(
+        self, topic: str, partition: int, offset: int, value: bytes | None, key: bytes | None = None
+    ) -> None:
+        """Decode one record and dispatch it; one nobody watches is skipped undecoded (by
+        its topic, or by its key where the key is the watched id), an undecodable one is
+        skipped and logged by its position, never its content."""
+        if value is None or not self._wanted(topic, key):
             return
         try:
             decoded = decode(topic, value)
@@ -283,6 +299,20 @@ class LiveHub:
             return
         if decoded is not None:
             self.dispatch(*decoded)
+
+    def _wanted(self, topic: str, key: bytes | None) -> bool:
+        watched = _WATCHED_BY.get(topic)
+        if watched is None:
+            return False
+        what, keyed_by_id = watched
+        if not self._watching[what]:
+            return False
+        if not keyed_by_id or key is None:
+            return True
+        try:
+            return (what, key.decode()) in self._subscribers
+        except UnicodeDecodeError:
+            return True
 
     # --- the consumer ---
 
@@ -335,8 +365,9 @@ class LiveHub:
                 await asyncio.sleep(_RETRY_S)
                 continue
             for partition, records in batches.items():
+                topic, number = partition.topic, partition.partition
                 for record in records:
-                    self.receive(partition.topic, partition.partition, record.offset, record.value)
+                    self.receive(topic, number, record.offset, record.value, record.key)
                     # Let subscribers take each event before the next: a burst on one key
                     # (a segment recomputed) must not overflow subscribers that keep up.
                     await asyncio.sleep(0)

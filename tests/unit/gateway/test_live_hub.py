@@ -110,6 +110,22 @@ def test_an_undecodable_record_is_skipped_and_the_next_one_delivered() -> None:
     assert asyncio.run(run()) == CustomerChange("e", "c1", ("x",), None)
 
 
+async def test_records_nobody_watches_are_not_decoded(caplog: pytest.LogCaptureFixture) -> None:
+    # Undecodable bytes show whether a record was decoded: decoding them logs a warning.
+    hub = LiveHub("unused:9092", 10)
+    garbage = b"\xff\xff\xff not protobuf"
+    async with hub.watch(Watch.CUSTOMER, "c1"):
+        hub.receive(topics.PROFILE_CHANGED, 0, 1, garbage, key=b"c2")
+        hub.receive(topics.WALLET_PASS_EVENTS, 0, 2, garbage, key=b"c1")
+        hub.receive(topics.SEGMENTS_MEMBERSHIP, 0, 3, garbage, key=b"c1")
+        assert "undecodable" not in caplog.text
+        hub.receive(topics.PROFILE_CHANGED, 0, 4, garbage, key=b"c1")
+        assert "undecodable" in caplog.text
+    caplog.clear()
+    hub.receive(topics.PROFILE_CHANGED, 0, 5, garbage, key=b"c1")
+    assert "undecodable" not in caplog.text
+
+
 async def test_an_event_reaches_every_subscriber_of_its_key_and_no_other() -> None:
     hub = LiveHub("unused:9092", 10)
     async with (
@@ -223,6 +239,7 @@ async def test_one_consumer_without_a_group_is_assigned_every_partition_from_the
 class Record:
     offset: int
     value: bytes
+    key: bytes | None = None
 
 
 async def test_a_burst_in_one_poll_does_not_overflow_a_subscriber_that_keeps_up() -> None:
