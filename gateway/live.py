@@ -26,11 +26,22 @@ from typing import Any, Final
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from google.protobuf.message import DecodeError
+from prometheus_client import Counter as MetricCounter
+from prometheus_client import Gauge
 
 from lodestar.v1 import events_pb2
 from services.platform import topics
 
 log = logging.getLogger(__name__)
+
+LIVE_SUBSCRIBERS = Gauge(
+    "lodestar_gateway_live_subscribers", "Subscriptions watching the live hub", ["watch"]
+)
+LIVE_DELIVERED = MetricCounter(
+    "lodestar_gateway_live_events_total",
+    "Live events handed to subscribers, and subscribers dropped for falling behind",
+    ["watch", "outcome"],
+)
 
 LIVE_TOPICS: Final = (topics.PROFILE_CHANGED, topics.SEGMENTS_MEMBERSHIP, topics.WALLET_PASS_EVENTS)
 # Records read per poll, and the wait for more when there are none.
@@ -252,6 +263,7 @@ class LiveHub:
         subscriber = Subscriber((what, id_), self.queue_size)
         self._subscribers.setdefault(subscriber.key, set()).add(subscriber)
         self._watching[what] += 1
+        LIVE_SUBSCRIBERS.labels(what.value).inc()
         try:
             yield subscriber
         finally:
@@ -261,6 +273,7 @@ class LiveHub:
         watching = self._subscribers.get(subscriber.key)
         if watching is not None and subscriber in watching:
             self._watching[subscriber.key[0]] -= 1
+            LIVE_SUBSCRIBERS.labels(subscriber.key[0].value).dec()
             watching.discard(subscriber)
             if not watching:
                 del self._subscribers[subscriber.key]
@@ -273,7 +286,10 @@ class LiveHub:
         """Hand ``event`` to every subscriber of ``key``; one whose queue is full is dropped
         and the others still receive it."""
         for subscriber in list(self._subscribers.get(key, ())):
-            if not subscriber.offer(event):
+            if subscriber.offer(event):
+                LIVE_DELIVERED.labels(key[0].value, "delivered").inc()
+            else:
+                LIVE_DELIVERED.labels(key[0].value, "dropped").inc()
                 self._forget(subscriber)
                 subscriber.drop()
                 log.info(

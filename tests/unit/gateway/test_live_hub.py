@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 import pytest
 from aiokafka import TopicPartition
 from google.protobuf.timestamp_pb2 import Timestamp
+from prometheus_client import REGISTRY
 
 from gateway.live import (
     LIVE_TOPICS,
@@ -33,6 +34,13 @@ def stamp() -> Timestamp:
     at = Timestamp()
     at.FromDatetime(AT)
     return at
+
+
+def dropped_count() -> float:
+    value = REGISTRY.get_sample_value(
+        "lodestar_gateway_live_events_total", {"watch": "customer", "outcome": "dropped"}
+    )
+    return value or 0.0
 
 
 def change(customer_id: str, n: int = 0) -> CustomerChange:
@@ -145,6 +153,7 @@ async def test_an_event_reaches_every_subscriber_of_its_key_and_no_other() -> No
 
 async def test_a_full_queue_drops_the_slow_subscriber_while_a_fast_one_keeps_receiving() -> None:
     hub = LiveHub("unused:9092", 3)
+    dropped_before = dropped_count()
     received: list[CustomerChange | MembershipChange | PassChange] = []
     async with hub.watch(Watch.CUSTOMER, "c1") as slow, hub.watch(Watch.CUSTOMER, "c1") as fast:
         for n in range(10):
@@ -162,6 +171,7 @@ async def test_a_full_queue_drops_the_slow_subscriber_while_a_fast_one_keeps_rec
             await slow.next()
         assert await fast.next() == change("c1", 99)
     assert received == [change("c1", n) for n in range(10)]
+    assert dropped_count() == dropped_before + 1
 
 
 class FakeConsumer:
