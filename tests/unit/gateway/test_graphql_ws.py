@@ -363,6 +363,12 @@ async def test_one_subscription_over_the_limit_is_refused_naming_the_limit() -> 
     await peer.close()
 
 
+async def test_no_connection_init_in_time_closes_4408() -> None:
+    settings = SETTINGS.model_copy(update={"graphql_ws_init_timeout_s": 0.05})
+    peer = await connected(view_app(settings))
+    assert await peer.closed_with() == 4408
+
+
 async def test_the_server_pings_an_idle_connection() -> None:
     settings = SETTINGS.model_copy(update={"graphql_ws_ping_interval_s": 0.05})
     peer = await connected(view_app(settings))
