@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Literal, cast
+from typing import Any, Literal, cast
 
 import grpc
 import strawberry
 from google.protobuf.json_format import MessageToDict
 from graphql import GraphQLError
 from strawberry.scalars import JSON
-from strawberry.types import ExecutionContext, Info
+from strawberry.types import ExecutionContext, ExecutionResult, Info
+from strawberry.types.graphql import OperationType
 
 from gateway.error_log import log_errors
 from gateway.errors import MaskUnexpectedErrors, from_rpc_error
@@ -34,6 +36,7 @@ from gateway.segments import (
     segments,
 )
 from gateway.settings import GatewaySettings
+from gateway.subscriptions import Subscription
 from gateway.wallet import WalletPass, customer_wallet_passes, wallet_pass
 from lodestar.v1 import common_pb2, identity_pb2, profile_pb2, segmentation_pb2
 from services.platform.timestamps import field_time
@@ -501,6 +504,30 @@ class LodestarSchema(strawberry.Schema):
         """Log by code and path (Strawberry's own logging prints the query source)."""
         log_errors(errors, execution_context)
 
+    async def execute(  # noqa: PLR0917
+        self,
+        query: str | None,
+        variable_values: dict[str, Any] | None = None,
+        context_value: Any | None = None,
+        root_value: Any | None = None,
+        operation_name: str | None = None,
+        allowed_operation_types: Iterable[OperationType] | None = None,
+        operation_extensions: dict[str, Any] | None = None,
+    ) -> ExecutionResult:
+        """Subscriptions stream over WebSocket only (``stream``); over plain HTTP they are
+        refused (400) instead of running as a query that cannot answer."""
+        given = OperationType if allowed_operation_types is None else allowed_operation_types
+        allowed = set(given) - {OperationType.SUBSCRIPTION}
+        return await super().execute(
+            query,
+            variable_values,
+            context_value,
+            root_value,
+            operation_name,
+            allowed,
+            operation_extensions,
+        )
+
 
 def build_schema(settings: GatewaySettings) -> strawberry.Schema:
     """The schema with the request limits of ``settings``."""
@@ -510,5 +537,6 @@ def build_schema(settings: GatewaySettings) -> strawberry.Schema:
     return LodestarSchema(
         query=Query,
         mutation=Mutation,
+        subscription=Subscription,
         extensions=[*document_limits(settings), MaskUnexpectedErrors],
     )

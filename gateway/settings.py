@@ -53,7 +53,22 @@ class GatewaySettings(CommonSettings):
     # take; they refit models over every customer, far longer than a read.
     graphql_long_call_timeout_s: float = Field(300.0, gt=0, le=3_600)
 
-    @field_validator("ingest_cors_origins", "ingest_trusted_proxies", mode="before")
+    # --- Live subscriptions (graphql-transport-ws) ---
+    # Events waiting for one subscriber; one more and it is dropped (it fell behind).
+    graphql_subscriber_queue: int = Field(100, ge=1, le=100_000)
+    # Subscriptions (operations) running at once on one WebSocket connection.
+    graphql_max_subscriptions_per_connection: int = Field(10, ge=1, le=1_000)
+    # Seconds a new connection has to send connection_init before it is closed (4408).
+    graphql_ws_init_timeout_s: float = Field(10.0, gt=0, le=300)
+    # Seconds between the server's graphql-transport-ws ping messages on each connection.
+    graphql_ws_ping_interval_s: float = Field(15.0, gt=0, le=3_600)
+    # Browser origins allowed to open the socket ("*" for any): the key travels in
+    # connection_init, never in a cookie, so another origin cannot borrow a session.
+    graphql_ws_allowed_origins: CommaList = ("*",)
+
+    @field_validator(
+        "ingest_cors_origins", "ingest_trusted_proxies", "graphql_ws_allowed_origins", mode="before"
+    )
     @classmethod
     def comma_list(cls, value: Any) -> Any:
         """``a, b`` from the environment as ``("a", "b")``."""

@@ -11,6 +11,8 @@ PRIVACY = "lodestar.privacy.v1"
 # Completions travel apart from requests so a consumer of one never has to parse the other.
 PRIVACY_COMPLETED = "lodestar.privacy.completed.v1"
 DEADLETTER = "lodestar.deadletter.v1"
+# Passes installed, pushed and removed, keyed by customer (read by the gateway's live hub).
+WALLET_PASS_EVENTS = "lodestar.wallet.pass-events.v1"  # noqa: S105 (a topic, not a secret)
 
 # Topics that carry raw customer events (and so their PII): kept only this long.
 EVENT_TOPICS = (EVENTS_RAW, EVENTS_RESOLVED)
@@ -24,4 +26,5 @@ ALL_TOPICS = (
     PRIVACY,
     PRIVACY_COMPLETED,
     DEADLETTER,
+    WALLET_PASS_EVENTS,
 )

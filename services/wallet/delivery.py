@@ -54,6 +54,9 @@ class GoogleSync(Protocol):
 
 
 Removed = Callable[[Mapping[str, Any], str, str], Awaitable[object]]
+# Told of every pass a change went out for (at least one APNs push delivered, or the Google
+# object updated).
+Pushed = Callable[[Mapping[str, Any]], Awaitable[object]]
 
 
 class Dispatcher:
@@ -66,11 +69,14 @@ class Dispatcher:
         google: GoogleSync | None = None,
         removed: Removed | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        *,
+        pushed: Pushed | None = None,
     ) -> None:
         self.store = store
         self.apns = apns
         self.google = google
         self.removed = removed
+        self.pushed = pushed
         self.clock = clock
         self._wake = asyncio.Event()
         self._due: list[tuple[datetime, str]] = []
@@ -189,17 +195,32 @@ class Dispatcher:
                     return
                 doc = fresh
                 done, pushed = await self._google(doc)
+                sent = self.google is not None
             else:
-                done, pushed = await self._apple(doc, registrations), {}
+                (done, sent), pushed = await self._apple(doc, registrations), {}
         except Exception:
             log.exception("push failed", extra={"fields": {"serial_number": doc["_id"]}})
             return
         if done:
             await self.store.pushed(doc["_id"], doc["update_seq"], pushed)
+        if sent:
+            await self._announce(doc)
 
-    async def _apple(self, doc: Document, registrations: list[Document]) -> bool:
+    async def _announce(self, doc: Document) -> None:
+        """Tell the pushed listener; the push itself stands whatever becomes of this."""
+        if self.pushed is None:
+            return
+        try:
+            await self.pushed(doc)
+        except Exception:
+            log.exception(
+                "announcing a pushed pass failed", extra={"fields": {"serial_number": doc["_id"]}}
+            )
+
+    async def _apple(self, doc: Document, registrations: list[Document]) -> tuple[bool, bool]:
+        """Whether every device was handled, and whether a push reached at least one."""
         if not registrations or self.apns is None:
-            return True
+            return True, False
         results = await self.apns.push_many(
             [(r["push_token"], doc["pass_type_id"]) for r in registrations]
         )
@@ -209,7 +230,7 @@ class Dispatcher:
                 await self._gone(doc, registration, "apns_unregistered")
             elif result.outcome is PushOutcome.FAILED:
                 all_done = False
-        return all_done
+        return all_done, any(r.outcome is PushOutcome.DELIVERED for r in results)
 
     async def _gone(self, doc: Document, registration: Mapping[str, Any], reason: str) -> None:
         key = registration_id(

@@ -100,7 +100,7 @@ async def serve(settings: WalletSettings) -> None:
     )
     feedback = WalletFeedback(bus)
     apns = apns_client(settings, signer.team_id)
-    dispatcher = Dispatcher(store, apns, google, removed=feedback.removed)
+    dispatcher = Dispatcher(store, apns, google, removed=feedback.removed, pushed=feedback.pushed)
     passes.on_push_scheduled(dispatcher.schedule)
     live = LiveUpdates(passes, settings.live_policy(), flush=dispatcher.flush)
     links = DownloadLinks(

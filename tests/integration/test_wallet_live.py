@@ -72,9 +72,13 @@ def google_key(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @dataclass
 class Feedback:
-    """Records installed / removed reports instead of publishing them."""
+    """Records installed / removed reports (and announced pushes) instead of publishing them."""
 
     seen: list[tuple[str, str, str]] = field(default_factory=list)
+    pushes: list[tuple[str, int]] = field(default_factory=list)
+
+    async def pushed(self, doc: Mapping[str, Any]) -> None:
+        self.pushes.append((doc["_id"], doc["update_seq"]))
 
     async def installed(self, doc: Mapping[str, Any], device_id: str) -> None:
         self.seen.append(("installed", doc["_id"], device_id))
@@ -159,7 +163,7 @@ async def live(
     google = GooglePasses(google_api, DEV_ISSUER_ID, url)
     passes = WalletPasses(store, signer, url, push_delay_s=0.3, google=google)
     feedback = Feedback()
-    dispatcher = Dispatcher(store, apns, google, removed=feedback.removed)
+    dispatcher = Dispatcher(store, apns, google, removed=feedback.removed, pushed=feedback.pushed)
     passes.on_push_scheduled(dispatcher.schedule)
     updates = LiveUpdates(passes, LivePolicy(marketing_per_day=1), flush=dispatcher.flush)
     http = HttpServer(PassKitWebService(passes, feedback).app, "127.0.0.1", port)
@@ -291,6 +295,18 @@ async def test_changes_within_the_window_give_one_push(live: Live) -> None:
 
     await until(lambda: live.pushed(card), "the later change's push")
     assert live.pushes() == 2
+    # Each push that reached the phone was announced once, for the version it carried.
+    announced = [seq for serial, seq in live.feedback.pushes if serial == card["_id"]]
+    assert len(announced) == 2
+    assert announced == sorted(set(announced))
+
+
+async def test_a_push_that_reaches_no_device_is_not_announced(live: Live) -> None:
+    customer = unique("c")
+    card = await live.issue(customer)
+    await live.live.profile_changes([changed(customer, "Silver", 700)])
+    await until(lambda: live.pushed(card), "the change handled")
+    assert [s for s, _ in live.feedback.pushes if s == card["_id"]] == []
 
 
 async def test_orders_speak_and_shipping_tells_the_delivery_window(live: Live) -> None:

@@ -66,6 +66,31 @@ MEMBERSHIP_CHANGE_ENTERED: MembershipChange.ValueType  # 1
 MEMBERSHIP_CHANGE_EXITED: MembershipChange.ValueType  # 2
 Global___MembershipChange: _TypeAlias = MembershipChange  # noqa: Y015
 
+class _PassEventKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _PassEventKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_PassEventKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    PASS_EVENT_KIND_UNSPECIFIED: _PassEventKind.ValueType  # 0
+    PASS_EVENT_KIND_INSTALLED: _PassEventKind.ValueType  # 1
+    """A device registered for the pass (Apple) or the pass was saved (Google)."""
+    PASS_EVENT_KIND_PUSHED: _PassEventKind.ValueType  # 2
+    """A change went out: an APNs push to the pass's devices or a Google object update."""
+    PASS_EVENT_KIND_REMOVED: _PassEventKind.ValueType  # 3
+    """A device unregistered, or APNs says the device no longer has the pass."""
+
+class PassEventKind(_PassEventKind, metaclass=_PassEventKindEnumTypeWrapper): ...
+
+PASS_EVENT_KIND_UNSPECIFIED: PassEventKind.ValueType  # 0
+PASS_EVENT_KIND_INSTALLED: PassEventKind.ValueType  # 1
+"""A device registered for the pass (Apple) or the pass was saved (Google)."""
+PASS_EVENT_KIND_PUSHED: PassEventKind.ValueType  # 2
+"""A change went out: an APNs push to the pass's devices or a Google object update."""
+PASS_EVENT_KIND_REMOVED: PassEventKind.ValueType  # 3
+"""A device unregistered, or APNs says the device no longer has the pass."""
+Global___PassEventKind: _TypeAlias = PassEventKind  # noqa: Y015
+
 class _PrivacyRequestKind:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -307,6 +332,46 @@ class SegmentMembershipChanged(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SegmentMembershipChanged: _TypeAlias = SegmentMembershipChanged  # noqa: Y015
+
+@_typing.final
+class PassEvent(_message.Message):
+    """Travels on lodestar.wallet.pass-events.v1, keyed by customer. event_id is derived from what
+    happened (pass, kind, device or pass version), so a redelivery carries the same id.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_ID_FIELD_NUMBER: _builtins.int
+    CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    SERIAL_NUMBER_FIELD_NUMBER: _builtins.int
+    PLATFORM_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    AT_FIELD_NUMBER: _builtins.int
+    event_id: _builtins.str
+    customer_id: _builtins.str
+    serial_number: _builtins.str
+    platform: _builtins.str
+    """APPLE or GOOGLE."""
+    kind: Global___PassEventKind.ValueType
+    @_builtins.property
+    def at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        event_id: _builtins.str = ...,
+        customer_id: _builtins.str = ...,
+        serial_number: _builtins.str = ...,
+        platform: _builtins.str = ...,
+        kind: Global___PassEventKind.ValueType = ...,
+        at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "customer_id", b"customer_id", "event_id", b"event_id", "kind", b"kind", "platform", b"platform", "serial_number", b"serial_number"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PassEvent: _TypeAlias = PassEvent  # noqa: Y015
 
 @_typing.final
 class PrivacyRequest(_message.Message):

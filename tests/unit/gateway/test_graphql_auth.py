@@ -1,5 +1,6 @@
-"""The GraphQL door: every way of running a query (GET, POST, WebSocket) needs the API key;
-only the GraphiQL page itself is served without it, and only in dev mode.
+"""The GraphQL door: every way of running a query over HTTP (GET, POST) needs the API key;
+only the GraphiQL page itself is served without it, and only in dev mode. WebSockets
+authenticate in ``connection_init`` (tests/unit/gateway/test_graphql_ws.py).
 
 The app runs without its lifespan, so no service client is open: a query that reached a
 resolver would come back as an internal error, and one that did not reach execution at all
@@ -8,14 +9,11 @@ has no ``data``.
 
 from __future__ import annotations
 
-import asyncio
-import json
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
-from starlette.types import Message
 
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
@@ -128,95 +126,3 @@ async def test_get_query_with_the_key_still_runs(client: httpx.AsyncClient) -> N
     )
     assert response.status_code == 200
     assert response.json() == {"data": {"__typename": "Query"}}
-
-
-class WebSocketPeer:
-    """A WebSocket client speaking ASGI to the app directly, without a network or lifespan."""
-
-    def __init__(self, settings: GatewaySettings, headers: dict[str, str]) -> None:
-        self.to_app: asyncio.Queue[Message] = asyncio.Queue()
-        self.from_app: asyncio.Queue[Message] = asyncio.Queue()
-        raw = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
-        scope = {
-            "type": "websocket",
-            "asgi": {"version": "3.0", "spec_version": "2.3"},
-            "http_version": "1.1",
-            "scheme": "ws",
-            "server": ("test", 80),
-            "client": ("127.0.0.1", 50000),
-            "root_path": "",
-            "path": "/graphql",
-            "raw_path": b"/graphql",
-            "query_string": b"",
-            "headers": [*raw, (b"sec-websocket-protocol", TRANSPORT_WS.encode())],
-            "subprotocols": [TRANSPORT_WS],
-        }
-        self.task = asyncio.create_task(
-            create_app(settings)(scope, self.to_app.get, self.from_app.put)
-        )
-
-    async def received(self) -> Message:
-        """The next ASGI message the app sent (a hang guard, not a timing check)."""
-        return await asyncio.wait_for(self.from_app.get(), 10)
-
-    async def send_json(self, message: dict[str, Any]) -> None:
-        await self.to_app.put({"type": "websocket.receive", "text": json.dumps(message)})
-
-    async def receive_json(self) -> Any:
-        message = await self.received()
-        assert message["type"] == "websocket.send", message
-        return json.loads(message["text"])
-
-    async def close(self) -> None:
-        await self.to_app.put({"type": "websocket.disconnect", "code": 1000})
-        await asyncio.wait_for(self.task, 10)
-
-
-@pytest.mark.parametrize("settings", [SETTINGS, DEV_SETTINGS], ids=["prod", "dev"])
-@pytest.mark.parametrize(
-    "headers", [{}, HTML, {"Authorization": "Bearer wrong_key_123"}], ids=["none", "html", "wrong"]
-)
-async def test_websocket_without_the_key_is_closed_before_accept(
-    settings: GatewaySettings, headers: dict[str, str]
-) -> None:
-    peer = WebSocketPeer(settings, headers)
-    await peer.to_app.put({"type": "websocket.connect"})
-    assert (await peer.received())["type"] == "websocket.close"
-    await asyncio.wait_for(peer.task, 10)
-    # Refused in the handshake: the app never accepted, so no operation could be sent.
-    assert peer.from_app.empty()
-
-
-async def test_websocket_without_the_key_is_closed_with_4401() -> None:
-    peer = WebSocketPeer(SETTINGS, {})
-    await peer.to_app.put({"type": "websocket.connect"})
-    assert await peer.received() == {"type": "websocket.close", "code": 4401}
-
-
-async def test_websocket_with_the_key_runs_an_operation() -> None:
-    # The control for the tests above: the same connection with the key is accepted and runs.
-    peer = WebSocketPeer(SETTINGS, BEARER)
-    await peer.to_app.put({"type": "websocket.connect"})
-    accept = await peer.received()
-    assert accept["type"] == "websocket.accept"
-    assert accept["subprotocol"] == TRANSPORT_WS
-    await peer.send_json({"type": "connection_init"})
-    assert (await peer.receive_json())["type"] == "connection_ack"
-    await peer.send_json({"id": "1", "type": "subscribe", "payload": {"query": "{ __typename }"}})
-    message = await peer.receive_json()
-    assert message == {"id": "1", "type": "next", "payload": {"data": {"__typename": "Query"}}}
-    await peer.close()
-
-
-async def test_a_websocket_message_over_the_size_limit_closes_the_connection() -> None:
-    peer = WebSocketPeer(SETTINGS, BEARER)
-    await peer.to_app.put({"type": "websocket.connect"})
-    assert (await peer.received())["type"] == "websocket.accept"
-    await peer.send_json({"type": "connection_init"})
-    assert (await peer.receive_json())["type"] == "connection_ack"
-    query = "{ __typename }" + " " * SETTINGS.graphql_max_bytes
-    await peer.send_json({"id": "1", "type": "subscribe", "payload": {"query": query}})
-    assert await peer.received() == {"type": "websocket.close", "code": 1009}
-    await asyncio.wait_for(peer.task, 10)
-    # Nothing ran: the app sent nothing after the close.
-    assert peer.from_app.empty()
