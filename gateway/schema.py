@@ -11,8 +11,11 @@ import strawberry
 from google.protobuf.json_format import MessageToDict
 from graphql import GraphQLError
 from strawberry.scalars import JSON
+from strawberry.tools import merge_types
 from strawberry.types import ExecutionContext, Info
 
+from gateway.admin import AdminMutation, AdminQuery
+from gateway.devmode import dev_mode_only, schema_config
 from gateway.error_log import log_errors
 from gateway.errors import BAD_USER_INPUT, MaskUnexpectedErrors, client_error, from_rpc_error
 from gateway.groups import Group, customer_groups
@@ -363,7 +366,8 @@ class LodestarSchema(strawberry.Schema):
 def build_schema(settings: GatewaySettings) -> strawberry.Schema:
     """The schema with the request limits of ``settings``."""
     return LodestarSchema(
-        query=Query,
-        mutation=Mutation,
-        extensions=[*document_limits(settings), MaskUnexpectedErrors],
+        query=merge_types("Query", (Query, AdminQuery)),
+        mutation=merge_types("Mutation", (Mutation, AdminMutation)),
+        extensions=[*document_limits(settings), *dev_mode_only(settings), MaskUnexpectedErrors],
+        config=schema_config(settings),
     )

@@ -14,16 +14,27 @@ from services.platform.settings import LOOPBACK_HOSTS, CommonSettings
 CommaList = Annotated[tuple[str, ...], NoDecode]
 
 
-class GatewaySettings(CommonSettings):
-    """``LODESTAR_*`` settings. The write and API keys are required: there is no safe default."""
+class KeyStoreSettings(CommonSettings):
+    """Where the GraphQL API keys are kept: all ``python -m gateway keys`` needs."""
+
+    # The API keys (hashed) are in <prefix>_gateway.api_keys, like the services' databases.
+    mongo_uri: str = Field("mongodb://127.0.0.1:27017", pattern=r"^mongodb(\+srv)?://")
+    mongo_database_prefix: str = Field("lodestar", pattern=r"^[A-Za-z0-9_-]{1,32}$")
+    # How long a verified (or unknown) key is remembered: a revoked key stops within this.
+    graphql_key_cache_ttl_s: float = Field(5.0, ge=0, le=300)
+    # Keys remembered at most (known and unknown alike), so made-up keys cannot grow memory.
+    graphql_key_cache_size: int = Field(10_000, ge=100, le=1_000_000)
+
+
+class GatewaySettings(KeyStoreSettings):
+    """``LODESTAR_*`` settings. The write key is required: there is no safe default. GraphQL
+    API keys live in the gateway's own database (``python -m gateway keys``)."""
 
     # Loopback unless opened on purpose (Kubernetes sets 0.0.0.0).
     http_host: str = Field("127.0.0.1", min_length=1, validation_alias="LODESTAR_GATEWAY_HTTP_HOST")
     http_port: int = Field(8000, ge=0, le=65_535, validation_alias="LODESTAR_GATEWAY_HTTP_PORT")
     # HTTP Basic username of the ingest API (Segment's "write key").
     write_key: SecretStr = Field(min_length=8)
-    # Bearer token of the GraphQL API.
-    api_key: SecretStr = Field(min_length=8)
     identity_addr: str = "127.0.0.1:50051"
     profile_addr: str = "127.0.0.1:50052"
     segmentation_addr: str = "127.0.0.1:50053"
@@ -49,6 +60,11 @@ class GatewaySettings(CommonSettings):
     graphql_max_tokens: int = Field(2_000, ge=500, le=20_000)
     graphql_max_depth: int = Field(12, ge=6, le=50)
     graphql_max_aliases: int = Field(30, ge=1, le=500)
+
+    # --- API keys and their limits (issue 15, the doors) ---
+    # Token bucket per API key, counted in HTTP requests: the sustained rate and the burst.
+    graphql_rate_limit_per_s: float = Field(500.0, gt=0, le=1_000_000)
+    graphql_rate_limit_burst: int = Field(1_000, ge=1, le=10_000_000)
 
     @field_validator("ingest_cors_origins", "ingest_trusted_proxies", mode="before")
     @classmethod
