@@ -24,9 +24,9 @@ from gateway.keys import (
     check_name,
     parse_scopes,
 )
+from gateway.keys_settings import KeyStoreSettings
 from gateway.keys_store import api_keys_from
 from gateway.scopes import Scope
-from gateway.settings import KeyStoreSettings
 from services.platform.commandline import USAGE_ERROR, CommandParser, parse_command
 from services.platform.settings import load_settings
 

@@ -12,7 +12,7 @@ from typing import Any
 from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorDatabase
 
 from gateway.keys import ApiKeys, StoredKey, parse_scopes
-from gateway.settings import KeyStoreSettings
+from gateway.keys_settings import KeyStoreSettings
 from services.platform.mongo import Document, database, mongo_client
 
 COLLECTION = "api_keys"

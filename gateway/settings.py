@@ -8,22 +8,11 @@ from typing import Annotated, Any, Self
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode
 
-from services.platform.settings import LOOPBACK_HOSTS, CommonSettings
+from gateway.keys_settings import KeyStoreSettings
+from services.platform.settings import LOOPBACK_HOSTS
 
 # A comma-separated environment variable, read as a tuple of its trimmed non-empty items.
 CommaList = Annotated[tuple[str, ...], NoDecode]
-
-
-class KeyStoreSettings(CommonSettings):
-    """Where the GraphQL API keys are kept: all ``python -m gateway keys`` needs."""
-
-    # The API keys (hashed) are in <prefix>_gateway.api_keys, like the services' databases.
-    mongo_uri: str = Field("mongodb://127.0.0.1:27017", pattern=r"^mongodb(\+srv)?://")
-    mongo_database_prefix: str = Field("lodestar", pattern=r"^[A-Za-z0-9_-]{1,32}$")
-    # How long a verified (or unknown) key is remembered: a revoked key stops within this.
-    graphql_key_cache_ttl_s: float = Field(5.0, ge=0, le=300)
-    # Keys remembered at most (known and unknown alike), so made-up keys cannot grow memory.
-    graphql_key_cache_size: int = Field(10_000, ge=100, le=1_000_000)
 
 
 class GatewaySettings(KeyStoreSettings):

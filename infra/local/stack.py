@@ -20,9 +20,9 @@ import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gateway.keys import split_key
+from gateway.keys_settings import KeyStoreSettings
 from gateway.keys_store import api_keys_from
 from gateway.scopes import ALL_SCOPES, Scope
-from gateway.settings import KeyStoreSettings
 from infra.local.devapns import ensure_apns_dev_files
 from infra.local.fake_google import DEV_ISSUER_ID, ensure_google_dev_service_account
 from infra.local.servers import (
