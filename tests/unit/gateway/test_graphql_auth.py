@@ -165,7 +165,7 @@ async def test_a_missing_malformed_wrong_or_revoked_key_is_401(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     # Sent as raw bytes: a non-ASCII header reaches the app as latin-1 text.
-    headers = {"Authorization": authorization.encode()}
+    headers = {b"Authorization": authorization.encode()}
     response = await client.post("/graphql", json={"query": "{ __typename }"}, headers=headers)
     assert_unauthenticated(response)
     assert "Bearer" in response.json()["errors"][0]["message"]
