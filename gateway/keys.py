@@ -126,7 +126,8 @@ class ApiKeys:
 
     ``verify`` remembers what the store said about a key id (found or not) for ``ttl_s``
     seconds, for at most ``max_cached`` ids: a revoked key stops working within ``ttl_s`` on
-    every replica, and repeated unknown keys do not reach the store again.
+    every replica, and repeated unknown keys do not reach the store again. Made-up key ids
+    that are all different reach the store at most ``max_lookups`` at a time.
     """
 
     def __init__(
@@ -135,6 +136,7 @@ class ApiKeys:
         ttl_s: float = 5.0,
         max_cached: int = 10_000,
         clock: Callable[[], float] = time.monotonic,
+        max_lookups: int = 16,
     ) -> None:
         self.records = records
         self.ttl_s = ttl_s
@@ -144,6 +146,7 @@ class ApiKeys:
         self._cache: OrderedDict[str, tuple[float, StoredKey | None]] = OrderedDict()
         # One store lookup per key id at a time; concurrent requests wait for it.
         self._pending: dict[str, asyncio.Future[StoredKey | None]] = {}
+        self._lookups = asyncio.Semaphore(max_lookups)
 
     async def create(self, name: str, scopes: Iterable[Scope]) -> tuple[str, StoredKey]:
         """A new key: the full key (shown once, never kept) and what is stored of it."""
@@ -195,7 +198,8 @@ class ApiKeys:
         future: asyncio.Future[StoredKey | None] = asyncio.get_running_loop().create_future()
         self._pending[key_id] = future
         try:
-            stored = await self.records.find(key_id)
+            async with self._lookups:
+                stored = await self.records.find(key_id)
         except BaseException as error:
             future.set_exception(error)
             # Retrieved here so an unawaited failure is not reported as never retrieved.

@@ -145,6 +145,31 @@ async def test_unknown_and_malformed_keys_do_not_hammer_the_store() -> None:
     assert records.finds == 3
 
 
+async def test_made_up_key_ids_reach_the_store_a_few_at_a_time() -> None:
+    class Slow(MemoryKeyRecords):
+        def __init__(self) -> None:
+            super().__init__()
+            self.now = self.most = 0
+            self.release = asyncio.Event()
+
+        async def find(self, key_id: str) -> None:
+            self.now += 1
+            self.most = max(self.most, self.now)
+            await self.release.wait()
+            self.now -= 1
+
+    records = Slow()
+    keys = ApiKeys(records, max_lookups=4)
+    flood = [asyncio.create_task(keys.verify(f"lsk_{n:016x}_" + "a" * 43)) for n in range(100)]
+    # Let every task run as far as it can (each step of the loop is one scheduling round).
+    for _ in range(50):
+        await asyncio.sleep(0)
+    assert records.most == 4
+    records.release.set()
+    assert await asyncio.gather(*flood) == [None] * 100
+    assert records.most == 4
+
+
 async def test_the_cache_is_bounded() -> None:
     keys = ApiKeys(MemoryKeyRecords(), ttl_s=60, max_cached=100)
     for n in range(1_000):
