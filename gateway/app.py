@@ -100,7 +100,11 @@ class LodestarGraphQL(GraphQL[dict[str, Any], None]):
             else None
         )
         token = bearer_token(raw) if isinstance(raw, str) else None
-        principal = None if self.keys is None else await self.keys.verify(token)
+        try:
+            principal = None if self.keys is None else await self.keys.verify(token)
+        except Exception:
+            log.exception("the API key store cannot be reached")
+            raise ConnectionRejectionError() from None
         if principal is None:
             log.info("graphql websocket without a valid API key")
             raise ConnectionRejectionError()
@@ -130,6 +134,8 @@ class LodestarGraphQL(GraphQL[dict[str, Any], None]):
         response.headers.raw.extend(
             (k, v) for k, v in sub_response.headers.raw if k != b"content-type"
         )
+        if sub_response.background:
+            response.background = sub_response.background
         return response
 
     async def execute_single(  # noqa: PLR0917

@@ -334,7 +334,12 @@ async def test_get_query_with_the_key_still_runs(client: httpx.AsyncClient) -> N
 class WebSocketPeer:
     """A WebSocket client speaking ASGI to the app directly, without a network or lifespan."""
 
-    def __init__(self, settings: GatewaySettings, headers: dict[str, str]) -> None:
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        headers: dict[str, str],
+        records: MemoryKeyRecords = RECORDS,
+    ) -> None:
         self.to_app: asyncio.Queue[Message] = asyncio.Queue()
         self.from_app: asyncio.Queue[Message] = asyncio.Queue()
         raw = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
@@ -353,7 +358,7 @@ class WebSocketPeer:
             "subprotocols": [TRANSPORT_WS],
         }
         self.task = asyncio.create_task(
-            app_for(settings)(scope, self.to_app.get, self.from_app.put)
+            app_for(settings, records)(scope, self.to_app.get, self.from_app.put)
         )
 
     async def received(self) -> Message:
@@ -427,6 +432,22 @@ async def test_websocket_without_a_key_in_connection_init_is_closed_before_any_o
     assert closed["code"] == 4403
     await asyncio.wait_for(peer.task, 10)
     assert peer.from_app.empty()
+
+
+async def test_websocket_is_refused_when_the_key_store_is_unreachable() -> None:
+    class Down(MemoryKeyRecords):
+        async def find(self, key_id: str) -> None:
+            raise ConnectionError("store down")
+
+    peer = WebSocketPeer(SETTINGS, {}, Down())
+    await peer.accepted()
+    await peer.send_json(
+        {"type": "connection_init", "payload": {"Authorization": f"Bearer {ADMIN_KEY}"}}
+    )
+    closed = await peer.received()
+    assert closed["type"] == "websocket.close", closed
+    assert closed["code"] == 4403
+    await asyncio.wait_for(peer.task, 10)
 
 
 @pytest.mark.parametrize("in_header", [True, False], ids=["header", "connection_init"])
