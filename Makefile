@@ -6,13 +6,16 @@ STAMP := $(VENV)/.installed-stamp
 # Segment's JavaScript SDKs for tests/sdk, at the versions of the committed lock.
 NODE_SDK := tests/sdk/node
 NODE_STAMP := $(NODE_SDK)/node_modules/.installed-stamp
+# GraphiQL and React for the gateway's dev-mode page, served locally (works offline).
+GRAPHIQL := gateway/graphiql
+GRAPHIQL_STAMP := $(GRAPHIQL)/node_modules/.installed-stamp
 
-.PHONY: run test lint unit bench protos lock clean sdk-deps chromium
+.PHONY: run test lint unit bench protos lock clean sdk-deps chromium graphiql-deps
 
-run: $(STAMP)
+run: $(STAMP) graphiql-deps
 	$(BIN)/python -m infra.local
 
-test: $(STAMP) sdk-deps lint
+test: $(STAMP) sdk-deps graphiql-deps lint
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
@@ -59,6 +62,14 @@ $(NODE_STAMP): $(NODE_SDK)/package.json $(NODE_SDK)/package-lock.json
 	cd $(NODE_SDK) && npm ci --no-audit --no-fund
 	touch $(NODE_STAMP)
 
+graphiql-deps: $(GRAPHIQL_STAMP)
+
+# Installed exactly from the committed lock when missing or when it changes.
+$(GRAPHIQL_STAMP): $(GRAPHIQL)/package.json $(GRAPHIQL)/package-lock.json
+	@command -v npm >/dev/null || { echo "npm not found: install Node.js 20 or later" >&2; exit 1; }
+	cd $(GRAPHIQL) && npm ci --no-audit --no-fund
+	touch $(GRAPHIQL_STAMP)
+
 # The headless browser of tests/sdk/test_browser_sdk.py: installed when missing and root;
 # otherwise that test fails saying how to install it.
 chromium:
@@ -69,3 +80,4 @@ chromium:
 
 clean:
 	rm -rf $(VENV) .local .mypy_cache .ruff_cache .pytest_cache $(NODE_SDK)/node_modules
+	rm -rf $(GRAPHIQL)/node_modules

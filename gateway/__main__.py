@@ -1,6 +1,9 @@
-"""``python -m gateway``: the GraphQL and ingest gateway on uvicorn."""
+"""``python -m gateway``: the GraphQL and ingest gateway on uvicorn; ``python -m gateway keys
+...`` manages the GraphQL API keys (:mod:`gateway.keys_cli`)."""
 
 from __future__ import annotations
+
+import sys
 
 import uvicorn
 
@@ -23,4 +26,11 @@ def main() -> None:
     )
 
 
-main()
+if sys.argv[1:2] == ["keys"]:
+    from gateway.keys_cli import main as keys_main
+
+    sys.exit(keys_main(sys.argv[2:]))
+elif sys.argv[1:]:
+    sys.exit(f"unknown command {' '.join(sys.argv[1:])[:80]!r}; expected no argument or keys")
+else:
+    main()

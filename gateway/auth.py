@@ -1,4 +1,5 @@
-"""Credentials of the gateway's two doors: the ingest write key and the GraphQL API key."""
+"""Credentials of the gateway's two doors: the ingest write key and the GraphQL API key
+(verified by :mod:`gateway.keys`)."""
 
 from __future__ import annotations
 
@@ -24,10 +25,15 @@ def write_key_from(headers: Headers) -> str | None:
 
 def bearer_token_from(headers: Headers) -> str | None:
     """The token of an ``Authorization: Bearer <token>`` header, if any."""
-    scheme, _, token = headers.get("authorization", "").partition(" ")
-    return token.strip() or None if scheme.lower() == "bearer" else None
+    return bearer_token(headers.get("authorization", ""))
 
 
 def same_secret(given: str | None, expected: str) -> bool:
     """Constant-time comparison, so response timing does not leak the key."""
     return given is not None and hmac.compare_digest(given.encode(), expected.encode())
+
+
+def bearer_token(value: str) -> str | None:
+    """The token of an ``Authorization`` value ``Bearer <token>``, if it is one."""
+    scheme, _, token = value.partition(" ")
+    return token.strip() or None if scheme.lower() == "bearer" else None

@@ -12,9 +12,12 @@ import strawberry
 from google.protobuf.json_format import MessageToDict
 from graphql import GraphQLError
 from strawberry.scalars import JSON
+from strawberry.tools import merge_types
 from strawberry.types import ExecutionContext, ExecutionResult, Info
 from strawberry.types.graphql import OperationType
 
+from gateway.admin import AdminMutation, AdminQuery
+from gateway.devmode import dev_mode_only, schema_config
 from gateway.error_log import log_errors
 from gateway.errors import MaskUnexpectedErrors, from_rpc_error
 from gateway.groups import MAX_GROUP_PAGE, Group, customer_groups
@@ -535,8 +538,9 @@ def build_schema(settings: GatewaySettings) -> strawberry.Schema:
     from gateway.mutations import Mutation
 
     return LodestarSchema(
-        query=Query,
-        mutation=Mutation,
+        query=merge_types("Query", (Query, AdminQuery)),
+        mutation=merge_types("Mutation", (Mutation, AdminMutation)),
         subscription=Subscription,
-        extensions=[*document_limits(settings), MaskUnexpectedErrors],
+        extensions=[*document_limits(settings), *dev_mode_only(settings), MaskUnexpectedErrors],
+        config=schema_config(settings),
     )

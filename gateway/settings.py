@@ -8,22 +8,22 @@ from typing import Annotated, Any, Self
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode
 
-from services.platform.settings import LOOPBACK_HOSTS, CommonSettings
+from gateway.keys_settings import KeyStoreSettings
+from services.platform.settings import LOOPBACK_HOSTS
 
 # A comma-separated environment variable, read as a tuple of its trimmed non-empty items.
 CommaList = Annotated[tuple[str, ...], NoDecode]
 
 
-class GatewaySettings(CommonSettings):
-    """``LODESTAR_*`` settings. The write and API keys are required: there is no safe default."""
+class GatewaySettings(KeyStoreSettings):
+    """``LODESTAR_*`` settings. The write key is required: there is no safe default. GraphQL
+    API keys live in the gateway's own database (``python -m gateway keys``)."""
 
     # Loopback unless opened on purpose (Kubernetes sets 0.0.0.0).
     http_host: str = Field("127.0.0.1", min_length=1, validation_alias="LODESTAR_GATEWAY_HTTP_HOST")
     http_port: int = Field(8000, ge=0, le=65_535, validation_alias="LODESTAR_GATEWAY_HTTP_PORT")
     # HTTP Basic username of the ingest API (Segment's "write key").
     write_key: SecretStr = Field(min_length=8)
-    # Bearer token of the GraphQL API.
-    api_key: SecretStr = Field(min_length=8)
     identity_addr: str = "127.0.0.1:50051"
     profile_addr: str = "127.0.0.1:50052"
     segmentation_addr: str = "127.0.0.1:50053"
@@ -65,6 +65,11 @@ class GatewaySettings(CommonSettings):
     # Browser origins allowed to open the socket ("*" for any): the key travels in
     # connection_init, never in a cookie, so another origin cannot borrow a session.
     graphql_ws_allowed_origins: CommaList = ("*",)
+
+    # --- API keys and their limits (issue 15, the doors) ---
+    # Token bucket per API key, counted in HTTP requests: the sustained rate and the burst.
+    graphql_rate_limit_per_s: float = Field(500.0, gt=0, le=1_000_000)
+    graphql_rate_limit_burst: int = Field(1_000, ge=1, le=10_000_000)
 
     @field_validator(
         "ingest_cors_origins", "ingest_trusted_proxies", "graphql_ws_allowed_origins", mode="before"

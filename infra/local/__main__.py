@@ -44,8 +44,10 @@ def banner(stack: Stack) -> str:
     return f"""
 Lodestar is running.
 
-  GraphQL          {url}/graphql   (GraphiQL in a browser)
+  GraphQL          {url}/graphql   (GraphiQL in a browser, with the dev key:
+                   {url}/graphql#key={stack.api_key} )
                    header  Authorization: Bearer {stack.api_key}
+                   (the dev key holds every scope; more: python -m gateway keys create)
   Ingest API       {url}/v1/identify | track | page | screen | alias | group | batch
                    write key (HTTP Basic username, empty password): {stack.write_key}
   Metrics          {url}/metrics
@@ -159,7 +161,6 @@ def main() -> None:
         StackPorts.from_env(os.environ),
         args.log_dir,
         write_key=os.environ.get("LODESTAR_WRITE_KEY"),
-        api_key=os.environ.get("LODESTAR_API_KEY"),
     )
     stopping = threading.Event()
 

@@ -11,7 +11,7 @@ import secrets
 import signal
 import ssl
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +19,10 @@ import grpc
 import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from gateway.keys import split_key
+from gateway.keys_settings import KeyStoreSettings
+from gateway.keys_store import api_keys_from
+from gateway.scopes import ALL_SCOPES, Scope
 from infra.local.devapns import ensure_apns_dev_files
 from infra.local.fake_google import DEV_ISSUER_ID, ensure_google_dev_service_account
 from infra.local.servers import (
@@ -145,7 +149,6 @@ class Stack:
         log_dir: Path,
         *,
         write_key: str | None = None,
-        api_key: str | None = None,
         mongo_uri: str | None = None,
         kafka_bootstrap: str | None = None,
         extra_env: Mapping[str, str] | None = None,
@@ -154,7 +157,8 @@ class Stack:
         self.ports = ports
         self.log_dir = log_dir
         self.write_key = write_key or f"wk_{secrets.token_urlsafe(18)}"
-        self.api_key = api_key or f"ak_{secrets.token_urlsafe(24)}"
+        # The dev key with every scope, created in the gateway's database by start().
+        self.api_key = ""
         self.extra_env = dict(extra_env or {})
         self.wallet_certs_dir = wallet_certs_dir or ROOT / ".local" / "wallet-certs"
         # Fresh PII keys per local run (the local database is in memory too).
@@ -248,10 +252,38 @@ class Stack:
             self.start_process(name)
         for name in self.stand_ins:
             self.wait_healthy(name, timeout_s)
+        self.api_key = asyncio.run(self.create_api_key(ALL_SCOPES, "make run dev key"))
         for name in (*SERVICES, "gateway"):
             self.start_process(name)
         for name in (*SERVICES, "gateway"):
             self.wait_healthy(name, timeout_s)
+
+    def _key_settings(self) -> KeyStoreSettings:
+        """Where the gateway of this stack keeps its API keys."""
+        prefix = self._base_env().get("LODESTAR_MONGO_DATABASE_PREFIX", "lodestar")
+        return KeyStoreSettings(mongo_uri=self.mongo_uri, mongo_database_prefix=prefix)
+
+    async def create_api_key(self, scopes: Iterable[Scope], name: str = "test key") -> str:
+        """A new GraphQL API key with ``scopes``, stored in the gateway's database (the one
+        ``python -m gateway keys create`` uses); the key itself is returned, never stored."""
+        keys, client = api_keys_from(self._key_settings())
+        try:
+            key, _ = await keys.create(name, scopes)
+        finally:
+            client.close()
+        return key
+
+    async def revoke_api_key(self, key: str) -> None:
+        """Revoke a key made by :meth:`create_api_key` (the gateway stops taking it within
+        ``LODESTAR_GRAPHQL_KEY_CACHE_TTL_S``)."""
+        parts = split_key(key)
+        if parts is None:
+            raise ValueError("not an API key")
+        keys, client = api_keys_from(self._key_settings())
+        try:
+            await keys.revoke(parts[0])
+        finally:
+            client.close()
 
     def _events_retention_ms(self) -> int:
         """How long the event topics keep events (and their PII)."""
@@ -312,7 +344,6 @@ class Stack:
         if name == "gateway":
             env["LODESTAR_GATEWAY_HTTP_PORT"] = str(self.ports.gateway)
             env["LODESTAR_WRITE_KEY"] = self.write_key
-            env["LODESTAR_API_KEY"] = self.api_key
             env.setdefault("LODESTAR_GATEWAY_GRAPHIQL", "true")  # local runs are dev: GraphiQL page
             env["LODESTAR_IDENTITY_ADDR"] = self.grpc_target("identity")
             env["LODESTAR_PROFILE_ADDR"] = self.grpc_target("profile")

@@ -152,7 +152,7 @@ def expected_connections(policies: Policies) -> list[tuple[Peer, str, str, bool]
         ]
     checks += [
         (pods["gateway"], "kafka", "client", True),
-        (pods["gateway"], "mongo", "mongo", False),
+        (pods["gateway"], "mongo", "mongo", True),
         (stranger, "mongo", "mongo", False),
         (stranger, "kafka", "client", False),
         (ingress, "kafka", "client", False),

@@ -96,9 +96,9 @@ def test_a_misspelt_or_missing_setting_is_caught(objects: list[Manifest], image:
     config_map(objects, "identity-config")["LODESTAR_IDENTITY_PHONE_REGION"] = "US"
     gateway = workload(objects, "Deployment", "gateway")["spec"]["template"]["spec"]
     container = gateway["containers"][0]
-    container["env"] = [v for v in container["env"] if v["name"] != "LODESTAR_API_KEY"]
+    container["env"] = [v for v in container["env"] if v["name"] != "LODESTAR_WRITE_KEY"]
     assert sorted(consistency.settings_problems(objects, image)) == [
-        "Deployment/gateway (gateway): required LODESTAR_API_KEY is not set",
+        "Deployment/gateway (gateway): required LODESTAR_WRITE_KEY is not set",
         "Deployment/identity (services.identity): LODESTAR_IDENTITY_PHONE_REGION is not a "
         "setting of services.identity",
     ]
@@ -199,7 +199,7 @@ def test_a_uri_without_the_replica_set_or_a_member_is_caught(
 ) -> None:
     config_map(objects, "lodestar-mongo")["LODESTAR_MONGO_URI"] = "mongodb://mongo-0.mongo:27017"
     problems = consistency.mongo_problems(objects, image)
-    assert len(problems) == 10  # five services, each: no replicaSet, wrong hosts
+    assert len(problems) == 12  # five services and the gateway, each: no replicaSet, wrong hosts
     assert "LODESTAR_MONGO_URI replicaSet=None, mongod runs rs0" in problems[0]
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from gateway.scopes import Scope
 from infra.local.stack import Stack
 from tests.support.kafka import eventually, unique
 from tests.support.platform import Platform
@@ -110,3 +111,39 @@ async def test_failed_queries_leave_no_customer_data_in_the_gateway_log(
     assert email not in text
     assert phone not in text
     assert phone.removeprefix("+") not in text
+
+
+async def test_scoped_keys_over_real_ports(platform: Platform, stack: Stack) -> None:
+    """A key made for tests with chosen scopes: its scopes hold, the admin makes and revokes
+    keys in the gateway's database, and a revoked key stops within the cache TTL."""
+    reader = await stack.create_api_key([Scope.READ_CUSTOMERS], "e2e reader")
+    refused = await platform.graphql("{ apiKeys { id } }", api_key=reader)
+    assert refused.status_code == 403
+    [error] = refused.json()["errors"]
+    assert error["extensions"] == {"code": "FORBIDDEN", "scope": "admin"}
+    assert (await platform.graphql("{ __typename }", api_key=reader)).status_code == 200
+
+    created = await platform.graphql(
+        'mutation { createApiKey(name: "e2e made", scopes: ["wallet"]) { key apiKey { id } } }'
+    )
+    assert created.status_code == 200, created.text
+    made = created.json()["data"]["createApiKey"]
+    assert (await platform.graphql("{ __typename }", api_key=made["key"])).status_code == 200
+    revoked = await platform.graphql(
+        "mutation($id: ID!) { revokeApiKey(id: $id) { revokedAt } }", {"id": made["apiKey"]["id"]}
+    )
+    assert revoked.json()["data"]["revokeApiKey"]["revokedAt"]
+
+    await stack.revoke_api_key(reader)
+
+    async def both_refused() -> bool:
+        codes = [
+            (await platform.graphql("{ __typename }", api_key=key)).status_code
+            for key in (reader, made["key"])
+        ]
+        return codes == [401, 401]
+
+    # Revocation reaches the gateway within LODESTAR_GRAPHQL_KEY_CACHE_TTL_S (5 s).
+    await eventually(both_refused, 30, "the revoked keys refused", 0.5)
+    # The dev key of the stack still works.
+    assert (await platform.graphql("{ __typename }")).status_code == 200

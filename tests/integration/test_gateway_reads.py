@@ -321,7 +321,6 @@ class Stack:
             self.servers[name] = server
         settings = GatewaySettings(
             write_key="wk_test_12345",
-            api_key="ak_test_12345",
             grpc_timeout_s=1,
             identity_addr=f"127.0.0.1:{port['identity']}",
             profile_addr=f"127.0.0.1:{port['profile']}",
@@ -349,7 +348,7 @@ async def stack() -> AsyncIterator[Stack]:
     await found.close()
 
 
-SCHEMA = build_schema(GatewaySettings(write_key="wk_test_12345", api_key="ak_test_12345"))
+SCHEMA = build_schema(GatewaySettings(write_key="wk_test_12345"))
 
 
 async def run(

@@ -19,7 +19,7 @@ from gateway.settings import GatewaySettings
 from tests.unit.gateway.test_ingest_http import RecordingBus
 
 WRITE_KEY = "wk_test_12345"
-SETTINGS = GatewaySettings(write_key=WRITE_KEY, api_key="ak_test_12345")
+SETTINGS = GatewaySettings(write_key=WRITE_KEY)
 SCHEMA = build_schema(SETTINGS)
 EVERYTHING = Principal("k-all", "all", ALL_SCOPES)
 

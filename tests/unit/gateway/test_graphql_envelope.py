@@ -8,16 +8,15 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from gateway.app import create_app
 from gateway.settings import GatewaySettings
+from tests.support.keys import SHARED_BEARER, keyed_app
 
-API_KEY = "ak_test_12345"
-BEARER = {"Authorization": f"Bearer {API_KEY}"}
+BEARER = SHARED_BEARER
 
 
 @pytest.fixture
 async def client() -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(GatewaySettings(write_key="wk_test_12345", api_key=API_KEY))
+    app = keyed_app(GatewaySettings(write_key="wk_test_12345"))
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
         yield http
@@ -53,8 +52,8 @@ async def test_a_wrong_content_type_is_coded(client: httpx.AsyncClient) -> None:
 
 async def test_gateway_metrics_behind_the_token() -> None:
     token = "a-metrics-token-0123456789"
-    settings = GatewaySettings(write_key="wk_test_12345", api_key=API_KEY, metrics_token=token)
-    transport = httpx.ASGITransport(app=create_app(settings))
+    settings = GatewaySettings(write_key="wk_test_12345", metrics_token=token)
+    transport = httpx.ASGITransport(app=keyed_app(settings))
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
         assert (await http.get("/metrics")).status_code == 401
         assert (await http.get("/metrics", headers=BEARER)).status_code == 401

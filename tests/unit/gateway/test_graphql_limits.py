@@ -14,22 +14,21 @@ from typing import Any, cast
 import httpx
 import pytest
 
-from gateway.app import create_app
 from gateway.clients import ServiceClients
 from gateway.loaders import make_loaders
 from gateway.schema import build_schema
 from gateway.scopes import ALL_SCOPES, Principal
 from gateway.settings import GatewaySettings
 from lodestar.v1 import identity_pb2, profile_pb2
+from tests.support.keys import SHARED_BEARER, keyed_app
 
-API_KEY = "ak_test_12345"
-SETTINGS = GatewaySettings(write_key="wk_test_12345", api_key=API_KEY)
-BEARER = {"Authorization": f"Bearer {API_KEY}"}
+SETTINGS = GatewaySettings(write_key="wk_test_12345")
+BEARER = SHARED_BEARER
 
 
 @pytest.fixture
 async def client() -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=create_app(SETTINGS))
+    transport = httpx.ASGITransport(app=keyed_app(SETTINGS))
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
         yield http
 
@@ -74,7 +73,7 @@ async def test_a_long_get_query_string_is_413() -> None:
     # The HTTP client refuses URLs over 64 KiB, so the limit is lowered to show the check.
     small = SETTINGS.model_copy(update={"graphql_max_bytes": 4_096})
     query = "{ " + "segments { id } " * 1_000 + "}"
-    transport = httpx.ASGITransport(app=create_app(small))
+    transport = httpx.ASGITransport(app=keyed_app(small))
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
         response = await http.get("/graphql", params={"query": query}, headers=BEARER)
     assert response.status_code == 413, response.text
@@ -183,8 +182,11 @@ async def test_comments_count_as_tokens(client: httpx.AsyncClient) -> None:
     assert f"more than {SETTINGS.graphql_max_tokens} tokens" in error["message"]
 
 
-async def test_introspection_as_graphiql_sends_it_runs(client: httpx.AsyncClient) -> None:
+async def test_introspection_as_graphiql_sends_it_runs() -> None:
+    # Introspection runs in dev mode only (where GraphiQL is served); the limits let it pass.
     from graphql import get_introspection_query
+
+    transport = httpx.ASGITransport(app=keyed_app(SETTINGS.model_copy(update={"graphiql": True})))
 
     query = get_introspection_query(
         descriptions=True,
@@ -193,7 +195,8 @@ async def test_introspection_as_graphiql_sends_it_runs(client: httpx.AsyncClient
         schema_description=True,
         input_value_deprecation=True,
     )
-    response = await post(client, query)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        response = await post(client, query)
     assert response.status_code == 200
     body = response.json()
     assert "errors" not in body
@@ -315,7 +318,7 @@ async def test_the_limits_follow_the_settings() -> None:
     strict = SETTINGS.model_copy(
         update={"graphql_max_aliases": 1, "graphql_max_depth": 3, "graphql_max_tokens": 20}
     )
-    transport = httpx.ASGITransport(app=create_app(strict))
+    transport = httpx.ASGITransport(app=keyed_app(strict))
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
         aliases = refused(await post(http, "{ a: __typename b: __typename }"))
         assert "2 aliases found. Allowed: 1" in aliases[0]["message"]

@@ -15,13 +15,12 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.app import create_app
 from gateway.settings import GatewaySettings
 from services.platform.logs import JsonFormatter
+from tests.support.keys import SHARED_BEARER, keyed_app
 
-API_KEY = "ak_test_12345"
-SETTINGS = GatewaySettings(write_key="wk_test_12345", api_key=API_KEY)
-BEARER = {"Authorization": f"Bearer {API_KEY}"}
+SETTINGS = GatewaySettings(write_key="wk_test_12345")
+BEARER = SHARED_BEARER
 EMAIL = "ada.lovelace@example.com"
 PHONE = "+33612345678"
 SECRETS = (EMAIL, PHONE, "ada.lovelace", "612345678")
@@ -110,7 +109,7 @@ CLIENT_ERRORS = [f for f in FAILURES if f[2] != "INTERNAL_SERVER_ERROR"]
 
 @pytest.fixture
 async def client() -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=create_app(SETTINGS))
+    transport = httpx.ASGITransport(app=keyed_app(SETTINGS))
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
         yield http
 

@@ -18,18 +18,21 @@ import httpx
 import pytest
 from starlette.types import ASGIApp, Message, Receive, Send
 
-from gateway.app import LodestarGraphQL, RequireApiKey, create_app
+from gateway.app import GraphQLDoor, LodestarGraphQL
 from gateway.clients import ServiceClients
+from gateway.keys import ApiKeys
 from gateway.limits import LimitRequestSize
 from gateway.live import CustomerChange, LiveHub, MembershipChange, PassChange, Watch
-from gateway.live_ws import KeyVerifier, single_key_verifier
+from gateway.live_ws import KeyVerifier
+from gateway.ratelimit import RateLimiter
 from gateway.schema import build_schema
 from gateway.scopes import Principal, Scope
 from gateway.settings import GatewaySettings
 from tests.support.kafka import eventually
+from tests.support.keys import SHARED_KEY, SHARED_RECORDS, keyed_app
 
-API_KEY = "ak_test_12345"
-SETTINGS = GatewaySettings(write_key="wk_test_12345", api_key=API_KEY)
+API_KEY = SHARED_KEY
+SETTINGS = GatewaySettings(write_key="wk_test_12345")
 TRANSPORT_WS = "graphql-transport-ws"
 CHANGED = "subscription C($id: ID!) { customerChanged(id: $id) { customerId changedFields at } }"
 
@@ -40,15 +43,18 @@ def view_app(
     verify: KeyVerifier | None = None,
 ) -> ASGIApp:
     """The GraphQL door as create_app stacks it, with a hub the test can dispatch to."""
+    keys = ApiKeys(SHARED_RECORDS)
     view = LodestarGraphQL(
         ServiceClients(settings),
         build_schema(settings),
         False,
         live=hub,
-        verify_key=verify or single_key_verifier(API_KEY),
+        keys=keys,
+        verify_key=verify,
         settings=settings,
     )
-    return RequireApiKey(LimitRequestSize(view, settings.graphql_max_bytes), API_KEY)
+    limiter = RateLimiter(settings.graphql_rate_limit_per_s, settings.graphql_rate_limit_burst)
+    return GraphQLDoor(LimitRequestSize(view, settings.graphql_max_bytes), keys, limiter)
 
 
 async def run_app(app: ASGIApp, scope: Any, receive: Receive, send: Send) -> None:
@@ -154,7 +160,7 @@ def change(customer_id: str, *fields: str) -> CustomerChange:
 
 async def test_the_upgrade_needs_no_header_and_the_key_in_connection_init_is_acknowledged() -> None:
     # Before: the upgrade without Authorization was closed (4401) before accept.
-    peer = await connected(create_app(SETTINGS))
+    peer = await connected(keyed_app(SETTINGS))
     await peer.send_json(
         {"type": "connection_init", "payload": {"authorization": f"Bearer {API_KEY}"}}
     )
@@ -189,7 +195,7 @@ async def test_the_api_key_form_of_connection_init_is_acknowledged() -> None:
     ids=["no-payload", "empty", "wrong", "basic", "no-scheme", "wrong-api-key", "number", "huge"],
 )
 async def test_connection_init_without_a_valid_key_is_closed_4403(payload: Any) -> None:
-    peer = await connected(create_app(SETTINGS))
+    peer = await connected(keyed_app(SETTINGS))
     message: dict[str, Any] = {"type": "connection_init"}
     if payload is not None:
         message["payload"] = payload
@@ -199,10 +205,11 @@ async def test_connection_init_without_a_valid_key_is_closed_4403(payload: Any) 
     assert peer.from_app.empty()
 
 
-async def test_the_header_alone_does_not_authenticate_the_socket() -> None:
-    peer = await connected(create_app(SETTINGS), headers={"Authorization": f"Bearer {API_KEY}"})
+async def test_a_header_key_the_door_accepted_authenticates_the_socket() -> None:
+    # Clients that can set headers (servers) need not repeat the key in connection_init.
+    peer = await connected(keyed_app(SETTINGS), headers={"Authorization": f"Bearer {API_KEY}"})
     await peer.send_json({"type": "connection_init"})
-    assert await peer.closed_with() == 4403
+    assert (await peer.receive_json())["type"] == "connection_ack"
 
 
 async def test_a_failing_key_store_closes_1011_without_a_crash() -> None:
@@ -258,7 +265,7 @@ async def test_subscribe_after_a_refused_init_is_not_run() -> None:
 
 
 async def test_the_legacy_graphql_ws_protocol_is_not_spoken() -> None:
-    peer = WebSocketPeer(create_app(SETTINGS), subprotocol="graphql-ws")
+    peer = WebSocketPeer(keyed_app(SETTINGS), subprotocol="graphql-ws")
     await peer.to_app.put({"type": "websocket.connect"})
     accept = await peer.received()
     assert accept["type"] == "websocket.accept"
@@ -310,7 +317,7 @@ async def test_a_malformed_message_closes_4400_naming_the_problem(text: str, rea
 
 
 async def test_a_websocket_message_over_the_size_limit_closes_the_connection() -> None:
-    peer = await connected(create_app(SETTINGS))
+    peer = await connected(keyed_app(SETTINGS))
     await peer.init()
     query = "{ __typename }" + " " * SETTINGS.graphql_max_bytes
     await peer.send_json({"id": "1", "type": "subscribe", "payload": {"query": query}})
@@ -502,7 +509,7 @@ async def test_each_subscription_needs_its_scope(
 async def test_a_subscription_over_plain_http_is_refused_400(method: str) -> None:
     # Before: it ran as a query and came back as an internal error.
     query = 'subscription { customerChanged(id: "c1") { customerId } }'
-    transport = httpx.ASGITransport(app=create_app(SETTINGS))
+    transport = httpx.ASGITransport(app=keyed_app(SETTINGS))
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
         response = await http.request(
             method,

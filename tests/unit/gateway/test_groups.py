@@ -17,7 +17,7 @@ from gateway.schema import build_schema
 from gateway.settings import GatewaySettings
 from lodestar.v1 import identity_pb2, profile_pb2
 
-SCHEMA = build_schema(GatewaySettings(write_key="wk_test_12345", api_key="ak_test_12345"))
+SCHEMA = build_schema(GatewaySettings(write_key="wk_test_12345"))
 CREATED = datetime(2024, 5, 1, 9, 30, tzinfo=UTC)
 
 

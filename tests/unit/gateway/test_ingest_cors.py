@@ -9,14 +9,13 @@ import pytest
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
-from gateway.app import create_app
 from gateway.cors import IngestCors
 from gateway.ingest import IngestApi
 from gateway.settings import GatewaySettings
 from services.platform.bus import Bus, BusConfig
+from tests.support.keys import SHARED_BEARER, keyed_app
 
 WRITE_KEY = "wk_cors_test_12345"
-API_KEY = "ak_cors_test_12345"
 SHOP = "https://shop.example"
 PREFLIGHT = {"Access-Control-Request-Method": "POST"}
 
@@ -34,7 +33,6 @@ class NullBus(Bus):
 def settings(origins: str) -> GatewaySettings:
     return GatewaySettings(
         write_key=WRITE_KEY,
-        api_key=API_KEY,
         ingest_cors_origins=origins,
     )
 
@@ -131,7 +129,7 @@ async def test_star_allows_any_origin() -> None:
 
 
 async def test_by_default_no_cors_at_all() -> None:
-    transport = httpx.ASGITransport(app=create_app(settings("")))
+    transport = httpx.ASGITransport(app=keyed_app(settings("")))
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
         preflight = await http.options("/v1/t", headers={"Origin": SHOP, **PREFLIGHT})
         call = await http.post("/v1/t", content=b"{}", headers=browser_call(SHOP))
@@ -142,14 +140,14 @@ async def test_by_default_no_cors_at_all() -> None:
 
 
 async def test_the_gateway_answers_cors_on_ingest_but_not_on_graphql() -> None:
-    transport = httpx.ASGITransport(app=create_app(settings("*")))
+    transport = httpx.ASGITransport(app=keyed_app(settings("*")))
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
         ingest = await http.options("/v1/track", headers={"Origin": SHOP, **PREFLIGHT})
         graphql = await http.options("/graphql", headers={"Origin": SHOP, **PREFLIGHT})
         query = await http.post(
             "/graphql",
             json={"query": "{ __typename }"},
-            headers={"Origin": SHOP, "Authorization": f"Bearer {API_KEY}"},
+            headers={"Origin": SHOP, **SHARED_BEARER},
         )
     assert ingest.status_code == 204
     assert ingest.headers["access-control-allow-origin"] == "*"

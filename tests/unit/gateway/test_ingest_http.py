@@ -16,16 +16,16 @@ import pytest
 from google.protobuf.message import Message
 from starlette.applications import Starlette
 
-from gateway.app import create_app
 from gateway.ingest import IngestApi
 from gateway.settings import GatewaySettings
 from lodestar.v1 import events_pb2
 from services.platform import topics
 from services.platform.bus import Bus, BusConfig
+from tests.support.keys import SHARED_KEY, keyed_app
 
 WRITE_KEY = "wk_test_12345"
-API_KEY = "ak_test_12345"
-SETTINGS = GatewaySettings(write_key=WRITE_KEY, api_key=API_KEY)
+API_KEY = SHARED_KEY  # a valid GraphQL key: still not an ingest credential
+SETTINGS = GatewaySettings(write_key=WRITE_KEY)
 EVENT = {"userId": "u-1", "event": "Order Completed", "properties": {"total": 10}}
 
 
@@ -39,7 +39,7 @@ AUTH = basic(WRITE_KEY)
 
 @pytest.fixture
 async def client() -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(SETTINGS)
+    app = keyed_app(SETTINGS)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
         yield http
@@ -190,7 +190,7 @@ async def test_ingest_only_accepts_post(client: httpx.AsyncClient) -> None:
 
 async def test_valid_event_reaches_the_bus() -> None:
     # The control for every 400 above: without the lifespan a valid event does try to produce.
-    transport = httpx.ASGITransport(app=create_app(SETTINGS), raise_app_exceptions=False)
+    transport = httpx.ASGITransport(app=keyed_app(SETTINGS), raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
         response = await http.post("/v1/track", json=EVENT, headers=AUTH)
     assert response.status_code == 500

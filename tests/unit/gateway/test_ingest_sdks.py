@@ -26,7 +26,7 @@ from lodestar.v1 import events_pb2
 from services.platform.bus import Bus, BusConfig
 
 WRITE_KEY = "wk_sdk_test_12345"
-SETTINGS = GatewaySettings(write_key=WRITE_KEY, api_key="ak_sdk_test_12345")
+SETTINGS = GatewaySettings(write_key=WRITE_KEY)
 TEXT = {"Content-Type": "text/plain"}
 SHORT_ROUTES: dict[str, tuple[str, dict[str, Any]]] = {
     "t": ("track", {"userId": "u-1", "event": "Viewed"}),
@@ -553,9 +553,7 @@ def test_default_limits() -> None:
     assert SETTINGS.ingest_rate_limit_per_s == 2_000
     assert SETTINGS.ingest_rate_limit_burst == 10_000
     with pytest.raises(ValueError, match="BURST"):
-        GatewaySettings(
-            write_key=WRITE_KEY, api_key="ak_sdk_test_12345", ingest_rate_limit_burst=100
-        )
+        GatewaySettings(write_key=WRITE_KEY, ingest_rate_limit_burst=100)
 
 
 def limited_count() -> float:

@@ -12,7 +12,6 @@ from services.platform.settings import describe_errors
 @pytest.fixture(autouse=True)
 def keys(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LODESTAR_WRITE_KEY", "wk_settings_123")
-    monkeypatch.setenv("LODESTAR_API_KEY", "ak_settings_123")
 
 
 def test_defaults_open_nothing() -> None:

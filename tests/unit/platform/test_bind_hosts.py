@@ -43,7 +43,6 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name, value in key_env().items():
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("LODESTAR_WRITE_KEY", "write-key-123")
-    monkeypatch.setenv("LODESTAR_API_KEY", "api-key-1234")
 
 
 @pytest.mark.parametrize(

@@ -31,7 +31,6 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def gateway_keys(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LODESTAR_WRITE_KEY", "write-key-123")
-    monkeypatch.setenv("LODESTAR_API_KEY", "api-key-1234")
 
 
 @pytest.fixture(autouse=True)
@@ -104,7 +103,8 @@ def test_gateway_settings_read_from_env(monkeypatch: pytest.MonkeyPatch) -> None
     assert settings.http_port == 8080
     assert settings.identity_addr == "identity:50051"
     assert settings.write_key.get_secret_value() == "write-key-123"
-    assert settings.api_key.get_secret_value() == "api-key-1234"
+    # GraphQL API keys are in the gateway's database, not in its settings.
+    assert not hasattr(settings, "api_key")
     # Secrets do not show in a repr that might end up in a log line.
     assert "write-key-123" not in repr(settings)
 
@@ -154,19 +154,18 @@ def test_every_bad_variable_is_named(
     assert "LODESTAR_KAFKA_SESSION_TIMEOUT_MS: " in err
 
 
-@pytest.mark.parametrize("missing", ["LODESTAR_WRITE_KEY", "LODESTAR_API_KEY"])
-def test_missing_gateway_key_is_required(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], missing: str
+def test_missing_gateway_write_key_is_required(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     gateway_keys(monkeypatch)
-    monkeypatch.delenv(missing)
+    monkeypatch.delenv("LODESTAR_WRITE_KEY")
     with pytest.raises(SystemExit) as exited:
         load_settings(GatewaySettings)
     assert exited.value.code == 2
     err = capsys.readouterr().err
-    assert f"{missing}: is required" in err
-    other = {"LODESTAR_WRITE_KEY", "LODESTAR_API_KEY"} - {missing}
-    assert other.pop() not in err
+    assert "LODESTAR_WRITE_KEY: is required" in err
+    # The GraphQL API key setting is gone: keys are created with `python -m gateway keys`.
+    assert "LODESTAR_API_KEY" not in err
 
 
 def test_short_write_key_is_rejected(
