@@ -25,6 +25,7 @@ from strawberry.schema.base import BaseSchema
 from strawberry.schema.exceptions import InvalidOperationTypeError
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.types import ExecutionResult
+from strawberry.types.graphql import OperationType
 from strawberry.types.unset import UNSET, UnsetType
 
 from gateway.auth import bearer_token_from
@@ -168,7 +169,13 @@ class LodestarGraphQL(GraphQL[dict[str, Any], None]):
                 request, request_adapter, sub_response, context, root_value, request_data
             )
         except HTTPException as refused:
-            if isinstance(refused.__cause__, InvalidOperationTypeError):
+            # A mutation over GET is the wrong method (405); a subscription over HTTP is a
+            # bad request whatever the method (400: it streams over WebSocket only).
+            cause = refused.__cause__
+            if (
+                isinstance(cause, InvalidOperationTypeError)
+                and cause.operation_type is OperationType.MUTATION
+            ):
                 raise HTTPException(405, refused.reason) from None
             raise
         status = http_status(result, sub_response.media_type == GRAPHQL_RESPONSE)

@@ -9,10 +9,13 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 from starlette.applications import Starlette
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.app import create_app
+from gateway.graphql_http import PRINCIPAL
 from gateway.keys import ApiKeys, StoredKey, new_key, secret_digest
-from gateway.scopes import ALL_SCOPES, Scope
+from gateway.scopes import ALL_SCOPES, Principal
+from gateway.scopes import Scope as ApiScope
 from gateway.settings import GatewaySettings
 
 
@@ -45,7 +48,7 @@ class MemoryKeyRecords:
             key = self.keys[key_id] = replace(key, revoked_at=when)
         return key
 
-    def add(self, scopes: Iterable[Scope] = ALL_SCOPES, name: str = "test key") -> str:
+    def add(self, scopes: Iterable[ApiScope] = ALL_SCOPES, name: str = "test key") -> str:
         """A new key with ``scopes``, kept at once (no event loop needed); the key itself."""
         key_id, token = new_key()
         self.keys[key_id] = StoredKey(
@@ -64,7 +67,7 @@ def bearer(key: str) -> dict[str, str]:
 
 
 def app_with_key(
-    settings: GatewaySettings, scopes: Iterable[Scope] = ALL_SCOPES
+    settings: GatewaySettings, scopes: Iterable[ApiScope] = ALL_SCOPES
 ) -> tuple[Starlette, dict[str, str]]:
     """The gateway app with an in-memory key store holding one key with ``scopes``, and the
     header that sends it."""
@@ -84,3 +87,14 @@ SHARED_BEARER = bearer(SHARED_KEY)
 def keyed_app(settings: GatewaySettings) -> Starlette:
     """The gateway app whose key store holds :data:`SHARED_KEY`."""
     return create_app(settings, ApiKeys(SHARED_RECORDS, ttl_s=settings.graphql_key_cache_ttl_s))
+
+
+def as_principal(app: ASGIApp, principal: Principal | None = None) -> ASGIApp:
+    """``app`` (the GraphQL view without its door) with ``principal`` (by default one holding
+    every scope) authenticated on each request, as the door would put it there."""
+    who = principal or Principal(key_id="test", name="test key", scopes=ALL_SCOPES)
+
+    async def authenticated(scope: Scope, receive: Receive, send: Send) -> None:
+        await app({**scope, PRINCIPAL: who}, receive, send)
+
+    return authenticated

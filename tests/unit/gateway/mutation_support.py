@@ -67,8 +67,11 @@ async def graphql(
         response = await http.post(
             "/graphql", content=payload, headers={"content-type": "application/json"}
         )
-    assert response.status_code == 200, response.text
     body: dict[str, Any] = response.json()
+    # GraphQL over HTTP: an operation refused whole for a missing scope is a 403.
+    codes = {(e.get("extensions") or {}).get("code") for e in body.get("errors") or []}
+    refused = not any((body.get("data") or {}).values()) and codes == {"FORBIDDEN"}
+    assert response.status_code == (403 if refused else 200), response.text
     return body
 
 

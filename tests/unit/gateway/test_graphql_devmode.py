@@ -28,7 +28,7 @@ INTROSPECTIONS = [
 # (query, what dev mode suggests)
 MISSPELLED = [
     ("{ segmentz { id } }", "segments"),
-    ('{ customer(idd: "x") { id } }', "id"),
+    ('{ customer(byy: {id: "x"}) { id } }', "by"),
     ("query($a: Strin) { __typename }", "String"),
 ]
 

@@ -16,6 +16,7 @@ from gateway.clients import ServiceClients
 from gateway.schema import build_schema
 from gateway.settings import GatewaySettings
 from lodestar.v1 import identity_pb2, profile_pb2
+from tests.support.keys import as_principal
 
 SCHEMA = build_schema(GatewaySettings(write_key="wk_test_12345"))
 CREATED = datetime(2024, 5, 1, 9, 30, tzinfo=UTC)
@@ -79,7 +80,9 @@ class FakeClients:
 
 
 async def graphql(profile: FakeProfile, query: str) -> dict[str, Any]:
-    app = LodestarGraphQL(cast(ServiceClients, FakeClients(profile)), SCHEMA, graphiql=False)
+    app = as_principal(
+        LodestarGraphQL(cast(ServiceClients, FakeClients(profile)), SCHEMA, graphiql=False)
+    )
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
         response = await http.post("/graphql", json={"query": query})

@@ -19,6 +19,7 @@ from gateway.loaders import MAX_WALLET_CUSTOMERS, make_loaders
 from gateway.schema import build_schema
 from gateway.settings import GatewaySettings
 from lodestar.v1 import identity_pb2, profile_pb2, wallet_pb2
+from tests.support.keys import as_principal
 
 TOKEN = "secret-token-of-the-pass-0123456789abcdefghij"
 CREATED = datetime(2024, 5, 1, 9, 30, tzinfo=UTC)
@@ -133,7 +134,9 @@ class FakeClients:
 
 async def graphql(wallet: FakeWallet, query: str) -> dict[str, Any]:
     """POST ``query`` to the gateway's GraphQL app; the answer must be a 200."""
-    app = LodestarGraphQL(cast(ServiceClients, FakeClients(wallet)), SCHEMA, graphiql=False)
+    app = as_principal(
+        LodestarGraphQL(cast(ServiceClients, FakeClients(wallet)), SCHEMA, graphiql=False)
+    )
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
         response = await http.post("/graphql", json={"query": query})
