@@ -21,6 +21,7 @@ from strawberry.extensions import (
     ValidationCache,
 )
 
+from gateway.cost import QueryCostLimiter
 from gateway.errors import PAYLOAD_TOO_LARGE, error_response
 from gateway.settings import GatewaySettings
 
@@ -150,16 +151,19 @@ class _ParserCache(ParserCache):
 def document_limits(settings: GatewaySettings) -> list[Callable[[], SchemaExtension]]:
     """Strawberry extensions, one instance per operation, that bound the document before it
     runs: its tokens while parsing (the parser stops at the limit), its depth and aliases
-    while validating; and caches, so a repeated document is parsed and validated once."""
+    while validating, its cost (which needs the variables) once validated; and caches, so a
+    repeated document is parsed and validated once."""
     # Built once: the validation cache is keyed by the rule classes.
     rules = [
         *QueryDepthLimiter(max_depth=settings.graphql_max_depth).validation_rules,
         *MaxAliasesLimiter(max_alias_count=settings.graphql_max_aliases).validation_rules,
     ]
     max_tokens = settings.graphql_max_tokens
+    max_cost = settings.graphql_max_cost
     return [
         lambda: MaxTokensLimiter(max_token_count=max_tokens),
         lambda: AddValidationRules(rules),
         lambda: _ParserCache(maxsize=CACHE_SIZE),
         lambda: ValidationCache(maxsize=CACHE_SIZE),
+        lambda: QueryCostLimiter(max_cost=max_cost),
     ]

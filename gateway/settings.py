@@ -49,6 +49,10 @@ class GatewaySettings(CommonSettings):
     graphql_max_tokens: int = Field(2_000, ge=500, le=20_000)
     graphql_max_depth: int = Field(12, ge=6, le=50)
     graphql_max_aliases: int = Field(30, ge=1, le=500)
+    # Query cost limit (gateway/cost.py): the most an operation may cost, checked with its
+    # variables before it runs. The whole 360-degree view of 100 customers (about 800 each)
+    # fits; the same with 100 timeline entries each (about 1,500 each) does not.
+    graphql_max_cost: int = Field(100_000, ge=100, le=10_000_000)
 
     @field_validator("ingest_cors_origins", "ingest_trusted_proxies", mode="before")
     @classmethod

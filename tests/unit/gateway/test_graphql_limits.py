@@ -280,7 +280,8 @@ def timeline() -> Any:
     return run
 
 
-@pytest.mark.parametrize("first", [0, -1, 201, 2**31 - 1])
+# (2**31 - 1 is refused earlier by the cost limit: test_graphql_cost.py.)
+@pytest.mark.parametrize("first", [0, -1, 201])
 async def test_timeline_first_is_bounded_before_calling_the_service(
     timeline: Any, first: int
 ) -> None:
