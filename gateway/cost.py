@@ -24,6 +24,8 @@ multiplier so that a document's cost takes time linear in its size.
 
 from __future__ import annotations
 
+import dataclasses
+from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -75,6 +77,10 @@ FAN_OUT: Mapping[str, int] = {
 }
 
 
+# Distinct counts of its size variables remembered per document (a pager asks a few).
+MAX_COUNTS_PER_DOCUMENT = 32
+
+
 class _Costing:
     """One operation's cost walk: the schema, its fragments and variables, and the cost of
     each selection set already walked (by node and multiplier)."""
@@ -90,9 +96,12 @@ class _Costing:
         self.fragments = {
             d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)
         }
+        self.given = variables
         self.variables = dict(_variable_defaults(operation))
         self.variables.update(variables)
         self.memo: dict[tuple[int, str, int | None], int] = {}
+        # The variables the cost depends on, and how each was read: the cache's key.
+        self.consulted: dict[str, object] = {}
         # Guards recursion on a document that validation did not see (never on a valid one).
         self.active: set[int] = set()
 
@@ -177,7 +186,9 @@ class _Costing:
             given = next((a.value for a in node.arguments or () if a.name.value == arg_name), None)
             value: Any
             if isinstance(given, VariableNode):
-                value = self.variables.get(given.name.value, _schema_default(arg))
+                name = given.name.value
+                self.consulted[name] = _variable_key(self.given, name)
+                value = self.variables.get(name, _schema_default(arg))
             elif isinstance(given, IntValueNode):
                 value = int(given.value)
             elif given is None:
@@ -186,6 +197,14 @@ class _Costing:
                 value = None
             return _count(value)
         return None
+
+
+def _variable_key(variables: Mapping[str, Any], name: str) -> object:
+    """What the cost reads of one variable: absent (its default applies) or its count."""
+    return _ABSENT if name not in variables else _count(variables[name])
+
+
+_ABSENT = "absent"
 
 
 def _count(value: Any) -> int:
@@ -226,6 +245,24 @@ def _field_definition(parent: GraphQLNamedType, name: str) -> GraphQLField | Non
     return None
 
 
+def _walk(
+    schema: GraphQLSchema,
+    document: DocumentNode,
+    variables: Mapping[str, Any],
+    operation_name: str | None,
+) -> tuple[int, dict[str, object]] | None:
+    """The operation's cost and what it read of the variables; None when the document does
+    not name one operation to run."""
+    operation = get_operation_ast(document, operation_name)
+    if operation is None:
+        return None
+    root = schema.get_root_type(operation.operation)
+    if root is None:
+        return None
+    costing = _Costing(schema, document, operation, variables)
+    return costing.selection_set(operation.selection_set, root, None), costing.consulted
+
+
 def operation_cost(
     schema: GraphQLSchema,
     document: DocumentNode,
@@ -234,14 +271,58 @@ def operation_cost(
 ) -> int | None:
     """The cost of the operation ``operation_name`` of ``document`` (see the module's
     docstring); None when the document does not name one operation to run."""
-    operation = get_operation_ast(document, operation_name)
-    if operation is None:
-        return None
-    root = schema.get_root_type(operation.operation)
-    if root is None:
-        return None
-    costing = _Costing(schema, document, operation, variables or {})
-    return costing.selection_set(operation.selection_set, root, None)
+    walked = _walk(schema, document, variables or {}, operation_name)
+    return None if walked is None else walked[0]
+
+
+@dataclasses.dataclass
+class _Known:
+    """One document's costs: the variables they depend on and the cost per their counts."""
+
+    names: tuple[str, ...]
+    costs: dict[tuple[object, ...], int] = dataclasses.field(default_factory=dict)
+
+
+class CostCache:
+    """Costs already computed, per document (its source and operation name) and the counts
+    its size variables asked for, so that a frontend's repeated query is costed once.
+    Bounded: the least recently used document goes first."""
+
+    def __init__(self, maxsize: int) -> None:
+        self.maxsize = maxsize
+        self.known: OrderedDict[tuple[str, str | None], _Known] = OrderedDict()
+
+    def cost(
+        self,
+        schema: GraphQLSchema,
+        query: str | None,
+        document: DocumentNode,
+        variables: Mapping[str, Any],
+        operation_name: str | None,
+    ) -> int | None:
+        """The cost of the operation, from the cache when this document was costed with the
+        same counts before."""
+        if query is None:
+            return operation_cost(schema, document, variables, operation_name)
+        key = (query, operation_name)
+        known = self.known.get(key)
+        if known is not None:
+            self.known.move_to_end(key)
+            counts = tuple(_variable_key(variables, name) for name in known.names)
+            cached = known.costs.get(counts)
+            if cached is not None:
+                return cached
+        walked = _walk(schema, document, variables, operation_name)
+        if walked is None:
+            return None
+        cost, consulted = walked
+        if known is None:
+            known = self.known[key] = _Known(tuple(consulted))
+            if len(self.known) > self.maxsize:
+                self.known.popitem(last=False)
+        if len(known.costs) < MAX_COUNTS_PER_DOCUMENT:
+            known.costs[tuple(consulted[name] for name in known.names)] = cost
+        return cost
 
 
 def too_costly(cost: int, budget: int) -> GraphQLError:
@@ -257,8 +338,9 @@ class QueryCostLimiter(SchemaExtension):
     """Refuses an operation whose cost is over ``max_cost`` once it is validated and
     before it runs, with ``extensions {code: QUERY_TOO_COSTLY, cost, budget}``."""
 
-    def __init__(self, *, max_cost: int) -> None:
+    def __init__(self, *, max_cost: int, cache: CostCache | None = None) -> None:
         self.max_cost = max_cost
+        self.cache = cache or CostCache(1)
 
     def on_execute(self) -> Iterator[None]:
         """Cost the operation with its variables; raising here skips its execution."""
@@ -266,8 +348,12 @@ class QueryCostLimiter(SchemaExtension):
         document = context.graphql_document
         if document is not None:
             variables = context.variables if isinstance(context.variables, dict) else {}
-            cost = operation_cost(
-                context.schema._schema, document, variables, context.operation_name
+            cost = self.cache.cost(
+                context.schema._schema,
+                context.query,
+                document,
+                variables,
+                context.operation_name,
             )
             if cost is not None and cost > self.max_cost:
                 raise too_costly(cost, self.max_cost)

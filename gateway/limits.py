@@ -21,7 +21,7 @@ from strawberry.extensions import (
     ValidationCache,
 )
 
-from gateway.cost import QueryCostLimiter
+from gateway.cost import CostCache, QueryCostLimiter
 from gateway.errors import PAYLOAD_TOO_LARGE, error_response
 from gateway.settings import GatewaySettings
 
@@ -160,10 +160,11 @@ def document_limits(settings: GatewaySettings) -> list[Callable[[], SchemaExtens
     ]
     max_tokens = settings.graphql_max_tokens
     max_cost = settings.graphql_max_cost
+    costs = CostCache(CACHE_SIZE)
     return [
         lambda: MaxTokensLimiter(max_token_count=max_tokens),
         lambda: AddValidationRules(rules),
         lambda: _ParserCache(maxsize=CACHE_SIZE),
         lambda: ValidationCache(maxsize=CACHE_SIZE),
-        lambda: QueryCostLimiter(max_cost=max_cost),
+        lambda: QueryCostLimiter(max_cost=max_cost, cache=costs),
     ]

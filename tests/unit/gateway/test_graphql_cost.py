@@ -18,9 +18,16 @@ import pytest
 from graphql import GraphQLSchema, parse
 from graphql import build_schema as schema_from_sdl
 
+import gateway.cost
 from gateway.app import create_app
 from gateway.clients import ServiceClients
-from gateway.cost import DEFAULT_LIST_SIZE, FAN_OUT, QUERY_TOO_COSTLY, operation_cost
+from gateway.cost import (
+    DEFAULT_LIST_SIZE,
+    FAN_OUT,
+    QUERY_TOO_COSTLY,
+    CostCache,
+    operation_cost,
+)
 from gateway.loaders import make_loaders
 from gateway.schema import build_schema
 from gateway.scopes import ALL_SCOPES, Principal
@@ -268,6 +275,53 @@ def test_the_full_view_of_one_customer_and_of_fifty_fit_the_budget() -> None:
 def test_a_hundred_customers_with_a_hundred_timeline_entries_each_do_not() -> None:
     variables = {"segment": "s", "first": 100, "timeline": 100}
     assert cost(AUDIENCE, variables) > BUDGET
+
+
+def test_the_cache_costs_a_document_once_per_count_of_its_size_variables(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    walks: list[object] = []
+    walk = gateway.cost._walk
+
+    def counted(*args: Any) -> Any:
+        walks.append(args)
+        return walk(*args)
+
+    monkeypatch.setattr(gateway.cost, "_walk", counted)
+    query = "query($n: Int = 6, $id: ID) { item(id: $id) { similarItems(n: $n) { itemId } } }"
+    document = parse(query)
+    cache = CostCache(4)
+    base = 1 + 1 + FAN_OUT["similarItems"]
+
+    def cached(variables: dict[str, Any]) -> int | None:
+        return cache.cost(NEXT, query, document, variables, None)
+
+    assert cached({"n": 5, "id": "a"}) == base + 5
+    assert cached({"n": 5, "id": "b"}) == base + 5
+    assert len(walks) == 1
+    assert cached({"n": 500}) == base + 500
+    assert cached({}) == base + 6
+    assert cached({"n": None}) == base + DEFAULT_LIST_SIZE
+    assert cached({"n": 5.0}) == base + 5
+    # null counts as the default (5) and 5.0 as 5: the same cost as 5, from the cache.
+    assert DEFAULT_LIST_SIZE == 5
+    assert len(walks) == 3
+    assert cached({"n": 500}) == base + 500
+    assert cached({"n": 6}) == base + 6
+    assert len(walks) == 4
+
+
+def test_the_cache_is_bounded() -> None:
+    cache = CostCache(2)
+    for n in range(5):
+        query = f'{{ item(id: "i{n}") {{ id }} }}'
+        assert cache.cost(NEXT, query, parse(query), {}, None) == 2
+    assert len(cache.known) == 2
+    query = 'query($n: Int) { item(id: "i") { similarItems(n: $n) { itemId } } }'
+    document = parse(query)
+    for n in range(100):
+        cache.cost(NEXT, query, document, {"n": n}, None)
+    assert all(len(k.costs) <= gateway.cost.MAX_COUNTS_PER_DOCUMENT for k in cache.known.values())
 
 
 # --- Today's schema, through the gateway ------------------------------------------------
