@@ -208,14 +208,19 @@ _ABSENT = "absent"
 
 
 def _count(value: Any) -> int:
-    """How many items ``value`` asks for; ``DEFAULT_LIST_SIZE`` when it is not an integer."""
+    """How many items ``value`` asks for; ``DEFAULT_LIST_SIZE`` when it is not a GraphQL
+    ``Int`` (32 bits), which execution refuses as a bad variable anyway: so a cost stays a
+    number of a few dozen digits whatever a client sends."""
     if isinstance(value, bool):
         return DEFAULT_LIST_SIZE
     if isinstance(value, float) and value.is_integer():
         value = int(value)
-    if isinstance(value, int):
+    if isinstance(value, int) and _MIN_INT <= value <= _MAX_INT:
         return max(value, 0)
     return DEFAULT_LIST_SIZE
+
+
+_MIN_INT, _MAX_INT = -(2**31), 2**31 - 1
 
 
 def _schema_default(arg: GraphQLArgument) -> Any:

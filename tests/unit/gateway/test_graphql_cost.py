@@ -190,6 +190,16 @@ def test_an_integral_float_counts_as_graphql_reads_it_and_a_negative_as_nothing(
     assert cost(query, {"n": -5}) == base
 
 
+@pytest.mark.parametrize(
+    "value",
+    [2**31, -(2**31) - 1, 10**5000, 1e300, float("inf")],
+    ids=["2**31", "-2**31-1", "10**5000", "1e300", "inf"],
+)
+def test_a_size_beyond_a_graphql_int_counts_the_default(value: object) -> None:
+    query = 'query($n: Int!) { item(id: "i") { similarItems(n: $n) { itemId } } }'
+    assert cost(query, {"n": value}) == 1 + 1 + FAN_OUT["similarItems"] + DEFAULT_LIST_SIZE
+
+
 def test_huge_sizes_multiply_without_bound() -> None:
     query = (
         '{ customers(segment: "s", first: 2147483647) { edges { node { '
@@ -441,6 +451,18 @@ async def test_a_timeline_of_the_largest_int_is_refused_before_any_call() -> Non
     assert calls == []
     [error] = result.errors
     assert error.extensions["code"] == QUERY_TOO_COSTLY
+
+
+async def test_a_size_of_four_thousand_digits_is_a_bad_variable_not_a_crash() -> None:
+    # Multiplied by itself, such a count would be too long to print as a number.
+    query = (
+        'query($first: Int!, $n: Int!) { customer(id: "c-1") { timeline(first: $first) '
+        "{ entries { name } } recommendations(n: $n) { items { itemId } } } }"
+    )
+    result, calls = await run(query, {"first": 10**4000, "n": 10**4000})
+    assert calls == []
+    assert {e.extensions["code"] for e in result.errors} == {"BAD_USER_INPUT"}
+    assert all(len(e.message) <= 300 for e in result.errors)
 
 
 async def test_the_budget_follows_the_setting() -> None:
