@@ -5,8 +5,10 @@ depth and aliases of its document, checked before anything runs."""
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import suppress
+from typing import Any
 
 from graphql import GraphQLError
 from starlette.datastructures import Headers
@@ -18,9 +20,10 @@ from strawberry.extensions import (
     ParserCache,
     QueryDepthLimiter,
     SchemaExtension,
-    ValidationCache,
 )
+from strawberry.schema.schema import validate_document
 
+from gateway.cost import CostCache, QueryCostLimiter
 from gateway.errors import PAYLOAD_TOO_LARGE, error_response
 from gateway.settings import GatewaySettings
 
@@ -147,19 +150,53 @@ class _ParserCache(ParserCache):
         yield
 
 
+class _ValidationCache(SchemaExtension):
+    """The validation errors (none, mostly) of each document already validated, keyed by its
+    source text and the rules: Strawberry's own cache is keyed by the parsed document, and
+    hashing a document walks its whole tree on every request. A document given without
+    its source is validated by Strawberry as usual."""
+
+    def __init__(self, cache: OrderedDict[tuple[Any, ...], tuple[GraphQLError, ...]]) -> None:
+        self.cache = cache
+
+    def on_validate(self) -> Iterator[None]:
+        context = self.execution_context
+        if context.query is None or context.graphql_document is None:
+            yield
+            return
+        key = (context.query, tuple(context.validation_rules))
+        errors = self.cache.get(key)
+        if errors is None:
+            errors = tuple(
+                validate_document(context.schema._schema, context.graphql_document, key[1])
+            )
+            self.cache[key] = errors
+            if len(self.cache) > CACHE_SIZE:
+                self.cache.popitem(last=False)
+        else:
+            self.cache.move_to_end(key)
+        context.pre_execution_errors = list(errors)
+        yield
+
+
 def document_limits(settings: GatewaySettings) -> list[Callable[[], SchemaExtension]]:
     """Strawberry extensions, one instance per operation, that bound the document before it
     runs: its tokens while parsing (the parser stops at the limit), its depth and aliases
-    while validating; and caches, so a repeated document is parsed and validated once."""
+    while validating, its cost (which needs the variables) once validated; and caches, so a
+    repeated document is parsed and validated once."""
     # Built once: the validation cache is keyed by the rule classes.
     rules = [
         *QueryDepthLimiter(max_depth=settings.graphql_max_depth).validation_rules,
         *MaxAliasesLimiter(max_alias_count=settings.graphql_max_aliases).validation_rules,
     ]
     max_tokens = settings.graphql_max_tokens
+    max_cost = settings.graphql_max_cost
+    costs = CostCache(CACHE_SIZE)
+    validated: OrderedDict[tuple[Any, ...], tuple[GraphQLError, ...]] = OrderedDict()
     return [
         lambda: MaxTokensLimiter(max_token_count=max_tokens),
         lambda: AddValidationRules(rules),
         lambda: _ParserCache(maxsize=CACHE_SIZE),
-        lambda: ValidationCache(maxsize=CACHE_SIZE),
+        lambda: _ValidationCache(validated),
+        lambda: QueryCostLimiter(max_cost=max_cost, cache=costs),
     ]
