@@ -7,13 +7,13 @@ from datetime import datetime
 from typing import cast
 
 import strawberry
-from google.protobuf.json_format import MessageToDict
 from strawberry.scalars import JSON
 from strawberry.types import Info
 
 from gateway.loaders import GroupsKey
 from gateway.masking import masked_traits
 from gateway.relay import Connection, Edge, check_first, connection
+from gateway.structs import struct_dict
 from lodestar.v1 import profile_pb2
 from services.platform.timestamps import field_time
 
@@ -37,7 +37,7 @@ class Group:
         """The GraphQL face of a stored group, as this request may see it."""
         return Group(
             id=strawberry.ID(found.id),
-            traits=cast(JSON, masked_traits(info, MessageToDict(found.traits))),
+            traits=cast(JSON, masked_traits(info, struct_dict(found.traits))),
             member_count=found.member_count,
             created_at=field_time(found, "created_at"),
             updated_at=field_time(found, "updated_at"),

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
-from typing import Any, Literal, cast
+from typing import Any, Literal, TypeVar, cast
 
 import grpc
 import strawberry
-from google.protobuf.json_format import MessageToDict
 from graphql import GraphQLError
+from strawberry.dataloader import DataLoader
 from strawberry.scalars import JSON
 from strawberry.tools import merge_types
 from strawberry.types import ExecutionContext, ExecutionResult, Info
@@ -39,11 +39,15 @@ from gateway.segments import (
     segments,
 )
 from gateway.settings import GatewaySettings
+from gateway.structs import struct_dict
 from gateway.subscriptions import Subscription
 from gateway.wallet import WalletPass, customer_wallet_passes, wallet_pass
 from lodestar.v1 import common_pb2, identity_pb2, profile_pb2, segmentation_pb2
 from services.platform.timestamps import field_time
 from services.profile.commerce import ORDER_COMPLETED, ORDER_REFUNDED, order_amount
+
+R = TypeVar("R")
+V = TypeVar("V")
 
 # The largest timeline page the profile service serves.
 MAX_TIMELINE_PAGE = 200
@@ -183,8 +187,8 @@ class TimelineEntry:
             name=entry.name,
             at=field_time(entry, "at"),
             source=entry.source,
-            properties=cast(JSON, masked_traits(info, MessageToDict(entry.properties))),
-            traits=cast(JSON, masked_traits(info, MessageToDict(entry.traits))),
+            properties=cast(JSON, masked_traits(info, struct_dict(entry.properties))),
+            traits=cast(JSON, masked_traits(info, struct_dict(entry.traits))),
         )
 
 
@@ -203,7 +207,7 @@ class Order:
     @staticmethod
     def of(entry: profile_pb2.TimelineEntry) -> Order:
         """The order an Order Completed or Order Refunded event tells."""
-        properties = MessageToDict(entry.properties)
+        properties = struct_dict(entry.properties)
         amount = order_amount(properties)
         currency = str(properties.get("currency") or "").upper()
         order_id = properties.get("order_id") or properties.get("orderId")
@@ -226,114 +230,156 @@ async def _timeline_page(
     return await loaders.timelines.load(TimelineKey(customer_id, first, after or "", names))
 
 
+def _at_once_or_later(loader: DataLoader[str, V], key: str, then: Callable[[V], R]) -> R:
+    """``then`` of what ``loader`` gives for ``key``: at once when the request loaded it
+    already (the root lookup loads the profile and identities), else once it is loaded.
+
+    A resolver may return a value or an awaitable; each field awaiting a loaded profile cost
+    an awaitable through graphql-core, ten per customer. A failed load raises its error in
+    this field either way (``Future.result`` re-raises it)."""
+    future = loader.cache_map.get(key)
+    if future is not None and future.done():
+        return then(future.result())
+
+    async def later() -> R:
+        return then(await loader.load(key))
+
+    # graphql-core awaits what a resolver returns when it is awaitable.
+    return cast(R, later())
+
+
+def _orders(profile: profile_pb2.Profile | None) -> OrdersSummary | None:
+    if profile is None:
+        return None
+    orders = profile.orders
+    return OrdersSummary(
+        order_count=orders.order_count,
+        revenue=[Money.of(m) for m in orders.revenue],
+        average_order_value=Money.of(orders.average_order_value),
+        first_order_at=field_time(orders, "first_order_at"),
+        last_order_at=field_time(orders, "last_order_at"),
+    )
+
+
+def _loyalty(profile: profile_pb2.Profile | None) -> Loyalty | None:
+    if profile is None:
+        return None
+    status = profile.loyalty
+    return Loyalty(
+        points=status.points,
+        points_redeemed=status.points_redeemed,
+        cashback_balance=Money.of(status.cashback_balance),
+        tier=status.tier,
+        tier_since=field_time(status, "tier_since"),
+        spend_last_12_months=Money.of(status.spend_last_12_months),
+        purchases_last_12_months=status.purchases_last_12_months,
+    )
+
+
+def _behaviour(profile: profile_pb2.Profile | None) -> Behaviour | None:
+    if profile is None:
+        return None
+    b = profile.behaviour
+    return Behaviour(
+        devices=list(b.devices),
+        cart_open=b.cart_open,
+        cart_updated_at=field_time(b, "cart_updated_at"),
+        channels=list(b.channels),
+        sources=list(b.sources),
+        last_page=b.last_page or None,
+        last_page_at=field_time(b, "last_page_at"),
+        last_screen=b.last_screen or None,
+        last_screen_at=field_time(b, "last_screen_at"),
+        session_count=b.session_count,
+        last_session_started_at=field_time(b, "last_session_started_at"),
+        last_active_at=field_time(b, "last_active_at"),
+    )
+
+
+def _engagement(profile: profile_pb2.Profile | None) -> list[EngagementStat]:
+    if profile is None:
+        return []
+    return [
+        EngagementStat(kind=e.kind, count=e.count, last_at=field_time(e, "last_at"))
+        for e in profile.engagement
+    ]
+
+
 @strawberry.type(description="The 360-degree view of one customer.")
 class Customer:
     id: strawberry.ID
+
+    def _profile(self, info: Info, then: Callable[[profile_pb2.Profile | None], R]) -> R:
+        loaders: Loaders = info.context["loaders"]
+        return _at_once_or_later(loaders.profiles, str(self.id), then)
 
     @strawberry.field(
         description="Every identifier linked to this customer; e-mail and phone values masked "
         "without read:pii."
     )
-    async def identifiers(self, info: Info) -> list[Identifier] | None:
+    def identifiers(self, info: Info) -> list[Identifier] | None:
+        def shown(found: identity_pb2.CustomerIdentities | None) -> list[Identifier]:
+            if found is None:
+                return []
+            return [
+                Identifier(type=i.type, value=masked_identifier(info, i.type, i.value))
+                for i in found.identifiers
+            ]
+
         loaders: Loaders = info.context["loaders"]
-        found = await loaders.identities.load(str(self.id))
-        if found is None:
-            return []
-        return [
-            Identifier(type=i.type, value=masked_identifier(info, i.type, i.value))
-            for i in found.identifiers
-        ]
+        return _at_once_or_later(loaders.identities, str(self.id), shown)
 
     @strawberry.field(
         description="Traits from identify calls, as a JSON object; PII values masked without "
         "read:pii."
     )
-    async def traits(self, info: Info) -> JSON | None:
-        profile = await info.context["loaders"].profiles.load(str(self.id))
-        return cast(
-            JSON, {} if profile is None else masked_traits(info, MessageToDict(profile.traits))
+    def traits(self, info: Info) -> JSON | None:
+        return self._profile(
+            info,
+            lambda p: cast(JSON, {} if p is None else masked_traits(info, struct_dict(p.traits))),
         )
 
     @strawberry.field(description="Track events performed, by event name.")
-    async def event_counts(self, info: Info) -> list[EventCount] | None:
-        profile = await info.context["loaders"].profiles.load(str(self.id))
-        if profile is None:
-            return []
-        return [EventCount(name=n, count=c) for n, c in sorted(profile.event_counts.items())]
+    def event_counts(self, info: Info) -> list[EventCount] | None:
+        return self._profile(
+            info,
+            lambda p: (
+                []
+                if p is None
+                else [EventCount(name=n, count=c) for n, c in sorted(p.event_counts.items())]
+            ),
+        )
 
     @strawberry.field(
         description="Orders summary (count, revenue, average order value); the orders "
         "themselves are orderHistory."
     )
-    async def orders(self, info: Info) -> OrdersSummary | None:
-        profile = await info.context["loaders"].profiles.load(str(self.id))
-        if profile is None:
-            return None
-        orders = profile.orders
-        return OrdersSummary(
-            order_count=orders.order_count,
-            revenue=[Money.of(m) for m in orders.revenue],
-            average_order_value=Money.of(orders.average_order_value),
-            first_order_at=field_time(orders, "first_order_at"),
-            last_order_at=field_time(orders, "last_order_at"),
-        )
+    def orders(self, info: Info) -> OrdersSummary | None:
+        return self._profile(info, _orders)
 
     @strawberry.field(description="Loyalty points, cashback balance and tier.")
-    async def loyalty(self, info: Info) -> Loyalty | None:
-        profile = await info.context["loaders"].profiles.load(str(self.id))
-        if profile is None:
-            return None
-        status = profile.loyalty
-        return Loyalty(
-            points=status.points,
-            points_redeemed=status.points_redeemed,
-            cashback_balance=Money.of(status.cashback_balance),
-            tier=status.tier,
-            tier_since=field_time(status, "tier_since"),
-            spend_last_12_months=Money.of(status.spend_last_12_months),
-            purchases_last_12_months=status.purchases_last_12_months,
-        )
+    def loyalty(self, info: Info) -> Loyalty | None:
+        return self._profile(info, _loyalty)
 
     @strawberry.field(description="The current consent decision per purpose.")
-    async def consent(self, info: Info) -> list[Consent] | None:
-        profile = await info.context["loaders"].profiles.load(str(self.id))
-        return [] if profile is None else [Consent.of(c) for c in profile.consent]
-
-    @strawberry.field(description="Every consent decision, oldest first.")
-    async def consent_history(self, info: Info) -> list[Consent] | None:
-        profile = await info.context["loaders"].profiles.load(str(self.id))
-        return [] if profile is None else [Consent.of(c) for c in profile.consent_history]
-
-    @strawberry.field(description="Channels, sources, last page and screen.")
-    async def behaviour(self, info: Info) -> Behaviour | None:
-        profile = await info.context["loaders"].profiles.load(str(self.id))
-        if profile is None:
-            return None
-        b = profile.behaviour
-        return Behaviour(
-            devices=list(b.devices),
-            cart_open=b.cart_open,
-            cart_updated_at=field_time(b, "cart_updated_at"),
-            channels=list(b.channels),
-            sources=list(b.sources),
-            last_page=b.last_page or None,
-            last_page_at=field_time(b, "last_page_at"),
-            last_screen=b.last_screen or None,
-            last_screen_at=field_time(b, "last_screen_at"),
-            session_count=b.session_count,
-            last_session_started_at=field_time(b, "last_session_started_at"),
-            last_active_at=field_time(b, "last_active_at"),
+    def consent(self, info: Info) -> list[Consent] | None:
+        return self._profile(
+            info, lambda p: [] if p is None else [Consent.of(c) for c in p.consent]
         )
 
+    @strawberry.field(description="Every consent decision, oldest first.")
+    def consent_history(self, info: Info) -> list[Consent] | None:
+        return self._profile(
+            info, lambda p: [] if p is None else [Consent.of(c) for c in p.consent_history]
+        )
+
+    @strawberry.field(description="Channels, sources, last page and screen.")
+    def behaviour(self, info: Info) -> Behaviour | None:
+        return self._profile(info, _behaviour)
+
     @strawberry.field(description="E-mail, push and wallet engagement.")
-    async def engagement(self, info: Info) -> list[EngagementStat] | None:
-        profile = await info.context["loaders"].profiles.load(str(self.id))
-        if profile is None:
-            return []
-        return [
-            EngagementStat(kind=e.kind, count=e.count, last_at=field_time(e, "last_at"))
-            for e in profile.engagement
-        ]
+    def engagement(self, info: Info) -> list[EngagementStat] | None:
+        return self._profile(info, _engagement)
 
     @strawberry.field(
         description=f"Recent events, newest first (first: 1..{MAX_TIMELINE_PAGE}); pass "
@@ -395,12 +441,12 @@ class Customer:
         return await customer_groups(info, str(self.id), first, after)
 
     @strawberry.field(description="When the first event of this customer happened.")
-    async def first_seen(self, info: Info) -> datetime | None:
-        return _time(await info.context["loaders"].profiles.load(str(self.id)), "first_seen")
+    def first_seen(self, info: Info) -> datetime | None:
+        return self._profile(info, lambda p: _time(p, "first_seen"))
 
     @strawberry.field(description="When the latest event of this customer happened.")
-    async def last_seen(self, info: Info) -> datetime | None:
-        return _time(await info.context["loaders"].profiles.load(str(self.id)), "last_seen")
+    def last_seen(self, info: Info) -> datetime | None:
+        return self._profile(info, lambda p: _time(p, "last_seen"))
 
 
 @strawberry.type(description="A page of a segment's members, each the full customer view.")
@@ -410,11 +456,25 @@ class CustomerConnection:
     total_count: int = strawberry.field(description="Members of the segment now.")
 
 
+async def _load_views(loaders: Loaders, customer_ids: list[str]) -> None:
+    """Load the customers' identities and profiles before their fields resolve, so the
+    fields they feed answer at once (see :func:`_at_once_or_later`). A failed load stays in
+    its loader and nulls only the fields it feeds, each with its error."""
+    await asyncio.gather(
+        loaders.identities.load_many(customer_ids),
+        loaders.profiles.load_many(customer_ids),
+        return_exceptions=True,
+    )
+
+
 async def _lookup(info: Info, by: CustomerLookup) -> Customer | None:
     loaders: Loaders = info.context["loaders"]
     if by.identifier:
         found = await loaders.customer_ids.load((by.identifier.type, by.identifier.value))
-        return None if found is None else Customer(id=strawberry.ID(found))
+        if found is None:
+            return None
+        await _load_views(loaders, [found])
+        return Customer(id=strawberry.ID(found))
     customer_id = str(by.id)
     # Either service alone tells the customer exists; the fields of one that is down are
     # null with their own error.
@@ -465,6 +525,7 @@ class Query:
             Edge(cursor=m.cursor, node=Customer(id=strawberry.ID(m.customer_id)))
             for m in page.members
         ]
+        await _load_views(info.context["loaders"], [m.customer_id for m in page.members])
         found = connection(edges, page.next_page_token, after)
         return CustomerConnection(
             edges=found.edges, page_info=found.page_info, total_count=page.total
