@@ -211,10 +211,13 @@ class LodestarGraphQL(GraphQL[dict[str, Any], None]):
         await response(scope, receive, send)
 
     def decode_json(self, data: str | bytes) -> object:
-        """JSON too deeply nested to decode, or not UTF-8, is malformed JSON (400)."""
+        """JSON too deeply nested to decode, not UTF-8, or with an integer too long for
+        Python to parse (a ValueError) is malformed JSON (400)."""
         try:
             return json.loads(data)
-        except (RecursionError, UnicodeDecodeError) as error:
+        except json.JSONDecodeError:
+            raise
+        except (RecursionError, ValueError) as error:
             raise json.JSONDecodeError("not decodable JSON", "", 0) from error
 
 

@@ -60,3 +60,22 @@ async def test_gateway_metrics_behind_the_token() -> None:
         scraped = await http.get("/metrics", headers={"Authorization": f"Bearer {token}"})
     assert scraped.status_code == 200
     assert "lodestar_ingest_events_total" in scraped.text
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        # Python refuses to parse integers this long (a ValueError, not a JSONDecodeError).
+        b'{"query": "{ __typename }", "variables": {"n": ' + b"9" * 5000 + b"}}",
+        b"[" * 30_000 + b"]" * 30_000,
+        b'{"query": "\xff\xfe"}',
+    ],
+    ids=["huge-int", "deep", "not-utf8"],
+)
+async def test_undecodable_json_is_a_coded_400(client: httpx.AsyncClient, raw: bytes) -> None:
+    response = await client.post(
+        "/graphql", content=raw, headers={**BEARER, "Content-Type": "application/json"}
+    )
+    assert response.status_code == 400, response.text
+    [error] = response.json()["errors"]
+    assert error["extensions"]["code"]
