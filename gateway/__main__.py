@@ -1,5 +1,6 @@
 """``python -m gateway``: the GraphQL and ingest gateway on uvicorn; ``python -m gateway keys
-...`` manages the GraphQL API keys (:mod:`gateway.keys_cli`)."""
+...`` manages the GraphQL API keys (:mod:`gateway.keys_cli`); ``python -m gateway sdl``
+prints the schema's SDL."""
 
 from __future__ import annotations
 
@@ -30,7 +31,11 @@ if sys.argv[1:2] == ["keys"]:
     from gateway.keys_cli import main as keys_main
 
     sys.exit(keys_main(sys.argv[2:]))
+elif sys.argv[1:] == ["sdl"]:
+    from gateway.sdl import current_sdl
+
+    sys.stdout.write(current_sdl())
 elif sys.argv[1:]:
-    sys.exit(f"unknown command {' '.join(sys.argv[1:])[:80]!r}; expected no argument or keys")
+    sys.exit(f"unknown command {' '.join(sys.argv[1:])[:80]!r}; expected no argument, keys or sdl")
 else:
     main()
