@@ -53,9 +53,10 @@ class GatewaySettings(KeyStoreSettings):
     # take; they refit models over every customer, far longer than a read.
     graphql_long_call_timeout_s: float = Field(300.0, gt=0, le=3_600)
     # Query cost limit (gateway/cost.py): the most an operation may cost, checked with its
-    # variables before it runs. The whole 360-degree view costs about 600-700 a customer, so
-    # 100 customers fit; with 100 timeline entries each (about 1,300 a customer) they do not.
-    graphql_max_cost: int = Field(100_000, ge=100, le=10_000_000)
+    # variables before it runs. The whole 360-degree view (every field, pages of 20) costs
+    # about 1,030 a customer, so 100 customers fit (102,518); with 100 timeline entries each
+    # (about 1,750 a customer, 174,518) they do not.
+    graphql_max_cost: int = Field(150_000, ge=100, le=10_000_000)
 
     # --- Live subscriptions (graphql-transport-ws) ---
     # Events waiting for one subscriber; one more and it is dropped (it fell behind).
