@@ -66,7 +66,7 @@ DEFAULT_LIST_SIZE = 5
 FAN_OUT: Mapping[str, int] = {
     "customers": 10,
     "timeline": 10,
-    "orders": 10,
+    "orderHistory": 10,
     "groups": 10,
     "segments": 10,
     "scores": 10,
