@@ -308,8 +308,11 @@ async def test_a_timeline_page_token_nested_3000_deep_is_invalid_argument(stubs:
 async def test_a_burst_of_cancelled_and_expired_calls_logs_no_error(
     stubs: Stubs, caplog: pytest.LogCaptureFixture
 ) -> None:
+    started: set[str] = set()
+
     async def finishes_as_the_client_gives_up(segment_id: str) -> Document | None:
         # Work that completes just as the call ends: the answer (NOT_FOUND) comes too late.
+        started.add(segment_id)
         try:
             await asyncio.sleep(30)
         except asyncio.CancelledError:
@@ -331,7 +334,12 @@ async def test_a_burst_of_cancelled_and_expired_calls_logs_no_error(
 
     async def cancelled(n: int) -> None:
         call = stubs.segmentation.GetSegment(segmentation_pb2.GetSegmentRequest(id=f"c-{n}"))
-        await asyncio.sleep(0.1)
+        # Cancelled once the server is inside the work (on a loaded machine 0.1 s may pass
+        # before the handler starts; then there is no late answer to send).
+        for _ in range(1_000):
+            if f"c-{n}" in started:
+                break
+            await asyncio.sleep(0.01)
         call.cancel()
         with pytest.raises(asyncio.CancelledError):
             await call

@@ -12,7 +12,6 @@ side is tests/integration/test_gateway_keys.py).
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -21,13 +20,13 @@ from typing import Any
 
 import httpx
 import pytest
-from starlette.types import Message
 
 from gateway.app import create_app
 from gateway.keys import ApiKeys, split_key
 from gateway.scopes import ALL_SCOPES, Scope
 from gateway.settings import GatewaySettings
 from services.platform.logs import JsonFormatter
+from tests.support.asgi_websocket import AsgiWebSocket
 from tests.support.keys import MemoryKeyRecords, bearer
 
 SETTINGS = GatewaySettings(write_key="wk_test_12345")
@@ -41,7 +40,6 @@ RECORDS.keys[_revoked_id] = replace(RECORDS.keys[_revoked_id], revoked_at=dateti
 BEARER = bearer(ADMIN_KEY)
 HTML = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
 QUERY = '{ customer(identifier: {type: "email", value: "ada@example.com"}) { id traits } }'
-TRANSPORT_WS = "graphql-transport-ws"
 UNKNOWN_KEY = "lsk_0123456789abcdef_" + "A" * 43
 
 
@@ -331,8 +329,8 @@ async def test_get_query_with_the_key_still_runs(client: httpx.AsyncClient) -> N
     assert response.json() == {"data": {"__typename": "Query"}}
 
 
-class WebSocketPeer:
-    """A WebSocket client speaking ASGI to the app directly, without a network or lifespan."""
+class WebSocketPeer(AsgiWebSocket):
+    """A WebSocket to the gateway app of ``settings`` whose key store holds ``records``."""
 
     def __init__(
         self,
@@ -340,48 +338,7 @@ class WebSocketPeer:
         headers: dict[str, str],
         records: MemoryKeyRecords = RECORDS,
     ) -> None:
-        self.to_app: asyncio.Queue[Message] = asyncio.Queue()
-        self.from_app: asyncio.Queue[Message] = asyncio.Queue()
-        raw = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
-        scope = {
-            "type": "websocket",
-            "asgi": {"version": "3.0", "spec_version": "2.3"},
-            "http_version": "1.1",
-            "scheme": "ws",
-            "server": ("test", 80),
-            "client": ("127.0.0.1", 50000),
-            "root_path": "",
-            "path": "/graphql",
-            "raw_path": b"/graphql",
-            "query_string": b"",
-            "headers": [*raw, (b"sec-websocket-protocol", TRANSPORT_WS.encode())],
-            "subprotocols": [TRANSPORT_WS],
-        }
-        self.task = asyncio.create_task(
-            app_for(settings, records)(scope, self.to_app.get, self.from_app.put)
-        )
-
-    async def received(self) -> Message:
-        """The next ASGI message the app sent (a hang guard, not a timing check)."""
-        return await asyncio.wait_for(self.from_app.get(), 10)
-
-    async def send_json(self, message: dict[str, Any]) -> None:
-        await self.to_app.put({"type": "websocket.receive", "text": json.dumps(message)})
-
-    async def receive_json(self) -> Any:
-        message = await self.received()
-        assert message["type"] == "websocket.send", message
-        return json.loads(message["text"])
-
-    async def accepted(self) -> None:
-        await self.to_app.put({"type": "websocket.connect"})
-        accept = await self.received()
-        assert accept["type"] == "websocket.accept", accept
-        assert accept["subprotocol"] == TRANSPORT_WS
-
-    async def close(self) -> None:
-        await self.to_app.put({"type": "websocket.disconnect", "code": 1000})
-        await asyncio.wait_for(self.task, 10)
+        super().__init__(app_for(settings, records), headers)
 
 
 @pytest.mark.parametrize("settings", [SETTINGS, DEV_SETTINGS], ids=["prod", "dev"])

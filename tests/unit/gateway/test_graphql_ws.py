@@ -10,13 +10,12 @@ The hub is not started (no Kafka): events are handed to it with ``dispatch``.
 from __future__ import annotations
 
 import asyncio
-import json
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import pytest
-from starlette.types import ASGIApp, Message, Receive, Send
+from starlette.types import ASGIApp
 
 from gateway.app import GraphQLDoor, LodestarGraphQL
 from gateway.clients import ServiceClients
@@ -28,12 +27,12 @@ from gateway.ratelimit import RateLimiter
 from gateway.schema import build_schema
 from gateway.scopes import Principal, Scope
 from gateway.settings import GatewaySettings
+from tests.support.asgi_websocket import AsgiWebSocket
 from tests.support.kafka import eventually
 from tests.support.keys import SHARED_KEY, SHARED_RECORDS, keyed_app
 
 API_KEY = SHARED_KEY
 SETTINGS = GatewaySettings(write_key="wk_test_12345")
-TRANSPORT_WS = "graphql-transport-ws"
 CHANGED = "subscription C($id: ID!) { customerChanged(id: $id) { customerId changedFields at } }"
 
 
@@ -57,67 +56,8 @@ def view_app(
     return GraphQLDoor(LimitRequestSize(view, settings.graphql_max_bytes), keys, limiter)
 
 
-async def run_app(app: ASGIApp, scope: Any, receive: Receive, send: Send) -> None:
-    await app(scope, receive, send)
-
-
-class WebSocketPeer:
-    """A WebSocket client speaking ASGI to the app directly, without a network or lifespan."""
-
-    def __init__(
-        self,
-        app: ASGIApp,
-        headers: dict[str, str] | None = None,
-        subprotocol: str = TRANSPORT_WS,
-    ) -> None:
-        self.to_app: asyncio.Queue[Message] = asyncio.Queue()
-        self.from_app: asyncio.Queue[Message] = asyncio.Queue()
-        raw = [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
-        scope = {
-            "type": "websocket",
-            "asgi": {"version": "3.0", "spec_version": "2.3"},
-            "http_version": "1.1",
-            "scheme": "ws",
-            "server": ("test", 80),
-            "client": ("127.0.0.1", 50000),
-            "root_path": "",
-            "path": "/graphql",
-            "raw_path": b"/graphql",
-            "query_string": b"",
-            "headers": [*raw, (b"sec-websocket-protocol", subprotocol.encode())],
-            "subprotocols": [subprotocol],
-        }
-        self.task: asyncio.Task[None] = asyncio.create_task(
-            run_app(app, scope, self.to_app.get, self.from_app.put)
-        )
-
-    async def received(self) -> Message:
-        """The next ASGI message the app sent (a hang guard, not a timing check)."""
-        return await asyncio.wait_for(self.from_app.get(), 10)
-
-    async def accepted(self) -> None:
-        await self.to_app.put({"type": "websocket.connect"})
-        accept = await self.received()
-        assert accept["type"] == "websocket.accept", accept
-        assert accept["subprotocol"] == TRANSPORT_WS
-
-    async def send_text(self, text: str) -> None:
-        await self.to_app.put({"type": "websocket.receive", "text": text})
-
-    async def send_json(self, message: Any) -> None:
-        await self.send_text(json.dumps(message))
-
-    async def receive_json(self) -> Any:
-        message = await self.received()
-        assert message["type"] == "websocket.send", message
-        return json.loads(message["text"])
-
-    async def closed_with(self) -> int:
-        """The close code of the next message, which must be a close."""
-        message = await self.received()
-        assert message["type"] == "websocket.close", message
-        code: int = message["code"]
-        return code
+class WebSocketPeer(AsgiWebSocket):
+    """The WebSocket door's client, with the graphql-transport-ws steps these tests take."""
 
     async def init(self, payload: Any = None) -> None:
         """connection_init with the key, acknowledged."""
