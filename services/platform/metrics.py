@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import hmac
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from prometheus_client import REGISTRY, Counter, Histogram, make_wsgi_app
+from prometheus_client.core import CounterMetricFamily
 from prometheus_client.exposition import ThreadingWSGIServer
+from prometheus_client.registry import Collector
+
+from services.platform.dbops import DB_OPERATIONS, OperationCounter
 
 GRPC_REQUESTS = Counter("lodestar_grpc_requests_total", "gRPC calls served", ["method", "code"])
 GRPC_LATENCY = Histogram("lodestar_grpc_latency_seconds", "gRPC call latency", ["method"])
@@ -28,6 +32,39 @@ WALLET_APNS_PUSHES = Counter(
     "Pass update pushes sent to APNs, by final outcome",
     ["outcome"],
 )
+
+
+class DbOperationsCollector(Collector):
+    """Exports an :class:`OperationCounter` at scrape time (the listener only bumps a dict):
+    ``lodestar_db_operations_total`` and ``lodestar_db_documents_total`` by database,
+    command and collection."""
+
+    def __init__(self, counter: OperationCounter) -> None:
+        self.counter = counter
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        """Both families from one snapshot of the counts."""
+        labels = ["database", "command", "collection"]
+        operations, documents = self.counter.snapshot()
+        ops = CounterMetricFamily(
+            "lodestar_db_operations",
+            "Database commands sent, by command and collection",
+            labels=labels,
+        )
+        for key, value in sorted(operations.items()):
+            ops.add_metric(list(key), value)
+        docs = CounterMetricFamily(
+            "lodestar_db_documents",
+            "Documents the database commands wrote or returned, as their replies tell it",
+            labels=labels,
+        )
+        for key, value in sorted(documents.items()):
+            docs.add_metric(list(key), value)
+        yield ops
+        yield docs
+
+
+REGISTRY.register(DbOperationsCollector(DB_OPERATIONS))
 
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 

@@ -8,6 +8,8 @@ from typing import Any
 
 from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorDatabase
 
+from services.platform.dbops import DB_OPERATIONS
+
 Document = dict[str, Any]
 
 
@@ -23,10 +25,12 @@ class IndexSpec:
 
 
 def mongo_client(uri: str, app_name: str) -> AsyncIOMotorClient[Document]:
-    """A motor client with bounded timeouts so a dead server surfaces as an error fast."""
+    """A motor client with bounded timeouts so a dead server surfaces as an error fast; its
+    commands are counted by the process's :data:`DB_OPERATIONS` (exported on /metrics)."""
     return AsyncIOMotorClient(
         uri,
         appname=app_name,
+        event_listeners=[DB_OPERATIONS],
         serverSelectionTimeoutMS=5_000,
         connectTimeoutMS=5_000,
         tz_aware=True,

@@ -73,6 +73,7 @@ from lodestar.v1 import (  # noqa: E402
     wallet_pb2_grpc,
 )
 from services.platform.mongo import Document  # noqa: E402
+from tests.perf.costs import CLOCK_TICKS, cpu_ticks, pid_of, stack_pids  # noqa: E402
 
 SEGMENT_ID = "bench-buyers"
 TIMELINE_FIRST = 20
@@ -80,7 +81,6 @@ TIMELINE_FIRST = 20
 GROUPS_FIRST = TIMELINE_FIRST
 RECOMMENDATIONS_N = 10
 AUDIENCE_FIRST = 50
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 # Targets of the issue: gateway requests/s at least this share of the bare handler's, and
 # the one-customer p95 at most this many milliseconds.
 TARGET_RATIO = 0.6
@@ -503,13 +503,6 @@ def serve_bare(port: int) -> None:
 # --- Load ---------------------------------------------------------------------------------
 
 
-def cpu_ticks(pid: int) -> int:
-    """utime + stime of a process, in clock ticks."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    # After the command name: state is field 3, utime 14 and stime 15 (1-based).
-    return int(fields[11]) + int(fields[12])
-
-
 def percentile(values: list[float], q: float) -> float:
     """The q-th percentile (nearest rank)."""
     ordered = sorted(values)
@@ -669,11 +662,6 @@ def start_bare(stack: Stack, logs: Path) -> tuple[ManagedProcess, str]:
 
     wait_until(healthy, 60, "bare handler", 0.2)
     return process, url
-
-
-def pid_of(process: ManagedProcess) -> int:
-    assert process.process is not None
-    return process.process.pid
 
 
 async def compare(
@@ -899,7 +887,8 @@ async def run(args: argparse.Namespace, stack: Stack, logs: Path) -> None:
             await check(audience_query)
             audience = (audience_query, bare_request(f"{bare_url}/audience", segment))
         pids = (gateway_pid, pid_of(bare))
-        others = stack_pids(stack)
+        # The gateway is measured on its own.
+        others = {name: pid for name, pid in stack_pids(stack).items() if name != "gateway"}
         one_bare = bare_request(f"{bare_url}/one", some_id)
         for clients in args.clients:
             await compare("one_customer", one, one_bare, pids, args, clients, TARGET_P95_MS, others)
@@ -911,16 +900,6 @@ async def run(args: argparse.Namespace, stack: Stack, logs: Path) -> None:
         bare.stop()
     if args.profile:
         await profile_gateway(stack, logs, Path(args.profile), one, args)
-
-
-def stack_pids(stack: Stack) -> dict[str, int]:
-    """Every process of the stack but the gateway (measured on its own): the services and the
-    MongoDB-wire and Kafka-wire servers, by name."""
-    pids = {name: pid_of(p) for name, p in stack.processes.items() if name != "gateway"}
-    for name, server in (("mongodb", stack.mongo), ("kafka", stack.kafka)):
-        if server is not None and server.process is not None:
-            pids[name] = pid_of(server.process)
-    return pids
 
 
 async def check(request: Sender) -> None:

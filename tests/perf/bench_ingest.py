@@ -2,6 +2,16 @@
 stack, on free ports. Prints JSON lines: the machine's cores, events accepted per second at
 the gateway, end-to-end events per second until every profile reflects them, and p50/p99
 freshness (accepted -> visible through GraphQL) on a sample.
+
+Then the cost table of the run, over the window from just before the first event is sent to
+the last bus activity seen once every consumer has gone quiet (no message handled and no batch
+committed for ``--quiet-s``): each process's CPU milliseconds per 1,000 events from
+``/proc/<pid>/stat`` (the gateway, each service, the stand-ins, Tansu and each MongoDB-wire
+server), and per process that talks to the database the operations and documents per event,
+in total and by command and collection (from the ``lodestar_db_*`` counters on its
+``/metrics``); one JSON line per process, one per service, and a ``cost_table`` line with all
+of it. The wait for the profiles counts them in the store every 0.25 s: what those counts
+cost the database servers is measured after the window and printed on its own line.
 """
 
 from __future__ import annotations
@@ -23,9 +33,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from infra.local.stack import Stack, StackPorts
 from services.platform.mongo import Document
+from tests.perf.costs import CLOCK_TICKS, Snapshot, cost_rows, cpu_ticks, snapshot, stack_pids
 from tests.support.platform import Platform
 
 EVENT = "Bench Viewed"
+# How often the stack's counters are read while waiting for the consumers to go quiet.
+POLL_S = 0.5
 
 
 def emit(record: dict[str, object]) -> None:
@@ -63,19 +76,38 @@ async def send_all(
     return time.perf_counter() - started
 
 
-async def wait_reflected(mongo_uri: str, customers: int, per_customer: int) -> None:
+async def wait_reflected(mongo_uri: str, customers: int, per_customer: int) -> int:
     """Until every bench customer's profile counts all its events (read from the store:
-    polling 1,000 customers through GraphQL would load the machine being measured)."""
+    polling 1,000 customers through GraphQL would load the machine being measured); returns
+    how many times it counted."""
     client: AsyncIOMotorClient[Document] = AsyncIOMotorClient(mongo_uri)
     profiles = client["lodestar_profile"]["profiles"]
+    polls = 0
     try:
         while True:
+            polls += 1
             done = await profiles.count_documents({f"event_counts.{EVENT}": per_customer})
             if done >= customers:
-                return
+                return polls
             await asyncio.sleep(0.25)
     finally:
         client.close()
+
+
+async def poll_cost_ms(stack: Stack, per_customer: int, polls: int = 10) -> float:
+    """The database servers' CPU milliseconds for one of ``wait_reflected``'s counts, measured
+    on the quiet stack: the benchmark's own load on them, to read their row net of it."""
+    servers = [pid for name, pid in stack_pids(stack).items() if name.startswith("mongodb")]
+    client: AsyncIOMotorClient[Document] = AsyncIOMotorClient(stack.mongo_uri)
+    profiles = client["lodestar_profile"]["profiles"]
+    try:
+        before = sum(cpu_ticks(pid) for pid in servers)
+        for _ in range(polls):
+            await profiles.count_documents({f"event_counts.{EVENT}": per_customer})
+        spent = sum(cpu_ticks(pid) for pid in servers) - before
+    finally:
+        client.close()
+    return spent * 1000 / CLOCK_TICKS / polls
 
 
 async def freshness(platform: Platform, samples: int) -> list[float]:
@@ -101,9 +133,28 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))]
 
 
+async def until_quiet(
+    stack: Stack, http: httpx.AsyncClient, quiet_s: float, timeout_s: float
+) -> tuple[Snapshot, bool]:
+    """The stack's counters when the bus was last seen active, once no message was handled
+    and no batch committed for ``quiet_s`` after it (every consumer caught up), or at
+    ``timeout_s``; whether it went quiet."""
+    deadline = time.perf_counter() + timeout_s
+    mark = await snapshot(stack, http)
+    while time.perf_counter() < deadline:
+        await asyncio.sleep(POLL_S)
+        current = await snapshot(stack, http)
+        if not current.bus_quiet_since(mark):
+            mark = current
+        elif current.at - mark.at >= quiet_s:
+            return mark, True
+    return mark, False
+
+
 async def run(args: argparse.Namespace, stack: Stack) -> None:
     async with httpx.AsyncClient(timeout=60) as client:
         platform = Platform(stack, client)
+        before = await snapshot(stack, client)
         started = time.perf_counter()
         send_s = await send_all(
             platform, args.events, args.customers, args.batch_size, args.concurrency
@@ -118,7 +169,8 @@ async def run(args: argparse.Namespace, stack: Stack) -> None:
                 "seconds": round(send_s, 2),
             }
         )
-        await wait_reflected(stack.mongo_uri, args.customers, args.events // args.customers)
+        per_customer = args.events // args.customers
+        polls = await wait_reflected(stack.mongo_uri, args.customers, per_customer)
         e2e_s = time.perf_counter() - started
         emit(
             {
@@ -127,6 +179,19 @@ async def run(args: argparse.Namespace, stack: Stack) -> None:
                 "events": args.events,
                 "customers": args.customers,
                 "seconds": round(e2e_s, 2),
+            }
+        )
+        after, quiet = await until_quiet(stack, client, args.quiet_s, args.quiet_timeout_s)
+        for row in cost_rows(before, after, args.events, after.at - before.at):
+            emit({**row, "window": "first event sent -> last bus activity", "quiet": quiet})
+        per_poll_ms = await poll_cost_ms(stack, per_customer)
+        emit(
+            {
+                "metric": "benchmark_polls_in_mongodb_cpu",
+                "polls": polls,
+                "cpu_ms_per_poll": round(per_poll_ms, 1),
+                "cpu_ms_per_1000_events": round(polls * per_poll_ms / args.events * 1000, 1),
+                "note": "the end-to-end wait's own counts, included in the mongodb row above",
             }
         )
         sample = await freshness(platform, args.samples)
@@ -150,6 +215,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--samples", type=int, default=50)
+    parser.add_argument("--quiet-s", type=float, default=3.0)
+    parser.add_argument("--quiet-timeout-s", type=float, default=120.0)
     args = parser.parse_args()
     if args.events % args.customers:
         parser.error("--events must be a multiple of --customers")
