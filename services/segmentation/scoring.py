@@ -4,8 +4,10 @@ that read scores up to date."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -60,6 +62,26 @@ def summary_of(view: Document, now: datetime, unit_days: float) -> CustomerSumma
     )
 
 
+def fit_and_score(
+    summaries: Sequence[CustomerSummary],
+    histories: Sequence[rfm.CustomerActivity],
+    settings: ScoringSettings,
+) -> tuple[str, dict[str, object], dict[str, clv.CustomerScores], dict[str, rfm.RfmScore]]:
+    """The CPU-bound part of a run, pure (safe on a worker thread): the model version, its
+    parameters, the purchase-model scores by customer and the RFM cells by customer."""
+    model_version, parameters, values = RFM_ONLY, {}, {}
+    try:
+        model = clv.fit_customer_value(summaries, time_unit_days=settings.time_unit_days)
+        values = clv.score_customers(
+            summaries, model, monthly_discount_rate=settings.monthly_discount
+        )
+        model_version, parameters = model.model_version, model.as_dict()
+    except ValueError as exc:
+        # Too few repeat buyers to fit: RFM only, until there are.
+        log.warning("purchase models not fitted", extra={"fields": {"reason": str(exc)}})
+    return model_version, parameters, values, rfm.rfm_scores(histories)
+
+
 class Scoring:
     """Computes and stores the predictive scores."""
 
@@ -93,17 +115,11 @@ class Scoring:
                     monetary=float(orders.get("revenue", 0.0)),
                 )
             )
-        model_version, parameters, values = RFM_ONLY, {}, {}
-        try:
-            model = clv.fit_customer_value(summaries, time_unit_days=unit)
-            values = clv.score_customers(
-                summaries, model, monthly_discount_rate=self.settings.monthly_discount
-            )
-            model_version, parameters = model.model_version, model.as_dict()
-        except ValueError as exc:
-            # Too few repeat buyers to fit: RFM only, until there are.
-            log.warning("purchase models not fitted", extra={"fields": {"reason": str(exc)}})
-        cells = rfm.rfm_scores(histories)
+        # The fit is seconds of CPU over a large population: off the event loop, so gRPC
+        # calls and the consumers' heartbeats keep being answered while it runs.
+        model_version, parameters, values, cells = await asyncio.to_thread(
+            fit_and_score, summaries, histories, self.settings
+        )
         docs = []
         for customer in histories:
             score = cells[customer.customer_id]

@@ -17,6 +17,7 @@ import json
 import random
 import re
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -45,6 +46,11 @@ ASSERTION_LIFETIME_S = 3600
 TOKEN_REFRESH_MARGIN_S = 300
 # A longer Retry-After is capped: the caller's own later retry covers longer outages.
 MAX_RETRY_AFTER_S = 30.0
+# A save link names only object ids, so it is signed once and reused (ListPasses shows
+# every pass's link, and an RS256 signature costs ~1 ms of CPU); re-signed after this long,
+# and at most this many are kept.
+SAVE_LINK_REUSE_S = 3600.0
+SAVE_LINK_CACHE_SIZE = 10_000
 NOTIFY_ON_UPDATE = "NOTIFY_ON_UPDATE"
 TEXT_AND_NOTIFY = "TEXT_AND_NOTIFY"
 
@@ -225,6 +231,10 @@ def save_jwt(
     )
 
 
+# (resource, object id) pairs and origins: what a save link's JWT says.
+_SaveLinkKey = tuple[tuple[tuple[str, str], ...], tuple[str, ...]]
+
+
 # --- the REST client ------------------------------------------------------------------------
 
 
@@ -316,6 +326,7 @@ class GoogleWalletClient:
         self._token = ""
         self._token_expires_at = 0.0
         self._token_lock = asyncio.Lock()
+        self._save_links: OrderedDict[_SaveLinkKey, tuple[str, float]] = OrderedDict()
 
     async def __aenter__(self) -> Self:
         return self
@@ -510,8 +521,21 @@ class GoogleWalletClient:
     def save_link(
         self, objects: Sequence[tuple[Resource, str]], origins: Sequence[str] = ()
     ) -> str:
-        """The "Save to Google Wallet" URL of already inserted objects."""
-        return self.save_url_base + save_jwt(self.account, objects, origins, self.clock())
+        """The "Save to Google Wallet" URL of already inserted objects: signed once per set of
+        objects and origins and reused for up to ``SAVE_LINK_REUSE_S`` (an object that changes
+        keeps its id, so its link stays the same; a new object gets a new link)."""
+        key: _SaveLinkKey = (tuple((str(r), str(o)) for r, o in objects), tuple(origins))
+        now = self.clock()
+        cached = self._save_links.get(key)
+        if cached is not None and 0 <= now - cached[1] < SAVE_LINK_REUSE_S:
+            self._save_links.move_to_end(key)
+            return cached[0]
+        link = self.save_url_base + save_jwt(self.account, objects, origins, now)
+        self._save_links[key] = (link, now)
+        self._save_links.move_to_end(key)
+        if len(self._save_links) > SAVE_LINK_CACHE_SIZE:
+            self._save_links.popitem(last=False)  # the least recently used
+        return link
 
 
 # --- class and object bodies from the platform-neutral pass ---------------------------------

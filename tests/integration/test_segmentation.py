@@ -4,7 +4,9 @@ lifecycle over gRPC, scores, erasure."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import random
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -22,12 +24,13 @@ from services.platform import topics
 from services.platform.bus import Bus, BusConfig, Delivery, ensure_topics
 from services.platform.mongo import Document, database, mongo_client
 from services.platform.rpc import GrpcServer
+from services.segmentation import clv
 from services.segmentation.api import SegmentationServicer
 from services.segmentation.audience import Audiences
 from services.segmentation.consumers import ProfileChangeHandler, ResolvedEventHandler
 from services.segmentation.definitions import SegmentDefinitions
 from services.segmentation.rules import parse
-from services.segmentation.scoring import Scoring
+from services.segmentation.scoring import Scoring, summary_of
 from services.segmentation.segments import LIVE, Catalog, Segment
 from services.segmentation.server import SERVICE_NAME
 from services.segmentation.store import SegmentationStore
@@ -490,6 +493,81 @@ async def test_scoring_fits_scores_everyone_and_updates_score_segments(
     assert members  # the synthetic histories include lapsed repeat buyers
     view = (await store.profiles_for(["s1"]))["s1"]
     assert view["scores"]["p_alive"] == scores["s1"]["p_alive"]  # rules read the copy
+
+
+def purchase_views(count: int, seed: int) -> list[Document]:
+    """Profile views of ``count`` buyers with varied histories (a third bought once)."""
+    rng = random.Random(seed)
+    views: list[Document] = []
+    for n in range(count):
+        first = NOW - timedelta(days=rng.randint(30, 700))
+        days = rng.choice([1, 1, 2, 3, 4, 6, 9, 14])
+        last = first + timedelta(days=rng.randint(0, (NOW - first).days)) if days > 1 else first
+        views.append(
+            {
+                "_id": f"big{n:05d}",
+                "orders": {
+                    "count": days,
+                    "revenue": round(rng.uniform(15, 90) * days, 2),
+                    "first_order_at": first,
+                    "last_order_at": last,
+                    "purchase_days": days,
+                    "repeat_average": round(rng.uniform(10, 150), 2) if days > 1 else 0.0,
+                },
+            }
+        )
+    return views
+
+
+async def test_the_event_loop_keeps_running_while_the_purchase_models_fit(
+    store: SegmentationStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    views = purchase_views(1_500, seed=16)
+    await store.profiles.insert_many(views)
+    audiences = Audiences(store, None, Catalog([]), clock=lambda: NOW)
+    definitions = SegmentDefinitions(store, audiences, PII)
+    ticks = 0
+
+    async def heartbeat() -> None:
+        # Stands in for a gRPC call or a consumer's heartbeat: it needs the loop now and then.
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0.001)
+
+    fit, score = clv.fit_customer_value, clv.score_customers
+    seen: list[int] = []
+
+    def counted_fit(*args: Any, **kwargs: Any) -> clv.CustomerValueModel:
+        seen.append(ticks)
+        return fit(*args, **kwargs)
+
+    def counted_score(*args: Any, **kwargs: Any) -> dict[str, clv.CustomerScores]:
+        result = score(*args, **kwargs)
+        seen.append(ticks)
+        return result
+
+    monkeypatch.setattr(clv, "fit_customer_value", counted_fit)
+    monkeypatch.setattr(clv, "score_customers", counted_score)
+    beating = asyncio.create_task(heartbeat())
+    try:
+        run = await Scoring(store, definitions).recompute(now=NOW)
+    finally:
+        beating.cancel()
+    assert len(seen) == 2, "the models were fitted and scored once"
+    assert seen[1] > seen[0], "the event loop stood still for the whole fit"
+    # The same model and scores as the fit run directly on the same histories.
+    summaries = [s for s in (summary_of(v, NOW, 7.0) for v in views) if s is not None]
+    model = fit(summaries, time_unit_days=7.0)
+    assert run.model_version == model.model_version
+    assert json.loads(run.parameters_json) == json.loads(json.dumps(model.as_dict()))
+    expected = score(summaries, model)
+    stored = await store.scores_of([v["_id"] for v in views])
+    assert len(stored) == len(views)
+    for customer, value in expected.items():
+        assert stored[customer]["p_alive"] == value.p_alive
+        assert stored[customer]["expected_purchases_90d"] == value.expected_purchases_90d
+        assert stored[customer]["clv_12m"] == value.clv_12m
 
 
 async def test_an_event_arriving_before_its_profile_change_still_qualifies(

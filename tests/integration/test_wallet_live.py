@@ -6,6 +6,7 @@ the same handlers the Kafka consumers call; pushes come out through the dispatch
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -13,8 +14,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import grpc
 import httpx
 import pytest
+from cryptography.hazmat.primitives import serialization
+from google.auth import crypt
 from google.protobuf.struct_pb2 import Struct
 from motor.motor_asyncio import AsyncIOMotorClient
 
@@ -26,9 +30,11 @@ from infra.local.fake_google import (
     ensure_google_dev_service_account,
 )
 from infra.local.servers import free_port
-from lodestar.v1 import common_pb2, events_pb2, profile_pb2
+from lodestar.v1 import common_pb2, events_pb2, profile_pb2, wallet_pb2, wallet_pb2_grpc
 from services.platform.errors import InvalidArgument
 from services.platform.mongo import Document
+from services.platform.rpc import GrpcServer
+from services.wallet.api import WalletServicer
 from services.wallet.apns import ApnsClient, ApnsCredentials
 from services.wallet.applepass import PassSigner
 from services.wallet.delivery import Dispatcher
@@ -39,6 +45,7 @@ from services.wallet.http import HttpServer
 from services.wallet.live import LivePolicy, LiveUpdates
 from services.wallet.offers import checked_offer
 from services.wallet.passes import GOOGLE, WalletPasses
+from services.wallet.server import SERVICE_NAME
 from services.wallet.store import WalletStore
 from services.wallet.templates import PassKind
 from services.wallet.webservice import PassKitWebService
@@ -505,3 +512,70 @@ async def test_a_google_offer_pass_gets_a_ticket_object_of_its_own(live: Live) -
         return bool(stored["google"]["object_id"] == ticket_object)
 
     await until(stored_as_ticket, "the pass pointing at its ticket object")
+
+
+def verifies(token: str, account: ServiceAccount) -> bool:
+    """True when the JWT's RS256 signature checks out with the service account's public key."""
+    key = serialization.load_pem_private_key(account.private_key.encode(), None)
+    pem = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    signed, _, signature = token.rpartition(".")
+    verifier = crypt.RSAVerifier.from_string(pem)  # type: ignore[no-untyped-call]
+    raw = base64.urlsafe_b64decode(signature + "=" * (-len(signature) % 4))
+    return bool(verifier.verify(signed.encode(), raw))
+
+
+def claims_of(token: str) -> dict[str, Any]:
+    payload = token.split(".")[1]
+    claims: dict[str, Any] = json.loads(
+        base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
+    )
+    return claims
+
+
+async def test_list_passes_signs_each_save_link_once(
+    live: Live, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    customers = [unique("c") for _ in range(3)]
+    issued = [
+        await live.issue(customer, kind, platform=GOOGLE)
+        for customer in customers
+        for kind in (PassKind.STORE_CARD, PassKind.EVENT_TICKET) * 6
+    ]
+    signed: list[str] = []
+    sign = ServiceAccount.sign
+
+    def counted(account: ServiceAccount, claims: Mapping[str, Any]) -> str:
+        if claims.get("typ") == "savetowallet":
+            signed.append(claims["payload"])
+        return sign(account, claims)
+
+    monkeypatch.setattr(ServiceAccount, "sign", counted)
+    server = GrpcServer(
+        "127.0.0.1",
+        0,
+        [SERVICE_NAME],
+        lambda s: wallet_pb2_grpc.add_WalletServiceServicer_to_server(
+            WalletServicer(live.passes, live.live), s
+        ),
+    )
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            stub = wallet_pb2_grpc.WalletServiceStub(channel)
+            request = wallet_pb2.ListPassesRequest(customer_ids=customers)
+            first = await stub.ListPasses(request)
+            second = await stub.ListPasses(request)
+    finally:
+        await server.stop(0)
+    links = {p.serial_number: p.save_link for c in first.customers for p in c.passes}
+    assert len(links) == len(issued) == 36
+    assert {p.serial_number: p.save_link for c in second.customers for p in c.passes} == links
+    assert len(signed) <= len(issued), "a save link was signed more than once"
+    for doc in issued:
+        token = links[doc["_id"]].removeprefix("https://pay.google.com/gp/v/save/")
+        assert verifies(token, live.google.account)  # the key the stand-in knows
+        payload = claims_of(token)["payload"]
+        resource = doc["google"]["resource"]
+        assert payload == {f"{resource}Objects": [{"id": doc["google"]["object_id"]}]}

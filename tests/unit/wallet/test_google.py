@@ -22,11 +22,13 @@ from google.auth import jwt as google_jwt
 from infra.local.fake_google import ensure_google_dev_service_account
 from services.wallet.applepass import PassContent, PassField
 from services.wallet.google import (
+    SAVE_LINK_REUSE_S,
     SAVE_URL_BASE,
     TEXT_AND_NOTIFY,
     TOKEN_URI,
     WALLET_SCOPE,
     GoogleWalletClient,
+    Resource,
     ServiceAccount,
     class_id,
     google_class,
@@ -327,6 +329,29 @@ async def test_save_link_holds_only_object_ids(account: ServiceAccount) -> None:
         "origins": ["https://shop.example.com"],
         "payload": {"loyaltyObjects": [{"id": loyalty}], "offerObjects": [{"id": offer}]},
     }
+
+
+async def test_a_save_link_is_signed_once_and_renewed_after_the_reuse_window(
+    account: ServiceAccount,
+) -> None:
+    now = [1_800_000_000.0]
+    client = GoogleWalletClient("http://unused", TOKEN_URI, ISSUER, account, clock=lambda: now[0])
+    await client.aclose()
+    card: list[tuple[Resource, str]] = [("loyalty", object_id(ISSUER, "card-1"))]
+    first = client.save_link(card)
+    now[0] += SAVE_LINK_REUSE_S - 1
+    assert client.save_link(card) == first  # the same objects: the link signed before
+    other = client.save_link([("loyalty", object_id(ISSUER, "card-2"))])
+    assert other != first
+    assert segments(other.removeprefix(SAVE_URL_BASE))[1]["payload"] == {
+        "loyaltyObjects": [{"id": object_id(ISSUER, "card-2")}]
+    }
+    now[0] += 1
+    renewed = client.save_link(card)
+    assert renewed != first
+    token = renewed.removeprefix(SAVE_URL_BASE)
+    assert signature_valid(token, account)
+    assert segments(token)[1]["iat"] == int(now[0])
 
 
 def test_a_tampered_save_link_does_not_verify(account: ServiceAccount) -> None:
