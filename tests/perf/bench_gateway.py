@@ -151,7 +151,7 @@ async def load_customers(stack: Stack, client: httpx.AsyncClient, customers: int
             f"{stack.gateway_url}/v1/batch", json={"batch": batch}, auth=(stack.write_key, "")
         )
         response.raise_for_status()
-    mongo: AsyncIOMotorClient[Document] = AsyncIOMotorClient(stack.mongo_uri)
+    mongo: AsyncIOMotorClient[Document] = AsyncIOMotorClient(stack.mongo_uri_for("profile"))
     profiles = mongo["lodestar_profile"]["profiles"]
     try:
         deadline = time.monotonic() + 300
@@ -917,7 +917,8 @@ def stack_pids(stack: Stack) -> dict[str, int]:
     """Every process of the stack but the gateway (measured on its own): the services and the
     MongoDB-wire and Kafka-wire servers, by name."""
     pids = {name: pid_of(p) for name, p in stack.processes.items() if name != "gateway"}
-    for name, server in (("mongodb", stack.mongo), ("kafka", stack.kafka)):
+    servers = {**stack.mongo_processes(), "kafka": stack.kafka}
+    for name, server in servers.items():
         if server is not None and server.process is not None:
             pids[name] = pid_of(server.process)
     return pids

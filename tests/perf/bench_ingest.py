@@ -2,6 +2,11 @@
 stack, on free ports. Prints JSON lines: the machine's cores, events accepted per second at
 the gateway, end-to-end events per second until every profile reflects them, and p50/p99
 freshness (accepted -> visible through GraphQL) on a sample.
+
+``--mongo-mode`` compares how the local MongoDB-wire server is run, side by side in one
+invocation (a fresh stack per run, modes alternating over ``--rounds``): ``replset`` (the
+server advertised as a replica set, so drivers send retryable writes), ``standalone`` (one
+server, the default) and ``per-service`` (one standalone server per database owner).
 """
 
 from __future__ import annotations
@@ -26,11 +31,14 @@ from services.platform.mongo import Document
 from tests.support.platform import Platform
 
 EVENT = "Bench Viewed"
+MONGO_MODES = ("replset", "standalone", "per-service")
+# The mode of the run in progress, on every line (set by main()).
+RUN: dict[str, object] = {}
 
 
 def emit(record: dict[str, object]) -> None:
-    """One JSON line, with the core count on every line."""
-    print(json.dumps({"cores": os.cpu_count(), **record}), flush=True)
+    """One JSON line, with the core count and the run's MongoDB mode on every line."""
+    print(json.dumps({"cores": os.cpu_count(), **RUN, **record}), flush=True)
 
 
 async def send_all(
@@ -118,7 +126,9 @@ async def run(args: argparse.Namespace, stack: Stack) -> None:
                 "seconds": round(send_s, 2),
             }
         )
-        await wait_reflected(stack.mongo_uri, args.customers, args.events // args.customers)
+        await wait_reflected(
+            stack.mongo_uri_for("profile"), args.customers, args.events // args.customers
+        )
         e2e_s = time.perf_counter() - started
         emit(
             {
@@ -150,16 +160,39 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--samples", type=int, default=50)
+    parser.add_argument(
+        "--mongo-mode",
+        default="standalone",
+        help=f"one or several (comma-separated, run in turn) of {', '.join(MONGO_MODES)}",
+    )
+    parser.add_argument("--rounds", type=int, default=1, help="times every mode runs")
     args = parser.parse_args()
     if args.events % args.customers:
         parser.error("--events must be a multiple of --customers")
+    modes = [m.strip() for m in args.mongo_mode.split(",") if m.strip()]
+    if not modes or any(m not in MONGO_MODES for m in modes):
+        parser.error(f"--mongo-mode: each must be one of {', '.join(MONGO_MODES)}")
+    for round_ in range(1, args.rounds + 1):
+        for mode in modes:
+            RUN.update({"mongo_mode": mode, "round": round_})
+            run_stack(args, mode)
+
+
+def run_stack(args: argparse.Namespace, mode: str) -> None:
+    """One fresh stack with its MongoDB-wire server(s) run as ``mode``, measured, stopped."""
     with tempfile.TemporaryDirectory(prefix="lodestar-bench-") as logs:
         # The benchmark offers more than the default per-key rate limit on purpose.
         unlimited = {
             "LODESTAR_INGEST_RATE_LIMIT_PER_S": "1000000",
             "LODESTAR_INGEST_RATE_LIMIT_BURST": "1000000",
         }
-        stack = Stack(StackPorts.free(), Path(logs), extra_env=unlimited)
+        stack = Stack(
+            StackPorts.free(),
+            Path(logs),
+            extra_env=unlimited,
+            mongo_mode="per-service" if mode == "per-service" else "shared",
+            mongo_standalone=mode != "replset",
+        )
         stack.start()
         try:
             asyncio.run(run(args, stack))
