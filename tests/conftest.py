@@ -5,6 +5,7 @@ e2e or security test runs."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import httpx
 import pytest
 
 from infra.local.servers import KafkaWireServer, MongoWireServer, free_port
-from infra.local.stack import Stack, StackPorts
+from infra.local.stack import Stack, StackPorts, mongo_mode_from
 from tests.support.platform import Platform
 
 
@@ -49,11 +50,13 @@ def kafka_server(log_dir: Path) -> Iterator[KafkaWireServer]:
 def stack(
     mongo_server: MongoWireServer, kafka_server: KafkaWireServer, log_dir: Path
 ) -> Iterator[Stack]:
-    """The running platform; every e2e test uses its own customers."""
+    """The running platform; every e2e test uses its own customers. With
+    ``LODESTAR_LOCAL_MONGO_SERVERS=per-service`` it starts its own server per database."""
+    per_service = mongo_mode_from(os.environ) == "per-service"
     stack = Stack(
         StackPorts.free(),
         log_dir,
-        mongo_uri=mongo_server.uri,
+        mongo_uri=None if per_service else mongo_server.uri,
         kafka_bootstrap=kafka_server.bootstrap_servers,
         extra_env={
             "LODESTAR_LOG_LEVEL": "INFO",

@@ -56,7 +56,7 @@ Lodestar is running.
 {stand_ins(stack)}
   gRPC services
 {grpc_lines}
-  MongoDB wire     {stack.mongo_uri}
+  MongoDB wire     {mongo_lines(stack)}
   Kafka wire       {stack.kafka_bootstrap}
   Logs             {stack.log_dir}
 
@@ -71,6 +71,15 @@ Query a demo customer:
 
 Ctrl-C stops everything.
 """
+
+
+def mongo_lines(stack: Stack) -> str:
+    """The shared MongoDB-wire URI, or each database owner's own (per-service mode)."""
+    if not stack.mongo_servers:
+        return stack.mongo_uri
+    return "\n                   ".join(
+        f"{owner:<15} {server.uri}" for owner, server in stack.mongo_servers.items()
+    )
 
 
 def stand_ins(stack: Stack) -> str:

@@ -165,13 +165,31 @@ def _venv_bin(name: str) -> str:
 
 
 class MongoWireServer(LocalServer):
-    """SecantusDB, a MongoDB wire-protocol server (PyPI ``SecantusDB``)."""
+    """SecantusDB, a MongoDB wire-protocol server (PyPI ``SecantusDB``).
+
+    Standalone by default: advertised as a replica set, drivers send retryable writes, and
+    the server scans every saved reply for each of them (single writes 10-20x dearer once
+    ~10,000 went through). Nothing here needs a replica set (no transactions, no change
+    streams); ``standalone=False`` keeps the old mode for comparison benches. ``label`` names
+    one of several servers (its log file is ``secantusdb-<label>.log``).
+    """
 
     name = "secantusdb"
 
-    def __init__(self, port: int, log_dir: Path, storage_path: str = ":memory:") -> None:
+    def __init__(
+        self,
+        port: int,
+        log_dir: Path,
+        storage_path: str = ":memory:",
+        *,
+        standalone: bool = True,
+        label: str = "",
+    ) -> None:
         super().__init__(port, log_dir)
         self.storage_path = storage_path
+        self.standalone = standalone
+        if label:
+            self.name = f"secantusdb-{label}"
 
     @property
     def uri(self) -> str:
@@ -185,6 +203,7 @@ class MongoWireServer(LocalServer):
             "--port", str(self.port),
             "--storage-path", self.storage_path,
             "--log-level", "WARNING",
+            *(["--standalone"] if self.standalone else []),
         ]  # fmt: skip
 
     def ready(self) -> bool:

@@ -55,6 +55,13 @@ DEV_TEAM_ID = "LODESTARDEV"
 DEV_APNS_KEY_ID = "LODESTARK1"
 # Loopback stand-ins for APNs and Google Wallet (infra/local/fake_apns.py, fake_google.py).
 STAND_INS = ("fake-apns", "fake-google")
+# Every process that owns a database (``<prefix>_<name>``): the services and the gateway's keys.
+DATABASE_OWNERS = (*SERVICES, "gateway")
+DEFAULT_MONGO_PORTS = {name: 27018 + i for i, name in enumerate(DATABASE_OWNERS)}
+# LODESTAR_LOCAL_MONGO_SERVERS: one MongoDB-wire server for every database, or one per owner.
+MONGO_MODES = ("shared", "per-service")
+# Shared: on 2 cores, six servers ran the end-to-end bench at 0.4-0.9x of one (bench_ingest).
+DEFAULT_MONGO_MODE = "shared"
 
 
 @dataclass
@@ -71,6 +78,8 @@ class StackPorts:
     google: int = 8090
     grpc: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_GRPC_PORTS))
     metrics: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_METRICS_PORTS))
+    # One MongoDB-wire server per database owner (LODESTAR_LOCAL_MONGO_SERVERS=per-service).
+    mongo_per_service: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_MONGO_PORTS))
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> StackPorts:
@@ -98,6 +107,10 @@ class StackPorts:
                 s: port(f"LODESTAR_{s.upper()}_METRICS_PORT", p)
                 for s, p in DEFAULT_METRICS_PORTS.items()
             },
+            mongo_per_service={
+                s: port(f"LODESTAR_{s.upper()}_MONGO_PORT", p)
+                for s, p in DEFAULT_MONGO_PORTS.items()
+            },
         )
 
     @classmethod
@@ -112,6 +125,7 @@ class StackPorts:
             google=free_port(),
             grpc={s: free_port() for s in SERVICES},
             metrics={s: free_port() for s in SERVICES},
+            mongo_per_service={s: free_port() for s in DATABASE_OWNERS},
         )
 
 
@@ -136,11 +150,25 @@ def http_ok(url: str, verify: str | bool = True) -> bool:
         return False
 
 
+def mongo_mode_from(env: Mapping[str, str]) -> str:
+    """``LODESTAR_LOCAL_MONGO_SERVERS``: ``shared`` (one server) or ``per-service``."""
+    mode = env.get("LODESTAR_LOCAL_MONGO_SERVERS", "") or DEFAULT_MONGO_MODE
+    if mode not in MONGO_MODES:
+        raise SystemExit(
+            f"LODESTAR_LOCAL_MONGO_SERVERS: must be one of {', '.join(MONGO_MODES)}, "
+            f"got {mode[:40]!r}"
+        )
+    return mode
+
+
 class Stack:
     """The whole platform on one machine.
 
     ``mongo_uri`` / ``kafka_bootstrap`` may point at servers started elsewhere (the test
-    session shares one of each); otherwise :meth:`start` launches them on ``ports``.
+    session shares one of each); otherwise :meth:`start` launches them on ``ports``: one
+    MongoDB-wire server, or one per database owner when ``mongo_mode`` (default: the
+    ``LODESTAR_LOCAL_MONGO_SERVERS`` setting) is ``per-service``. ``mongo_standalone=False``
+    starts them advertised as a replica set (only to compare, in benchmarks).
     """
 
     def __init__(
@@ -153,6 +181,8 @@ class Stack:
         kafka_bootstrap: str | None = None,
         extra_env: Mapping[str, str] | None = None,
         wallet_certs_dir: Path | None = None,
+        mongo_mode: str | None = None,
+        mongo_standalone: bool = True,
     ) -> None:
         self.ports = ports
         self.log_dir = log_dir
@@ -170,11 +200,18 @@ class Stack:
             "LODESTAR_PII_INDEX_KEY": generate_key(),
         }
         self.mongo: MongoWireServer | None = None
+        # Per-service mode: each database owner's own server, by owner name.
+        self.mongo_servers: dict[str, MongoWireServer] = {}
+        self.mongo_standalone = mongo_standalone
         self.kafka: KafkaWireServer | None = None
         self.mongo_uri = mongo_uri or ""
         self.kafka_bootstrap = kafka_bootstrap or ""
         self.processes: dict[str, ManagedProcess] = {}
         env = self._base_env()
+        # A server given from outside is one shared server.
+        self.mongo_mode = "shared" if mongo_uri else (mongo_mode or mongo_mode_from(env))
+        if self.mongo_mode not in MONGO_MODES:
+            raise ValueError(f"mongo_mode must be one of {', '.join(MONGO_MODES)}")
         # Stand-ins run unless real credentials are configured.
         self.stand_ins = tuple(
             name
@@ -221,6 +258,21 @@ class Stack:
         """The stand-in's OAuth token endpoint."""
         return f"{self.google_url}/token"
 
+    def mongo_uri_for(self, owner: str) -> str:
+        """The MongoDB URI of the server holding ``owner``'s database (a service or
+        ``gateway``): its own server in per-service mode, else the shared one."""
+        if owner not in DATABASE_OWNERS:
+            raise ValueError(f"no database owner named {owner[:40]!r}")
+        server = self.mongo_servers.get(owner)
+        return server.uri if server is not None else self.mongo_uri
+
+    def mongo_processes(self) -> dict[str, MongoWireServer]:
+        """Every MongoDB-wire server this stack started, by name (``mongodb`` when shared,
+        ``mongodb-<owner>`` per service)."""
+        if self.mongo is not None:
+            return {"mongodb": self.mongo}
+        return {f"mongodb-{owner}": server for owner, server in self.mongo_servers.items()}
+
     def grpc_channel(self, service: str) -> grpc.aio.Channel:
         """An asyncio channel to a service that sends this run's service token."""
         return client_channel(self.grpc_target(service), 30.0, self.grpc_token)
@@ -232,8 +284,20 @@ class Stack:
     def start(self, timeout_s: float = 90.0) -> None:
         """Bring everything up and wait until every health check passes."""
         self._check_ports_free()
-        if not self.mongo_uri:
-            self.mongo = MongoWireServer(self.ports.mongo, self.log_dir)
+        if self.mongo_mode == "per-service":
+            for owner in DATABASE_OWNERS:
+                server = MongoWireServer(
+                    self.ports.mongo_per_service[owner],
+                    self.log_dir,
+                    standalone=self.mongo_standalone,
+                    label=owner,
+                )
+                self.mongo_servers[owner] = server
+                server.start()
+        elif not self.mongo_uri:
+            self.mongo = MongoWireServer(
+                self.ports.mongo, self.log_dir, standalone=self.mongo_standalone
+            )
             self.mongo.start()
             self.mongo_uri = self.mongo.uri
         if not self.kafka_bootstrap:
@@ -261,7 +325,9 @@ class Stack:
     def _key_settings(self) -> KeyStoreSettings:
         """Where the gateway of this stack keeps its API keys."""
         prefix = self._base_env().get("LODESTAR_MONGO_DATABASE_PREFIX", "lodestar")
-        return KeyStoreSettings(mongo_uri=self.mongo_uri, mongo_database_prefix=prefix)
+        return KeyStoreSettings(
+            mongo_uri=self.mongo_uri_for("gateway"), mongo_database_prefix=prefix
+        )
 
     async def create_api_key(self, scopes: Iterable[Scope], name: str = "test key") -> str:
         """A new GraphQL API key with ``scopes``, stored in the gateway's database (the one
@@ -308,7 +374,14 @@ class Stack:
             },
             **{f"LODESTAR_{s.upper()}_GRPC_PORT": p for s, p in self.ports.grpc.items()},
         }
-        if not self.mongo_uri:
+        if self.mongo_mode == "per-service":
+            wanted.update(
+                {
+                    f"LODESTAR_{owner.upper()}_MONGO_PORT": self.ports.mongo_per_service[owner]
+                    for owner in DATABASE_OWNERS
+                }
+            )
+        elif not self.mongo_uri:
             wanted["LODESTAR_MONGO_PORT"] = self.ports.mongo
         if not self.kafka_bootstrap:
             wanted["LODESTAR_KAFKA_PORT"] = self.ports.kafka
@@ -341,6 +414,8 @@ class Stack:
         env = self._base_env()
         if name in STAND_INS:
             return env
+        if name in self.mongo_servers:
+            env["LODESTAR_MONGO_URI"] = self.mongo_servers[name].uri
         if name == "gateway":
             env["LODESTAR_GATEWAY_HTTP_PORT"] = str(self.ports.gateway)
             env["LODESTAR_WRITE_KEY"] = self.write_key
@@ -492,6 +567,6 @@ class Stack:
         for name in ("gateway", *reversed(SERVICES), *STAND_INS):
             if name in self.processes:
                 self.processes[name].stop()
-        for server in (self.kafka, self.mongo):
+        for server in (self.kafka, self.mongo, *self.mongo_servers.values()):
             if server is not None:
                 server.stop()

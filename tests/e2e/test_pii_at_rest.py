@@ -1,5 +1,6 @@
 """A known e-mail and phone sent through the whole pipeline rest in clear in no collection of
-any database on the MongoDB server (identity, profile and every other service)."""
+any database on the MongoDB server(s) (identity, profile and every other service; one server
+each with ``LODESTAR_LOCAL_MONGO_SERVERS=per-service``)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from infra.local.servers import MongoWireServer
+from infra.local.stack import DATABASE_OWNERS
 from lodestar.v1 import wallet_pb2, wallet_pb2_grpc
 from services.platform.mongo import mongo_client
 from tests.support.kafka import eventually, unique
@@ -16,9 +17,7 @@ from tests.support.platform import Platform
 pytestmark = pytest.mark.e2e
 
 
-async def test_email_and_phone_rest_nowhere_in_clear(
-    platform: Platform, mongo_server: MongoWireServer
-) -> None:
+async def test_email_and_phone_rest_nowhere_in_clear(platform: Platform) -> None:
     tag = unique("pii").replace("-", "")
     email, phone, name = f"{tag}@private.example", "+14155550199", f"Name{tag}"
     response = await platform.send(
@@ -39,21 +38,22 @@ async def test_email_and_phone_rest_nowhere_in_clear(
     assert customer is not None
     assert customer["traits"]["email"] == email  # decrypted for the API...
 
-    client = mongo_client(mongo_server.uri, "pii-scan")
-    try:
-        scanned = 0
-        for database_name in await client.list_database_names():
-            db = client[database_name]
-            for collection in await db.list_collection_names():
-                async for doc in db[collection].find({}):
-                    text = str(doc)
-                    scanned += 1
-                    # ...and stored nowhere in clear.
-                    for secret in (email, phone, name):
-                        assert secret not in text, f"{secret} in {database_name}.{collection}"
-        assert scanned > 0
-    finally:
-        client.close()
+    scanned = 0
+    for uri in {platform.stack.mongo_uri_for(owner) for owner in DATABASE_OWNERS}:
+        client = mongo_client(uri, "pii-scan")
+        try:
+            for database_name in await client.list_database_names():
+                db = client[database_name]
+                for collection in await db.list_collection_names():
+                    async for doc in db[collection].find({}):
+                        text = str(doc)
+                        scanned += 1
+                        # ...and stored nowhere in clear.
+                        for secret in (email, phone, name):
+                            assert secret not in text, f"{secret} in {database_name}.{collection}"
+        finally:
+            client.close()
+    assert scanned > 0
 
 
 REQUEST_PRIVACY = """
@@ -101,7 +101,7 @@ async def request_privacy(platform: Platform, kind: str, customer_id: str) -> di
 
 
 async def test_privacy_export_and_erasure_reach_every_service_and_leave_no_trace(
-    platform: Platform, mongo_server: MongoWireServer
+    platform: Platform,
 ) -> None:
     tag = unique("erase").replace("-", "")
     email, user_id = f"{tag}@gone.example", f"u{tag}"
@@ -149,15 +149,16 @@ async def test_privacy_export_and_erasure_reach_every_service_and_leave_no_trace
     erased = await request_privacy(platform, "ERASE", customer_id)
     assert erased["export"] is None
     assert await platform.customer("email", email) is None
-    client = mongo_client(mongo_server.uri, "erase-scan")
-    try:
-        async with platform.stack.grpc_channel("wallet") as channel:
-            voided = await wallet_pb2_grpc.WalletServiceStub(channel).GetPass(
-                wallet_pb2.GetPassRequest(serial_number=card.serial_number)
-            )
-        assert voided.voided
-        assert voided.customer_id == ""
-        for service in ("identity", "profile", "segmentation", "recommendation", "wallet"):
+    async with platform.stack.grpc_channel("wallet") as channel:
+        voided = await wallet_pb2_grpc.WalletServiceStub(channel).GetPass(
+            wallet_pb2.GetPassRequest(serial_number=card.serial_number)
+        )
+    assert voided.voided
+    assert voided.customer_id == ""
+    for service in ("identity", "profile", "segmentation", "recommendation", "wallet"):
+        # Each service's database on its server (its own one in per-service mode).
+        client = mongo_client(platform.stack.mongo_uri_for(service), "erase-scan")
+        try:
             db = client[f"lodestar_{service}"]
             for collection in await db.list_collection_names():
                 async for doc in db[collection].find({}):
@@ -168,8 +169,8 @@ async def test_privacy_export_and_erasure_reach_every_service_and_leave_no_trace
                         continue  # product properties (the test's product ids carry the tag)
                     for secret in (customer_id, email, user_id, tag):
                         assert secret not in text, f"{secret} in {service}.{collection}"
-    finally:
-        client.close()
+        finally:
+            client.close()
 
 
 async def test_privacy_requests_refuse_bad_input_and_unknown_ids_are_null(

@@ -151,7 +151,7 @@ async def load_customers(stack: Stack, client: httpx.AsyncClient, customers: int
             f"{stack.gateway_url}/v1/batch", json={"batch": batch}, auth=(stack.write_key, "")
         )
         response.raise_for_status()
-    mongo: AsyncIOMotorClient[Document] = AsyncIOMotorClient(stack.mongo_uri)
+    mongo: AsyncIOMotorClient[Document] = AsyncIOMotorClient(stack.mongo_uri_for("profile"))
     profiles = mongo["lodestar_profile"]["profiles"]
     try:
         deadline = time.monotonic() + 300

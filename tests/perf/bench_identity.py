@@ -32,14 +32,18 @@ from services.platform import topics
 from services.platform.bus import Bus, BusConfig, Delivery, Pending, ensure_topics
 from services.platform.crypto import FieldCipher, generate_key, parse_key
 from services.platform.mongo import database, mongo_client
-from tests.perf.servers import private_servers
+from tests.perf.servers import mongo_modes, private_servers
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 
 
+# The MongoDB mode of the run in progress, on every line (set by main()).
+RUN: dict[str, object] = {}
+
+
 def emit(record: dict[str, object]) -> None:
-    """One JSON line, with the core count on every line."""
-    print(json.dumps({"cores": os.cpu_count(), **record}), flush=True)
+    """One JSON line, with the core count and the run's MongoDB mode on every line."""
+    print(json.dumps({"cores": os.cpu_count(), **RUN, **record}), flush=True)
 
 
 def person_events(n: int, rng: random.Random) -> list[tuple[float, list[tuple[str, str]]]]:
@@ -228,8 +232,23 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--replicas", type=int, default=1, help="consumers in the group")
     parser.add_argument("--timeout", type=float, default=1_800)
+    parser.add_argument(
+        "--mongo-mode",
+        type=mongo_modes,
+        default=["standalone"],
+        help="replset, standalone, or both comma-separated (run in turn, side by side)",
+    )
+    parser.add_argument("--rounds", type=int, default=1, help="times every mode runs")
     args = parser.parse_args()
-    with private_servers() as (mongo, kafka):
+    for round_ in range(1, args.rounds + 1):
+        for mode in args.mongo_mode:
+            RUN.update({"mongo_mode": mode, "round": round_})
+            measure(args, mode)
+
+
+def measure(args: argparse.Namespace, mode: str) -> None:
+    """One run on fresh private servers, the MongoDB-wire server run as ``mode``."""
+    with private_servers(mode) as (mongo, kafka):
         asyncio.run(run(args, mongo.uri, kafka.bootstrap_servers))
         floor = asyncio.run(store_floor(mongo.uri, batches=100))
         emit(

@@ -12,6 +12,11 @@ in total and by command and collection (from the ``lodestar_db_*`` counters on i
 ``/metrics``); one JSON line per process, one per service, and a ``cost_table`` line with all
 of it. The wait for the profiles counts them in the store every 0.25 s: what those counts
 cost the database servers is measured after the window and printed on its own line.
+
+``--mongo-mode`` compares how the local MongoDB-wire server is run, side by side in one
+invocation (a fresh stack per run, modes alternating over ``--rounds``): ``replset`` (the
+server advertised as a replica set, so drivers send retryable writes), ``standalone`` (one
+server, the default) and ``per-service`` (one standalone server per database owner).
 """
 
 from __future__ import annotations
@@ -39,11 +44,14 @@ from tests.support.platform import Platform
 EVENT = "Bench Viewed"
 # How often the stack's counters are read while waiting for the consumers to go quiet.
 POLL_S = 0.5
+MONGO_MODES = ("replset", "standalone", "per-service")
+# The mode of the run in progress, on every line (set by main()).
+RUN: dict[str, object] = {}
 
 
 def emit(record: dict[str, object]) -> None:
-    """One JSON line, with the core count on every line."""
-    print(json.dumps({"cores": os.cpu_count(), **record}), flush=True)
+    """One JSON line, with the core count and the run's MongoDB mode on every line."""
+    print(json.dumps({"cores": os.cpu_count(), **RUN, **record}), flush=True)
 
 
 async def send_all(
@@ -98,7 +106,7 @@ async def poll_cost_ms(stack: Stack, per_customer: int, polls: int = 10) -> floa
     """The database servers' CPU milliseconds for one of ``wait_reflected``'s counts, measured
     on the quiet stack: the benchmark's own load on them, to read their row net of it."""
     servers = [pid for name, pid in stack_pids(stack).items() if name.startswith("mongodb")]
-    client: AsyncIOMotorClient[Document] = AsyncIOMotorClient(stack.mongo_uri)
+    client: AsyncIOMotorClient[Document] = AsyncIOMotorClient(stack.mongo_uri_for("profile"))
     profiles = client["lodestar_profile"]["profiles"]
     try:
         before = sum(cpu_ticks(pid) for pid in servers)
@@ -170,7 +178,7 @@ async def run(args: argparse.Namespace, stack: Stack) -> None:
             }
         )
         per_customer = args.events // args.customers
-        polls = await wait_reflected(stack.mongo_uri, args.customers, per_customer)
+        polls = await wait_reflected(stack.mongo_uri_for("profile"), args.customers, per_customer)
         e2e_s = time.perf_counter() - started
         emit(
             {
@@ -217,16 +225,39 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=50)
     parser.add_argument("--quiet-s", type=float, default=3.0)
     parser.add_argument("--quiet-timeout-s", type=float, default=120.0)
+    parser.add_argument(
+        "--mongo-mode",
+        default="standalone",
+        help=f"one or several (comma-separated, run in turn) of {', '.join(MONGO_MODES)}",
+    )
+    parser.add_argument("--rounds", type=int, default=1, help="times every mode runs")
     args = parser.parse_args()
     if args.events % args.customers:
         parser.error("--events must be a multiple of --customers")
+    modes = [m.strip() for m in args.mongo_mode.split(",") if m.strip()]
+    if not modes or any(m not in MONGO_MODES for m in modes):
+        parser.error(f"--mongo-mode: each must be one of {', '.join(MONGO_MODES)}")
+    for round_ in range(1, args.rounds + 1):
+        for mode in modes:
+            RUN.update({"mongo_mode": mode, "round": round_})
+            run_stack(args, mode)
+
+
+def run_stack(args: argparse.Namespace, mode: str) -> None:
+    """One fresh stack with its MongoDB-wire server(s) run as ``mode``, measured, stopped."""
     with tempfile.TemporaryDirectory(prefix="lodestar-bench-") as logs:
         # The benchmark offers more than the default per-key rate limit on purpose.
         unlimited = {
             "LODESTAR_INGEST_RATE_LIMIT_PER_S": "1000000",
             "LODESTAR_INGEST_RATE_LIMIT_BURST": "1000000",
         }
-        stack = Stack(StackPorts.free(), Path(logs), extra_env=unlimited)
+        stack = Stack(
+            StackPorts.free(),
+            Path(logs),
+            extra_env=unlimited,
+            mongo_mode="per-service" if mode == "per-service" else "shared",
+            mongo_standalone=mode != "replset",
+        )
         stack.start()
         try:
             asyncio.run(run(args, stack))

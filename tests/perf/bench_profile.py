@@ -33,15 +33,19 @@ from services.platform.crypto import FieldCipher, generate_key, parse_key
 from services.platform.mongo import database, mongo_client
 from services.profile.consumers import ResolvedEventHandler
 from services.profile.store import ProfileStore
-from tests.perf.servers import private_servers
+from tests.perf.servers import mongo_modes, private_servers
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 PII = frozenset({"email", "phone", "firstName", "lastName"})
 
 
+# The MongoDB mode of the run in progress, on every line (set by main()).
+RUN: dict[str, object] = {}
+
+
 def emit(record: dict[str, object]) -> None:
-    """One JSON line, with the core count on every line."""
-    print(json.dumps({"cores": os.cpu_count(), **record}), flush=True)
+    """One JSON line, with the core count and the run's MongoDB mode on every line."""
+    print(json.dumps({"cores": os.cpu_count(), **RUN, **record}), flush=True)
 
 
 def struct(values: dict[str, Any]) -> Struct:
@@ -179,8 +183,23 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=3_000, help="events/s offered")
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--timeout", type=float, default=1_800)
+    parser.add_argument(
+        "--mongo-mode",
+        type=mongo_modes,
+        default=["standalone"],
+        help="replset, standalone, or both comma-separated (run in turn, side by side)",
+    )
+    parser.add_argument("--rounds", type=int, default=1, help="times every mode runs")
     args = parser.parse_args()
-    with private_servers() as (mongo, kafka):
+    for round_ in range(1, args.rounds + 1):
+        for mode in args.mongo_mode:
+            RUN.update({"mongo_mode": mode, "round": round_})
+            measure(args, mode)
+
+
+def measure(args: argparse.Namespace, mode: str) -> None:
+    """One run on fresh private servers, the MongoDB-wire server run as ``mode``."""
+    with private_servers(mode) as (mongo, kafka):
         asyncio.run(run(args, mongo.uri, kafka.bootstrap_servers))
         sample = workload(min(args.events, 30_000), args.customers, args.seed + 1)
         floor = asyncio.run(store_floor(mongo.uri, sample))

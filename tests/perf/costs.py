@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,22 +39,17 @@ def pid_of(process: ManagedProcess) -> int:
 
 
 def _wire_servers(stack: Stack) -> dict[str, ManagedProcess]:
-    """Every MongoDB-wire and Kafka-wire server the stack started, however it holds them
-    (one attribute, or a mapping or sequence of them: one server per service database)."""
-    found: dict[str, ManagedProcess] = {}
-    for value in vars(stack).values():
-        items: list[tuple[str, object]]
-        if isinstance(value, Mapping):
-            items = [(f"-{key}", server) for key, server in value.items()]
-        elif isinstance(value, list | tuple):
-            items = [(f"-{n}", server) for n, server in enumerate(value)]
-        else:
-            items = [("", value)]
-        for suffix, server in items:
-            if isinstance(server, MongoWireServer | KafkaWireServer) and server.process:
-                kind = "mongodb" if isinstance(server, MongoWireServer) else "kafka"
-                found[kind + suffix] = server.process
-    return found
+    """Every MongoDB-wire server (one shared, or one per database owner) and the Kafka-wire
+    server the stack started, by name."""
+    servers: dict[str, MongoWireServer | KafkaWireServer | None] = {
+        **stack.mongo_processes(),
+        "kafka": stack.kafka,
+    }
+    return {
+        name: server.process
+        for name, server in servers.items()
+        if server is not None and server.process is not None
+    }
 
 
 def stack_pids(stack: Stack) -> dict[str, int]:

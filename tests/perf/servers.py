@@ -1,7 +1,9 @@
-"""Private SecantusDB and Tansu servers on free ports for one benchmark run."""
+"""Private SecantusDB and Tansu servers on free ports for one benchmark run, and the
+``--mongo-mode`` option of the per-stage benches (how the MongoDB-wire server runs)."""
 
 from __future__ import annotations
 
+import argparse
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -9,12 +11,25 @@ from pathlib import Path
 
 from infra.local.servers import KafkaWireServer, MongoWireServer, free_port
 
+# A per-stage bench has one database: one server, advertised as a replica set or standalone.
+MONGO_MODES = ("replset", "standalone")
+
+
+def mongo_modes(text: str) -> list[str]:
+    """``--mongo-mode``: one mode or several, comma-separated, run in turn in one invocation."""
+    modes = [part.strip() for part in text.split(",") if part.strip()]
+    if not modes or any(mode not in MONGO_MODES for mode in modes):
+        raise argparse.ArgumentTypeError(f"each must be one of {', '.join(MONGO_MODES)}")
+    return modes
+
 
 @contextmanager
-def private_servers() -> Iterator[tuple[MongoWireServer, KafkaWireServer]]:
+def private_servers(
+    mongo_mode: str = "standalone",
+) -> Iterator[tuple[MongoWireServer, KafkaWireServer]]:
     """Start both servers (logs in a temporary folder); stop them however the run ends."""
     with tempfile.TemporaryDirectory(prefix="lodestar-bench-") as logs:
-        mongo = MongoWireServer(free_port(), Path(logs))
+        mongo = MongoWireServer(free_port(), Path(logs), standalone=mongo_mode != "replset")
         kafka = KafkaWireServer(free_port(), Path(logs))
         mongo.start()
         kafka.start()
