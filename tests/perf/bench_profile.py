@@ -5,8 +5,10 @@ Events are produced at a steady rate (the 3,000 events/s target by default) whil
 consumer folds them, so the latency from an event's Kafka timestamp to its profile being
 stored shows whether folding keeps up. The consumer's MongoDB work is counted with a command
 listener (round trips, and statements: each update, inserted document or read) and printed per
-event; ``--cprofile FILE`` also writes a profile of the run's Python CPU. Prints JSON lines
-with the core count.
+event; ``--cprofile FILE`` also writes a profile of the run's Python CPU. ``--store-ab N``
+first compares the store's writes alone, batch by batch in turn on the same server: the
+floor's writes, every update as a pipeline (as before operator updates) and the store as it
+is, so a loaded machine slows all three alike. Prints JSON lines with the core count.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -37,7 +40,8 @@ from services.platform import topics
 from services.platform.bus import Bus, BusConfig, Delivery, ensure_topics
 from services.platform.crypto import FieldCipher, generate_key, parse_key
 from services.platform.mongo import Document, database, mongo_client
-from services.profile.consumers import ResolvedEventHandler
+from services.profile.consumers import ResolvedEventHandler, to_resolved_event
+from services.profile.fold import MergedDelta, fold
 from services.profile.store import ProfileStore
 from tests.perf.servers import private_servers
 
@@ -225,6 +229,79 @@ async def store_floor(mongo_uri: str, events: list[events_pb2.Event]) -> float:
     return len(events) / elapsed
 
 
+class PipelineStore(ProfileStore):
+    """The profile store as before operator updates: every update a pipeline."""
+
+    def _operators(self, merged: MergedDelta, event_ids: list[str]) -> Document | None:
+        return None
+
+
+async def store_ab(mongo_uri: str, events: list[events_pb2.Event], rounds: int) -> None:
+    """The store's writes alone (no Kafka), side by side on the same server: per batch of
+    500, the floor's writes, the store with every update a pipeline, and the store as it is,
+    in turn (who goes first rotates), each side in its own database. Prints events/s per side
+    and the ratios, and each side's statements per event."""
+    cipher = FieldCipher({"k1": parse_key(generate_key())}, "k1", parse_key(generate_key()))
+    counter = OperationCounter()
+    client: AsyncIOMotorClient[Document] = AsyncIOMotorClient(
+        mongo_uri, appname="bench-ab", tz_aware=True, event_listeners=[counter]
+    )
+    sides = ["floor", "pipeline", "operators"]
+    stores = {
+        "pipeline": PipelineStore(database(client, "bench_ab_pipe", "profile"), 1_000, cipher, PII),
+        "operators": ProfileStore(database(client, "bench_ab_ops", "profile"), 1_000, cipher, PII),
+    }
+    for store in stores.values():
+        await store.ensure_indexes()
+    floor_db = database(client, "bench_ab_floor", "profile")
+    await floor_db["timeline"].create_index([("customer_id", 1), ("at", -1)])
+    seconds = dict.fromkeys(sides, 0.0)
+    statements = dict.fromkeys(sides, 0)
+    resolved = [to_resolved_event(e) for e in events]
+    batches = [resolved[i : i + 500] for i in range(0, len(resolved), 500)]
+    for number, batch in enumerate(batches * rounds):
+        for side in sides[number % 3 :] + sides[: number % 3]:
+            counter.statements.clear()
+            started = time.perf_counter()
+            if side == "floor":
+                customers = sorted({e.customer_id for e in batch})
+                docs = [
+                    {"_id": f"{number}-{e.event_id}", "customer_id": e.customer_id, "at": T0}
+                    for e in batch
+                ]
+                await asyncio.gather(
+                    floor_db["profiles"].bulk_write(
+                        [
+                            UpdateOne({"_id": c}, {"$inc": {"events": 1}}, upsert=True)
+                            for c in customers
+                        ],
+                        ordered=False,
+                    ),
+                    floor_db["timeline"].insert_many(docs, ordered=False),
+                )
+            else:
+                store = stores[side]
+                # Later rounds are new events for the same customers (fresh ids).
+                fresh = [replace(e, event_id=f"{number}-{e.event_id}") for e in batch]
+                await asyncio.gather(store.apply([fold(e) for e in fresh]), store.record(fresh))
+            seconds[side] += time.perf_counter() - started
+            statements[side] += sum(counter.statements.values())
+    total = len(events) * rounds
+    rate = {side: total / seconds[side] for side in sides}
+    emit(
+        {
+            "metric": "profile_store_ab_events_per_s",
+            "events": total,
+            **{side: round(rate[side], 1) for side in sides},
+            "operators_to_pipeline": round(rate["operators"] / rate["pipeline"], 2),
+            "operators_to_floor": round(rate["operators"] / rate["floor"], 2),
+            "pipeline_to_floor": round(rate["pipeline"] / rate["floor"], 2),
+            "statements_per_event": {side: round(statements[side] / total, 3) for side in sides},
+        }
+    )
+    client.close()
+
+
 def main() -> None:
     """Start private servers, measure, stop them."""
     parser = argparse.ArgumentParser(description=__doc__)
@@ -239,9 +316,22 @@ def main() -> None:
         help="connect with retryWrites=false (the local server's cost of retryable writes)",
     )
     parser.add_argument("--cprofile", help="write a cProfile of the consumer run to this file")
+    parser.add_argument(
+        "--store-ab",
+        type=int,
+        default=0,
+        metavar="ROUNDS",
+        help="also compare the store's writes side by side (floor, pipeline, operators)",
+    )
+    parser.add_argument("--skip-consumer", action="store_true", help="only the store A/B")
     args = parser.parse_args()
     with private_servers() as (mongo, kafka):
         mongo_uri = mongo.uri + ("&retryWrites=false" if args.no_retry_writes else "")
+        if args.store_ab:
+            sample = workload(min(args.events, 30_000), args.customers, args.seed + 2)
+            asyncio.run(store_ab(mongo_uri, sample, args.store_ab))
+        if args.skip_consumer:
+            return
         profiler = cProfile.Profile() if args.cprofile else None
         if profiler is not None:
             profiler.enable()
