@@ -160,3 +160,18 @@ async def test_an_unchanged_tier_is_not_written_again(
     profile = await store.get("c1")
     assert profile is not None
     assert len(profile.orders) == 3
+
+
+async def test_an_order_whose_products_hold_odd_keys_is_stored_as_data(
+    store: ProfileStore, commands: Commands
+) -> None:
+    products = [{"$price": 5, "a.b": "x", "sku": "$sku"}]
+    order = resolved("o-odd", "c1", "Order Completed", 1, order_id="o1", total=5, products=products)
+    commands.sent.clear()
+    await ResolvedEventHandler(store)([order])
+    # Keys operators would read as paths: the update stays a pipeline, values literal.
+    updates = [u for body in commands.named("update") for u in body["updates"]]
+    assert [type(u["u"]) for u in updates] == [list]
+    raw = await store.profiles.find_one({"_id": "c1"})
+    assert raw is not None
+    assert raw["orders"]["o1"]["products"] == products
