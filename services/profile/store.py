@@ -297,8 +297,8 @@ class ProfileStore:
         ids; it matches only while none of those ids was applied.
 
         Operator form (``$inc``/``$max``/``$push``...) when nothing in it depends on what is
-        stored, else an update pipeline (see :meth:`_pipeline`): the server does the operator
-        form in about half the time.
+        stored, else an update pipeline (see :meth:`_pipeline`): operators cost the server
+        less (``bench_profile.py --store-ab`` compares the two).
         """
         merged = merge(deltas)
         event_ids = [d.event_id for d in deltas]
@@ -320,8 +320,8 @@ class ProfileStore:
 
         Traits replace a stored value only when newer than ``trait_at``, which operators
         cannot compare. A timed value whose first key is ``at`` (the cart's) can go through
-        ``$max``: documents compare key by key, so the later time wins (on an exact tie, the
-        larger rest, whatever the arrival order). A value with a key operators would read as
+        ``$max``: documents compare key by key, so the later time wins (on an exact tie with
+        the stored value, the larger rest). A value with a key operators would read as
         a path (``$x``, ``a.b``) stays literal only in the pipeline."""
         if merged.set_traits or any(
             next(iter(v), "") != "at" for v in merged.timed_fields.values()
