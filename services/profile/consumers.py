@@ -149,7 +149,13 @@ class ResolvedEventHandler:
                 for name in self.store.pii_traits & set(view.traits.fields):
                     del view.traits.fields[name]  # PII stays in the profile service
                 change.profile.CopyFrom(view)
-            if profile is not None and customer_id in watched:
+            # The profile just read says whether the tier moved (never announced: the base
+            # tier); only a move is written, atomically, so it is announced once.
+            if (
+                profile is not None
+                and customer_id in watched
+                and (profile.announced_tier or self.rules.tiers[0][0]) != view.loyalty.tier
+            ):
                 previous = await self.store.announce_tier(profile.customer_id, view.loyalty.tier)
                 # Never announced before: the customer started in the base tier.
                 previous = previous or (None if previous is None else self.rules.tiers[0][0])

@@ -79,7 +79,8 @@ def behaviour(event: ResolvedEvent) -> tuple[dict[str, dict[str, Any]], dict[str
         if value
     }
     # A cart is open while its latest addition is newer than the latest order: both are
-    # kept by time, so the answer does not depend on the order events arrive in.
+    # kept by time, so the answer does not depend on the order events arrive in. "at" comes
+    # first: the store keeps the later one with $max, which compares documents key by key.
     if event.kind == TRACK and event.name == commerce.PRODUCT_ADDED:
         product = event.properties.get("product_id") or event.properties.get("sku") or ""
         timed["cart.last_added"] = {"at": event.occurred_at, "product_id": str(product)}

@@ -3,26 +3,35 @@ on the consumer path (batched) against a local SecantusDB and Tansu on free port
 
 Events are produced at a steady rate (the 3,000 events/s target by default) while the
 consumer folds them, so the latency from an event's Kafka timestamp to its profile being
-stored shows whether folding keeps up. Prints JSON lines with the core count.
+stored shows whether folding keeps up. The consumer's MongoDB work is counted with a command
+listener (round trips, and statements: each update, inserted document or read) and printed per
+event; ``--cprofile FILE`` also writes a profile of the run's Python CPU. ``--store-ab N``
+first compares the store's writes alone, batch by batch in turn on the same server: the
+floor's writes, every update as a pipeline (as before operator updates) and the store as it
+is, so a loaded machine slows all three alike. Prints JSON lines with the core count.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import json
 import os
 import random
 import statistics
 import sys
 import time
+from collections import Counter
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from google.protobuf.struct_pb2 import Struct
-from pymongo import UpdateOne
+from motor.motor_asyncio import AsyncIOMotorClient
+from pymongo import UpdateOne, monitoring
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
@@ -30,8 +39,9 @@ from lodestar.v1 import events_pb2
 from services.platform import topics
 from services.platform.bus import Bus, BusConfig, Delivery, ensure_topics
 from services.platform.crypto import FieldCipher, generate_key, parse_key
-from services.platform.mongo import database, mongo_client
-from services.profile.consumers import ResolvedEventHandler
+from services.platform.mongo import Document, database, mongo_client
+from services.profile.consumers import ResolvedEventHandler, to_resolved_event
+from services.profile.fold import MergedDelta, fold
 from services.profile.store import ProfileStore
 from tests.perf.servers import mongo_modes, private_servers
 
@@ -52,6 +62,45 @@ def struct(values: dict[str, Any]) -> Struct:
     out = Struct()
     out.update(values)
     return out
+
+
+class OperationCounter(monitoring.CommandListener):
+    """Counts the commands sent (round trips) and the statements they carry: each update,
+    inserted document, delete or read (a find counts once, whatever it returns)."""
+
+    def __init__(self) -> None:
+        self.commands: Counter[str] = Counter()
+        self.statements: Counter[str] = Counter()
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        """Count one command and its statements."""
+        name = event.command_name
+        if name in ("hello", "isMaster", "ismaster", "endSessions", "ping", "getMore"):
+            return
+        self.commands[name] += 1
+        body = event.command
+        many = {"insert": "documents", "update": "updates", "delete": "deletes"}.get(name)
+        self.statements[name] += len(body[many]) if many else 1
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        """Nothing to count."""
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        """Nothing to count."""
+
+    def per_event(self, events: int) -> dict[str, object]:
+        """Round trips and statements per event, in total and by command."""
+        return {
+            "commands_per_event": round(sum(self.commands.values()) / events, 3),
+            "statements_per_event": round(sum(self.statements.values()) / events, 3),
+            "by_command": {
+                name: {
+                    "commands_per_event": round(n / events, 3),
+                    "statements_per_event": round(self.statements[name] / events, 3),
+                }
+                for name, n in sorted(self.commands.items())
+            },
+        }
 
 
 def workload(events: int, customers: int, seed: int) -> list[events_pb2.Event]:
@@ -90,12 +139,16 @@ def workload(events: int, customers: int, seed: int) -> list[events_pb2.Event]:
     return out
 
 
-async def run(args: argparse.Namespace, mongo_uri: str, bootstrap: str) -> None:
+async def run(args: argparse.Namespace, mongo_uri: str, bootstrap: str) -> float:
+    """Fold the workload on the consumer path; returns events/s."""
     events = workload(args.events, args.customers, args.seed)
     await ensure_topics(bootstrap, {topics.EVENTS_RESOLVED: 6})
     bus = Bus(BusConfig(bootstrap, "bench-profile", session_timeout_ms=2000))
     await bus.start()
-    client = mongo_client(mongo_uri, "bench")
+    counter = OperationCounter()
+    client: AsyncIOMotorClient[Document] = AsyncIOMotorClient(
+        mongo_uri, appname="bench", tz_aware=True, event_listeners=[counter]
+    )
     cipher = FieldCipher({"k1": parse_key(generate_key())}, "k1", parse_key(generate_key()))
     store = ProfileStore(database(client, "bench", "profile"), 1_000, cipher, PII)
     handler = ResolvedEventHandler(store)
@@ -114,6 +167,8 @@ async def run(args: argparse.Namespace, mongo_uri: str, bootstrap: str) -> None:
 
     subscription = bus.subscribe([topics.EVENTS_RESOLVED], "bench-profile", events_pb2.Event, timed)
     await subscription.start()
+    counter.commands.clear()
+    counter.statements.clear()
     consuming = asyncio.create_task(subscription.run())
     started = time.perf_counter()
     chunk = max(1, args.rate // 20)
@@ -127,6 +182,7 @@ async def run(args: argparse.Namespace, mongo_uri: str, bootstrap: str) -> None:
     await subscription.stop()
     await consuming
     ordered = sorted(latencies)
+    operations = counter.per_event(handled)
     emit(
         {
             "metric": "profile_fold_events_per_s",
@@ -135,7 +191,7 @@ async def run(args: argparse.Namespace, mongo_uri: str, bootstrap: str) -> None:
             "customers": args.customers,
             "offered_rate": args.rate,
             "seconds": round(elapsed, 2),
-            "target": 3000,
+            "target": 2000,
         }
     )
     emit(
@@ -145,8 +201,10 @@ async def run(args: argparse.Namespace, mongo_uri: str, bootstrap: str) -> None:
             "p99": round(ordered[int(len(ordered) * 0.99)] * 1000, 1),
         }
     )
+    emit({"metric": "profile_db_operations_per_event", **operations})
     await bus.stop()
     client.close()
+    return handled / elapsed
 
 
 async def store_floor(mongo_uri: str, events: list[events_pb2.Event]) -> float:
@@ -175,6 +233,79 @@ async def store_floor(mongo_uri: str, events: list[events_pb2.Event]) -> float:
     return len(events) / elapsed
 
 
+class PipelineStore(ProfileStore):
+    """The profile store as before operator updates: every update a pipeline."""
+
+    def _operators(self, merged: MergedDelta, event_ids: list[str]) -> Document | None:
+        return None
+
+
+async def store_ab(mongo_uri: str, events: list[events_pb2.Event], rounds: int) -> None:
+    """The store's writes alone (no Kafka), side by side on the same server: per batch of
+    500, the floor's writes, the store with every update a pipeline, and the store as it is,
+    in turn (who goes first rotates), each side in its own database. Prints events/s per side
+    and the ratios, and each side's statements per event."""
+    cipher = FieldCipher({"k1": parse_key(generate_key())}, "k1", parse_key(generate_key()))
+    counter = OperationCounter()
+    client: AsyncIOMotorClient[Document] = AsyncIOMotorClient(
+        mongo_uri, appname="bench-ab", tz_aware=True, event_listeners=[counter]
+    )
+    sides = ["floor", "pipeline", "operators"]
+    stores = {
+        "pipeline": PipelineStore(database(client, "bench_ab_pipe", "profile"), 1_000, cipher, PII),
+        "operators": ProfileStore(database(client, "bench_ab_ops", "profile"), 1_000, cipher, PII),
+    }
+    for store in stores.values():
+        await store.ensure_indexes()
+    floor_db = database(client, "bench_ab_floor", "profile")
+    await floor_db["timeline"].create_index([("customer_id", 1), ("at", -1)])
+    seconds = dict.fromkeys(sides, 0.0)
+    statements = dict.fromkeys(sides, 0)
+    resolved = [to_resolved_event(e) for e in events]
+    batches = [resolved[i : i + 500] for i in range(0, len(resolved), 500)]
+    for number, batch in enumerate(batches * rounds):
+        for side in sides[number % 3 :] + sides[: number % 3]:
+            counter.statements.clear()
+            started = time.perf_counter()
+            if side == "floor":
+                customers = sorted({e.customer_id for e in batch})
+                docs = [
+                    {"_id": f"{number}-{e.event_id}", "customer_id": e.customer_id, "at": T0}
+                    for e in batch
+                ]
+                await asyncio.gather(
+                    floor_db["profiles"].bulk_write(
+                        [
+                            UpdateOne({"_id": c}, {"$inc": {"events": 1}}, upsert=True)
+                            for c in customers
+                        ],
+                        ordered=False,
+                    ),
+                    floor_db["timeline"].insert_many(docs, ordered=False),
+                )
+            else:
+                store = stores[side]
+                # Later rounds are new events for the same customers (fresh ids).
+                fresh = [replace(e, event_id=f"{number}-{e.event_id}") for e in batch]
+                await asyncio.gather(store.apply([fold(e) for e in fresh]), store.record(fresh))
+            seconds[side] += time.perf_counter() - started
+            statements[side] += sum(counter.statements.values())
+    total = len(events) * rounds
+    rate = {side: total / seconds[side] for side in sides}
+    emit(
+        {
+            "metric": "profile_store_ab_events_per_s",
+            "events": total,
+            **{side: round(rate[side], 1) for side in sides},
+            "operators_to_pipeline": round(rate["operators"] / rate["pipeline"], 2),
+            "operators_to_floor": round(rate["operators"] / rate["floor"], 2),
+            "pipeline_to_floor": round(rate["pipeline"] / rate["floor"], 2),
+            "statements_per_event": {side: round(statements[side] / total, 3) for side in sides},
+        }
+    )
+    client.close()
+
+
 def main() -> None:
     """Start private servers, measure, stop them."""
     parser = argparse.ArgumentParser(description=__doc__)
@@ -190,6 +321,20 @@ def main() -> None:
         help="replset, standalone, or both comma-separated (run in turn, side by side)",
     )
     parser.add_argument("--rounds", type=int, default=1, help="times every mode runs")
+    parser.add_argument(
+        "--no-retry-writes",
+        action="store_true",
+        help="connect with retryWrites=false (the local server's cost of retryable writes)",
+    )
+    parser.add_argument("--cprofile", help="write a cProfile of the consumer run to this file")
+    parser.add_argument(
+        "--store-ab",
+        type=int,
+        default=0,
+        metavar="ROUNDS",
+        help="also compare the store's writes side by side (floor, pipeline, operators)",
+    )
+    parser.add_argument("--skip-consumer", action="store_true", help="only the store A/B")
     args = parser.parse_args()
     for round_ in range(1, args.rounds + 1):
         for mode in args.mongo_mode:
@@ -200,9 +345,21 @@ def main() -> None:
 def measure(args: argparse.Namespace, mode: str) -> None:
     """One run on fresh private servers, the MongoDB-wire server run as ``mode``."""
     with private_servers(mode) as (mongo, kafka):
-        asyncio.run(run(args, mongo.uri, kafka.bootstrap_servers))
+        mongo_uri = mongo.uri + ("&retryWrites=false" if args.no_retry_writes else "")
+        if args.store_ab:
+            sample = workload(min(args.events, 30_000), args.customers, args.seed + 2)
+            asyncio.run(store_ab(mongo_uri, sample, args.store_ab))
+        if args.skip_consumer:
+            return
+        profiler = cProfile.Profile() if args.cprofile else None
+        if profiler is not None:
+            profiler.enable()
+        folded = asyncio.run(run(args, mongo_uri, kafka.bootstrap_servers))
+        if profiler is not None:
+            profiler.disable()
+            profiler.dump_stats(args.cprofile)
         sample = workload(min(args.events, 30_000), args.customers, args.seed + 1)
-        floor = asyncio.run(store_floor(mongo.uri, sample))
+        floor = asyncio.run(store_floor(mongo_uri, sample))
         emit(
             {
                 "metric": "profile_store_floor_events_per_s",
@@ -210,6 +367,7 @@ def measure(args: argparse.Namespace, mode: str) -> None:
                 "events": len(sample),
                 "note": "one $inc upsert per customer + one insert per event per batch "
                 "of 500, same server, same run",
+                "fold_to_floor": round(folded / floor, 2),
             }
         )
 
