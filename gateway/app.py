@@ -53,6 +53,7 @@ from gateway.live_ws import KeyVerifier, LodestarTransportWS, authenticate
 from gateway.loaders import make_loaders
 from gateway.ratelimit import RateLimiter, whole_seconds
 from gateway.schema import build_schema
+from gateway.scopes import Principal
 from gateway.settings import GatewaySettings
 from services.platform.bus import Bus, BusConfig
 from services.platform.metrics import bearer_matches
@@ -221,7 +222,8 @@ class LodestarGraphQL(GraphQL[dict[str, Any], None]):
             raise json.JSONDecodeError("not decodable JSON", "", 0) from error
 
 
-async def _refuse_every_key(token: str) -> None:
+async def _refuse_every_key(token: str) -> Principal | None:
+    """The verifier of a view built without a key store: fail closed, every key refused."""
     return None
 
 

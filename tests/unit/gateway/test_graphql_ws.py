@@ -464,3 +464,11 @@ async def test_a_subscription_over_plain_http_is_refused_400(method: str) -> Non
         "message": f"subscriptions are not allowed when using {method}",
         "extensions": {"code": "BAD_REQUEST"},
     }
+
+
+async def test_a_view_without_a_key_store_refuses_every_key() -> None:
+    # Fail closed: a view built with neither a key store nor a verifier accepts no socket.
+    view = LodestarGraphQL(ServiceClients(SETTINGS), build_schema(SETTINGS), False)
+    peer = await connected(view)
+    await peer.send_json({"type": "connection_init", "payload": {"apiKey": API_KEY}})
+    assert await peer.closed_with() == 4403
