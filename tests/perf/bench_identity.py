@@ -32,7 +32,7 @@ from services.platform import topics
 from services.platform.bus import Bus, BusConfig, Delivery, Pending, ensure_topics
 from services.platform.crypto import FieldCipher, generate_key, parse_key
 from services.platform.mongo import database, mongo_client
-from tests.perf.servers import mongo_modes, private_servers
+from tests.perf.servers import each_mode, mongo_modes, private_servers
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 
@@ -240,10 +240,7 @@ def main() -> None:
     )
     parser.add_argument("--rounds", type=int, default=1, help="times every mode runs")
     args = parser.parse_args()
-    for round_ in range(1, args.rounds + 1):
-        for mode in args.mongo_mode:
-            RUN.update({"mongo_mode": mode, "round": round_})
-            measure(args, mode)
+    each_mode(args.mongo_mode, args.rounds, RUN, lambda mode: measure(args, mode))
 
 
 def measure(args: argparse.Namespace, mode: str) -> None:

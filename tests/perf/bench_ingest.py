@@ -39,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from infra.local.stack import Stack, StackPorts
 from services.platform.mongo import Document
 from tests.perf.costs import CLOCK_TICKS, Snapshot, cost_rows, cpu_ticks, snapshot, stack_pids
+from tests.perf.servers import each_mode
 from tests.support.platform import Platform
 
 EVENT = "Bench Viewed"
@@ -237,10 +238,7 @@ def main() -> None:
     modes = [m.strip() for m in args.mongo_mode.split(",") if m.strip()]
     if not modes or any(m not in MONGO_MODES for m in modes):
         parser.error(f"--mongo-mode: each must be one of {', '.join(MONGO_MODES)}")
-    for round_ in range(1, args.rounds + 1):
-        for mode in modes:
-            RUN.update({"mongo_mode": mode, "round": round_})
-            run_stack(args, mode)
+    each_mode(modes, args.rounds, RUN, lambda mode: run_stack(args, mode))
 
 
 def run_stack(args: argparse.Namespace, mode: str) -> None:

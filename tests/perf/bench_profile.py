@@ -43,7 +43,7 @@ from services.platform.mongo import Document, database, mongo_client
 from services.profile.consumers import ResolvedEventHandler, to_resolved_event
 from services.profile.fold import MergedDelta, fold
 from services.profile.store import ProfileStore
-from tests.perf.servers import mongo_modes, private_servers
+from tests.perf.servers import each_mode, mongo_modes, private_servers
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 PII = frozenset({"email", "phone", "firstName", "lastName"})
@@ -336,10 +336,7 @@ def main() -> None:
     )
     parser.add_argument("--skip-consumer", action="store_true", help="only the store A/B")
     args = parser.parse_args()
-    for round_ in range(1, args.rounds + 1):
-        for mode in args.mongo_mode:
-            RUN.update({"mongo_mode": mode, "round": round_})
-            measure(args, mode)
+    each_mode(args.mongo_mode, args.rounds, RUN, lambda mode: measure(args, mode))
 
 
 def measure(args: argparse.Namespace, mode: str) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -21,6 +21,20 @@ def mongo_modes(text: str) -> list[str]:
     if not modes or any(mode not in MONGO_MODES for mode in modes):
         raise argparse.ArgumentTypeError(f"each must be one of {', '.join(MONGO_MODES)}")
     return modes
+
+
+def each_mode(
+    modes: Sequence[str],
+    rounds: int,
+    run: dict[str, object],
+    measure: Callable[[str], None],
+) -> None:
+    """``measure`` every mode in turn, ``rounds`` times, with the mode and round in ``run``
+    (the bench prints them on every line)."""
+    for round_ in range(1, rounds + 1):
+        for mode in modes:
+            run.update({"mongo_mode": mode, "round": round_})
+            measure(mode)
 
 
 @contextmanager
