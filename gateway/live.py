@@ -47,6 +47,8 @@ LIVE_TOPICS: Final = (topics.PROFILE_CHANGED, topics.SEGMENTS_MEMBERSHIP, topics
 # Records read per poll, and the wait for more when there are none.
 _MAX_RECORDS = 500
 _POLL_MS = 500
+# A subscriber over half full that took nothing in this long is not waited for.
+_STALLED_S = 0.005
 # After a failed poll (broker away), wait this long before the next.
 _RETRY_S = 1.0
 
@@ -198,6 +200,8 @@ class Subscriber:
         self.queue_size = queue_size
         self._queue: asyncio.Queue[object] = asyncio.Queue(maxsize=queue_size)
         self.dropped = False
+        # Events taken so far: whether a subscriber is still taking, when the hub paces.
+        self.taken = 0
 
     def offer(self, event: LiveEvent) -> bool:
         """Queue ``event``; False when the queue is full (the subscriber fell behind)."""
@@ -220,6 +224,7 @@ class Subscriber:
         if item is _DROPPED:
             self._queue.put_nowait(_DROPPED)
             raise FellBehind(self.queue_size)
+        self.taken += 1
         assert isinstance(item, CustomerChange | MembershipChange | PassChange)
         return item
 
@@ -299,12 +304,12 @@ class LiveHub:
 
     def receive(
         self, topic: str, partition: int, offset: int, value: bytes | None, key: bytes | None = None
-    ) -> None:
+    ) -> Key | None:
         """Decode one record and dispatch it; one nobody watches is skipped undecoded (by
         its topic, or by its key where the key is the watched id), an undecodable one is
-        skipped and logged by its position, never its content."""
+        skipped and logged by its position, never its content. Returns the key dispatched."""
         if value is None or not self._wanted(topic, key):
-            return
+            return None
         try:
             decoded = decode(topic, value)
         except DecodeError:
@@ -312,9 +317,23 @@ class LiveHub:
                 "skipped an undecodable live record",
                 extra={"fields": {"topic": topic, "partition": partition, "offset": offset}},
             )
-            return
-        if decoded is not None:
-            self.dispatch(*decoded)
+            return None
+        if decoded is None:
+            return None
+        self.dispatch(*decoded)
+        return decoded[0]
+
+    async def pace(self, key: Key) -> None:
+        """Let the subscribers of ``key`` that are taking events work their queues down to
+        half before the next event: a burst must not drop a client that keeps up but needs
+        several turns of the loop per event (a loaded machine). A subscriber that took
+        nothing for ``_STALLED_S`` is not waited for: its queue fills and it is dropped."""
+        for subscriber in list(self._subscribers.get(key, ())):
+            while not subscriber.dropped and subscriber.pending() > self.queue_size // 2:
+                taken = subscriber.taken
+                await asyncio.sleep(_STALLED_S)
+                if subscriber.taken == taken:
+                    break
 
     def _wanted(self, topic: str, key: bytes | None) -> bool:
         watched = _WATCHED_BY.get(topic)
@@ -383,10 +402,12 @@ class LiveHub:
             for partition, records in batches.items():
                 topic, number = partition.topic, partition.partition
                 for record in records:
-                    self.receive(topic, number, record.offset, record.value, record.key)
+                    key = self.receive(topic, number, record.offset, record.value, record.key)
                     # Let subscribers take each event before the next: a burst on one key
                     # (a segment recomputed) must not overflow subscribers that keep up.
                     await asyncio.sleep(0)
+                    if key is not None:
+                        await self.pace(key)
 
     async def stop(self) -> None:
         """Stop reading and disconnect; subscribers keep their queues until they end."""

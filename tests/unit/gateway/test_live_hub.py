@@ -286,3 +286,47 @@ async def test_a_burst_in_one_poll_does_not_overflow_a_subscriber_that_keeps_up(
             await hub.stop()
     assert [e.event_id for e in got] == [f"e{n}" for n in range(50)]
     assert not subscriber.dropped
+
+
+async def test_a_subscriber_needing_turns_per_event_keeps_up_and_a_stalled_one_drops() -> None:
+    # On a loaded machine a client that keeps up may need several turns of the loop per
+    # event (encode, send, drain); one turn per record let its queue grow until a burst
+    # dropped it (seen in an end-to-end run). A subscriber that takes nothing still drops.
+    FakeConsumer.made.clear()
+    hub = LiveHub("kafka:9092", 10, consumer_factory=FakeConsumer)
+    partition = TopicPartition(topics.SEGMENTS_MEMBERSHIP, 0)
+    size = 200
+    burst = [
+        Record(
+            n,
+            events_pb2.SegmentMembershipChanged(
+                event_id=f"e{n}",
+                customer_id=f"c{n}",
+                segment_id="s1",
+                change=events_pb2.MEMBERSHIP_CHANGE_ENTERED,
+            ).SerializeToString(),
+        )
+        for n in range(size)
+    ]
+    async with hub.watch(Watch.SEGMENT, "s1") as busy, hub.watch(Watch.SEGMENT, "s1") as stalled:
+
+        async def take_slowly() -> list[str]:
+            got = []
+            for _ in range(size):
+                got.append((await busy.next()).event_id)
+                for _ in range(4):
+                    await asyncio.sleep(0)
+            return got
+
+        reader = asyncio.create_task(take_slowly())
+        await hub.start()
+        try:
+            FakeConsumer.made[0].batches.append({partition: burst})
+            got = await asyncio.wait_for(reader, 30)
+        finally:
+            await hub.stop()
+        assert got == [f"e{n}" for n in range(size)]
+        assert not busy.dropped
+        assert stalled.dropped
+        with pytest.raises(FellBehind):
+            await stalled.next()
