@@ -35,6 +35,7 @@ bench: $(STAMP)
 	$(BIN)/python tests/perf/bench_recommendation.py
 	$(BIN)/python tests/perf/bench_wallet.py
 	$(BIN)/python tests/perf/bench_event_loop.py
+	$(BIN)/python tests/perf/bench_bus_wait.py
 	$(BIN)/python tests/perf/bench_gateway.py --clients 1,10,50
 
 protos: $(STAMP)
