@@ -4,6 +4,10 @@ Delivery is at-least-once: a subscription commits a batch's offsets only after i
 returned, i.e. after the effect is stored. Handlers must therefore be idempotent. A message that
 cannot be decoded, or that still fails after the bounded retries, goes to the dead-letter topic
 with the reason and its original bytes, and the subscription moves on.
+
+A handler may hand back its publishes still in flight; the next batch is handled meanwhile,
+but its messages reach the producer only once the batch before is finished (acknowledged, or
+handled again after its publishes failed), so one key's messages keep their order.
 """
 
 from __future__ import annotations
