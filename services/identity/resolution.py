@@ -5,12 +5,15 @@ customers meanwhile. Used by the raw-event consumer and the ``Resolve`` RPC."""
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
 import random
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+
+from prometheus_client import Counter
 
 from services.identity.graph import CustomerNode, Decision, GraphIdentifier, GraphView, needs_write
 from services.identity.rules import IdentityRules
@@ -25,6 +28,14 @@ ALIAS_TYPES = ("user_id", "anonymous_id")
 
 _MERGE_NAMESPACE = uuid.UUID("0c3e1f2a-8d4b-4e57-9a61-2b7f4c8d9e30")
 MAX_ATTEMPTS = 8
+# Identifiers whose last-seen time waits for the next flush, at most: while flushes fail the
+# buffer keeps what they could not write, and must not grow without bound meanwhile.
+MAX_BUFFERED_LAST_SEEN = 100_000
+
+LAST_SEEN_DROPPED = Counter(
+    "lodestar_identity_last_seen_dropped_total",
+    "Buffered last-seen times dropped (the oldest) because the buffer was full",
+)
 
 
 @dataclass(frozen=True)
@@ -98,19 +109,54 @@ class Resolver:
         store: IdentityStore,
         rules: IdentityRules,
         last_seen_resolution: timedelta = timedelta(hours=1),
+        max_buffered_last_seen: int = MAX_BUFFERED_LAST_SEEN,
     ) -> None:
         self.store = store
         self.rules = rules
         self.last_seen_resolution = last_seen_resolution
+        self.max_buffered_last_seen = max(1, max_buffered_last_seen)
         # Last-seen times waiting for the next flush: off the hot path, at most one write
         # per identifier per flush. A crash loses at most one flush interval of them.
         self._seen: dict[str, datetime] = {}
 
     async def flush_last_seen(self) -> int:
-        """Write the buffered last-seen times; returns how many identifiers were touched."""
+        """Write the buffered last-seen times; returns how many identifiers were touched.
+
+        When the write fails (or is cancelled) the times stay buffered for the next flush,
+        merged with those buffered meanwhile (the newest wins), and the error propagates.
+        """
         pending, self._seen = self._seen, {}
-        await self.store.touch_last_seen(pending)
+        try:
+            await self.store.touch_last_seen(pending)
+        except BaseException:
+            for key, at in pending.items():
+                self._see(key, at)
+            raise
         return len(pending)
+
+    def _see(self, key: str, at: datetime) -> None:
+        """Buffer ``at`` as the identifier's last seen unless a newer time is buffered."""
+        buffered = self._seen.get(key)
+        if buffered is None:
+            self._seen[key] = at
+            if len(self._seen) > self.max_buffered_last_seen:
+                self._drop_oldest()
+        elif at > buffered:
+            self._seen[key] = at
+
+    def _drop_oldest(self) -> None:
+        """Cut a full buffer to nine tenths of its cap, dropping the oldest times (a tenth
+        of headroom, so a full buffer is not sorted again for every identifier). A dropped
+        identifier's stored last seen stays behind, so its next event buffers it again."""
+        keep = self.max_buffered_last_seen - self.max_buffered_last_seen // 10
+        excess = len(self._seen) - keep
+        for key, _ in heapq.nsmallest(excess, self._seen.items(), key=lambda item: item[1]):
+            del self._seen[key]
+        LAST_SEEN_DROPPED.inc(excess)
+        log.warning(
+            "last-seen buffer full, dropped the oldest times",
+            extra={"fields": {"dropped": excess, "kept": len(self._seen)}},
+        )
 
     def prepare(self, event: EventIdentifiers) -> _Prepared:
         """Normalise and key an event's identifiers; blocked and invalid ones never link.
@@ -311,7 +357,7 @@ class Resolver:
         for identifier in item.identifiers:
             last = loaded.last_seen.get(identifier.key)
             if last is not None and needs_write(last, at, self.last_seen_resolution):
-                self._seen[identifier.key] = max(at, self._seen.get(identifier.key, at))
+                self._see(identifier.key, at)
         for conflict in decision.conflicts:
             plan.conflicts.append(
                 IdentityStore.conflict_document(item.event.event_id, owner, conflict, at)

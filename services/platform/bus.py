@@ -4,6 +4,10 @@ Delivery is at-least-once: a subscription commits a batch's offsets only after i
 returned, i.e. after the effect is stored. Handlers must therefore be idempotent. A message that
 cannot be decoded, or that still fails after the bounded retries, goes to the dead-letter topic
 with the reason and its original bytes, and the subscription moves on.
+
+A handler may hand back its publishes still in flight; the next batch is handled meanwhile,
+but its messages reach the producer only once the batch before is finished (acknowledged, or
+handled again after its publishes failed), so one key's messages keep their order.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -53,6 +58,24 @@ class Delivery(Generic[M]):
 # this one only once they completed.
 Pending = Awaitable[object]
 Handler = Callable[[Sequence[Delivery[M]]], Awaitable[Pending | None]]
+
+
+class _Chain:
+    """Holds a batch's publishes back until the batch before it is finished (its effects
+    acknowledged, or it was handled again), and each behind the one queued before it."""
+
+    def __init__(self, previous: asyncio.Future[None]) -> None:
+        self.tail: asyncio.Future[object] | asyncio.Future[None] = previous
+
+    def clear(self) -> bool:
+        """Whether everything before succeeded, so records may go to the producer at once."""
+        tail = self.tail
+        return tail.done() and not tail.cancelled() and tail.exception() is None
+
+
+# Set by a subscription while its handler runs (see Subscription.run): a batch's messages
+# never reach the broker before those of the batch before it, even when those failed.
+_CHAIN: ContextVar[_Chain | None] = ContextVar("lodestar_bus_chain", default=None)
 
 
 @dataclass
@@ -164,7 +187,7 @@ class Bus:
 
     async def publish(self, topic: str, key: str | bytes | None, message: Message) -> None:
         """Send one message and return once the broker acknowledged it."""
-        await self.publish_raw(topic, _key_bytes(key), message.SerializeToString())
+        await self.publish_many([(topic, key, message)])
 
     async def publish_many(
         self, records: Sequence[tuple[str, str | bytes | None, Message]]
@@ -177,7 +200,30 @@ class Bus:
     ) -> Pending:
         """Queue messages in order and return at once; the returned awaitable completes
         when the broker acknowledged every one (hand it back to the bus as a handler's
-        pending effects)."""
+        pending effects).
+
+        Inside a subscription's handler, while the batch before is not finished, the
+        messages are held and go to the producer only once it is (see :class:`_Chain`).
+        """
+        chain = _CHAIN.get()
+        if chain is None or chain.clear():
+            return await self._send_many(records)
+        held = asyncio.ensure_future(self._send_after(chain.tail, records))
+        chain.tail = held
+        return held
+
+    async def _send_after(
+        self,
+        before: asyncio.Future[object] | asyncio.Future[None],
+        records: Sequence[tuple[str, str | bytes | None, Message]],
+    ) -> object:
+        # Shielded: a cancelled batch must not cancel the completion of the one before.
+        await asyncio.shield(before)
+        return await (await self._send_many(records))
+
+    async def _send_many(
+        self, records: Sequence[tuple[str, str | bytes | None, Message]]
+    ) -> asyncio.Future[list[object]]:
         pending = [
             await self.producer.send(topic, key=_key_bytes(key), value=msg.SerializeToString())
             for topic, key, msg in records
@@ -244,24 +290,30 @@ class Subscription(Generic[M]):
         A batch's completion (its pending effects, then its commit) runs while the next batch
         is fetched and handled, so neither a broker round trip for the commit nor the wait
         for acknowledgements sits between two batches; completions stay in order, each
-        batch's commit after its own effects.
+        batch's commit after its own effects. The next batch's messages are held until the
+        batch before is finished: when its effects failed it is handled again first, so
+        per-key order on the output topics holds across such a failure.
         """
         if self._consumer is None:
             await self.start()
         consumer = self._consumer
         assert consumer is not None
         completing: asyncio.Task[None] | None = None
+        # Done when the previous batch's effects are (acknowledged, or the batch handled
+        # again after they failed); the next batch's publishes wait for it.
+        settled: asyncio.Task[None] | None = None
         try:
             while not self._stopping.is_set():
                 batches = await consumer.getmany(
                     timeout_ms=200, max_records=self.bus.config.max_batch
                 )
-                current = await self._process(batches) if batches else None
+                current = await self._process(batches, settled) if batches else None
                 if current is None:
                     continue
                 if completing is not None:
                     await completing
-                completing = asyncio.create_task(self._complete(consumer, current))
+                settled = asyncio.create_task(self._settle(current))
+                completing = asyncio.create_task(self._complete(consumer, current, settled))
             if completing is not None:
                 await completing
                 completing = None
@@ -276,7 +328,9 @@ class Subscription(Generic[M]):
         self._stopping.set()
 
     async def _process(
-        self, batches: Mapping[TopicPartition, Sequence[ConsumerRecord]]
+        self,
+        batches: Mapping[TopicPartition, Sequence[ConsumerRecord]],
+        previous: asyncio.Future[None] | None = None,
     ) -> _InFlight[M]:
         started = time.perf_counter()
         deliveries: list[Delivery[M]] = []
@@ -289,23 +343,38 @@ class Subscription(Generic[M]):
                     )
                 else:
                     deliveries.append(delivery)
-        pending = await self._handle(deliveries) if deliveries else None
+        pending: Pending | None = None
+        if deliveries:
+            chain = _CHAIN.set(_Chain(previous)) if previous is not None else None
+            try:
+                pending = await self._handle(deliveries)
+            finally:
+                if chain is not None:
+                    _CHAIN.reset(chain)
         offsets = {tp: records[-1].offset + 1 for tp, records in batches.items() if records}
         return _InFlight(offsets, deliveries, pending, started)
 
-    async def _complete(self, consumer: AIOKafkaConsumer, batch: _InFlight[M]) -> None:
-        """Wait for the batch's pending effects, then commit its offsets."""
-        if batch.pending is not None:
-            try:
-                await batch.pending
-            except Exception as exc:
-                # The effects failed after the handler returned: handle the batch again,
-                # this time waiting for them (handlers are idempotent).
-                log.warning(
-                    "pending effects failed, handling the batch again",
-                    extra={"fields": {"group": self.group, "error": repr(exc)}},
-                )
-                await self._handle(batch.deliveries, wait=True)
+    async def _settle(self, batch: _InFlight[M]) -> None:
+        """Wait for the batch's pending effects; when they failed, handle it again."""
+        if batch.pending is None:
+            return
+        try:
+            await batch.pending
+        except Exception as exc:
+            # The effects failed after the handler returned: handle the batch again, this
+            # time waiting for them (handlers are idempotent). The next batch's messages
+            # are held until this is done.
+            log.warning(
+                "pending effects failed, handling the batch again",
+                extra={"fields": {"group": self.group, "error": repr(exc)}},
+            )
+            await self._handle(batch.deliveries, wait=True)
+
+    async def _complete(
+        self, consumer: AIOKafkaConsumer, batch: _InFlight[M], settled: Awaitable[object]
+    ) -> None:
+        """Once the batch's effects are settled, commit its offsets."""
+        await settled
         try:
             await consumer.commit(batch.offsets)
         except (CommitFailedError, IllegalStateError) as exc:

@@ -14,6 +14,12 @@ so replicas do not push them twice and a crash retries them after the lease. The
 
 The pending push is cleared only when the pass did not change meanwhile; otherwise it goes
 out again. Many changes before the push leave with it: that is the coalescing.
+
+The dispatcher keeps one entry per pass (its earliest due time and its latest content): a
+later change of a queued pass replaces the content, never adds an entry. At most
+``MAX_QUEUED`` passes wait in memory; a change of another pass while it is full is left to
+the store poll (its ``push_due`` is stored with the change), so it goes out ``GRACE`` later
+instead of growing the queue however slow APNs is.
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ import logging
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
+
+from prometheus_client import Counter, Gauge
 
 from services.platform.mongo import Document
 from services.wallet.apns import ApnsClient, PushOutcome
@@ -42,6 +50,16 @@ GRACE = timedelta(seconds=5)
 BUSY_RETRY = timedelta(milliseconds=50)
 # Rounds of pushes in flight at once: a slow round does not hold back the next due pushes.
 ROUNDS = 4
+# Passes waiting in memory for their push, at most (see the module docstring).
+MAX_QUEUED = 10_000
+
+PUSH_QUEUE = Gauge(
+    "lodestar_wallet_push_queue", "Passes waiting in the dispatcher's memory for their push"
+)
+PUSH_DEFERRED = Counter(
+    "lodestar_wallet_push_deferred_total",
+    "Pass changes the full dispatcher queue left to the store poll",
+)
 
 
 class GoogleSync(Protocol):
@@ -71,6 +89,7 @@ class Dispatcher:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         *,
         pushed: Pushed | None = None,
+        max_queued: int = MAX_QUEUED,
     ) -> None:
         self.store = store
         self.apns = apns
@@ -78,24 +97,64 @@ class Dispatcher:
         self.removed = removed
         self.pushed = pushed
         self.clock = clock
+        self.max_queued = max(1, max_queued)
         self._wake = asyncio.Event()
+        # Exactly one heap entry per queued pass, at its due time in ``_queued``.
         self._due: list[tuple[datetime, str]] = []
-        self._latest: dict[str, Document] = {}
+        self._queued: dict[str, tuple[datetime, Document]] = {}
         # Passes being pushed now: a newer change of one waits for that push to finish, so
         # one pass never has two pushes (or two Google syncs) in flight.
         self._busy: set[str] = set()
         self._rounds = asyncio.Semaphore(ROUNDS)
         self._in_flight: set[asyncio.Task[None]] = set()
 
+    @property
+    def queued(self) -> int:
+        """Passes waiting in memory for their push."""
+        return len(self._queued)
+
     def schedule(self, due: datetime, doc: Document) -> None:
         """The changed pass ``doc`` is to be pushed at ``due`` (called by every change in
-        this process; a later change of the same pass replaces it). Only a push due before
-        every other one wakes the loop."""
+        this process). A queued pass keeps one entry: the earlier due time (as the store
+        keeps it) and the newer content. A pass not queued while the queue is full is left
+        to the store poll. Only a push due before every other one wakes the loop."""
+        serial = doc["_id"]
         earliest = self._due[0][0] if self._due else None
-        self._latest[doc["_id"]] = doc
-        heapq.heappush(self._due, (due, doc["_id"]))
+        queued = self._queued.get(serial)
+        if queued is not None:
+            queued_due, queued_doc = queued
+            newer = doc if _seq(doc) >= _seq(queued_doc) else queued_doc
+            self._queued[serial] = (min(due, queued_due), newer)
+            if due >= queued_due:
+                return
+            self._reheap()  # rare: moved earlier (the store kept the earlier time as well)
+        elif len(self._queued) >= self.max_queued:
+            PUSH_DEFERRED.inc()
+            return
+        else:
+            self._queued[serial] = (due, doc)
+            heapq.heappush(self._due, (due, serial))
+            PUSH_QUEUE.set(len(self._queued))
         if earliest is None or due < earliest:
             self._wake.set()
+
+    def _reheap(self) -> None:
+        self._due = [(due, serial) for serial, (due, _) in self._queued.items()]
+        heapq.heapify(self._due)
+        PUSH_QUEUE.set(len(self._queued))
+
+    def _forget(self, claimed: Sequence[Document]) -> None:
+        """Drop queued entries the claimed passes cover (content no newer than claimed): the
+        claim pushes them, so the queue does not push them again."""
+        gone = [
+            d["_id"]
+            for d in claimed
+            if (queued := self._queued.get(d["_id"])) is not None and _seq(queued[1]) <= _seq(d)
+        ]
+        for serial in gone:
+            del self._queued[serial]
+        if gone:
+            self._reheap()
 
     async def run(self) -> None:
         """Deliver pushes as they fall due until cancelled."""
@@ -104,15 +163,19 @@ class Dispatcher:
             while True:
                 now = self.clock()
                 docs: dict[str, Document] = {}
-                later: list[str] = []
+                later: list[tuple[str, Document]] = []
                 while self._due and self._due[0][0] <= now:
                     serial = heapq.heappop(self._due)[1]
+                    doc = self._queued.pop(serial)[1]
                     if serial in self._busy:
-                        later.append(serial)
-                    elif serial in self._latest:
-                        docs[serial] = self._latest.pop(serial)
-                for serial in later:
+                        later.append((serial, doc))
+                    else:
+                        docs[serial] = doc
+                for serial, doc in later:
+                    # Room is left: each was taken off the queue just now.
+                    self._queued[serial] = (now + BUSY_RETRY, doc)
                     heapq.heappush(self._due, (now + BUSY_RETRY, serial))
+                PUSH_QUEUE.set(len(self._queued))
                 if docs:
                     await self._start_round(self._push(list(docs.values())))
                 if now >= next_poll:
@@ -160,6 +223,7 @@ class Dispatcher:
         them; returns how many passes went out."""
         lease_until = (now or self.clock()) + LEASE
         claimed = await self.store.claim_pushes(serial_numbers, now, lease_until)
+        self._forget(claimed)
         return await self._push(claimed)
 
     async def _push(self, claimed: list[Document]) -> int:
@@ -243,3 +307,8 @@ class Dispatcher:
         if self.google is None:
             return True, {}
         return True, {"google": await self.google.sync(doc)}
+
+
+def _seq(doc: Mapping[str, Any]) -> int:
+    """A pass's update sequence: the higher, the newer its content."""
+    return int(doc.get("update_seq", 0))

@@ -279,3 +279,75 @@ async def test_topics_are_created_with_their_retention(kafka_server: KafkaWireSe
     from tests.support.kafka import partitions_of
 
     assert len(await partitions_of(kafka_server.bootstrap_servers, name)) == 2
+
+
+async def test_failed_effects_are_redone_before_the_next_batch_goes_out(
+    kafka_server: KafkaWireServer, topic: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One customer's events keep their input order on the output topic when a batch's
+    publish fails after its handler returned while the next batch is already handled: the
+    failed batch is handled again before the next batch's messages go out."""
+    out = unique("test.bus.out")
+    await ensure_topics(kafka_server.bootstrap_servers, {out: 3})
+    bus = Bus(config(kafka_server, max_batch=1))  # one event per batch: N, then N+1
+    await bus.start()
+    try:
+        ids = [f"ordered-{i:02d}" for i in range(10)]
+        await bus.publish_many([(topic, "one-customer", event(e)) for e in ids])
+        lost = _LoseFirstSend(bus, out, "ordered-03")
+        monkeypatch.setattr(bus.producer, "send", lost.send)
+
+        async def forward(batch: Batch) -> Awaitable[object]:
+            return await bus.publish_many_later([(out, d.key, d.message) for d in batch])
+
+        group = unique("g")
+        sub = bus.subscribe([topic], group, events_pb2.Event, forward)
+        task = asyncio.create_task(sub.run())
+        await eventually(lambda: _lag_is_zero(kafka_server, group, topic), 60, "all committed")
+        await sub.stop()
+        await asyncio.wait_for(task, 15)
+        assert lost.failed, "the publish of ordered-03 was never failed"
+    finally:
+        await bus.stop()
+
+    everything = await read_all(kafka_server.bootstrap_servers, out)
+    mine = [r for r in everything if r.key == b"one-customer"]
+    records = sorted(mine, key=lambda r: (r.partition, r.offset))
+    published = [events_pb2.Event.FromString(r.value).event_id for r in records]
+    first_seen = list(dict.fromkeys(published))
+    assert first_seen == ids, f"order on the output topic: {published}"
+    repeated = {e for e in published if published.count(e) > 1}
+    assert repeated <= {"ordered-03"}, f"only the failed batch may come twice: {published}"
+
+
+class _LoseFirstSend:
+    """Wraps a producer's ``send``: the first send of one event to ``topic`` never reaches
+    the broker and its acknowledgement fails, once another message is queued after it (or
+    after a while when none is)."""
+
+    def __init__(self, bus: Bus, topic: str, event_id: str) -> None:
+        self.real = bus.producer.send
+        self.topic = topic
+        self.event_id = event_id
+        self.failed = False
+        self._waiting: asyncio.Future[object] | None = None
+
+    async def send(
+        self, topic: str, value: bytes | None = None, key: bytes | None = None, **kw: object
+    ) -> asyncio.Future[object]:
+        self._fail_waiting()
+        if (
+            not self.failed
+            and topic == self.topic
+            and events_pb2.Event.FromString(value or b"").event_id == self.event_id
+        ):
+            self.failed = True
+            self._waiting = asyncio.get_running_loop().create_future()
+            asyncio.get_running_loop().call_later(2.0, self._fail_waiting)
+            return self._waiting
+        result: asyncio.Future[object] = await self.real(topic, value=value, key=key, **kw)
+        return result
+
+    def _fail_waiting(self) -> None:
+        if self._waiting is not None and not self._waiting.done():
+            self._waiting.set_exception(ConnectionError("the broker never acknowledged it"))
