@@ -56,7 +56,9 @@ from infra.local.stack import Stack, StackPorts
 from services.platform.mongo import Document
 from tests.perf.costs import CLOCK_TICKS, Snapshot, cost_rows, cpu_ticks, snapshot, stack_pids
 from tests.perf.pacing import (
+    PACED_EVENT,
     BusWatch,
+    LogWatch,
     Plan,
     Sampler,
     TrackProbe,
@@ -239,26 +241,30 @@ async def run(args: argparse.Namespace, stack: Stack) -> None:
                 "load": "idle after the bulk run",
             }
         )
-        for rate in args.offered_rate:
+        for phase, rate in enumerate(args.offered_rate, 1):
             if rate > 0:
-                await paced(args, rate, stack, platform, client)
+                await paced(args, phase, rate, stack, platform, client)
 
 
 async def paced(
     args: argparse.Namespace,
+    phase: int,
     rate: float,
     stack: Stack,
     platform: Platform,
     http: httpx.AsyncClient,
 ) -> None:
-    """The steady phase: offered load on the clock, freshness sampled meanwhile, the cost rows
-    over the phase and each consumer group's work and backlog."""
+    """Paced phase number ``phase`` on this stack: ``rate`` events/s offered on the clock,
+    freshness sampled meanwhile, the cost rows over the phase, each consumer group's work
+    and backlog, and the stack's warnings."""
     plan = Plan(
         rate,
         args.offered_seconds,
         args.offered_batch_size,
         args.customers,
         args.sample_rate,
+        # Each phase counts its own event name: several may run on one stack.
+        f"{PACED_EVENT} {phase}",
     )
     load = f"steady {rate:g}/s offered"
     user_ids = {sample.user_id for sample in plan.track_samples().values()}
@@ -277,6 +283,7 @@ async def paced(
     )
     sampling_http = httpx.AsyncClient(timeout=60)
     try:
+        logs = LogWatch(stack.log_dir)
         watching = asyncio.create_task(watch.run())
         before = await snapshot(stack, http)
         own_before, machine_before = os.times(), machine_ticks()
@@ -289,7 +296,7 @@ async def paced(
             Platform(stack, sending),
             plan,
             args.send_connections,
-            lambda sample, at: probe.sample(tracks, sample, at),
+            lambda sample, at: probe.sample(tracks, plan, sample, at),
         )
         await sampling
         after = await snapshot(stack, http)
@@ -354,6 +361,7 @@ async def paced(
             "load": load,
         }
     )
+    emit({"metric": "log_warnings", "by_process": logs.counts(), "phase": load})
     for row in watch.rows():
         emit({**row, "phase": load})
     for row in cost_rows(before, after, report.accepted, after.at - before.at):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
@@ -20,13 +21,15 @@ from prometheus_client.parser import text_string_to_metric_families
 from infra.local.stack import Stack
 from services.platform.mongo import Document
 from tests.perf.costs import metrics_endpoints
-from tests.support.platform import Platform
+from tests.support.platform import CUSTOMER_QUERY, Platform
 
+# Each paced phase counts its own event name (several phases may run on one stack).
 PACED_EVENT = "Bench Paced"
 # A sample not visible by then is counted as timed out (and left out of the percentiles).
 SAMPLE_TIMEOUT_S = 30.0
 # A sample waiting longer than poll_s / POLL_SHARE is polled at this share of its wait.
 POLL_SHARE = 0.05
+LOUD = ("WARNING", "ERROR", "CRITICAL")
 # How often the consumer groups' counters are read during the phase (lag is seen at this grain).
 BUS_SCRAPE_S = 1.0
 
@@ -71,6 +74,7 @@ class Plan:
     batch_size: int
     customers: int
     samples_per_s: float
+    event: str = PACED_EVENT
 
     @property
     def total(self) -> int:
@@ -93,8 +97,8 @@ class Plan:
             {
                 "type": "track",
                 "userId": f"bench-{n % self.customers}",
-                "event": PACED_EVENT,
-                "messageId": f"paced-{n}",
+                "event": self.event,
+                "messageId": f"{self.event}-{n}",
                 "properties": {"n": n, "sku": f"sku-{n % 97}"},
             }
             for n in range(self.total)
@@ -123,6 +127,7 @@ class Sampler:
     skipped: int = 0
     timed_out: int = 0
     failed: int = 0
+    poll_errors: int = 0
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     def offer(self, sample: Callable[[], Coroutine[Any, Any, None]]) -> None:
@@ -162,6 +167,7 @@ class Sampler:
             "skipped_at_max_in_flight": self.skipped,
             "timed_out": self.timed_out,
             "failed": self.failed,
+            "poll_errors": self.poll_errors,
         }
 
 
@@ -252,7 +258,13 @@ async def sample_identifies(
         accepted = time.perf_counter()
 
         async def visible() -> bool:
-            customer = await platform.customer("user_id", user_id)
+            response = await platform.graphql(CUSTOMER_QUERY, {"type": "user_id", "value": user_id})
+            body = response.json() if response.status_code == 200 else {}
+            if "data" not in body or "errors" in body:
+                # An overloaded stack answers UNAVAILABLE: counted, and polled again.
+                sampler.poll_errors += 1
+                return False
+            customer = body["data"]["customer"]
             return bool(customer and customer["traits"].get("n") == n)
 
         await sampler.watch(visible, accepted)
@@ -275,15 +287,14 @@ class TrackProbe:
         self.profiles = self.client["lodestar_profile"]["profiles"]
         self.customer_ids = customer_ids
 
-    def sample(self, sampler: Sampler, sample: TrackSample, accepted: float) -> None:
+    def sample(self, sampler: Sampler, plan: Plan, sample: TrackSample, accepted: float) -> None:
         """Offer the timing of ``sample`` (accepted at ``accepted``) to ``sampler``."""
         customer_id = self.customer_ids[sample.user_id]
-        field_ = f"event_counts.{PACED_EVENT}"
 
         async def reflected() -> bool:
-            doc = await self.profiles.find_one({"_id": customer_id}, {field_: 1})
+            doc = await self.profiles.find_one({"_id": customer_id}, {"event_counts": 1})
             counts = (doc or {}).get("event_counts") or {}
-            return int(counts.get(PACED_EVENT, 0)) >= sample.count
+            return int(counts.get(plan.event, 0)) >= sample.count
 
         sampler.offer(lambda: sampler.watch(reflected, accepted))
 
@@ -291,7 +302,7 @@ class TrackProbe:
         """Seconds until every paced event is counted in the profiles (None at
         ``timeout_s``): customer ``c`` gets ``total // customers`` events, plus one for the
         first ``total % customers``."""
-        field_ = f"event_counts.{PACED_EVENT}"
+        field_ = f"event_counts.{plan.event}"
         each, extra = divmod(plan.total, plan.customers)
         started = time.perf_counter()
         while time.perf_counter() - started < timeout_s:
@@ -443,3 +454,32 @@ class BusWatch:
                 }
             )
         return rows
+
+
+class LogWatch:
+    """Counts the stack's log lines at WARNING and above written during the phase, by
+    process, level and message (the services log fixed messages without PII; a redelivered
+    batch or an unavailable service shows here)."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self.offsets = {path: path.stat().st_size for path in log_dir.glob("*.log")}
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """``{process: {"LEVEL message": count}}`` since construction."""
+        found: dict[str, dict[str, int]] = {}
+        for path in sorted(self.log_dir.glob("*.log")):
+            with path.open("rb") as log:
+                log.seek(self.offsets.get(path, 0))
+                text = log.read().decode("utf-8", "replace")
+            for line in text.splitlines():
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue
+                if not isinstance(record, dict) or record.get("level") not in LOUD:
+                    continue
+                key = f"{record['level']} {str(record.get('msg', ''))[:120]}"
+                by_message = found.setdefault(path.stem, {})
+                by_message[key] = by_message.get(key, 0) + 1
+        return found
