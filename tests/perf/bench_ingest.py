@@ -13,19 +13,27 @@ in total and by command and collection (from the ``lodestar_db_*`` counters on i
 of it. The wait for the profiles counts them in the store every 0.25 s: what those counts
 cost the database servers is measured after the window and printed on its own line.
 
-Then, on the same stack, a paced phase (``--offered-rate``, default 500 events/s, for
-``--offered-seconds``, default 20; ``--offered-rate 0`` skips it): track events for the same
-customers in batches of ``--offered-batch-size`` sent open loop, each batch at its due time
-whether or not earlier requests have returned (batches that went out more than one interval
-late are counted), while freshness is sampled at ``--sample-rate`` per second: identify ->
-trait visible through GraphQL (as on the idle stack), and accepted -> the profile's event
-count reflecting a sampled track event (read from the profile store by customer id).
-Each sampler polls every ``--sample-poll-ms`` with at most ``--samples-in-flight`` samples
-at once. It prints both freshness lines (p50/p95/p99/max, "load": "steady <rate>/s
-offered", the rate offered and achieved), the sender's line (late batches, request
-latencies, failures, the benchmark's own CPU, how long the profiles took to count every
-paced event after the last send), each consumer group's messages, batches and largest
-backlog in the phase, and the cost rows over the phase marked with it.
+Then the idle freshness line (identify -> trait visible through GraphQL, one sample at a
+time, after the bulk run), and on the same stack a paced phase: track events for the same
+customers at ``--offered-rate`` (default 500 events/s) for ``--offered-seconds`` (default
+20), in batches of ``--offered-batch-size`` (10: one every 20 ms at 500/s) sent open loop:
+each batch is queued at its due time whether or not earlier requests have returned and goes
+out over ``--send-connections``; one that went out more than one interval late is counted.
+Meanwhile freshness is sampled ``--sample-rate`` times a second per probe (at most
+``--samples-in-flight`` at once; polls every ``--sample-poll-ms``, or 5% of the wait so far
+when longer): identify -> trait visible through GraphQL (as on the idle stack), and a timed
+track event's accepted -> the profile's count reflecting it (read from the profile store by
+customer id, which costs the stack less than GraphQL). Printed, with "load": "steady
+<rate>/s offered": both freshness lines (p50/p95/p99/max, samples, offered and achieved
+rate), the sender's line (late batches, request latencies, failures, CPU cores used by the
+stack, this benchmark and the whole machine, how long after the last send every paced event
+was counted), one ``bus_group`` line per consumer group (messages and batches handled, mean
+batch size and time, backlog at the start, at most and at the end: the hop that falls
+behind), the stack's warnings, and the cost rows over the phase. Several rates
+(comma-separated) run in turn on the same stack, each counting its own event name;
+``--offered-rate 0`` skips the phase. ``--fetch-max-wait-ms`` sets
+``LODESTAR_KAFKA_FETCH_MAX_WAIT_MS`` for the stack; several values alternate, a fresh stack
+each.
 
 ``--mongo-mode`` compares how the local MongoDB-wire server is run, side by side in one
 invocation (a fresh stack per run, modes alternating over ``--rounds``): ``replset`` (the
