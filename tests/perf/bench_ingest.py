@@ -313,14 +313,18 @@ async def paced(
         await watching
         await identifies.drain()
         await tracks.drain()
-        waited_from = time.perf_counter()
-        drained = await probe.wait_all(plan, args.quiet_timeout_s)
-        drained_s = None if drained is None else drained + waited_from - report.last_done
+        drained_s = None
+        # Refused batches would never be counted: no wait then (the line says how many).
+        if report.accepted == plan.total:
+            waited_from = time.perf_counter()
+            drained = await probe.wait_all(plan, args.quiet_timeout_s)
+            if drained is not None:
+                drained_s = drained + waited_from - report.last_done
     finally:
         probe.close()
         await sending.aclose()
         await sampling_http.aclose()
-    window_s = report.last_done - report.first_due
+    window_s = max(report.last_done - report.first_due, 1e-9)
     achieved = round(report.accepted / window_s, 1)
     common = {"offered_events_per_s": rate, "achieved_events_per_s": achieved}
     for name, sampler, probe_text in (
@@ -372,6 +376,8 @@ async def paced(
     emit({"metric": "log_warnings", "by_process": logs.counts(), "phase": load})
     for row in watch.rows():
         emit({**row, "phase": load})
+    if not report.accepted:
+        return
     for row in cost_rows(before, after, report.accepted, after.at - before.at):
         emit({**row, "phase": load, "window": "paced phase: first batch due -> last response"})
 
