@@ -13,6 +13,28 @@ in total and by command and collection (from the ``lodestar_db_*`` counters on i
 of it. The wait for the profiles counts them in the store every 0.25 s: what those counts
 cost the database servers is measured after the window and printed on its own line.
 
+Then the idle freshness line (identify -> trait visible through GraphQL, one sample at a
+time, after the bulk run), and on the same stack a paced phase: track events for the same
+customers at ``--offered-rate`` (default 500 events/s) for ``--offered-seconds`` (default
+20), in batches of ``--offered-batch-size`` (10: one every 20 ms at 500/s) sent open loop:
+each batch is queued at its due time whether or not earlier requests have returned and goes
+out over ``--send-connections``; one that went out more than one interval late is counted.
+Meanwhile freshness is sampled ``--sample-rate`` times a second per probe (at most
+``--samples-in-flight`` at once; polls every ``--sample-poll-ms``, or 5% of the wait so far
+when longer): identify -> trait visible through GraphQL (as on the idle stack), and a timed
+track event's accepted -> the profile's count reflecting it (read from the profile store by
+customer id, which costs the stack less than GraphQL). Printed, with "load": "steady
+<rate>/s offered": both freshness lines (p50/p95/p99/max, samples, offered and achieved
+rate), the sender's line (late batches, request latencies, failures, CPU cores used by the
+stack, this benchmark and the whole machine, how long after the last send every paced event
+was counted), one ``bus_group`` line per consumer group (messages and batches handled, mean
+batch size and time, backlog at the start, at most and at the end: the hop that falls
+behind), the stack's warnings, and the cost rows over the phase. Several rates
+(comma-separated) run in turn on the same stack, each counting its own event name;
+``--offered-rate 0`` skips the phase. ``--fetch-max-wait-ms`` sets
+``LODESTAR_KAFKA_FETCH_MAX_WAIT_MS`` for the stack; several values alternate, a fresh stack
+each.
+
 ``--mongo-mode`` compares how the local MongoDB-wire server is run, side by side in one
 invocation (a fresh stack per run, modes alternating over ``--rounds``): ``replset`` (the
 server advertised as a replica set, so drivers send retryable writes), ``standalone`` (one
@@ -29,7 +51,9 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 from motor.motor_asyncio import AsyncIOMotorClient
@@ -39,10 +63,25 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from infra.local.stack import Stack, StackPorts
 from services.platform.mongo import Document
 from tests.perf.costs import CLOCK_TICKS, Snapshot, cost_rows, cpu_ticks, snapshot, stack_pids
+from tests.perf.pacing import (
+    PACED_EVENT,
+    BusWatch,
+    LogWatch,
+    Plan,
+    Sampler,
+    TrackProbe,
+    machine_ticks,
+    percentile,
+    resolve_customers,
+    sample_identifies,
+    send_paced,
+    summary_ms,
+)
 from tests.perf.servers import each_mode
 from tests.support.platform import Platform
 
 EVENT = "Bench Viewed"
+N = TypeVar("N", int, float)
 # How often the stack's counters are read while waiting for the consumers to go quiet.
 POLL_S = 0.5
 MONGO_MODES = ("replset", "standalone", "per-service")
@@ -136,12 +175,6 @@ async def freshness(platform: Platform, samples: int) -> list[float]:
     return latencies
 
 
-def percentile(values: list[float], q: float) -> float:
-    """The q-th percentile (nearest rank)."""
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))]
-
-
 async def until_quiet(
     stack: Stack, http: httpx.AsyncClient, quiet_s: float, timeout_s: float
 ) -> tuple[Snapshot, bool]:
@@ -210,10 +243,143 @@ async def run(args: argparse.Namespace, stack: Stack) -> None:
                 "p50": round(percentile(sample, 50) * 1000, 1),
                 "p99": round(percentile(sample, 99) * 1000, 1),
                 "mean": round(statistics.fmean(sample) * 1000, 1),
+                "p95": round(percentile(sample, 95) * 1000, 1),
+                "max": round(max(sample) * 1000, 1),
                 "samples": len(sample),
                 "load": "idle after the bulk run",
             }
         )
+        for phase, rate in enumerate(args.offered_rate, 1):
+            if rate > 0:
+                await paced(args, phase, rate, stack, platform, client)
+
+
+async def paced(
+    args: argparse.Namespace,
+    phase: int,
+    rate: float,
+    stack: Stack,
+    platform: Platform,
+    http: httpx.AsyncClient,
+) -> None:
+    """Paced phase number ``phase`` on this stack: ``rate`` events/s offered on the clock,
+    freshness sampled meanwhile, the cost rows over the phase, each consumer group's work
+    and backlog, and the stack's warnings."""
+    plan = Plan(
+        rate,
+        args.offered_seconds,
+        args.offered_batch_size,
+        args.customers,
+        args.sample_rate,
+        # Each phase counts its own event name: several may run on one stack.
+        f"{PACED_EVENT} {phase}",
+    )
+    load = f"steady {rate:g}/s offered"
+    user_ids = {sample.user_id for sample in plan.track_samples().values()}
+    probe = TrackProbe(stack.mongo_uri_for("profile"), await resolve_customers(platform, user_ids))
+    poll_s = args.sample_poll_ms / 1000
+    identifies = Sampler(args.samples_in_flight, poll_s)
+    tracks = Sampler(args.samples_in_flight, poll_s)
+    watch = BusWatch(stack, http)
+    # Each its own pool: the sender's connections all kept alive, and no poll queued behind
+    # a send (a queue in the client's pool costs it CPU per waiting request).
+    sending = httpx.AsyncClient(
+        timeout=60,
+        limits=httpx.Limits(
+            max_connections=args.send_connections, max_keepalive_connections=args.send_connections
+        ),
+    )
+    sampling_http = httpx.AsyncClient(timeout=60)
+    try:
+        logs = LogWatch(stack.log_dir)
+        watching = asyncio.create_task(watch.run())
+        before = await snapshot(stack, http)
+        own_before, machine_before = os.times(), machine_ticks()
+        sampling = asyncio.create_task(
+            sample_identifies(
+                Platform(stack, sampling_http), identifies, args.sample_rate, args.offered_seconds
+            )
+        )
+        report = await send_paced(
+            Platform(stack, sending),
+            plan,
+            args.send_connections,
+            lambda sample, at: probe.sample(tracks, plan, sample, at),
+        )
+        await sampling
+        after = await snapshot(stack, http)
+        own, machine = os.times(), machine_ticks()
+        watch.stop()
+        await watching
+        await identifies.drain()
+        await tracks.drain()
+        drained_s = None
+        # Refused batches would never be counted: no wait then (the line says how many).
+        if report.accepted == plan.total:
+            waited_from = time.perf_counter()
+            drained = await probe.wait_all(plan, args.quiet_timeout_s)
+            if drained is not None:
+                drained_s = drained + waited_from - report.last_done
+    finally:
+        probe.close()
+        await sending.aclose()
+        await sampling_http.aclose()
+    window_s = max(report.last_done - report.first_due, 1e-9)
+    achieved = round(report.accepted / window_s, 1)
+    common = {"offered_events_per_s": rate, "achieved_events_per_s": achieved}
+    for name, sampler, probe_text in (
+        ("freshness_ms", identifies, "identify -> trait visible through GraphQL"),
+        ("track_freshness_ms", tracks, "track accepted -> profile event count (store)"),
+    ):
+        emit(
+            {
+                "metric": name,
+                **summary_ms(sampler.latencies),
+                **sampler.counts(),
+                **common,
+                "probe": probe_text,
+                "poll_ms": args.sample_poll_ms,
+                "load": load,
+            }
+        )
+    own_cpu_s = own.user + own.system - own_before.user - own_before.system
+    stack_cpu_s = sum(after.ticks[k] - before.ticks.get(k, 0) for k in after.ticks) / CLOCK_TICKS
+    machine_busy_s = (machine[0] - machine_before[0]) / CLOCK_TICKS
+    # Whatever the machine ran besides the stack and this benchmark (others' work shares it).
+    cores = {
+        "stack": round(stack_cpu_s / (after.at - before.at), 2),
+        "benchmark": round(own_cpu_s / (after.at - before.at), 2),
+        "machine_busy": round(machine_busy_s / (after.at - before.at), 2),
+    }
+    emit(
+        {
+            "metric": "paced_send",
+            **common,
+            "events_offered": plan.total,
+            "events_accepted": report.accepted,
+            "batch_size": plan.batch_size,
+            "interval_ms": round(plan.interval * 1000, 1),
+            "batches": len(report.lags),
+            "late_batches": report.late,
+            "send_lag_ms": summary_ms(report.lags),
+            "request_ms": summary_ms(report.latencies),
+            "connections": args.send_connections,
+            "max_batches_waiting": report.max_waiting,
+            "failed_requests": report.failed,
+            "seconds": round(window_s, 2),
+            "benchmark_cpu_s": round(own_cpu_s, 2),
+            "cores_used": cores,
+            "all_counted_s_after_last_send": None if drained_s is None else round(drained_s, 2),
+            "load": load,
+        }
+    )
+    emit({"metric": "log_warnings", "by_process": logs.counts(), "phase": load})
+    for row in watch.rows():
+        emit({**row, "phase": load})
+    if not report.accepted:
+        return
+    for row in cost_rows(before, after, report.accepted, after.at - before.at):
+        emit({**row, "phase": load, "window": "paced phase: first batch due -> last response"})
 
 
 def main() -> None:
@@ -232,16 +398,75 @@ def main() -> None:
         help=f"one or several (comma-separated, run in turn) of {', '.join(MONGO_MODES)}",
     )
     parser.add_argument("--rounds", type=int, default=1, help="times every mode runs")
+    parser.add_argument(
+        "--offered-rate",
+        type=numbers(float),
+        default=[500.0],
+        help="events/s of the paced phase; several (comma-separated) run in turn on the same "
+        "stack; 0 skips it",
+    )
+    parser.add_argument("--offered-seconds", type=float, default=20.0)
+    parser.add_argument("--offered-batch-size", type=int, default=10)
+    parser.add_argument(
+        "--sample-rate", type=float, default=5.0, help="freshness samples per second, each probe"
+    )
+    parser.add_argument("--sample-poll-ms", type=float, default=10.0)
+    parser.add_argument("--samples-in-flight", type=int, default=3, help="per probe, at most")
+    parser.add_argument(
+        "--send-connections",
+        type=int,
+        default=16,
+        help="connections the paced sender posts over (batches due while all are busy wait)",
+    )
+    parser.add_argument(
+        "--fetch-max-wait-ms",
+        type=numbers(int),
+        default=None,
+        help="LODESTAR_KAFKA_FETCH_MAX_WAIT_MS for the stack (default: the stack's own); "
+        "several (comma-separated) alternate, a fresh stack each, within every mode and round",
+    )
     args = parser.parse_args()
     if args.events % args.customers:
         parser.error("--events must be a multiple of --customers")
+    if min(args.offered_rate) < 0 or args.offered_seconds <= 0 or args.offered_batch_size < 1:
+        parser.error("--offered-rate >= 0, --offered-seconds > 0, --offered-batch-size >= 1")
+    if args.sample_rate <= 0 or args.sample_poll_ms <= 0 or args.samples_in_flight < 1:
+        parser.error("--sample-rate > 0, --sample-poll-ms > 0, --samples-in-flight >= 1")
+    if args.send_connections < 1:
+        parser.error("--send-connections >= 1")
     modes = [m.strip() for m in args.mongo_mode.split(",") if m.strip()]
     if not modes or any(m not in MONGO_MODES for m in modes):
         parser.error(f"--mongo-mode: each must be one of {', '.join(MONGO_MODES)}")
-    each_mode(modes, args.rounds, RUN, lambda mode: run_stack(args, mode))
+    each_mode(modes, args.rounds, RUN, lambda mode: each_wait(args, mode))
 
 
-def run_stack(args: argparse.Namespace, mode: str) -> None:
+def numbers(kind: Callable[[str], N]) -> Callable[[str], list[N]]:
+    """An option's parser for one number or several, comma-separated."""
+
+    def parse(text: str) -> list[N]:
+        try:
+            values = [kind(part) for part in text.split(",") if part.strip()]
+        except ValueError:
+            values = []
+        if not values:
+            raise argparse.ArgumentTypeError(
+                f"not a comma-separated list of numbers: {text[:40]!r}"
+            )
+        return values
+
+    return parse
+
+
+def each_wait(args: argparse.Namespace, mode: str) -> None:
+    """One stack per ``--fetch-max-wait-ms`` value in turn (one with the stack's own default
+    when none is given), the value on every line."""
+    for wait in args.fetch_max_wait_ms or [None]:
+        if wait is not None:
+            RUN["fetch_max_wait_ms"] = wait
+        run_stack(args, mode, wait)
+
+
+def run_stack(args: argparse.Namespace, mode: str, fetch_max_wait_ms: int | None) -> None:
     """One fresh stack with its MongoDB-wire server(s) run as ``mode``, measured, stopped."""
     with tempfile.TemporaryDirectory(prefix="lodestar-bench-") as logs:
         # The benchmark offers more than the default per-key rate limit on purpose.
@@ -249,6 +474,8 @@ def run_stack(args: argparse.Namespace, mode: str) -> None:
             "LODESTAR_INGEST_RATE_LIMIT_PER_S": "1000000",
             "LODESTAR_INGEST_RATE_LIMIT_BURST": "1000000",
         }
+        if fetch_max_wait_ms is not None:
+            unlimited["LODESTAR_KAFKA_FETCH_MAX_WAIT_MS"] = str(fetch_max_wait_ms)
         stack = Stack(
             StackPorts.free(),
             Path(logs),
