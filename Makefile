@@ -31,6 +31,7 @@ bench: $(STAMP)
 	$(BIN)/python tests/perf/bench_ingest.py
 	$(BIN)/python tests/perf/bench_identity.py
 	$(BIN)/python tests/perf/bench_profile.py --store-ab 1
+	$(BIN)/python tests/perf/bench_profile_history.py
 	$(BIN)/python tests/perf/bench_segmentation.py
 	$(BIN)/python tests/perf/bench_recommendation.py
 	$(BIN)/python tests/perf/bench_wallet.py
