@@ -10,13 +10,19 @@ NODE_STAMP := $(NODE_SDK)/node_modules/.installed-stamp
 GRAPHIQL := gateway/graphiql
 GRAPHIQL_STAMP := $(GRAPHIQL)/node_modules/.installed-stamp
 
-.PHONY: run test lint unit bench protos lock clean sdk-deps chromium graphiql-deps
+.PHONY: run test lint unit bench protos lock clean sdk-deps chromium graphiql-deps test-resilience
 
 run: $(STAMP) graphiql-deps
 	$(BIN)/python -m infra.local
 
 test: $(STAMP) sdk-deps graphiql-deps lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m "not resilience_slow"
+
+# The resilience suite in full (crash faults, ...), then its table.
+test-resilience: $(STAMP)
+	rm -f .resilience/*.jsonl
+	$(BIN)/python -m pytest -q tests/resilience; status=$$?; \
+	$(BIN)/python -m tests.resilience.report; exit $$status
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
