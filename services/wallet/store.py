@@ -22,13 +22,21 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypedDict
 
 from motor.motor_asyncio import AsyncIOMotorDatabase
-from pymongo import ReturnDocument
+from pymongo import ReturnDocument, UpdateOne
 from pymongo.errors import DuplicateKeyError
 
 from services.platform.mongo import Document, IndexSpec, ensure_indexes
 
 _SEQUENCE = "pass_updates"
 MARKETING_WINDOW = timedelta(days=1)
+# Ids per ``$in`` read: the server re-checks each document against the whole list, so long
+# lists cost more per document; chunks are read side by side.
+IN_CHUNK = 100
+
+
+def chunks(ids: Sequence[str], size: int = IN_CHUNK) -> list[list[str]]:
+    """``ids`` in lists of at most ``size``."""
+    return [list(ids[i : i + size]) for i in range(0, len(ids), size)]
 
 
 def registration_id(device_id: str, pass_type_id: str, serial_number: str) -> str:
@@ -238,18 +246,37 @@ class WalletStore:
 
     async def customers_of(self, customer_ids: Sequence[str]) -> dict[str, Document]:
         """Those of these customers the wallet knows, by id."""
-        docs = await self.customers.find({"_id": {"$in": list(customer_ids)}}).to_list(None)
-        return {d["_id"]: d for d in docs}
+        parts = await asyncio.gather(
+            *(
+                self.customers.find({"_id": {"$in": part}}).to_list(None)
+                for part in chunks(customer_ids)
+            )
+        )
+        return {d["_id"]: d for part in parts for d in part}
 
     async def passes_of_live(self, customer_ids: Sequence[str]) -> list[Document]:
         """The passes of these customers that are not voided."""
-        return await self.passes.find(
-            {"customer_id": {"$in": list(customer_ids)}, "voided": False}
-        ).to_list(None)
+        parts = await asyncio.gather(
+            *(
+                self.passes.find({"customer_id": {"$in": part}, "voided": False}).to_list(None)
+                for part in chunks(customer_ids)
+            )
+        )
+        return [d for part in parts for d in part]
 
     async def remember(self, customer_id: str, changes: Mapping[str, Any]) -> None:
         """Set what the wallet knows of a customer."""
         await self.customers.update_one({"_id": customer_id}, {"$set": dict(changes)}, upsert=True)
+
+    async def remember_many(self, changes: Mapping[str, Mapping[str, Any]]) -> None:
+        """Set what the wallet knows of several customers, in one round trip."""
+        writes = [
+            UpdateOne({"_id": customer_id}, {"$set": dict(values)}, upsert=True)
+            for customer_id, values in changes.items()
+            if values
+        ]
+        if writes:
+            await self.customers.bulk_write(writes, ordered=False)
 
     async def set_consent(self, customer_id: str, granted: bool) -> None:
         """Remember the customer's wallet_marketing consent."""
