@@ -155,8 +155,9 @@ class LiveUpdates:
 
     async def profile_changes(self, changes: Sequence[events_pb2.ProfileChanged]) -> int:
         """Loyalty figures onto cards, consent into the wallet's memory; returns the number
-        of passes changed. Customers without passes cost batched reads (``$in`` chunks), and
-        the consent values that changed are written in one round trip."""
+        of passes changed. Customers without passes cost batched reads (``$in`` chunks); the
+        cards that change are written in one round trip, and so are the consent values that
+        changed."""
         latest: dict[str, events_pb2.ProfileChanged] = {}
         for change in changes:
             if change.customer_id:
@@ -180,26 +181,16 @@ class LiveUpdates:
                 and known.get(customer_id, {}).get("wallet_marketing") != consent
             ):
                 remember[customer_id] = {"wallet_marketing": consent}
-        # Customers are independent: their cards and the wallet's memory are written side by
-        # side.
-        counts, _ = await asyncio.gather(
-            asyncio.gather(
-                *(
-                    self._loyalty_onto_cards(change, passes[customer_id])
-                    for customer_id, change in latest.items()
-                    if change.HasField("loyalty") and passes.get(customer_id)
-                )
-            ),
-            self.store.remember_many(remember),
-        )
-        return sum(counts)
-
-    async def _loyalty_onto_cards(
-        self, change: events_pb2.ProfileChanged, cards: Sequence[Document]
-    ) -> int:
-        figures = _loyalty(change)
-        done = await asyncio.gather(
-            *(self.passes.apply(d, figures) for d in cards if d["kind"] in CARDS)
+        # Every card's figures in one write, beside the wallet's memory in another.
+        cards = [
+            (doc, _loyalty(change))
+            for customer_id, change in latest.items()
+            if change.HasField("loyalty")
+            for doc in passes.get(customer_id, [])
+            if doc["kind"] in CARDS
+        ]
+        done, _ = await asyncio.gather(
+            self.passes.apply_many(cards), self.store.remember_many(remember)
         )
         return sum(d is not None for d in done)
 

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
@@ -60,6 +61,24 @@ def next_update_time(previous: datetime | None, now: datetime) -> datetime:
     if previous is not None and at < previous + timedelta(seconds=1):
         return previous.astimezone(UTC) + timedelta(seconds=1)
     return at
+
+
+def _as_changed(
+    current: Mapping[str, Any], values: Mapping[str, Any], push_at: datetime
+) -> Document:
+    """The pass as the server holds it after ``$set`` of ``values`` (dotted keys) and
+    ``$min`` of ``push_due`` (datetimes kept to the millisecond, as stored)."""
+    doc = copy.deepcopy(dict(current))
+    for key, value in values.items():
+        *parents, last = key.split(".")
+        target = doc
+        for parent in parents:
+            target = target.setdefault(parent, {})
+        target[last] = value
+    due = push_at.replace(microsecond=push_at.microsecond // 1000 * 1000)
+    pending = doc.get("push_due")
+    doc["push_due"] = due if pending is None or _aware(pending) > due else pending
+    return doc
 
 
 class WalletStore:
@@ -176,6 +195,56 @@ class WalletStore:
             if result is not None:
                 return result
             current = None
+
+    async def change_passes(
+        self,
+        changes: Sequence[tuple[Mapping[str, Any], Mapping[str, Any]]],
+        now: datetime,
+        push_at: datetime,
+    ) -> list[Document | None]:
+        """``change_pass`` for many passes at once: each (pass as read, changes) in one bulk
+        write after one sequence round trip; returns each pass as changed. A pass someone
+        else changed since it was read is changed again on its own from a fresh read."""
+        if not changes:
+            return []
+        counter = await self.counters.find_one_and_update(
+            {"_id": _SEQUENCE},
+            {"$inc": {"seq": len(changes)}},
+            upsert=True,
+            return_document=ReturnDocument.AFTER,
+        )
+        first = int(counter["seq"]) - len(changes) + 1
+        writes, results = [], []
+        for n, (current, update) in enumerate(changes):
+            values = {
+                **update,
+                "updated_at": next_update_time(current["updated_at"], now),
+                "update_seq": first + n,
+            }
+            writes.append(
+                UpdateOne(
+                    {"_id": current["_id"], "update_seq": current["update_seq"]},
+                    {"$set": values, "$min": {"push_due": push_at}},
+                )
+            )
+            results.append(_as_changed(current, values, push_at))
+        done = await self.passes.bulk_write(writes, ordered=False)
+        if done.matched_count == len(writes):
+            return list(results)
+        serials = [current["_id"] for current, _ in changes]
+        stored = {
+            d["_id"]: d["update_seq"]
+            for d in await self.passes.find({"_id": {"$in": serials}}, {"update_seq": 1}).to_list(
+                None
+            )
+        }
+        out: list[Document | None] = []
+        for n, ((current, update), result) in enumerate(zip(changes, results, strict=True)):
+            if stored.get(current["_id"]) == first + n:
+                out.append(result)
+            else:
+                out.append(await self.change_pass(current["_id"], update, now, push_at=push_at))
+        return out
 
     async def live_passes_of(self, customer_id: str) -> list[Document]:
         """The customer's passes that are not voided."""

@@ -117,8 +117,10 @@ async def test_a_batch_reads_in_chunks_and_writes_consent_in_one_round_trip(
     assert max(in_lists(commands.on("find", "passes"), "customer_id")) <= IN_CHUNK
     # Consent: the 250 new values in one write.
     assert [len(body["updates"]) for body in commands.on("update", "customers")] == [250]
-    # Cards: the three holders' cards, one change each.
-    assert len(commands.on("findAndModify", "passes")) == 3
+    # Cards: the three holders' cards in one write, after one sequence round trip.
+    assert [len(body["updates"]) for body in commands.on("update", "passes")] == [3]
+    assert commands.on("findAndModify", "passes") == []
+    assert len(commands.on("findAndModify", "counters")) == 1
     remembered = await passes.store.customers_of([f"cust-{n}" for n in range(CUSTOMERS)])
     assert [remembered[f"cust-{n}"]["wallet_marketing"] for n in (0, 1, 248, 249)] == [
         True,
@@ -128,11 +130,42 @@ async def test_a_batch_reads_in_chunks_and_writes_consent_in_one_round_trip(
     ]
     cards = await passes.of_customers(list(HOLDERS))
     assert [docs[0]["fields"]["points"] for docs in cards.values()] == [500, 500, 500]
+    seqs = sorted(docs[0]["update_seq"] for docs in cards.values())
+    assert len(set(seqs)) == 3
 
     # The same batch again (a redelivery): reads only.
     commands.sent.clear()
     await handler(changes(500))
     assert {name for name, _ in commands.sent} == {"find"}
+
+
+async def test_a_card_changed_meanwhile_is_changed_again_from_a_fresh_read(
+    passes: WalletPasses, commands: Commands
+) -> None:
+    scheduled: list[Document] = []
+    passes.on_push_scheduled(lambda _, doc: scheduled.append(doc))
+    a = await passes.issue("cust-a", PassKind.STORE_CARD, "default")
+    b = await passes.issue("cust-b", PassKind.STORE_CARD, "default")
+    # Someone changes card a after the batch read it.
+    moved = await passes.apply(a, {"tier": "Gold"})
+    assert moved is not None
+
+    done = await passes.apply_many([(a, {"points": 70}), (b, {"points": 80})])
+
+    assert [d["fields"]["points"] for d in done if d is not None] == [70, 80]
+    stored_a = await passes.get(a["_id"])
+    assert (stored_a["fields"]["tier"], stored_a["fields"]["points"]) == ("Gold", 70)
+    assert stored_a["update_seq"] > moved["update_seq"]
+    # What the listeners got is what the store holds.
+    for doc in (stored_a, await passes.get(b["_id"])):
+        latest = [d for d in scheduled if d["_id"] == doc["_id"]][-1]
+        assert {k: latest[k] for k in ("fields", "update_seq", "updated_at", "push_due")} == {
+            k: doc[k] for k in ("fields", "update_seq", "updated_at", "push_due")
+        }
+    # Unchanged figures write nothing.
+    commands.sent.clear()
+    assert await passes.apply_many([(stored_a, {"points": 70})]) == [None]
+    assert commands.sent == []
 
 
 async def test_only_changed_consent_is_written(passes: WalletPasses, commands: Commands) -> None:
