@@ -14,7 +14,8 @@
     by the wallet's own profile-change handler against a private SecantusDB (standalone):
     changes/s from the first fetch until every batch is handled and committed, for the
     service's handler and the handler as it was before the intake cuts (one ``$in`` of every
-    id, a consent write per customer) in turn, each on a fresh database. No dispatcher
+    id, a consent write per customer, a ``findAndModify`` per card) in turn, each on a fresh
+    database. No dispatcher
     runs: the changed cards get their push scheduled in the store (``push_due``, the push
     window later) and no push is sent, so this is the intake alone. In the same run, the
     store floor: per batch of 500, the passes of the batch's customers read with ``$in``
@@ -542,7 +543,7 @@ class StoreBefore(WalletStore):
 
 class LiveBefore(LiveUpdates):
     """Profile changes as before the intake cuts: each customer's changed consent written
-    in a round trip of its own."""
+    in a round trip of its own, each card changed on its own (``apply``)."""
 
     async def profile_changes(self, changes: Sequence[events_pb2.ProfileChanged]) -> int:
         """The batch, customer by customer side by side."""
