@@ -78,6 +78,8 @@ TEAM_ID = "BENCH00001"
 TARGET_PER_S = 500
 WARMUP_CHANGES = 200
 WEB_SERVICE_URL = "https://wallet.example.com"
+# An intake that has not handled everything by then has stalled (seen once under load).
+STALL_S = 300
 TIERS = ("Bronze", "Silver", "Gold", "Platinum")
 PURPOSES = ("email_marketing", "wallet_marketing", "sms_marketing")
 
@@ -432,7 +434,12 @@ async def _intake_through_kafka(
     await subscription.start()
     started = time.perf_counter()
     consuming = asyncio.create_task(subscription.run())
-    await asyncio.wait_for(done.wait(), timeout=1_800)
+    try:
+        await asyncio.wait_for(done.wait(), timeout=STALL_S)
+    except TimeoutError:
+        raise SystemExit(
+            f"intake stalled: {handled} of {len(changes)} handled after {STALL_S} s"
+        ) from None
     await subscription.stop()
     await consuming
     elapsed = time.perf_counter() - started
