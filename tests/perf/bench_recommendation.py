@@ -354,7 +354,11 @@ async def intake(mongo_uri: str, bootstrap: str, args: argparse.Namespace) -> No
     events = intake_workload(args.events, args.customers, args.items, args.seed)
     counter = OperationCounter()
     client: AsyncIOMotorClient[Document] = AsyncIOMotorClient(
-        mongo_uri, appname="bench-intake", tz_aware=True, event_listeners=[counter]
+        mongo_uri,
+        appname="bench-intake",
+        tz_aware=True,
+        event_listeners=[counter],
+        socketTimeoutMS=STALL_S * 1000,
     )
     feeding = sum(1 for e in events if event_interactions(e)[0])
     rates: dict[str, float] = {}

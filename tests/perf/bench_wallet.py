@@ -583,7 +583,11 @@ async def _intake(mongo_uri: str, bootstrap: str, args: argparse.Namespace) -> N
     holders = [f"cust-{c}" for c in rng.sample(range(args.intake_customers), args.holders)]
     counter = OperationCounter()
     client: AsyncIOMotorClient[Document] = AsyncIOMotorClient(
-        mongo_uri, appname="bench-wallet-intake", tz_aware=True, event_listeners=[counter]
+        mongo_uri,
+        appname="bench-wallet-intake",
+        tz_aware=True,
+        event_listeners=[counter],
+        socketTimeoutMS=STALL_S * 1000,
     )
     push_delay = WalletSettings.model_fields["wallet_push_delay_ms"].default / 1000
     with tempfile.TemporaryDirectory(prefix="lodestar-bench-wallet-") as folder:
