@@ -3,6 +3,7 @@ properties; merges move a customer's interactions to the survivor."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
@@ -14,6 +15,7 @@ from services.platform.destinations import RECOMMENDATIONS, event_allows
 from services.platform.errors import PoisonMessage
 from services.platform.timestamps import time_of
 from services.recommendation.interactions import (
+    INTERACTION_EVENTS,
     Interaction,
     ItemProperties,
     interactions_of,
@@ -27,33 +29,42 @@ def event_interactions(event: events_pb2.Event) -> tuple[list[Interaction], list
     for an event whose ``integrations`` turn recommendations away."""
     if event.type != events_pb2.EVENT_TYPE_TRACK or not event.customer_id:
         return [], []
+    # Most events feed no model: they are dropped before their properties are decoded.
+    if event.name not in INTERACTION_EVENTS:
+        return [], []
     if not event_allows(event.integrations, RECOMMENDATIONS):
         return [], []
     at = time_of(event)
     properties = MessageToDict(event.properties) if event.HasField("properties") else {}
-    found = interactions_of(event.event_id, event.customer_id, event.name, properties, at)
+    products = products_of(event.name, properties)
+    found = interactions_of(
+        event.event_id, event.customer_id, event.name, properties, at, products=products
+    )
     if not found:
         return [], []
-    return found, products_of(event.name, properties)
+    return found, products
 
 
 class ResolvedEventHandler:
     """Stores product interactions and the item properties they carry (idempotent: an
-    interaction's key is its event and product)."""
+    interaction's key is its event and product, and item properties are ``$set``)."""
 
     def __init__(self, store: RecommendationStore) -> None:
         self.store = store
 
     async def __call__(self, batch: Sequence[Delivery[events_pb2.Event]]) -> None:
-        """Item properties first, then the interactions of the whole batch."""
+        """The item properties and the interactions of the whole batch, written side by
+        side (if either fails the batch is redelivered, and both writes are idempotent)."""
         interactions: list[Interaction] = []
         items: list[ItemProperties] = []
         for delivery in batch:
             found, products = event_interactions(delivery.message)
             interactions.extend(found)
             items.extend(products)
-        await self.store.save_seen_items(items, datetime.now(UTC))
-        await self.store.save_interactions(interactions)
+        await asyncio.gather(
+            self.store.save_seen_items(items, datetime.now(UTC)),
+            self.store.save_interactions(interactions),
+        )
 
 
 class MergeHandler:

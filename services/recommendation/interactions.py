@@ -8,7 +8,7 @@ model is trained, so changing the weights or the half-life applies to the whole 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -29,6 +29,8 @@ _KIND_OF_EVENT = {
     ORDER_COMPLETED: ORDERED,
     PRODUCT_RATED: RATED,
 }
+# The event names that make interactions (every other event is skipped).
+INTERACTION_EVENTS = frozenset(_KIND_OF_EVENT)
 # Segment's e-commerce spec names the product id product_id; many senders use sku or id.
 _ID_KEYS = ("product_id", "sku", "id")
 MAX_ITEM_ID = 200
@@ -179,9 +181,12 @@ def interactions_of(
     event_name: str,
     properties: Mapping[str, Any],
     at: datetime,
+    *,
+    products: Sequence[ItemProperties] | None = None,
 ) -> list[Interaction]:
     """The interactions one track event makes (none for other events, or a rating that is
-    not a positive number)."""
+    not a positive number); ``products`` saves reading them again when the caller has
+    :func:`products_of` the same event."""
     kind = _KIND_OF_EVENT.get(event_name)
     if kind is None or not customer_id:
         return []
@@ -196,5 +201,5 @@ def interactions_of(
         order_id = _text(properties.get("order_id")) or event_id
     return [
         Interaction(event_id, customer_id, p.item_id, kind, value, at, order_id)
-        for p in products_of(event_name, properties)
+        for p in (products_of(event_name, properties) if products is None else products)
     ]

@@ -3,7 +3,10 @@
 - ``interactions``: one document per (event, product): customer, item, kind, raw value, time;
   the key makes a redelivered event a no-op.
 - ``items``: per product, the properties last seen in events (``seen``) and the catalog's
-  (``catalog``), which win; ``updated_at`` lets replicas reload only what changed.
+  (``catalog``), which win; ``updated_at`` lets replicas reload only what changed. Seen
+  properties are written when they change: the store remembers what it last wrote per item
+  (bounded, and re-written after ``SEEN_REFRESH``), so a product seen in every batch with the
+  same name and price costs no write.
 - ``models``: one document per model version: metadata and the GridFS id of its artifact.
 - ``artifacts.files`` / ``artifacts.chunks``: the GridFS bucket holding the artifacts.
 - ``leases``: who trains now, so replicas on a schedule do not train at once.
@@ -35,6 +38,11 @@ BUCKET = "artifacts"
 CHUNK_BYTES = 4 * 1024 * 1024
 # How far another writer's clock may lag behind this reader's.
 CLOCK_MARGIN = timedelta(minutes=2)
+# Items whose last written seen properties are remembered (oldest written forgotten first).
+SEEN_CACHE_ITEMS = 50_000
+# Unchanged seen properties are written again after this long (another replica may have
+# written others meanwhile; later ones win within this bound).
+SEEN_REFRESH = timedelta(minutes=10)
 
 
 def _utc(at: datetime) -> datetime:
@@ -71,8 +79,13 @@ def interaction_from(doc: Document) -> Interaction:
 class RecommendationStore:
     """Interactions, item properties, model versions with their artifacts, training leases."""
 
-    def __init__(self, db: AsyncIOMotorDatabase[Document]) -> None:
+    def __init__(
+        self, db: AsyncIOMotorDatabase[Document], seen_cache_items: int = SEEN_CACHE_ITEMS
+    ) -> None:
         self.db = db
+        # item id -> (seen properties this store last wrote, when): unchanged ones are skipped.
+        self._seen: dict[str, tuple[dict[str, Any], datetime]] = {}
+        self._seen_cache_items = seen_cache_items
         self.interactions = db["interactions"]
         self.items = db["items"]
         self.models = db["models"]
@@ -139,21 +152,48 @@ class RecommendationStore:
     # ---- items --------------------------------------------------------------------------
 
     async def save_seen_items(self, items: Sequence[ItemProperties], at: datetime) -> None:
-        """Remember the properties events carried (later ones win; the catalog wins over all)."""
+        """Remember the properties events carried (later ones win; the catalog wins over all).
+        An item whose properties are those this store wrote less than ``SEEN_REFRESH`` ago
+        is not written again."""
         known: dict[str, dict[str, Any]] = {}
         for item in items:
             known.setdefault(item.item_id, {}).update(item.fields())
+        changed = {
+            item_id: fields
+            for item_id, fields in known.items()
+            if fields and not self._seen_unchanged(item_id, fields, at)
+        }
         writes = [
             UpdateOne(
                 {"_id": item_id},
                 {"$set": {**{f"seen.{k}": v for k, v in fields.items()}, "updated_at": at}},
                 upsert=True,
             )
-            for item_id, fields in known.items()
-            if fields
+            for item_id, fields in changed.items()
         ]
         if writes:
             await self.items.bulk_write(writes, ordered=False)
+            self._remember_seen(changed, at)
+
+    def _seen_unchanged(self, item_id: str, fields: dict[str, Any], at: datetime) -> bool:
+        cached = self._seen.get(item_id)
+        if cached is None or at - cached[1] >= SEEN_REFRESH:
+            return False
+        written = cached[0]
+        return all(k in written and written[k] == v for k, v in fields.items())
+
+    def _remember_seen(self, written: dict[str, dict[str, Any]], at: datetime) -> None:
+        if self._seen_cache_items <= 0:
+            return
+        for item_id, fields in written.items():
+            cached = self._seen.pop(item_id, None)
+            if cached is not None and at - cached[1] < SEEN_REFRESH:
+                # Keeps the older time: every remembered field is re-written in time.
+                self._seen[item_id] = ({**cached[0], **fields}, cached[1])
+            else:
+                self._seen[item_id] = (dict(fields), at)
+        while len(self._seen) > self._seen_cache_items:
+            del self._seen[next(iter(self._seen))]
 
     async def import_catalog(self, items: Sequence[ItemProperties], at: datetime) -> int:
         """Replace the catalog properties of these items; returns how many were written."""

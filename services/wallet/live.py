@@ -155,7 +155,9 @@ class LiveUpdates:
 
     async def profile_changes(self, changes: Sequence[events_pb2.ProfileChanged]) -> int:
         """Loyalty figures onto cards, consent into the wallet's memory; returns the number
-        of passes changed. Customers without passes cost one batched read."""
+        of passes changed. Customers without passes cost batched reads (``$in`` chunks); the
+        cards that change are written in one round trip, and so are the consent values that
+        changed."""
         latest: dict[str, events_pb2.ProfileChanged] = {}
         for change in changes:
             if change.customer_id:
@@ -169,36 +171,26 @@ class LiveUpdates:
             self.store.customers_of(with_consent) if with_consent else _nothing(),
             self._cards_by_customer(ids),
         )
-        # Customers are independent: their writes go to the store side by side.
-        counts = await asyncio.gather(
-            *(
-                self._profile_change(change, known.get(customer_id, {}), passes[customer_id])
-                for customer_id, change in latest.items()
-            )
-        )
-        return sum(counts)
-
-    async def _profile_change(
-        self,
-        change: events_pb2.ProfileChanged,
-        remembered: Mapping[str, Any],
-        cards: Sequence[Document],
-    ) -> int:
-        # Loyalty figures are not remembered: a new card asks the profile service, and the
-        # cards themselves hold them. Consent is, and only written when it changes.
-        update: dict[str, Any] = {}
-        figures = _loyalty(change) if change.HasField("loyalty") else None
-        consent = _consent(change)
-        if consent is not None and remembered.get("wallet_marketing") != consent:
-            update["wallet_marketing"] = consent
-        if figures is None:
-            if update:
-                await self.store.remember(change.customer_id, update)
-            return 0
-        # What the wallet remembers and the cards are written side by side.
+        # Consent is remembered, and only written when it changes; loyalty figures are not
+        # (a new card asks the profile service, and the cards themselves hold them).
+        remember: dict[str, dict[str, Any]] = {}
+        for customer_id, change in latest.items():
+            consent = _consent(change)
+            if (
+                consent is not None
+                and known.get(customer_id, {}).get("wallet_marketing") != consent
+            ):
+                remember[customer_id] = {"wallet_marketing": consent}
+        # Every card's figures in one write, beside the wallet's memory in another.
+        cards = [
+            (doc, _loyalty(change))
+            for customer_id, change in latest.items()
+            if change.HasField("loyalty")
+            for doc in passes.get(customer_id, [])
+            if doc["kind"] in CARDS
+        ]
         done, _ = await asyncio.gather(
-            asyncio.gather(*(self.passes.apply(d, figures) for d in cards if d["kind"] in CARDS)),
-            self.store.remember(change.customer_id, update) if update else _nothing(),
+            self.passes.apply_many(cards), self.store.remember_many(remember)
         )
         return sum(d is not None for d in done)
 

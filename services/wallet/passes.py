@@ -388,6 +388,34 @@ class WalletPasses:
                 listener(push_at, result)
         return result
 
+    async def apply_many(
+        self, changes: Sequence[tuple[Mapping[str, Any], Mapping[str, Any]]]
+    ) -> list[dict[str, Any] | None]:
+        """:meth:`apply` of display fields (announced) to many passes, written together;
+        None for each pass that nothing changes."""
+        pending: list[tuple[int, Mapping[str, Any], dict[str, Any]]] = []
+        for n, (doc, fields) in enumerate(changes):
+            current = doc.get("fields", {})
+            changed = {k: v for k, v in fields.items() if current.get(k) != v}
+            if changed:
+                update: dict[str, Any] = {f"fields.{k}": v for k, v in changed.items()}
+                update.update({f"announce.{k}": True for k in changed})
+                pending.append((n, doc, update))
+        out: list[dict[str, Any] | None] = [None] * len(changes)
+        if not pending:
+            return out
+        now = self.clock()
+        push_at = now + self.push_delay
+        results = await self.store.change_passes(
+            [(doc, update) for _, doc, update in pending], now, push_at
+        )
+        for (n, _, _), result in zip(pending, results, strict=True):
+            out[n] = result
+            if result is not None:
+                for listener in self._listeners:
+                    listener(push_at, result)
+        return out
+
     async def update(
         self,
         serial_number: str,

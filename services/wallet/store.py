@@ -16,19 +16,28 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypedDict
 
 from motor.motor_asyncio import AsyncIOMotorDatabase
-from pymongo import ReturnDocument
+from pymongo import ReturnDocument, UpdateOne
 from pymongo.errors import DuplicateKeyError
 
 from services.platform.mongo import Document, IndexSpec, ensure_indexes
 
 _SEQUENCE = "pass_updates"
 MARKETING_WINDOW = timedelta(days=1)
+# Ids per ``$in`` read: the server re-checks each document against the whole list, so long
+# lists cost more per document; chunks are read side by side.
+IN_CHUNK = 100
+
+
+def chunks(ids: Sequence[str], size: int = IN_CHUNK) -> list[list[str]]:
+    """``ids`` in lists of at most ``size``."""
+    return [list(ids[i : i + size]) for i in range(0, len(ids), size)]
 
 
 def registration_id(device_id: str, pass_type_id: str, serial_number: str) -> str:
@@ -52,6 +61,24 @@ def next_update_time(previous: datetime | None, now: datetime) -> datetime:
     if previous is not None and at < previous + timedelta(seconds=1):
         return previous.astimezone(UTC) + timedelta(seconds=1)
     return at
+
+
+def _as_changed(
+    current: Mapping[str, Any], values: Mapping[str, Any], push_at: datetime
+) -> Document:
+    """The pass as the server holds it after ``$set`` of ``values`` (dotted keys) and
+    ``$min`` of ``push_due`` (datetimes kept to the millisecond, as stored)."""
+    doc = copy.deepcopy(dict(current))
+    for key, value in values.items():
+        *parents, last = key.split(".")
+        target = doc
+        for parent in parents:
+            target = target.setdefault(parent, {})
+        target[last] = value
+    due = push_at.replace(microsecond=push_at.microsecond // 1000 * 1000)
+    pending = doc.get("push_due")
+    doc["push_due"] = due if pending is None or _aware(pending) > due else pending
+    return doc
 
 
 class WalletStore:
@@ -169,6 +196,56 @@ class WalletStore:
                 return result
             current = None
 
+    async def change_passes(
+        self,
+        changes: Sequence[tuple[Mapping[str, Any], Mapping[str, Any]]],
+        now: datetime,
+        push_at: datetime,
+    ) -> list[Document | None]:
+        """``change_pass`` for many passes at once: each (pass as read, changes) in one bulk
+        write after one sequence round trip; returns each pass as changed. A pass someone
+        else changed since it was read is changed again on its own from a fresh read."""
+        if not changes:
+            return []
+        counter = await self.counters.find_one_and_update(
+            {"_id": _SEQUENCE},
+            {"$inc": {"seq": len(changes)}},
+            upsert=True,
+            return_document=ReturnDocument.AFTER,
+        )
+        first = int(counter["seq"]) - len(changes) + 1
+        writes, results = [], []
+        for n, (current, update) in enumerate(changes):
+            values = {
+                **update,
+                "updated_at": next_update_time(current["updated_at"], now),
+                "update_seq": first + n,
+            }
+            writes.append(
+                UpdateOne(
+                    {"_id": current["_id"], "update_seq": current["update_seq"]},
+                    {"$set": values, "$min": {"push_due": push_at}},
+                )
+            )
+            results.append(_as_changed(current, values, push_at))
+        done = await self.passes.bulk_write(writes, ordered=False)
+        if done.matched_count == len(writes):
+            return list(results)
+        serials = [current["_id"] for current, _ in changes]
+        stored = {
+            d["_id"]: d["update_seq"]
+            for d in await self.passes.find({"_id": {"$in": serials}}, {"update_seq": 1}).to_list(
+                None
+            )
+        }
+        out: list[Document | None] = []
+        for n, ((current, update), result) in enumerate(zip(changes, results, strict=True)):
+            if stored.get(current["_id"]) == first + n:
+                out.append(result)
+            else:
+                out.append(await self.change_pass(current["_id"], update, now, push_at=push_at))
+        return out
+
     async def live_passes_of(self, customer_id: str) -> list[Document]:
         """The customer's passes that are not voided."""
         return await self.passes.find({"customer_id": customer_id, "voided": False}).to_list(None)
@@ -238,18 +315,37 @@ class WalletStore:
 
     async def customers_of(self, customer_ids: Sequence[str]) -> dict[str, Document]:
         """Those of these customers the wallet knows, by id."""
-        docs = await self.customers.find({"_id": {"$in": list(customer_ids)}}).to_list(None)
-        return {d["_id"]: d for d in docs}
+        parts = await asyncio.gather(
+            *(
+                self.customers.find({"_id": {"$in": part}}).to_list(None)
+                for part in chunks(customer_ids)
+            )
+        )
+        return {d["_id"]: d for part in parts for d in part}
 
     async def passes_of_live(self, customer_ids: Sequence[str]) -> list[Document]:
         """The passes of these customers that are not voided."""
-        return await self.passes.find(
-            {"customer_id": {"$in": list(customer_ids)}, "voided": False}
-        ).to_list(None)
+        parts = await asyncio.gather(
+            *(
+                self.passes.find({"customer_id": {"$in": part}, "voided": False}).to_list(None)
+                for part in chunks(customer_ids)
+            )
+        )
+        return [d for part in parts for d in part]
 
     async def remember(self, customer_id: str, changes: Mapping[str, Any]) -> None:
         """Set what the wallet knows of a customer."""
         await self.customers.update_one({"_id": customer_id}, {"$set": dict(changes)}, upsert=True)
+
+    async def remember_many(self, changes: Mapping[str, Mapping[str, Any]]) -> None:
+        """Set what the wallet knows of several customers, in one round trip."""
+        writes = [
+            UpdateOne({"_id": customer_id}, {"$set": dict(values)}, upsert=True)
+            for customer_id, values in changes.items()
+            if values
+        ]
+        if writes:
+            await self.customers.bulk_write(writes, ordered=False)
 
     async def set_consent(self, customer_id: str, granted: bool) -> None:
         """Remember the customer's wallet_marketing consent."""
