@@ -38,8 +38,10 @@ from infra.local.status import print_status, write_status
 def banner(stack: Stack) -> str:
     """Where everything runs, the dev keys, and a first event to send."""
     url = stack.gateway_url
+    width = max(15, *(len(name) + 1 for name in stack.service_processes()))
     grpc_lines = "\n".join(
-        f"    {name:<15} 127.0.0.1:{stack.ports.grpc[name]}  (metrics :{stack.ports.metrics[name]})"
+        f"    {name:<{width}} 127.0.0.1:{stack.ports.grpc[name]}"
+        f"  (metrics :{stack.ports.metrics[name]})"
         for name in stack.service_processes()
     )
     email = DEMO_CUSTOMERS[0][3]
@@ -182,10 +184,10 @@ def main() -> None:
     status_file = args.log_dir / "status.json"
     if args.command == "status":
         sys.exit(print_status(status_file))
-    # The supervisor reports exits and restarts here: names, exit codes and signals only.
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s launcher: %(message)s", stream=sys.stderr
-    )
+    # The supervisor reports exits and restarts here: names, exit codes and signals only
+    # (other libraries stay at WARNING: health probes are not news).
+    logging.basicConfig(format="%(asctime)s launcher: %(message)s", stream=sys.stderr)
+    logging.getLogger("infra.local").setLevel(logging.INFO)
 
     stack = Stack(
         StackPorts.from_env(os.environ),
