@@ -435,11 +435,11 @@ class Stack:
             if name in self.processes:
                 self.supervisor.add(self._child(name))
         for name, server in self.servers().items():
-            self.supervisor.add(self._server_child(name, server))
+            self.supervisor.add(self.server_child(name, server))
         self.supervisor.start()
 
     @staticmethod
-    def _server_child(name: str, server: LocalServer) -> Child:
+    def server_child(name: str, server: LocalServer) -> Child:
         """A server is restarted (on its port) only when its data survives a restart."""
         durable = isinstance(server, MongoWireServer) and server.storage_path != ":memory:"
         return Child(

@@ -1,6 +1,7 @@
 """Replicas: the launcher runs two profile processes in one consumer group over 12
 partitions, each on its own ports; both take a share of the events, and when one is killed
-mid-stream the supervisor restarts it and every count stays exact."""
+mid-stream the supervisor restarts it and every count stays exact. The stack's MongoDB-wire
+server keeps its data in files: killed, it is restarted on its port with the data."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from infra.local.servers import KafkaWireServer, MongoWireServer, free_port
+from infra.local.servers import KafkaWireServer, free_port
 from infra.local.stack import Stack, StackPorts
 from services.platform import topics
 from tests.support.kafka import eventually, group_lag, partitions_of, unique
@@ -23,15 +24,16 @@ PARTITIONS = 12
 
 
 @pytest.fixture(scope="module")
-def replicated(mongo_server: MongoWireServer, log_dir: Path) -> Iterator[Stack]:
-    """A stack of its own (its topics have 12 partitions) with two profile replicas."""
+def replicated(log_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """A stack of its own (its topics have 12 partitions) with two profile replicas, and
+    its own MongoDB-wire server with file storage."""
     kafka = KafkaWireServer(free_port(), log_dir / "replicas")
     kafka.start()
     stack = Stack(
         StackPorts.free(),
         log_dir / "replicas",
-        mongo_uri=mongo_server.uri,
         kafka_bootstrap=kafka.bootstrap_servers,
+        mongo_storage_dir=tmp_path_factory.mktemp("mongo-files"),
         extra_env={"LODESTAR_MONGO_DATABASE_PREFIX": unique("replicas").replace("-", "_")},
         replicas={"profile": 2},
         partitions=PARTITIONS,
@@ -118,3 +120,16 @@ async def test_two_replicas_share_the_group_and_losing_one_loses_nothing(
     assert rows["profile-2"].state == "running"
     assert rows["profile-2"].restarts == restarts + 1
     assert rows["profile"].restarts == 0
+
+    # The database server dies: restarted on its port, with its data (file storage).
+    port = stack.ports.mongo
+    await asyncio.to_thread(stack.kill, "mongodb")
+    await asyncio.to_thread(stack.wait_running, "mongodb", 120)
+    assert stack.restarts("mongodb") == 1
+    assert stack.servers()["mongodb"].port == port
+    async with httpx.AsyncClient(timeout=30) as client:
+        platform = Platform(stack, client)
+        for user in users:
+            customer = await platform.wait_for_count(user, "Replica Test", per_user, 120)
+            counts = {c["name"]: c["count"] for c in customer["eventCounts"]}
+            assert counts == {"Replica Test": per_user}, (user, counts)
