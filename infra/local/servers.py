@@ -19,7 +19,6 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import IO
 
 import pymongo
 from pymongo.errors import PyMongoError
@@ -103,27 +102,27 @@ class ManagedProcess:
         self.log_path = log_path
         self.env = env
         self.process: subprocess.Popen[bytes] | None = None
-        self._log: IO[bytes] | None = None
         # Set by stop(): the process ended because we asked, a supervisor leaves it down.
         self.stopped = False
 
     def start(self) -> None:
         """Spawn the process in its own session (so Ctrl-C reaches only the launcher)."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log = self.log_path.open("ab")
         self.stopped = False
-        log = self._log
-        self.process = _SPAWNER.submit(
-            lambda: subprocess.Popen(
-                self.command,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=self.env,
-                cwd=self.cwd,
-                start_new_session=True,
-                preexec_fn=die_with_parent(os.getpid()),  # noqa: PLW1509 (prctl only, no locks)
-            )
-        ).result()
+        # The child writes the log through its own copy of the descriptor: ours is closed at
+        # once, so restarts leave no open file behind.
+        with self.log_path.open("ab") as log:
+            self.process = _SPAWNER.submit(
+                lambda: subprocess.Popen(
+                    self.command,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=self.env,
+                    cwd=self.cwd,
+                    start_new_session=True,
+                    preexec_fn=die_with_parent(os.getpid()),  # noqa: PLW1509 (prctl only)
+                )
+            ).result()
 
     @property
     def pid(self) -> int | None:
@@ -146,7 +145,7 @@ class ManagedProcess:
             self.process.send_signal(sig)
 
     def stop(self, timeout_s: float = 15.0) -> None:
-        """SIGTERM, wait up to ``timeout_s``, then SIGKILL."""
+        """SIGTERM, wait up to ``timeout_s``, then SIGKILL (a supervisor leaves it down)."""
         self.stopped = True
         if self.process is not None:
             if self.alive:
@@ -158,9 +157,6 @@ class ManagedProcess:
                     self.process.wait(5)
             else:
                 self.process.wait()
-        if self._log is not None:
-            self._log.close()
-            self._log = None
 
     def log_tail(self, lines: int = 20) -> str:
         """The last lines of the process's output, for error messages."""

@@ -116,8 +116,6 @@ class Supervisor:
         self._thread: threading.Thread | None = None
         # Set when a child that cannot be restarted died: what happened, for the launcher.
         self.failure: str | None = None
-        # Set whenever a child's state changed (the launcher rewrites its status file).
-        self.changed = threading.Event()
 
     def add(self, child: Child) -> None:
         """Watch ``child`` (running now) from the next poll on."""
@@ -160,7 +158,6 @@ class Supervisor:
             watch.process = watch.child.process()
             watch.restarts += 1
             watch.state = State.RESTARTING
-            self.changed.set()
 
     def state(self, name: str) -> State:
         """The state of one child."""
@@ -290,6 +287,4 @@ class Supervisor:
         log.info("%s started again (restart %d)", watch.child.name, watch.restarts)
 
     def _set(self, watch: _Watch, state: State) -> None:
-        if watch.state is not state:
-            watch.state = state
-            self.changed.set()
+        watch.state = state

@@ -38,18 +38,11 @@ HARD_EXIT_STATUS = 70
 
 
 def shutdown_event() -> asyncio.Event:
-    """An event set by SIGTERM or SIGINT (Kubernetes stops pods with SIGTERM); the first
-    signal also arms the watchdog that ends the process after :data:`HARD_LIMIT_S`."""
+    """An event set by SIGTERM or SIGINT (Kubernetes stops pods with SIGTERM)."""
     event = asyncio.Event()
     loop = asyncio.get_running_loop()
-
-    def requested() -> None:
-        if not event.is_set():
-            arm_watchdog(HARD_LIMIT_S)
-        event.set()
-
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, requested)
+        loop.add_signal_handler(sig, event.set)
     return event
 
 
@@ -131,7 +124,9 @@ async def shut_down(
     cleanup: Sequence[Callable[[], Awaitable[object] | None]],
 ) -> None:
     """Stop everything within :data:`SHUTDOWN_BUDGET_S`: the jobs at once, the consumers
-    after :data:`DRAIN_S` at most (then cancelled), the gRPC server, then each cleanup."""
+    after :data:`DRAIN_S` at most (then cancelled), the gRPC server, then each cleanup; the
+    watchdog ends the process if it has not exited :data:`HARD_LIMIT_S` from now."""
+    arm_watchdog(HARD_LIMIT_S)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + SHUTDOWN_BUDGET_S
 

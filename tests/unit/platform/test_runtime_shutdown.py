@@ -38,7 +38,7 @@ async def test_a_stuck_consumer_and_a_hung_cleanup_do_not_hold_the_shutdown(
     monkeypatch.setattr(runtime, "DRAIN_S", 0.3, raising=False)
     monkeypatch.setattr(runtime, "STEP_S", 0.3, raising=False)
     monkeypatch.setattr(runtime, "SHUTDOWN_BUDGET_S", 3.0, raising=False)
-    monkeypatch.setattr(runtime, "HARD_LIMIT_S", 3600.0, raising=False)
+    monkeypatch.setattr(runtime, "HARD_LIMIT_S", 7 * 86_400.0, raising=False)
     closed: list[str] = []
 
     async def hung_close() -> None:
