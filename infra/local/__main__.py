@@ -1,13 +1,17 @@
 """``python -m infra.local`` (what ``make run`` calls): the whole platform on this machine.
 
 Starts SecantusDB and Tansu, creates the topics, starts the five services and the gateway,
-sends demo data, prints where to go, and stops everything on Ctrl-C or SIGTERM.
+sends demo data, prints where to go, then supervises: a process that dies is restarted with
+backoff and reported here; ``python -m infra.local status`` shows each process's state and
+restarts. Stops everything on Ctrl-C or SIGTERM; if the launcher itself is killed, every
+process it started dies with it.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -26,15 +30,19 @@ from infra.local.demo import (
     create_demo_wallet,
     send_demo_data,
 )
-from infra.local.stack import DEV_PASS_TYPE_ID, ROOT, SERVICES, Stack, StackPorts
+from infra.local.servers import die_with_parent
+from infra.local.stack import DEV_PASS_TYPE_ID, ROOT, Stack, StackPorts
+from infra.local.status import print_status, write_status
 
 
 def banner(stack: Stack) -> str:
     """Where everything runs, the dev keys, and a first event to send."""
     url = stack.gateway_url
+    width = max(15, *(len(name) + 1 for name in stack.service_processes()))
     grpc_lines = "\n".join(
-        f"    {name:<15} 127.0.0.1:{stack.ports.grpc[name]}  (metrics :{stack.ports.metrics[name]})"
-        for name in SERVICES
+        f"    {name:<{width}} 127.0.0.1:{stack.ports.grpc[name]}"
+        f"  (metrics :{stack.ports.metrics[name]})"
+        for name in stack.service_processes()
     )
     email = DEMO_CUSTOMERS[0][3]
     query = (
@@ -68,6 +76,9 @@ Send an event:
 Query a demo customer:
   curl -H 'Authorization: Bearer {stack.api_key}' -H 'Content-Type: application/json' \\
     -d '{{"query": "{query}"}}' {url}/graphql
+
+A process that dies is restarted (see this log); states and restarts:
+  python -m infra.local status
 
 Ctrl-C stops everything.
 """
@@ -156,15 +167,27 @@ def load_movielens_in_background(stack: Stack, log_dir: Path) -> subprocess.Pope
         stderr=subprocess.STDOUT,
         env=stack.env_for("recommendation"),
         cwd=ROOT,
+        preexec_fn=die_with_parent(os.getpid()),  # noqa: PLW1509 (prctl only, no locks)
     )
 
 
 def main() -> None:
-    """Run until Ctrl-C / SIGTERM; exit non-zero if a process dies on its own."""
+    """Run until Ctrl-C / SIGTERM (``status``: print the running launcher's processes); exit
+    non-zero if the stack broke beyond repair (an in-memory server died)."""
     parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument(
+        "command", nargs="?", choices=("run", "status"), default="run", help="default: run"
+    )
     parser.add_argument("--no-demo", action="store_true", help="start without demo data")
     parser.add_argument("--log-dir", type=Path, default=ROOT / ".local" / "logs")
     args = parser.parse_args()
+    status_file = args.log_dir / "status.json"
+    if args.command == "status":
+        sys.exit(print_status(status_file))
+    # The supervisor reports exits and restarts here: names, exit codes and signals only
+    # (other libraries stay at WARNING: health probes are not news).
+    logging.basicConfig(format="%(asctime)s launcher: %(message)s", stream=sys.stderr)
+    logging.getLogger("infra.local").setLevel(logging.INFO)
 
     stack = Stack(
         StackPorts.from_env(os.environ),
@@ -204,16 +227,17 @@ def main() -> None:
                 f"(log: {args.log_dir / 'load-movielens.log'})",
                 flush=True,
             )
-        # Wake every half second to notice a process that died on its own.
+        # The supervisor restarts what dies; wake to refresh the status file and to stop if
+        # the stack broke beyond repair.
         while not stopping.wait(0.5):
-            dead = stack.dead_processes()
-            if dead:
-                for name in dead:
-                    print(f"{name} exited:\n{stack.processes[name].log_tail()}", file=sys.stderr)
+            write_status(status_file, stack)
+            if stack.failure:
+                print(f"stopping: {stack.failure}", file=sys.stderr, flush=True)
                 status = 1
                 break
     finally:
         print("stopping ...", flush=True)
+        status_file.unlink(missing_ok=True)
         if movielens is not None and movielens.poll() is None:
             movielens.terminate()
         stack.stop()

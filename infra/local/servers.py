@@ -6,6 +6,7 @@ start them through these classes, so there is one way to bring them up.
 
 from __future__ import annotations
 
+import ctypes
 import importlib.util
 import os
 import shutil
@@ -15,8 +16,9 @@ import subprocess
 import sys
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import IO
 
 import pymongo
 from pymongo.errors import PyMongoError
@@ -46,8 +48,45 @@ def wait_until(check: object, timeout_s: float, what: str, interval_s: float = 0
     raise TimeoutError(f"{what} not ready after {timeout_s:.0f}s")
 
 
+# prctl(2) option: the signal a child gets when the thread that forked it ends.
+PR_SET_PDEATHSIG = 1
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+# Every child is forked by this one long-lived thread: the parent-death signal fires when the
+# forking *thread* ends, so a short-lived worker (asyncio.to_thread) must never fork one.
+_SPAWNER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="child-spawner")
+
+
+def die_with_parent(parent_pid: int) -> Callable[[], None]:
+    """A ``preexec_fn`` that has the child SIGKILLed when its parent dies (Linux; elsewhere
+    a no-op), even when the parent itself is SIGKILLed and cannot clean up."""
+    prctl = _LIBC.prctl if _LIBC is not None else None
+
+    def preexec() -> None:
+        if prctl is None:
+            return
+        prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        # The parent died between fork and prctl: nobody will signal us, so go now.
+        if os.getppid() != parent_pid:
+            os._exit(1)
+
+    return preexec
+
+
+def describe_exit(returncode: int | None) -> str:
+    """``exit code 3`` or ``signal SIGKILL`` (Popen reports a signal as minus its number)."""
+    if returncode is None:
+        return "running"
+    if returncode < 0:
+        try:
+            return f"signal {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"signal {-returncode}"
+    return f"exit code {returncode}"
+
+
 class ManagedProcess:
-    """A child process with its output in a log file, stopped gracefully then forcibly."""
+    """A child process with its output in a log file, stopped gracefully then forcibly; it
+    dies with the process that started it (:func:`die_with_parent`)."""
 
     def __init__(
         self,
@@ -63,20 +102,37 @@ class ManagedProcess:
         self.log_path = log_path
         self.env = env
         self.process: subprocess.Popen[bytes] | None = None
-        self._log: IO[bytes] | None = None
+        # Set by stop(): the process ended because we asked, a supervisor leaves it down.
+        self.stopped = False
 
     def start(self) -> None:
         """Spawn the process in its own session (so Ctrl-C reaches only the launcher)."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            self.command,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            env=self.env,
-            cwd=self.cwd,
-            start_new_session=True,
-        )
+        self.stopped = False
+        # The child writes the log through its own copy of the descriptor: ours is closed at
+        # once, so restarts leave no open file behind.
+        with self.log_path.open("ab") as log:
+            self.process = _SPAWNER.submit(
+                lambda: subprocess.Popen(
+                    self.command,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=self.env,
+                    cwd=self.cwd,
+                    start_new_session=True,
+                    preexec_fn=die_with_parent(os.getpid()),  # noqa: PLW1509 (prctl only)
+                )
+            ).result()
+
+    @property
+    def pid(self) -> int | None:
+        """The pid of the current process (None before start)."""
+        return self.process.pid if self.process is not None else None
+
+    @property
+    def returncode(self) -> int | None:
+        """How the process ended (minus the signal number when killed); None while it runs."""
+        return self.process.poll() if self.process is not None else None
 
     @property
     def alive(self) -> bool:
@@ -89,7 +145,8 @@ class ManagedProcess:
             self.process.send_signal(sig)
 
     def stop(self, timeout_s: float = 15.0) -> None:
-        """SIGTERM, wait up to ``timeout_s``, then SIGKILL."""
+        """SIGTERM, wait up to ``timeout_s``, then SIGKILL (a supervisor leaves it down)."""
+        self.stopped = True
         if self.process is not None:
             if self.alive:
                 self.process.terminate()
@@ -100,9 +157,6 @@ class ManagedProcess:
                     self.process.wait(5)
             else:
                 self.process.wait()
-        if self._log is not None:
-            self._log.close()
-            self._log = None
 
     def log_tail(self, lines: int = 20) -> str:
         """The last lines of the process's output, for error messages."""

@@ -1,11 +1,17 @@
 """The local platform: the two wire-protocol servers, the five services and the gateway, each
 its own process, plus the loopback stand-ins for Apple's push service (APNs) and the Google
 Wallet API when no real credentials are configured. ``python -m infra.local`` runs it for
-people; the e2e fixtures run the same code on free ports."""
+people; the e2e fixtures run the same code on free ports.
+
+The stack supervises what it started (infra/local/supervisor.py): a service, a replica, the
+gateway or a stand-in that dies is restarted with backoff; a MongoDB-wire server with file
+storage too; an in-memory server is not (its data is gone), the stack reports it as failed.
+Every child dies with the process that owns the stack (infra/local/servers.py)."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import secrets
 import signal
@@ -27,12 +33,14 @@ from infra.local.devapns import ensure_apns_dev_files
 from infra.local.fake_google import DEV_ISSUER_ID, ensure_google_dev_service_account
 from infra.local.servers import (
     KafkaWireServer,
+    LocalServer,
     ManagedProcess,
     MongoWireServer,
     free_port,
     port_in_use,
     wait_until,
 )
+from infra.local.supervisor import Child, ProcessStatus, RestartPolicy, State, Supervisor
 from services.platform import topics
 from services.platform.bus import ensure_topics
 from services.platform.crypto import generate_key
@@ -41,6 +49,11 @@ from services.wallet.devcerts import ensure_dev_certificates
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES = ("identity", "profile", "segmentation", "recommendation", "wallet")
+# LODESTAR_LOCAL_REPLICAS: processes per service, all in the service's consumer groups.
+MAX_REPLICAS = 8
+# Signals after which the process is gone (SIGSTOP/SIGCONT leave it in place).
+ENDING_SIGNALS = (signal.SIGKILL, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
+log = logging.getLogger(__name__)
 DEFAULT_GRPC_PORTS = {
     "identity": 50051,
     "profile": 50052,
@@ -80,6 +93,9 @@ class StackPorts:
     metrics: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_METRICS_PORTS))
     # One MongoDB-wire server per database owner (LODESTAR_LOCAL_MONGO_SERVERS=per-service).
     mongo_per_service: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_MONGO_PORTS))
+    # The PassKit HTTP port of each further wallet replica (``wallet-2`` ...), like the
+    # further replicas' entries in ``grpc`` and ``metrics``: free ports chosen by the Stack.
+    replica_passkit: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> StackPorts:
@@ -150,6 +166,37 @@ def http_ok(url: str, verify: str | bool = True) -> bool:
         return False
 
 
+def service_of(name: str) -> str:
+    """The service a process runs: ``profile`` for ``profile`` and for ``profile-2``."""
+    base, _, number = name.rpartition("-")
+    return base if number.isdigit() and base in SERVICES else name
+
+
+def replicas_from(env: Mapping[str, str]) -> dict[str, int]:
+    """``LODESTAR_LOCAL_REPLICAS``: one number for every service (``2``), or per service
+    (``profile=2,wallet=3``); unset means one each."""
+    raw = env.get("LODESTAR_LOCAL_REPLICAS", "").strip()
+    counts = dict.fromkeys(SERVICES, 1)
+    if not raw:
+        return counts
+    problem = (
+        f"LODESTAR_LOCAL_REPLICAS: must be a number 1-{MAX_REPLICAS} or service=number pairs "
+        f"({', '.join(SERVICES)}), got {raw[:40]!r}"
+    )
+    pairs = (
+        [[service, raw] for service in SERVICES]
+        if raw.isdigit()
+        else [part.strip().split("=", 1) for part in raw.split(",")]
+    )
+    for pair in pairs:
+        if len(pair) != 2 or pair[0] not in SERVICES or not pair[1].isdigit():
+            raise SystemExit(problem)
+        if not 1 <= int(pair[1]) <= MAX_REPLICAS:
+            raise SystemExit(problem)
+        counts[pair[0]] = int(pair[1])
+    return counts
+
+
 def mongo_mode_from(env: Mapping[str, str]) -> str:
     """``LODESTAR_LOCAL_MONGO_SERVERS``: ``shared`` (one server) or ``per-service``."""
     mode = env.get("LODESTAR_LOCAL_MONGO_SERVERS", "") or DEFAULT_MONGO_MODE
@@ -168,7 +215,14 @@ class Stack:
     session shares one of each); otherwise :meth:`start` launches them on ``ports``: one
     MongoDB-wire server, or one per database owner when ``mongo_mode`` (default: the
     ``LODESTAR_LOCAL_MONGO_SERVERS`` setting) is ``per-service``. ``mongo_standalone=False``
-    starts them advertised as a replica set (only to compare, in benchmarks).
+    starts them advertised as a replica set (only to compare, in benchmarks);
+    ``mongo_storage_dir`` keeps their data in files there (so a restarted server has it).
+
+    ``replicas`` (default: ``LODESTAR_LOCAL_REPLICAS``) runs N processes of a service, named
+    ``profile``, ``profile-2`` ...; all join the service's consumer groups, each has its own
+    gRPC, metrics (and PassKit) ports, and the gateway and the wallet call the first one.
+    ``partitions`` sets ``LODESTAR_KAFKA_TOPIC_PARTITIONS`` (topics this stack creates).
+    Once started, the stack supervises its children (``supervise=False``: not at all).
     """
 
     def __init__(
@@ -183,6 +237,11 @@ class Stack:
         wallet_certs_dir: Path | None = None,
         mongo_mode: str | None = None,
         mongo_standalone: bool = True,
+        mongo_storage_dir: Path | None = None,
+        replicas: Mapping[str, int] | None = None,
+        partitions: int | None = None,
+        supervise: bool = True,
+        restart_policy: RestartPolicy | None = None,
     ) -> None:
         self.ports = ports
         self.log_dir = log_dir
@@ -190,6 +249,12 @@ class Stack:
         # The dev key with every scope, created in the gateway's database by start().
         self.api_key = ""
         self.extra_env = dict(extra_env or {})
+        if partitions is not None:
+            if partitions < 1:
+                raise ValueError("partitions must be at least 1")
+            self.extra_env["LODESTAR_KAFKA_TOPIC_PARTITIONS"] = str(partitions)
+        self.mongo_storage_dir = mongo_storage_dir
+        self.supervisor: Supervisor | None = Supervisor(restart_policy) if supervise else None
         self.wallet_certs_dir = wallet_certs_dir or ROOT / ".local" / "wallet-certs"
         # Fresh PII keys per local run (the local database is in memory too).
         # The services' gRPC door: every process of this run shares one fresh token.
@@ -221,6 +286,16 @@ class Stack:
             )
             if real not in env
         )
+        self.replicas = replicas_from(env)
+        for service, count in (replicas or {}).items():
+            if service not in SERVICES or not 1 <= count <= MAX_REPLICAS:
+                raise ValueError(f"replicas: 1-{MAX_REPLICAS} of one of {', '.join(SERVICES)}")
+            self.replicas[service] = count
+        for name in self.replica_names():
+            self.ports.grpc.setdefault(name, free_port())
+            self.ports.metrics.setdefault(name, free_port())
+            if service_of(name) == "wallet":
+                self.ports.replica_passkit.setdefault(name, free_port())
         self.apns_files = ensure_apns_dev_files(
             self.wallet_certs_dir / "apns", DEV_TEAM_ID, DEV_APNS_KEY_ID
         )
@@ -273,6 +348,24 @@ class Stack:
             return {"mongodb": self.mongo}
         return {f"mongodb-{owner}": server for owner, server in self.mongo_servers.items()}
 
+    def service_processes(self) -> list[str]:
+        """Every service process by name: each service, then its further replicas."""
+        return [*SERVICES, *self.replica_names()]
+
+    def replica_names(self) -> list[str]:
+        """The further replicas (``profile-2`` ...), beyond each service's first process."""
+        return [
+            f"{service}-{n}" for service in SERVICES for n in range(2, self.replicas[service] + 1)
+        ]
+
+    def servers(self) -> dict[str, LocalServer]:
+        """Every wire-protocol server this stack started, by name (``mongodb`` or
+        ``mongodb-<owner>``, and ``kafka``)."""
+        found: dict[str, LocalServer] = dict(self.mongo_processes())
+        if self.kafka is not None:
+            found["kafka"] = self.kafka
+        return found
+
     def grpc_channel(self, service: str) -> grpc.aio.Channel:
         """An asyncio channel to a service that sends this run's service token."""
         return client_channel(self.grpc_target(service), 30.0, self.grpc_token)
@@ -289,6 +382,7 @@ class Stack:
                 server = MongoWireServer(
                     self.ports.mongo_per_service[owner],
                     self.log_dir,
+                    self._mongo_storage(owner),
                     standalone=self.mongo_standalone,
                     label=owner,
                 )
@@ -296,7 +390,10 @@ class Stack:
                 server.start()
         elif not self.mongo_uri:
             self.mongo = MongoWireServer(
-                self.ports.mongo, self.log_dir, standalone=self.mongo_standalone
+                self.ports.mongo,
+                self.log_dir,
+                self._mongo_storage("mongodb"),
+                standalone=self.mongo_standalone,
             )
             self.mongo.start()
             self.mongo_uri = self.mongo.uri
@@ -317,10 +414,56 @@ class Stack:
         for name in self.stand_ins:
             self.wait_healthy(name, timeout_s)
         self.api_key = asyncio.run(self.create_api_key(ALL_SCOPES, "make run dev key"))
-        for name in (*SERVICES, "gateway"):
+        for name in (*self.service_processes(), "gateway"):
             self.start_process(name)
-        for name in (*SERVICES, "gateway"):
+        for name in (*self.service_processes(), "gateway"):
             self.wait_healthy(name, timeout_s)
+        self.supervise()
+
+    def _mongo_storage(self, name: str) -> str:
+        """In memory, or a directory per server under ``mongo_storage_dir``."""
+        if self.mongo_storage_dir is None:
+            return ":memory:"
+        return str(self.mongo_storage_dir / name)
+
+    def supervise(self) -> None:
+        """Watch every child started so far and the servers (:meth:`start` calls it once all
+        are healthy: a failure during start-up stops the start instead)."""
+        if self.supervisor is None:
+            return
+        for name in (*self.stand_ins, *self.service_processes(), "gateway"):
+            if name in self.processes:
+                self.supervisor.add(self._child(name))
+        for name, server in self.servers().items():
+            self.supervisor.add(self.server_child(name, server))
+        self.supervisor.start()
+
+    @staticmethod
+    def server_child(name: str, server: LocalServer) -> Child:
+        """A server is restarted (on its port) only when its data survives a restart."""
+        durable = isinstance(server, MongoWireServer) and server.storage_path != ":memory:"
+        return Child(
+            name=name,
+            kind="server",
+            process=lambda: server.process,
+            launch=server.start,
+            healthy=server.ready,
+            restartable=durable,
+            fatal_note=(
+                "it kept its data in memory, so that data is gone: not restarted "
+                "(stop the stack and start it again)"
+            ),
+        )
+
+    def _child(self, name: str) -> Child:
+        """How the supervisor finds, starts and checks one process of this stack."""
+        return Child(
+            name=name,
+            kind="stand-in" if name in STAND_INS else "service",
+            process=lambda: self.processes.get(name),
+            launch=lambda: self.start_process(name),
+            healthy=lambda: self._healthy(name),
+        )
 
     def _key_settings(self) -> KeyStoreSettings:
         """Where the gateway of this stack keeps its API keys."""
@@ -414,8 +557,9 @@ class Stack:
         env = self._base_env()
         if name in STAND_INS:
             return env
-        if name in self.mongo_servers:
-            env["LODESTAR_MONGO_URI"] = self.mongo_servers[name].uri
+        service = service_of(name)
+        if service in self.mongo_servers:
+            env["LODESTAR_MONGO_URI"] = self.mongo_servers[service].uri
         if name == "gateway":
             env["LODESTAR_GATEWAY_HTTP_PORT"] = str(self.ports.gateway)
             env["LODESTAR_WRITE_KEY"] = self.write_key
@@ -427,17 +571,21 @@ class Stack:
             env["LODESTAR_WALLET_ADDR"] = self.grpc_target("wallet")
             env["LODESTAR_METRICS_PORT"] = "0"
         else:
-            env[f"LODESTAR_{name.upper()}_GRPC_PORT"] = str(self.ports.grpc[name])
+            env[f"LODESTAR_{service.upper()}_GRPC_PORT"] = str(self.ports.grpc[name])
             env["LODESTAR_METRICS_PORT"] = str(self.ports.metrics[name])
-        if name == "wallet":
-            env.update(self._wallet_env(env))
+        if service == "wallet":
+            env.update(self._wallet_env(env, self.passkit_port(name)))
         return env
 
-    def _wallet_env(self, env: Mapping[str, str]) -> dict[str, str]:
+    def passkit_port(self, name: str = "wallet") -> int:
+        """The PassKit HTTP port of a wallet process (``wallet`` or a further replica)."""
+        return self.ports.replica_passkit.get(name, self.ports.passkit)
+
+    def _wallet_env(self, env: Mapping[str, str], passkit_port: int) -> dict[str, str]:
         """The PassKit port and URL, and dev signing certificates (generated when missing)
         unless real ones are configured."""
         wallet = {
-            "LODESTAR_WALLET_HTTP_PORT": str(self.ports.passkit),
+            "LODESTAR_WALLET_HTTP_PORT": str(passkit_port),
             "LODESTAR_WALLET_WEB_SERVICE_URL": env.get(
                 "LODESTAR_WALLET_WEB_SERVICE_URL", self.passkit_url
             ),
@@ -510,8 +658,8 @@ class Stack:
         ]
 
     def start_process(self, name: str) -> None:
-        """Start (or restart) one service or the gateway."""
-        module = "gateway" if name == "gateway" else f"services.{name}"
+        """Start (or restart) one service, replica, stand-in or the gateway."""
+        module = "gateway" if name == "gateway" else f"services.{service_of(name)}"
         command = (
             self._stand_in_command(name) if name in STAND_INS else [sys.executable, "-m", module]
         )
@@ -533,38 +681,153 @@ class Stack:
         def healthy() -> bool:
             if not process.alive:
                 raise RuntimeError(f"{name} exited during start-up:\n{process.log_tail()}")
-            if name == "gateway":
-                return http_ok(f"{self.gateway_url}/healthz")
-            if name == "fake-apns":
-                return http_ok(f"{self.apns_url}/fake/pushes", verify=self.apns_ca)
-            if name == "fake-google":
-                return http_ok(f"{self.google_url}/fake/health")
-            if name == "wallet" and not http_ok(f"{self.passkit_url}/healthz"):
-                return False
-            return grpc_serving(self.grpc_target(name))
+            return self._healthy(name)
 
         wait_until(healthy, timeout_s, name, 0.2)
 
+    def _healthy(self, name: str) -> bool:
+        """One health check of a process: gRPC health (services), ``/healthz`` (gateway;
+        the wallet answers both), the stand-ins' own pages."""
+        if name == "gateway":
+            return http_ok(f"{self.gateway_url}/healthz")
+        if name == "fake-apns":
+            return http_ok(f"{self.apns_url}/fake/pushes", verify=self.apns_ca)
+        if name == "fake-google":
+            return http_ok(f"{self.google_url}/fake/health")
+        passkit = f"http://127.0.0.1:{self.passkit_port(name)}/healthz"
+        if service_of(name) == "wallet" and not http_ok(passkit):
+            return False
+        return grpc_serving(self.grpc_target(name))
+
+    def _managed(self, name: str) -> ManagedProcess | None:
+        """The current process of a child or server by name."""
+        if name in self.processes:
+            return self.processes[name]
+        server = self.servers().get(name)
+        if server is None:
+            known = [*self.processes, *self.servers()]
+            raise KeyError(f"no process named {name[:40]!r} (known: {', '.join(known)})")
+        return server.process
+
+    def send_signal(self, name: str, sig: signal.Signals) -> None:
+        """Send ``sig`` to a process and return at once (``SIGSTOP`` freezes it, ``SIGCONT``
+        thaws it; the supervisor sees a frozen process as running, as Kubernetes would until
+        a probe fails)."""
+        process = self._managed(name)
+        if process is not None:
+            process.signal(sig)
+
     def kill(self, name: str, sig: signal.Signals = signal.SIGKILL) -> None:
-        """Signal one process and wait for it to end (``SIGKILL`` simulates a crash)."""
-        process = self.processes[name]
-        process.signal(sig)
-        if process.process is not None:
+        """Signal one process (a service, replica, stand-in, the gateway, or a server:
+        ``mongodb``, ``mongodb-<owner>``, ``kafka``) and wait for it to end (``SIGKILL``
+        simulates a crash). Under supervision it is then restarted with backoff (see
+        :meth:`wait_running`); a server only when its data survives (file storage)."""
+        if sig not in ENDING_SIGNALS:
+            self.send_signal(name, sig)
+            return
+        supervisor = self.supervisor
+        if supervisor is None:
+            process = self._managed(name)
+            if process is not None and process.process is not None:
+                process.signal(sig)
+                process.process.wait(30)
+                # Unsupervised: the caller starts it again (restart()).
+                process.stop()
+            return
+        with supervisor.lock:
+            process = self._managed(name)
+            if process is None or process.process is None:
+                return
+            supervisor.expect_exit(name)
+            process.signal(sig)
             process.process.wait(30)
-        process.stop()
+            supervisor.poll(name)
 
     def restart(self, name: str, timeout_s: float = 60.0) -> None:
-        """Start a stopped process again and wait until it is healthy."""
+        """Stop a process if it runs (SIGTERM), start it again (a server on its port) and
+        wait until it is healthy; under supervision, count it as a restart."""
+        server = self.servers().get(name)
+        supervisor = self.supervisor
+        if supervisor is None:
+            self._start_again(name, server, timeout_s)
+        else:
+            with supervisor.lock:
+                self._start_again(name, server, timeout_s)
+                supervisor.restarted(name)
+        if server is None:
+            self.wait_healthy(name, timeout_s)
+        if supervisor is not None:
+            self.wait_running(name, timeout_s)
+
+    def _start_again(self, name: str, server: LocalServer | None, timeout_s: float) -> None:
+        if server is not None:
+            server.stop()
+            server.start(timeout_s)
+            return
+        if name in self.processes and self.processes[name].alive:
+            self.processes[name].stop()
         self.start_process(name)
-        self.wait_healthy(name, timeout_s)
+
+    def wait_running(self, name: str, timeout_s: float = 60.0) -> None:
+        """Wait until the supervisor has ``name`` running and healthy again (after a kill)."""
+        supervisor = self.supervisor
+        if supervisor is None:
+            raise RuntimeError("this stack does not supervise its processes")
+
+        def running() -> bool:
+            state = supervisor.state(name)
+            if state in (State.FAILED, State.STOPPED):
+                raise RuntimeError(f"{name} is {state} and will not come back")
+            return state is State.RUNNING
+
+        wait_until(running, timeout_s, f"{name} running again", 0.1)
+
+    def restarts(self, name: str) -> int:
+        """How many times the supervisor (or :meth:`restart`) started ``name`` again."""
+        return self.supervisor.restarts(name) if self.supervisor is not None else 0
+
+    def status(self) -> list[ProcessStatus]:
+        """Every child with its pid, state (running / restarting / backing off / stopped /
+        failed), restart count, crash count and last exit."""
+        if self.supervisor is not None and self.supervisor.status():
+            return self.supervisor.status()
+        rows = []
+        servers = self.servers()
+        for name in [*self.processes, *servers]:
+            managed = self.processes.get(name) or servers[name].process
+            alive = managed is not None and managed.alive
+            rows.append(
+                ProcessStatus(
+                    name=name,
+                    kind="server" if name in servers else "service",
+                    pid=managed.pid if managed is not None and alive else None,
+                    state=str(State.RUNNING if alive else State.STOPPED),
+                    restarts=0,
+                    crashes=0,
+                    last_exit="",
+                    next_start_in_s=0.0,
+                )
+            )
+        return rows
+
+    @property
+    def failure(self) -> str | None:
+        """What broke the stack beyond repair (an in-memory server died), else None."""
+        return self.supervisor.failure if self.supervisor is not None else None
 
     def dead_processes(self) -> list[str]:
-        """Names of processes that exited on their own."""
-        return [name for name, p in self.processes.items() if not p.alive]
+        """Names of processes that exited on their own: down now without being stopped, or
+        (under supervision) crashed at least once even if restarted since."""
+        down = [name for name, p in self.processes.items() if not p.alive and not p.stopped]
+        crashed = self.supervisor.crashed() if self.supervisor is not None else []
+        return sorted({*down, *crashed})
 
     def stop(self) -> None:
-        """Stop the gateway first, then the services, then the servers."""
-        for name in ("gateway", *reversed(SERVICES), *STAND_INS):
+        """Stop supervising, then stop the gateway, the services, then the servers."""
+        if self.supervisor is not None:
+            self.supervisor.stop()
+        replicas = self.replica_names()
+        for name in ("gateway", *reversed(replicas), *reversed(SERVICES), *STAND_INS):
             if name in self.processes:
                 self.processes[name].stop()
         for server in (self.kafka, self.mongo, *self.mongo_servers.values()):

@@ -1,5 +1,6 @@
 """Bad input and crashes against the running platform: nothing rejected is produced, poison
-goes to the dead-letter topic, and a killed profile service loses and doubles nothing."""
+goes to the dead-letter topic, and a killed profile service (restarted by the stack's
+supervisor) loses and doubles nothing."""
 
 from __future__ import annotations
 
@@ -132,7 +133,9 @@ async def test_poison_on_raw_topic_is_dead_lettered_and_identity_goes_on(
 async def test_kill_9_profile_while_events_stream_loses_and_doubles_nothing(
     platform: Platform, stack: Stack
 ) -> None:
+    """The supervisor restarts the killed service by itself; the rest keeps serving."""
     user_id = unique("crash")
+    restarts = stack.restarts("profile")
     total, per_request = 1_000, 20
     killed = asyncio.Event()
 
@@ -157,7 +160,9 @@ async def test_kill_9_profile_while_events_stream_loses_and_doubles_nothing(
 
     await stream()
     assert killed.is_set()
-    await asyncio.to_thread(stack.restart, "profile")
+    await asyncio.to_thread(stack.wait_running, "profile", 120)
+    assert stack.restarts("profile") == restarts + 1
+    assert "profile" not in stack.dead_processes()  # killed on purpose: no crash
     customer = await platform.wait_for_count(user_id, "Crash Test", total, timeout_s=120)
 
     async def drained() -> bool:

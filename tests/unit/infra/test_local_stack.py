@@ -1,5 +1,6 @@
-"""The local launcher's MongoDB-wire settings: standalone servers, and one shared server or
-one per database owner (``LODESTAR_LOCAL_MONGO_SERVERS``)."""
+"""The local launcher's settings: standalone MongoDB-wire servers, one shared server or one
+per database owner (``LODESTAR_LOCAL_MONGO_SERVERS``), replicas per service
+(``LODESTAR_LOCAL_REPLICAS``), and which servers may be restarted."""
 
 from __future__ import annotations
 
@@ -7,13 +8,17 @@ from pathlib import Path
 
 import pytest
 
-from infra.local.servers import MongoWireServer
+from infra.local.servers import KafkaWireServer, MongoWireServer
 from infra.local.stack import (
     DATABASE_OWNERS,
     DEFAULT_MONGO_MODE,
     DEFAULT_MONGO_PORTS,
+    SERVICES,
+    Stack,
     StackPorts,
     mongo_mode_from,
+    replicas_from,
+    service_of,
 )
 
 
@@ -53,3 +58,35 @@ def test_every_database_owner_has_its_own_port_each_overridable() -> None:
     assert ports.mongo not in ports.mongo_per_service.values()
     free = StackPorts.free()
     assert len(set(free.mongo_per_service.values())) == len(DATABASE_OWNERS)
+
+
+def test_replicas_are_one_number_or_per_service_and_a_bad_value_is_named() -> None:
+    assert replicas_from({}) == dict.fromkeys(SERVICES, 1)
+    assert replicas_from({"LODESTAR_LOCAL_REPLICAS": "2"}) == dict.fromkeys(SERVICES, 2)
+    assert replicas_from({"LODESTAR_LOCAL_REPLICAS": "profile=3, wallet=2"}) == {
+        **dict.fromkeys(SERVICES, 1),
+        "profile": 3,
+        "wallet": 2,
+    }
+    for bad in ("0", "99", "profile", "gateway=2", "profile=two"):
+        with pytest.raises(SystemExit, match="LODESTAR_LOCAL_REPLICAS"):
+            replicas_from({"LODESTAR_LOCAL_REPLICAS": bad})
+
+
+def test_a_replica_runs_its_service() -> None:
+    assert service_of("profile") == "profile"
+    assert service_of("profile-2") == "profile"
+    assert service_of("fake-apns") == "fake-apns"
+    assert service_of("mongodb-profile") == "mongodb-profile"
+
+
+def test_only_a_server_whose_data_survives_is_restarted(tmp_path: Path) -> None:
+    in_memory = Stack.server_child("mongodb", MongoWireServer(1234, tmp_path))
+    on_disk = Stack.server_child("mongodb", MongoWireServer(1234, tmp_path, str(tmp_path / "db")))
+    broker = Stack.server_child("kafka", KafkaWireServer(1235, tmp_path))
+    assert (in_memory.restartable, on_disk.restartable, broker.restartable) == (
+        False,
+        True,
+        False,
+    )
+    assert "data is gone" in in_memory.fatal_note

@@ -1,0 +1,104 @@
+"""A service stops within Kubernetes' 30 s grace after SIGTERM even when its Kafka broker
+died while it was busy (each shutdown step is bounded: services/platform/runtime.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pymongo
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from infra.local.servers import KafkaWireServer, MongoWireServer, free_port, wait_until
+from infra.local.stack import Stack, StackPorts
+from lodestar.v1 import events_pb2
+from services.platform import topics
+from services.platform.bus import ensure_topics
+from tests.support.kafka import unique
+
+# A correctness bound (Kubernetes SIGKILLs at 30 s), generous for a loaded machine: before
+# the bounds, a busy profile service took ~28 s here.
+GRACE_BOUND_S = 20.0
+BACKLOG = 20_000
+
+
+@pytest.fixture
+def kafka(log_dir: Path) -> Iterator[KafkaWireServer]:
+    """A broker of this test alone: it is killed."""
+    server = KafkaWireServer(free_port(), log_dir)
+    server.start()
+    yield server
+    server.stop()
+
+
+async def backlog(bootstrap: str, count: int) -> None:
+    """``count`` resolved events for 500 customers, waiting on the profile service."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    await producer.start()
+    try:
+        sent = []
+        for n in range(count):
+            event = events_pb2.Event(
+                event_id=f"grace-{n}",
+                customer_id=f"grace-customer-{n % 500}",
+                name="Viewed",
+                type=events_pb2.EVENT_TYPE_TRACK,
+                source="web",
+            )
+            event.timestamp.FromDatetime(datetime.now(UTC))
+            sent.append(
+                await producer.send(
+                    topics.EVENTS_RESOLVED,
+                    key=event.customer_id.encode(),
+                    value=event.SerializeToString(),
+                )
+            )
+        await asyncio.gather(*sent)
+    finally:
+        await producer.stop()
+
+
+def test_a_busy_service_stops_within_the_grace_when_kafka_died_first(
+    mongo_server: MongoWireServer, kafka: KafkaWireServer, log_dir: Path
+) -> None:
+    prefix = unique("grace").replace("-", "_")
+    asyncio.run(ensure_topics(kafka.bootstrap_servers, dict.fromkeys(topics.ALL_TOPICS, 6)))
+    asyncio.run(backlog(kafka.bootstrap_servers, BACKLOG))
+    stack = Stack(
+        StackPorts.free(),
+        log_dir,
+        mongo_uri=mongo_server.uri,
+        kafka_bootstrap=kafka.bootstrap_servers,
+        extra_env={"LODESTAR_MONGO_DATABASE_PREFIX": prefix},
+        supervise=False,
+    )
+    stack.start_process("profile")
+    try:
+        stack.wait_healthy("profile")
+        client: pymongo.MongoClient[dict[str, object]] = pymongo.MongoClient(mongo_server.uri)
+        profiles = client[f"{prefix}_profile"]["profiles"]
+        # Busy: it has stored some of the backlog and is working on the rest.
+        wait_until(lambda: profiles.estimated_document_count() > 0, 60, "profile busy", 0.1)
+        client.close()
+        assert kafka.process is not None
+        kafka.process.signal(signal.SIGKILL)
+        kafka.process.stop()
+        # Long enough for the handler to fail against the dead broker and back off.
+        time.sleep(2)
+        process = stack.processes["profile"]
+        assert process.process is not None
+        assert process.alive
+        asked = time.monotonic()
+        process.signal(signal.SIGTERM)
+        returncode = process.process.wait(60)
+        took = time.monotonic() - asked
+        assert took < GRACE_BOUND_S, f"stopped {took:.1f} s after SIGTERM"
+        # It finished its own shutdown: the watchdog (exit 70) was not needed.
+        assert returncode == 0, process.log_tail()
+    finally:
+        stack.stop()
