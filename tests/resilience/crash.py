@@ -73,9 +73,9 @@ class FaultResult:
 
 
 def kill_and_recover(stack: Stack, name: str) -> None:
-    """``kill -9`` one process and wait until it serves again."""
+    """``kill -9`` one process and wait until the launcher has it serving again."""
     stack.kill(name, signal.SIGKILL)
-    stack.restart(name)
+    stack.wait_running(name, timeout_s=120)
 
 
 async def dead_letter_total(stack: Stack) -> int:
@@ -208,7 +208,8 @@ async def run_fault(
 ) -> FaultResult:
     """Stream one run's events with ``fault`` injected a third of the way in; compare the
     result with the reference. ``fault`` is ``none``, ``kill:<process>`` (``kill -9``, the
-    launcher restarts it) or ``stop:<process>:<seconds>`` (SIGSTOP, then SIGCONT)."""
+    launcher restarts it; ``mongodb`` is the MongoDB-wire server, on file storage) or
+    ``stop:<process>:<seconds>`` (SIGSTOP, then SIGCONT)."""
     tag = unique("res").replace("-", "")
     event = f"Resilience {tag}"
     segment_id = f"res-{tag}"
@@ -226,9 +227,9 @@ async def run_fault(
         elif kind == "stop":
             name, _, seconds = rest.partition(":")
             started = time.monotonic()
-            stack.processes[name].signal(signal.SIGSTOP)
+            stack.send_signal(name, signal.SIGSTOP)
             await asyncio.sleep(float(seconds))
-            stack.processes[name].signal(signal.SIGCONT)
+            stack.send_signal(name, signal.SIGCONT)
             await asyncio.to_thread(stack.wait_healthy, name)
             recovery.append(time.monotonic() - started)
 

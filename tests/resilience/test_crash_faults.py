@@ -34,6 +34,7 @@ FAULTS = [
     "kill:recommendation",
     "kill:wallet",
     "kill:gateway",
+    "kill:mongodb",
     "stop:profile:10",
 ]
 
@@ -45,6 +46,8 @@ def private_stack() -> Iterator[Stack]:
         stack = Stack(
             StackPorts.free(),
             Path(logs),
+            # File storage: the MongoDB-wire server can be killed and come back with its data.
+            mongo_storage_dir=Path(logs) / "mongodb",
             extra_env={
                 "LODESTAR_INGEST_RATE_LIMIT_PER_S": "1000000",
                 "LODESTAR_INGEST_RATE_LIMIT_BURST": "1000000",
