@@ -22,6 +22,7 @@ from infra.local.servers import KafkaWireServer, MongoWireServer
 from lodestar.v1 import common_pb2, events_pb2, profile_pb2, segmentation_pb2, segmentation_pb2_grpc
 from services.platform import topics
 from services.platform.bus import Bus, BusConfig, Delivery, ensure_topics
+from services.platform.dbops import DB_OPERATIONS
 from services.platform.mongo import Document, database, mongo_client
 from services.platform.rpc import GrpcServer
 from services.segmentation import clv
@@ -607,3 +608,41 @@ async def test_a_profile_change_keeps_the_scores_of_the_view(store: Segmentation
     assert view["orders"]["revenue"] == 10.0
     assert "traits" in view
     assert view["traits"] == {}  # the newer profile has no traits: the old ones are gone
+
+
+async def test_memberships_are_read_in_one_reply_per_chunk_and_entries_recorded_once(
+    store: SegmentationStore,
+) -> None:
+    # 120 customers in 4 segments each: 480 memberships, past a cursor's first batch (101),
+    # so reading them chunk by chunk once needed a getMore round trip after each find.
+    customers = [f"c{n:03d}" for n in range(120)]
+    since = datetime(2026, 11, 1, tzinfo=UTC)
+    entries = [
+        {
+            "_id": f"s{s}:{c}",
+            "segment_id": f"s{s}",
+            "customer_id": c,
+            "since": since,
+            "segment_version": 1,
+        }
+        for c in customers
+        for s in range(4)
+    ]
+    await store.apply_memberships(entries, [])
+    # Redelivered: the same entries again (one newer) change nothing already recorded.
+    again = [{**e, "since": since + timedelta(days=1)} for e in entries[:10]]
+    await store.apply_memberships(again, [("s0", "c119")])
+    before = DB_OPERATIONS.snapshot()[0]
+    found = await store.memberships_of(customers)
+    after = DB_OPERATIONS.snapshot()[0]
+    database = store.db.name
+    # Counted by (database, command, collection).
+    asked = {
+        k[1]: after[k] - before.get(k, 0)
+        for k in after
+        if after[k] != before.get(k, 0) and k[0] == database and k[2] == "memberships"
+    }
+    assert asked == {"find": 3}
+    assert sum(len(v) for v in found.values()) == 479
+    assert set(found["c119"]) == {"s1", "s2", "s3"}
+    assert {d["since"] for v in found.values() for d in v.values()} == {since}

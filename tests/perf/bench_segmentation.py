@@ -33,12 +33,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from lodestar.v1 import common_pb2, events_pb2, profile_pb2
 from services.platform import topics
 from services.platform.bus import Bus, BusConfig, Delivery, ensure_topics
+from services.platform.dbops import DB_OPERATIONS
 from services.platform.mongo import Document, database, mongo_client
 from services.segmentation.audience import Audiences
 from services.segmentation.consumers import ProfileChangeHandler, profile_document
 from services.segmentation.rules import parse
 from services.segmentation.segments import LIVE, Catalog, Segment
 from services.segmentation.store import SegmentationStore, membership_id
+from tests.perf.costs import CLOCK_TICKS, cpu_ticks, pid_of
+from tests.perf.dbcounts import Window
 from tests.perf.servers import private_servers
 
 NOW = datetime(2026, 11, 1, tzinfo=UTC)
@@ -255,10 +258,13 @@ async def through_kafka(
     stream: Sequence[events_pb2.ProfileChanged],
     mongo_uri: str,
     bootstrap: str,
-) -> tuple[float, float, int, int]:
+    server_pid: int,
+) -> tuple[float, float, int, int, dict[str, object]]:
     """Changes/s through Kafka into the real handler against SecantusDB, from a warm state
-    (every customer's view and memberships stored); also the memberships before and the
-    membership events the stream caused."""
+    (every customer's view and memberships stored); also the memberships before, the
+    membership events the stream caused, and what the phase cost: the database operations
+    and documents per change by command and collection, the server's and this process's CPU
+    per change."""
     await ensure_topics(bootstrap, {topics.PROFILE_CHANGED: 6, topics.SEGMENTS_MEMBERSHIP: 6})
     bus = Bus(BusConfig(bootstrap, "bench-segmentation", session_timeout_ms=2000))
     await bus.start()
@@ -283,10 +289,24 @@ async def through_kafka(
         [topics.PROFILE_CHANGED], "bench-seg", events_pb2.ProfileChanged, counted
     )
     await subscription.start()
+    window = Window(DB_OPERATIONS, "bench_rt_segmentation")
+    window.start()
+    server_before, own_before = cpu_ticks(server_pid), os.times()
     started = time.perf_counter()
     consuming = asyncio.create_task(subscription.run())
     await asyncio.wait_for(done.wait(), timeout=1_800)
     elapsed = time.perf_counter() - started
+    own = os.times()
+    costs: dict[str, object] = {
+        "seconds": round(elapsed, 2),
+        "server_cpu_ms_per_change": round(
+            (cpu_ticks(server_pid) - server_before) * 1000 / CLOCK_TICKS / len(stream), 3
+        ),
+        "handler_process_cpu_ms_per_change": round(
+            (own.user + own.system - own_before.user - own_before.system) * 1000 / len(stream), 3
+        ),
+        **window.per(len(stream), "change"),
+    }
     await subscription.stop()
     await consuming
     await bus.stop()
@@ -303,6 +323,7 @@ async def through_kafka(
         int(
             sum(REGISTRY.get_sample_value(MOVES, {"change": c}) or 0 for c in ("entered", "exited"))
         ),
+        costs,
     )
 
 
@@ -377,8 +398,11 @@ def main() -> None:
         }
     )
     with private_servers() as (mongo, kafka):
-        kafka_rate, floor, before, moved = asyncio.run(
-            through_kafka(catalog, initial, stream, mongo.uri, kafka.bootstrap_servers)
+        assert mongo.process is not None
+        kafka_rate, floor, before, moved, costs = asyncio.run(
+            through_kafka(
+                catalog, initial, stream, mongo.uri, kafka.bootstrap_servers, pid_of(mongo.process)
+            )
         )
         emit(
             {
@@ -392,6 +416,7 @@ def main() -> None:
                 "target": 2_000,
             }
         )
+        emit({"metric": "segmentation_kafka_costs", **costs})
         emit(
             {
                 "metric": "segmentation_store_floor_changes_per_s",
