@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gateway.settings import GatewaySettings
 from lodestar.v1 import (
@@ -13,7 +14,11 @@ from lodestar.v1 import (
     segmentation_pb2_grpc,
     wallet_pb2_grpc,
 )
+from services.platform.errors import Unavailable
 from services.platform.rpc import client_channel
+
+# The services the gateway reads from, by the names their health is reported under.
+SERVICES = ("identity", "profile", "segmentation", "recommendation", "wallet")
 
 
 class ServiceClients:
@@ -34,6 +39,7 @@ class ServiceClients:
     def __init__(self, settings: GatewaySettings) -> None:
         self.settings = settings
         self._channels: list[grpc.aio.Channel] = []
+        self._by_service: dict[str, grpc.aio.Channel] = {}
 
     async def open(self) -> None:
         """Create the channels and stubs."""
@@ -50,6 +56,18 @@ class ServiceClients:
             self._open(self.settings.recommendation_addr)
         )
         self.wallet = wallet_pb2_grpc.WalletServiceStub(self._open(self.settings.wallet_addr))
+        self._by_service = dict(zip(SERVICES, self._channels, strict=True))
+
+    async def ready(self, service: str, timeout_s: float = 1.0) -> None:
+        """Raise :class:`Unavailable` unless ``service`` says it is ready (gRPC health)."""
+        channel = self._by_service.get(service)
+        if channel is None:
+            raise Unavailable(f"{service}: no channel open")
+        reply = await health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(), timeout=timeout_s
+        )
+        if reply.status != health_pb2.HealthCheckResponse.SERVING:
+            raise Unavailable(f"{service} is not ready")
 
     def _open(self, target: str) -> grpc.aio.Channel:
         channel = client_channel(
