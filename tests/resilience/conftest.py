@@ -5,9 +5,19 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
+from motor.motor_asyncio import AsyncIOMotorClient
 
 from infra.local.servers import MongoWireServer
+from services.platform.mongo import Document, mongo_client
 from tests.resilience.proxy import FaultProxy
+
+
+@pytest.fixture
+async def client(mongo_server: MongoWireServer) -> AsyncIterator[AsyncIOMotorClient[Document]]:
+    """A motor client of the session's SecantusDB (no proxy)."""
+    client = mongo_client(mongo_server.uri, "resilience")
+    yield client
+    client.close()
 
 
 @pytest.fixture
