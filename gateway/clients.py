@@ -39,7 +39,7 @@ class ServiceClients:
     def __init__(self, settings: GatewaySettings) -> None:
         self.settings = settings
         self._channels: list[grpc.aio.Channel] = []
-        self._by_service: dict[str, grpc.aio.Channel] = {}
+        self._health: dict[str, grpc.aio.Channel] = {}
 
     async def open(self) -> None:
         """Create the channels and stubs."""
@@ -56,11 +56,27 @@ class ServiceClients:
             self._open(self.settings.recommendation_addr)
         )
         self.wallet = wallet_pb2_grpc.WalletServiceStub(self._open(self.settings.wallet_addr))
-        self._by_service = dict(zip(SERVICES, self._channels, strict=True))
+        targets = (
+            self.settings.identity_addr,
+            self.settings.profile_addr,
+            self.settings.segmentation_addr,
+            self.settings.recommendation_addr,
+            self.settings.wallet_addr,
+        )
+        # Health checks go on channels of their own, with their own connections: checks
+        # every few seconds against a dead service would otherwise push the shared
+        # connection's reconnect backoff up, and the service's calls would keep failing
+        # for a while after it is back.
+        self._health = {
+            service: grpc.aio.insecure_channel(
+                target, options=[("grpc.use_local_subchannel_pool", 1)]
+            )
+            for service, target in zip(SERVICES, targets, strict=True)
+        }
 
     async def ready(self, service: str, timeout_s: float = 1.0) -> None:
         """Raise :class:`Unavailable` unless ``service`` says it is ready (gRPC health)."""
-        channel = self._by_service.get(service)
+        channel = self._health.get(service)
         if channel is None:
             raise Unavailable(f"{service}: no channel open")
         reply = await health_pb2_grpc.HealthStub(channel).Check(
@@ -78,6 +94,7 @@ class ServiceClients:
 
     async def close(self) -> None:
         """Close every channel."""
-        for channel in self._channels:
+        for channel in [*self._channels, *self._health.values()]:
             await channel.close()
         self._channels.clear()
+        self._health.clear()
