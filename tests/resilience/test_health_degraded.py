@@ -8,10 +8,12 @@ import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import httpx
 import pytest
 from prometheus_client import REGISTRY
 
 from infra.local.servers import KafkaWireServer, free_port
+from infra.local.stack import SERVICES, Stack
 from services.platform.bus import Bus, BusConfig
 from services.platform.health import DependencyHealth, service_health
 from services.platform.rpc import DEPENDENCY_PREFIX, LIVENESS, GrpcServer, check_health
@@ -136,3 +138,28 @@ async def test_mongo_then_kafka_outage_is_unready_but_alive_and_recovers(
     kafka_proxy.fast()
     await until_states(target, all_up, "SERVING again once Kafka answers")
     assert gauge("kafka") == 1
+
+
+@pytest.mark.e2e
+async def test_the_running_stack_is_alive_and_ready(stack: Stack) -> None:
+    """Every service answers liveness and readiness, and the gateway's and the PassKit web
+    service's /readyz say ok with each dependency up (/healthz stays plain liveness)."""
+    for name in SERVICES:
+        target = stack.grpc_target(name)
+        assert await check_health(target, LIVENESS), name
+        assert await check_health(target, ""), name
+        assert await check_health(target, DEPENDENCY_PREFIX + "mongo"), name
+    async with httpx.AsyncClient(timeout=30) as http:
+
+        async def gateway_ready() -> bool:
+            answer = await http.get(f"{stack.gateway_url}/readyz")
+            return answer.status_code == 200 and answer.json()["status"] == "ok"
+
+        # The gateway checks the services every few seconds: ready once all answered.
+        await eventually(gateway_ready, 30, "the gateway ready with every service up")
+        body = (await http.get(f"{stack.gateway_url}/readyz")).json()
+        assert set(body["dependencies"]) == {"kafka", "mongo", *SERVICES}
+        passkit = await http.get(f"{stack.passkit_url}/readyz")
+        assert passkit.status_code == 200
+        assert set(passkit.json()["dependencies"]) == {"mongo", "kafka", "apns", "google"}
+        assert (await http.get(f"{stack.gateway_url}/healthz")).json() == {"status": "ok"}
