@@ -156,11 +156,15 @@ class DependencyHealth:
                 await listener(ready)
 
     async def run(self) -> None:
-        """Check and publish every ``interval_s`` until cancelled."""
+        """Check and publish every ``interval_s`` until cancelled (a round that fails is
+        logged and the next one tries again: the process never ends over its health)."""
         while True:
             started = time.monotonic()
-            await self.check()
-            await self.publish()
+            try:
+                await self.check()
+                await self.publish()
+            except Exception:
+                log.exception("dependency health round failed")
             await asyncio.sleep(max(0.0, self.interval_s - (time.monotonic() - started)))
 
     def detail(self) -> dict[str, Any]:

@@ -78,7 +78,8 @@ async def served(
         watching.cancel()
         await asyncio.gather(watching, return_exceptions=True)
         await server.stop(0.5)
-        close()
+        # Closing talks to the server through the proxy, which runs on this loop.
+        await asyncio.to_thread(close)
         await bus.stop()
 
 

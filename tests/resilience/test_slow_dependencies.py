@@ -105,7 +105,8 @@ async def run(kafka_server: KafkaWireServer, mongo_proxy: FaultProxy) -> AsyncIt
         await subscription.stop()
         await asyncio.wait_for(task, 60)
         await bus.stop()
-        client.close()
+        # Closing talks to the server through the proxy, which runs on this loop.
+        await asyncio.to_thread(client.close)
 
 
 def event(customer: str, n: int) -> events_pb2.Event:
