@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -52,6 +53,7 @@ from gateway.live import LiveHub
 from gateway.live_ws import KeyVerifier, LodestarTransportWS, authenticate
 from gateway.loaders import make_loaders
 from gateway.ratelimit import RateLimiter, whole_seconds
+from gateway.readiness import gateway_health, readyz
 from gateway.schema import build_schema
 from gateway.scopes import Principal
 from gateway.settings import GatewaySettings
@@ -348,14 +350,20 @@ def create_app(settings: GatewaySettings, keys: ApiKeys | None = None) -> Starle
         settings.graphiql,
     )
 
+    health, close_health = gateway_health(settings, bus, clients, key_store=key_client is not None)
+
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         await clients.open()
         await bus.start()
         await live.start()
+        watching = asyncio.create_task(health.run(), name="dependency-health")
         try:
             yield
         finally:
+            watching.cancel()
+            await asyncio.gather(watching, return_exceptions=True)
+            close_health()
             await live.stop()
             await bus.stop()
             await clients.close()
@@ -383,6 +391,7 @@ def create_app(settings: GatewaySettings, keys: ApiKeys | None = None) -> Starle
             WebSocketRoute("/graphql", graphql),
             *(asset_routes() if settings.graphiql else ()),
             Route("/healthz", healthz),
+            Route("/readyz", readyz(health)),
             Route("/metrics", metrics),
         ],
         middleware=[

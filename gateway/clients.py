@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gateway.settings import GatewaySettings
 from lodestar.v1 import (
@@ -13,7 +14,11 @@ from lodestar.v1 import (
     segmentation_pb2_grpc,
     wallet_pb2_grpc,
 )
+from services.platform.errors import Unavailable
 from services.platform.rpc import client_channel
+
+# The services the gateway reads from, by the names their health is reported under.
+SERVICES = ("identity", "profile", "segmentation", "recommendation", "wallet")
 
 
 class ServiceClients:
@@ -34,6 +39,7 @@ class ServiceClients:
     def __init__(self, settings: GatewaySettings) -> None:
         self.settings = settings
         self._channels: list[grpc.aio.Channel] = []
+        self._health: dict[str, grpc.aio.Channel] = {}
 
     async def open(self) -> None:
         """Create the channels and stubs."""
@@ -50,6 +56,34 @@ class ServiceClients:
             self._open(self.settings.recommendation_addr)
         )
         self.wallet = wallet_pb2_grpc.WalletServiceStub(self._open(self.settings.wallet_addr))
+        targets = (
+            self.settings.identity_addr,
+            self.settings.profile_addr,
+            self.settings.segmentation_addr,
+            self.settings.recommendation_addr,
+            self.settings.wallet_addr,
+        )
+        # Health checks go on channels of their own, with their own connections: checks
+        # every few seconds against a dead service would otherwise push the shared
+        # connection's reconnect backoff up, and the service's calls would keep failing
+        # for a while after it is back.
+        self._health = {
+            service: grpc.aio.insecure_channel(
+                target, options=[("grpc.use_local_subchannel_pool", 1)]
+            )
+            for service, target in zip(SERVICES, targets, strict=True)
+        }
+
+    async def ready(self, service: str, timeout_s: float = 1.0) -> None:
+        """Raise :class:`Unavailable` unless ``service`` says it is ready (gRPC health)."""
+        channel = self._health.get(service)
+        if channel is None:
+            raise Unavailable(f"{service}: no channel open")
+        reply = await health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(), timeout=timeout_s
+        )
+        if reply.status != health_pb2.HealthCheckResponse.SERVING:
+            raise Unavailable(f"{service} is not ready")
 
     def _open(self, target: str) -> grpc.aio.Channel:
         channel = client_channel(
@@ -60,6 +94,7 @@ class ServiceClients:
 
     async def close(self) -> None:
         """Close every channel."""
-        for channel in self._channels:
+        for channel in [*self._channels, *self._health.values()]:
             await channel.close()
         self._channels.clear()
+        self._health.clear()

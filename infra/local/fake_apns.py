@@ -315,6 +315,10 @@ class ApnsStandIn:
         reason = reason or _DEFAULT_REASONS.get(status, "Error")
         self.scripted.append(ScriptedAnswer(status, reason, count, device_token))
 
+    def clear_scripted(self) -> None:
+        """Drop the scripted answers not yet given: pushes get 200 again (an outage ends)."""
+        self.scripted.clear()
+
     def unregister(self, device_token: str) -> None:
         """Answer 410 ``Unregistered`` to every later push to ``device_token``."""
         self.unregistered.add(device_token)
@@ -450,7 +454,7 @@ class ApnsStandIn:
         return JSONResponse({"stand_in": True, "scripted": len(self.scripted)}, status_code=201)
 
     async def _clear_responses(self, _: Request) -> Response:
-        self.scripted.clear()
+        self.clear_scripted()
         self.unregistered.clear()
         return JSONResponse({"stand_in": True})
 

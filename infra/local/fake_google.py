@@ -15,8 +15,8 @@ protocol as far as Lodestar uses it, and checks it the way Google does:
   an existing, non-draft class of their kind and a ``state``. Errors come in Google's shape
   ``{"error": {"code", "message", "status"}}``.
 - ``/fake/...``: what tests look at: the calls it received (``GET``/``DELETE /fake/calls``),
-  stored objects and classes, scripted failures (``POST /fake/responses``) and
-  ``POST /fake/tokens/expire``.
+  stored objects and classes, scripted failures (``POST /fake/responses``; ``DELETE`` drops
+  those not yet used, ending a scripted outage) and ``POST /fake/tokens/expire``.
 
 Run it in-process (:class:`FakeGoogleWallet`) or as a process::
 
@@ -228,6 +228,7 @@ class FakeGoogleWallet:
                 Route("/fake/objects/{resource_id}", self._stored_object, methods=["GET"]),
                 Route("/fake/classes/{resource_id}", self._stored_class, methods=["GET"]),
                 Route("/fake/responses", self._script, methods=["POST"]),
+                Route("/fake/responses", self._clear_scripted, methods=["DELETE"]),
                 Route("/fake/tokens/expire", self._expire, methods=["POST"]),
             ]
         )
@@ -312,6 +313,10 @@ class FakeGoogleWallet:
         if count < 1:
             raise ValueError("count must be at least 1")
         self.failures.append(ScriptedFailure(status, count, path_contains))
+
+    def clear_failures(self) -> None:
+        """Drop the scripted failures not yet used: calls succeed again."""
+        self.failures.clear()
 
     def expire_tokens(self) -> None:
         """Make every issued access token expired (the next API call gets a 401)."""
@@ -677,6 +682,11 @@ class FakeGoogleWallet:
         return self._labelled(
             JSONResponse({"stand_in": STAND_IN_LABEL, "scripted": len(self.failures)})
         )
+
+    async def _clear_scripted(self, request: Request) -> Response:
+        dropped = len(self.failures)
+        self.clear_failures()
+        return self._labelled(JSONResponse({"stand_in": STAND_IN_LABEL, "dropped": dropped}))
 
     async def _expire(self, request: Request) -> Response:
         self.expire_tokens()

@@ -13,6 +13,7 @@ from services.identity.settings import IdentitySettings
 from services.identity.store import IdentityStore
 from services.platform import topics
 from services.platform.bus import Bus, BusConfig
+from services.platform.health import service_health
 from services.platform.mongo import database, mongo_client
 from services.platform.privacy import PrivacyHandler
 from services.platform.rotation import Tally
@@ -59,11 +60,14 @@ async def serve(settings: IdentitySettings) -> None:
             export=identity_export(store),
         ),
     )
+    health, close_health = service_health(settings.mongo_uri, bus)
+    health.report_to(server)
     await serve_until_shutdown(
         server,
         [raw_events, privacy],
-        [resolver.flush_last_seen, bus.stop, client.close],
+        [resolver.flush_last_seen, bus.stop, client.close, close_health],
         periodic=[(LAST_SEEN_FLUSH_S, resolver.flush_last_seen)],
+        background=[("dependency-health", health.run)],
     )
 
 

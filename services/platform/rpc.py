@@ -195,8 +195,19 @@ def _trailers(exc: Exception) -> tuple[tuple[str, str], ...]:
     return ((ERROR_PATH_KEY, bounded_details(path, 200)),) if isinstance(path, str) else ()
 
 
+# The health service name that says only "the process is alive" (Kubernetes' liveness probe
+# asks for it): SERVING from start to shutdown, whatever the dependencies do.
+LIVENESS = "lodestar.liveness"
+# Prefix of the per-dependency health names (``lodestar.dependency.mongo``), for operators.
+DEPENDENCY_PREFIX = "lodestar.dependency."
+
+
 class GrpcServer:
-    """A ``grpc.aio`` server with health checking, reflection and the standard interceptors."""
+    """A ``grpc.aio`` server with health checking, reflection and the standard interceptors.
+
+    Health: the overall name ``""`` and each service's name are readiness (NOT_SERVING while
+    a required dependency is down, see :meth:`set_ready`); :data:`LIVENESS` is liveness.
+    """
 
     def __init__(
         self,
@@ -235,9 +246,29 @@ class GrpcServer:
         if self.port == 0:
             raise RuntimeError(f"cannot bind gRPC on {self.address}")
         await self.server.start()
-        for name in ["", *self.service_names]:
+        for name in [LIVENESS, "", *self.service_names]:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         return self.port
+
+    async def set_ready(self, ready: bool) -> None:
+        """Readiness: the overall and service names SERVING or NOT_SERVING; liveness stays.
+        (After :meth:`stop` began, grpc keeps everything NOT_SERVING.)"""
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if ready
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for name in ["", *self.service_names]:
+            await self.health.set(name, status)
+
+    async def set_dependency(self, dependency: str, up: bool) -> None:
+        """One dependency's state under ``lodestar.dependency.<name>``."""
+        await self.health.set(
+            DEPENDENCY_PREFIX + dependency,
+            health_pb2.HealthCheckResponse.SERVING
+            if up
+            else health_pb2.HealthCheckResponse.NOT_SERVING,
+        )
 
     async def stop(self, grace_s: float = 5.0) -> None:
         """Report NOT_SERVING, then let in-flight calls finish within ``grace_s``."""

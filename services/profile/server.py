@@ -7,6 +7,7 @@ import grpc
 from lodestar.v1 import events_pb2, privacy_pb2, privacy_pb2_grpc, profile_pb2, profile_pb2_grpc
 from services.platform import topics
 from services.platform.bus import Bus, BusConfig
+from services.platform.health import service_health
 from services.platform.mongo import database, mongo_client
 from services.platform.privacy import PrivacyHandler
 from services.platform.rotation import Tally
@@ -78,8 +79,13 @@ async def serve(settings: ProfileSettings) -> None:
         events_pb2.PrivacyCompleted,
         CompletionHandler(requests),
     )
+    health, close_health = service_health(settings.mongo_uri, bus)
+    health.report_to(server)
     await serve_until_shutdown(
-        server, [resolved_events, merges, privacy, answers], [bus.stop, client.close]
+        server,
+        [resolved_events, merges, privacy, answers],
+        [bus.stop, client.close, close_health],
+        background=[("dependency-health", health.run)],
     )
 
 

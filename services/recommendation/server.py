@@ -8,6 +8,7 @@ from typing import Any
 from lodestar.v1 import events_pb2, recommendation_pb2, recommendation_pb2_grpc
 from services.platform import topics
 from services.platform.bus import Bus, BusConfig, Subscription
+from services.platform.health import service_health
 from services.platform.mongo import database, mongo_client
 from services.platform.privacy import PrivacyHandler
 from services.platform.rpc import GrpcServer
@@ -62,12 +63,15 @@ async def serve(settings: RecommendationSettings) -> None:
             PrivacyHandler("recommendation", bus, erase=serving.erase, export=serving.export),
         ),
     ]
+    health, close_health = service_health(settings.mongo_uri, bus)
+    health.report_to(server)
     await serve_until_shutdown(
         server,
         subscriptions,
-        [bus.stop, client.close],
+        [bus.stop, client.close, close_health],
         periodic=[
             (settings.recommendation_model_poll_s, serving.refresh),
             (settings.recommendation_train_interval_s, trainer.scheduled),
         ],
+        background=[("dependency-health", health.run)],
     )

@@ -8,6 +8,7 @@ from typing import Any
 from lodestar.v1 import events_pb2, segmentation_pb2, segmentation_pb2_grpc
 from services.platform import topics
 from services.platform.bus import Bus, BusConfig, Subscription
+from services.platform.health import service_health
 from services.platform.mongo import database, mongo_client
 from services.platform.privacy import PrivacyHandler
 from services.platform.rpc import GrpcServer
@@ -89,13 +90,16 @@ async def serve(settings: SegmentationSettings) -> None:
             PrivacyHandler("segmentation", bus, erase=erase, export=store.export),
         ),
     ]
+    health, close_health = service_health(settings.mongo_uri, bus)
+    health.report_to(server)
     await serve_until_shutdown(
         server,
         subscriptions,
-        [bus.stop, client.close],
+        [bus.stop, client.close, close_health],
         periodic=[
             (settings.segmentation_catalog_refresh_s, definitions.refresh),
             (settings.segmentation_recheck_s, definitions.recheck_time_windows),
             (settings.segmentation_scores_interval_s, scoring.recompute),
         ],
+        background=[("dependency-health", health.run)],
     )

@@ -189,7 +189,8 @@ def _timestamp(response: httpx.Response) -> int | None:
 class ApnsClient:
     """Sends pass update pushes to APNs at ``base_url`` (:data:`PRODUCTION_URL`, the sandbox,
     or the local stand-in). ``ca_file`` replaces the system trust store (for the stand-in's
-    dev CA). ``transport`` is for tests that answer requests without a server."""
+    dev CA). ``transport`` is for tests that answer requests without a server; ``on_outcome``
+    hears whether APNs answered each push."""
 
     def __init__(
         self,
@@ -202,6 +203,7 @@ class ApnsClient:
         timeout_s: float = 10.0,
         clock: Callable[[], float] = time.time,
         transport: httpx.AsyncBaseTransport | None = None,
+        on_outcome: Callable[[bool], None] | None = None,
     ) -> None:
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
@@ -212,6 +214,9 @@ class ApnsClient:
         self.backoff_s = backoff_s
         self.timeout_s = timeout_s
         self._transport = transport
+        # Told after each push whether APNs answered it (False: FAILED, i.e. 429, 5xx or no
+        # answer until the attempts ran out), for the wallet's dependency health.
+        self.on_outcome = on_outcome
         self._client: httpx.AsyncClient | None = None
         self._streams = asyncio.Semaphore(MAX_CONCURRENT_PUSHES)
 
@@ -263,6 +268,8 @@ class ApnsClient:
         else:
             result = await self._send(device_token, topic)
         WALLET_APNS_PUSHES.labels(result.outcome.value).inc()
+        if self.on_outcome is not None:
+            self.on_outcome(result.outcome is not PushOutcome.FAILED)
         if result.outcome is not PushOutcome.DELIVERED:
             self._log(result, device_token, topic)
         return result

@@ -13,7 +13,10 @@ so replicas do not push them twice and a crash retries them after the lease. The
   for every announced field change, the same texts Apple shows on the lock screen.
 
 The pending push is cleared only when the pass did not change meanwhile; otherwise it goes
-out again. Many changes before the push leave with it: that is the coalescing.
+out again. Many changes before the push leave with it: that is the coalescing. A pass's
+version this process has pushed is not pushed again: while APNs fails, the queue and the
+store poll both hold the pass, and the one that comes second after recovery would tell the
+phones twice.
 
 The dispatcher keeps one entry per pass (its earliest due time and its latest content): a
 later change of a queued pass replaces the content, never adds an entry. At most
@@ -28,6 +31,7 @@ import asyncio
 import contextlib
 import heapq
 import logging
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -107,6 +111,9 @@ class Dispatcher:
         self._busy: set[str] = set()
         self._rounds = asyncio.Semaphore(ROUNDS)
         self._in_flight: set[asyncio.Task[None]] = set()
+        # The update_seq each pass was last pushed at, the most recent ``max_queued`` passes
+        # (a pass forgotten here can at worst be pushed once more, never missed).
+        self._sent: OrderedDict[str, int] = OrderedDict()
 
     @property
     def queued(self) -> int:
@@ -229,7 +236,7 @@ class Dispatcher:
     async def _push(self, claimed: list[Document]) -> int:
         """Push these passes as they are given (those already being pushed are left to
         the store poll, which finds them still due)."""
-        claimed = [d for d in claimed if d["_id"] not in self._busy]
+        claimed = [d for d in claimed if d["_id"] not in self._busy and not self._was_sent(d)]
         if not claimed:
             return 0
         serials = {d["_id"] for d in claimed}
@@ -267,8 +274,19 @@ class Dispatcher:
             return
         if done:
             await self.store.pushed(doc["_id"], doc["update_seq"], pushed)
+            self._remember(doc)
         if sent:
             await self._announce(doc)
+
+    def _was_sent(self, doc: Mapping[str, Any]) -> bool:
+        """This version of the pass was pushed already (its pending push then is cleared:
+        the push recorded it before it was remembered here)."""
+        return self._sent.get(doc["_id"], -1) >= _seq(doc)
+
+    def _remember(self, doc: Mapping[str, Any]) -> None:
+        self._sent[doc["_id"]] = max(_seq(doc), self._sent.pop(doc["_id"], -1))
+        while len(self._sent) > self.max_queued:
+            self._sent.popitem(last=False)
 
     async def _announce(self, doc: Document) -> None:
         """Tell the pushed listener; the push itself stands whatever becomes of this."""

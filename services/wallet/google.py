@@ -306,6 +306,7 @@ class GoogleWalletClient:
         backoff_s: float = 0.2,
         timeout_s: float = 10.0,
         clock: Callable[[], float] = time.time,
+        on_outcome: Callable[[bool], None] | None = None,
     ) -> None:
         if not _ISSUER_ID.fullmatch(issuer_id):
             raise ValueError(f"issuer id {issuer_id!r} must be the digits Google assigned")
@@ -319,6 +320,9 @@ class GoogleWalletClient:
         self.max_attempts = max_attempts
         self.backoff_s = backoff_s
         self.clock = clock
+        # Told after each call whether Google answered (False: no answer, 429 or 5xx after
+        # every retry), for the wallet's dependency health.
+        self.on_outcome = on_outcome
         self._http = httpx.AsyncClient(
             timeout=timeout_s,
             limits=httpx.Limits(max_connections=20, max_keepalive_connections=10),
@@ -364,6 +368,30 @@ class GoogleWalletClient:
         headers: Mapping[str, str] | None = None,
     ) -> httpx.Response:
         """One call with retries; returns any answer that is not 429/5xx."""
+        try:
+            response = await self._send_retrying(
+                what, method, url, json_body=json_body, form=form, headers=headers
+            )
+        except GoogleWalletError:
+            self._outcome(False)
+            raise
+        self._outcome(True)
+        return response
+
+    def _outcome(self, answered: bool) -> None:
+        if self.on_outcome is not None:
+            self.on_outcome(answered)
+
+    async def _send_retrying(
+        self,
+        what: str,
+        method: str,
+        url: str,
+        *,
+        json_body: Mapping[str, Any] | None = None,
+        form: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> httpx.Response:
         for attempt in range(1, self.max_attempts + 1):
             last = attempt == self.max_attempts
             try:

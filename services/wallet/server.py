@@ -5,6 +5,7 @@ the PassKit web service (HTTP) in one process."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from lodestar.v1 import (
@@ -16,6 +17,7 @@ from lodestar.v1 import (
 )
 from services.platform import topics
 from services.platform.bus import Bus, BusConfig, Subscription
+from services.platform.health import service_health
 from services.platform.mongo import database, mongo_client
 from services.platform.privacy import PrivacyHandler
 from services.platform.rpc import GrpcServer, client_channel
@@ -45,8 +47,11 @@ SERVICE_NAME = wallet_pb2.DESCRIPTOR.services_by_name["WalletService"].full_name
 log = logging.getLogger(__name__)
 
 
-def apns_client(settings: WalletSettings, team_id: str) -> ApnsClient | None:
-    """The APNs client the settings describe, or None when no auth key is configured."""
+def apns_client(
+    settings: WalletSettings, team_id: str, on_outcome: Callable[[bool], None] | None = None
+) -> ApnsClient | None:
+    """The APNs client the settings describe, or None when no auth key is configured;
+    ``on_outcome`` hears whether APNs answered each push."""
     if settings.wallet_apns_auth_key is None:
         log.warning("no APNs auth key configured: pass updates are not pushed")
         return None
@@ -55,11 +60,19 @@ def apns_client(settings: WalletSettings, team_id: str) -> ApnsClient | None:
         settings.wallet_apns_team_id or team_id,
         settings.wallet_apns_key_id,
     )
-    return ApnsClient(settings.wallet_apns_url, credentials, ca_file=settings.wallet_apns_ca_file)
+    return ApnsClient(
+        settings.wallet_apns_url,
+        credentials,
+        ca_file=settings.wallet_apns_ca_file,
+        on_outcome=on_outcome,
+    )
 
 
-def google_client(settings: WalletSettings) -> GoogleWalletClient | None:
-    """The Google Wallet client the settings describe, or None without a service account."""
+def google_client(
+    settings: WalletSettings, on_outcome: Callable[[bool], None] | None = None
+) -> GoogleWalletClient | None:
+    """The Google Wallet client the settings describe, or None without a service account;
+    ``on_outcome`` hears whether Google answered each call."""
     if settings.wallet_google_service_account is None:
         log.warning("no Google service account configured: GOOGLE passes are refused")
         return None
@@ -69,6 +82,7 @@ def google_client(settings: WalletSettings) -> GoogleWalletClient | None:
         settings.wallet_google_issuer_id,
         ServiceAccount.from_file(settings.wallet_google_service_account),
         save_url_base=settings.wallet_google_save_url,
+        on_outcome=on_outcome,
     )
 
 
@@ -83,7 +97,8 @@ async def serve(settings: WalletSettings) -> None:
     await bus.start()
     identity = client_channel(settings.identity_addr, token=settings.grpc_token_value())
     profile = client_channel(settings.profile_addr, token=settings.grpc_token_value())
-    google_api = google_client(settings)
+    health, close_health = service_health(settings.mongo_uri, bus, optional=["apns", "google"])
+    google_api = google_client(settings, health.reporter("google"))
     google = (
         GooglePasses(google_api, settings.wallet_google_issuer_id, settings.wallet_web_service_url)
         if google_api
@@ -99,7 +114,7 @@ async def serve(settings: WalletSettings) -> None:
         figures=ProfileFigures(profile_pb2_grpc.ProfileServiceStub(profile)),
     )
     feedback = WalletFeedback(bus)
-    apns = apns_client(settings, signer.team_id)
+    apns = apns_client(settings, signer.team_id, health.reporter("apns"))
     dispatcher = Dispatcher(store, apns, google, removed=feedback.removed, pushed=feedback.pushed)
     passes.on_push_scheduled(dispatcher.schedule)
     live = LiveUpdates(passes, settings.live_policy(), flush=dispatcher.flush)
@@ -117,6 +132,7 @@ async def serve(settings: WalletSettings) -> None:
         settings.grpc_default_deadline_s,
         token=settings.grpc_token_value(),
     )
+    health.report_to(server)
     subscriptions: list[Subscription[Any]] = [
         bus.subscribe(
             [topics.PROFILE_CHANGED],
@@ -147,7 +163,7 @@ async def serve(settings: WalletSettings) -> None:
         ),
     ]
     http = HttpServer(
-        PassKitWebService(passes, feedback, PassDownloads(passes, links)).app,
+        PassKitWebService(passes, feedback, PassDownloads(passes, links), health).app,
         settings.passkit_host,
         settings.passkit_port,
     )
@@ -160,7 +176,7 @@ async def serve(settings: WalletSettings) -> None:
     await serve_until_shutdown(
         server,
         subscriptions,
-        [*closers, client.close],
+        [*closers, client.close, close_health],
         periodic=[(settings.wallet_reminder_interval_s, live.reminders)],
-        background=[("push-dispatcher", dispatcher.run)],
+        background=[("push-dispatcher", dispatcher.run), ("dependency-health", health.run)],
     )

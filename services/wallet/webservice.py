@@ -36,6 +36,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from services.platform.health import DependencyHealth
 from services.wallet.applepass import PKPASS_MEDIA_TYPE
 from services.wallet.devicelogs import log_fields
 from services.wallet.downloads import PATH, PassDownloads
@@ -121,12 +122,15 @@ class PassKitWebService:
         passes: WalletPasses,
         feedback: Feedback | None = None,
         downloads: PassDownloads | None = None,
+        health: DependencyHealth | None = None,
     ) -> None:
         self.passes = passes
         self.feedback = feedback
+        self.health = health
         self.app = Starlette(
             routes=[
                 Route("/healthz", self.healthz, methods=["GET"]),
+                Route("/readyz", self.readyz, methods=["GET"]),
                 Route(
                     "/v1/devices/{deviceLibraryIdentifier}/registrations/{passTypeIdentifier}"
                     "/{serialNumber}",
@@ -150,8 +154,15 @@ class PassKitWebService:
         )
 
     async def healthz(self, request: Request) -> Response:
-        """Liveness and readiness: the process serves HTTP."""
+        """Liveness: the process serves HTTP (whatever its dependencies do)."""
         return JSONResponse({"status": "ok"})
+
+    async def readyz(self, request: Request) -> Response:
+        """Readiness: the process serves HTTP and MongoDB and Kafka answer (503 when not);
+        the body names each dependency's state, APNs and Google included."""
+        if self.health is None:
+            return JSONResponse({"status": "ok", "dependencies": {}})
+        return JSONResponse(self.health.detail(), status_code=200 if self.health.ready else 503)
 
     async def _authorized_pass(self, request: Request) -> dict[str, Any] | None:
         """The pass the path names when the header carries its token, else None."""
