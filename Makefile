@@ -10,13 +10,17 @@ NODE_STAMP := $(NODE_SDK)/node_modules/.installed-stamp
 GRAPHIQL := gateway/graphiql
 GRAPHIQL_STAMP := $(GRAPHIQL)/node_modules/.installed-stamp
 
-.PHONY: run test lint unit bench protos lock clean sdk-deps chromium graphiql-deps test-resilience
+.PHONY: run test lint unit bench protos lock clean sdk-deps chromium graphiql-deps test-resilience soak
 
 run: $(STAMP) graphiql-deps
 	$(BIN)/python -m infra.local
 
 test: $(STAMP) sdk-deps graphiql-deps lint
 	$(BIN)/python -m pytest -q -m "not resilience_slow"
+
+# Ten minutes at 300 events/s and 20 GraphQL reads/s: memory, consumer lag, freshness.
+soak: $(STAMP)
+	$(BIN)/python tests/perf/soak.py
 
 # The resilience suite in full (crash faults, ...), then its table.
 test-resilience: $(STAMP)

@@ -7,20 +7,24 @@ compares every profile and the segment's members with the reference
 The fast test (``make test``) kills the profile service with 200 customers. The full set
 (``make test-resilience``, marker ``resilience_slow``) runs a baseline and every fault with
 1,000 customers (10,000 events) and writes one JSON line per fault to
-``.resilience/crash-faults.jsonl`` for the report.
+``.resilience/crash-faults.jsonl`` for the report; and the scale-out runs: two processes of
+every consumer service in their groups (then three, over 12 partitions), one replica killed
+mid-stream.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import tempfile
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
 
-from infra.local.stack import ROOT, Stack, StackPorts
+from infra.local.stack import ROOT, SERVICES, Stack, StackPorts
 from tests.resilience.crash import FaultResult, run_fault
 
 pytestmark = [pytest.mark.e2e]
@@ -39,9 +43,10 @@ FAULTS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def private_stack() -> Iterator[Stack]:
-    """A whole stack of its own on free ports."""
+@contextmanager
+def own_stack(replicas: int = 1, partitions: int | None = None) -> Iterator[Stack]:
+    """A whole stack of its own on free ports, ``replicas`` processes of every consumer
+    service in their groups."""
     with tempfile.TemporaryDirectory(prefix="lodestar-resilience-") as logs:
         stack = Stack(
             StackPorts.free(),
@@ -52,12 +57,21 @@ def private_stack() -> Iterator[Stack]:
                 "LODESTAR_INGEST_RATE_LIMIT_PER_S": "1000000",
                 "LODESTAR_INGEST_RATE_LIMIT_BURST": "1000000",
             },
+            replicas=dict.fromkeys(SERVICES, replicas) if replicas > 1 else None,
+            partitions=partitions,
         )
         stack.start()
         try:
             yield stack
         finally:
             stack.stop()
+
+
+@pytest.fixture(scope="module")
+def private_stack() -> Iterator[Stack]:
+    """A whole stack of its own on free ports."""
+    with own_stack() as stack:
+        yield stack
 
 
 @pytest.fixture
@@ -94,3 +108,32 @@ async def test_every_fault_keeps_the_data_exact(
     with RESULTS.open("a") as out:
         out.write(json.dumps(result.row()) + "\n")
     assert_exact(result)
+
+
+@pytest.mark.resilience_slow
+@pytest.mark.parametrize(
+    ("replicas", "partitions", "faults"),
+    [
+        (2, None, [f"kill:{name}-2" for name in SERVICES]),
+        (3, 12, ["kill:profile-3", "kill:identity-2"]),
+    ],
+)
+async def test_a_replica_killed_mid_stream_hands_over_and_the_data_stays_exact(
+    http: httpx.AsyncClient, replicas: int, partitions: int | None, faults: list[str]
+) -> None:
+    # Every consumer service runs ``replicas`` processes in its consumer group; one is
+    # killed while events stream in: its partitions move to the others (and back once the
+    # launcher restarted it), and every count stays exact.
+    # The stack is started off the test's event loop (starting it runs a loop of its own).
+    manager = own_stack(replicas, partitions)
+    stack = await asyncio.to_thread(manager.__enter__)
+    try:
+        for fault in faults:
+            result = await run_fault(stack, http, fault, customers=1_000, seed=11)
+            result.fault = f"{fault} ({replicas} replicas, {partitions or 6} partitions)"
+            RESULTS.parent.mkdir(exist_ok=True)
+            with RESULTS.open("a") as out:
+                out.write(json.dumps(result.row()) + "\n")
+            assert_exact(result)
+    finally:
+        await asyncio.to_thread(manager.__exit__, None, None, None)
