@@ -6,6 +6,9 @@ Customer ``i`` of a run is sent ``2 * (i % 10) + 1`` track events (1, 3, ... 19:
 average), after one identify that gives its profile the trait ``res_index = i`` (how a profile
 is matched to the customer that was sent). A segment created before the stream holds those
 with at least 11 events: the reference membership is every customer with ``i % 10 >= 5``.
+The first ``pass_holders(customers)`` customers carry an Apple loyalty card issued before the
+stream and place two orders during it (``10 * (i + 1)`` and 7 EUR): the reference state of
+each card is its points, one per euro spent.
 Events of all customers interleave; batches that fail while the fault lasts are sent again
 with the same message ids, as an SDK retries.
 """
@@ -25,10 +28,11 @@ import httpx
 from motor.motor_asyncio import AsyncIOMotorClient
 
 from infra.local.stack import Stack
-from lodestar.v1 import segmentation_pb2, segmentation_pb2_grpc
+from lodestar.v1 import segmentation_pb2, segmentation_pb2_grpc, wallet_pb2, wallet_pb2_grpc
 from services.platform import topics
 from services.platform.mongo import Document
 from tests.support.kafka import end_offsets, unique
+from tests.support.platform import Platform
 
 THRESHOLD = 11
 BATCH = 100
@@ -38,6 +42,16 @@ SENDERS = 4
 def sent_count(index: int) -> int:
     """Track events customer ``index`` is sent."""
     return 2 * (index % 10) + 1
+
+
+def pass_holders(customers: int) -> int:
+    """How many of the run's customers (the first ones) carry a loyalty card."""
+    return min(50, customers // 4)
+
+
+def order_totals(index: int) -> list[int]:
+    """The orders (in euros) a card holder places during the stream."""
+    return [10 * (index + 1), 7]
 
 
 @dataclass
@@ -52,6 +66,7 @@ class FaultResult:
     duplicated: int
     wrong_profiles: int
     wrong_memberships: int
+    wrong_passes: int
     dead_letters_new: int
     recovery_s: float | None
     drain_s: float
@@ -64,6 +79,7 @@ class FaultResult:
             and self.duplicated == 0
             and self.wrong_profiles == 0
             and self.wrong_memberships == 0
+            and self.wrong_passes == 0
             and self.dead_letters_new == 0
         )
 
@@ -102,13 +118,24 @@ def workload(tag: str, event: str, customers: int, seed: int) -> list[list[dict[
         {"type": "identify", "userId": f"{tag}-{i}", "traits": {"res_index": i}}
         for i in range(customers)
     ]
-    tracks = [
+    tracks: list[dict[str, Any]] = [
         {"type": "track", "userId": f"{tag}-{i}", "event": event, "messageId": f"{tag}-{i}-{n}"}
         for i in range(customers)
         for n in range(sent_count(i))
     ]
+    tracks += [
+        {
+            "type": "track",
+            "userId": f"{tag}-{i}",
+            "event": "Order Completed",
+            "messageId": f"{tag}-{i}-order-{k}",
+            "properties": {"order_id": f"{tag}-{i}-{k}", "total": total, "currency": "EUR"},
+        }
+        for i in range(pass_holders(customers))
+        for k, total in enumerate(order_totals(i))
+    ]
     random.Random(seed).shuffle(tracks)
-    calls = identifies + tracks
+    calls = identifies[pass_holders(customers) :] + tracks
     return [calls[i : i + BATCH] for i in range(0, len(calls), BATCH)]
 
 
@@ -153,6 +180,56 @@ async def send_all(
         await fault_task
 
 
+async def issue_cards(
+    stack: Stack, http: httpx.AsyncClient, tag: str, customers: int
+) -> dict[int, str]:
+    """Identify the card holders, wait until each is a customer, issue each an Apple
+    loyalty card; their serial numbers by customer index."""
+    holders = pass_holders(customers)
+    calls = [
+        {"type": "identify", "userId": f"{tag}-{i}", "traits": {"res_index": i}}
+        for i in range(holders)
+    ]
+    response = await http.post(
+        f"{stack.gateway_url}/v1/batch", json={"batch": calls}, auth=(stack.write_key, "")
+    )
+    response.raise_for_status()
+    platform = Platform(stack, http)
+    serials: dict[int, str] = {}
+    async with stack.grpc_channel("wallet") as channel:
+        wallet = wallet_pb2_grpc.WalletServiceStub(channel)
+        for i in range(holders):
+            customer: dict[str, Any] | None = None
+            deadline = time.monotonic() + 60
+            while customer is None and time.monotonic() < deadline:
+                customer = await platform.customer("user_id", f"{tag}-{i}")
+                if customer is None:
+                    await asyncio.sleep(0.2)
+            assert customer is not None, f"card holder {i} never became a customer"
+            card = await wallet.IssuePass(
+                wallet_pb2.IssuePassRequest(
+                    customer_id=customer["id"],
+                    kind=wallet_pb2.PASS_KIND_STORE_CARD,
+                    platform=wallet_pb2.WALLET_PLATFORM_APPLE,
+                ),
+                timeout=30,
+            )
+            serials[i] = card.serial_number
+    return serials
+
+
+async def card_points(stack: Stack, serials: dict[int, str]) -> dict[int, int | None]:
+    """Each card's points as the wallet holds them now."""
+    found: dict[int, int | None] = {}
+    async with stack.grpc_channel("wallet") as channel:
+        wallet = wallet_pb2_grpc.WalletServiceStub(channel)
+        for i, serial in serials.items():
+            card = await wallet.GetPass(wallet_pb2.GetPassRequest(serial_number=serial), timeout=30)
+            points = card.fields.get("points")
+            found[i] = int(points) if points and points.isdigit() else None
+    return found
+
+
 async def stored_counts(stack: Stack, event: str) -> dict[int, tuple[str, int]]:
     """Each run customer's profile id and stored count of ``event``, by ``res_index``."""
     client: AsyncIOMotorClient[Document] = AsyncIOMotorClient(stack.mongo_uri_for("profile"))
@@ -183,17 +260,25 @@ async def members(stack: Stack, segment_id: str) -> set[str]:
 
 
 async def settle(
-    stack: Stack, event: str, segment_id: str, customers: int, timeout_s: float
-) -> tuple[dict[int, tuple[str, int]], set[str]]:
-    """Wait until every profile and the segment match the reference (or ``timeout_s``)."""
+    stack: Stack,
+    event: str,
+    segment_id: str,
+    customers: int,
+    serials: dict[int, str],
+    timeout_s: float,
+) -> tuple[dict[int, tuple[str, int]], set[str], dict[int, int | None]]:
+    """Wait until every profile, the segment and every card match the reference (or
+    ``timeout_s``)."""
     deadline = time.monotonic() + timeout_s
     while True:
         counts = await stored_counts(stack, event)
         expected_members = {counts[i][0] for i in counts if sent_count(i) >= THRESHOLD}
         done = len(counts) == customers and all(n == sent_count(i) for i, (_, n) in counts.items())
         current = await members(stack, segment_id)
-        if (done and current == expected_members) or time.monotonic() > deadline:
-            return counts, current
+        points = await card_points(stack, serials) if done else {}
+        cards_done = all(points.get(i) == sum(order_totals(i)) for i in serials)
+        if (done and current == expected_members and cards_done) or time.monotonic() > deadline:
+            return counts, current, points or await card_points(stack, serials)
         await asyncio.sleep(1.0)
 
 
@@ -214,6 +299,7 @@ async def run_fault(
     event = f"Resilience {tag}"
     segment_id = f"res-{tag}"
     await create_segment(stack, segment_id, event)
+    serials = await issue_cards(stack, http, tag, customers)
     dead_before = await dead_letter_total(stack)
     batches = workload(tag, event, customers, seed)
     recovery: list[float] = []
@@ -235,7 +321,9 @@ async def run_fault(
 
     await send_all(http, stack, batches, 1 / 3, inject)
     sent_at = time.monotonic()
-    counts, current = await settle(stack, event, segment_id, customers, settle_timeout_s)
+    counts, current, points = await settle(
+        stack, event, segment_id, customers, serials, settle_timeout_s
+    )
     drain_s = time.monotonic() - sent_at
     expected = {i: sent_count(i) for i in range(customers)}
     lost = sum(max(0, n - counts.get(i, ("", 0))[1]) for i, n in expected.items())
@@ -251,6 +339,7 @@ async def run_fault(
         duplicated=duplicated,
         wrong_profiles=wrong,
         wrong_memberships=len(reference ^ current),
+        wrong_passes=sum(1 for i in serials if points.get(i) != sum(order_totals(i))),
         dead_letters_new=await dead_letter_total(stack) - dead_before,
         recovery_s=round(recovery[0], 2) if recovery else None,
         drain_s=round(drain_s, 2),

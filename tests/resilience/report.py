@@ -1,5 +1,6 @@
 """The resilience suite's table (``make test-resilience`` prints it after the run): per fault,
-events sent / stored / lost / duplicated, wrong profiles and memberships, new dead letters,
+events sent / stored / lost / duplicated, wrong profiles, memberships and passes, new dead
+letters,
 recovery time and the time to drain after the last event was accepted, from the JSON lines
 the runs wrote under ``.resilience/``."""
 
@@ -19,6 +20,7 @@ COLUMNS = (
     "duplicated",
     "wrong_profiles",
     "wrong_memberships",
+    "wrong_passes",
     "dead_letters_new",
     "recovery_s",
     "drain_s",
@@ -41,8 +43,17 @@ def table(results: list[dict[str, object]]) -> str:
     survived = sum(
         1
         for r in results
-        if all(r.get(k) == 0 for k in ("lost", "duplicated", "wrong_profiles", "dead_letters_new"))
-        and r.get("wrong_memberships", 0) == 0
+        if all(
+            r.get(k, 0) == 0
+            for k in (
+                "lost",
+                "duplicated",
+                "wrong_profiles",
+                "wrong_memberships",
+                "wrong_passes",
+                "dead_letters_new",
+            )
+        )
     )
     lines.append(f"\nfaults survived with exact data: {survived} of {len(results)}")
     return "\n".join(lines)
