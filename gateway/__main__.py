@@ -11,6 +11,7 @@ import uvicorn
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
 from services.platform.logs import configure_logging
+from services.platform.runtime import DRAIN_S
 from services.platform.settings import load_settings
 
 
@@ -24,6 +25,8 @@ def main() -> None:
         port=settings.http_port,
         log_config=None,
         access_log=False,
+        # Requests still open this long after SIGTERM are cut (Kubernetes' grace is 30 s).
+        timeout_graceful_shutdown=int(DRAIN_S),
     )
 
 

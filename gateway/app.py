@@ -59,6 +59,7 @@ from gateway.scopes import Principal
 from gateway.settings import GatewaySettings
 from services.platform.bus import Bus, BusConfig
 from services.platform.metrics import bearer_matches
+from services.platform.runtime import DRAIN_S, HARD_LIMIT_S, STEP_S, arm_watchdog, bounded
 
 log = logging.getLogger(__name__)
 # extensions.code of requests Strawberry refuses before any GraphQL work.
@@ -361,14 +362,18 @@ def create_app(settings: GatewaySettings, keys: ApiKeys | None = None) -> Starle
         try:
             yield
         finally:
+            # Each step bounded, so the gateway stops inside Kubernetes' grace even when
+            # Kafka or MongoDB is gone; a watchdog ends it if a step still hangs.
+            watchdog = arm_watchdog(HARD_LIMIT_S - DRAIN_S)
             watching.cancel()
             await asyncio.gather(watching, return_exceptions=True)
             close_health()
-            await live.stop()
-            await bus.stop()
-            await clients.close()
+            await bounded("live.stop", live.stop(), STEP_S)
+            await bounded("bus.stop", bus.stop(), STEP_S)
+            await bounded("clients.close", clients.close(), STEP_S)
             if key_client is not None:
                 key_client.close()
+            watchdog.cancel()
 
     async def healthz(_: Request) -> Response:
         return JSONResponse({"status": "ok"})

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
 import pymongo
 import pytest
 from aiokafka import AIOKafkaProducer
@@ -100,5 +102,57 @@ def test_a_busy_service_stops_within_the_grace_when_kafka_died_first(
         assert took < GRACE_BOUND_S, f"stopped {took:.1f} s after SIGTERM"
         # It finished its own shutdown: the watchdog (exit 70) was not needed.
         assert returncode == 0, process.log_tail()
+    finally:
+        stack.stop()
+
+
+def test_the_gateway_stops_within_the_grace_with_requests_open_and_kafka_gone(
+    mongo_server: MongoWireServer, kafka: KafkaWireServer, log_dir: Path
+) -> None:
+    prefix = unique("grace-gw").replace("-", "_")
+    asyncio.run(ensure_topics(kafka.bootstrap_servers, dict.fromkeys(topics.ALL_TOPICS, 6)))
+    stack = Stack(
+        StackPorts.free(),
+        log_dir,
+        mongo_uri=mongo_server.uri,
+        kafka_bootstrap=kafka.bootstrap_servers,
+        extra_env={"LODESTAR_MONGO_DATABASE_PREFIX": prefix},
+        supervise=False,
+    )
+    stack.start_process("gateway")
+    try:
+        stack.wait_healthy("gateway")
+        assert kafka.process is not None
+        kafka.process.signal(signal.SIGKILL)
+        kafka.process.stop()
+
+        async def hang_requests() -> None:
+            # Ingest calls wait for a broker that is gone; SIGTERM comes while they do.
+            async with httpx.AsyncClient(timeout=60) as client:
+                calls = [
+                    client.post(
+                        f"{stack.gateway_url}/v1/track",
+                        json={"userId": f"gw-{n}", "event": "Waiting"},
+                        auth=(stack.write_key, ""),
+                    )
+                    for n in range(10)
+                ]
+                await asyncio.gather(*calls, return_exceptions=True)
+
+        process = stack.processes["gateway"]
+        assert process.process is not None
+        requests = threading.Thread(target=lambda: asyncio.run(hang_requests()), daemon=True)
+        requests.start()
+        time.sleep(2)
+        asked = time.monotonic()
+        process.signal(signal.SIGTERM)
+        returncode = process.process.wait(60)
+        took = time.monotonic() - asked
+        assert took < GRACE_BOUND_S, f"stopped {took:.1f} s after SIGTERM"
+        # Its own shutdown finished (uvicorn ends by re-raising the SIGTERM it caught, so
+        # -15 is its clean exit); the watchdog (exit 70) was not needed.
+        assert returncode in (0, -signal.SIGTERM), f"exit {returncode} after {took:.1f} s"
+        assert "shutdown did not finish in time" not in process.log_tail()
+        requests.join(60)
     finally:
         stack.stop()
