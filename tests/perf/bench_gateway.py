@@ -74,6 +74,7 @@ from lodestar.v1 import (  # noqa: E402
 )
 from services.platform.mongo import Document  # noqa: E402
 from tests.perf.costs import CLOCK_TICKS, cpu_ticks, pid_of, stack_pids  # noqa: E402
+from tests.support.platform import UNLIMITED_INGEST  # noqa: E402
 
 SEGMENT_ID = "bench-buyers"
 TIMELINE_FIRST = 20
@@ -956,8 +957,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="lodestar-bench-") as scratch:
         logs = Path(scratch)
         unlimited = {
-            "LODESTAR_INGEST_RATE_LIMIT_PER_S": "1000000",
-            "LODESTAR_INGEST_RATE_LIMIT_BURST": "1000000",
+            **UNLIMITED_INGEST,
             # The per-key GraphQL rate limit would measure the limiter, not the gateway.
             "LODESTAR_GRAPHQL_RATE_LIMIT_PER_S": "1000000",
             "LODESTAR_GRAPHQL_RATE_LIMIT_BURST": "1000000",

@@ -78,7 +78,7 @@ from tests.perf.pacing import (
     summary_ms,
 )
 from tests.perf.servers import each_mode
-from tests.support.platform import Platform
+from tests.support.platform import UNLIMITED_INGEST, Platform
 
 EVENT = "Bench Viewed"
 N = TypeVar("N", int, float)
@@ -469,11 +469,7 @@ def each_wait(args: argparse.Namespace, mode: str) -> None:
 def run_stack(args: argparse.Namespace, mode: str, fetch_max_wait_ms: int | None) -> None:
     """One fresh stack with its MongoDB-wire server(s) run as ``mode``, measured, stopped."""
     with tempfile.TemporaryDirectory(prefix="lodestar-bench-") as logs:
-        # The benchmark offers more than the default per-key rate limit on purpose.
-        unlimited = {
-            "LODESTAR_INGEST_RATE_LIMIT_PER_S": "1000000",
-            "LODESTAR_INGEST_RATE_LIMIT_BURST": "1000000",
-        }
+        unlimited = dict(UNLIMITED_INGEST)
         if fetch_max_wait_ms is not None:
             unlimited["LODESTAR_KAFKA_FETCH_MAX_WAIT_MS"] = str(fetch_max_wait_ms)
         stack = Stack(

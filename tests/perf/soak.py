@@ -41,7 +41,7 @@ from tests.perf.pacing import (
     send_paced,
     summary_ms,
 )
-from tests.support.platform import CUSTOMER_QUERY, Platform
+from tests.support.platform import CUSTOMER_QUERY, UNLIMITED_INGEST, Platform
 
 SOAK_EVENT = "Soak Viewed"
 
@@ -211,10 +211,7 @@ def main() -> None:
         stack = Stack(
             StackPorts.free(),
             Path(logs),
-            extra_env={
-                "LODESTAR_INGEST_RATE_LIMIT_PER_S": "1000000",
-                "LODESTAR_INGEST_RATE_LIMIT_BURST": "1000000",
-            },
+            extra_env=dict(UNLIMITED_INGEST),
         )
         stack.start()
         try:

@@ -26,6 +26,7 @@ import pytest
 
 from infra.local.stack import ROOT, SERVICES, Stack, StackPorts
 from tests.resilience.crash import FaultResult, run_fault
+from tests.support.platform import UNLIMITED_INGEST
 
 pytestmark = [pytest.mark.e2e]
 
@@ -53,10 +54,7 @@ def own_stack(replicas: int = 1, partitions: int | None = None) -> Iterator[Stac
             Path(logs),
             # File storage: the MongoDB-wire server can be killed and come back with its data.
             mongo_storage_dir=Path(logs) / "mongodb",
-            extra_env={
-                "LODESTAR_INGEST_RATE_LIMIT_PER_S": "1000000",
-                "LODESTAR_INGEST_RATE_LIMIT_BURST": "1000000",
-            },
+            extra_env=dict(UNLIMITED_INGEST),
             replicas=dict.fromkeys(SERVICES, replicas) if replicas > 1 else None,
             partitions=partitions,
         )

@@ -9,6 +9,12 @@ import httpx
 from infra.local.stack import Stack
 from tests.support.kafka import eventually
 
+# Load runs offer more than the default per-key ingest rate limit on purpose.
+UNLIMITED_INGEST = {
+    "LODESTAR_INGEST_RATE_LIMIT_PER_S": "1000000",
+    "LODESTAR_INGEST_RATE_LIMIT_BURST": "1000000",
+}
+
 CUSTOMER_QUERY = """
 query Customer($type: String!, $value: String!) {
   customer(by: {identifier: {type: $type, value: $value}}) {
