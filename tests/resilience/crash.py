@@ -37,6 +37,8 @@ from tests.support.platform import Platform
 THRESHOLD = 11
 BATCH = 100
 SENDERS = 4
+# How long one batch is retried while the fault lasts before the run fails.
+SEND_TIMEOUT_S = 120.0
 
 
 def sent_count(index: int) -> int:
@@ -159,6 +161,7 @@ async def send_all(
         nonlocal accepted, fault_task
         while not queue.empty():
             batch = queue.get_nowait()
+            deadline = time.monotonic() + SEND_TIMEOUT_S
             while True:
                 try:
                     response = await http.post(
@@ -170,6 +173,8 @@ async def send_all(
                         break
                 except httpx.HTTPError:
                     pass
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"a batch was not accepted within {SEND_TIMEOUT_S} s")
                 await asyncio.sleep(0.2)  # the gateway is away or busy: retry, same ids
             accepted += 1
             if accepted == trigger and fault_task is None:

@@ -16,7 +16,13 @@ import pymongo
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from infra.local.servers import KafkaWireServer, MongoWireServer, free_port, wait_until
+from infra.local.servers import (
+    KafkaWireServer,
+    ManagedProcess,
+    MongoWireServer,
+    free_port,
+    wait_until,
+)
 from infra.local.stack import Stack, StackPorts
 from lodestar.v1 import events_pb2
 from services.platform import topics
@@ -68,21 +74,12 @@ async def backlog(bootstrap: str, count: int) -> None:
 def test_a_busy_service_stops_within_the_grace_when_kafka_died_first(
     mongo_server: MongoWireServer, kafka: KafkaWireServer, log_dir: Path
 ) -> None:
-    prefix = unique("grace").replace("-", "_")
     asyncio.run(ensure_topics(kafka.bootstrap_servers, dict.fromkeys(topics.ALL_TOPICS, 6)))
     asyncio.run(backlog(kafka.bootstrap_servers, BACKLOG))
-    stack = Stack(
-        StackPorts.free(),
-        log_dir,
-        mongo_uri=mongo_server.uri,
-        kafka_bootstrap=kafka.bootstrap_servers,
-        extra_env={"LODESTAR_MONGO_DATABASE_PREFIX": prefix},
-        supervise=False,
-    )
-    stack.start_process("profile")
+    stack = lone_process(mongo_server, kafka, log_dir, "profile")
     try:
-        stack.wait_healthy("profile")
         client: pymongo.MongoClient[dict[str, object]] = pymongo.MongoClient(mongo_server.uri)
+        prefix = stack.env_for("profile")["LODESTAR_MONGO_DATABASE_PREFIX"]
         profiles = client[f"{prefix}_profile"]["profiles"]
         # Busy: it has stored some of the backlog and is working on the rest.
         wait_until(lambda: profiles.estimated_document_count() > 0, 60, "profile busy", 0.1)
@@ -90,9 +87,9 @@ def test_a_busy_service_stops_within_the_grace_when_kafka_died_first(
         assert kafka.process is not None
         kafka.process.signal(signal.SIGKILL)
         kafka.process.stop()
-        # Long enough for the handler to fail against the dead broker and back off.
-        time.sleep(2)
+        # Until the service has met the dead broker (its log says so).
         process = stack.processes["profile"]
+        wait_until(lambda: _broker_gone(process), 30, "profile meeting the dead broker", 0.1)
         assert process.process is not None
         assert process.alive
         asked = time.monotonic()
@@ -109,19 +106,8 @@ def test_a_busy_service_stops_within_the_grace_when_kafka_died_first(
 def test_the_gateway_stops_within_the_grace_with_requests_open_and_kafka_gone(
     mongo_server: MongoWireServer, kafka: KafkaWireServer, log_dir: Path
 ) -> None:
-    prefix = unique("grace-gw").replace("-", "_")
-    asyncio.run(ensure_topics(kafka.bootstrap_servers, dict.fromkeys(topics.ALL_TOPICS, 6)))
-    stack = Stack(
-        StackPorts.free(),
-        log_dir,
-        mongo_uri=mongo_server.uri,
-        kafka_bootstrap=kafka.bootstrap_servers,
-        extra_env={"LODESTAR_MONGO_DATABASE_PREFIX": prefix},
-        supervise=False,
-    )
-    stack.start_process("gateway")
+    stack = lone_process(mongo_server, kafka, log_dir, "gateway")
     try:
-        stack.wait_healthy("gateway")
         assert kafka.process is not None
         kafka.process.signal(signal.SIGKILL)
         kafka.process.stop()
@@ -143,7 +129,8 @@ def test_the_gateway_stops_within_the_grace_with_requests_open_and_kafka_gone(
         assert process.process is not None
         requests = threading.Thread(target=lambda: asyncio.run(hang_requests()), daemon=True)
         requests.start()
-        time.sleep(2)
+        # Until the gateway has met the dead broker with the requests open (its log says so).
+        wait_until(lambda: _broker_gone(process), 30, "gateway meeting the dead broker", 0.1)
         asked = time.monotonic()
         process.signal(signal.SIGTERM)
         returncode = process.process.wait(60)
@@ -156,3 +143,32 @@ def test_the_gateway_stops_within_the_grace_with_requests_open_and_kafka_gone(
         requests.join(60)
     finally:
         stack.stop()
+
+
+def _broker_gone(process: ManagedProcess) -> bool:
+    """Whether the process has logged that its Kafka broker does not answer."""
+    tail = process.log_tail()
+    return any(sign in tail for sign in ("NodeNotReadyError", "Unable connect to node"))
+
+
+def lone_process(
+    mongo_server: MongoWireServer, kafka: KafkaWireServer, log_dir: Path, name: str
+) -> Stack:
+    """A stack running only ``name``, unsupervised (so the test sees how it exits), on its
+    own database prefix and the test's broker (topics created), healthy."""
+    asyncio.run(ensure_topics(kafka.bootstrap_servers, dict.fromkeys(topics.ALL_TOPICS, 6)))
+    stack = Stack(
+        StackPorts.free(),
+        log_dir,
+        mongo_uri=mongo_server.uri,
+        kafka_bootstrap=kafka.bootstrap_servers,
+        extra_env={"LODESTAR_MONGO_DATABASE_PREFIX": unique(f"grace-{name}").replace("-", "_")},
+        supervise=False,
+    )
+    stack.start_process(name)
+    try:
+        stack.wait_healthy(name)
+    except BaseException:
+        stack.stop()
+        raise
+    return stack

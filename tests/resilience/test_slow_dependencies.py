@@ -160,6 +160,9 @@ async def assert_exact(
     assert [letter.reason for letter in letters if letter.topic == run.topic] == []
 
 
+OUTAGE_S = 10.0
+
+
 async def test_slow_then_unreachable_mongo_loses_and_doubles_nothing(
     run: Run, mongo_proxy: FaultProxy, kafka_server: KafkaWireServer
 ) -> None:
@@ -171,10 +174,12 @@ async def test_slow_then_unreachable_mongo_loses_and_doubles_nothing(
     await eventually(
         lambda: _some_handled(run), 60, "the first batch handled through the slow proxy"
     )
+    # Each fault lasts until it has hit the store's traffic, not for a set time.
     mongo_proxy.blackhole()
-    await asyncio.sleep(2)
+    await eventually(lambda: _held(mongo_proxy), 60, "store traffic held by the blackhole")
+    delayed = mongo_proxy.stats.delayed_chunks
     mongo_proxy.slow(0.05)
-    await asyncio.sleep(1)
+    await eventually(lambda: _delayed_past(mongo_proxy, delayed), 60, "store traffic delayed again")
     mongo_proxy.fast()
     await drained(run, kafka_server, sent, 120)
     await assert_exact(run, kafka_server, customers, each)
@@ -189,6 +194,14 @@ async def _some_handled(run: Run) -> bool:
     return len(run.watched.handled_ids) > 0
 
 
+async def _held(proxy: FaultProxy) -> bool:
+    return proxy.stats.held_chunks > 0
+
+
+async def _delayed_past(proxy: FaultProxy, seen: int) -> bool:
+    return proxy.stats.delayed_chunks > seen
+
+
 @pytest.mark.resilience_slow
 async def test_ten_thousand_events_through_a_slow_and_blackholed_mongo(
     run: Run, mongo_proxy: FaultProxy, kafka_server: KafkaWireServer
@@ -198,11 +211,14 @@ async def test_ten_thousand_events_through_a_slow_and_blackholed_mongo(
     mongo_proxy.slow(0.2)
     started = time.monotonic()
     sender = asyncio.create_task(send(run, customers, each))
-    await asyncio.sleep(10)
+    await eventually(lambda: _some_handled(run), 120, "work handled through the slow proxy")
     mongo_proxy.blackhole()
-    await asyncio.sleep(10)
+    await eventually(lambda: _held(mongo_proxy), 60, "store traffic held by the blackhole")
+    # The outage itself is the fault under test: it lasts 10 s once it has bitten.
+    await asyncio.sleep(OUTAGE_S)
+    delayed = mongo_proxy.stats.delayed_chunks
     mongo_proxy.slow(0.05)
-    await asyncio.sleep(5)
+    await eventually(lambda: _delayed_past(mongo_proxy, delayed), 60, "store traffic delayed again")
     mongo_proxy.fast()
     sent = await sender
     await drained(run, kafka_server, sent, 600)

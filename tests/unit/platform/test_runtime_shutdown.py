@@ -24,7 +24,12 @@ class StuckSubscription:
 
     group = "stuck"
 
+    def __init__(self) -> None:
+        # Set once it runs: the shutdown's signal handlers are installed by then.
+        self.running = asyncio.Event()
+
     async def run(self) -> None:
+        self.running.set()
         await asyncio.Event().wait()
 
     async def stop(self) -> None:
@@ -49,14 +54,15 @@ async def test_a_stuck_consumer_and_a_hung_cleanup_do_not_hold_the_shutdown(
         closed.append("last")
 
     server = GrpcServer("127.0.0.1", 0, [], lambda _: None)
+    stuck = StuckSubscription()
     serving = asyncio.create_task(
         runtime.serve_until_shutdown(
             server,
-            [StuckSubscription()],  # type: ignore[list-item]
+            [stuck],  # type: ignore[list-item]
             [hung_close, last_close],
         )
     )
-    await asyncio.sleep(0.2)
+    await asyncio.wait_for(stuck.running.wait(), 30)
     os.kill(os.getpid(), signal.SIGTERM)
     try:
         # Generous: the point is that it returns at all (it used to wait forever).
