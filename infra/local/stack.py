@@ -14,6 +14,7 @@ import asyncio
 import logging
 import os
 import secrets
+import shlex
 import signal
 import ssl
 import sys
@@ -68,6 +69,8 @@ DEV_TEAM_ID = "LODESTARDEV"
 DEV_APNS_KEY_ID = "LODESTARK1"
 # Loopback stand-ins for APNs and Google Wallet (infra/local/fake_apns.py, fake_google.py).
 STAND_INS = ("fake-apns", "fake-google")
+# The key ring every PII-keeping process of a run shares (written to Stack.pii_env_file).
+PII_VARIABLES = ("LODESTAR_PII_KEYS", "LODESTAR_PII_ACTIVE_KEY_ID", "LODESTAR_PII_INDEX_KEY")
 # Every process that owns a database (``<prefix>_<name>``): the services and the gateway's keys.
 DATABASE_OWNERS = (*SERVICES, "gateway")
 DEFAULT_MONGO_PORTS = {name: 27018 + i for i, name in enumerate(DATABASE_OWNERS)}
@@ -99,7 +102,7 @@ class StackPorts:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> StackPorts:
-        """The defaults of ARCHITECTURE.md, each overridable by its environment variable."""
+        """The defaults (README, "What runs where"), each overridable by its environment variable."""
 
         def port(var: str, default: int) -> int:
             raw = env.get(var, "")
@@ -409,6 +412,7 @@ class Stack:
                 retention_ms=dict.fromkeys(topics.EVENT_TOPICS, self._events_retention_ms()),
             )
         )
+        self.write_pii_env()
         for name in self.stand_ins:
             self.start_process(name)
         for name in self.stand_ins:
@@ -419,6 +423,30 @@ class Stack:
         for name in (*self.service_processes(), "gateway"):
             self.wait_healthy(name, timeout_s)
         self.supervise()
+
+    @property
+    def pii_env_file(self) -> Path:
+        """Where :meth:`start` writes this run's PII keys (``.local/logs/pii.env`` under
+        ``make run``), so ``services.rotate_keys`` can be pointed at the running stack."""
+        return self.log_dir / "pii.env"
+
+    def write_pii_env(self) -> None:
+        """The ``LODESTAR_PII_*`` keys every process of this run got (and, with one shared
+        MongoDB-wire server, its URI) as shell assignments, readable by the owner only."""
+        env = self._base_env()
+        names = [name for name in PII_VARIABLES if name in env]
+        if self.mongo_mode == "shared":
+            names.append("LODESTAR_MONGO_URI")
+        lines = [
+            "# The PII keys of this local run (throwaway, like its in-memory data).",
+            "# Use: set -a; . <this file>; set +a",
+            *(f"{name}={shlex.quote(env[name])}" for name in names),
+        ]
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.pii_env_file.unlink(missing_ok=True)
+        descriptor = os.open(self.pii_env_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write("\n".join(lines) + "\n")
 
     def _mongo_storage(self, name: str) -> str:
         """In memory, or a directory per server under ``mongo_storage_dir``."""
