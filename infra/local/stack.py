@@ -102,7 +102,7 @@ class StackPorts:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> StackPorts:
-        """The defaults (README, "What runs where"), each overridable by its environment variable."""
+        """The defaults (the README's "What runs where"), each overridable by its variable."""
 
         def port(var: str, default: int) -> int:
             raw = env.get(var, "")

@@ -40,7 +40,7 @@ def code_blocks(text: str) -> list[CodeBlock]:
     """Every fenced code block, in order."""
     blocks: list[CodeBlock] = []
     language: str | None = None
-    start, body = 0, []
+    start, body = 0, list[str]()
     for number, line in enumerate(text.splitlines(), 1):
         fence = FENCE.match(line)
         if language is None and fence is not None:

@@ -58,8 +58,8 @@ def named_paths() -> list[tuple[int, str]]:
     ``services/<name>/``, globs and generated folders left out)."""
     found = []
     for number, line in shell_lines():
-        for word in re.split(r"[\s'\"=(),]+", line):
-            word = word.rstrip(".:;`")
+        for raw in re.split(r"[\s'\"=(),]+", line):
+            word = raw.rstrip(".:;`")
             top = word.split("/", 1)[0]
             if "/" not in word and "." not in word:
                 continue
@@ -71,7 +71,7 @@ def named_paths() -> list[tuple[int, str]]:
 
 def test_every_repository_file_the_readme_names_exists() -> None:
     paths = named_paths()
-    assert ("examples/catalog.csv" in {p for _, p in paths}), "the catalog example is not named"
+    assert "examples/catalog.csv" in {p for _, p in paths}, "the catalog example is not named"
     missing = [f"README.md:{n}: {p}" for n, p in paths if not (REPO / p).exists()]
     assert missing == []
 
@@ -84,7 +84,12 @@ def test_the_catalog_the_readme_imports_is_shipped_and_parses() -> None:
     ]
     assert commands, "the README shows no import-catalog command"
     for command in commands:
-        assert command[:4] == [".venv/bin/python", "-m", "services.recommendation", "import-catalog"]
+        assert command[:4] == [
+            ".venv/bin/python",
+            "-m",
+            "services.recommendation",
+            "import-catalog",
+        ]
         path = REPO / command[4]
         assert path.is_file(), f"{command[4]} is not in the repository"
         header = path.read_text(encoding="utf-8").splitlines()[0]
@@ -156,4 +161,5 @@ def test_a_bare_command_is_caught(line: str) -> None:
 def test_an_in_container_command_is_allowed() -> None:
     line = "kubectl -n lodestar exec deploy/gateway -- python -m gateway keys create"
     match = BARE.search(line)
-    assert match is not None and IN_CONTAINER.search(line[: match.start()])
+    assert match is not None
+    assert IN_CONTAINER.search(line[: match.start()])

@@ -98,10 +98,11 @@ def row_variables(cell: str) -> list[str]:
     """The variables a cell names; ``_HTTP_HOST`` after ``LODESTAR_WALLET_HTTP_PORT`` is
     ``LODESTAR_WALLET_HTTP_HOST`` (a suffix replaces as many words of the first name)."""
     names: list[str] = []
-    for name in VARIABLE.findall(cell):
-        if name.startswith("_") and names:
+    for found in VARIABLE.findall(cell):
+        name = found
+        if found.startswith("_") and names:
             words = names[0].split("_")
-            tail = name.strip("_").split("_")
+            tail = found.strip("_").split("_")
             name = "_".join(words[: len(words) - len(tail)] + tail)
         names.append(name)
     return names
@@ -163,7 +164,8 @@ def default_claims(table: Table) -> list[tuple[int, str, str]]:
 def test_settings_tables_state_the_settings_defaults() -> None:
     defaults = settings_defaults()
     launcher = launcher_defaults()
-    claims = [c for t in tables(readme_text()) if t.header[0] == "variable" for c in default_claims(t)]
+    settings_tables = [t for t in tables(readme_text()) if t.header[0] == "variable"]
+    claims = [claim for table in settings_tables for claim in default_claims(table)]
     # The tables this guards, at least: gRPC ports, hosts, metrics, addresses, the wallet.
     claimed = {variable for _, variable, _ in claims}
     for expected in (
@@ -272,7 +274,9 @@ def test_every_score_field_is_documented() -> None:
     proto = [f.name for f in segmentation_pb2.CustomerScores.DESCRIPTOR.fields]
     graphql = graphql_fields("CustomerScores")
     rules = [name for name in FIXED_FIELDS if name.startswith("scores.")]
-    assert len(proto) >= 12 and len(graphql) >= 12 and len(rules) >= 8
+    assert len(proto) >= 12
+    assert len(graphql) >= 12
+    assert len(rules) >= 8
     missing = [
         f"{kind} {name}"
         for kind, names in (("gRPC", proto), ("GraphQL", graphql), ("rule", rules))
