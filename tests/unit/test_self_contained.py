@@ -1,24 +1,77 @@
-"""The repository stands alone: no file of the project points at folders outside it."""
+"""The repository stands alone: no file of the project points at folders outside it (a
+sibling checkout's shared folder, this machine's work or tool folders), and what the deploy
+checks read ships inside it."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
+from tests.deploy import skaffold
+
 REPO = Path(__file__).resolve().parents[2]
-# Written in pieces so this file does not match itself.
-OUTSIDE = ("../" + "shared", "/work/" + "shared")
+# Written in pieces so this file does not match itself: a sibling's shared folder, and
+# absolute paths into this machine's work folders (any checkout there, the repo's own
+# included: a clone lives elsewhere) and tool folders.
+OUTSIDE = re.compile(
+    "|".join(
+        (
+            r"\.\./" + "shared",
+            r"(?<![\w.~-])/" + r"work/",
+            r"/tmp/" + r"tools\b",
+        )
+    )
+)
+
+
+def outside_references(name: str, text: str) -> list[str]:
+    """``file:line: match`` for every reference to a folder outside the repository."""
+    return [
+        f"{name}:{text.count(chr(10), 0, match.start()) + 1}: {match.group(0)}"
+        for match in OUTSIDE.finditer(text)
+    ]
 
 
 def test_no_project_file_points_outside_the_repository() -> None:
     tracked = subprocess.run(
-        ["git", "ls-files"], cwd=REPO, check=True, capture_output=True, text=True
-    ).stdout.split()
+        ["git", "ls-files", "-z"],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split("\0")
     found = []
-    for name in tracked:
+    for name in filter(None, tracked):
         path = REPO / name
         if not path.is_file() or path.stat().st_size > 2_000_000:
             continue
-        text = path.read_text(errors="ignore")
-        found += [f"{name}: {needle}" for needle in OUTSIDE if needle in text]
+        found += outside_references(name, path.read_text(errors="ignore"))
     assert found == []
+
+
+def test_the_check_sees_each_kind_of_outside_path() -> None:
+    samples = {
+        "See ../" + "shared/ARCHITECTURE.md": 1,
+        "schema = '/" + "work/shared/schemas/skaffold.json'": 1,
+        "cd /" + "work/main && make": 1,
+        "PATH=/tmp/" + "tools/bin:$PATH": 1,
+        "/tmp/kafka-logs and https://example.com/work/x and ~/work/notes": 0,
+    }
+    for text, count in samples.items():
+        assert len(outside_references("sample", text)) == count, text
+
+
+def test_the_deploy_checks_read_their_schema_from_the_repository() -> None:
+    schema = skaffold.find_schema({})
+    assert schema.resolve().is_relative_to(REPO)
+    assert schema == skaffold.PROJECT_SCHEMA
+    tracked = subprocess.run(
+        ["git", "ls-files", "--error-unmatch", str(schema.relative_to(REPO))],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert tracked.returncode == 0, "the skaffold schema is not committed"
+    skaffold.load_schema(schema)
