@@ -10,6 +10,7 @@ import uvicorn
 
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
+from services.platform import tracing
 from services.platform.logs import configure_logging
 from services.platform.runtime import DRAIN_S
 from services.platform.settings import load_settings
@@ -19,6 +20,7 @@ def main() -> None:
     """Load settings (or exit naming the bad one) and serve HTTP until SIGTERM."""
     settings = load_settings(GatewaySettings)
     configure_logging("gateway", settings.log_level)
+    tracing.configure("gateway", settings.tracing_exporter)
     uvicorn.run(
         create_app(settings),
         host=settings.http_host,

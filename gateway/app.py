@@ -57,9 +57,18 @@ from gateway.readiness import gateway_health, readyz
 from gateway.schema import build_schema
 from gateway.scopes import Principal
 from gateway.settings import GatewaySettings
+from gateway.spans import HttpSpans
+from services.platform import tracing
 from services.platform.bus import Bus, BusConfig
 from services.platform.metrics import bearer_matches
-from services.platform.runtime import DRAIN_S, HARD_LIMIT_S, STEP_S, arm_watchdog, bounded
+from services.platform.runtime import (
+    DRAIN_S,
+    HARD_LIMIT_S,
+    STEP_S,
+    arm_watchdog,
+    bounded,
+    flush_tracing,
+)
 
 log = logging.getLogger(__name__)
 # extensions.code of requests Strawberry refuses before any GraphQL work.
@@ -373,6 +382,7 @@ def create_app(settings: GatewaySettings, keys: ApiKeys | None = None) -> Starle
             await bounded("clients.close", clients.close(), STEP_S)
             if key_client is not None:
                 key_client.close()
+            await flush_tracing(STEP_S)
             watchdog.cancel()
 
     async def healthz(_: Request) -> Response:
@@ -400,7 +410,9 @@ def create_app(settings: GatewaySettings, keys: ApiKeys | None = None) -> Starle
             Route("/metrics", metrics),
         ],
         middleware=[
-            Middleware(IngestCors, origins=settings.ingest_cors_origins, paths=ingest.paths())
+            # Outermost: the span covers CORS answers and every refusal at the doors.
+            *([Middleware(HttpSpans)] if tracing.enabled() else []),
+            Middleware(IngestCors, origins=settings.ingest_cors_origins, paths=ingest.paths()),
         ],
         lifespan=lifespan,
     )

@@ -39,6 +39,7 @@ from gateway.segments import (
     segments,
 )
 from gateway.settings import GatewaySettings
+from gateway.spans import graphql_spans
 from gateway.structs import struct_dict
 from gateway.subscriptions import Subscription
 from gateway.wallet import WalletPass, customer_wallet_passes, wallet_pass
@@ -602,6 +603,11 @@ def build_schema(settings: GatewaySettings) -> strawberry.Schema:
         query=merge_types("Query", (Query, AdminQuery)),
         mutation=merge_types("Mutation", (Mutation, AdminMutation)),
         subscription=Subscription,
-        extensions=[*document_limits(settings), *dev_mode_only(settings), MaskUnexpectedErrors],
+        extensions=[
+            *graphql_spans(),
+            *document_limits(settings),
+            *dev_mode_only(settings),
+            MaskUnexpectedErrors,
+        ],
         config=schema_config(settings),
     )

@@ -28,7 +28,7 @@ from google.protobuf.message import DecodeError, Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from lodestar.v1 import events_pb2
-from services.platform import metrics, topics
+from services.platform import metrics, topics, tracing
 from services.platform.errors import PoisonMessage, is_infrastructure_failure
 from services.platform.settings import CommonSettings
 
@@ -51,6 +51,8 @@ class Delivery(Generic[M]):
     message: M
     # When the record was produced (the broker's or producer's timestamp), in ms.
     timestamp_ms: int = 0
+    # The record's headers (the producer's trace context travels in ``traceparent``).
+    headers: Sequence[tuple[str, bytes]] = ()
 
 
 # What a handler may hand back: effects still in flight (e.g. produced messages waiting for
@@ -224,13 +226,22 @@ class Bus:
     async def _send_many(
         self, records: Sequence[tuple[str, str | bytes | None, Message]]
     ) -> asyncio.Future[list[object]]:
-        pending = [
-            await self.producer.send(topic, key=_key_bytes(key), value=msg.SerializeToString())
-            for topic, key, msg in records
-        ]
+        pending = [await self._send_one(topic, key, msg) for topic, key, msg in records]
         for topic, _, _ in records:
             metrics.BUS_PRODUCED.labels(topic).inc()
         return asyncio.gather(*pending)
+
+    async def _send_one(
+        self, topic: str, key: str | bytes | None, message: Message
+    ) -> asyncio.Future[object]:
+        """Queue one record; with tracing on it carries its producer span in its headers."""
+        headers, span = tracing.start_produce(topic, message)
+        acknowledged: asyncio.Future[object] = await self.producer.send(
+            topic, key=_key_bytes(key), value=message.SerializeToString(), headers=headers
+        )
+        if span is not None:
+            tracing.end_produce(span, acknowledged)
+        return acknowledged
 
     async def publish_raw(self, topic: str, key: bytes | None, value: bytes) -> None:
         """Send bytes as they are (the dead-letter path keeps the original payload)."""
@@ -347,7 +358,8 @@ class Subscription(Generic[M]):
         if deliveries:
             chain = _CHAIN.set(_Chain(previous)) if previous is not None else None
             try:
-                pending = await self._handle(deliveries)
+                with tracing.consuming(self.group, deliveries):
+                    pending = await self._handle(deliveries)
             finally:
                 if chain is not None:
                     _CHAIN.reset(chain)
@@ -400,6 +412,7 @@ class Subscription(Generic[M]):
             value=value,
             message=message,
             timestamp_ms=int(record.timestamp or 0),
+            headers=record.headers or (),
         )
 
     async def _handle(self, deliveries: list[Delivery[M]], wait: bool = False) -> Pending | None:

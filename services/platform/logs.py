@@ -8,6 +8,8 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
+from services.platform.tracing import log_ids
+
 
 class JsonFormatter(logging.Formatter):
     """Formats a record as a single JSON line a log pipeline can index."""
@@ -25,6 +27,8 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
+        # The active span's trace_id and span_id, to find the line from a trace and back.
+        entry.update(log_ids())
         fields = getattr(record, "fields", None)
         if isinstance(fields, dict):
             entry.update(fields)

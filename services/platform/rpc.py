@@ -16,7 +16,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from services.platform import metrics
+from services.platform import metrics, tracing
 from services.platform.errors import (
     ERROR_PATH_KEY,
     AlreadyExists,
@@ -105,6 +105,50 @@ class _UnaryInterceptor(grpc.aio.ServerInterceptor):
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
+
+
+# Health checks (probes, launchers) are not traced: they would bury the real calls.
+_UNTRACED_PREFIX = "/grpc.health.v1.Health/"
+
+
+def _code_of(
+    context: grpc.aio.ServicerContext[Any, Any], default: grpc.StatusCode
+) -> grpc.StatusCode:
+    code = context.code()
+    return code if isinstance(code, grpc.StatusCode) else default
+
+
+class TracingInterceptor(_UnaryInterceptor):
+    """A SERVER span per call named after the method, child of the caller's span (its
+    ``traceparent`` metadata), with the status code. Added only when tracing is on."""
+
+    def wrap(self, method: str, behavior: Behavior) -> Behavior:
+        if method.startswith(_UNTRACED_PREFIX):
+            return behavior
+
+        async def traced(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            parent = _metadata_value(context.invocation_metadata(), tracing.TRACEPARENT)
+            with tracing.rpc_server_span(method, parent) as span:
+                code = grpc.StatusCode.OK
+                try:
+                    return await behavior(request, context)
+                except asyncio.CancelledError:
+                    code = grpc.StatusCode.CANCELLED
+                    raise
+                except BaseException:
+                    code = _code_of(context, grpc.StatusCode.UNKNOWN)
+                    raise
+                finally:
+                    tracing.rpc_status(span, code.value[0], code.name, client=False)
+
+        return traced
+
+
+def _metadata_value(metadata: Any, key: str) -> str | bytes | None:
+    for name, value in metadata or ():
+        if name == key:
+            return cast(str | bytes, value)
+    return None
 
 
 class LoggingInterceptor(_UnaryInterceptor):
@@ -224,8 +268,13 @@ class GrpcServer:
         self.health = health.aio.HealthServicer()
         # Refusals without the token are logged and counted like any other call.
         guard: list[grpc.aio.ServerInterceptor] = [RequireServiceToken(token)] if token else []
+        # Outermost, so the span covers the refusals and the logs inside carry its ids.
+        traced: list[grpc.aio.ServerInterceptor] = (
+            [TracingInterceptor()] if tracing.enabled() else []
+        )
         self.server = grpc.aio.server(
             interceptors=[
+                *traced,
                 LoggingInterceptor(),
                 *guard,
                 ErrorInterceptor(),
@@ -317,12 +366,43 @@ class DefaultTimeoutInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
         return await continuation(client_call_details, request)
 
 
+class TracingClientInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
+    """A CLIENT span per call named after the method, with its status code; the call carries
+    the span as ``traceparent`` metadata (the server's span becomes its child)."""
+
+    async def intercept_unary_unary(
+        self,
+        continuation: Callable[[grpc.aio.ClientCallDetails, Any], Any],
+        client_call_details: grpc.aio.ClientCallDetails,
+        request: Any,
+    ) -> Any:
+        method = client_call_details.method
+        with tracing.rpc_client_span(method) as span:
+            metadata = grpc.aio.Metadata(*(client_call_details.metadata or ()))
+            traceparent = tracing.traceparent_of()
+            if traceparent is not None:
+                metadata.add(tracing.TRACEPARENT, traceparent)
+            details = grpc.aio.ClientCallDetails(
+                method,
+                client_call_details.timeout,
+                metadata,
+                client_call_details.credentials,
+                client_call_details.wait_for_ready,
+            )
+            call = await continuation(details, request)
+            code = await call.code()
+            tracing.rpc_status(span, code.value[0], code.name, client=True)
+            return call
+
+
 def client_channel(
     target: str, timeout_s: float = 5.0, token: str | None = None
 ) -> grpc.aio.Channel:
-    """A channel that retries UNAVAILABLE, times calls out after ``timeout_s`` by default and
-    sends the service token when one is given."""
+    """A channel that retries UNAVAILABLE, times calls out after ``timeout_s`` by default,
+    sends the service token when one is given and traces each call when tracing is on."""
     interceptors: list[grpc.aio.ClientInterceptor] = [DefaultTimeoutInterceptor(timeout_s)]
+    if tracing.enabled():
+        interceptors.insert(0, TracingClientInterceptor())
     if token:
         interceptors.append(SendServiceToken(token))
     return grpc.aio.insecure_channel(

@@ -17,6 +17,7 @@ import threading
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from typing import Any
 
+from services.platform import tracing
 from services.platform.bus import Subscription
 from services.platform.logs import configure_logging
 from services.platform.metrics import serve_metrics
@@ -155,6 +156,14 @@ async def shut_down(
         result = close()
         if inspect.isawaitable(result):
             await bounded(getattr(close, "__qualname__", repr(close)), result, left(STEP_S))
+    # Last, so the spans of the drain are in it too.
+    await flush_tracing(left(STEP_S))
+
+
+async def flush_tracing(limit_s: float) -> None:
+    """Export the spans still buffered and stop the exporter, bounded like every step."""
+    if tracing.enabled():
+        await bounded("tracing", asyncio.to_thread(tracing.shutdown), limit_s)
 
 
 async def every(interval_s: float, job: Callable[[], Awaitable[object]]) -> None:
@@ -176,5 +185,6 @@ def run_service(
     settings = load_settings(settings_type)
     if isinstance(settings, CommonSettings):
         configure_logging(name, settings.log_level)
+        tracing.configure(name, settings.tracing_exporter)
         serve_metrics(settings.metrics_port, settings.metrics_host, settings.metrics_token_value())
     asyncio.run(serve(settings))

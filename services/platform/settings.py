@@ -46,6 +46,9 @@ class CommonSettings(BaseSettings):
     # The services' gRPC door: servers refuse calls without it, clients send it. Required
     # when gRPC listens beyond loopback; `make run` makes a fresh one.
     grpc_token: SecretStr | None = Field(None, min_length=16)
+    # Where spans go: none (off), console (one JSON line per span on stdout) or otlp (the
+    # OTEL_EXPORTER_OTLP_ENDPOINT / OTEL_EXPORTER_OTLP_TRACES_ENDPOINT collector, over HTTP).
+    tracing_exporter: Literal["none", "console", "otlp"] = "none"
 
     def grpc_token_value(self) -> str | None:
         """The service token, if one is configured."""
