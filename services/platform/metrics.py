@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
-from prometheus_client import REGISTRY, Counter, Histogram, make_wsgi_app
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.registry import Collector
@@ -21,11 +21,33 @@ BUS_PRODUCED = Counter("lodestar_bus_produced_total", "Messages produced", ["top
 BUS_CONSUMED = Counter(
     "lodestar_bus_consumed_total", "Messages consumed", ["topic", "group", "outcome"]
 )
+# Label values are bounded: group, topic and partition come from the code and the topic
+# configuration, the reason from DEAD_LETTER_REASONS, never from a message.
+CONSUMER_LAG = Gauge(
+    "lodestar_consumer_lag",
+    "Records of a partition not yet handled by the group (high watermark - committed offset)",
+    ["group", "topic", "partition"],
+)
+BUS_DEAD_LETTERED = Counter(
+    "lodestar_bus_dead_lettered_total",
+    "Messages sent to the dead-letter topic, by why",
+    ["group", "topic", "reason"],
+)
+# Why a message was dead-lettered: it was not the expected protobuf, its handler refused it
+# (PoisonMessage), or its handler kept failing past the retries.
+DEAD_LETTER_REASONS = ("undecodable", "poison", "handler_failed")
 BUS_BATCH_SECONDS = Histogram(
     "lodestar_bus_batch_seconds", "Time to handle and commit one batch", ["group"]
 )
 INGEST_EVENTS = Counter(
     "lodestar_ingest_events_total", "Events received by the ingest API", ["type", "outcome"]
+)
+INGEST_REJECTED = Counter(
+    "lodestar_ingest_rejected_total",
+    "Events the ingest API refused, by the error code it answered "
+    "(invalid_event, malformed_json, malformed_body, payload_too_large, "
+    "unsupported_encoding, rate_limited)",
+    ["type", "reason"],
 )
 WALLET_APNS_PUSHES = Counter(
     "lodestar_wallet_apns_pushes_total",
