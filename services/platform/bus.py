@@ -545,13 +545,17 @@ async def _lag_of(
     """How far ``tp``'s high watermark is ahead of ``committed`` (or the position when this
     consumer committed nothing there yet); None until a fetch reported the watermark."""
     try:
-        highwater = consumer.highwater(tp)
+        highwater: int | None = consumer.highwater(tp)
         if highwater is None:
             return None
-        if committed is None:
-            # Valid once a fetch reported the watermark; bounded so the loop never waits.
-            committed = await asyncio.wait_for(consumer.position(tp), 0.1)
+        # The position is valid once a fetch reported the watermark; bounded so the loop
+        # never waits on it.
+        done: int = (
+            committed
+            if committed is not None
+            else await asyncio.wait_for(consumer.position(tp), 0.1)
+        )
     except (AssertionError, IllegalStateError, TimeoutError):
         # Unassigned meanwhile (a rebalance), or no position yet: measured next time.
         return None
-    return max(0, highwater - committed)
+    return max(0, highwater - done)
