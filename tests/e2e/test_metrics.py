@@ -15,7 +15,13 @@ from aiokafka import AIOKafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 
 from infra.local.stack import DEV_PASS_TYPE_ID, SERVICES, Stack
-from lodestar.v1 import segmentation_pb2, segmentation_pb2_grpc, wallet_pb2, wallet_pb2_grpc
+from lodestar.v1 import (
+    events_pb2,
+    segmentation_pb2,
+    segmentation_pb2_grpc,
+    wallet_pb2,
+    wallet_pb2_grpc,
+)
 from services.platform import topics
 from tests.support.kafka import eventually, partitions_of, unique
 from tests.support.platform import Platform
@@ -144,7 +150,7 @@ async def test_processed_and_dead_lettered_messages_are_counted(
     platform: Platform, stack: Stack
 ) -> None:
     processed = {"topic": topics.EVENTS_RAW, "group": "identity", "outcome": "ok"}
-    dead = {"group": "identity", "topic": topics.EVENTS_RAW, "reason": "undecodable"}
+    dead = {"group": "identity", "topic": topics.EVENTS_RAW, "reason": "poison"}
     page = await scrape(platform.client, stack, "identity")
     before_ok = page.value("lodestar_bus_consumed_total", **processed)
     before_dead = page.value("lodestar_bus_dead_lettered_total", **dead)
@@ -153,8 +159,10 @@ async def test_processed_and_dead_lettered_messages_are_counted(
     producer = AIOKafkaProducer(bootstrap_servers=stack.kafka_bootstrap)
     await producer.start()
     try:
-        # Wire type 7 does not exist: no protobuf parser takes this for an Event.
-        await producer.send_and_wait(topics.EVENTS_RAW, key=b"metrics", value=b"\xff" * 8)
+        # An event without an id: identity refuses it (and other readers of the shared topic
+        # still decode it).
+        refused = events_pb2.Event(name=unique("no-id")).SerializeToString()
+        await producer.send_and_wait(topics.EVENTS_RAW, key=b"metrics", value=refused)
     finally:
         await producer.stop()
     await grows(
@@ -174,7 +182,7 @@ async def test_processed_and_dead_lettered_messages_are_counted(
             "lodestar_bus_dead_lettered_total",
             dead,
             before_dead,
-            "identity counting the undecodable record it dead-lettered",
+            "identity counting the event it refused and dead-lettered",
         )
         == before_dead + 1
     )

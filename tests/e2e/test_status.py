@@ -16,8 +16,9 @@ from aiokafka import AIOKafkaProducer
 from infra.local.observe import READY
 from infra.local.stack import SERVICES, Stack
 from infra.local.status import print_status, write_status
+from lodestar.v1 import events_pb2
 from services.platform import topics
-from tests.support.kafka import eventually
+from tests.support.kafka import eventually, unique
 
 pytestmark = pytest.mark.e2e
 
@@ -46,8 +47,9 @@ async def test_the_status_shows_health_lag_and_the_last_error(
     producer = AIOKafkaProducer(bootstrap_servers=stack.kafka_bootstrap)
     await producer.start()
     try:
-        # Undecodable: identity dead-letters it and logs that at ERROR.
-        await producer.send_and_wait(topics.EVENTS_RAW, key=b"status", value=b"\xff" * 8)
+        # An event without an id: identity dead-letters it and logs that at ERROR.
+        refused = events_pb2.Event(name=unique("no-id")).SerializeToString()
+        await producer.send_and_wait(topics.EVENTS_RAW, key=b"status", value=refused)
     finally:
         await producer.stop()
     seen: dict[str, dict[str, Any]] = {}
