@@ -15,14 +15,22 @@ from prometheus_client.registry import Collector
 
 from services.platform.dbops import DB_OPERATIONS, OperationCounter
 
-GRPC_REQUESTS = Counter("lodestar_grpc_requests_total", "gRPC calls served", ["method", "code"])
-GRPC_LATENCY = Histogram("lodestar_grpc_latency_seconds", "gRPC call latency", ["method"])
+GRPC_REQUESTS = Counter(
+    "lodestar_grpc_requests_total",
+    "gRPC calls served, by method and status code",
+    ["method", "code"],
+)
+GRPC_LATENCY = Histogram(
+    "lodestar_grpc_latency_seconds", "gRPC call latency (server side), by method", ["method"]
+)
 BUS_PRODUCED = Counter("lodestar_bus_produced_total", "Messages produced", ["topic"])
 BUS_CONSUMED = Counter(
-    "lodestar_bus_consumed_total", "Messages consumed", ["topic", "group", "outcome"]
+    "lodestar_bus_consumed_total",
+    "Messages consumed, by outcome: ok (handled) or dead_lettered",
+    ["topic", "group", "outcome"],
 )
 # Label values are bounded: group, topic and partition come from the code and the topic
-# configuration, the reason from DEAD_LETTER_REASONS, never from a message.
+# configuration, the reason is one of three words, never anything from a message.
 CONSUMER_LAG = Gauge(
     "lodestar_consumer_lag",
     "Records of a partition not yet handled by the group (high watermark - committed offset)",
@@ -30,12 +38,11 @@ CONSUMER_LAG = Gauge(
 )
 BUS_DEAD_LETTERED = Counter(
     "lodestar_bus_dead_lettered_total",
-    "Messages sent to the dead-letter topic, by why",
+    "Messages sent to the dead-letter topic, by why: undecodable (not the expected "
+    "protobuf), poison (its handler refused it), handler_failed (still failing after the "
+    "retries)",
     ["group", "topic", "reason"],
 )
-# Why a message was dead-lettered: it was not the expected protobuf, its handler refused it
-# (PoisonMessage), or its handler kept failing past the retries.
-DEAD_LETTER_REASONS = ("undecodable", "poison", "handler_failed")
 BUS_BATCH_SECONDS = Histogram(
     "lodestar_bus_batch_seconds", "Time to handle and commit one batch", ["group"]
 )
