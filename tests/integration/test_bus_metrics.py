@@ -4,7 +4,7 @@ of each partition a subscription holds, and dead letters counted by why."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 import pytest
 from prometheus_client import REGISTRY
@@ -13,10 +13,25 @@ from infra.local.servers import KafkaWireServer
 from lodestar.v1 import events_pb2
 from services.platform import bus as bus_module
 from services.platform import topics
-from services.platform.bus import Bus, ensure_topics
+from services.platform.bus import Bus, BusConfig, Delivery, ensure_topics
 from services.platform.errors import PoisonMessage
-from tests.integration.test_bus import Batch, Collector, config, event, run_until
-from tests.support.kafka import eventually, unique
+from tests.support.kafka import eventually, group_lag, unique
+
+Batch = Sequence[Delivery[events_pb2.Event]]
+
+
+def config(kafka: KafkaWireServer, handler_retries: int = 2) -> BusConfig:
+    return BusConfig(
+        bootstrap_servers=kafka.bootstrap_servers,
+        client_id="test",
+        session_timeout_ms=2000,
+        handler_retries=handler_retries,
+        retry_backoff_ms=10,
+    )
+
+
+def event(event_id: str) -> events_pb2.Event:
+    return events_pb2.Event(event_id=event_id, type=events_pb2.EVENT_TYPE_TRACK, name="Tested")
 
 
 @pytest.fixture
@@ -49,7 +64,7 @@ async def test_the_lag_shows_a_batch_in_hand_and_clears_once_committed(
     bus: Bus, topic: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Measured at every fetch, so the test need not wait for the once-a-second pace.
-    monkeypatch.setattr(bus_module, "LAG_INTERVAL_S", 0.0)
+    monkeypatch.setattr(bus_module, "LAG_INTERVAL_S", 0.0, raising=False)
     group = unique("g")
     release = asyncio.Event()
     holding = asyncio.Event()
@@ -68,7 +83,9 @@ async def test_the_lag_shows_a_batch_in_hand_and_clears_once_committed(
 
         async def caught_up() -> bool:
             values = [lag(group, topic, p) for p in range(3)]
-            return bool(partitions) and values == [0.0, 0.0, 0.0]
+            if not partitions or values != [0.0, 0.0, 0.0]:
+                return False
+            return await group_lag(bus.config.bootstrap_servers, group, topic) == 0
 
         # Every partition it holds is reported, none behind once the first is committed.
         await eventually(caught_up, 60, "a lag of 0 on the three partitions", 0.1)
@@ -101,20 +118,33 @@ async def test_dead_letters_are_counted_by_why(
     }
     await bus.publish_raw(topic, b"k", b"\xff" * 8)
     await bus.publish_many([(topic, "k", event(e)) for e in ("refused", "failing", "fine")])
-    done = Collector(fail_on={"failing"})
+    handled: list[str] = []
 
     async def handler(batch: Batch) -> None:
-        if any(d.message.event_id == "refused" for d in batch):
+        ids = [d.message.event_id for d in batch]
+        if "refused" in ids:
             raise PoisonMessage("refused on purpose")
-        await done(batch)
+        if "failing" in ids:
+            raise ValueError("cannot handle failing")
+        handled.extend(ids)
 
     fast = Bus(config(kafka_server, handler_retries=1))
     await fast.start()
+    subscription = fast.subscribe([topic], group, events_pb2.Event, handler)
+    task = asyncio.create_task(subscription.run())
     try:
-        await run_until(fast.subscribe([topic], group, events_pb2.Event, handler), done, 1)
+
+        async def fine_handled() -> bool:
+            if task.done():
+                task.result()
+            # One partition, in order: the three before it were dead-lettered by then.
+            return handled == ["fine"]
+
+        await eventually(fine_handled, 60, "the good message handled", 0.1)
     finally:
+        await subscription.stop()
+        await asyncio.wait_for(task, 15)
         await fast.stop()
-    assert done.seen == ["fine"]
     assert {reason: dead_lettered(group, topic, reason) - n for reason, n in before.items()} == {
         "undecodable": 1,
         "poison": 1,

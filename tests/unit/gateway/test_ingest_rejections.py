@@ -3,19 +3,44 @@ error code it answered (a bounded label), never under anything the call held."""
 
 from __future__ import annotations
 
+import base64
 import gzip
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 import httpx
 import pytest
+from google.protobuf.message import Message
 from prometheus_client import REGISTRY
+from starlette.applications import Starlette
 
 from gateway.ingest import IngestApi
 from gateway.settings import GatewaySettings
-from tests.unit.gateway.test_ingest_sdks import AUTH, WRITE_KEY, RecordingBus, client_of
+from services.platform.bus import Bus, BusConfig
 
+WRITE_KEY = "wk_rejections_12345"
+AUTH = {"Authorization": "Basic " + base64.b64encode(f"{WRITE_KEY}:".encode()).decode()}
 JSON = {**AUTH, "Content-Type": "application/json"}
+
+
+class RecordingBus(Bus):
+    """A bus that keeps what it is asked to produce instead of talking to Kafka."""
+
+    def __init__(self) -> None:
+        super().__init__(BusConfig(bootstrap_servers="unused:9092", client_id="test"))
+        self.produced: list[tuple[str, str | bytes | None, Message]] = []
+
+    async def publish_many(
+        self, records: Sequence[tuple[str, str | bytes | None, Message]]
+    ) -> None:
+        self.produced.extend(records)
+
+
+def client_of(api: IngestApi) -> httpx.AsyncClient:
+    app = Starlette(routes=api.routes())
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
+
+
 # One event a second, bursts of 1: the second call in a row is rate limited.
 SLOW = GatewaySettings(
     write_key=WRITE_KEY,
