@@ -184,6 +184,7 @@ class IngestApi:
             return
         seconds = whole_seconds(wait)
         metrics.INGEST_EVENTS.labels(kind, "rate_limited").inc(count)
+        metrics.INGEST_REJECTED.labels(kind, "rate_limited").inc(count)
         log.info("ingest rate limited", extra={"fields": {"events": count, "retry_s": seconds}})
         refused = _error(
             429,
@@ -217,9 +218,11 @@ class IngestApi:
             )
         except InvalidEvent as exc:
             metrics.INGEST_EVENTS.labels("batch", "invalid").inc()
+            metrics.INGEST_REJECTED.labels("batch", "invalid_event").inc()
             return _error(400, "invalid_event", str(exc), exc.path)
         if batch.rejected:
             metrics.INGEST_EVENTS.labels("batch", "invalid").inc(len(batch.rejected))
+            metrics.INGEST_REJECTED.labels("batch", "invalid_event").inc(len(batch.rejected))
         if not batch.calls:
             first = batch.rejected[0][1]
             refused = _error(400, "invalid_event", str(first), first.path)
@@ -260,6 +263,7 @@ class IngestApi:
             # No key could be read: nothing is said about the body.
             raise _Refused(_error(401, "unauthorized", _NO_KEY))
         metrics.INGEST_EVENTS.labels(kind, "malformed").inc()
+        metrics.INGEST_REJECTED.labels(kind, "malformed_json").inc()
         raise _Refused(problem)
 
     async def _read(self, request: Request, kind: str) -> bytes:
@@ -273,12 +277,15 @@ class IngestApi:
             )
         except BodyTooLarge as exc:
             metrics.INGEST_EVENTS.labels(kind, "too_large").inc()
+            metrics.INGEST_REJECTED.labels(kind, "payload_too_large").inc()
             raise _Refused(_error(400, "payload_too_large", exc.describe())) from None
         except UnsupportedEncoding as exc:
             metrics.INGEST_EVENTS.labels(kind, "malformed").inc()
+            metrics.INGEST_REJECTED.labels(kind, "unsupported_encoding").inc()
             raise _Refused(_error(415, "unsupported_encoding", str(exc))) from None
         except BadEncoding as exc:
             metrics.INGEST_EVENTS.labels(kind, "malformed").inc()
+            metrics.INGEST_REJECTED.labels(kind, "malformed_body").inc()
             raise _Refused(_error(400, "malformed_body", str(exc))) from None
 
     async def _produce(

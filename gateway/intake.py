@@ -53,6 +53,7 @@ class EventIntake:
             return parse_call(body, kind, at, max_bytes=max_bytes, client_ip=client_ip)
         except ValueError:
             metrics.INGEST_EVENTS.labels(kind, "invalid").inc()
+            metrics.INGEST_REJECTED.labels(kind, "invalid_event").inc()
             raise
 
     async def produce(self, kind: str, calls: Sequence[tuple[str, events_pb2.Event]]) -> None:

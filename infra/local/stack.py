@@ -18,8 +18,8 @@ import shlex
 import signal
 import ssl
 import sys
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import grpc
@@ -32,6 +32,7 @@ from gateway.keys_store import api_keys_from
 from gateway.scopes import ALL_SCOPES, Scope
 from infra.local.devapns import ensure_apns_dev_files
 from infra.local.fake_google import DEV_ISSUER_ID, ensure_google_dev_service_account
+from infra.local.observe import Observer, Probe
 from infra.local.servers import (
     KafkaWireServer,
     LocalServer,
@@ -275,6 +276,11 @@ class Stack:
         self.mongo_uri = mongo_uri or ""
         self.kafka_bootstrap = kafka_bootstrap or ""
         self.processes: dict[str, ManagedProcess] = {}
+        # Health, lag and last errors for the status, once observe() started it.
+        self.observer: Observer | None = None
+        # The size of each log before this run (logs are appended to): older errors are not
+        # this run's.
+        self.log_offsets: dict[str, int] = {}
         env = self._base_env()
         # A server given from outside is one shared server.
         self.mongo_mode = "shared" if mongo_uri else (mongo_mode or mongo_mode_from(env))
@@ -380,6 +386,8 @@ class Stack:
     def start(self, timeout_s: float = 90.0) -> None:
         """Bring everything up and wait until every health check passes."""
         self._check_ports_free()
+        if self.log_dir.is_dir():
+            self.log_offsets = {p.name: p.stat().st_size for p in self.log_dir.glob("*.log")}
         if self.mongo_mode == "per-service":
             for owner in DATABASE_OWNERS:
                 server = MongoWireServer(
@@ -816,7 +824,69 @@ class Stack:
 
     def status(self) -> list[ProcessStatus]:
         """Every child with its pid, state (running / restarting / backing off / stopped /
-        failed), restart count, crash count and last exit."""
+        failed), restart count, crash count and last exit; once :meth:`observe` runs, also
+        its health, consumer lag and last error."""
+        rows = self._states()
+        if self.observer is None:
+            return rows
+        return [self._observed(row, self.observer) for row in rows]
+
+    @staticmethod
+    def _observed(row: ProcessStatus, observer: Observer) -> ProcessStatus:
+        """``row`` with the observer's latest look (no health while the process is down)."""
+        seen = observer.get(row.name)
+        if seen is None:
+            return row
+        return replace(
+            row,
+            health=seen.health if row.pid is not None else "-",
+            consumer_lag=seen.consumer_lag if row.pid is not None else None,
+            last_error=seen.last_error,
+        )
+
+    def observe(self, interval_s: float = 2.0) -> None:
+        """Start looking at every process in the background (health, consumer lag, last
+        error; see infra/local/observe.py) for :meth:`status`; a second call does nothing."""
+        if self.observer is None:
+            token = self._base_env().get("LODESTAR_METRICS_TOKEN") or None
+            self.observer = Observer(self.probes, token, interval_s)
+            self.observer.start()
+
+    def probes(self) -> list[Probe]:
+        """How the observer looks at each process: its readiness, its metrics and its log."""
+        found = []
+        # A copy: the supervisor may start a process meanwhile.
+        for name, process in list(self.processes.items()):
+            metrics: str | None = None
+            if name == "gateway":
+                metrics = f"{self.gateway_url}/metrics"
+            elif name in self.ports.metrics:
+                metrics = f"http://127.0.0.1:{self.ports.metrics[name]}/metrics"
+            found.append(self._probe(name, process, metrics))
+        for name, server in self.servers().items():
+            found.append(self._probe(name, server.process, None, server.ready))
+        return found
+
+    def _probe(
+        self,
+        name: str,
+        process: ManagedProcess | None,
+        metrics: str | None,
+        ready: Callable[[], bool] | None = None,
+    ) -> Probe:
+        log_path = process.log_path if process is not None else None
+        offset = self.log_offsets.get(log_path.name, 0) if log_path is not None else 0
+        return Probe(name, ready or (lambda: self.ready(name)), metrics, log_path, offset)
+
+    def ready(self, name: str) -> bool:
+        """One readiness check: the gateway's ``/readyz`` (its dependencies too), else the
+        process's health check."""
+        if name == "gateway":
+            return http_ok(f"{self.gateway_url}/readyz")
+        return self._healthy(name)
+
+    def _states(self) -> list[ProcessStatus]:
+        """The supervisor's rows, or (unsupervised) alive or not."""
         if self.supervisor is not None and self.supervisor.status():
             return self.supervisor.status()
         rows = []
@@ -854,6 +924,8 @@ class Stack:
         """Stop supervising, then stop the gateway, the services, then the servers."""
         if self.supervisor is not None:
             self.supervisor.stop()
+        if self.observer is not None:
+            self.observer.stop()
         replicas = self.replica_names()
         for name in ("gateway", *reversed(replicas), *reversed(SERVICES), *STAND_INS):
             if name in self.processes:

@@ -1,6 +1,9 @@
 """The launcher's status file and ``python -m infra.local status``: each process of the
 running stack with its pid, state (running / restarting / backing off / stopped / failed),
-restarts, crashes and last exit. The launcher rewrites the file every half second."""
+health (ready / not ready), restarts, crashes, consumer lag, last exit and last error. The
+launcher rewrites the file every half second; health, lag and errors come from the stack's
+observer (infra/local/observe.py), which the first write starts and which looks every
+few seconds, so printing the status only reads the file."""
 
 from __future__ import annotations
 
@@ -14,7 +17,18 @@ from typing import Any, Protocol
 
 from infra.local.supervisor import ProcessStatus
 
-COLUMNS = ("name", "kind", "pid", "state", "restarts", "crashes", "last exit")
+COLUMNS = (
+    "name",
+    "kind",
+    "pid",
+    "state",
+    "health",
+    "restarts",
+    "crashes",
+    "lag",
+    "last exit",
+    "last error",
+)
 
 
 class HasStatus(Protocol):
@@ -24,10 +38,15 @@ class HasStatus(Protocol):
         """Every process's row."""
         ...
 
+    def observe(self) -> None:
+        """Start refreshing health, lag and last errors in the background (idempotent)."""
+        ...
+
 
 def write_status(path: Path, stack: HasStatus) -> None:
     """Replace ``path`` with the stack's status (written aside, then renamed: a reader never
-    sees half a file)."""
+    sees half a file). The first write starts the stack's observer."""
+    stack.observe()
     document = {
         "launcher_pid": os.getpid(),
         "updated": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -46,15 +65,19 @@ def format_status(rows: Sequence[dict[str, Any]]) -> str:
         state = row["state"]
         if row.get("next_start_in_s"):
             state = f"{state} ({row['next_start_in_s']} s)"
+        lag = row.get("consumer_lag")
         table.append(
             (
                 row["name"],
                 row["kind"],
                 str(row["pid"] or "-"),
                 state,
+                row.get("health") or "-",
                 str(row["restarts"]),
                 str(row["crashes"]),
+                "-" if lag is None else str(lag),
                 row["last_exit"] or "-",
+                row.get("last_error") or "-",
             )
         )
     widths = [max(len(line[i]) for line in table) for i in range(len(COLUMNS))]

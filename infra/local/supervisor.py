@@ -82,6 +82,11 @@ class ProcessStatus:
     last_exit: str
     # Seconds until the next start while backing off, else 0.
     next_start_in_s: float
+    # From the stack's observer (infra/local/observe.py): its readiness ("" when not
+    # looked at), its consumers' lag summed (None: none reported), its log's last error.
+    health: str = ""
+    consumer_lag: int | None = None
+    last_error: str = ""
 
 
 @dataclass

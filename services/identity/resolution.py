@@ -36,6 +36,10 @@ LAST_SEEN_DROPPED = Counter(
     "lodestar_identity_last_seen_dropped_total",
     "Buffered last-seen times dropped (the oldest) because the buffer was full",
 )
+MERGES = Counter(
+    "lodestar_identity_merges_total",
+    "Customer merges made (an event linked identifiers of two or more customers)",
+)
 
 
 @dataclass(frozen=True)
@@ -201,7 +205,12 @@ class Resolver:
 
     async def resolve(self, events: Sequence[EventIdentifiers]) -> Outcome:
         """Resolve a batch in order; on a lost race, one event at a time from fresh state."""
-        prepared = [self.prepare(e) for e in events]
+        outcome = await self._resolve([self.prepare(e) for e in events])
+        # Counted once stored: an event handled again finds the merge made, makes none.
+        MERGES.inc(len(outcome.merges))
+        return outcome
+
+    async def _resolve(self, prepared: list[_Prepared]) -> Outcome:
         try:
             return await self._attempt(prepared)
         except ConcurrentChange:

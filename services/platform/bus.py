@@ -13,6 +13,7 @@ handled again after its publishes failed), so one key's messages keep their orde
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -37,6 +38,8 @@ log = logging.getLogger(__name__)
 M = TypeVar("M", bound=Message)
 
 TOPIC_ALREADY_EXISTS = 36
+# How often a subscription updates its lag gauges, at most (not per message: cheap).
+LAG_INTERVAL_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -277,6 +280,11 @@ class Subscription(Generic[M]):
         self.handler = handler
         self._stopping = asyncio.Event()
         self._consumer: AIOKafkaConsumer | None = None
+        # The offsets this subscription committed last, the partitions it reports a lag
+        # for, and when it last measured.
+        self._committed: dict[TopicPartition, int] = {}
+        self._lag_reported: set[TopicPartition] = set()
+        self._lag_measured = 0.0
 
     async def start(self) -> None:
         """Join the consumer group; messages are read from the earliest uncommitted offset."""
@@ -318,6 +326,7 @@ class Subscription(Generic[M]):
                 batches = await consumer.getmany(
                     timeout_ms=200, max_records=self.bus.config.max_batch
                 )
+                await self._measure_lag(consumer)
                 current = await self._process(batches, settled) if batches else None
                 if current is None:
                     continue
@@ -389,6 +398,7 @@ class Subscription(Generic[M]):
         await settled
         try:
             await consumer.commit(batch.offsets)
+            self._committed.update(batch.offsets)
         except (CommitFailedError, IllegalStateError) as exc:
             # A rebalance took the partitions away; the new owner redelivers, handlers dedupe.
             log.warning(
@@ -476,10 +486,15 @@ class Subscription(Generic[M]):
 
     async def _dead_letter_delivery(self, delivery: Delivery[M], error: BaseException) -> None:
         reason = f"{type(error).__name__}: {error}"
-        await self._dead_letter(delivery, reason, self.bus.config.handler_retries + 1)
+        cause = "poison" if isinstance(error, PoisonMessage) else "handler_failed"
+        await self._dead_letter(delivery, reason, self.bus.config.handler_retries + 1, cause)
 
     async def _dead_letter(
-        self, record: ConsumerRecord | Delivery[M], reason: str, attempts: int
+        self,
+        record: ConsumerRecord | Delivery[M],
+        reason: str,
+        attempts: int,
+        cause: str = "undecodable",
     ) -> None:
         failed_at = Timestamp()
         failed_at.GetCurrentTime()
@@ -500,6 +515,7 @@ class Subscription(Generic[M]):
             letter.SerializeToString(),
         )
         metrics.BUS_CONSUMED.labels(letter.topic, self.group, "dead_lettered").inc()
+        metrics.BUS_DEAD_LETTERED.labels(self.group, letter.topic, cause).inc()
         log.error(
             "message dead-lettered",
             extra={
@@ -512,3 +528,47 @@ class Subscription(Generic[M]):
                 }
             },
         )
+
+    async def _measure_lag(self, consumer: AIOKafkaConsumer) -> None:
+        """Set ``lodestar_consumer_lag`` for every partition this subscription holds (at
+        most every :data:`LAG_INTERVAL_S`): the high watermark the last fetch reported
+        minus the offset committed here, or the fetch position before any commit. The
+        gauges of partitions a rebalance took away are removed (their new owner reports
+        them)."""
+        now = time.monotonic()
+        if now - self._lag_measured < LAG_INTERVAL_S:
+            return
+        self._lag_measured = now
+        held = consumer.assignment()
+        for tp in (self._lag_reported | self._committed.keys()) - held:
+            self._committed.pop(tp, None)
+            self._lag_reported.discard(tp)
+            with contextlib.suppress(KeyError):
+                metrics.CONSUMER_LAG.remove(self.group, tp.topic, str(tp.partition))
+        for tp in held:
+            lag = await _lag_of(consumer, tp, self._committed.get(tp))
+            if lag is not None:
+                metrics.CONSUMER_LAG.labels(self.group, tp.topic, str(tp.partition)).set(lag)
+                self._lag_reported.add(tp)
+
+
+async def _lag_of(
+    consumer: AIOKafkaConsumer, tp: TopicPartition, committed: int | None
+) -> int | None:
+    """How far ``tp``'s high watermark is ahead of ``committed`` (or the position when this
+    consumer committed nothing there yet); None until a fetch reported the watermark."""
+    try:
+        highwater: int | None = consumer.highwater(tp)
+        if highwater is None:
+            return None
+        # The position is valid once a fetch reported the watermark; bounded so the loop
+        # never waits on it.
+        done: int = (
+            committed
+            if committed is not None
+            else await asyncio.wait_for(consumer.position(tp), 0.1)
+        )
+    except (AssertionError, IllegalStateError, TimeoutError):
+        # Unassigned meanwhile (a rebalance), or no position yet: measured next time.
+        return None
+    return max(0, highwater - done)

@@ -8,24 +8,53 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
-from prometheus_client import REGISTRY, Counter, Histogram, make_wsgi_app
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.registry import Collector
 
 from services.platform.dbops import DB_OPERATIONS, OperationCounter
 
-GRPC_REQUESTS = Counter("lodestar_grpc_requests_total", "gRPC calls served", ["method", "code"])
-GRPC_LATENCY = Histogram("lodestar_grpc_latency_seconds", "gRPC call latency", ["method"])
+GRPC_REQUESTS = Counter(
+    "lodestar_grpc_requests_total",
+    "gRPC calls served, by method and status code",
+    ["method", "code"],
+)
+GRPC_LATENCY = Histogram(
+    "lodestar_grpc_latency_seconds", "gRPC call latency (server side), by method", ["method"]
+)
 BUS_PRODUCED = Counter("lodestar_bus_produced_total", "Messages produced", ["topic"])
 BUS_CONSUMED = Counter(
-    "lodestar_bus_consumed_total", "Messages consumed", ["topic", "group", "outcome"]
+    "lodestar_bus_consumed_total",
+    "Messages consumed, by outcome: ok (handled) or dead_lettered",
+    ["topic", "group", "outcome"],
+)
+# Label values are bounded: group, topic and partition come from the code and the topic
+# configuration, the reason is one of three words, never anything from a message.
+CONSUMER_LAG = Gauge(
+    "lodestar_consumer_lag",
+    "Records of a partition not yet handled by the group (high watermark - committed offset)",
+    ["group", "topic", "partition"],
+)
+BUS_DEAD_LETTERED = Counter(
+    "lodestar_bus_dead_lettered_total",
+    "Messages sent to the dead-letter topic, by why: undecodable (not the expected "
+    "protobuf), poison (its handler refused it), handler_failed (still failing after the "
+    "retries)",
+    ["group", "topic", "reason"],
 )
 BUS_BATCH_SECONDS = Histogram(
     "lodestar_bus_batch_seconds", "Time to handle and commit one batch", ["group"]
 )
 INGEST_EVENTS = Counter(
     "lodestar_ingest_events_total", "Events received by the ingest API", ["type", "outcome"]
+)
+INGEST_REJECTED = Counter(
+    "lodestar_ingest_rejected_total",
+    "Events the ingest API refused, by the error code it answered "
+    "(invalid_event, malformed_json, malformed_body, payload_too_large, "
+    "unsupported_encoding, rate_limited)",
+    ["type", "reason"],
 )
 WALLET_APNS_PUSHES = Counter(
     "lodestar_wallet_apns_pushes_total",

@@ -40,7 +40,7 @@ from prometheus_client import Counter, Gauge
 
 from services.platform.mongo import Document
 from services.wallet.apns import ApnsClient, PushOutcome
-from services.wallet.passes import GOOGLE
+from services.wallet.passes import APPLE, GOOGLE
 from services.wallet.store import WalletStore, registration_id
 
 log = logging.getLogger(__name__)
@@ -64,6 +64,19 @@ PUSH_DEFERRED = Counter(
     "lodestar_wallet_push_deferred_total",
     "Pass changes the full dispatcher queue left to the store poll",
 )
+PUSHES = Counter(
+    "lodestar_wallet_pushes_total",
+    "Pass updates sent to phones: apple = one APNs push per device (unregistered: the phone "
+    "removed the pass), google = one sync of the object; failed = not delivered",
+    ["platform", "outcome"],
+)
+# An APNs push's outcome as a push counted in PUSHES.
+_APNS_OUTCOMES = {
+    PushOutcome.DELIVERED: "sent",
+    PushOutcome.UNREGISTERED: "unregistered",
+    PushOutcome.REJECTED: "failed",
+    PushOutcome.FAILED: "failed",
+}
 
 
 class GoogleSync(Protocol):
@@ -308,6 +321,7 @@ class Dispatcher:
         )
         all_done = True
         for registration, result in zip(registrations, results, strict=True):
+            PUSHES.labels(APPLE, _APNS_OUTCOMES[result.outcome]).inc()
             if result.outcome is PushOutcome.UNREGISTERED:
                 await self._gone(doc, registration, "apns_unregistered")
             elif result.outcome is PushOutcome.FAILED:
@@ -324,7 +338,13 @@ class Dispatcher:
     async def _google(self, doc: Document) -> tuple[bool, dict[str, Any]]:
         if self.google is None:
             return True, {}
-        return True, {"google": await self.google.sync(doc)}
+        try:
+            synced = await self.google.sync(doc)
+        except Exception:
+            PUSHES.labels(GOOGLE, "failed").inc()
+            raise
+        PUSHES.labels(GOOGLE, "sent").inc()
+        return True, {"google": synced}
 
 
 def _seq(doc: Mapping[str, Any]) -> int:

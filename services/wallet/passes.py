@@ -8,6 +8,8 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
+from prometheus_client import Counter
+
 from services.platform.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.platform.mongo import Document
 from services.wallet.applepass import PassContent, PassField, PassSigner, build_pkpass
@@ -24,6 +26,11 @@ from services.wallet.templates import (
 APPLE = "apple"
 GOOGLE = "google"
 MAX_CUSTOMERS = 1_000
+PASSES_ISSUED = Counter(
+    "lodestar_wallet_passes_issued_total",
+    "Passes issued, by kind and platform",
+    ["kind", "platform"],
+)
 MAX_ID_LENGTH = 128
 
 
@@ -318,7 +325,9 @@ class WalletPasses:
         if platform == GOOGLE:
             assert self.google is not None
             doc["google"] = await self.google.create(doc, pass_content(doc, ""))
-        return await self.store.insert_pass(doc, now)
+        stored = await self.store.insert_pass(doc, now)
+        PASSES_ISSUED.labels(kind.value, platform).inc()
+        return stored
 
     async def _offer_for(self, kind: PassKind, offer_id: str) -> Document | None:
         if kind is not PassKind.COUPON:
