@@ -57,13 +57,8 @@ from starlette.routing import Route
 
 from services.platform.commandline import CommandParser, parse_command
 from services.platform.logs import configure_logging
-from services.wallet.google import (
-    JWT_BEARER_GRANT,
-    NOTIFY_ON_UPDATE,
-    TEXT_AND_NOTIFY,
-    WALLET_SCOPE,
-    ServiceAccount,
-)
+from services.wallet.clients.google import JWT_BEARER_GRANT, WALLET_SCOPE, ServiceAccount
+from services.wallet.google import NOTIFY_ON_UPDATE, TEXT_AND_NOTIFY
 
 STAND_IN_LABEL = "Lodestar loopback stand-in for the Google Wallet API (NOT Google)"
 STAND_IN_HEADER = "X-Lodestar-Stand-In"

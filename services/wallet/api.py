@@ -237,13 +237,11 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
             survey_url=request.survey_url,
             event=event,
         )
-        await self.passes.store.put_offer(doc)
+        await self.passes.put_offer(doc)
         return _offer(doc)
 
     async def ListOffers(
         self, request: wallet_pb2.ListOffersRequest, context: Context
     ) -> wallet_pb2.ListOffersResponse:
         """Every offer."""
-        return wallet_pb2.ListOffersResponse(
-            offers=[_offer(d) for d in await self.passes.store.all_offers()]
-        )
+        return wallet_pb2.ListOffersResponse(offers=[_offer(d) for d in await self.passes.offers()])

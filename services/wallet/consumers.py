@@ -8,8 +8,8 @@ from collections.abc import Sequence
 from lodestar.v1 import events_pb2
 from services.platform.bus import Delivery
 from services.platform.destinations import WALLET, event_allows
+from services.platform.merges import Merge, MergeHandler
 from services.wallet.live import LiveUpdates
-from services.wallet.store import WalletStore
 
 
 class ProfileChangedHandler:
@@ -50,15 +50,10 @@ class ResolvedEventHandler:
         )
 
 
-class MergeHandler:
-    """A merged customer's passes follow the survivor."""
+def merge_handler(live: LiveUpdates) -> MergeHandler:
+    """``identity.merged``: a merged customer's passes follow the survivor."""
 
-    def __init__(self, store: WalletStore) -> None:
-        self.store = store
+    async def follow(merge: Merge) -> None:
+        await live.merge(merge.survivor_id, merge.merged_ids)
 
-    async def __call__(self, batch: Sequence[Delivery[events_pb2.IdentityMerged]]) -> None:
-        """Move the passes of every merged id."""
-        for delivery in batch:
-            merge = delivery.message
-            if merge.survivor_id and merge.merged_ids:
-                await self.store.merge_customers(merge.survivor_id, list(merge.merged_ids))
+    return MergeHandler(follow)

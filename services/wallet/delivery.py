@@ -38,10 +38,9 @@ from typing import Any, Protocol
 
 from prometheus_client import Counter, Gauge
 
-from services.platform.mongo import Document
-from services.wallet.apns import ApnsClient, PushOutcome
 from services.wallet.passes import APPLE, GOOGLE
-from services.wallet.store import WalletStore, registration_id
+from services.wallet.pushes import PushOutcome, PushResult
+from services.wallet.records import Registration, StoredPass, registration_id
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +78,46 @@ _APNS_OUTCOMES = {
 }
 
 
+class PushStore(Protocol):
+    """Where the dispatcher finds, claims and records pushes (the wallet's store)."""
+
+    async def due_pushes(self, now: datetime, limit: int) -> list[StoredPass]:
+        """Passes whose push is due, oldest first."""
+        ...
+
+    async def claim_pushes(
+        self, serial_numbers: Sequence[str], now: datetime | None, lease_until: datetime
+    ) -> list[StoredPass]:
+        """Take these passes' due pushes for a lease; the passes taken."""
+        ...
+
+    async def registrations_by_serial(
+        self, serial_numbers: Sequence[str]
+    ) -> dict[str, list[Registration]]:
+        """The devices registered for each of these passes."""
+        ...
+
+    async def get_pass(self, serial_number: str) -> StoredPass | None:
+        """One pass, or None."""
+        ...
+
+    async def pushed(self, serial_number: str, update_seq: int, extra: Mapping[str, Any]) -> None:
+        """Record a push of the pass as it was at ``update_seq``."""
+        ...
+
+    async def delete_registration(self, registration: str) -> bool:
+        """Remove one registration by its key; True when it existed."""
+        ...
+
+
+class PushSender(Protocol):
+    """APNs as the dispatcher uses it (:class:`services.wallet.clients.apns.ApnsClient`)."""
+
+    async def push_many(self, targets: Sequence[tuple[str, str]]) -> list[PushResult]:
+        """Push to every ``(device_token, topic)``; results in the order of ``targets``."""
+        ...
+
+
 class GoogleSync(Protocol):
     """Brings a Google object up to date with the stored pass; returns the ``google`` part
     of the pass to store (ids and the field values messages were derived from)."""
@@ -99,8 +138,8 @@ class Dispatcher:
 
     def __init__(
         self,
-        store: WalletStore,
-        apns: ApnsClient | None,
+        store: PushStore,
+        apns: PushSender | None,
         google: GoogleSync | None = None,
         removed: Removed | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
@@ -118,7 +157,7 @@ class Dispatcher:
         self._wake = asyncio.Event()
         # Exactly one heap entry per queued pass, at its due time in ``_queued``.
         self._due: list[tuple[datetime, str]] = []
-        self._queued: dict[str, tuple[datetime, Document]] = {}
+        self._queued: dict[str, tuple[datetime, StoredPass]] = {}
         # Passes being pushed now: a newer change of one waits for that push to finish, so
         # one pass never has two pushes (or two Google syncs) in flight.
         self._busy: set[str] = set()
@@ -133,7 +172,7 @@ class Dispatcher:
         """Passes waiting in memory for their push."""
         return len(self._queued)
 
-    def schedule(self, due: datetime, doc: Document) -> None:
+    def schedule(self, due: datetime, doc: StoredPass) -> None:
         """The changed pass ``doc`` is to be pushed at ``due`` (called by every change in
         this process). A queued pass keeps one entry: the earlier due time (as the store
         keeps it) and the newer content. A pass not queued while the queue is full is left
@@ -163,7 +202,7 @@ class Dispatcher:
         heapq.heapify(self._due)
         PUSH_QUEUE.set(len(self._queued))
 
-    def _forget(self, claimed: Sequence[Document]) -> None:
+    def _forget(self, claimed: Sequence[StoredPass]) -> None:
         """Drop queued entries the claimed passes cover (content no newer than claimed): the
         claim pushes them, so the queue does not push them again."""
         gone = [
@@ -182,8 +221,8 @@ class Dispatcher:
         try:
             while True:
                 now = self.clock()
-                docs: dict[str, Document] = {}
-                later: list[tuple[str, Document]] = []
+                docs: dict[str, StoredPass] = {}
+                later: list[tuple[str, StoredPass]] = []
                 while self._due and self._due[0][0] <= now:
                     serial = heapq.heappop(self._due)[1]
                     doc = self._queued.pop(serial)[1]
@@ -246,7 +285,7 @@ class Dispatcher:
         self._forget(claimed)
         return await self._push(claimed)
 
-    async def _push(self, claimed: list[Document]) -> int:
+    async def _push(self, claimed: list[StoredPass]) -> int:
         """Push these passes as they are given (those already being pushed are left to
         the store poll, which finds them still due)."""
         claimed = [d for d in claimed if d["_id"] not in self._busy and not self._was_sent(d)]
@@ -270,7 +309,7 @@ class Dispatcher:
         if serial_numbers:
             await self.deliver(serial_numbers, None)
 
-    async def _deliver(self, doc: Document, registrations: list[Document]) -> None:
+    async def _deliver(self, doc: StoredPass, registrations: list[Registration]) -> None:
         try:
             if doc.get("platform") == GOOGLE:
                 # What Google was last told is read fresh: the pass in hand may predate it.
@@ -301,7 +340,7 @@ class Dispatcher:
         while len(self._sent) > self.max_queued:
             self._sent.popitem(last=False)
 
-    async def _announce(self, doc: Document) -> None:
+    async def _announce(self, doc: StoredPass) -> None:
         """Tell the pushed listener; the push itself stands whatever becomes of this."""
         if self.pushed is None:
             return
@@ -312,7 +351,7 @@ class Dispatcher:
                 "announcing a pushed pass failed", extra={"fields": {"serial_number": doc["_id"]}}
             )
 
-    async def _apple(self, doc: Document, registrations: list[Document]) -> tuple[bool, bool]:
+    async def _apple(self, doc: StoredPass, registrations: list[Registration]) -> tuple[bool, bool]:
         """Whether every device was handled, and whether a push reached at least one."""
         if not registrations or self.apns is None:
             return True, False
@@ -328,14 +367,14 @@ class Dispatcher:
                 all_done = False
         return all_done, any(r.outcome is PushOutcome.DELIVERED for r in results)
 
-    async def _gone(self, doc: Document, registration: Mapping[str, Any], reason: str) -> None:
+    async def _gone(self, doc: StoredPass, registration: Mapping[str, Any], reason: str) -> None:
         key = registration_id(
             registration["device_id"], registration["pass_type_id"], registration["serial_number"]
         )
         if await self.store.delete_registration(key) and self.removed is not None:
             await self.removed(doc, registration["device_id"], reason)
 
-    async def _google(self, doc: Document) -> tuple[bool, dict[str, Any]]:
+    async def _google(self, doc: StoredPass) -> tuple[bool, dict[str, Any]]:
         if self.google is None:
             return True, {}
         try:

@@ -1,5 +1,6 @@
 """Download links of Apple passes: ``GET /downloads/{serial}?expires=…&sig=…`` serves the
-signed ``.pkpass`` without any key, so the link can go to the customer's browser.
+signed ``.pkpass`` without any key, so the link can go to the customer's browser (the HTTP
+handler is :class:`services.wallet.webservice.PassDownloads`).
 
 A link is an HMAC (SHA-256) over the serial number and its expiry, a few minutes ahead: it
 opens that pass only, and only until then. A wrong signature is 403 (checked before the pass
@@ -9,27 +10,17 @@ serial (or a Google pass, which is saved by its link instead) 404, a voided pass
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
-import logging
 import re
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
 from urllib.parse import urlencode
 
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-
-from services.wallet.applepass import PKPASS_MEDIA_TYPE
-from services.wallet.passes import APPLE, WalletPasses
-
-log = logging.getLogger(__name__)
 PATH = "/downloads/{serialNumber}"
 # What a serial number can be (UUIDs are issued); anything else is no pass.
-_SERIAL = re.compile(r"[A-Za-z0-9._-]{1,64}")
+SERIAL = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _SIGNATURE = re.compile(r"[0-9a-f]{64}")
 _EXPIRES = re.compile(r"[0-9]{1,12}")
 
@@ -68,50 +59,3 @@ class DownloadLinks:
         if not hmac.compare_digest(expected.encode(), signature.encode()):
             return 403
         return 410 if self.clock() > int(expires) else None
-
-
-def _refused(status: int, message: str) -> JSONResponse:
-    # Client errors are INFO; the message is fixed and never repeats the request.
-    log.info("pass download refused", extra={"fields": {"status": status}})
-    return JSONResponse({"error": message}, status_code=status)
-
-
-_MESSAGES = {
-    403: "this download link is not valid",
-    404: "no such pass",
-    410: "this download link has expired; ask for a new one",
-}
-
-
-class PassDownloads:
-    """The HTTP handler of download links."""
-
-    def __init__(self, passes: WalletPasses, links: DownloadLinks) -> None:
-        self.passes = passes
-        self.links = links
-
-    async def download(self, request: Request) -> Response:
-        """The ``.pkpass`` a valid, unexpired link names."""
-        serial = request.path_params["serialNumber"]
-        if not _SERIAL.fullmatch(serial):
-            return _refused(404, _MESSAGES[404])
-        status = self.links.problem(
-            serial, request.query_params.get("expires", ""), request.query_params.get("sig", "")
-        )
-        if status is not None:
-            return _refused(status, _MESSAGES[status])
-        doc: dict[str, Any] | None = await self.passes.store.get_pass(serial)
-        if doc is None or doc.get("platform", APPLE) != APPLE:
-            return _refused(404, _MESSAGES[404])
-        if doc.get("voided"):
-            return _refused(410, "this pass was voided")
-        body = await asyncio.to_thread(self.passes.render, doc)
-        return Response(
-            body,
-            media_type=PKPASS_MEDIA_TYPE,
-            headers={
-                "Content-Disposition": 'attachment; filename="pass.pkpass"',
-                # The link is a bearer credential: no cache may keep the pass.
-                "Cache-Control": "no-store",
-            },
-        )

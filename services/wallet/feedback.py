@@ -9,16 +9,16 @@ The same activity, and every push that went out, is also announced on
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
+from google.protobuf.message import Message
 from google.protobuf.struct_pb2 import Struct
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from lodestar.v1 import common_pb2, events_pb2
 from services.platform import topics
-from services.platform.bus import Bus
 
 # Names the pass-event ids are derived in (uuid5), so a redelivery carries the same id.
 _PASS_EVENT_IDS = uuid.UUID("0f5b2c1e-7a44-4d0e-9c1a-5e2b7d9a3c61")
@@ -76,12 +76,26 @@ def live_pass_event(
     )
 
 
+class Publisher(Protocol):
+    """Kafka as the feedback uses it (the platform bus)."""
+
+    async def publish(self, topic: str, key: str | bytes | None, message: Message) -> None:
+        """Send one message; return once the broker acknowledged it."""
+        ...
+
+    async def publish_many(
+        self, records: Sequence[tuple[str, str | bytes | None, Message]]
+    ) -> None:
+        """Send many messages; return when every one is acknowledged."""
+        ...
+
+
 class WalletFeedback:
     """Publishes installed / removed events on ``events.raw`` keyed by serial (one pass's
     events in order), and installed / pushed / removed on ``wallet.pass-events`` keyed by
     customer."""
 
-    def __init__(self, bus: Bus) -> None:
+    def __init__(self, bus: Publisher) -> None:
         self.bus = bus
 
     async def installed(self, doc: Mapping[str, Any], device_id: str) -> None:

@@ -10,13 +10,12 @@ the object to the new tier's class."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
 
 from services.platform.errors import InvalidArgument
 from services.wallet.applepass import PassContent, PassField
 from services.wallet.google import (
-    GoogleWalletClient,
     Resource,
     class_id,
     google_class,
@@ -61,10 +60,41 @@ def announced(content: PassContent) -> dict[str, tuple[str, str]]:
     return found
 
 
+class GoogleApi(Protocol):
+    """The Google Wallet API as the passes use it
+    (:class:`services.wallet.clients.google.GoogleWalletClient`)."""
+
+    async def ensure_class(self, resource: Resource, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Insert the class, or patch it when it exists."""
+        ...
+
+    async def insert_object(self, resource: Resource, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Insert the object (the stored one when it exists already)."""
+        ...
+
+    async def patch_object(
+        self, resource: Resource, object_id: str, body: Mapping[str, Any], *, notify: bool = True
+    ) -> dict[str, Any]:
+        """Patch the object's top-level fields."""
+        ...
+
+    async def add_message(
+        self, resource: Resource, object_id: str, header: str, body: str, message_id: str
+    ) -> dict[str, Any]:
+        """Add a message to the pass and push it to the phone."""
+        ...
+
+    def save_link(
+        self, objects: Sequence[tuple[Resource, str]], origins: Sequence[str] = ()
+    ) -> str:
+        """The "Save to Google Wallet" URL of already inserted objects."""
+        ...
+
+
 class GooglePasses:
     """Creates and updates the Google objects of Google passes."""
 
-    def __init__(self, client: GoogleWalletClient, issuer_id: str, web_service_url: str) -> None:
+    def __init__(self, client: GoogleApi, issuer_id: str, web_service_url: str) -> None:
         self.client = client
         self.issuer_id = issuer_id
         self.logo_uri = web_service_url.rstrip("/") + LOGO_PATH

@@ -22,14 +22,14 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
-from typing import Any
+from typing import Any, Protocol
 
 from google.protobuf.json_format import MessageToDict
 
 from lodestar.v1 import events_pb2
 from services.platform.errors import InvalidArgument
-from services.platform.mongo import Document
 from services.wallet.passes import MAX_TEXT, WalletPasses
+from services.wallet.records import CustomerRecord, StoredOffer, StoredPass
 from services.wallet.templates import PassKind
 
 log = logging.getLogger(__name__)
@@ -110,14 +110,74 @@ def _consent(change: events_pb2.ProfileChanged) -> bool | None:
     return None
 
 
-async def _nothing() -> dict[str, Document]:
+class LiveStore(Protocol):
+    """What live updates read and write beside the passes (the wallet's store)."""
+
+    async def passes_of(self, customer_ids: Sequence[str]) -> list[StoredPass]:
+        """Every pass of these customers, oldest first."""
+        ...
+
+    async def passes_of_live(self, customer_ids: Sequence[str]) -> list[StoredPass]:
+        """The passes of these customers that are not voided."""
+        ...
+
+    async def live_passes_of(self, customer_id: str) -> list[StoredPass]:
+        """The customer's passes that are not voided."""
+        ...
+
+    async def due_reminders(self, now: datetime, limit: int) -> list[StoredPass]:
+        """Tickets whose reminder is due."""
+        ...
+
+    async def customer(self, customer_id: str) -> CustomerRecord | None:
+        """What the wallet remembers of a customer, or None."""
+        ...
+
+    async def customers_of(self, customer_ids: Sequence[str]) -> dict[str, CustomerRecord]:
+        """Those of these customers the wallet knows, by id."""
+        ...
+
+    async def remember(self, customer_id: str, changes: Mapping[str, Any]) -> None:
+        """Set what the wallet knows of a customer."""
+        ...
+
+    async def remember_many(self, changes: Mapping[str, Mapping[str, Any]]) -> None:
+        """Set what the wallet knows of several customers at once."""
+        ...
+
+    async def take_marketing_slot(self, customer_id: str, now: datetime, cap: int) -> str:
+        """Count one marketing message against the cap; why not (``""`` when it may)."""
+        ...
+
+    async def all_offers(self) -> list[StoredOffer]:
+        """Every offer, by id."""
+        ...
+
+    async def get_offer(self, offer_id: str) -> StoredOffer | None:
+        """One offer, or None."""
+        ...
+
+    async def delete_registrations_of(self, serial_numbers: Sequence[str]) -> int:
+        """Remove every registration of these passes."""
+        ...
+
+    async def forget_customer(self, customer_id: str) -> None:
+        """Drop what the wallet knows about the customer beyond their passes."""
+        ...
+
+    async def merge_customers(self, survivor_id: str, merged_ids: Sequence[str]) -> int:
+        """Passes of merged customers now belong to the survivor."""
+        ...
+
+
+async def _nothing() -> dict[str, CustomerRecord]:
     return {}
 
 
 def _held_after(
     held: Sequence[str],
     moves: Sequence[events_pb2.SegmentMembershipChanged],
-    by_segment: Mapping[str, Sequence[Document]],
+    by_segment: Mapping[str, Sequence[StoredOffer]],
 ) -> list[str]:
     """The offers a customer holds after these membership changes, in the order gained."""
     after = list(held)
@@ -137,18 +197,19 @@ class LiveUpdates:
     def __init__(
         self,
         passes: WalletPasses,
+        store: LiveStore,
         policy: LivePolicy | None = None,
         flush: Callable[[Sequence[str]], Awaitable[object]] | None = None,
     ) -> None:
         self.passes = passes
-        self.store = passes.store
+        self.store = store
         self.policy = policy or LivePolicy()
         # Delivers the named passes' pushes now (erasure pushes the voided pass before the
         # registrations go).
         self.flush = flush
 
-    async def _cards_by_customer(self, customer_ids: Sequence[str]) -> dict[str, list[Document]]:
-        found: dict[str, list[Document]] = defaultdict(list)
+    async def _cards_by_customer(self, customer_ids: Sequence[str]) -> dict[str, list[StoredPass]]:
+        found: dict[str, list[StoredPass]] = defaultdict(list)
         for doc in await self.store.passes_of_live(customer_ids):
             found[doc["customer_id"]].append(doc)
         return found
@@ -197,7 +258,7 @@ class LiveUpdates:
     async def memberships(self, items: Sequence[events_pb2.SegmentMembershipChanged]) -> int:
         """Offers bound to segments onto (or off) the customers' cards."""
         offers = await self.store.all_offers()
-        by_segment: dict[str, list[Document]] = defaultdict(list)
+        by_segment: dict[str, list[StoredOffer]] = defaultdict(list)
         for offer in offers:
             by_segment[offer["segment_id"]].append(offer)
         titles = {o["_id"]: o["title"] for o in offers}
@@ -270,12 +331,12 @@ class LiveUpdates:
                         owned[owned.index(doc)] = done
         return changed
 
-    async def _ticket(self, owned: list[Document], properties: Mapping[str, Any]) -> int:
+    async def _ticket(self, owned: list[StoredPass], properties: Mapping[str, Any]) -> int:
         offer_id = properties.get("offer_id")
         if not isinstance(offer_id, str) or not offer_id:
             return 0
         offer = await self.store.get_offer(offer_id)
-        event = (offer or {}).get("event")
+        event = offer.get("event") if offer is not None else None
         if not event:
             return 0
         changed = 0
@@ -308,7 +369,8 @@ class LiveUpdates:
         now = self.passes.clock()
         changed = 0
         for doc in await self.store.due_reminders(now, 500):
-            starts = (doc.get("relevant_dates") or [None])[0]
+            dates = doc.get("relevant_dates") or []
+            starts = dates[0] if dates else None
             if starts is None or starts <= now:
                 await self.passes.apply(doc, {}, extra={"reminder_due": None})
                 continue
@@ -367,10 +429,14 @@ class LiveUpdates:
         await self.store.delete_registrations_of(serials)
         await self.store.forget_customer(customer_id)
 
+    async def merge(self, survivor_id: str, merged_ids: Sequence[str]) -> None:
+        """Customers ``merged_ids`` became ``survivor_id``: their passes follow the survivor."""
+        await self.store.merge_customers(survivor_id, list(merged_ids))
+
     async def export(self, customer_id: str) -> dict[str, Any]:
         """The customer's passes (without secrets) and what the wallet remembers."""
         docs = await self.store.passes_of([customer_id])
-        remembered = await self.store.customer(customer_id) or {}
+        remembered: CustomerRecord = await self.store.customer(customer_id) or {}
         return {
             "passes": [
                 {

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from services.platform.errors import InvalidArgument
 from services.wallet.passes import MAX_TEXT
+from services.wallet.records import OfferEvent, StoredOffer
 
 _OFFER_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 MAX_URL = 500
@@ -21,7 +22,7 @@ def checked_offer(
     details: str = "",
     survey_url: str = "",
     event: dict[str, Any] | None = None,
-) -> dict[str, Any]:
+) -> StoredOffer:
     """The offer document; InvalidArgument names the bad field."""
     if not _OFFER_ID.match(offer_id):
         raise InvalidArgument("offer_id must be 1 to 64 letters, digits, '.', '_' or '-'")
@@ -33,7 +34,7 @@ def checked_offer(
         raise InvalidArgument(f"details must be at most {MAX_TEXT * 5} characters")
     if survey_url and (len(survey_url) > MAX_URL or not survey_url.startswith("https://")):
         raise InvalidArgument(f"survey_url must be an https:// URL of at most {MAX_URL} characters")
-    doc: dict[str, Any] = {
+    doc: StoredOffer = {
         "_id": offer_id,
         "segment_id": segment_id,
         "title": title,
@@ -45,7 +46,7 @@ def checked_offer(
     return doc
 
 
-def _checked_event(event: dict[str, Any]) -> dict[str, Any]:
+def _checked_event(event: dict[str, Any]) -> OfferEvent:
     name = event.get("name", "")
     if not name or len(name) > MAX_TEXT:
         raise InvalidArgument(f"event.name must be 1 to {MAX_TEXT} characters")
@@ -55,4 +56,4 @@ def _checked_event(event: dict[str, Any]) -> dict[str, Any]:
         raise InvalidArgument("event.latitude/longitude is not a place on Earth")
     if not isinstance(event.get("starts_at"), datetime):
         raise InvalidArgument("event.starts_at is required")
-    return event
+    return cast(OfferEvent, event)

@@ -11,10 +11,9 @@ from typing import Any, Protocol
 from prometheus_client import Counter
 
 from services.platform.errors import FailedPrecondition, InvalidArgument, NotFound
-from services.platform.mongo import Document
 from services.wallet.applepass import PassContent, PassField, PassSigner, build_pkpass
 from services.wallet.images import image_files
-from services.wallet.store import WalletStore
+from services.wallet.records import CustomerRecord, Registration, StoredOffer, StoredPass
 from services.wallet.templates import (
     MAX_LOCATIONS,
     PassKind,
@@ -162,6 +161,78 @@ def pass_content(doc: Mapping[str, Any], web_service_url: str) -> PassContent:
     )
 
 
+class PassStore(Protocol):
+    """Where the passes, offers and device registrations are kept (the wallet's store)."""
+
+    async def customer(self, customer_id: str) -> CustomerRecord | None:
+        """What the wallet remembers of a customer, or None."""
+        ...
+
+    async def insert_pass(self, doc: Mapping[str, Any], now: datetime) -> StoredPass:
+        """Store a new pass; returns it as stored."""
+        ...
+
+    async def get_pass(self, serial_number: str) -> StoredPass | None:
+        """One pass, or None."""
+        ...
+
+    async def passes_of(self, customer_ids: Sequence[str]) -> list[StoredPass]:
+        """Every pass of these customers, oldest first."""
+        ...
+
+    async def change_pass(
+        self,
+        serial_number: str,
+        changes: Mapping[str, Any],
+        now: datetime,
+        push_at: datetime | None = None,
+        current: Mapping[str, Any] | None = None,
+    ) -> StoredPass | None:
+        """Apply ``changes`` to one pass; None when it does not exist."""
+        ...
+
+    async def change_passes(
+        self,
+        changes: Sequence[tuple[Mapping[str, Any], Mapping[str, Any]]],
+        now: datetime,
+        push_at: datetime,
+    ) -> list[StoredPass | None]:
+        """Apply changes to many passes at once."""
+        ...
+
+    async def put_offer(self, offer: StoredOffer) -> None:
+        """Create or replace an offer."""
+        ...
+
+    async def all_offers(self) -> list[StoredOffer]:
+        """Every offer, by id."""
+        ...
+
+    async def get_offer(self, offer_id: str) -> StoredOffer | None:
+        """One offer, or None."""
+        ...
+
+    async def register(
+        self, device_id: str, pass_type_id: str, serial_number: str, push_token: str, now: datetime
+    ) -> bool:
+        """Register a device for a pass; True when new."""
+        ...
+
+    async def unregister(self, device_id: str, pass_type_id: str, serial_number: str) -> bool:
+        """Remove a registration; True when there was one."""
+        ...
+
+    async def registrations_of(self, serial_number: str) -> list[Registration]:
+        """The devices registered for a pass."""
+        ...
+
+    async def updated_since(
+        self, device_id: str, pass_type_id: str, since_seq: int | None
+    ) -> tuple[list[str], int]:
+        """Serials of the device's passes of this type changed after ``since_seq``."""
+        ...
+
+
 class GoogleChannel(Protocol):
     """Google Wallet as the passes use it (see :mod:`services.wallet.googlepasses`)."""
 
@@ -245,7 +316,7 @@ class WalletPasses:
 
     def __init__(
         self,
-        store: WalletStore,
+        store: PassStore,
         signer: PassSigner,
         web_service_url: str,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
@@ -263,14 +334,14 @@ class WalletPasses:
         self.google = google
         self.linker = linker
         self.figures = figures
-        self._listeners: list[Callable[[datetime, Document], None]] = []
+        self._listeners: list[Callable[[datetime, StoredPass], None]] = []
 
     @property
     def pass_type_id(self) -> str:
         """The pass type id every Apple pass carries."""
         return self.signer.pass_type_id
 
-    def on_push_scheduled(self, listener: Callable[[datetime, Document], None]) -> None:
+    def on_push_scheduled(self, listener: Callable[[datetime, StoredPass], None]) -> None:
         """Call ``listener`` with the due time and the changed pass of every push scheduled
         here."""
         self._listeners.append(listener)
@@ -282,7 +353,7 @@ class WalletPasses:
         template: str,
         platform: str = APPLE,
         offer_id: str = "",
-    ) -> dict[str, Any]:
+    ) -> StoredPass:
         """A new pass for the customer with a fresh serial and token. Cards start from the
         customer's loyalty figures now (from the profile service) and the offers the wallet
         knows they hold; offer passes carry their offer."""
@@ -292,7 +363,7 @@ class WalletPasses:
             raise InvalidArgument("platform GOOGLE is not configured on this wallet service")
         chosen = template_named(template)
         offer = await self._offer_for(kind, offer_id)
-        known = await self.store.customer(customer_id) or {}
+        known: CustomerRecord = await self.store.customer(customer_id) or {}
         figures = await self.figures.loyalty(customer_id) if self.figures else {}
         now = self.clock()
         serial = uuid.uuid4().hex
@@ -329,7 +400,7 @@ class WalletPasses:
         PASSES_ISSUED.labels(kind.value, platform).inc()
         return stored
 
-    async def _offer_for(self, kind: PassKind, offer_id: str) -> Document | None:
+    async def _offer_for(self, kind: PassKind, offer_id: str) -> StoredOffer | None:
         if kind is not PassKind.COUPON:
             if offer_id:
                 raise InvalidArgument("offer_id is only for COUPON passes")
@@ -350,20 +421,24 @@ class WalletPasses:
             )
         return self.google.save_link(doc)
 
-    async def get(self, serial_number: str) -> dict[str, Any]:
+    async def find(self, serial_number: str) -> StoredPass | None:
+        """One pass, or None when the serial is unknown."""
+        return await self.store.get_pass(serial_number)
+
+    async def get(self, serial_number: str) -> StoredPass:
         """One pass; NotFound when the serial is unknown."""
         doc = await self.store.get_pass(serial_number) if serial_number else None
         if doc is None:
             raise NotFound(f"no pass with serial number {serial_number!r}")
         return doc
 
-    async def of_customers(self, customer_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+    async def of_customers(self, customer_ids: Sequence[str]) -> dict[str, list[StoredPass]]:
         """Every pass of each customer, keyed by customer id."""
         if len(customer_ids) > MAX_CUSTOMERS:
             raise InvalidArgument(f"at most {MAX_CUSTOMERS} customer_ids per call")
         if any(not c for c in customer_ids):
             raise InvalidArgument("customer_ids must not contain an empty id")
-        found: dict[str, list[dict[str, Any]]] = {c: [] for c in customer_ids}
+        found: dict[str, list[StoredPass]] = {c: [] for c in customer_ids}
         for doc in await self.store.passes_of(list(found)):
             found[doc["customer_id"]].append(doc)
         return found
@@ -374,7 +449,7 @@ class WalletPasses:
         fields: Mapping[str, Any],
         announce: Mapping[str, bool] | None = None,
         extra: Mapping[str, Any] | None = None,
-    ) -> dict[str, Any] | None:
+    ) -> StoredPass | None:
         """Set display ``fields`` (and other keys in ``extra``) on a pass and schedule its
         push; None when nothing changes (a redelivered update pushes nothing).
         ``announce`` says, per field, whether this change speaks on the lock screen."""
@@ -399,7 +474,7 @@ class WalletPasses:
 
     async def apply_many(
         self, changes: Sequence[tuple[Mapping[str, Any], Mapping[str, Any]]]
-    ) -> list[dict[str, Any] | None]:
+    ) -> list[StoredPass | None]:
         """:meth:`apply` of display fields (announced) to many passes, written together;
         None for each pass that nothing changes."""
         pending: list[tuple[int, Mapping[str, Any], dict[str, Any]]] = []
@@ -410,7 +485,7 @@ class WalletPasses:
                 update: dict[str, Any] = {f"fields.{k}": v for k, v in changed.items()}
                 update.update({f"announce.{k}": True for k in changed})
                 pending.append((n, doc, update))
-        out: list[dict[str, Any] | None] = [None] * len(changes)
+        out: list[StoredPass | None] = [None] * len(changes)
         if not pending:
             return out
         now = self.clock()
@@ -431,7 +506,7 @@ class WalletPasses:
         raw_fields: Mapping[str, str],
         relevant_dates: Sequence[datetime] = (),
         locations: Sequence[Mapping[str, Any]] = (),
-    ) -> dict[str, Any]:
+    ) -> StoredPass:
         """UpdatePass: validated display fields, relevant dates and places."""
         doc = await self.get(serial_number)
         if doc.get("voided"):
@@ -447,7 +522,7 @@ class WalletPasses:
         changed = await self.apply(doc, fields, extra=extra)
         return changed if changed is not None else doc
 
-    async def void(self, serial_number: str) -> dict[str, Any]:
+    async def void(self, serial_number: str) -> StoredPass:
         """Mark a pass voided (idempotent) and push it, so phones show it voided."""
         current = await self.get(serial_number)
         if current.get("voided"):
@@ -458,3 +533,35 @@ class WalletPasses:
     def render(self, doc: Mapping[str, Any]) -> bytes:
         """The signed ``.pkpass`` of a stored pass."""
         return build_pkpass(pass_content(doc, self.web_service_url), self.signer)
+
+    # -- offers and device registrations, kept beside the passes --
+
+    async def put_offer(self, offer: StoredOffer) -> None:
+        """Create or replace an offer (checked by :func:`services.wallet.offers.checked_offer`)."""
+        await self.store.put_offer(offer)
+
+    async def offers(self) -> list[StoredOffer]:
+        """Every offer, by id."""
+        return await self.store.all_offers()
+
+    async def register(
+        self, device_id: str, pass_type_id: str, serial_number: str, push_token: str, now: datetime
+    ) -> bool:
+        """Register a device for a pass's updates; True when the registration is new (an
+        existing one gets the new push token)."""
+        return await self.store.register(device_id, pass_type_id, serial_number, push_token, now)
+
+    async def unregister(self, device_id: str, pass_type_id: str, serial_number: str) -> bool:
+        """Remove a device's registration for a pass; True when there was one."""
+        return await self.store.unregister(device_id, pass_type_id, serial_number)
+
+    async def registrations_of(self, serial_number: str) -> list[Registration]:
+        """The devices registered for a pass."""
+        return await self.store.registrations_of(serial_number)
+
+    async def updated_since(
+        self, device_id: str, pass_type_id: str, since_seq: int | None
+    ) -> tuple[list[str], int]:
+        """Serial numbers of the device's passes of this type changed after ``since_seq``
+        (all of them when None), and the highest sequence among them."""
+        return await self.store.updated_since(device_id, pass_type_id, since_seq)

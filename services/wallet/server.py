@@ -1,6 +1,7 @@
-"""Wiring of the wallet service: settings -> store -> passes (Apple signing, Google Wallet,
-identity linking) -> live updates, the push dispatcher, the consumers, the gRPC servicer and
-the PassKit web service (HTTP) in one process."""
+"""Wiring of the wallet service: settings -> store and clients (APNs, Google Wallet, identity
+and profile) -> passes (Apple signing, Google Wallet, identity linking) -> live updates, the
+push dispatcher, the consumers, the gRPC servicer and the PassKit web service (HTTP) in one
+process. The domain modules get the store and the clients here, through their Protocols."""
 
 from __future__ import annotations
 
@@ -23,25 +24,25 @@ from services.platform.privacy import PrivacyHandler
 from services.platform.rpc import GrpcServer, client_channel
 from services.platform.runtime import serve_until_shutdown
 from services.wallet.api import WalletServicer
-from services.wallet.apns import ApnsClient, ApnsCredentials
+from services.wallet.clients.apns import ApnsClient, ApnsCredentials
+from services.wallet.clients.customers import IdentityLinker, ProfileFigures
+from services.wallet.clients.google import GoogleWalletClient, ServiceAccount
 from services.wallet.consumers import (
     MembershipHandler,
-    MergeHandler,
     ProfileChangedHandler,
     ResolvedEventHandler,
+    merge_handler,
 )
 from services.wallet.delivery import Dispatcher
-from services.wallet.downloads import DownloadLinks, PassDownloads
+from services.wallet.downloads import DownloadLinks
 from services.wallet.feedback import WalletFeedback
-from services.wallet.google import GoogleWalletClient, ServiceAccount
 from services.wallet.googlepasses import GooglePasses
 from services.wallet.http import HttpServer
-from services.wallet.linking import IdentityLinker, ProfileFigures
 from services.wallet.live import LiveUpdates
 from services.wallet.passes import WalletPasses
 from services.wallet.settings import WalletSettings
 from services.wallet.store import WalletStore
-from services.wallet.webservice import PassKitWebService
+from services.wallet.webservice import PassDownloads, PassKitWebService
 
 SERVICE_NAME = wallet_pb2.DESCRIPTOR.services_by_name["WalletService"].full_name
 log = logging.getLogger(__name__)
@@ -117,7 +118,7 @@ async def serve(settings: WalletSettings) -> None:
     apns = apns_client(settings, signer.team_id, health.reporter("apns"))
     dispatcher = Dispatcher(store, apns, google, removed=feedback.removed, pushed=feedback.pushed)
     passes.on_push_scheduled(dispatcher.schedule)
-    live = LiveUpdates(passes, settings.live_policy(), flush=dispatcher.flush)
+    live = LiveUpdates(passes, store, settings.live_policy(), flush=dispatcher.flush)
     links = DownloadLinks(
         settings.download_link_secret(),
         settings.wallet_web_service_url,
@@ -153,7 +154,7 @@ async def serve(settings: WalletSettings) -> None:
             [topics.IDENTITY_MERGED],
             "wallet-merges",
             events_pb2.IdentityMerged,
-            MergeHandler(store),
+            merge_handler(live),
         ),
         bus.subscribe(
             [topics.PRIVACY],

@@ -20,13 +20,20 @@ import copy
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypedDict
+from typing import Any, TypedDict, cast
 
 from motor.motor_asyncio import AsyncIOMotorDatabase
 from pymongo import ReturnDocument, UpdateOne
 from pymongo.errors import DuplicateKeyError
 
 from services.platform.mongo import Document, IndexSpec, ensure_indexes
+from services.wallet.records import (
+    CustomerRecord,
+    Registration,
+    StoredOffer,
+    StoredPass,
+    registration_id,
+)
 
 _SEQUENCE = "pass_updates"
 MARKETING_WINDOW = timedelta(days=1)
@@ -38,11 +45,6 @@ IN_CHUNK = 100
 def chunks(ids: Sequence[str], size: int = IN_CHUNK) -> list[list[str]]:
     """``ids`` in lists of at most ``size``."""
     return [list(ids[i : i + size]) for i in range(0, len(ids), size)]
-
-
-def registration_id(device_id: str, pass_type_id: str, serial_number: str) -> str:
-    """The key of one registration document."""
-    return f"{device_id}:{pass_type_id}:{serial_number}"
 
 
 class _SeqBatch(TypedDict):
@@ -65,7 +67,7 @@ def next_update_time(previous: datetime | None, now: datetime) -> datetime:
 
 def _as_changed(
     current: Mapping[str, Any], values: Mapping[str, Any], push_at: datetime
-) -> Document:
+) -> StoredPass:
     """The pass as the server holds it after ``$set`` of ``values`` (dotted keys) and
     ``$min`` of ``push_due`` (datetimes kept to the millisecond, as stored)."""
     doc = copy.deepcopy(dict(current))
@@ -78,7 +80,7 @@ def _as_changed(
     due = push_at.replace(microsecond=push_at.microsecond // 1000 * 1000)
     pending = doc.get("push_due")
     doc["push_due"] = due if pending is None or _aware(pending) > due else pending
-    return doc
+    return cast(StoredPass, doc)
 
 
 class WalletStore:
@@ -139,7 +141,7 @@ class WalletStore:
         else:
             batch["done"].set_result(int(counter["seq"]))
 
-    async def insert_pass(self, doc: Mapping[str, Any], now: datetime) -> Document:
+    async def insert_pass(self, doc: Mapping[str, Any], now: datetime) -> StoredPass:
         """Store a new pass; its ``updated_at`` and ``update_seq`` are set here."""
         stored = {
             **doc,
@@ -149,16 +151,16 @@ class WalletStore:
             "update_seq": await self._next_seq(),
         }
         await self.passes.insert_one(stored)
-        return stored
+        return cast(StoredPass, stored)
 
-    async def get_pass(self, serial_number: str) -> Document | None:
+    async def get_pass(self, serial_number: str) -> StoredPass | None:
         """One pass, or None."""
-        return await self.passes.find_one({"_id": serial_number})
+        return cast(StoredPass | None, await self.passes.find_one({"_id": serial_number}))
 
-    async def passes_of(self, customer_ids: Sequence[str]) -> list[Document]:
+    async def passes_of(self, customer_ids: Sequence[str]) -> list[StoredPass]:
         """Every pass of these customers, oldest first."""
         cursor = self.passes.find({"customer_id": {"$in": list(customer_ids)}})
-        docs = await cursor.to_list(None)
+        docs = cast(list[StoredPass], await cursor.to_list(None))
         return sorted(docs, key=lambda d: (d["created_at"], d["_id"]))
 
     async def change_pass(
@@ -167,8 +169,8 @@ class WalletStore:
         changes: Mapping[str, Any],
         now: datetime,
         push_at: datetime | None = None,
-        current: Document | None = None,
-    ) -> Document | None:
+        current: Mapping[str, Any] | None = None,
+    ) -> StoredPass | None:
         """Apply ``changes`` and move the pass's update time and sequence on; None when the
         pass does not exist. ``push_at`` schedules a push (an earlier pending one is kept).
         ``current`` saves a read when the caller has the pass. Concurrent changes retry so
@@ -193,7 +195,7 @@ class WalletStore:
                 return_document=ReturnDocument.AFTER,
             )
             if result is not None:
-                return result
+                return cast(StoredPass, result)
             current = None
 
     async def change_passes(
@@ -201,7 +203,7 @@ class WalletStore:
         changes: Sequence[tuple[Mapping[str, Any], Mapping[str, Any]]],
         now: datetime,
         push_at: datetime,
-    ) -> list[Document | None]:
+    ) -> list[StoredPass | None]:
         """``change_pass`` for many passes at once: each (pass as read, changes) in one bulk
         write after one sequence round trip; returns each pass as changed. A pass someone
         else changed since it was read is changed again on its own from a fresh read."""
@@ -214,7 +216,8 @@ class WalletStore:
             return_document=ReturnDocument.AFTER,
         )
         first = int(counter["seq"]) - len(changes) + 1
-        writes, results = [], []
+        writes: list[UpdateOne] = []
+        results: list[StoredPass] = []
         for n, (current, update) in enumerate(changes):
             values = {
                 **update,
@@ -230,7 +233,7 @@ class WalletStore:
             results.append(_as_changed(current, values, push_at))
         done = await self.passes.bulk_write(writes, ordered=False)
         if done.matched_count == len(writes):
-            return list(results)
+            return list[StoredPass | None](results)
         serials = [current["_id"] for current, _ in changes]
         stored = {
             d["_id"]: d["update_seq"]
@@ -238,7 +241,7 @@ class WalletStore:
                 None
             )
         }
-        out: list[Document | None] = []
+        out: list[StoredPass | None] = []
         for n, ((current, update), result) in enumerate(zip(changes, results, strict=True)):
             if stored.get(current["_id"]) == first + n:
                 out.append(result)
@@ -246,18 +249,19 @@ class WalletStore:
                 out.append(await self.change_pass(current["_id"], update, now, push_at=push_at))
         return out
 
-    async def live_passes_of(self, customer_id: str) -> list[Document]:
+    async def live_passes_of(self, customer_id: str) -> list[StoredPass]:
         """The customer's passes that are not voided."""
-        return await self.passes.find({"customer_id": customer_id, "voided": False}).to_list(None)
+        docs = await self.passes.find({"customer_id": customer_id, "voided": False}).to_list(None)
+        return cast(list[StoredPass], docs)
 
-    async def due_pushes(self, now: datetime, limit: int) -> list[Document]:
+    async def due_pushes(self, now: datetime, limit: int) -> list[StoredPass]:
         """Passes whose push is due, oldest first."""
         cursor = self.passes.find({"push_due": {"$lte": now}}).sort("push_due", 1).limit(limit)
-        return await cursor.to_list(None)
+        return cast(list[StoredPass], await cursor.to_list(None))
 
     async def claim_pushes(
         self, serial_numbers: Sequence[str], now: datetime | None, lease_until: datetime
-    ) -> list[Document]:
+    ) -> list[StoredPass]:
         """Take these passes' pushes for delivery in two round trips: those due by ``now``
         (every one named when ``now`` is None) move their due time to ``lease_until``, so
         another replica leaves them and a crash retries them then. Returns the passes this
@@ -269,9 +273,10 @@ class WalletStore:
         await self.passes.update_many(
             query, {"$set": {"push_due": lease_until, "push_claim": claim}}
         )
-        return await self.passes.find(
+        claimed = await self.passes.find(
             {"_id": {"$in": list(serial_numbers)}, "push_claim": claim}
         ).to_list(None)
+        return cast(list[StoredPass], claimed)
 
     async def merge_customers(self, survivor_id: str, merged_ids: Sequence[str]) -> int:
         """Passes of merged customers now belong to the survivor; returns how many moved."""
@@ -290,10 +295,10 @@ class WalletStore:
             {"_id": serial_number, "update_seq": update_seq}, {"$unset": {"push_due": ""}}
         )
 
-    async def due_reminders(self, now: datetime, limit: int) -> list[Document]:
+    async def due_reminders(self, now: datetime, limit: int) -> list[StoredPass]:
         """Tickets whose reminder is due."""
         cursor = self.passes.find({"reminder_due": {"$lte": now}, "voided": False}).limit(limit)
-        return await cursor.to_list(None)
+        return cast(list[StoredPass], await cursor.to_list(None))
 
     async def delete_registration(self, registration: str) -> bool:
         """Remove one registration by its key; True when it existed."""
@@ -309,11 +314,11 @@ class WalletStore:
         )
         return int(result.deleted_count)
 
-    async def customer(self, customer_id: str) -> Document | None:
+    async def customer(self, customer_id: str) -> CustomerRecord | None:
         """What the wallet knows of a customer: last loyalty figures, consent, held offers."""
-        return await self.customers.find_one({"_id": customer_id})
+        return cast(CustomerRecord | None, await self.customers.find_one({"_id": customer_id}))
 
-    async def customers_of(self, customer_ids: Sequence[str]) -> dict[str, Document]:
+    async def customers_of(self, customer_ids: Sequence[str]) -> dict[str, CustomerRecord]:
         """Those of these customers the wallet knows, by id."""
         parts = await asyncio.gather(
             *(
@@ -321,9 +326,9 @@ class WalletStore:
                 for part in chunks(customer_ids)
             )
         )
-        return {d["_id"]: d for part in parts for d in part}
+        return {d["_id"]: cast(CustomerRecord, d) for part in parts for d in part}
 
-    async def passes_of_live(self, customer_ids: Sequence[str]) -> list[Document]:
+    async def passes_of_live(self, customer_ids: Sequence[str]) -> list[StoredPass]:
         """The passes of these customers that are not voided."""
         parts = await asyncio.gather(
             *(
@@ -331,7 +336,7 @@ class WalletStore:
                 for part in chunks(customer_ids)
             )
         )
-        return [d for part in parts for d in part]
+        return [cast(StoredPass, d) for part in parts for d in part]
 
     async def remember(self, customer_id: str, changes: Mapping[str, Any]) -> None:
         """Set what the wallet knows of a customer."""
@@ -372,17 +377,17 @@ class WalletStore:
             if result.modified_count:
                 return ""
 
-    async def put_offer(self, offer: Mapping[str, Any]) -> None:
+    async def put_offer(self, offer: StoredOffer) -> None:
         """Create or replace an offer."""
         await self.offers.replace_one({"_id": offer["_id"]}, dict(offer), upsert=True)
 
-    async def all_offers(self) -> list[Document]:
+    async def all_offers(self) -> list[StoredOffer]:
         """Every offer, by id."""
-        return await self.offers.find({}).sort("_id", 1).to_list(None)
+        return cast(list[StoredOffer], await self.offers.find({}).sort("_id", 1).to_list(None))
 
-    async def get_offer(self, offer_id: str) -> Document | None:
+    async def get_offer(self, offer_id: str) -> StoredOffer | None:
         """One offer, or None."""
-        return await self.offers.find_one({"_id": offer_id})
+        return cast(StoredOffer | None, await self.offers.find_one({"_id": offer_id}))
 
     async def forget_customer(self, customer_id: str) -> None:
         """Drop what the wallet knows about the customer beyond their (voided) passes."""
@@ -417,20 +422,21 @@ class WalletStore:
         )
         return result.deleted_count > 0
 
-    async def registrations_of(self, serial_number: str) -> list[Document]:
+    async def registrations_of(self, serial_number: str) -> list[Registration]:
         """The devices registered for a pass."""
-        return await self.registrations.find({"serial_number": serial_number}).to_list(None)
+        found = await self.registrations.find({"serial_number": serial_number}).to_list(None)
+        return cast(list[Registration], found)
 
     async def registrations_by_serial(
         self, serial_numbers: Sequence[str]
-    ) -> dict[str, list[Document]]:
+    ) -> dict[str, list[Registration]]:
         """The devices registered for each of these passes, in one query."""
         if not serial_numbers:
             return {}
-        found: dict[str, list[Document]] = {}
+        found: dict[str, list[Registration]] = {}
         cursor = self.registrations.find({"serial_number": {"$in": list(serial_numbers)}})
         for doc in await cursor.to_list(None):
-            found.setdefault(doc["serial_number"], []).append(doc)
+            found.setdefault(doc["serial_number"], []).append(cast(Registration, doc))
         return found
 
     async def updated_since(

@@ -7,7 +7,7 @@
 - ``GET /v1/passes/{passType}/{serial}``: the latest ``.pkpass``, 304 on ``If-Modified-Since``
 - ``POST /v1/log``: messages phones report
 - ``GET /downloads/{serial}?expires=…&sig=…``: a pass by signed link
-  (:mod:`services.wallet.downloads`)
+  (:mod:`services.wallet.downloads` makes and checks the links)
 
 Pass-specific calls need ``Authorization: ApplePass <token>`` (or ``AndroidPass <token>``),
 checked in constant time; anything else is 401. Bad input is 400 with a JSON ``error`` naming
@@ -39,9 +39,10 @@ from starlette.routing import Route
 from services.platform.health import DependencyHealth
 from services.wallet.applepass import PKPASS_MEDIA_TYPE
 from services.wallet.devicelogs import log_fields
-from services.wallet.downloads import PATH, PassDownloads
+from services.wallet.downloads import PATH, SERIAL, DownloadLinks
 from services.wallet.images import solid_png
-from services.wallet.passes import WalletPasses
+from services.wallet.passes import APPLE, WalletPasses
+from services.wallet.records import StoredPass
 from services.wallet.templates import DEFAULT_TEMPLATE
 from services.wallet.webinput import (
     MAX_DATE_HEADER,
@@ -114,6 +115,53 @@ def _push_token(body: Mapping[str, Any]) -> str:
     return push_token
 
 
+def _download_refused(status: int, message: str) -> JSONResponse:
+    # Client errors are INFO; the message is fixed and never repeats the request.
+    log.info("pass download refused", extra={"fields": {"status": status}})
+    return JSONResponse({"error": message}, status_code=status)
+
+
+_DOWNLOAD_MESSAGES = {
+    403: "this download link is not valid",
+    404: "no such pass",
+    410: "this download link has expired; ask for a new one",
+}
+
+
+class PassDownloads:
+    """The HTTP handler of download links."""
+
+    def __init__(self, passes: WalletPasses, links: DownloadLinks) -> None:
+        self.passes = passes
+        self.links = links
+
+    async def download(self, request: Request) -> Response:
+        """The ``.pkpass`` a valid, unexpired link names."""
+        serial = request.path_params["serialNumber"]
+        if not SERIAL.fullmatch(serial):
+            return _download_refused(404, _DOWNLOAD_MESSAGES[404])
+        status = self.links.problem(
+            serial, request.query_params.get("expires", ""), request.query_params.get("sig", "")
+        )
+        if status is not None:
+            return _download_refused(status, _DOWNLOAD_MESSAGES[status])
+        doc = await self.passes.find(serial)
+        if doc is None or doc.get("platform", APPLE) != APPLE:
+            return _download_refused(404, _DOWNLOAD_MESSAGES[404])
+        if doc.get("voided"):
+            return _download_refused(410, "this pass was voided")
+        body = await asyncio.to_thread(self.passes.render, doc)
+        return Response(
+            body,
+            media_type=PKPASS_MEDIA_TYPE,
+            headers={
+                "Content-Disposition": 'attachment; filename="pass.pkpass"',
+                # The link is a bearer credential: no cache may keep the pass.
+                "Cache-Control": "no-store",
+            },
+        )
+
+
 class PassKitWebService:
     """The HTTP handlers; ``app`` is the Starlette application."""
 
@@ -164,13 +212,13 @@ class PassKitWebService:
             return JSONResponse({"status": "ok", "dependencies": {}})
         return JSONResponse(self.health.detail(), status_code=200 if self.health.ready else 503)
 
-    async def _authorized_pass(self, request: Request) -> dict[str, Any] | None:
+    async def _authorized_pass(self, request: Request) -> StoredPass | None:
         """The pass the path names when the header carries its token, else None."""
         token = pass_token(request.headers.get("authorization"))
         if not token:
             return None
         params = request.path_params
-        doc = await self.passes.store.get_pass(params["serialNumber"])
+        doc = await self.passes.find(params["serialNumber"])
         # Compare even for an unknown pass so timing tells nothing about which serials exist.
         expected = doc["authentication_token"] if doc else "x" * 43
         matches = hmac.compare_digest(token.encode(), expected.encode())
@@ -209,7 +257,7 @@ class PassKitWebService:
             push_token = _push_token(await _json_body(request))
         except InputProblem as refused:
             return _refused(refused)
-        created = await self.passes.store.register(
+        created = await self.passes.register(
             device, pass_type, serial, push_token, datetime.now(UTC)
         )
         if created and self.feedback is not None:
@@ -217,19 +265,19 @@ class PassKitWebService:
                 await self.feedback.installed(doc, device)
             except Exception:
                 log.exception("reporting an installed pass failed")
-                await self.passes.store.unregister(device, pass_type, serial)
+                await self.passes.unregister(device, pass_type, serial)
                 return _unavailable()
         return Response(status_code=201 if created else 200)
 
     async def _unregister(self, doc: Mapping[str, Any], device: str, pass_type: str) -> Response:
-        known = await self.passes.store.registrations_of(doc["_id"])
+        known = await self.passes.registrations_of(doc["_id"])
         if self.feedback is not None and any(r["device_id"] == device for r in known):
             try:
                 await self.feedback.removed(doc, device, "unregistered")
             except Exception:
                 log.exception("reporting a removed pass failed")
                 return _unavailable()
-        await self.passes.store.unregister(device, pass_type, doc["_id"])
+        await self.passes.unregister(device, pass_type, doc["_id"])
         return Response(status_code=200)
 
     async def updated_serials(self, request: Request) -> Response:
@@ -242,7 +290,7 @@ class PassKitWebService:
             since = updated_since_tag(request.query_params.get("passesUpdatedSince"))
         except InputProblem as refused:
             return _refused(refused)
-        serials, last = await self.passes.store.updated_since(
+        serials, last = await self.passes.updated_since(
             params["deviceLibraryIdentifier"], params["passTypeIdentifier"], since
         )
         if not serials:

@@ -20,7 +20,8 @@ import pytest
 from infra.local.devapns import DEV_LABEL, ApnsDevFiles, ensure_apns_dev_files
 from infra.local.fake_apns import FakeApns
 from infra.local.servers import free_port
-from services.wallet.apns import ApnsClient, ApnsCredentials, PushOutcome, provider_token
+from services.wallet.clients.apns import ApnsClient, ApnsCredentials, provider_token
+from services.wallet.pushes import PushOutcome
 
 ROOT = Path(__file__).resolve().parents[2]
 TEAM_ID = "TEAMIT0001"

@@ -27,19 +27,21 @@ from infra.local.fake_google import (
     ensure_google_dev_service_account,
 )
 from infra.local.servers import free_port
-from services.wallet.google import (
+from services.wallet.clients.google import (
     JWT_BEARER_GRANT,
-    NOTIFY_ON_UPDATE,
-    TEXT_AND_NOTIFY,
     TOKEN_URI,
     GoogleWalletAuthError,
     GoogleWalletClient,
     GoogleWalletError,
     ServiceAccount,
+    token_assertion,
+)
+from services.wallet.google import (
+    NOTIFY_ON_UPDATE,
+    TEXT_AND_NOTIFY,
     google_class,
     google_object,
     resource_for,
-    token_assertion,
 )
 from services.wallet.passes import pass_content
 from services.wallet.templates import DEFAULT_TEMPLATE, PassKind

@@ -83,7 +83,8 @@ async def stubs(mongo_server: MongoWireServer) -> AsyncIterator[Stubs]:
         segmentation, Audiences(segmentation, None), frozenset({"email"})
     )
     # Passes are never signed here: every call below is refused before one would be.
-    passes = WalletPasses(WalletStore(client[f"{prefix}_wallet"]), None, "http://127.0.0.1:9")  # type: ignore[arg-type]
+    wallet = WalletStore(client[f"{prefix}_wallet"])
+    passes = WalletPasses(wallet, None, "http://127.0.0.1:9")  # type: ignore[arg-type]
 
     def register(server: grpc.aio.Server) -> None:
         identity_pb2_grpc.add_IdentityServiceServicer_to_server(
@@ -95,7 +96,7 @@ async def stubs(mongo_server: MongoWireServer) -> AsyncIterator[Stubs]:
             server,
         )
         wallet_pb2_grpc.add_WalletServiceServicer_to_server(
-            WalletServicer(passes, LiveUpdates(passes)), server
+            WalletServicer(passes, LiveUpdates(passes, wallet)), server
         )
 
     server = GrpcServer(

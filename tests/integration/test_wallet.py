@@ -81,7 +81,7 @@ async def wallet(
         0,
         [SERVICE_NAME],
         lambda s: wallet_pb2_grpc.add_WalletServiceServicer_to_server(
-            WalletServicer(passes, LiveUpdates(passes)), s
+            WalletServicer(passes, LiveUpdates(passes, store)), s
         ),
     )
     await grpc_server.start()

@@ -35,16 +35,17 @@ from services.platform.errors import InvalidArgument
 from services.platform.mongo import Document
 from services.platform.rpc import GrpcServer
 from services.wallet.api import WalletServicer
-from services.wallet.apns import ApnsClient, ApnsCredentials
 from services.wallet.applepass import PassSigner
+from services.wallet.clients.apns import ApnsClient, ApnsCredentials
+from services.wallet.clients.google import GoogleWalletClient, ServiceAccount
 from services.wallet.delivery import Dispatcher
 from services.wallet.devcerts import SigningFiles, ensure_dev_certificates
-from services.wallet.google import GoogleWalletClient, ServiceAccount
 from services.wallet.googlepasses import GooglePasses
 from services.wallet.http import HttpServer
 from services.wallet.live import LivePolicy, LiveUpdates
 from services.wallet.offers import checked_offer
 from services.wallet.passes import GOOGLE, WalletPasses
+from services.wallet.records import StoredPass
 from services.wallet.server import SERVICE_NAME
 from services.wallet.store import WalletStore
 from services.wallet.templates import PassKind
@@ -106,7 +107,7 @@ class Live:
 
     async def issue(
         self, customer: str, kind: PassKind = PassKind.STORE_CARD, **extra: str
-    ) -> dict[str, Any]:
+    ) -> StoredPass:
         return await self.passes.issue(customer, kind, "default", **extra)
 
     async def register(self, doc: Mapping[str, Any], token: str = PUSH_TOKEN) -> None:
@@ -172,7 +173,7 @@ async def live(
     feedback = Feedback()
     dispatcher = Dispatcher(store, apns, google, removed=feedback.removed, pushed=feedback.pushed)
     passes.on_push_scheduled(dispatcher.schedule)
-    updates = LiveUpdates(passes, LivePolicy(marketing_per_day=1), flush=dispatcher.flush)
+    updates = LiveUpdates(passes, store, LivePolicy(marketing_per_day=1), flush=dispatcher.flush)
     http = HttpServer(PassKitWebService(passes, feedback).app, "127.0.0.1", port)
     await http.start()
     running = asyncio.create_task(dispatcher.run())

@@ -5,6 +5,7 @@ the consent values that changed written in one round trip, and nothing for a red
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import cast
 
 import pytest
 from motor.motor_asyncio import AsyncIOMotorClient
@@ -19,6 +20,7 @@ from services.wallet.consumers import ProfileChangedHandler
 from services.wallet.devcerts import SigningFiles, ensure_dev_certificates
 from services.wallet.live import LiveUpdates
 from services.wallet.passes import WalletPasses
+from services.wallet.records import StoredPass
 from services.wallet.store import IN_CHUNK, WalletStore
 from services.wallet.templates import PassKind
 from tests.support.kafka import unique
@@ -77,6 +79,11 @@ async def passes(
     client.close()
 
 
+def store_of(passes: WalletPasses) -> WalletStore:
+    """The MongoDB store the fixture gave the passes."""
+    return cast(WalletStore, passes.store)
+
+
 def changes(points: int) -> list[Delivery[events_pb2.ProfileChanged]]:
     """One change per customer: loyalty figures and wallet_marketing consent (granted for
     even customers)."""
@@ -106,7 +113,7 @@ async def test_a_batch_reads_in_chunks_and_writes_consent_in_one_round_trip(
 ) -> None:
     for customer in HOLDERS:
         await passes.issue(customer, PassKind.STORE_CARD, "default")
-    handler = ProfileChangedHandler(LiveUpdates(passes))
+    handler = ProfileChangedHandler(LiveUpdates(passes, store_of(passes)))
     commands.sent.clear()
 
     await handler(changes(500))
@@ -121,7 +128,7 @@ async def test_a_batch_reads_in_chunks_and_writes_consent_in_one_round_trip(
     assert [len(body["updates"]) for body in commands.on("update", "passes")] == [3]
     assert commands.on("findAndModify", "passes") == []
     assert len(commands.on("findAndModify", "counters")) == 1
-    remembered = await passes.store.customers_of([f"cust-{n}" for n in range(CUSTOMERS)])
+    remembered = await store_of(passes).customers_of([f"cust-{n}" for n in range(CUSTOMERS)])
     assert [remembered[f"cust-{n}"]["wallet_marketing"] for n in (0, 1, 248, 249)] == [
         True,
         False,
@@ -142,7 +149,7 @@ async def test_a_batch_reads_in_chunks_and_writes_consent_in_one_round_trip(
 async def test_a_card_changed_meanwhile_is_changed_again_from_a_fresh_read(
     passes: WalletPasses, commands: Commands
 ) -> None:
-    scheduled: list[Document] = []
+    scheduled: list[StoredPass] = []
     passes.on_push_scheduled(lambda _, doc: scheduled.append(doc))
     a = await passes.issue("cust-a", PassKind.STORE_CARD, "default")
     b = await passes.issue("cust-b", PassKind.STORE_CARD, "default")
@@ -169,7 +176,7 @@ async def test_a_card_changed_meanwhile_is_changed_again_from_a_fresh_read(
 
 
 async def test_only_changed_consent_is_written(passes: WalletPasses, commands: Commands) -> None:
-    handler = ProfileChangedHandler(LiveUpdates(passes))
+    handler = ProfileChangedHandler(LiveUpdates(passes, store_of(passes)))
     await handler(changes(10))
     flipped = changes(10)[:3]
     for delivery in flipped:
@@ -178,7 +185,7 @@ async def test_only_changed_consent_is_written(passes: WalletPasses, commands: C
     await handler(flipped)
     # cust-0 and cust-2 were granted: two values change, in one write; cust-1 stays denied.
     assert [len(body["updates"]) for body in commands.on("update", "customers")] == [2]
-    remembered = await passes.store.customers_of(["cust-0", "cust-1", "cust-2"])
+    remembered = await store_of(passes).customers_of(["cust-0", "cust-1", "cust-2"])
     assert {c: d["wallet_marketing"] for c, d in remembered.items()} == {
         "cust-0": False,
         "cust-1": False,

@@ -35,8 +35,9 @@ from services.segmentation.scoring import ScoringSettings, fit_and_score
 from services.segmentation.transactions import CustomerSummary
 from services.wallet.api import Context, WalletServicer
 from services.wallet.applepass import PassSigner
+from services.wallet.clients.google import GoogleWalletClient, ServiceAccount, save_jwt
 from services.wallet.devcerts import ensure_dev_certificates
-from services.wallet.google import GoogleWalletClient, Resource, ServiceAccount, save_jwt
+from services.wallet.google import Resource
 from services.wallet.googlepasses import GooglePasses
 from services.wallet.live import LiveUpdates
 from services.wallet.passes import GOOGLE, WalletPasses
@@ -151,7 +152,7 @@ async def bench_list_passes(count: int, rounds: int, work_dir: Path) -> None:
         for mode, api in apis.items():
             google = GooglePasses(api, DEV_ISSUER_ID, "http://127.0.0.1:1")
             passes = WalletPasses(store, signer, "http://127.0.0.1:1", google=google)
-            servicers[mode] = WalletServicer(passes, LiveUpdates(passes))
+            servicers[mode] = WalletServicer(passes, LiveUpdates(passes, store))
         issuer = next(iter(servicers.values())).passes
         customers = [f"bench-{n}" for n in range(count // 4)]
         for customer in customers:

@@ -40,7 +40,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from io import BytesIO
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 from motor.motor_asyncio import AsyncIOMotorClient
@@ -67,6 +67,7 @@ from services.wallet.devcerts import SigningFiles, ensure_dev_certificates
 from services.wallet.images import image_files
 from services.wallet.live import LiveUpdates
 from services.wallet.passes import WalletPasses, authentication_token, pass_content
+from services.wallet.records import CustomerRecord, StoredPass
 from services.wallet.settings import WalletSettings
 from services.wallet.store import WalletStore, next_update_time
 from services.wallet.templates import DEFAULT_TEMPLATE, PassKind
@@ -536,16 +537,17 @@ async def _intake_floor(
 class StoreBefore(WalletStore):
     """The store's batch reads as before the intake cuts: one ``$in`` of every id."""
 
-    async def customers_of(self, customer_ids: Sequence[str]) -> dict[str, Document]:
+    async def customers_of(self, customer_ids: Sequence[str]) -> dict[str, CustomerRecord]:
         """Those of these customers the wallet knows, by id."""
         docs = await self.customers.find({"_id": {"$in": list(customer_ids)}}).to_list(None)
-        return {d["_id"]: d for d in docs}
+        return {d["_id"]: cast(CustomerRecord, d) for d in docs}
 
-    async def passes_of_live(self, customer_ids: Sequence[str]) -> list[Document]:
+    async def passes_of_live(self, customer_ids: Sequence[str]) -> list[StoredPass]:
         """The passes of these customers that are not voided."""
-        return await self.passes.find(
+        docs = await self.passes.find(
             {"customer_id": {"$in": list(customer_ids)}, "voided": False}
         ).to_list(None)
+        return cast(list[StoredPass], docs)
 
 
 class LiveBefore(LiveUpdates):
@@ -606,7 +608,7 @@ async def _intake(mongo_uri: str, bootstrap: str, args: argparse.Namespace) -> N
             await _issue_cards(passes, holders)
             window = Window(counter, f"{name}_wallet")
             window.start()
-            live = (LiveBefore if side == "before" else LiveUpdates)(passes)
+            live = (LiveBefore if side == "before" else LiveUpdates)(passes, store)
             rates[side] = await _intake_through_kafka(
                 changes,
                 ProfileChangedHandler(live),

@@ -12,7 +12,7 @@ lease and grace are shortened so retries come within seconds instead of half a m
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -34,11 +34,11 @@ from lodestar.v1 import common_pb2, events_pb2, profile_pb2
 from services.platform.health import DependencyHealth
 from services.platform.mongo import Document
 from services.wallet import delivery
-from services.wallet.apns import ApnsClient, ApnsCredentials
 from services.wallet.applepass import PassSigner
+from services.wallet.clients.apns import ApnsClient, ApnsCredentials
+from services.wallet.clients.google import GoogleWalletClient, ServiceAccount
 from services.wallet.delivery import Dispatcher
 from services.wallet.devcerts import SigningFiles, ensure_dev_certificates
-from services.wallet.google import GoogleWalletClient, ServiceAccount
 from services.wallet.googlepasses import GooglePasses
 from services.wallet.http import HttpServer
 from services.wallet.live import LivePolicy, LiveUpdates
@@ -106,7 +106,7 @@ class Wallet:
         assert found is not None
         return found["value"]
 
-    async def all_pushed(self, docs: list[dict[str, Any]]) -> bool:
+    async def all_pushed(self, docs: Sequence[Mapping[str, Any]]) -> bool:
         for doc in docs:
             stored = await self.passes.get(doc["_id"])
             if "push_due" in stored:
@@ -157,7 +157,7 @@ async def wallet(
     passes = WalletPasses(store, signer, url, push_delay_s=0.1, google=google)
     dispatcher = Dispatcher(store, apns, google)
     passes.on_push_scheduled(dispatcher.schedule)
-    updates = LiveUpdates(passes, LivePolicy(marketing_per_day=1), flush=dispatcher.flush)
+    updates = LiveUpdates(passes, store, LivePolicy(marketing_per_day=1), flush=dispatcher.flush)
     http = HttpServer(PassKitWebService(passes, health=health).app, "127.0.0.1", port)
     await http.start()
     running = asyncio.create_task(dispatcher.run())

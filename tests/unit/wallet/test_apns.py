@@ -20,17 +20,17 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from google.auth.crypt.es256 import ES256Verifier
 from prometheus_client import REGISTRY
 
-from services.wallet.apns import (
+from services.wallet.clients.apns import (
     MAX_BACKOFF_S,
     TOKEN_REFRESH_AFTER_S,
     ApnsClient,
     ApnsCredentials,
     ProviderTokens,
-    PushOutcome,
     backoff_delay,
     provider_token,
     valid_device_token,
 )
+from services.wallet.pushes import PushOutcome
 
 TEAM_ID = "TEAMTEST01"
 KEY_ID = "KEYTEST001"
@@ -340,7 +340,7 @@ async def test_outcomes_are_counted_and_failures_logged_without_secrets(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     apns = Apns(httpx.Response(200), _error(400, "BadTopic"))
-    with caplog.at_level(logging.INFO, logger="services.wallet.apns"):
+    with caplog.at_level(logging.INFO, logger="services.wallet.clients.apns"):
         async with _client(credentials, apns) as client:
             await client.push(DEVICE_TOKEN, TOPIC)
             await client.push(DEVICE_TOKEN, TOPIC)

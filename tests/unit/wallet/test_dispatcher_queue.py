@@ -13,8 +13,10 @@ from typing import Any, cast
 from prometheus_client import REGISTRY
 
 from services.platform.mongo import Document
-from services.wallet.apns import ApnsClient, PushOutcome, PushResult
+from services.wallet.clients.apns import ApnsClient
 from services.wallet.delivery import GRACE, MAX_QUEUED, Dispatcher
+from services.wallet.pushes import PushOutcome, PushResult
+from services.wallet.records import StoredPass
 from services.wallet.store import WalletStore
 
 PASS_TYPE = "pass.com.example.lodestar.test"
@@ -39,12 +41,12 @@ class PassStore:
         self.passes: dict[str, dict[str, Any]] = {}
         self._seq = 0
 
-    def change(self, serial: str, content: int, push_at: datetime) -> Document:
+    def change(self, serial: str, content: int, push_at: datetime) -> StoredPass:
         self._seq += 1
         doc = self.passes.setdefault(serial, {"_id": serial, "pass_type_id": PASS_TYPE})
         doc.update(content=content, update_seq=self._seq)
         doc["push_due"] = min(push_at, doc.get("push_due", push_at))
-        return dict(doc)
+        return cast(StoredPass, dict(doc))
 
     async def due_pushes(self, now: datetime, limit: int) -> list[Document]:
         await asyncio.sleep(0)  # a round trip: other tasks run meanwhile

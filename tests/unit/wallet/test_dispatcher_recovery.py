@@ -11,8 +11,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 from services.platform.mongo import Document
-from services.wallet.apns import ApnsClient, PushOutcome, PushResult
+from services.wallet.clients.apns import ApnsClient
 from services.wallet.delivery import GRACE, Dispatcher
+from services.wallet.pushes import PushOutcome, PushResult
+from services.wallet.records import StoredPass
 from services.wallet.store import WalletStore
 
 PASS_TYPE = "pass.com.example.lodestar.test"
@@ -38,11 +40,11 @@ class GatedStore:
         self.claim_gate = asyncio.Event()
         self.claiming = asyncio.Event()
 
-    def change(self, serial: str, push_at: datetime) -> Document:
+    def change(self, serial: str, push_at: datetime) -> StoredPass:
         doc = self.passes.setdefault(serial, {"_id": serial, "pass_type_id": PASS_TYPE})
         doc["update_seq"] = doc.get("update_seq", 0) + 1
         doc["push_due"] = min(push_at, doc.get("push_due", push_at))
-        return dict(doc)
+        return cast(StoredPass, dict(doc))
 
     async def due_pushes(self, now: datetime, limit: int) -> list[Document]:
         await asyncio.sleep(0)

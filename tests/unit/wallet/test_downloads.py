@@ -12,9 +12,9 @@ import httpx
 import pytest
 
 from services.wallet.applepass import PKPASS_MEDIA_TYPE
-from services.wallet.downloads import DownloadLinks, PassDownloads
+from services.wallet.downloads import DownloadLinks
 from services.wallet.passes import WalletPasses
-from services.wallet.webservice import PassKitWebService
+from services.wallet.webservice import PassDownloads, PassKitWebService
 
 SECRET = b"0123456789abcdef0123456789abcdef"
 PASSES: dict[str, dict[str, Any]] = {
@@ -39,6 +39,9 @@ class FakeStore:
 
 class FakePasses:
     store = FakeStore()
+
+    async def find(self, serial_number: str) -> dict[str, Any] | None:
+        return await self.store.get_pass(serial_number)
 
     def render(self, doc: dict[str, Any]) -> bytes:
         return f"pkpass of {doc['_id']}".encode()

@@ -21,24 +21,26 @@ from google.auth import jwt as google_jwt
 
 from infra.local.fake_google import ensure_google_dev_service_account
 from services.wallet.applepass import PassContent, PassField
-from services.wallet.google import (
+from services.wallet.clients.google import (
     SAVE_LINK_REUSE_S,
     SAVE_URL_BASE,
-    TEXT_AND_NOTIFY,
     TOKEN_URI,
     WALLET_SCOPE,
     GoogleWalletClient,
-    Resource,
     ServiceAccount,
+    save_jwt,
+    token_assertion,
+)
+from services.wallet.google import (
+    TEXT_AND_NOTIFY,
+    Resource,
     class_id,
     google_class,
     google_object,
     object_id,
     object_state,
     resource_for,
-    save_jwt,
     text_message,
-    token_assertion,
 )
 from services.wallet.passes import pass_content
 from services.wallet.templates import DEFAULT_TEMPLATE, PassKind, Place

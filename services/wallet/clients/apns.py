@@ -28,7 +28,6 @@ import ssl
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -38,7 +37,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from google.auth.crypt.es256 import ES256Signer
 
+from services.platform.httpclient import PooledHttp
 from services.platform.metrics import WALLET_APNS_PUSHES
+from services.wallet.pushes import PushOutcome, PushResult
 
 log = logging.getLogger(__name__)
 
@@ -54,32 +55,6 @@ MAX_BACKOFF_S = 30.0
 # APNs device tokens are 64 hex digits today; Apple says not to rely on the length.
 _DEVICE_TOKEN = re.compile(r"^[0-9A-Fa-f]{16,200}$")
 _EXPIRED = "ExpiredProviderToken"
-
-
-class PushOutcome(StrEnum):
-    """What became of one pass update push."""
-
-    DELIVERED = "delivered"
-    # 410: the phone removed the pass or turned updates off; delete the registration.
-    UNREGISTERED = "unregistered"
-    # Any other 4xx: the request is wrong (token, topic, credentials); retrying cannot help.
-    REJECTED = "rejected"
-    # 429, 5xx or transport errors until the attempts ran out.
-    FAILED = "failed"
-
-
-@dataclass(frozen=True)
-class PushResult:
-    """The final answer for one push. ``status`` is ``None`` when no HTTP answer came (bad
-    token caught before sending, or transport errors); ``timestamp_ms`` is APNs's time the
-    token stopped being valid (410 only)."""
-
-    outcome: PushOutcome
-    status: int | None
-    reason: str
-    apns_id: str
-    attempts: int
-    timestamp_ms: int | None = None
 
 
 @dataclass(frozen=True)
@@ -217,7 +192,7 @@ class ApnsClient:
         # Told after each push whether APNs answered it (False: FAILED, i.e. 429, 5xx or no
         # answer until the attempts ran out), for the wallet's dependency health.
         self.on_outcome = on_outcome
-        self._client: httpx.AsyncClient | None = None
+        self._pool = PooledHttp(self._open)
         self._streams = asyncio.Semaphore(MAX_CONCURRENT_PUSHES)
 
     async def __aenter__(self) -> ApnsClient:
@@ -233,27 +208,23 @@ class ApnsClient:
 
     async def aclose(self) -> None:
         """Close the connection (a later push opens a new one)."""
-        if self._client is not None:
-            client, self._client = self._client, None
-            await client.aclose()
+        await self._pool.aclose()
 
-    def _http(self) -> httpx.AsyncClient:
-        if self._client is None:
-            verify = ssl.create_default_context(
-                cafile=str(self.ca_file) if self.ca_file is not None else None
-            )
-            self._client = httpx.AsyncClient(
-                base_url=self.base_url,
-                http2=True,
-                verify=verify,
-                transport=self._transport,
-                timeout=httpx.Timeout(self.timeout_s),
-                # One connection: APNs multiplexes many streams on it and dislikes churn.
-                limits=httpx.Limits(
-                    max_connections=1, max_keepalive_connections=1, keepalive_expiry=600.0
-                ),
-            )
-        return self._client
+    def _open(self) -> httpx.AsyncClient:
+        verify = ssl.create_default_context(
+            cafile=str(self.ca_file) if self.ca_file is not None else None
+        )
+        return httpx.AsyncClient(
+            base_url=self.base_url,
+            http2=True,
+            verify=verify,
+            transport=self._transport,
+            timeout=httpx.Timeout(self.timeout_s),
+            # One connection: APNs multiplexes many streams on it and dislikes churn.
+            limits=httpx.Limits(
+                max_connections=1, max_keepalive_connections=1, keepalive_expiry=600.0
+            ),
+        )
 
     async def push_many(self, targets: Sequence[tuple[str, str]]) -> list[PushResult]:
         """Push to every ``(device_token, topic)`` concurrently over the one connection (at
@@ -282,7 +253,7 @@ class ApnsClient:
             token = self.tokens.current()
             try:
                 async with self._streams:
-                    response = await self._http().post(
+                    response = await self._pool.client().post(
                         f"/3/device/{device_token}",
                         headers={
                             "authorization": f"bearer {token}",

@@ -1,13 +1,6 @@
-"""Google Wallet passes: the REST client of the Google Wallet API (walletobjects v1), its
-OAuth 2.0 service-account token exchange, the "Save to Google Wallet" link, and the class and
-object bodies built from the same platform-neutral :class:`PassContent` the Apple side signs.
-
-Google keeps the pass: Lodestar inserts a *class* per template and kind (brand, layout) and an
-*object* per pass (balances, texts, state), then patches the object when the profile changes.
-A phone gets a pass through a save link whose signed JWT names only the object ids, so the link
-stays short and the content always comes from the API.
-
-The builders are pure functions; :class:`GoogleWalletClient` is the only part that does I/O.
+"""The Google Wallet API client (walletobjects v1): the service account's RS256 JWTs, the
+OAuth 2.0 JWT-bearer token exchange, the REST calls with their retries, and the signed
+"Save to Google Wallet" link. The bodies it sends are built by :mod:`services.wallet.google`.
 """
 
 from __future__ import annotations
@@ -15,17 +8,14 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from decimal import Decimal
 from functools import cached_property
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, Self
+from typing import Any, Self
 
 import httpx
 from cryptography.hazmat.primitives import serialization
@@ -33,8 +23,16 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from google.auth import crypt
 from google.auth import jwt as google_jwt
 
-from services.wallet.applepass import PassContent, PassField
-from services.wallet.templates import LANGUAGES, MAX_LOCATIONS, PassKind, PassTemplate
+from services.platform.httpclient import PooledHttp
+from services.wallet.google import (
+    NOTIFY_ON_UPDATE,
+    Resource,
+    check_id,
+    check_resource,
+    save_claims,
+    text_message,
+    valid_issuer_id,
+)
 
 API_BASE_URL = "https://walletobjects.googleapis.com/walletobjects/v1"
 TOKEN_URI = "https://oauth2.googleapis.com/token"  # noqa: S105 (a URL, not a secret)
@@ -51,19 +49,6 @@ MAX_RETRY_AFTER_S = 30.0
 # and at most this many are kept.
 SAVE_LINK_REUSE_S = 3600.0
 SAVE_LINK_CACHE_SIZE = 10_000
-NOTIFY_ON_UPDATE = "NOTIFY_ON_UPDATE"
-TEXT_AND_NOTIFY = "TEXT_AND_NOTIFY"
-
-Resource = Literal["loyalty", "offer", "eventTicket"]
-RESOURCES: tuple[Resource, ...] = ("loyalty", "offer", "eventTicket")
-_RESOURCE_OF_KIND: Mapping[PassKind, Resource] = {
-    PassKind.STORE_CARD: "loyalty",
-    PassKind.COUPON: "offer",
-    PassKind.EVENT_TICKET: "eventTicket",
-}
-_ISSUER_ID = re.compile(r"[0-9]+")
-_ID_SUFFIX = re.compile(r"[A-Za-z0-9._-]+")
-_DEFAULT_LANGUAGE = LANGUAGES[0]
 
 
 class GoogleWalletError(Exception):
@@ -84,49 +69,6 @@ class GoogleWalletError(Exception):
 class GoogleWalletAuthError(GoogleWalletError):
     """The token endpoint refused the service account's assertion (wrong key, wrong account,
     wrong token URI)."""
-
-
-def resource_for(kind: PassKind) -> Resource:
-    """The Google Wallet pass type of a Lodestar pass kind."""
-    resource = _RESOURCE_OF_KIND.get(kind)
-    if resource is None:
-        raise ValueError(
-            f"Google Wallet passes of kind {kind.value!r} are not supported; issue a "
-            f"{', '.join(k.value for k in _RESOURCE_OF_KIND)} instead"
-        )
-    return resource
-
-
-def _check_resource(resource: str) -> Resource:
-    for known in RESOURCES:
-        if resource == known:
-            return known
-    raise ValueError(f"unknown Google Wallet resource {resource!r}; known: {', '.join(RESOURCES)}")
-
-
-def _qualified(issuer_id: str, suffix: str) -> str:
-    if not _ISSUER_ID.fullmatch(issuer_id):
-        raise ValueError(f"issuer id {issuer_id!r} must be the digits Google assigned")
-    if not _ID_SUFFIX.fullmatch(suffix):
-        raise ValueError(f"id suffix {suffix!r} may contain only letters, digits, '.', '_' and '-'")
-    return f"{issuer_id}.{suffix}"
-
-
-def class_id(issuer_id: str, template_name: str, kind: PassKind) -> str:
-    """The id of the class of a template's passes of one kind: ``<issuer>.<template>.<kind>``."""
-    return _qualified(issuer_id, f"{template_name}.{kind.value}")
-
-
-def object_id(issuer_id: str, serial_number: str) -> str:
-    """The id of the object of one pass: ``<issuer>.<serial number>``."""
-    return _qualified(issuer_id, serial_number)
-
-
-def _check_id(value: str) -> str:
-    issuer, dot, suffix = value.partition(".")
-    if not dot:
-        raise ValueError(f"Google Wallet id {value!r} must look like <issuerId>.<suffix>")
-    return _qualified(issuer, suffix)
 
 
 # --- service account and signed JWTs -------------------------------------------------------
@@ -213,22 +155,7 @@ def save_jwt(
 ) -> str:
     """The signed "Save to Google Wallet" JWT naming only the objects' ids (the objects were
     inserted through the API already, so the link stays short and holds no customer data)."""
-    if not objects:
-        raise ValueError("a save link needs at least one object")
-    payload: dict[str, list[dict[str, str]]] = {}
-    for resource, named in objects:
-        known = _check_resource(resource)
-        payload.setdefault(f"{known}Objects", []).append({"id": _check_id(named)})
-    return account.sign(
-        {
-            "iss": account.client_email,
-            "aud": "google",
-            "typ": "savetowallet",
-            "iat": int(now),
-            "origins": list(origins),
-            "payload": payload,
-        }
-    )
+    return account.sign(save_claims(account.client_email, objects, origins, now))
 
 
 # (resource, object id) pairs and origins: what a save link's JWT says.
@@ -270,18 +197,6 @@ def _retry_after(response: httpx.Response) -> float:
         return 0.0
 
 
-def text_message(header: str, body: str, message_id: str, *, notify: bool = True) -> dict[str, Any]:
-    """A pass message; ``TEXT_AND_NOTIFY`` also pushes a notification to the phone."""
-    if not message_id:
-        raise ValueError("a message needs an id (it makes redelivered messages recognisable)")
-    return {
-        "id": message_id,
-        "header": header,
-        "body": body,
-        "messageType": TEXT_AND_NOTIFY if notify else "TEXT",
-    }
-
-
 class GoogleWalletClient:
     """The Google Wallet API for one issuer, authenticated as one service account.
 
@@ -308,7 +223,7 @@ class GoogleWalletClient:
         clock: Callable[[], float] = time.time,
         on_outcome: Callable[[bool], None] | None = None,
     ) -> None:
-        if not _ISSUER_ID.fullmatch(issuer_id):
+        if not valid_issuer_id(issuer_id):
             raise ValueError(f"issuer id {issuer_id!r} must be the digits Google assigned")
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
@@ -323,9 +238,11 @@ class GoogleWalletClient:
         # Told after each call whether Google answered (False: no answer, 429 or 5xx after
         # every retry), for the wallet's dependency health.
         self.on_outcome = on_outcome
-        self._http = httpx.AsyncClient(
-            timeout=timeout_s,
-            limits=httpx.Limits(max_connections=20, max_keepalive_connections=10),
+        self._pool = PooledHttp(
+            lambda: httpx.AsyncClient(
+                timeout=timeout_s,
+                limits=httpx.Limits(max_connections=20, max_keepalive_connections=10),
+            )
         )
         self._token = ""
         self._token_expires_at = 0.0
@@ -344,8 +261,8 @@ class GoogleWalletClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the pooled connections."""
-        await self._http.aclose()
+        """Close the pooled connections (a later call opens new ones)."""
+        await self._pool.aclose()
 
     # -- transport --
 
@@ -395,7 +312,7 @@ class GoogleWalletClient:
         for attempt in range(1, self.max_attempts + 1):
             last = attempt == self.max_attempts
             try:
-                response = await self._http.request(
+                response = await self._pool.client().request(
                     method, url, json=json_body, data=form, headers=headers
                 )
             except httpx.TransportError as exc:
@@ -484,8 +401,8 @@ class GoogleWalletClient:
     async def ensure_class(self, resource: Resource, body: Mapping[str, Any]) -> dict[str, Any]:
         """Insert the class, or patch it to ``body`` when it exists, so template changes reach
         Google. Returns the class as Google stores it."""
-        known = _check_resource(resource)
-        checked = _check_id(str(body.get("id", "")))
+        known = check_resource(resource)
+        checked = check_id(str(body.get("id", "")))
         response = await self._call(
             f"insert {known}Class {checked}", "POST", f"{known}Class", body, tolerate=(409,)
         )
@@ -497,8 +414,8 @@ class GoogleWalletClient:
 
     async def insert_object(self, resource: Resource, body: Mapping[str, Any]) -> dict[str, Any]:
         """Insert the object; when it exists already (redelivered work) return the stored one."""
-        known = _check_resource(resource)
-        object_id = _check_id(str(body.get("id", "")))
+        known = check_resource(resource)
+        object_id = check_id(str(body.get("id", "")))
         what = f"insert {known}Object {object_id}"
         response = await self._call(what, "POST", f"{known}Object", body, tolerate=(409,))
         if response.status_code == 409:
@@ -511,8 +428,8 @@ class GoogleWalletClient:
         """Patch the object's top-level fields; with ``notify`` the patch carries
         ``notifyPreference: NOTIFY_ON_UPDATE`` so Google tells the holder (for the fields it
         notifies about; the setting holds for this one request only)."""
-        known = _check_resource(resource)
-        checked = _check_id(object_id)
+        known = check_resource(resource)
+        checked = check_id(object_id)
         patch = {k: v for k, v in body.items() if k != "notifyPreference"}
         if notify:
             patch["notifyPreference"] = NOTIFY_ON_UPDATE
@@ -525,8 +442,8 @@ class GoogleWalletClient:
     ) -> dict[str, Any]:
         """Add a message to the back of the pass and push it to the phone (TEXT_AND_NOTIFY).
         Returns the object with its messages."""
-        known = _check_resource(resource)
-        checked = _check_id(object_id)
+        known = check_resource(resource)
+        checked = check_id(object_id)
         what = f"addMessage to {known}Object {checked}"
         response = await self._call(
             what,
@@ -540,8 +457,8 @@ class GoogleWalletClient:
 
     async def get_object(self, resource: Resource, object_id: str) -> dict[str, Any]:
         """The object as Google stores it; a 404 raises :class:`GoogleWalletError`."""
-        known = _check_resource(resource)
-        checked = _check_id(object_id)
+        known = check_resource(resource)
+        checked = check_id(object_id)
         what = f"get {known}Object {checked}"
         response = await self._call(what, "GET", f"{known}Object/{checked}")
         return _json_object(response, what)
@@ -564,213 +481,3 @@ class GoogleWalletClient:
         if len(self._save_links) > SAVE_LINK_CACHE_SIZE:
             self._save_links.popitem(last=False)  # the least recently used
         return link
-
-
-# --- class and object bodies from the platform-neutral pass ---------------------------------
-
-
-def _hex(rgb: tuple[int, int, int]) -> str:
-    return "#{:02x}{:02x}{:02x}".format(*rgb)
-
-
-def localized_string(text: str, strings: Mapping[str, Mapping[str, str]]) -> dict[str, Any]:
-    """A ``LocalizedString``: ``text`` translated through the pass strings when it is one of
-    their keys (English by default, the other languages as translations), else ``text``."""
-    default = strings.get(_DEFAULT_LANGUAGE, {}).get(text, text)
-    doc: dict[str, Any] = {"defaultValue": {"language": _DEFAULT_LANGUAGE, "value": default}}
-    translated = [
-        {"language": language, "value": texts[text]}
-        for language, texts in sorted(strings.items())
-        if language != _DEFAULT_LANGUAGE and text in texts
-    ]
-    if translated:
-        doc["translatedValues"] = translated
-    return doc
-
-
-def _is_key(text: str, strings: Mapping[str, Mapping[str, str]]) -> bool:
-    return any(text in texts for texts in strings.values())
-
-
-def _shown_value(item: PassField) -> str:
-    if item.currency and isinstance(item.value, int | float):
-        return f"{item.value:.2f} {item.currency}"
-    if item.is_date:
-        try:
-            return datetime.fromisoformat(str(item.value)).date().isoformat()
-        except ValueError:
-            return str(item.value)
-    return str(item.value)
-
-
-def _text_module(item: PassField, strings: Mapping[str, Mapping[str, str]]) -> dict[str, Any]:
-    """A ``TextModuleData`` (id = the field key): the label as header, the value as body,
-    both translated when they are keys of the pass strings."""
-    header = localized_string(item.label or item.key, strings)
-    module: dict[str, Any] = {
-        "id": item.key,
-        "header": header["defaultValue"]["value"],
-        "localizedHeader": header,
-        "body": _shown_value(item),
-    }
-    if isinstance(item.value, str) and _is_key(item.value, strings):
-        body = localized_string(item.value, strings)
-        module["body"] = body["defaultValue"]["value"]
-        module["localizedBody"] = body
-    return module
-
-
-def _fields(content: PassContent) -> list[PassField]:
-    return [
-        *content.header,
-        *content.primary,
-        *content.secondary,
-        *content.auxiliary,
-        *content.back,
-    ]
-
-
-def _field(content: PassContent, key: str) -> PassField | None:
-    return next((item for item in _fields(content) if item.key == key), None)
-
-
-def _points(item: PassField, strings: Mapping[str, Mapping[str, str]]) -> dict[str, Any]:
-    label = localized_string(item.label or item.key, strings)
-    return {
-        "label": label["defaultValue"]["value"],
-        "localizedLabel": label,
-        "balance": {"int": int(item.value)},
-    }
-
-
-def _money_points(item: PassField, strings: Mapping[str, Mapping[str, str]]) -> dict[str, Any]:
-    if not item.currency:
-        raise ValueError(f"field {item.key!r} is a money balance and needs a currency")
-    label = localized_string(item.label or item.key, strings)
-    # Decimal, so 12.3 becomes exactly 12300000 micros.
-    micros = int(Decimal(str(item.value)) * 1_000_000)
-    return {
-        "label": label["defaultValue"]["value"],
-        "localizedLabel": label,
-        "balance": {"money": {"micros": str(micros), "currencyCode": item.currency}},
-    }
-
-
-# Fields that become structured slots of the class or object instead of text modules.
-_STRUCTURED_KEYS: Mapping[PassKind, frozenset[str]] = {
-    PassKind.STORE_CARD: frozenset({"points", "cashback"}),
-    PassKind.COUPON: frozenset({"offer", "expires"}),
-    PassKind.EVENT_TICKET: frozenset({"event", "venue"}),
-}
-
-
-def google_class(
-    content: PassContent, template: PassTemplate, issuer_id: str, *, logo_uri: str = ""
-) -> dict[str, Any]:
-    """The class of the template's passes of ``content.kind``.
-
-    A class is shared by every pass of the template and kind, so its background is the
-    template's default-tier colour (per-pass colours go on objects that take one). A loyalty
-    class needs ``logo_uri``, a public HTTPS image Google fetches (``programLogo``).
-    """
-    kind = content.kind
-    resource_for(kind)
-    strings = content.strings
-    body: dict[str, Any] = {
-        "id": class_id(issuer_id, template.name, kind),
-        "issuerName": template.organization_name,
-        "reviewStatus": "UNDER_REVIEW",
-        "hexBackgroundColor": _hex(template.colours(template.default_tier).background),
-        "multipleDevicesAndHoldersAllowedStatus": (
-            "ONE_USER_ALL_DEVICES" if template.sharing_prohibited else "MULTIPLE_HOLDERS"
-        ),
-    }
-    logo = {"sourceUri": {"uri": logo_uri}} if logo_uri else None
-    if kind is PassKind.STORE_CARD:
-        if logo is None:
-            raise ValueError("a loyalty class needs logo_uri (Google requires programLogo)")
-        body["programName"] = template.logo_text or template.organization_name
-        body["programLogo"] = logo
-    elif kind is PassKind.COUPON:
-        offer = _field(content, "offer")
-        title = localized_string(str(offer.value) if offer else content.description, strings)
-        body["title"] = title["defaultValue"]["value"]
-        body["localizedTitle"] = title
-        body["provider"] = template.organization_name
-        body["redemptionChannel"] = "BOTH"
-        if logo is not None:
-            body["titleImage"] = logo
-    else:
-        event = _field(content, "event")
-        body["eventName"] = localized_string(
-            str(event.value) if event else content.description, strings
-        )
-        venue = _field(content, "venue")
-        venue_name = str(venue.value) if venue else ""
-        if not venue_name and content.places:
-            venue_name = content.places[0].relevant_text
-        if venue_name:
-            body["venue"] = {"name": localized_string(venue_name, strings)}
-        if content.relevant_dates:
-            body["dateTime"] = {
-                "start": _aware(content.relevant_dates[0]).isoformat(timespec="seconds")
-            }
-        if logo is not None:
-            body["logo"] = logo
-    return body
-
-
-def _aware(at: datetime) -> datetime:
-    # MongoDB hands back naive datetimes; they are UTC.
-    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
-
-
-def object_state(content: PassContent, now: datetime) -> str:
-    """ACTIVE, INACTIVE once voided, EXPIRED once past its expiration."""
-    if content.voided:
-        return "INACTIVE"
-    if content.expiration is not None and _aware(content.expiration) <= _aware(now):
-        return "EXPIRED"
-    return "ACTIVE"
-
-
-def google_object(
-    content: PassContent, issuer_id: str, class_id: str, *, now: datetime | None = None
-) -> dict[str, Any]:
-    """The object of one pass: state, barcode, balances, texts and places."""
-    kind = content.kind
-    resource_for(kind)
-    strings = content.strings
-    body: dict[str, Any] = {
-        "id": object_id(issuer_id, content.serial_number),
-        "classId": _check_id(class_id),
-        "state": object_state(content, now or datetime.now(UTC)),
-        "barcode": {"type": "QR_CODE", "value": content.barcode_message},
-    }
-    structured = _STRUCTURED_KEYS[kind]
-    if kind is PassKind.STORE_CARD:
-        points = _field(content, "points")
-        if points is not None:
-            body["loyaltyPoints"] = _points(points, strings)
-        cashback = _field(content, "cashback")
-        if cashback is not None:
-            body["secondaryLoyaltyPoints"] = _money_points(cashback, strings)
-    if kind is PassKind.EVENT_TICKET:
-        body["hexBackgroundColor"] = _hex(content.colours.background)
-    if content.expiration is not None:
-        body["validTimeInterval"] = {
-            "end": {"date": _aware(content.expiration).isoformat(timespec="seconds")}
-        }
-    elif kind is PassKind.COUPON:
-        structured = structured - {"expires"}  # no validTimeInterval shows it then
-    modules = [
-        _text_module(item, strings) for item in _fields(content) if item.key not in structured
-    ]
-    if modules:
-        body["textModulesData"] = modules
-    if content.places:
-        body["merchantLocations"] = [
-            {"latitude": place.latitude, "longitude": place.longitude}
-            for place in content.places[:MAX_LOCATIONS]
-        ]
-    return body

@@ -1,0 +1,2 @@
+"""Outbound clients of the wallet: APNs, the Google Wallet REST API, and the identity and
+profile services."""
