@@ -26,7 +26,7 @@ from services.platform.mongo import Document, database, mongo_client
 from services.platform.privacy import PrivacyHandler
 from services.platform.rpc import GrpcServer
 from services.recommendation.api import RecommendationServicer
-from services.recommendation.consumers import MergeHandler, ResolvedEventHandler
+from services.recommendation.consumers import ResolvedEventHandler, merge_handler
 from services.recommendation.interactions import InteractionWeights, ItemProperties
 from services.recommendation.server import SERVICE_NAME
 from services.recommendation.serving import Recommendations
@@ -132,7 +132,7 @@ async def test_a_merged_customers_interactions_follow_the_survivor(
 ) -> None:
     await ResolvedEventHandler(store)([track("old", "e1", "Product Viewed", product_id="p")])
     merge = events_pb2.IdentityMerged(event_id="m1", survivor_id="new", merged_ids=["old"])
-    await MergeHandler(store)([Delivery("merged", 0, 0, None, b"", merge)])
+    await merge_handler(store)([Delivery("merged", 0, 0, None, b"", merge)])
     assert await store.interactions_of("old") == []
     assert [i.item_id for i in await store.interactions_of("new")] == ["p"]
 

@@ -41,6 +41,7 @@ from services.profile.fold import (
     merge,
 )
 from services.profile.groups import GroupChange
+from services.profile.timeline import TimelineSettings
 
 DUPLICATE_KEY = 11000
 # Re-encrypted values written per round trip during key rotation.
@@ -126,15 +127,6 @@ class StoredGroup:
     member_count: int
     created_at: datetime | None
     updated_at: datetime | None
-
-
-@dataclass(frozen=True)
-class TimelineSettings:
-    """Whether events are kept per customer, for how long, and how many a page may show."""
-
-    enabled: bool = True
-    ttl_s: int = 180 * 24 * 3600
-    cap: int = 1_000
 
 
 class ProfileStore:
