@@ -275,7 +275,7 @@ class ProfileServicer(profile_pb2_grpc.ProfileServiceServicer):
     ) -> profile_pb2.ListTimelineResponse:
         _check_timeline_request(request, where)
         after, shown = _read_token(request.page_token, where)
-        cap = self.store.timeline_settings.cap
+        cap = self.store.timeline_cap
         size = min(request.page_size or DEFAULT_PAGE, cap - shown)
         names = list(request.names)
         docs = (

@@ -187,6 +187,7 @@ class Service:
     stub: recommendation_pb2_grpc.RecommendationServiceAsyncStub
     serving: Recommendations
     trainer: Trainer
+    store: RecommendationStore
 
 
 @pytest.fixture
@@ -203,7 +204,7 @@ async def service(store: RecommendationStore) -> AsyncIterator[Service]:
     await server.start()
     async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
         stub = recommendation_pb2_grpc.RecommendationServiceStub(channel)
-        yield Service(stub, trainer.serving, trainer)
+        yield Service(stub, trainer.serving, trainer, store)
     await server.stop(0)
 
 
@@ -236,7 +237,7 @@ async def test_bad_input_and_an_empty_store_get_status_codes_a_caller_acts_on(
 
 
 async def test_no_call_fails_while_models_are_swapped(service: Service) -> None:
-    await ResolvedEventHandler(service.serving.store)(shop_events("c"))
+    await ResolvedEventHandler(service.store)(shop_events("c"))
     first = await service.stub.Train(recommendation_pb2.TrainRequest())
     assert (first.version, first.customers, first.items) == (1, 12, 8)
     imported = await service.stub.ImportCatalog(

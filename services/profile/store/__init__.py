@@ -155,6 +155,11 @@ class ProfileStore:
         if pii_traits and cipher is None:
             raise ValueError("PII traits are configured but no cipher was given")
 
+    @property
+    def timeline_cap(self) -> int:
+        """How many timeline entries a customer's pages may show in all."""
+        return self.timeline_settings.cap
+
     def _stored_trait(
         self, key: str, value: Any, context: Callable[[str], str] | None = None
     ) -> tuple[str, Any]:
