@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -86,6 +86,11 @@ class Recommendations:
     def model(self) -> FactorModel | None:
         """The model being served (``None`` before the first one)."""
         return self.recommender.model
+
+    @property
+    def catalog(self) -> Mapping[str, ItemProperties]:
+        """The item properties of the served snapshot, by item id."""
+        return self.recommender.catalog
 
     def _served_key(self) -> tuple[int, int] | None:
         model = self.model
