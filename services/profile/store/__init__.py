@@ -7,6 +7,8 @@ Groups (accounts) from group calls live in ``groups`` (one document per group id
 last-write-wins by event time, PII traits encrypted the same way) and ``group_members`` (one
 document per customer and group).
 
+Privacy request records live beside them, in :mod:`services.profile.store.privacy`.
+
 Idempotency: each profile keeps the ids of its most recent events; an update only applies
 when its event id is not among them, and the update and the id are written in one atomic
 document update. The window must cover what Kafka can redeliver (one uncommitted batch).
