@@ -29,13 +29,14 @@ from gateway.bodies import (
     encoding_of,
     read_capped,
 )
-from gateway.intake import BusUnavailable, EventIntake
+from gateway.intake import EventIntake
 from gateway.ratelimit import RateLimiter, whole_seconds
 from gateway.segment import EVENT_TYPES, MAX_NESTING, Batch, InvalidEvent, split_batch
 from gateway.settings import GatewaySettings
 from lodestar.v1 import events_pb2
 from services.platform import metrics
 from services.platform.bus import Bus
+from services.platform.errors import BusUnavailable
 
 log = logging.getLogger(__name__)
 # The short routes of analytics.js / analytics-next and the mobile SDKs (``{apiHost}/b``).

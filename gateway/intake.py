@@ -9,20 +9,15 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from aiokafka.errors import KafkaError
-
 from gateway.client_ip import client_address, networks
 from gateway.segment import parse_call
 from gateway.settings import GatewaySettings
 from lodestar.v1 import events_pb2
 from services.platform import metrics, topics
 from services.platform.bus import Bus
+from services.platform.errors import BusUnavailable
 
 log = logging.getLogger(__name__)
-
-
-class BusUnavailable(Exception):
-    """Kafka did not acknowledge the events: nothing was accepted; retry with backoff."""
 
 
 class EventIntake:
@@ -61,8 +56,8 @@ class EventIntake:
         not take them."""
         try:
             await self.bus.publish_many([(topics.EVENTS_RAW, key, event) for key, event in calls])
-        except KafkaError as exc:
+        except BusUnavailable as exc:
             log.warning("produce failed", extra={"fields": {"error": repr(exc)}})
             metrics.INGEST_EVENTS.labels(kind, "unavailable").inc()
-            raise BusUnavailable from exc
+            raise
         metrics.INGEST_EVENTS.labels(kind, "accepted").inc(len(calls))

@@ -18,19 +18,19 @@ import asyncio
 import contextlib
 import logging
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from google.protobuf.message import DecodeError
 from prometheus_client import Counter as MetricCounter
 from prometheus_client import Gauge
 
 from lodestar.v1 import events_pb2
 from services.platform import topics
+from services.platform.kafka import KafkaConsumer, Partition, Record
 
 log = logging.getLogger(__name__)
 
@@ -233,7 +233,37 @@ class Subscriber:
         return self._queue.qsize()
 
 
-ConsumerFactory = Callable[..., AIOKafkaConsumer]
+class LiveConsumer(Protocol):
+    """What the hub asks of its consumer (:class:`KafkaConsumer` in production)."""
+
+    async def start(self) -> None:
+        """Connect."""
+
+    async def stop(self) -> None:
+        """Disconnect."""
+
+    async def topics(self) -> set[str]:
+        """Every topic (refreshes the metadata)."""
+
+    def partitions_for_topic(self, topic: str) -> set[int] | None:
+        """The partition numbers of ``topic``."""
+
+    def assign(self, partitions: list[Partition]) -> None:
+        """Read exactly ``partitions``."""
+
+    async def seek_to_end(self, *partitions: Partition) -> None:
+        """Start ``partitions`` at their latest offsets."""
+
+    async def position(self, partition: Partition) -> int:
+        """The offset of the next record to fetch."""
+
+    async def getmany(
+        self, timeout_ms: int, max_records: int
+    ) -> Mapping[Partition, Sequence[Record]]:
+        """The records fetched, by partition."""
+
+
+ConsumerFactory = Callable[..., LiveConsumer]
 
 
 class LiveHub:
@@ -246,7 +276,7 @@ class LiveHub:
         *,
         client_id: str = "gateway-live",
         fetch_max_wait_ms: int = 50,
-        consumer_factory: ConsumerFactory = AIOKafkaConsumer,
+        consumer_factory: ConsumerFactory = KafkaConsumer,
     ) -> None:
         self.bootstrap_servers = bootstrap_servers
         self.queue_size = queue_size
@@ -256,9 +286,9 @@ class LiveHub:
         self._subscribers: dict[Key, set[Subscriber]] = {}
         # Subscribers per kind of watch: records of a kind nobody watches are not decoded.
         self._watching: Counter[Watch] = Counter()
-        self._consumer: AIOKafkaConsumer | None = None
+        self._consumer: LiveConsumer | None = None
         self._task: asyncio.Task[None] | None = None
-        self.assigned: tuple[TopicPartition, ...] = ()
+        self.assigned: tuple[Partition, ...] = ()
 
     # --- subscribers ---
 
@@ -367,7 +397,7 @@ class LiveHub:
         try:
             # A metadata refresh: the partitions of every topic become known.
             await consumer.topics()
-            partitions: list[TopicPartition] = []
+            partitions: list[Partition] = []
             for topic in LIVE_TOPICS:
                 numbers = consumer.partitions_for_topic(topic)
                 if not numbers:
@@ -376,7 +406,7 @@ class LiveHub:
                         extra={"fields": {"topic": topic}},
                     )
                     continue
-                partitions += [TopicPartition(topic, n) for n in sorted(numbers)]
+                partitions += [Partition(topic, n) for n in sorted(numbers)]
             consumer.assign(partitions)
             if partitions:
                 await consumer.seek_to_end(*partitions)
@@ -389,7 +419,7 @@ class LiveHub:
         self.assigned = tuple(partitions)
         self._task = asyncio.create_task(self._run(consumer), name="live-hub")
 
-    async def _run(self, consumer: AIOKafkaConsumer) -> None:
+    async def _run(self, consumer: LiveConsumer) -> None:
         while True:
             try:
                 batches = await consumer.getmany(timeout_ms=_POLL_MS, max_records=_MAX_RECORDS)

@@ -12,12 +12,13 @@ from strawberry.scalars import JSON
 from strawberry.types import Info
 
 from gateway.errors import SERVICE_UNAVAILABLE, client_error
-from gateway.intake import BusUnavailable, EventIntake
+from gateway.intake import EventIntake
 from gateway.mutation_errors import call, input_error
 from gateway.schema import Consent
 from gateway.scopes import Scope, needs
 from gateway.segment import InvalidEvent
 from lodestar.v1 import profile_pb2
+from services.platform.errors import BusUnavailable
 
 _WRITE_EVENTS = [needs(Scope.WRITE_EVENTS)]
 _TIMESTAMP = "When it happened (ISO-8601); at most a day ahead, not before 2000. Default: now."

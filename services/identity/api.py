@@ -10,6 +10,7 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from lodestar.v1 import common_pb2, identity_pb2, identity_pb2_grpc
+from services.identity.graph import GraphIdentifier
 from services.identity.resolution import EventIdentifiers, Resolver
 from services.identity.store import IdentityStore, StoredIdentifier
 from services.platform.errors import InvalidArgument, NotFound
@@ -49,10 +50,9 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         self.store = store
         self.resolver = resolver
 
-    def _key(self, identifier: common_pb2.Identifier) -> Any:
+    def _key(self, identifier: common_pb2.Identifier) -> GraphIdentifier:
         check_id("identifier type", identifier.type, required=False, limit=MAX_TYPE_LENGTH)
-        value = self.store.rules.normalize(identifier.type, identifier.value)
-        return self.store.key_of(identifier.type, value)
+        return self.store.identifier_of(identifier.type, identifier.value)
 
     async def Resolve(
         self, request: identity_pb2.ResolveRequest, context: Context

@@ -16,8 +16,17 @@ from datetime import UTC, datetime, timedelta
 from prometheus_client import Counter
 
 from services.identity.graph import CustomerNode, Decision, GraphIdentifier, GraphView, needs_write
+from services.identity.plan import (
+    ConcurrentChange,
+    ConflictRecord,
+    GraphStore,
+    Loaded,
+    Merge,
+    NewCustomer,
+    NewIdentifier,
+    Plan,
+)
 from services.identity.rules import IdentityRules
-from services.identity.store import ACTIVE, MERGED, ConcurrentChange, IdentityStore, Loaded, Plan
 from services.platform.errors import InvalidArgument
 
 log = logging.getLogger(__name__)
@@ -60,17 +69,6 @@ class EventIdentifiers:
         )
 
 
-@dataclass(frozen=True)
-class Merge:
-    """A merge to announce on ``identity.merged``."""
-
-    merge_id: str
-    survivor_id: str
-    merged_ids: list[str]
-    caused_by_event_id: str
-    at: datetime
-
-
 @dataclass
 class Outcome:
     """The customer each event resolved to, and the merges the batch made."""
@@ -110,7 +108,7 @@ class Resolver:
 
     def __init__(
         self,
-        store: IdentityStore,
+        store: GraphStore,
         rules: IdentityRules,
         last_seen_resolution: timedelta = timedelta(hours=1),
         max_buffered_last_seen: int = MAX_BUFFERED_LAST_SEEN,
@@ -274,7 +272,7 @@ class Resolver:
         for node in loaded.customers.values():
             view.add_customer(node)
         for key, owner in loaded.owners.items():
-            final = IdentityStore.final(loaded, owner)
+            final = loaded.final(owner)
             if final not in view.customers:
                 # Owner of identifiers this batch only reads: never merged or grown here.
                 view.add_customer(CustomerNode(final, datetime.max.replace(tzinfo=UTC), -1))
@@ -316,34 +314,21 @@ class Resolver:
         for item, decision in zip(prepared, decisions, strict=True):
             if decision.created:
                 survivor = final(decision.customer_id)
-                status = (
-                    {"status": ACTIVE}
-                    if survivor == decision.customer_id
-                    else {"status": MERGED, "merged_into": survivor}
-                )
                 plan.new_customers.append(
-                    {
-                        "_id": decision.customer_id,
-                        "created_at": item.event.at,
-                        "version": 0,
-                        **status,
-                    }
+                    NewCustomer(
+                        decision.customer_id,
+                        item.event.at,
+                        None if survivor == decision.customer_id else survivor,
+                    )
                 )
         for customer_id, node in loaded.customers.items():
             if node.is_new:
                 # Healed: its identifiers were stored before it (a crash in between).
-                plan.new_customers.append(
-                    {
-                        "_id": customer_id,
-                        "created_at": node.created_at,
-                        "version": 0,
-                        "status": ACTIVE,
-                    }
-                )
+                plan.new_customers.append(NewCustomer(customer_id, node.created_at))
         # Identifiers still pointing at customers merged earlier (a crash or a race between
         # the two steps of a merge) move to the survivor now.
         for stale in loaded.redirects:
-            plan.moves.setdefault(final(IdentityStore.final(loaded, stale)), []).append(stale)
+            plan.moves.setdefault(final(loaded.final(stale)), []).append(stale)
         return plan, outcome
 
     def _plan_event(
@@ -359,18 +344,14 @@ class Resolver:
         at = item.event.at
         for identifier in decision.attached:
             plan.new_identifiers.append(
-                self.store.identifier_document(
-                    identifier, item.values[identifier.key], owner, item.event.source, at
-                )
+                NewIdentifier(identifier, item.values[identifier.key], owner, item.event.source, at)
             )
         for identifier in item.identifiers:
             last = loaded.last_seen.get(identifier.key)
             if last is not None and needs_write(last, at, self.last_seen_resolution):
                 self._see(identifier.key, at)
         for conflict in decision.conflicts:
-            plan.conflicts.append(
-                IdentityStore.conflict_document(item.event.event_id, owner, conflict, at)
-            )
+            plan.conflicts.append(ConflictRecord(item.event.event_id, owner, conflict, at))
         outcome.conflicts += len(decision.conflicts)
         if decision.merged:
             self._record_merge(plan, outcome, decision, owner, at)
@@ -387,15 +368,7 @@ class Resolver:
             at=at,
         )
         outcome.merges.append(merge)
-        plan.merges.append(
-            {
-                "_id": merge.merge_id,
-                "survivor_id": survivor,
-                "merged_ids": merge.merged_ids,
-                "caused_by_event_id": merge.caused_by_event_id,
-                "at": at,
-            }
-        )
+        plan.merges.append(merge)
 
     @staticmethod
     def _touch(plan: Plan, decision: Decision, loaded: Loaded, final: Callable[[str], str]) -> None:

@@ -15,7 +15,7 @@ import asyncio
 import logging
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,7 +23,19 @@ from motor.motor_asyncio import AsyncIOMotorCollection, AsyncIOMotorDatabase
 from pymongo import InsertOne, UpdateMany, UpdateOne
 from pymongo.errors import BulkWriteError
 
-from services.identity.graph import Conflict, CustomerNode, GraphIdentifier
+from services.identity.graph import CustomerNode, GraphIdentifier
+from services.identity.plan import (
+    ACTIVE,
+    ERASED,
+    MERGED,
+    ConcurrentChange,
+    ConflictRecord,
+    Loaded,
+    Merge,
+    NewCustomer,
+    NewIdentifier,
+    Plan,
+)
 from services.identity.rules import IdentityRules
 from services.platform.crypto import EncryptedValue, FieldCipher
 from services.platform.mongo import Document, IndexSpec, ensure_indexes
@@ -44,8 +56,6 @@ INDEXES = (
     IndexSpec("conflicts", [("customer_id", 1)]),
 )
 
-ACTIVE, MERGED, ERASED = "active", "merged", "erased"
-
 
 def storage_key(
     cipher: FieldCipher, rules: IdentityRules, type_: str, value: str
@@ -54,10 +64,6 @@ def storage_key(
     if type_ in rules.pii_types:
         return GraphIdentifier(type_, f"{type_}:{cipher.blind_index(value, type_)}")
     return GraphIdentifier(type_, f"{type_}:{value}")
-
-
-class ConcurrentChange(Exception):
-    """Another replica changed the same part of the graph; resolve again from fresh state."""
 
 
 @dataclass(frozen=True)
@@ -69,33 +75,6 @@ class StoredIdentifier:
     first_seen: datetime
     last_seen: datetime
     source: str
-
-
-@dataclass
-class Loaded:
-    """What :meth:`IdentityStore.load` found for a set of identifier keys."""
-
-    owners: dict[str, str] = field(default_factory=dict)
-    last_seen: dict[str, datetime] = field(default_factory=dict)
-    customers: dict[str, CustomerNode] = field(default_factory=dict)
-    # Merged customers whose identifiers still point at them, mapped to their survivor.
-    redirects: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass
-class Plan:
-    """Every write one batch needs, applied by :meth:`IdentityStore.apply`."""
-
-    new_identifiers: list[Document] = field(default_factory=list)
-    new_customers: list[Document] = field(default_factory=list)
-    # Stored customers a merge changes: expected version (checked and bumped).
-    touched: dict[str, int] = field(default_factory=dict)
-    # Stored customers that only gain identifiers: must still be active afterwards.
-    grown: set[str] = field(default_factory=set)
-    merged_into: dict[str, str] = field(default_factory=dict)
-    moves: dict[str, list[str]] = field(default_factory=dict)
-    merges: list[Document] = field(default_factory=list)
-    conflicts: list[Document] = field(default_factory=list)
 
 
 async def _find_in(
@@ -138,6 +117,11 @@ class IdentityStore:
     def key_of(self, type_: str, value: str) -> GraphIdentifier:
         """The graph identifier of a normalised value (blind index for PII types)."""
         return storage_key(self.cipher, self.rules, type_, value)
+
+    def identifier_of(self, type_: str, raw: str) -> GraphIdentifier:
+        """The graph identifier of a raw value, normalised by the rules first
+        (:class:`InvalidArgument` naming what is wrong with it)."""
+        return self.key_of(type_, self.rules.normalize(type_, raw))
 
     def _value_fields(self, identifier: GraphIdentifier, value: str) -> Document:
         if identifier.type in self.rules.pii_types:
@@ -187,7 +171,7 @@ class IdentityStore:
         )
         by_customer: dict[str, list[Document]] = {}
         for doc in members:
-            by_customer.setdefault(self.final(loaded, doc["customer_id"]), []).append(doc)
+            by_customer.setdefault(loaded.final(doc["customer_id"]), []).append(doc)
         for customer_id in finals:
             idents = by_customer.get(customer_id, [])
             doc = docs.get(customer_id)
@@ -202,32 +186,18 @@ class IdentityStore:
             node.identifiers = {d["_id"]: GraphIdentifier(d["type"], d["_id"]) for d in idents}
             loaded.customers[customer_id] = node
 
-    @staticmethod
-    def final(loaded: Loaded, customer_id: str) -> str:
-        """Follow merge redirects to the customer that holds the identifiers now."""
-        while customer_id in loaded.redirects:
-            customer_id = loaded.redirects[customer_id]
-        return customer_id
-
     # -- writing a batch's plan -----------------------------------------------------------
 
-    def identifier_document(
-        self,
-        identifier: GraphIdentifier,
-        value: str,
-        customer_id: str,
-        source: str,
-        at: datetime,
-    ) -> Document:
+    def identifier_document(self, new: NewIdentifier) -> Document:
         """A new ``identifiers`` document (the value encrypted for PII types)."""
         return {
-            "_id": identifier.key,
-            "customer_id": customer_id,
-            "type": identifier.type,
-            **self._value_fields(identifier, value),
-            "first_seen": at,
-            "last_seen": at,
-            "source": source,
+            "_id": new.identifier.key,
+            "customer_id": new.customer_id,
+            "type": new.identifier.type,
+            **self._value_fields(new.identifier, new.value),
+            "first_seen": new.at,
+            "last_seen": new.at,
+            "source": new.source,
         }
 
     async def apply(self, plan: Plan) -> None:
@@ -236,9 +206,13 @@ class IdentityStore:
         identifiers are checked to be still active: if a merge elsewhere took one, its
         identifiers written here might have missed the move, so the batch starts again.
         Raises :class:`ConcurrentChange` when another replica got there first."""
-        new_customers = {d["_id"] for d in plan.new_customers}
-        await self._insert_identifiers(plan.new_identifiers, new_customers)
-        await self._insert_ignoring_duplicates(self.customers, plan.new_customers)
+        new_customers = {c.customer_id for c in plan.new_customers}
+        await self._insert_identifiers(
+            [self.identifier_document(i) for i in plan.new_identifiers], new_customers
+        )
+        await self._insert_ignoring_duplicates(
+            self.customers, [_customer_document(c) for c in plan.new_customers]
+        )
         await self._check_and_update_customers(plan)
         await self._check_still_active(plan.grown - set(plan.touched))
         moves = [
@@ -248,8 +222,12 @@ class IdentityStore:
         if moves:
             await self.identifiers.bulk_write(moves, ordered=False)
         await asyncio.gather(
-            self._insert_ignoring_duplicates(self.merges, plan.merges),
-            self._insert_ignoring_duplicates(self.conflicts, plan.conflicts),
+            self._insert_ignoring_duplicates(
+                self.merges, [_merge_document(m) for m in plan.merges]
+            ),
+            self._insert_ignoring_duplicates(
+                self.conflicts, [_conflict_document(c) for c in plan.conflicts]
+            ),
         )
 
     async def _check_still_active(self, customer_ids: set[str]) -> None:
@@ -496,20 +474,40 @@ class IdentityStore:
         result = await self.identifiers.bulk_write(updates, ordered=False)
         return int(result.matched_count)
 
-    @staticmethod
-    def conflict_document(
-        event_id: str, customer_id: str, conflict: Conflict, at: datetime
-    ) -> Document:
-        """A recorded conflict; the identifier appears by key only (blind for PII)."""
-        return {
-            "_id": f"{event_id}:{conflict.identifier.key}",
-            "event_id": event_id,
-            "customer_id": customer_id,
-            "type": conflict.identifier.type,
-            "key": conflict.identifier.key,
-            "reason": conflict.reason,
-            "at": at,
-        }
+
+def _customer_document(new: NewCustomer) -> Document:
+    """A new ``customers`` document: active, or merged already by the batch creating it."""
+    status: Document = (
+        {"status": ACTIVE}
+        if new.merged_into is None
+        else {"status": MERGED, "merged_into": new.merged_into}
+    )
+    return {"_id": new.customer_id, "created_at": new.created_at, "version": 0, **status}
+
+
+def _merge_document(merge: Merge) -> Document:
+    """A ``merges`` audit document."""
+    return {
+        "_id": merge.merge_id,
+        "survivor_id": merge.survivor_id,
+        "merged_ids": merge.merged_ids,
+        "caused_by_event_id": merge.caused_by_event_id,
+        "at": merge.at,
+    }
+
+
+def _conflict_document(record: ConflictRecord) -> Document:
+    """A recorded conflict; the identifier appears by key only (blind for PII)."""
+    conflict = record.conflict
+    return {
+        "_id": f"{record.event_id}:{conflict.identifier.key}",
+        "event_id": record.event_id,
+        "customer_id": record.customer_id,
+        "type": conflict.identifier.type,
+        "key": conflict.identifier.key,
+        "reason": conflict.reason,
+        "at": record.at,
+    }
 
 
 def _reencrypt(identifier_key: str, nonce: bytes | None, value: EncryptedValue) -> UpdateOne:

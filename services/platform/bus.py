@@ -21,16 +21,21 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import CommitFailedError, IllegalStateError
-from aiokafka.structs import ConsumerRecord
 from google.protobuf.message import DecodeError, Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from lodestar.v1 import events_pb2
 from services.platform import metrics, topics, tracing
 from services.platform.errors import PoisonMessage, is_infrastructure_failure
+from services.platform.kafka import (
+    CommitFailed,
+    KafkaConsumer,
+    KafkaProducer,
+    Partition,
+    Record,
+    TopicSpec,
+    create_topics,
+)
 from services.platform.settings import CommonSettings
 
 log = logging.getLogger(__name__)
@@ -85,7 +90,7 @@ _CHAIN: ContextVar[_Chain | None] = ContextVar("lodestar_bus_chain", default=Non
 
 @dataclass
 class _InFlight(Generic[M]):
-    offsets: dict[TopicPartition, int]
+    offsets: dict[Partition, int]
     deliveries: list[Delivery[M]]
     pending: Pending | None
     started: float
@@ -132,27 +137,18 @@ async def ensure_topics(
     """Create the topics that do not exist yet (with ``retention.ms`` where given); existing
     ones are left as they are."""
     retention = retention_ms or {}
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="lodestar-admin")
-    await admin.start()
-    try:
-        response = await admin.create_topics(
-            [
-                NewTopic(
-                    name,
-                    count,
-                    replication_factor,
-                    topic_configs=(
-                        {"retention.ms": str(retention[name])} if name in retention else {}
-                    ),
-                )
-                for name, count in partitions.items()
-            ]
+    specs = [
+        TopicSpec(
+            name,
+            count,
+            replication_factor,
+            {"retention.ms": str(retention[name])} if name in retention else {},
         )
-        for name, code, message in response.topic_errors:
-            if code not in (0, TOPIC_ALREADY_EXISTS):
-                raise RuntimeError(f"creating topic {name} failed: {code} {message}")
-    finally:
-        await admin.close()
+        for name, count in partitions.items()
+    ]
+    for name, code, message in await create_topics(bootstrap_servers, specs):
+        if code not in (0, TOPIC_ALREADY_EXISTS):
+            raise RuntimeError(f"creating topic {name} failed: {code} {message}")
 
 
 def _key_bytes(key: str | bytes | None) -> bytes | None:
@@ -164,11 +160,11 @@ class Bus:
 
     def __init__(self, config: BusConfig) -> None:
         self.config = config
-        self._producer: AIOKafkaProducer | None = None
+        self._producer: KafkaProducer | None = None
 
     async def start(self) -> None:
         """Connect the producer (acks=all; idempotence only when configured)."""
-        self._producer = AIOKafkaProducer(
+        self._producer = KafkaProducer(
             bootstrap_servers=self.config.bootstrap_servers,
             client_id=self.config.client_id,
             acks="all",
@@ -185,7 +181,8 @@ class Bus:
             self._producer = None
 
     @property
-    def producer(self) -> AIOKafkaProducer:
+    def producer(self) -> KafkaProducer:
+        """The connected producer."""
         if self._producer is None:
             raise RuntimeError("Bus.start() was not awaited")
         return self._producer
@@ -239,7 +236,7 @@ class Bus:
     ) -> asyncio.Future[object]:
         """Queue one record; with tracing on it carries its producer span in its headers."""
         headers, span = tracing.start_produce(topic, message)
-        acknowledged: asyncio.Future[object] = await self.producer.send(
+        acknowledged = await self.producer.send(
             topic, key=_key_bytes(key), value=message.SerializeToString(), headers=headers
         )
         if span is not None:
@@ -250,6 +247,11 @@ class Bus:
         """Send bytes as they are (the dead-letter path keeps the original payload)."""
         await self.producer.send_and_wait(topic, key=key, value=value)
         metrics.BUS_PRODUCED.labels(topic).inc()
+
+    async def check(self) -> None:
+        """Ask a broker for the cluster's metadata: fails (:class:`BusUnavailable`) when
+        none answers."""
+        await self.producer.fetch_metadata()
 
     def subscribe(
         self,
@@ -279,17 +281,17 @@ class Subscription(Generic[M]):
         self.message_type = message_type
         self.handler = handler
         self._stopping = asyncio.Event()
-        self._consumer: AIOKafkaConsumer | None = None
+        self._consumer: KafkaConsumer | None = None
         # The offsets this subscription committed last, the partitions it reports a lag
         # for, and when it last measured.
-        self._committed: dict[TopicPartition, int] = {}
-        self._lag_reported: set[TopicPartition] = set()
+        self._committed: dict[Partition, int] = {}
+        self._lag_reported: set[Partition] = set()
         self._lag_measured = 0.0
 
     async def start(self) -> None:
         """Join the consumer group; messages are read from the earliest uncommitted offset."""
         cfg = self.bus.config
-        self._consumer = AIOKafkaConsumer(
+        self._consumer = KafkaConsumer(
             *self.topics,
             bootstrap_servers=cfg.bootstrap_servers,
             client_id=cfg.client_id,
@@ -349,7 +351,7 @@ class Subscription(Generic[M]):
 
     async def _process(
         self,
-        batches: Mapping[TopicPartition, Sequence[ConsumerRecord]],
+        batches: Mapping[Partition, Sequence[Record]],
         previous: asyncio.Future[None] | None = None,
     ) -> _InFlight[M]:
         started = time.perf_counter()
@@ -392,14 +394,14 @@ class Subscription(Generic[M]):
             await self._handle(batch.deliveries, wait=True)
 
     async def _complete(
-        self, consumer: AIOKafkaConsumer, batch: _InFlight[M], settled: Awaitable[object]
+        self, consumer: KafkaConsumer, batch: _InFlight[M], settled: Awaitable[object]
     ) -> None:
         """Once the batch's effects are settled, commit its offsets."""
         await settled
         try:
             await consumer.commit(batch.offsets)
             self._committed.update(batch.offsets)
-        except (CommitFailedError, IllegalStateError) as exc:
+        except CommitFailed as exc:
             # A rebalance took the partitions away; the new owner redelivers, handlers dedupe.
             log.warning(
                 "commit failed, batch will be redelivered",
@@ -407,7 +409,7 @@ class Subscription(Generic[M]):
             )
         metrics.BUS_BATCH_SECONDS.labels(self.group).observe(time.perf_counter() - batch.started)
 
-    def _decode(self, record: ConsumerRecord) -> Delivery[M] | None:
+    def _decode(self, record: Record) -> Delivery[M] | None:
         value: bytes = record.value or b""
         message = self.message_type()
         try:
@@ -491,7 +493,7 @@ class Subscription(Generic[M]):
 
     async def _dead_letter(
         self,
-        record: ConsumerRecord | Delivery[M],
+        record: Record | Delivery[M],
         reason: str,
         attempts: int,
         cause: str = "undecodable",
@@ -529,7 +531,7 @@ class Subscription(Generic[M]):
             },
         )
 
-    async def _measure_lag(self, consumer: AIOKafkaConsumer) -> None:
+    async def _measure_lag(self, consumer: KafkaConsumer) -> None:
         """Set ``lodestar_consumer_lag`` for every partition this subscription holds (at
         most every :data:`LAG_INTERVAL_S`): the high watermark the last fetch reported
         minus the offset committed here, or the fetch position before any commit. The
@@ -552,23 +554,16 @@ class Subscription(Generic[M]):
                 self._lag_reported.add(tp)
 
 
-async def _lag_of(
-    consumer: AIOKafkaConsumer, tp: TopicPartition, committed: int | None
-) -> int | None:
+async def _lag_of(consumer: KafkaConsumer, tp: Partition, committed: int | None) -> int | None:
     """How far ``tp``'s high watermark is ahead of ``committed`` (or the position when this
     consumer committed nothing there yet); None until a fetch reported the watermark."""
-    try:
-        highwater: int | None = consumer.highwater(tp)
-        if highwater is None:
-            return None
-        # The position is valid once a fetch reported the watermark; bounded so the loop
-        # never waits on it.
-        done: int = (
-            committed
-            if committed is not None
-            else await asyncio.wait_for(consumer.position(tp), 0.1)
-        )
-    except (AssertionError, IllegalStateError, TimeoutError):
-        # Unassigned meanwhile (a rebalance), or no position yet: measured next time.
+    # None when unassigned meanwhile (a rebalance), or no position yet: measured next time.
+    highwater = consumer.highwater(tp)
+    if highwater is None:
+        return None
+    # The position is valid once a fetch reported the watermark; bounded so the loop
+    # never waits on it.
+    done = committed if committed is not None else await consumer.position_within(tp, 0.1)
+    if done is None:
         return None
     return max(0, highwater - done)

@@ -46,6 +46,15 @@ class Unavailable(LodestarError):
     """A dependency is down; retrying later may work (gRPC UNAVAILABLE, HTTP 503)."""
 
 
+class BusUnavailable(LodestarError):
+    """Kafka did not take (or give) the messages; ``transient`` when a broker was merely
+    unreachable or slow, so a retry later may work."""
+
+    def __init__(self, message: str, *, transient: bool = True) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+
 class PoisonMessage(LodestarError):
     """A message that no retry will ever handle; it goes to the dead-letter topic at once."""
 
@@ -56,9 +65,8 @@ def is_infrastructure_failure(exc: BaseException) -> bool:
     Such failures are retried without end instead of dead-lettering every message while
     MongoDB or Kafka is down.
     """
-    from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError
     from pymongo.errors import ConnectionFailure
 
-    return isinstance(
-        exc, ConnectionFailure | KafkaConnectionError | KafkaTimeoutError | Unavailable
-    )
+    if isinstance(exc, BusUnavailable):
+        return exc.transient
+    return isinstance(exc, ConnectionFailure | Unavailable)

@@ -202,7 +202,7 @@ def kafka_check(bus: Bus) -> Check:
     no broker answers."""
 
     async def metadata() -> None:
-        await bus.producer.client.fetch_all_metadata()
+        await bus.check()
 
     return metadata
 

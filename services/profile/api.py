@@ -28,7 +28,7 @@ from services.platform.validation import check_id, check_ids, load_json
 from services.profile.commerce import LoyaltyRules, cart, loyalty, summarize_orders
 from services.profile.engagement import CONSENT_UPDATED, engagement, validate_consent
 from services.profile.fold import TRACK, ResolvedEvent, fold
-from services.profile.privacy_requests import KINDS, PrivacyRequests
+from services.profile.privacy_requests import KINDS, PrivacyRequests, PrivacyStatus
 from services.profile.store import ProfileStore, StoredGroup, StoredProfile
 
 
@@ -275,7 +275,7 @@ class ProfileServicer(profile_pb2_grpc.ProfileServiceServicer):
     ) -> profile_pb2.ListTimelineResponse:
         _check_timeline_request(request, where)
         after, shown = _read_token(request.page_token, where)
-        cap = self.store.timeline_settings.cap
+        cap = self.store.timeline_cap
         size = min(request.page_size or DEFAULT_PAGE, cap - shown)
         names = list(request.names)
         docs = (
@@ -360,6 +360,32 @@ def _customer_groups(groups: list[StoredGroup], page_size: int) -> profile_pb2.C
     )
 
 
+def status_proto(status: PrivacyStatus) -> privacy_pb2.PrivacyRequestStatus:
+    """The wire form of where a privacy request stands."""
+    done, pending = (
+        privacy_pb2.PRIVACY_REQUEST_STATE_DONE,
+        privacy_pb2.PRIVACY_REQUEST_STATE_PENDING,
+    )
+    message = privacy_pb2.PrivacyRequestStatus(
+        request_id=status.request_id,
+        kind=status.kind,
+        state=done if status.done else pending,
+        services=[
+            privacy_pb2.ServicePrivacyStatus(
+                service=s.service,
+                state=done if s.done else pending,
+                completed_at=timestamp(s.completed_at),
+            )
+            for s in status.services
+        ],
+        requested_at=timestamp(status.requested_at),
+        completed_at=timestamp(status.completed_at),
+    )
+    if status.export is not None:
+        message.export.update(status.export)
+    return message
+
+
 class PrivacyServicer(privacy_pb2_grpc.PrivacyServiceServicer):
     """Submit privacy requests and follow them to done."""
 
@@ -386,7 +412,7 @@ class PrivacyServicer(privacy_pb2_grpc.PrivacyServiceServicer):
         )
         message.requested_at.FromDatetime(now)
         await self.bus.publish(topics.PRIVACY, request.customer_id, message)
-        return await self.requests.status(request_id)
+        return status_proto(await self.requests.status(request_id))
 
     async def GetPrivacyRequest(
         self,
@@ -395,4 +421,4 @@ class PrivacyServicer(privacy_pb2_grpc.PrivacyServiceServicer):
     ) -> privacy_pb2.PrivacyRequestStatus:
         """Pending or done, per service."""
         check_id("request_id", request.request_id, limit=MAX_REQUEST_ID_LENGTH)
-        return await self.requests.status(request.request_id)
+        return status_proto(await self.requests.status(request.request_id))

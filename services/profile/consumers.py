@@ -15,6 +15,7 @@ from lodestar.v1 import events_pb2
 from services.platform import topics
 from services.platform.bus import Bus, Delivery, Pending
 from services.platform.errors import PoisonMessage
+from services.platform.merges import Merge, MergeHandler
 from services.platform.timestamps import event_time
 from services.profile.api import to_proto
 from services.profile.commerce import LoyaltyRules
@@ -29,6 +30,7 @@ from services.profile.fold import (
     fold,
 )
 from services.profile.groups import group_change
+from services.profile.privacy_requests import PrivacyAnswer, PrivacyRequests
 from services.profile.store import ProfileStore
 
 SERVICE = "profile"
@@ -166,19 +168,40 @@ class ResolvedEventHandler:
         return changes
 
 
-class MergeHandler:
-    """Folds merged customers' profiles into the survivor on ``identity.merged``."""
+def merge_handler(store: ProfileStore) -> MergeHandler:
+    """The ``identity.merged`` handler of profile: merged customers' profiles fold into the
+    survivor's (a redelivered merge changes nothing, counted as a duplicate)."""
 
-    def __init__(self, store: ProfileStore) -> None:
-        self.store = store
+    async def follow(merge: Merge) -> None:
+        applied = await store.merge(merge.event_id, merge.survivor_id, list(merge.merged_ids))
+        FOLDED.labels("merge" if applied else "duplicate").inc()
 
-    async def __call__(self, batch: Sequence[Delivery[events_pb2.IdentityMerged]]) -> None:
-        """Apply each merge in order (a redelivered merge changes nothing)."""
+    return MergeHandler(follow)
+
+
+def privacy_answer(completed: events_pb2.PrivacyCompleted) -> PrivacyAnswer:
+    """A ``privacy.completed`` message as the answer it records (poison without a request
+    id or a service)."""
+    if not completed.request_id or not completed.service:
+        raise PoisonMessage("privacy completion without request_id or service")
+    at = completed.completed_at.ToDatetime(UTC) if completed.HasField("completed_at") else None
+    export = MessageToDict(completed.export) if completed.HasField("export") else None
+    return PrivacyAnswer(
+        request_id=completed.request_id,
+        service=completed.service,
+        kind=completed.kind,
+        completed_at=at or datetime.now(UTC),
+        export=export,
+    )
+
+
+class CompletionHandler:
+    """Records answers from ``privacy.completed``."""
+
+    def __init__(self, requests: PrivacyRequests) -> None:
+        self.requests = requests
+
+    async def __call__(self, batch: Sequence[Delivery[events_pb2.PrivacyCompleted]]) -> None:
+        """Record each answer (idempotent)."""
         for delivery in batch:
-            merge = delivery.message
-            if not merge.event_id or not merge.survivor_id:
-                raise PoisonMessage("identity merge without event_id or survivor_id")
-            applied = await self.store.merge(
-                merge.event_id, merge.survivor_id, list(merge.merged_ids)
-            )
-            FOLDED.labels("merge" if applied else "duplicate").inc()
+            await self.requests.answer(privacy_answer(delivery.message))

@@ -2,36 +2,25 @@
 
 The profile process keeps one record per request: when it was asked, which services must
 answer, and each answer as it arrives on ``privacy.completed``. A request is done when every
-expected service has answered. Records hold no customer id, so an erased customer leaves no
-trace here; exports are stored encrypted until the record expires.
+expected service has answered; only then are the services' exports shown. Records hold no
+customer id, so an erased customer leaves no trace here (the store keeps exports encrypted
+until the record expires).
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any
+from datetime import datetime
+from typing import Any, Protocol, TypeAlias
 
-from google.protobuf.json_format import MessageToDict
-from google.protobuf.timestamp_pb2 import Timestamp
-from motor.motor_asyncio import AsyncIOMotorDatabase
-from pymongo.errors import DuplicateKeyError
+from lodestar.v1 import events_pb2
+from services.platform.errors import NotFound
 
-from lodestar.v1 import events_pb2, privacy_pb2
-from services.platform.bus import Delivery
-from services.platform.crypto import EncryptedValue, FieldCipher
-from services.platform.errors import NotFound, PoisonMessage
-from services.platform.mongo import Document, IndexSpec, ensure_indexes
-from services.platform.rotation import Tally
-from services.profile.store import rotate_values
-
-PENDING = privacy_pb2.PRIVACY_REQUEST_STATE_PENDING
-DONE = privacy_pb2.PRIVACY_REQUEST_STATE_DONE
 KINDS = (events_pb2.PRIVACY_REQUEST_KIND_ERASE, events_pb2.PRIVACY_REQUEST_KIND_EXPORT)
-_EXPORT_CONTEXT = "privacy-export"
+EXPORT = events_pb2.PRIVACY_REQUEST_KIND_EXPORT
+# Erase or export (the protobuf enum's values).
+Kind: TypeAlias = "events_pb2.PrivacyRequestKind.ValueType"
 
 
 @dataclass(frozen=True)
@@ -42,143 +31,132 @@ class PrivacyRequestSettings:
     ttl_s: int = 30 * 24 * 3600
 
 
+@dataclass(frozen=True)
+class PrivacyAnswer:
+    """One service's answer to request ``request_id`` (its export, for an export)."""
+
+    request_id: str
+    service: str
+    kind: Kind
+    completed_at: datetime
+    export: Mapping[str, Any] | None = None
+
+
+class SealedExport(Protocol):
+    """A service's export as stored (encrypted): opened only when the request is done."""
+
+    def reveal(self) -> Any:
+        """The export in clear (JSON values)."""
+
+
+@dataclass(frozen=True)
+class StoredAnswer:
+    """An answer as the store holds it."""
+
+    completed_at: datetime
+    export: SealedExport | None = None
+
+
+@dataclass(frozen=True)
+class StoredPrivacyRequest:
+    """A request record: what was asked, when, who must answer and who did."""
+
+    request_id: str
+    kind: Kind
+    requested_at: datetime
+    expected: tuple[str, ...]
+    answers: Mapping[str, StoredAnswer]
+
+
+@dataclass(frozen=True)
+class ServiceState:
+    """Whether one service answered, and when."""
+
+    service: str
+    done: bool
+    completed_at: datetime | None
+
+
+@dataclass(frozen=True)
+class PrivacyStatus:
+    """Where a request stands; ``export`` (per service) only once every service answered."""
+
+    request_id: str
+    kind: Kind
+    done: bool
+    services: tuple[ServiceState, ...]
+    requested_at: datetime
+    completed_at: datetime | None
+    export: dict[str, Any] | None
+
+
+class PrivacyRequestStore(Protocol):
+    """Where request records live (the profile store's ``privacy_requests``)."""
+
+    async def open(
+        self, request_id: str, kind: Kind, at: datetime, expected: tuple[str, ...]
+    ) -> None:
+        """Record a new request (a no-op when it is known)."""
+
+    async def answer(self, answer: PrivacyAnswer, expected: tuple[str, ...]) -> None:
+        """Record one service's answer, opening the record when it is unknown."""
+
+    async def get(self, request_id: str) -> StoredPrivacyRequest | None:
+        """The record, or ``None`` when unknown or expired."""
+
+
 class PrivacyRequests:
-    """Request records in the profile database's ``privacy_requests`` collection."""
+    """Opens requests, records answers and says where a request stands."""
 
     def __init__(
-        self,
-        db: AsyncIOMotorDatabase[Document],
-        cipher: FieldCipher,
-        settings: PrivacyRequestSettings | None = None,
+        self, store: PrivacyRequestStore, settings: PrivacyRequestSettings | None = None
     ) -> None:
-        self.requests = db["privacy_requests"]
-        self.db = db
-        self.cipher = cipher
+        self.store = store
         self.settings = settings or PrivacyRequestSettings()
 
-    async def ensure_indexes(self) -> None:
-        """Records expire after the configured time."""
-        await ensure_indexes(
-            self.db,
-            [
-                IndexSpec(
-                    "privacy_requests",
-                    [("requested_at", 1)],
-                    options={"expireAfterSeconds": self.settings.ttl_s},
-                )
-            ],
-        )
-
-    async def rotate_keys(self, *, check_only: bool = False) -> Tally:
-        """Re-encrypt every stored export still under an old key with the active key, then
-        count what is left (see :func:`services.profile.store.rotate_values`)."""
-        return await rotate_values(
-            self.requests,
-            Tally("profile", "privacy_requests"),
-            self.cipher,
-            _exports,
-            check_only=check_only,
-            field="answers",
-        )
-
-    async def open(self, request_id: str, kind: int, at: datetime) -> None:
+    async def open(self, request_id: str, kind: Kind, at: datetime) -> None:
         """Record a new request as pending for every expected service (a no-op if known)."""
-        with contextlib.suppress(DuplicateKeyError):
-            await self.requests.insert_one(
-                {
-                    "_id": request_id,
-                    "kind": kind,
-                    "requested_at": at,
-                    "expected": list(self.settings.services),
-                    "answers": {},
-                }
-            )
+        await self.store.open(request_id, kind, at, self.settings.services)
 
-    async def answer(self, completed: events_pb2.PrivacyCompleted) -> None:
+    async def answer(self, answer: PrivacyAnswer) -> None:
         """Record one service's answer; a redelivered answer rewrites the same values. An
         answer for a request submitted elsewhere (straight onto the topic) opens its record."""
-        at = completed.completed_at.ToDatetime(UTC) if completed.HasField("completed_at") else None
-        answer: Document = {"completed_at": at or datetime.now(UTC)}
-        if completed.HasField("export"):
-            data = json.dumps(MessageToDict(completed.export))
-            answer["export"] = self.cipher.encrypt(data, _EXPORT_CONTEXT).to_document()
-        await self.requests.update_one(
-            {"_id": completed.request_id},
-            {
-                "$set": {f"answers.{completed.service}": answer},
-                "$setOnInsert": {
-                    "kind": completed.kind,
-                    "requested_at": answer["completed_at"],
-                    "expected": list(self.settings.services),
-                },
-            },
-            upsert=True,
-        )
+        await self.store.answer(answer, self.settings.services)
 
-    async def status(self, request_id: str) -> privacy_pb2.PrivacyRequestStatus:
-        """Where the request stands; exports decrypted once every service has answered."""
-        doc = await self.requests.find_one({"_id": request_id})
-        if doc is None:
+    async def status(self, request_id: str) -> PrivacyStatus:
+        """Where the request stands; exports read once every service has answered."""
+        record = await self.store.get(request_id)
+        if record is None:
             raise NotFound(f"privacy request {request_id!r} is unknown or expired")
-        return self._status(doc)
-
-    def _status(self, doc: Document) -> privacy_pb2.PrivacyRequestStatus:
-        answers: dict[str, Document] = doc.get("answers") or {}
-        names = list(doc.get("expected") or []) + sorted(set(answers) - set(doc["expected"]))
-        services = [
-            privacy_pb2.ServicePrivacyStatus(
-                service=name,
-                state=DONE if name in answers else PENDING,
-                completed_at=_stamp(answers[name]["completed_at"]) if name in answers else None,
+        answers = record.answers
+        names = list(record.expected) + sorted(set(answers) - set(record.expected))
+        services = tuple(
+            ServiceState(
+                name,
+                name in answers,
+                answers[name].completed_at if name in answers else None,
             )
             for name in names
-        ]
-        done = all(name in answers for name in doc["expected"])
-        status = privacy_pb2.PrivacyRequestStatus(
-            request_id=doc["_id"],
-            kind=doc["kind"],
-            state=DONE if done else PENDING,
-            services=services,
-            requested_at=_stamp(doc["requested_at"]),
         )
-        if done and doc["expected"]:
-            status.completed_at.CopyFrom(
-                _stamp(max(answers[n]["completed_at"] for n in doc["expected"]))
-            )
-        if done and doc["kind"] == events_pb2.PRIVACY_REQUEST_KIND_EXPORT:
-            export: dict[str, Any] = {}
-            for name, answer in sorted(answers.items()):
-                if "export" in answer:
-                    clear = self.cipher.decrypt(
-                        EncryptedValue.from_document(answer["export"]), _EXPORT_CONTEXT
-                    )
-                    export[name] = json.loads(clear)
-            status.export.update(export)
-        return status
-
-
-def _exports(doc: Document) -> Iterable[tuple[str, object, str]]:
-    for service, answer in (doc.get("answers") or {}).items():
-        if isinstance(answer, Mapping) and "export" in answer:
-            yield f"answers.{service}.export", answer["export"], _EXPORT_CONTEXT
-
-
-def _stamp(at: datetime) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(at if at.tzinfo else at.replace(tzinfo=UTC))
-    return stamp
-
-
-class CompletionHandler:
-    """Records answers from ``privacy.completed``."""
-
-    def __init__(self, requests: PrivacyRequests) -> None:
-        self.requests = requests
-
-    async def __call__(self, batch: Sequence[Delivery[events_pb2.PrivacyCompleted]]) -> None:
-        """Record each answer (idempotent)."""
-        for delivery in batch:
-            completed = delivery.message
-            if not completed.request_id or not completed.service:
-                raise PoisonMessage("privacy completion without request_id or service")
-            await self.requests.answer(completed)
+        done = all(name in answers for name in record.expected)
+        completed_at = (
+            max(answers[n].completed_at for n in record.expected)
+            if done and record.expected
+            else None
+        )
+        export = None
+        if done and record.kind == EXPORT:
+            export = {
+                name: answer.export.reveal()
+                for name, answer in sorted(answers.items())
+                if answer.export is not None
+            }
+        return PrivacyStatus(
+            request_id=record.request_id,
+            kind=record.kind,
+            done=done,
+            services=services,
+            requested_at=record.requested_at,
+            completed_at=completed_at,
+            export=export,
+        )

@@ -14,10 +14,11 @@ from services.platform.rotation import Tally
 from services.platform.rpc import GrpcServer
 from services.platform.runtime import serve_until_shutdown
 from services.profile.api import PrivacyServicer, ProfileServicer
-from services.profile.consumers import MergeHandler, ResolvedEventHandler
-from services.profile.privacy_requests import CompletionHandler, PrivacyRequests
+from services.profile.consumers import CompletionHandler, ResolvedEventHandler, merge_handler
+from services.profile.privacy_requests import PrivacyRequests
 from services.profile.settings import ProfileSettings
 from services.profile.store import ProfileStore
+from services.profile.store.privacy import PrivacyRequestStore
 
 SERVICE_NAME = profile_pb2.DESCRIPTOR.services_by_name["ProfileService"].full_name
 PRIVACY_SERVICE_NAME = privacy_pb2.DESCRIPTOR.services_by_name["PrivacyService"].full_name
@@ -34,13 +35,14 @@ async def serve(settings: ProfileSettings) -> None:
         settings.timeline(),
         session_timeout=settings.session_timeout(),
     )
-    requests = PrivacyRequests(
+    request_store = PrivacyRequestStore(
         database(client, settings.mongo_database_prefix, "profile"),
         settings.field_cipher(),
         settings.privacy_requests(),
     )
+    requests = PrivacyRequests(request_store, settings.privacy_requests())
     await store.ensure_indexes()
-    await requests.ensure_indexes()
+    await request_store.ensure_indexes()
     bus = Bus(BusConfig.from_settings(settings, "profile"))
     await bus.start()
     servicer = ProfileServicer(store, settings.loyalty_rules())
@@ -65,7 +67,7 @@ async def serve(settings: ProfileSettings) -> None:
         ResolvedEventHandler(store, bus, settings.loyalty_rules()),
     )
     merges = bus.subscribe(
-        [topics.IDENTITY_MERGED], "profile-merges", events_pb2.IdentityMerged, MergeHandler(store)
+        [topics.IDENTITY_MERGED], "profile-merges", events_pb2.IdentityMerged, merge_handler(store)
     )
     privacy = bus.subscribe(
         [topics.PRIVACY],
@@ -97,7 +99,7 @@ async def rotate_keys(settings: ProfileSettings, *, check_only: bool = False) ->
         db = database(client, settings.mongo_database_prefix, "profile")
         cipher = settings.field_cipher()
         store = ProfileStore(db, settings.profile_dedupe_window, cipher, settings.pii_trait_names())
-        requests = PrivacyRequests(db, cipher, settings.privacy_requests())
+        requests = PrivacyRequestStore(db, cipher, settings.privacy_requests())
         return [
             *await store.rotate_keys(check_only=check_only),
             await requests.rotate_keys(check_only=check_only),

@@ -11,7 +11,7 @@ from pydantic import Field, model_validator
 from services.platform.settings import PiiSettings
 from services.profile.commerce import PURCHASES, SPEND, LoyaltyRules, minor_units
 from services.profile.privacy_requests import PrivacyRequestSettings
-from services.profile.store import TimelineSettings
+from services.profile.timeline import TimelineSettings
 
 
 class ProfileSettings(PiiSettings):

@@ -206,7 +206,7 @@ class RecommendationServicer(recommendation_pb2_grpc.RecommendationServiceServic
             raise InvalidArgument(f"item_ids: at most {MAX_BATCH} per call")
         for position, item_id in enumerate(request.item_ids):
             _identifier(item_id, f"item_ids[{position}]")
-        catalog = self.serving.recommender.catalog
+        catalog = self.serving.catalog
         return recommendation_pb2.GetItemsResponse(
             items={
                 item_id: _catalog_item(catalog[item_id])

@@ -12,7 +12,7 @@ from google.protobuf.json_format import MessageToDict
 from lodestar.v1 import events_pb2
 from services.platform.bus import Delivery
 from services.platform.destinations import RECOMMENDATIONS, event_allows
-from services.platform.errors import PoisonMessage
+from services.platform.merges import Merge, MergeHandler
 from services.platform.timestamps import time_of
 from services.recommendation.interactions import (
     INTERACTION_EVENTS,
@@ -67,19 +67,12 @@ class ResolvedEventHandler:
         )
 
 
-class MergeHandler:
-    """A merged customer's interactions follow the survivor (the next model sees one
-    customer)."""
+def merge_handler(store: RecommendationStore) -> MergeHandler:
+    """The ``identity.merged`` handler of recommendation: a merged customer's interactions
+    follow the survivor (the next model sees one customer)."""
 
-    def __init__(self, store: RecommendationStore) -> None:
-        self.store = store
+    async def follow(merge: Merge) -> None:
+        for merged_id in merge.merged_ids:
+            await store.move_customer(merged_id, merge.survivor_id)
 
-    async def __call__(self, batch: Sequence[Delivery[events_pb2.IdentityMerged]]) -> None:
-        """Move each merged id's interactions to its survivor."""
-        for delivery in batch:
-            merge = delivery.message
-            if not merge.survivor_id:
-                raise PoisonMessage("identity merge without survivor_id")
-            for merged_id in merge.merged_ids:
-                if merged_id != merge.survivor_id:
-                    await self.store.move_customer(merged_id, merge.survivor_id)
+    return MergeHandler(follow)

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 import numpy as np
 import numpy.typing as npt
@@ -155,6 +155,24 @@ class FactorModel:
             )
 
 
+class StoredModel(TypedDict):
+    """A stored model version: the fields of :func:`info_document` and its artifact's id
+    (``_id`` is the version)."""
+
+    _id: int
+    file_id: object
+    version: int
+    algorithm: str
+    trained_at: datetime
+    data_from: datetime | None
+    data_to: datetime | None
+    interactions: int
+    metrics: dict[str, float]
+    parameters_json: str
+    # Absent in versions stored before artifacts could be rewritten.
+    revision: NotRequired[int]
+
+
 def info_document(info: ModelInfo) -> dict[str, Any]:
     """The metadata as stored beside the artifact."""
     return {
@@ -176,7 +194,7 @@ def _utc(at: datetime | None) -> datetime | None:
     return at if at.tzinfo else at.replace(tzinfo=UTC)
 
 
-def info_from_document(doc: dict[str, Any]) -> ModelInfo:
+def info_from_document(doc: Mapping[str, Any]) -> ModelInfo:
     """The metadata read back from :func:`info_document`'s form."""
     trained_at = _utc(doc["trained_at"])
     assert trained_at is not None

@@ -14,7 +14,7 @@ from services.platform.privacy import PrivacyHandler
 from services.platform.rpc import GrpcServer
 from services.platform.runtime import serve_until_shutdown
 from services.recommendation.api import RecommendationServicer
-from services.recommendation.consumers import MergeHandler, ResolvedEventHandler
+from services.recommendation.consumers import ResolvedEventHandler, merge_handler
 from services.recommendation.serving import Recommendations
 from services.recommendation.settings import RecommendationSettings
 from services.recommendation.store import RecommendationStore
@@ -54,7 +54,7 @@ async def serve(settings: RecommendationSettings) -> None:
             [topics.IDENTITY_MERGED],
             "recommendation-merges",
             events_pb2.IdentityMerged,
-            MergeHandler(store),
+            merge_handler(store),
         ),
         bus.subscribe(
             [topics.PRIVACY],

@@ -12,32 +12,85 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any, Protocol
 
-from services.recommendation.interactions import ItemProperties
-from services.recommendation.model import FactorModel, info_from_document
+from services.recommendation.interactions import Interaction, ItemProperties
+from services.recommendation.model import FactorModel, StoredModel, info_from_document
 from services.recommendation.recommender import Recommender
-from services.recommendation.store import RecommendationStore, export_of
 
 log = logging.getLogger(__name__)
 # An artifact rewritten concurrently by another replica is read again this often.
 REWRITE_ATTEMPTS = 5
 
 
+class ServingStore(Protocol):
+    """What serving reads and rewrites in the store."""
+
+    async def newest_model(self) -> StoredModel | None:
+        """The metadata of the newest version."""
+
+    async def model_document(self, version: int) -> StoredModel | None:
+        """One version's metadata."""
+
+    async def model_documents(self) -> list[StoredModel]:
+        """Every stored version's metadata, newest first."""
+
+    async def load_model(self, doc: StoredModel) -> FactorModel:
+        """The model a metadata record describes."""
+
+    async def replace_artifact(self, doc: StoredModel, model: FactorModel) -> bool:
+        """Store a rewritten model in place of ``doc``'s; ``False`` when rewritten meanwhile."""
+
+    async def items_changed_since(
+        self, since: datetime | None
+    ) -> tuple[dict[str, ItemProperties], datetime | None]:
+        """The item properties changed after ``since`` (all when ``None``), and the newest
+        change."""
+
+    async def erase(self, customer_id: str) -> int:
+        """Delete the customer's interactions."""
+
+    async def interactions_of(self, customer_id: str) -> list[Interaction]:
+        """The customer's interactions."""
+
+
+def export_of(interactions: Sequence[Interaction]) -> dict[str, Any]:
+    """What the service holds about a customer, as JSON values."""
+    return {
+        "interactions": [
+            {
+                "event_id": i.event_id,
+                "item_id": i.item_id,
+                "kind": i.kind,
+                "value": i.value,
+                "at": i.at.isoformat(),
+            }
+            for i in interactions
+        ]
+    }
+
+
 class Recommendations:
     """The served snapshot and how it follows the store."""
 
-    def __init__(self, store: RecommendationStore) -> None:
+    def __init__(self, store: ServingStore) -> None:
         self.store = store
         self.recommender = Recommender(None, {})
         self._catalog: dict[str, ItemProperties] = {}
-        self._catalog_mark: Any = None
+        self._catalog_mark: datetime | None = None
         self._lock = asyncio.Lock()
 
     @property
     def model(self) -> FactorModel | None:
         """The model being served (``None`` before the first one)."""
         return self.recommender.model
+
+    @property
+    def catalog(self) -> Mapping[str, ItemProperties]:
+        """The item properties of the served snapshot, by item id."""
+        return self.recommender.catalog
 
     def _served_key(self) -> tuple[int, int] | None:
         model = self.model

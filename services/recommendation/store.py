@@ -17,7 +17,7 @@ from __future__ import annotations
 import io
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from motor.motor_asyncio import AsyncIOMotorDatabase, AsyncIOMotorGridFSBucket
 from pymongo import DESCENDING, UpdateOne
@@ -28,6 +28,7 @@ from services.recommendation.catalog import merged
 from services.recommendation.interactions import Interaction, ItemProperties
 from services.recommendation.model import (
     FactorModel,
+    StoredModel,
     info_document,
     info_from_document,
 )
@@ -249,25 +250,26 @@ class RecommendationStore:
             name, io.BytesIO(data), chunk_size_bytes=CHUNK_BYTES
         )
 
-    async def newest_model(self) -> Document | None:
-        """The metadata document of the newest version."""
-        return await self.models.find_one({}, sort=[("version", DESCENDING)])
+    async def newest_model(self) -> StoredModel | None:
+        """The metadata of the newest version."""
+        return _stored_model(await self.models.find_one({}, sort=[("version", DESCENDING)]))
 
-    async def model_document(self, version: int) -> Document | None:
+    async def model_document(self, version: int) -> StoredModel | None:
         """One version's metadata."""
-        return await self.models.find_one({"_id": version})
+        return _stored_model(await self.models.find_one({"_id": version}))
 
-    async def model_documents(self) -> list[Document]:
+    async def model_documents(self) -> list[StoredModel]:
         """Every stored version's metadata, newest first."""
-        return await self.models.find({}).sort("version", DESCENDING).to_list(None)
+        docs = await self.models.find({}).sort("version", DESCENDING).to_list(None)
+        return [cast(StoredModel, d) for d in docs]
 
-    async def load_model(self, doc: Document) -> FactorModel:
+    async def load_model(self, doc: StoredModel) -> FactorModel:
         """The model a metadata document describes."""
         buffer = io.BytesIO()
         await self.artifacts.download_to_stream(doc["file_id"], buffer)
         return FactorModel.from_bytes(info_from_document(doc), buffer.getvalue())
 
-    async def replace_artifact(self, doc: Document, model: FactorModel) -> bool:
+    async def replace_artifact(self, doc: StoredModel, model: FactorModel) -> bool:
         """Store a rewritten model (an erasure) in place of the one ``doc`` describes; ``False``
         when someone rewrote it meanwhile (the caller reads it again)."""
         file_id = await self._upload(model)
@@ -308,17 +310,6 @@ class RecommendationStore:
         await self.leases.delete_one({"_id": name, "holder": holder})
 
 
-def export_of(interactions: Sequence[Interaction]) -> dict[str, Any]:
-    """What the service holds about a customer, as JSON values."""
-    return {
-        "interactions": [
-            {
-                "event_id": i.event_id,
-                "item_id": i.item_id,
-                "kind": i.kind,
-                "value": i.value,
-                "at": i.at.isoformat(),
-            }
-            for i in interactions
-        ]
-    }
+def _stored_model(doc: Document | None) -> StoredModel | None:
+    # The models collection holds only what save_model wrote: info_document's fields.
+    return None if doc is None else cast(StoredModel, doc)

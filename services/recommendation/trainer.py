@@ -12,16 +12,16 @@ import asyncio
 import logging
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Protocol
 
 from services.platform.errors import Unavailable
 from services.recommendation.evaluation import POPULARITY, evaluate
 from services.recommendation.interactions import Interaction, InteractionWeights
 from services.recommendation.model import FactorModel, ModelInfo
 from services.recommendation.serving import Recommendations
-from services.recommendation.store import RecommendationStore
 from services.recommendation.training import TrainingConfig, build_matrix, train_model
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,31 @@ class TrainingPlan:
     lease: timedelta = timedelta(hours=1)
 
 
+class TrainingStore(Protocol):
+    """What a training run reads and writes in the store."""
+
+    async def acquire_lease(self, name: str, holder: str, ttl: timedelta, now: datetime) -> bool:
+        """Take the lease ``name`` unless another holder's is still running."""
+
+    async def release_lease(self, name: str, holder: str) -> None:
+        """Give the lease back (only if still held by ``holder``)."""
+
+    def stream_interactions(self, since: datetime) -> AsyncIterator[Interaction]:
+        """The interactions at or after ``since``."""
+
+    async def next_version(self) -> int:
+        """One more than the newest stored version."""
+
+    async def save_model(self, model: FactorModel) -> None:
+        """Store a model as its version."""
+
+    async def prune_models(self, keep: int) -> int:
+        """Delete all but the ``keep`` newest versions."""
+
+    async def customer_ids(self) -> set[str]:
+        """Every customer that has interactions."""
+
+
 def holder_name() -> str:
     """Who holds the lease: host and process."""
     return f"{socket.gethostname()}:{os.getpid()}"
@@ -55,7 +80,7 @@ class Trainer:
 
     def __init__(
         self,
-        store: RecommendationStore,
+        store: TrainingStore,
         serving: Recommendations,
         plan: TrainingPlan,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),

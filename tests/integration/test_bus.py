@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Sequence
+from typing import Any
 
 import pytest
 
@@ -333,7 +334,7 @@ class _LoseFirstSend:
         self._waiting: asyncio.Future[object] | None = None
 
     async def send(
-        self, topic: str, value: bytes | None = None, key: bytes | None = None, **kw: object
+        self, topic: str, value: bytes | None = None, key: bytes | None = None, **kw: Any
     ) -> asyncio.Future[object]:
         self._fail_waiting()
         if (

@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 from motor.motor_asyncio import AsyncIOMotorClient
 
+from services.identity.plan import ACTIVE
 from services.identity.rules import IdentityRules
-from services.identity.store import ACTIVE, IdentityStore
+from services.identity.store import IdentityStore
 from services.platform.errors import InvalidArgument
 from services.platform.mongo import Document
 from tests.support.identity import event, fresh_store, resolver

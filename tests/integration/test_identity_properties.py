@@ -12,8 +12,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from infra.local.servers import MongoWireServer
+from services.identity.plan import ACTIVE
 from services.identity.rules import IdentityRules
-from services.identity.store import ACTIVE, IdentityStore, storage_key
+from services.identity.store import IdentityStore, storage_key
 from services.platform.mongo import mongo_client
 from tests.support.identity import cipher, event, fresh_store, resolver
 

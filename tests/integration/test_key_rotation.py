@@ -41,11 +41,11 @@ from services.platform.rpc import GrpcServer
 from services.profile.api import ProfileServicer
 from services.profile.consumers import ResolvedEventHandler
 from services.profile.groups import GroupChange
-from services.profile.privacy_requests import PrivacyRequests
 from services.profile.server import SERVICE_NAME as PROFILE
 from services.profile.store import ProfileStore
 from tests.support.identity import resolver
 from tests.support.kafka import unique
+from tests.support.privacy import WirePrivacyRequests
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 KEY_A, KEY_B = generate_key(), generate_key()
@@ -103,12 +103,12 @@ class World:
     request_id: str
     export: dict[str, Any]
 
-    def stores(self, pii: FieldCipher) -> tuple[IdentityStore, ProfileStore, PrivacyRequests]:
+    def stores(self, pii: FieldCipher) -> tuple[IdentityStore, ProfileStore, WirePrivacyRequests]:
         identity = IdentityStore(
             database(self.client, self.prefix, "identity"), pii, IdentityRules.build()
         )
         db = database(self.client, self.prefix, "profile")
-        return identity, ProfileStore(db, 100, pii, PII_TRAITS), PrivacyRequests(db, pii)
+        return identity, ProfileStore(db, 100, pii, PII_TRAITS), WirePrivacyRequests(db, pii)
 
     def run(self, command: list[str], *, keys: str, active: str, index_key: str) -> Run:
         env = {k: v for k, v in os.environ.items() if not k.upper().startswith("LODESTAR_")}

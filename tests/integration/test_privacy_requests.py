@@ -21,10 +21,11 @@ from services.platform.errors import NotFound
 from services.platform.mongo import Document, database
 from services.platform.rpc import GrpcServer
 from services.profile.api import PrivacyServicer
-from services.profile.privacy_requests import PrivacyRequests, PrivacyRequestSettings
+from services.profile.privacy_requests import PrivacyRequestSettings
 from services.profile.server import PRIVACY_SERVICE_NAME
 from tests.support.identity import cipher
 from tests.support.kafka import read_all, unique
+from tests.support.privacy import WirePrivacyRequests
 
 EXPORT = events_pb2.PRIVACY_REQUEST_KIND_EXPORT
 PENDING = privacy_pb2.PRIVACY_REQUEST_STATE_PENDING
@@ -33,9 +34,11 @@ T0 = datetime(2026, 6, 1, tzinfo=UTC)
 
 
 @pytest.fixture
-def requests(client: AsyncIOMotorClient[Document]) -> PrivacyRequests:
+def requests(client: AsyncIOMotorClient[Document]) -> WirePrivacyRequests:
     db = database(client, unique("pr").replace("-", "_"), "profile")
-    return PrivacyRequests(db, cipher(), PrivacyRequestSettings(services=("identity", "profile")))
+    return WirePrivacyRequests(
+        db, cipher(), PrivacyRequestSettings(services=("identity", "profile"))
+    )
 
 
 def answer(service: str, data: dict[str, Any] | None = None) -> events_pb2.PrivacyCompleted:
@@ -51,7 +54,7 @@ def answer(service: str, data: dict[str, Any] | None = None) -> events_pb2.Priva
 
 
 async def test_a_request_is_done_only_when_every_expected_service_answered(
-    requests: PrivacyRequests,
+    requests: WirePrivacyRequests,
 ) -> None:
     await requests.open("r1", EXPORT, T0)
     status = await requests.status("r1")
@@ -78,7 +81,7 @@ async def test_a_request_is_done_only_when_every_expected_service_answered(
 
 
 async def test_an_answer_for_a_request_submitted_elsewhere_opens_its_record(
-    requests: PrivacyRequests,
+    requests: WirePrivacyRequests,
 ) -> None:
     await requests.answer(answer("identity"))
     status = await requests.status("r1")
@@ -89,19 +92,19 @@ async def test_an_answer_for_a_request_submitted_elsewhere_opens_its_record(
     ]
 
 
-async def test_an_unknown_request_is_not_found(requests: PrivacyRequests) -> None:
+async def test_an_unknown_request_is_not_found(requests: WirePrivacyRequests) -> None:
     with pytest.raises(NotFound, match="nope"):
         await requests.status("nope")
 
 
 @pytest.fixture
 async def privacy_stub(
-    requests: PrivacyRequests, kafka_server: KafkaWireServer
+    requests: WirePrivacyRequests, kafka_server: KafkaWireServer
 ) -> AsyncIterator[privacy_pb2_grpc.PrivacyServiceAsyncStub]:
     await ensure_topics(kafka_server.bootstrap_servers, {topics.PRIVACY: 6})
     bus = Bus(BusConfig(kafka_server.bootstrap_servers, "test-privacy"))
     await bus.start()
-    servicer = PrivacyServicer(requests, bus)
+    servicer = PrivacyServicer(requests.domain, bus)
     server = GrpcServer(
         "127.0.0.1",
         0,

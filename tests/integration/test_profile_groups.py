@@ -19,7 +19,7 @@ from services.platform.bus import Delivery
 from services.platform.mongo import database, mongo_client
 from services.platform.rpc import GrpcServer, client_channel
 from services.profile.api import ProfileServicer
-from services.profile.consumers import MergeHandler, ResolvedEventHandler
+from services.profile.consumers import ResolvedEventHandler, merge_handler
 from services.profile.server import SERVICE_NAME
 from services.profile.store import ProfileStore
 from tests.support.identity import cipher
@@ -156,7 +156,7 @@ async def test_merges_move_the_links_to_the_survivor(served: Served) -> None:
             group_call("e3", "ada-laptop", "home-7", 2),
         ]
     )
-    merge = MergeHandler(served.store)
+    merge = merge_handler(served.store)
     await merge([merged("m1", "ada", "ada-laptop")])
     await merge([merged("m1", "ada", "ada-laptop")])  # redelivered
     assert await groups_of(served, "ada", "ada-laptop") == {
@@ -220,7 +220,7 @@ class StaleFirstRead(ProfileStore):
 async def test_a_link_written_while_a_merge_moved_links_follows_the_merge(
     served: Served,
 ) -> None:
-    await MergeHandler(served.store)([merged("m1", "ada", "ada-laptop")])
+    await merge_handler(served.store)([merged("m1", "ada", "ada-laptop")])
     racing = StaleFirstRead(served.store.db, 100, served.store.cipher, served.store.pii_traits)
     await ResolvedEventHandler(racing)([group_call("e1", "ada-laptop", "acme")])
     assert await served.store.group_members.count_documents({"customer_id": "ada-laptop"}) == 0

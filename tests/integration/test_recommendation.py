@@ -26,7 +26,7 @@ from services.platform.mongo import Document, database, mongo_client
 from services.platform.privacy import PrivacyHandler
 from services.platform.rpc import GrpcServer
 from services.recommendation.api import RecommendationServicer
-from services.recommendation.consumers import MergeHandler, ResolvedEventHandler
+from services.recommendation.consumers import ResolvedEventHandler, merge_handler
 from services.recommendation.interactions import InteractionWeights, ItemProperties
 from services.recommendation.server import SERVICE_NAME
 from services.recommendation.serving import Recommendations
@@ -132,7 +132,7 @@ async def test_a_merged_customers_interactions_follow_the_survivor(
 ) -> None:
     await ResolvedEventHandler(store)([track("old", "e1", "Product Viewed", product_id="p")])
     merge = events_pb2.IdentityMerged(event_id="m1", survivor_id="new", merged_ids=["old"])
-    await MergeHandler(store)([Delivery("merged", 0, 0, None, b"", merge)])
+    await merge_handler(store)([Delivery("merged", 0, 0, None, b"", merge)])
     assert await store.interactions_of("old") == []
     assert [i.item_id for i in await store.interactions_of("new")] == ["p"]
 
@@ -187,6 +187,7 @@ class Service:
     stub: recommendation_pb2_grpc.RecommendationServiceAsyncStub
     serving: Recommendations
     trainer: Trainer
+    store: RecommendationStore
 
 
 @pytest.fixture
@@ -203,7 +204,7 @@ async def service(store: RecommendationStore) -> AsyncIterator[Service]:
     await server.start()
     async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
         stub = recommendation_pb2_grpc.RecommendationServiceStub(channel)
-        yield Service(stub, trainer.serving, trainer)
+        yield Service(stub, trainer.serving, trainer, store)
     await server.stop(0)
 
 
@@ -236,7 +237,7 @@ async def test_bad_input_and_an_empty_store_get_status_codes_a_caller_acts_on(
 
 
 async def test_no_call_fails_while_models_are_swapped(service: Service) -> None:
-    await ResolvedEventHandler(service.serving.store)(shop_events("c"))
+    await ResolvedEventHandler(service.store)(shop_events("c"))
     first = await service.stub.Train(recommendation_pb2.TrainRequest())
     assert (first.version, first.customers, first.items) == (1, 12, 8)
     imported = await service.stub.ImportCatalog(

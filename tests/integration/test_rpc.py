@@ -297,7 +297,7 @@ async def test_set_consent_records_the_decision_and_rejects_unknown_purposes(
 
 async def test_list_timeline_pages_up_to_the_cap(servers: Servers) -> None:
     from services.profile.fold import ResolvedEvent
-    from services.profile.store import TimelineSettings
+    from services.profile.timeline import TimelineSettings
 
     servers.profile.timeline_settings = TimelineSettings(cap=5)
     start = datetime(2026, 4, 1, tzinfo=UTC)

@@ -174,7 +174,7 @@ async def test_timeline_pages_newest_first_keeps_pii_encrypted_and_is_erased(
     db: AsyncIOMotorDatabase[Document],
 ) -> None:
     from services.profile.fold import ResolvedEvent
-    from services.profile.store import TimelineSettings
+    from services.profile.timeline import TimelineSettings
     from tests.support.identity import cipher
 
     store = ProfileStore(db, 100, cipher(), frozenset({"email"}), TimelineSettings(cap=4))

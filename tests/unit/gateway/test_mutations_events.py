@@ -10,13 +10,13 @@ from typing import Any
 import grpc
 import httpx
 import pytest
-from aiokafka.errors import KafkaConnectionError
 from google.protobuf.message import Message
 from starlette.applications import Starlette
 
 from gateway.ingest import IngestApi
 from lodestar.v1 import events_pb2, profile_pb2
 from services.platform import topics
+from services.platform.errors import BusUnavailable
 from tests.unit.gateway.mutation_support import (
     SETTINGS,
     WRITE_KEY,
@@ -165,7 +165,7 @@ async def test_wrong_types_are_refused_before_anything_runs() -> None:
 
 class DownBus(RecordingBus):
     async def publish_many(self, records: Any) -> None:
-        raise KafkaConnectionError("no broker")
+        raise BusUnavailable("no broker")
 
 
 async def test_a_down_event_bus_is_unavailable() -> None:

@@ -7,6 +7,8 @@ Groups (accounts) from group calls live in ``groups`` (one document per group id
 last-write-wins by event time, PII traits encrypted the same way) and ``group_members`` (one
 document per customer and group).
 
+Privacy request records live beside them, in :mod:`services.profile.store.privacy`.
+
 Idempotency: each profile keeps the ids of its most recent events; an update only applies
 when its event id is not among them, and the update and the id are written in one atomic
 document update. The window must cover what Kafka can redeliver (one uncommitted batch).
@@ -41,6 +43,7 @@ from services.profile.fold import (
     merge,
 )
 from services.profile.groups import GroupChange
+from services.profile.timeline import TimelineSettings
 
 DUPLICATE_KEY = 11000
 # Re-encrypted values written per round trip during key rotation.
@@ -128,15 +131,6 @@ class StoredGroup:
     updated_at: datetime | None
 
 
-@dataclass(frozen=True)
-class TimelineSettings:
-    """Whether events are kept per customer, for how long, and how many a page may show."""
-
-    enabled: bool = True
-    ttl_s: int = 180 * 24 * 3600
-    cap: int = 1_000
-
-
 class ProfileStore:
     """Profiles keyed by customer id."""
 
@@ -162,6 +156,11 @@ class ProfileStore:
         self.pii_traits = pii_traits
         if pii_traits and cipher is None:
             raise ValueError("PII traits are configured but no cipher was given")
+
+    @property
+    def timeline_cap(self) -> int:
+        """How many timeline entries a customer's pages may show in all."""
+        return self.timeline_settings.cap
 
     def _stored_trait(
         self, key: str, value: Any, context: Callable[[str], str] | None = None
