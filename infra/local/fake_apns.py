@@ -308,6 +308,11 @@ class ApnsStandIn:
         )
 
     @property
+    def log_path(self) -> Path | None:
+        """The file every push is appended to as a JSON line, if any."""
+        return self.log.log_path
+
+    @property
     def pushes(self) -> list[ReceivedPush]:
         """Every push received since the last clear, oldest first."""
         return self.log.entries

@@ -360,6 +360,11 @@ class FakeGoogleWallet:
         self._tokens = dict.fromkeys(self._tokens, 0.0)
 
     @property
+    def log_path(self) -> Path | None:
+        """The file every call is appended to as a JSON line, if any."""
+        return self.log.log_path
+
+    @property
     def calls(self) -> list[dict[str, Any]]:
         """Every call received since the last clear, oldest first."""
         return self.log.entries
