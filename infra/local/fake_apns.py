@@ -1,7 +1,7 @@
 """A loopback STAND-IN for Apple's Push Notification service, for ``make run`` and the tests.
 
 It is not Apple and delivers nothing to any phone. It speaks the part of the APNs provider API
-the wallet uses, the way APNs does, so the production client (``services/wallet/apns.py``) runs
+the wallet uses, the way APNs does, so the production client (``services/wallet/clients/apns.py``) runs
 unchanged against it: TLS with HTTP/2 only (Hypercorn, ALPN ``h2``), ``POST /3/device/{token}``
 with an ES256 provider token (``authorization: bearer <JWT>``, checked against one auth key's
 public half, key id and team id; older than an hour is ``ExpiredProviderToken``), ``apns-topic``
@@ -37,15 +37,12 @@ import hashlib
 import json
 import logging
 import re
-import signal
-import socket
 import ssl
 import sys
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
@@ -62,6 +59,13 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from infra.local.devapns import ApnsDevFiles
+from infra.local.standin import (
+    CallLog,
+    bind_loopback,
+    received_at,
+    serve_until_signalled,
+    since_index,
+)
 from services.platform.commandline import CommandParser, parse_command
 from services.platform.logs import configure_logging
 
@@ -284,11 +288,9 @@ class ApnsStandIn:
     ) -> None:
         self.tokens = tokens
         self.topics = frozenset(topics)
-        self.log_path = log_path
         self.unregistered: set[str] = set()
         self.scripted: list[ScriptedAnswer] = []
-        self.pushes: list[ReceivedPush] = []
-        self._next_index = 0
+        self.log: CallLog[ReceivedPush] = CallLog(asdict, log_path)
         self.app = Starlette(
             routes=[
                 Route(
@@ -304,6 +306,16 @@ class ApnsStandIn:
             ],
             exception_handlers={404: self._not_found},
         )
+
+    @property
+    def log_path(self) -> Path | None:
+        """The file every push is appended to as a JSON line, if any."""
+        return self.log.log_path
+
+    @property
+    def pushes(self) -> list[ReceivedPush]:
+        """Every push received since the last clear, oldest first."""
+        return self.log.entries
 
     def script(
         self, status: int, reason: str = "", count: int = 1, device_token: str | None = None
@@ -396,35 +408,31 @@ class ApnsStandIn:
     ) -> None:
         token = TokenSummary.of(request.headers.get("authorization"))
         client = request.client
-        push = ReceivedPush(
-            index=self._next_index,
-            received_at=datetime.now(UTC).isoformat(timespec="milliseconds"),
-            device_token=device_token,
-            topic=request.headers.get("apns-topic"),
-            push_type=request.headers.get("apns-push-type"),
-            priority=request.headers.get("apns-priority"),
-            apns_id=apns_id,
-            status=status,
-            reason=reason,
-            http_version=str(request.scope.get("http_version", "")),
-            connection=f"{client.host}:{client.port}" if client else "",
-            client_port=client.port if client else None,
-            jwt_kid=token.kid,
-            jwt_iat=token.iat,
-            jwt_fingerprint=token.fingerprint,
-            payload=payload,
+        self.log.add(
+            lambda index: ReceivedPush(
+                index=index,
+                received_at=received_at(),
+                device_token=device_token,
+                topic=request.headers.get("apns-topic"),
+                push_type=request.headers.get("apns-push-type"),
+                priority=request.headers.get("apns-priority"),
+                apns_id=apns_id,
+                status=status,
+                reason=reason,
+                http_version=str(request.scope.get("http_version", "")),
+                connection=f"{client.host}:{client.port}" if client else "",
+                client_port=client.port if client else None,
+                jwt_kid=token.kid,
+                jwt_iat=token.iat,
+                jwt_fingerprint=token.fingerprint,
+                payload=payload,
+            )
         )
-        self._next_index += 1
-        self.pushes.append(push)
-        if self.log_path is not None:
-            with self.log_path.open("a", encoding="utf-8") as out:
-                out.write(json.dumps(asdict(push)) + "\n")
 
     async def _list_pushes(self, request: Request) -> Response:
         token = request.query_params.get("device_token")
-        try:
-            since = int(request.query_params.get("since", "0"))
-        except ValueError:
+        since = since_index(request)
+        if since is None:
             return _control_error("since must be an integer index")
         pushes = [
             asdict(p)
@@ -435,15 +443,14 @@ class ApnsStandIn:
             {
                 "stand_in": True,
                 "service": STAND_IN_LABEL,
-                "next_index": self._next_index,
+                "next_index": self.log.next_index,
                 "count": len(pushes),
                 "pushes": pushes,
             }
         )
 
     async def _clear_pushes(self, _: Request) -> Response:
-        cleared = len(self.pushes)
-        self.pushes.clear()
+        cleared = self.log.clear()
         return JSONResponse({"stand_in": True, "cleared": cleared})
 
     async def _script(self, request: Request) -> Response:
@@ -547,13 +554,7 @@ class FakeApns:
         except (OSError, ssl.SSLError) as exc:
             raise ValueError(f"unusable TLS files {self.cert}, {self.key}: {exc}") from exc
         # Bound here, not by Hypercorn, so port 0 gives a port we know before serving.
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((self.host, self.port))
-        except OSError:
-            sock.close()
-            raise
+        sock = bind_loopback(self.host, self.port)
         self.port = int(sock.getsockname()[1])
         config = Config()
         config.bind = [f"fd://{sock.detach()}"]
@@ -660,15 +661,12 @@ def _note_unanswered_tls_close(loop: asyncio.AbstractEventLoop, context: dict[st
 
 
 async def _serve_until_signalled(fake: FakeApns) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    loop.set_exception_handler(_note_unanswered_tls_close)
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await fake.start()
-    await stop.wait()
-    log.info("stopping the APNs stand-in", extra={"fields": {"stand_in": True}})
-    await fake.stop()
+    asyncio.get_running_loop().set_exception_handler(_note_unanswered_tls_close)
+    await serve_until_signalled(
+        fake.start,
+        fake.stop,
+        lambda: log.info("stopping the APNs stand-in", extra={"fields": {"stand_in": True}}),
+    )
 
 
 def main(argv: Sequence[str]) -> int:

@@ -29,23 +29,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import logging
 import re
 import secrets
-import signal
-import socket
 import sys
 import time
-from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qs
 
-import uvicorn
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from google.auth import exceptions as google_exceptions
@@ -55,10 +50,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from infra.local.standin import (
+    CallLog,
+    bind_loopback,
+    received_at,
+    serve_until_signalled,
+    since_index,
+)
 from services.platform.commandline import CommandParser, parse_command
+from services.platform.httpserver import QuietUvicorn
 from services.platform.logs import configure_logging
-from services.wallet.clients.google import JWT_BEARER_GRANT, WALLET_SCOPE, ServiceAccount
-from services.wallet.google import NOTIFY_ON_UPDATE, TEXT_AND_NOTIFY
 
 STAND_IN_LABEL = "Lodestar loopback stand-in for the Google Wallet API (NOT Google)"
 STAND_IN_HEADER = "X-Lodestar-Stand-In"
@@ -74,6 +75,12 @@ TOKEN_LIFETIME_S = 3600
 MAX_ASSERTION_LIFETIME_S = 3600
 CLOCK_SKEW_S = 60
 MAX_MERCHANT_LOCATIONS = 10
+# Google's own values, written out here and not imported from the wallet: a wrong value in
+# the production client must make the tests fail, not agree with itself.
+WALLET_SCOPE = "https://www.googleapis.com/auth/wallet_object.issuer"
+JWT_BEARER_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+NOTIFY_ON_UPDATE = "NOTIFY_ON_UPDATE"
+TEXT_AND_NOTIFY = "TEXT_AND_NOTIFY"
 SCRIPTABLE_STATUSES = (429, 500, 502, 503, 504)
 PASS_TYPES = ("loyalty", "offer", "eventTicket")
 RESOURCE_TYPES = tuple(f"{p}{suffix}" for p in PASS_TYPES for suffix in ("Class", "Object"))
@@ -129,6 +136,61 @@ def _oauth_error(error: str, description: str) -> JSONResponse:
     return JSONResponse({"error": error, "error_description": description}, status_code=400)
 
 
+class SigningAccount(Protocol):
+    """The service account whose assertions the stand-in accepts: any object with these
+    (the wallet's own service account, or :class:`DevServiceAccount`)."""
+
+    @property
+    def client_email(self) -> str:
+        """The account's email (the assertion's ``iss``)."""
+        ...
+
+    @property
+    def private_key_id(self) -> str:
+        """The key's id (the assertion header's ``kid``)."""
+        ...
+
+    @property
+    def private_key(self) -> str:
+        """The RSA private key, PEM."""
+        ...
+
+
+@dataclass(frozen=True)
+class DevServiceAccount:
+    """A service-account JSON key as the stand-in reads it (its own reading, not the
+    wallet's)."""
+
+    client_email: str
+    private_key_id: str
+    private_key: str = field(repr=False)
+
+    @classmethod
+    def from_info(cls, info: Mapping[str, Any], source: str) -> DevServiceAccount:
+        """From the parsed key; ``ValueError`` naming ``source`` when it is not usable."""
+        if info.get("type") != "service_account":
+            raise ValueError(f"{source} is not a service account key (type service_account)")
+        missing = [k for k in ("client_email", "private_key_id", "private_key") if not info.get(k)]
+        if missing:
+            raise ValueError(f"{source} lacks {', '.join(missing)}")
+        account = cls(
+            str(info["client_email"]), str(info["private_key_id"]), str(info["private_key"])
+        )
+        _public_pem(account)
+        return account
+
+    @classmethod
+    def from_file(cls, path: Path) -> DevServiceAccount:
+        """Read a service-account JSON key file; ``ValueError`` when it is not one."""
+        try:
+            info = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"{path} is not a readable JSON key file") from exc
+        if not isinstance(info, dict):
+            raise ValueError(f"{path} is not a service account key (not a JSON object)")  # noqa: TRY004
+        return cls.from_info(info, str(path))
+
+
 @dataclass
 class ScriptedFailure:
     """Answer the next ``count`` matching calls with ``status``."""
@@ -138,8 +200,11 @@ class ScriptedFailure:
     path_contains: str = ""
 
 
-def _public_pem(account: ServiceAccount) -> str:
-    key = serialization.load_pem_private_key(account.private_key.encode(), None)
+def _public_pem(account: SigningAccount) -> str:
+    try:
+        key = serialization.load_pem_private_key(account.private_key.encode(), None)
+    except (ValueError, TypeError) as exc:
+        raise ValueError("the service account's private_key is not an unencrypted PEM key") from exc
     if not isinstance(key, rsa.RSAPrivateKey):
         raise ValueError("the stand-in verifies RS256 assertions and needs an RSA key")  # noqa: TRY004
     return (
@@ -162,14 +227,6 @@ def _require(body: Mapping[str, Any], names: Sequence[str], what: str) -> None:
             raise _ApiError(400, f"{what}: {name} is required")
 
 
-class _Server(uvicorn.Server):
-    """uvicorn without its signal handlers: the owner decides when to stop."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        yield
-
-
 class FakeGoogleWallet:
     """The stand-in, served by uvicorn on ``host:port`` (0 picks a free port) after
     :meth:`start`. ``calls`` lists what it received; ``objects`` and ``classes`` what it
@@ -177,7 +234,7 @@ class FakeGoogleWallet:
 
     def __init__(
         self,
-        service_account: ServiceAccount | Path,
+        service_account: SigningAccount | Path,
         *,
         issuer_id: str = DEV_ISSUER_ID,
         host: str = "127.0.0.1",
@@ -185,25 +242,21 @@ class FakeGoogleWallet:
         log_path: Path | None = None,
         token_lifetime_s: int = TOKEN_LIFETIME_S,
     ) -> None:
-        self.account = (
-            service_account
-            if isinstance(service_account, ServiceAccount)
-            else ServiceAccount.from_file(service_account)
+        self.account: SigningAccount = (
+            DevServiceAccount.from_file(service_account)
+            if isinstance(service_account, Path)
+            else service_account
         )
         self._public_key = _public_pem(self.account)
         self.issuer_id = issuer_id
         self.host = host
         self.port = port
-        self.log_path = log_path
         self.token_lifetime_s = token_lifetime_s
-        self.calls: list[dict[str, Any]] = []
-        # Indexes keep counting after the calls are cleared, so ?since=<index> stays valid.
-        self._next_index = 0
+        self.log: CallLog[dict[str, Any]] = CallLog(dict, log_path)
         self.stored: dict[str, dict[str, dict[str, Any]]] = {t: {} for t in RESOURCE_TYPES}
         self.failures: list[ScriptedFailure] = []
         self._tokens: dict[str, float] = {}
-        self._server: _Server | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._server: QuietUvicorn | None = None
         self.app = Starlette(
             routes=[
                 Route(TOKEN_PATH, self._token, methods=["POST"]),
@@ -249,25 +302,16 @@ class FakeGoogleWallet:
 
     async def start(self, timeout_s: float = 10.0) -> None:
         """Bind and serve; the port is known once this returns."""
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((self.host, self.port))
-        except OSError:
-            sock.close()
-            raise
+        sock = bind_loopback(self.host, self.port)
         self.port = int(sock.getsockname()[1])
-        config = uvicorn.Config(
-            self.app, log_config=None, access_log=False, lifespan="off", log_level="warning"
+        self._server = QuietUvicorn(
+            self.app,
+            name=f"the Google Wallet stand-in on {self.url}",
+            sock=sock,
+            lifespan="off",
+            log_level="warning",
         )
-        self._server = _Server(config)
-        self._task = asyncio.create_task(self._server.serve(sockets=[sock]), name="fake-google")
-        async with asyncio.timeout(timeout_s):
-            while not self._server.started:
-                if self._task.done():
-                    sock.close()
-                    raise RuntimeError(f"the Google Wallet stand-in could not serve {self.url}")
-                await asyncio.sleep(0.01)
+        await self._server.start(timeout_s)
         logger.warning(
             "%s: serving on %s (token endpoint %s, issuer %s)",
             STAND_IN_LABEL,
@@ -279,10 +323,8 @@ class FakeGoogleWallet:
     async def stop(self) -> None:
         """Finish in-flight calls and stop serving."""
         if self._server is not None:
-            self._server.should_exit = True
-        if self._task is not None:
-            await self._task
-            self._task = None
+            server, self._server = self._server, None
+            await server.stop()
 
     # -- helpers for in-process tests --
 
@@ -317,28 +359,35 @@ class FakeGoogleWallet:
         """Make every issued access token expired (the next API call gets a 401)."""
         self._tokens = dict.fromkeys(self._tokens, 0.0)
 
+    @property
+    def log_path(self) -> Path | None:
+        """The file every call is appended to as a JSON line, if any."""
+        return self.log.log_path
+
+    @property
+    def calls(self) -> list[dict[str, Any]]:
+        """Every call received since the last clear, oldest first."""
+        return self.log.entries
+
     def clear_calls(self) -> None:
         """Forget the recorded calls."""
-        self.calls.clear()
+        self.log.clear()
 
     # -- recording --
 
     def _record(self, request: Request, body: Any, status: int, *, notified: bool = False) -> None:
-        entry = {
-            "index": self._next_index,
-            "at": datetime.now(UTC).isoformat(timespec="milliseconds"),
-            "method": request.method,
-            "path": request.url.path,
-            "query": dict(request.query_params),
-            "body": body,
-            "status": status,
-            "notified": notified,
-        }
-        self._next_index += 1
-        self.calls.append(entry)
-        if self.log_path is not None:
-            with self.log_path.open("a", encoding="utf-8") as log:
-                log.write(json.dumps(entry, default=str) + "\n")
+        self.log.add(
+            lambda index: {
+                "index": index,
+                "at": received_at(),
+                "method": request.method,
+                "path": request.url.path,
+                "query": dict(request.query_params),
+                "body": body,
+                "status": status,
+                "notified": notified,
+            }
+        )
 
     def _scripted(self, path: str) -> int | None:
         for failure in self.failures:
@@ -630,19 +679,17 @@ class FakeGoogleWallet:
 
     async def _calls(self, request: Request) -> Response:
         if request.method == "DELETE":
-            cleared = len(self.calls)
-            self.clear_calls()
+            cleared = self.log.clear()
             return self._labelled(JSONResponse({"stand_in": STAND_IN_LABEL, "cleared": cleared}))
-        try:
-            since = int(request.query_params.get("since", "0"))
-        except ValueError:
+        since = since_index(request)
+        if since is None:
             return self._labelled(google_error(400, "since must be a call index"))
         return self._labelled(
             JSONResponse(
                 {
                     "stand_in": STAND_IN_LABEL,
                     "count": len(self.calls),
-                    "next_index": self._next_index,
+                    "next_index": self.log.next_index,
                     "calls": [c for c in self.calls if c["index"] >= since],
                 }
             )
@@ -698,7 +745,7 @@ def _read_key(path: Path) -> dict[str, Any] | None:
         info = json.loads(path.read_text())
         if not isinstance(info, dict):
             return None
-        ServiceAccount.from_info(info, str(path))
+        DevServiceAccount.from_info(info, str(path))
     except (OSError, ValueError):
         return None
     return info
@@ -769,16 +816,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-async def _serve(fake: FakeGoogleWallet) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await fake.start()
-    await stop.wait()
-    await fake.stop()
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Serve the stand-in until SIGTERM or SIGINT; exit code 2 for a bad command line."""
     parsed = parse_command(_parser(), sys.argv[1:] if argv is None else argv, "fake_google")
@@ -796,7 +833,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         print(f"fake_google: error: {exc}", file=sys.stderr)
         return 2
-    asyncio.run(_serve(fake))
+    asyncio.run(serve_until_signalled(fake.start, fake.stop))
     return 0
 
 

@@ -27,6 +27,7 @@ from infra.local.fake_apns import FakeApns
 from infra.local.fake_google import (
     DEV_ISSUER_ID,
     FakeGoogleWallet,
+    SigningAccount,
     ensure_google_dev_service_account,
 )
 from infra.local.servers import free_port
@@ -515,7 +516,7 @@ async def test_a_google_offer_pass_gets_a_ticket_object_of_its_own(live: Live) -
     await until(stored_as_ticket, "the pass pointing at its ticket object")
 
 
-def verifies(token: str, account: ServiceAccount) -> bool:
+def verifies(token: str, account: SigningAccount) -> bool:
     """True when the JWT's RS256 signature checks out with the service account's public key."""
     key = serialization.load_pem_private_key(account.private_key.encode(), None)
     pem = key.public_key().public_bytes(
