@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from services.profile.engagement import ENGAGEMENT_EVENTS
+from services.platform.vocabulary import ENGAGEMENT_EVENTS
 from services.segmentation.rules import EventRecord, Rule, load, parse
 
 BACKFILLING = "backfilling"
