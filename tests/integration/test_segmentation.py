@@ -30,6 +30,7 @@ from services.segmentation.api import SegmentationServicer
 from services.segmentation.audience import Audiences
 from services.segmentation.consumers import ProfileChangeHandler, ResolvedEventHandler
 from services.segmentation.definitions import SegmentDefinitions
+from services.segmentation.records import MemberRecord
 from services.segmentation.rules import parse
 from services.segmentation.scoring import Scoring, summary_of
 from services.segmentation.segments import LIVE, Catalog, Segment
@@ -260,7 +261,7 @@ def _document(change: events_pb2.ProfileChanged) -> Document:
 
 async def _without_since(
     store: SegmentationStore, ids: list[str], other: SegmentationStore
-) -> dict[str, dict[str, Document]]:
+) -> dict[str, dict[str, MemberRecord]]:
     """The other store's memberships with the backfill's 'since' values, so only who is in
     which segment is compared."""
     mine = await store.memberships_of(ids)
@@ -617,7 +618,7 @@ async def test_memberships_are_read_in_one_reply_per_chunk_and_entries_recorded_
     # so reading them chunk by chunk once needed a getMore round trip after each find.
     customers = [f"c{n:03d}" for n in range(120)]
     since = datetime(2026, 11, 1, tzinfo=UTC)
-    entries = [
+    entries: list[MemberRecord] = [
         {
             "_id": f"s{s}:{c}",
             "segment_id": f"s{s}",
@@ -630,7 +631,7 @@ async def test_memberships_are_read_in_one_reply_per_chunk_and_entries_recorded_
     ]
     await store.apply_memberships(entries, [])
     # Redelivered: the same entries again (one newer) change nothing already recorded.
-    again = [{**e, "since": since + timedelta(days=1)} for e in entries[:10]]
+    again: list[MemberRecord] = [{**e, "since": since + timedelta(days=1)} for e in entries[:10]]
     await store.apply_memberships(again, [("s0", "c119")])
     before = DB_OPERATIONS.snapshot()[0]
     found = await store.memberships_of(customers)
