@@ -9,18 +9,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from services.platform.vocabulary import ENGAGEMENT_EVENTS, PURPOSES, STATES
+
 CONSENT_UPDATED = "Consent Updated"
-PURPOSES = ("email_marketing", "wallet_marketing", "sms_marketing", "analytics", "personalization")
-STATES = ("granted", "denied")
-# Engagement kinds and the event names (Segment spec and common variants) that count for them.
-ENGAGEMENT_EVENTS: dict[str, tuple[str, ...]] = {
-    "email_opened": ("Email Opened",),
-    "email_clicked": ("Email Link Clicked", "Email Clicked"),
-    "email_unsubscribed": ("Unsubscribed", "Email Unsubscribed"),
-    "push_opened": ("Push Notification Opened", "Push Opened"),
-    "wallet_pass_installed": ("Pass Installed", "Wallet Pass Installed"),
-    "wallet_pass_removed": ("Pass Removed", "Wallet Pass Removed"),
-}
 
 
 def consent_changes(properties: Mapping[str, Any]) -> dict[str, str]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import Mapping
 from typing import Any
 
 import grpc
@@ -13,6 +12,7 @@ from services.platform.errors import InvalidArgument
 from services.platform.timestamps import timestamp
 from services.platform.validation import check_id, check_ids
 from services.segmentation.definitions import SegmentDefinitions
+from services.segmentation.records import StoredScores, StoredSegment
 from services.segmentation.scoring import Scoring
 from services.segmentation.segments import BACKFILLING, LIVE
 from services.segmentation.store import SegmentationStore
@@ -41,7 +41,7 @@ class SegmentationServicer(segmentation_pb2_grpc.SegmentationServiceServicer):
         self.store = store
         self.scoring = scoring
 
-    async def _segment(self, doc: Mapping[str, Any]) -> segmentation_pb2.Segment:
+    async def _segment(self, doc: StoredSegment) -> segmentation_pb2.Segment:
         parsed = self.definitions.parsed(doc)
         return segmentation_pb2.Segment(
             id=doc["_id"],
@@ -136,7 +136,7 @@ class SegmentationServicer(segmentation_pb2_grpc.SegmentationServiceServicer):
         """The segments of each customer asked for."""
         ids = check_ids("customer_ids", request.customer_ids, most=MAX_BATCH)
         found = await self.store.memberships_of(ids)
-        names = {s.id: s.name for s in self.definitions.audiences.catalog.segments.values()}
+        names = self.definitions.segment_names()
         return segmentation_pb2.MembershipsForResponse(
             memberships={
                 c: segmentation_pb2.Memberships(
@@ -177,12 +177,14 @@ class SegmentationServicer(segmentation_pb2_grpc.SegmentationServiceServicer):
         )
 
 
-def _scores(doc: Mapping[str, Any]) -> segmentation_pb2.CustomerScores:
-    predictions = {
-        k: float(doc[k])
-        for k in ("p_alive", "expected_purchases_30d", "expected_purchases_90d", "clv_12m")
-        if k in doc
+def _scores(doc: StoredScores) -> segmentation_pb2.CustomerScores:
+    fitted = {
+        "p_alive": doc.get("p_alive"),
+        "expected_purchases_30d": doc.get("expected_purchases_30d"),
+        "expected_purchases_90d": doc.get("expected_purchases_90d"),
+        "clv_12m": doc.get("clv_12m"),
     }
+    predictions = {k: float(v) for k, v in fitted.items() if v is not None}
     return segmentation_pb2.CustomerScores(
         customer_id=doc["_id"],
         recency_days=int(doc.get("recency", 0)),

@@ -11,17 +11,22 @@ changed and emits nothing.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Protocol
 
+from google.protobuf.message import Message
 from prometheus_client import Counter
 
 from lodestar.v1 import events_pb2
 from services.platform import topics
-from services.platform.bus import Bus
-from services.platform.mongo import Document
-from services.segmentation.rule_query import prefilter, to_query
-from services.segmentation.rules import EventRecord
+from services.segmentation.records import (
+    MemberRecord,
+    ProfileView,
+    StoredEvent,
+    membership_id,
+)
+from services.segmentation.rules import EventRecord, Rule
 from services.segmentation.segments import (
     ENTERED,
     Catalog,
@@ -29,7 +34,6 @@ from services.segmentation.segments import (
     Transition,
     transitions,
 )
-from services.segmentation.store import SegmentationStore, membership_id
 
 log = logging.getLogger(__name__)
 CHANGES = Counter(
@@ -49,6 +53,65 @@ _CHANGES = {
 Clock = Callable[[], datetime]
 
 
+class AudienceStore(Protocol):
+    """What audiences need of the store: profile views, recent events and memberships."""
+
+    @property
+    def event_retention_s(self) -> int:
+        """How long recent events are kept (seconds)."""
+
+    async def save_profiles(self, docs: Sequence[ProfileView]) -> None:
+        """Replace the views of these customers."""
+
+    async def profiles_for(self, customer_ids: Sequence[str]) -> dict[str, ProfileView]:
+        """Views by customer id (unknown ids left out)."""
+
+    async def count_profiles(self) -> int:
+        """How many customers have a view."""
+
+    async def matching(self, rule: Rule, now: datetime) -> set[str] | None:
+        """Ids of the views ``rule`` selects, when the database can tell alone."""
+
+    def stream_candidates(self, rule: Rule, now: datetime) -> AsyncIterator[ProfileView]:
+        """Every view that can match ``rule``, in id order."""
+
+    async def save_events(self, records: Sequence[StoredEvent]) -> None:
+        """Store recent events (once each)."""
+
+    async def events_for(
+        self, customer_ids: Sequence[str], since: datetime
+    ) -> dict[str, list[EventRecord]]:
+        """Each customer's stored events since ``since``, oldest first."""
+
+    async def move_customer(self, merged_id: str, survivor_id: str) -> None:
+        """A merged customer's view goes; its events now belong to the survivor."""
+
+    async def memberships_of(
+        self, customer_ids: Sequence[str]
+    ) -> dict[str, dict[str, MemberRecord]]:
+        """customer id -> segment id -> membership."""
+
+    def member_ids(self, segment_id: str) -> AsyncIterator[str]:
+        """Every member of a segment, in customer id order."""
+
+    async def members_among(self, segment_id: str, customer_ids: Sequence[str]) -> set[str]:
+        """Which of these customers are members now."""
+
+    async def apply_memberships(
+        self, entered: Sequence[MemberRecord], exited: Sequence[tuple[str, str]]
+    ) -> None:
+        """Record entries and exits ((segment, customer) pairs)."""
+
+
+class MembershipPublisher(Protocol):
+    """Where membership events go (the bus, in the service)."""
+
+    async def publish_many(
+        self, records: Sequence[tuple[str, str | bytes | None, Message]]
+    ) -> None:
+        """Send (topic, key, message) records; return once every one is acknowledged."""
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -58,8 +121,8 @@ class Audiences:
 
     def __init__(
         self,
-        store: SegmentationStore,
-        bus: Bus | None,
+        store: AudienceStore,
+        bus: MembershipPublisher | None,
         catalog: Catalog | None = None,
         clock: Clock = _now,
     ) -> None:
@@ -73,7 +136,7 @@ class Audiences:
         wanted: dict[str, list[Segment]],
         cause: str,
         now: datetime | None = None,
-        views: Mapping[str, Document] | None = None,
+        views: Mapping[str, ProfileView] | None = None,
     ) -> int:
         """Evaluate, per customer, the segments given (with the profile views the caller
         has just stored, or those in the store); returns how many changed."""
@@ -119,7 +182,7 @@ class Audiences:
             await self.bus.publish_many(
                 [(topics.SEGMENTS_MEMBERSHIP, t.customer_id, to_event(t)) for t in changes]
             )
-        entered = [
+        entered: list[MemberRecord] = [
             {
                 "_id": membership_id(t.segment_id, t.customer_id),
                 "segment_id": t.segment_id,
@@ -146,17 +209,17 @@ class Audiences:
         many changed. This is the backfill, and the scheduled recheck of time windows."""
         now = now or self.clock()
         total = await self.store.count_profiles()
-        query = to_query(segment.rule, now)
+        pushed_down = await self.store.matching(segment.rule, now)
         matched: set[str] = set()
-        if query is not None:
-            matched = {i async for i in self.store.matching_ids(query)}
+        if pushed_down is not None:
+            matched = pushed_down
             if progress is not None:
                 await progress(total, total)
         else:
             evaluated = 0
-            chunk: list[Document] = []
+            chunk: list[ProfileView] = []
             # Only candidates: the rule's field conditions narrow the stream in the database.
-            async for doc in self.store.stream_profiles(prefilter(segment.rule, now)):
+            async for doc in self.store.stream_candidates(segment.rule, now):
                 chunk.append(doc)
                 if len(chunk) == CHUNK:
                     matched |= await self._matching(segment, chunk, now)
@@ -190,7 +253,7 @@ class Audiences:
         return len(still)
 
     async def _matching(
-        self, segment: Segment, docs: Sequence[Document], now: datetime
+        self, segment: Segment, docs: Sequence[ProfileView], now: datetime
     ) -> set[str]:
         if not docs:
             return set()
@@ -208,6 +271,54 @@ class Audiences:
             for s, doc in sorted(current.get(customer_id, {}).items())
         ]
         await self.apply(changes)
+
+    async def merge(self, merged_id: str, survivor_id: str, cause: str) -> None:
+        """A customer merged into another leaves its segments; its view goes and its events
+        follow the survivor."""
+        await self.remove_customer(merged_id, cause=cause)
+        await self.store.move_customer(merged_id, survivor_id)
+
+    async def save_profiles(self, views: Sequence[ProfileView]) -> None:
+        """Keep the profile views rules read (before evaluating them)."""
+        await self.store.save_profiles(views)
+
+    async def save_events(self, records: Sequence[StoredEvent]) -> None:
+        """Keep recent events for event conditions (before evaluating them)."""
+        await self.store.save_events(records)
+
+    # ---- the catalogue ----------------------------------------------------------------
+
+    def reading(self, changed_paths: Iterable[str]) -> list[Segment]:
+        """Segments a profile change to these paths can change."""
+        return self.catalog.reading(changed_paths)
+
+    def on_events(self, names: Iterable[str]) -> list[Segment]:
+        """Segments whose event conditions read any of these events."""
+        return self.catalog.on_events(names)
+
+    def time_dependent(self) -> list[Segment]:
+        """Segments whose members can change as time passes."""
+        return self.catalog.time_dependent()
+
+    def segment(self, segment_id: str) -> Segment | None:
+        """The segment evaluated under this id, if any."""
+        return self.catalog.get(segment_id)
+
+    def segment_names(self) -> dict[str, str]:
+        """The name of every segment evaluated, by id."""
+        return self.catalog.names()
+
+    def put(self, segment: Segment) -> None:
+        """Evaluate this segment from now on (replacing one with its id)."""
+        self.catalog.put(segment)
+
+    def discard(self, segment_id: str) -> None:
+        """Stop evaluating a segment."""
+        self.catalog.discard(segment_id)
+
+    def replace_all(self, segments: Iterable[Segment]) -> None:
+        """Evaluate exactly these segments (the catalogue reloaded)."""
+        self.catalog = Catalog(segments)
 
     async def exit_all(self, segment_id: str, version: int) -> int:
         """Every member leaves (the segment is deleted)."""

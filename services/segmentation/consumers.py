@@ -19,9 +19,10 @@ from services.platform.bus import Delivery
 from services.platform.destinations import SEGMENTS, event_allows
 from services.platform.errors import PoisonMessage
 from services.platform.fieldnames import field_key
-from services.platform.mongo import Document
+from services.platform.merges import Merge, MergeHandler
 from services.platform.timestamps import field_time, time_of
 from services.segmentation.audience import Audiences
+from services.segmentation.records import StoredEvent
 from services.segmentation.segments import Segment
 
 # Properties kept with stored events: scalars only, never these (personal data).
@@ -32,13 +33,13 @@ def _amount(money: common_pb2.Money) -> float:
     return money.amount_minor / 100
 
 
-def profile_document(change: events_pb2.ProfileChanged) -> Document:
-    """The profile as rules read it (missing values left out)."""
+def profile_document(change: events_pb2.ProfileChanged) -> dict[str, Any]:
+    """The profile as rules read it (missing values left out): a profile view."""
     p = change.profile
     base = p.orders.average_order_value.currency or p.loyalty.cashback_balance.currency
     revenue = sum(m.amount_minor for m in p.orders.revenue if m.currency == base) / 100
     behaviour = p.behaviour
-    doc: Document = {
+    doc: dict[str, Any] = {
         "_id": change.customer_id,
         "traits": {field_key(k): v for k, v in MessageToDict(p.traits).items()},
         "traits_present": list(change.trait_names),
@@ -94,7 +95,7 @@ def _drop_none(values: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in values.items() if v is not None}
 
 
-def event_record(event: events_pb2.Event) -> Document | None:
+def event_record(event: events_pb2.Event) -> StoredEvent | None:
     """What segmentation keeps of a resolved track event (``None`` for other events)."""
     if event.type != events_pb2.EVENT_TYPE_TRACK or not event.name or not event.customer_id:
         return None
@@ -127,12 +128,11 @@ class ProfileChangeHandler:
             if not change.customer_id:
                 raise PoisonMessage("profile change without customer_id")
         views = {c.customer_id: profile_document(c) for c in changes if c.HasField("profile")}
-        await self.audiences.store.save_profiles(list(views.values()))
+        await self.audiences.save_profiles(list(views.values()))
         paths: dict[str, set[str]] = {}
         for change in changes:
             paths.setdefault(change.customer_id, set()).update(change.changed_paths)
-        catalog = self.audiences.catalog
-        wanted = {c: catalog.reading(p) for c, p in paths.items()}
+        wanted = {c: self.audiences.reading(p) for c, p in paths.items()}
         await self.audiences.evaluate(wanted, cause=changes[-1].event_id, views=views)
 
 
@@ -147,30 +147,23 @@ class ResolvedEventHandler:
         Events whose ``integrations`` turn "Lodestar Segments" off are left out."""
         events = [d.message for d in batch if event_allows(d.message.integrations, SEGMENTS)]
         records = [r for r in (event_record(e) for e in events) if r is not None]
-        await self.audiences.store.save_events(records)
+        await self.audiences.save_events(records)
         names: dict[str, set[str]] = {}
         for record in records:
             names.setdefault(record["customer_id"], set()).add(record["name"])
-        catalog = self.audiences.catalog
-        wanted: dict[str, list[Segment]] = {c: catalog.on_events(n) for c, n in names.items()}
+        wanted: dict[str, list[Segment]] = {
+            c: self.audiences.on_events(n) for c, n in names.items()
+        }
         if records:
             await self.audiences.evaluate(wanted, cause=records[-1]["_id"])
 
 
-class MergeHandler:
-    """A customer merged into another leaves its segments; its events follow the survivor."""
+def merge_handler(audiences: Audiences) -> MergeHandler:
+    """``identity.merged``: each customer merged into another leaves its segments, and its
+    events follow the survivor."""
 
-    def __init__(self, audiences: Audiences) -> None:
-        self.audiences = audiences
+    async def follow(merge: Merge) -> None:
+        for merged_id in merge.merged_ids:
+            await audiences.merge(merged_id, merge.survivor_id, cause=merge.event_id)
 
-    async def __call__(self, batch: Sequence[Delivery[events_pb2.IdentityMerged]]) -> None:
-        """Exit the merged customers' segments and move their events to the survivor."""
-        for delivery in batch:
-            merge = delivery.message
-            if not merge.survivor_id:
-                raise PoisonMessage("identity merge without survivor_id")
-            for merged_id in merge.merged_ids:
-                if merged_id == merge.survivor_id:
-                    continue
-                await self.audiences.remove_customer(merged_id, cause=merge.event_id)
-                await self.audiences.store.move_customer(merged_id, merge.survivor_id)
+    return MergeHandler(follow)

@@ -12,24 +12,22 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Protocol
 
 from services.platform.errors import InvalidArgument, NotFound
-from services.platform.mongo import Document
 from services.segmentation.audience import Audiences
-from services.segmentation.rules import RuleError, json_path
+from services.segmentation.records import SegmentChanges, StoredSegment
+from services.segmentation.rules import Rule, RuleError, json_path
 from services.segmentation.segments import (
     BACKFILLING,
     LIVE,
-    Catalog,
     Segment,
     check_segment_id,
     parse_rule,
     segment_id_for,
 )
-from services.segmentation.store import SegmentationStore
 
 log = logging.getLogger(__name__)
 MAX_NAME = 200
@@ -37,18 +35,51 @@ MAX_DESCRIPTION = 2_000
 MAX_RULE_BYTES = 64_000
 
 
+class DefinitionStore(Protocol):
+    """What the catalogue needs of the store: the stored definitions and their progress."""
+
+    @property
+    def event_retention_s(self) -> int:
+        """How long recent events are kept (seconds): the longest window a rule may use."""
+
+    async def create_segment(self, doc: StoredSegment) -> None:
+        """Insert a new definition (``AlreadyExists`` if the id is taken)."""
+
+    async def update_segment(
+        self, segment_id: str, changes: SegmentChanges
+    ) -> StoredSegment | None:
+        """Apply ``changes``; the new definition (``None`` if unknown)."""
+
+    async def set_progress(
+        self, segment_id: str, version: int, evaluated: int, total: int, live: bool
+    ) -> None:
+        """Backfill progress of one version."""
+
+    async def delete_segment(self, segment_id: str) -> bool:
+        """Remove the definition; ``True`` if it existed."""
+
+    async def get_segment(self, segment_id: str) -> StoredSegment | None:
+        """One definition."""
+
+    async def list_segments(self) -> list[StoredSegment]:
+        """Every definition, by id."""
+
+    async def count_profiles(self) -> int:
+        """How many customers have a view."""
+
+
 class SegmentDefinitions:
     """The segment catalogue and its backfills."""
 
     def __init__(
-        self, store: SegmentationStore, audiences: Audiences, pii_traits: frozenset[str]
+        self, store: DefinitionStore, audiences: Audiences, pii_traits: frozenset[str]
     ) -> None:
         self.store = store
         self.audiences = audiences
         self.pii_traits = pii_traits
         self.backfills: dict[str, asyncio.Task[None]] = {}
 
-    def _rule(self, rule_json: str) -> tuple[Any, str]:
+    def _rule(self, rule_json: str) -> tuple[Rule, str]:
         if len(rule_json.encode()) > MAX_RULE_BYTES:
             raise InvalidArgument(f"rule_json: at most {MAX_RULE_BYTES} bytes")
         try:
@@ -60,7 +91,7 @@ class SegmentDefinitions:
         self._check_window(rule)
         return rule, json.dumps(rule.to_json(), sort_keys=True)
 
-    def _check_window(self, rule: Any) -> None:
+    def _check_window(self, rule: Rule) -> None:
         longest = getattr(rule, "longest_event_window_days", None)
         retention_days = self.store.event_retention_s / 86_400
         if isinstance(longest, int | float) and longest > retention_days:
@@ -71,7 +102,7 @@ class SegmentDefinitions:
 
     async def create(
         self, segment_id: str, name: str, description: str, rule_json: str
-    ) -> Document:
+    ) -> StoredSegment:
         """Store a new segment and start its backfill."""
         name = name.strip()
         if not name or len(name) > MAX_NAME:
@@ -85,7 +116,7 @@ class SegmentDefinitions:
             raise InvalidArgument(str(exc)) from None
         rule, canonical = self._rule(rule_json)
         now = datetime.now(UTC)
-        doc: Document = {
+        doc: StoredSegment = {
             "_id": segment_id,
             "name": name,
             "description": description,
@@ -99,16 +130,16 @@ class SegmentDefinitions:
         }
         await self.store.create_segment(doc)
         segment = Segment(segment_id, name, 1, rule, BACKFILLING)
-        self.audiences.catalog.put(segment)
+        self.audiences.put(segment)
         self._start_backfill(segment)
         return doc
 
     async def update(
         self, segment_id: str, name: str, description: str, rule_json: str
-    ) -> Document:
+    ) -> StoredSegment:
         """Change name/description; a changed rule bumps the version and backfills again."""
         current = await self.get(segment_id)
-        changes: Document = {"updated_at": datetime.now(UTC)}
+        changes: SegmentChanges = {"updated_at": datetime.now(UTC)}
         if name.strip():
             if len(name.strip()) > MAX_NAME:
                 raise InvalidArgument(f"name: at most {MAX_NAME} characters")
@@ -121,33 +152,31 @@ class SegmentDefinitions:
         if rule_json:
             rule, canonical = self._rule(rule_json)
             if canonical != current["rule"]:
-                changes.update(
-                    rule=canonical,
-                    version=int(current["version"]) + 1,
-                    status=BACKFILLING,
-                    backfill_evaluated=0,
-                    backfill_total=0,
-                )
+                changes["rule"] = canonical
+                changes["version"] = int(current["version"]) + 1
+                changes["status"] = BACKFILLING
+                changes["backfill_evaluated"] = 0
+                changes["backfill_total"] = 0
         updated = await self.store.update_segment(segment_id, changes)
         if updated is None:
             raise NotFound(f"segment {segment_id!r} does not exist")
         if rule is not None and "version" in changes:
             segment = Segment(segment_id, updated["name"], updated["version"], rule, BACKFILLING)
-            self.audiences.catalog.put(segment)
+            self.audiences.put(segment)
             self._start_backfill(segment)
         return updated
 
     async def delete(self, segment_id: str) -> int:
         """Remove the segment; every member exits. Returns how many did."""
         current = await self.get(segment_id)
-        self.audiences.catalog.discard(segment_id)
+        self.audiences.discard(segment_id)
         task = self.backfills.pop(segment_id, None)
         if task is not None:
             task.cancel()
         await self.store.delete_segment(segment_id)
         return await self.audiences.exit_all(segment_id, int(current["version"]))
 
-    async def get(self, segment_id: str) -> Document:
+    async def get(self, segment_id: str) -> StoredSegment:
         """A segment's definition; ``NotFound`` if unknown."""
         if not segment_id:
             raise InvalidArgument("id is required")
@@ -156,7 +185,7 @@ class SegmentDefinitions:
             raise NotFound(f"segment {segment_id!r} does not exist")
         return doc
 
-    def parsed(self, doc: Mapping[str, Any]) -> Segment:
+    def parsed(self, doc: StoredSegment) -> Segment:
         """The live form of a stored definition."""
         rule = parse_rule(doc["rule"], self.pii_traits)
         return Segment(doc["_id"], doc["name"], int(doc["version"]), rule, doc["status"])
@@ -174,7 +203,7 @@ class SegmentDefinitions:
             segments.append(segment)
             if segment.status == BACKFILLING and segment.id not in self.backfills:
                 self._start_backfill(segment)
-        self.audiences.catalog = Catalog(segments)
+        self.audiences.replace_all(segments)
 
     def _start_backfill(self, segment: Segment) -> None:
         previous = self.backfills.pop(segment.id, None)
@@ -192,8 +221,8 @@ class SegmentDefinitions:
             total = await self.store.count_profiles()
             await self.store.set_progress(segment.id, segment.version, total, total, True)
             live = Segment(segment.id, segment.name, segment.version, segment.rule, LIVE)
-            if self.audiences.catalog.segments.get(segment.id, live).version == segment.version:
-                self.audiences.catalog.put(live)
+            if (self.audiences.segment(segment.id) or live).version == segment.version:
+                self.audiences.put(live)
             log.info(
                 "segment backfilled",
                 extra={
@@ -215,7 +244,20 @@ class SegmentDefinitions:
     async def recheck_time_windows(self) -> int:
         """Re-evaluate segments whose members change as time passes (scheduled)."""
         changed = 0
-        for segment in self.audiences.catalog.time_dependent():
+        for segment in self.audiences.time_dependent():
             if segment.status == LIVE:
                 changed += await self.audiences.reconcile(segment)
         return changed
+
+    async def recheck_reading(self, paths: Iterable[str], now: datetime) -> int:
+        """Re-evaluate the live segments reading these profile paths (after this service
+        rewrote them, as a scoring run does the scores)."""
+        changed = 0
+        for segment in self.audiences.reading(paths):
+            if segment.status == LIVE:
+                changed += await self.audiences.reconcile(segment, now=now)
+        return changed
+
+    def segment_names(self) -> dict[str, str]:
+        """The name of every segment in the catalogue, by id."""
+        return self.audiences.segment_names()

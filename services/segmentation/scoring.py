@@ -7,16 +7,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Protocol
 
-from services.platform.mongo import Document
 from services.segmentation import clv, rfm
 from services.segmentation.definitions import SegmentDefinitions
-from services.segmentation.segments import LIVE
-from services.segmentation.store import SegmentationStore
+from services.segmentation.records import ProfileView, StoredScores
 from services.segmentation.transactions import CustomerSummary
 
 log = logging.getLogger(__name__)
@@ -41,11 +39,21 @@ class ScoringRun:
     computed_at: datetime
 
 
+class ScoreStore(Protocol):
+    """What scoring needs of the store: the buyers' profile views in, the scores out."""
+
+    def stream_buyers(self) -> AsyncIterator[ProfileView]:
+        """The views of every customer with an order, in id order."""
+
+    async def save_scores(self, scores: Sequence[StoredScores]) -> None:
+        """Replace these customers' scores (and copy them where rules read them)."""
+
+
 def _utc(at: datetime) -> datetime:
     return at if at.tzinfo else at.replace(tzinfo=UTC)
 
 
-def summary_of(view: Document, now: datetime, unit_days: float) -> CustomerSummary | None:
+def summary_of(view: ProfileView, now: datetime, unit_days: float) -> CustomerSummary | None:
     """A customer's purchase history in the models' terms, from their profile view."""
     orders = view.get("orders") or {}
     first, last = orders.get("first_order_at"), orders.get("last_order_at")
@@ -87,7 +95,7 @@ class Scoring:
 
     def __init__(
         self,
-        store: SegmentationStore,
+        store: ScoreStore,
         definitions: SegmentDefinitions,
         settings: ScoringSettings | None = None,
     ) -> None:
@@ -101,7 +109,7 @@ class Scoring:
         unit = self.settings.time_unit_days
         summaries: list[CustomerSummary] = []
         histories: list[rfm.CustomerActivity] = []
-        async for view in self.store.stream_profiles({"orders.count": {"$gt": 0}}):
+        async for view in self.store.stream_buyers():
             summary = summary_of(view, now, unit)
             if summary is None:
                 continue
@@ -120,10 +128,10 @@ class Scoring:
         model_version, parameters, values, cells = await asyncio.to_thread(
             fit_and_score, summaries, histories, self.settings
         )
-        docs = []
+        docs: list[StoredScores] = []
         for customer in histories:
             score = cells[customer.customer_id]
-            doc: dict[str, Any] = {
+            doc: StoredScores = {
                 "_id": customer.customer_id,
                 "recency": int(customer.recency_days),
                 "frequency": customer.orders,
@@ -137,16 +145,12 @@ class Scoring:
             }
             value = values.get(customer.customer_id)
             if value is not None:
-                doc.update(
-                    p_alive=value.p_alive,
-                    expected_purchases_30d=value.expected_purchases_30d,
-                    expected_purchases_90d=value.expected_purchases_90d,
-                    clv_12m=value.clv_12m,
-                )
+                doc["p_alive"] = value.p_alive
+                doc["expected_purchases_30d"] = value.expected_purchases_30d
+                doc["expected_purchases_90d"] = value.expected_purchases_90d
+                doc["clv_12m"] = value.clv_12m
             docs.append(doc)
         for start in range(0, len(docs), 500):
             await self.store.save_scores(docs[start : start + 500])
-        for segment in self.definitions.audiences.catalog.reading(["scores"]):
-            if segment.status == LIVE:
-                await self.definitions.audiences.reconcile(segment, now=now)
+        await self.definitions.recheck_reading(["scores"], now)
         return ScoringRun(model_version, len(docs), json.dumps(parameters), now)

@@ -8,10 +8,9 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
-from services.profile.engagement import ENGAGEMENT_EVENTS
-from services.segmentation.rules import EventRecord, Rule, load, parse
+from services.platform.vocabulary import ENGAGEMENT_EVENTS
+from services.segmentation.rules import EventRecord, ProfileView, Rule, load, parse
 
 BACKFILLING = "backfilling"
 LIVE = "live"
@@ -32,7 +31,7 @@ class Segment:
     status: str = LIVE
 
     def matches(
-        self, profile: Mapping[str, Any] | None, events: Sequence[EventRecord], now: datetime
+        self, profile: ProfileView | None, events: Sequence[EventRecord], now: datetime
     ) -> bool:
         """Whether the customer belongs. Without a profile view yet (events can arrive
         before the profile change they cause) the view is empty: a rule on events alone can
@@ -150,6 +149,14 @@ class Catalog:
         """Stop evaluating a segment."""
         self.segments.pop(segment_id, None)
         self._index = None
+
+    def get(self, segment_id: str) -> Segment | None:
+        """The segment with this id, if evaluated."""
+        return self.segments.get(segment_id)
+
+    def names(self) -> dict[str, str]:
+        """Every segment's name, by id."""
+        return {s.id: s.name for s in self.segments.values()}
 
     @property
     def index(self) -> _Index:

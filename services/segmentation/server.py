@@ -16,9 +16,9 @@ from services.platform.runtime import serve_until_shutdown
 from services.segmentation.api import SegmentationServicer
 from services.segmentation.audience import Audiences
 from services.segmentation.consumers import (
-    MergeHandler,
     ProfileChangeHandler,
     ResolvedEventHandler,
+    merge_handler,
 )
 from services.segmentation.definitions import SegmentDefinitions
 from services.segmentation.scoring import Scoring, ScoringSettings
@@ -81,7 +81,7 @@ async def serve(settings: SegmentationSettings) -> None:
             [topics.IDENTITY_MERGED],
             "segmentation-merges",
             events_pb2.IdentityMerged,
-            MergeHandler(audiences),
+            merge_handler(audiences),
         ),
         bus.subscribe(
             [topics.PRIVACY],

@@ -39,6 +39,7 @@ from services.profile.store import ProfileStore
 from services.segmentation.api import SegmentationServicer
 from services.segmentation.audience import Audiences
 from services.segmentation.definitions import SegmentDefinitions
+from services.segmentation.records import StoredSegment
 from services.segmentation.rules import MAX_JSON_DEPTH
 from services.segmentation.scoring import Scoring
 from services.segmentation.server import SERVICE_NAME as SEGMENTATION
@@ -245,7 +246,7 @@ async def test_an_oversized_identifier_value_is_refused_without_echo(stubs: Stub
 
 
 async def test_error_details_are_bounded_where_errors_become_statuses(stubs: Stubs) -> None:
-    async def chatty(segment_id: str) -> Document | None:
+    async def chatty(segment_id: str) -> StoredSegment | None:
         raise NotFound(f"segment {'x' * 100_000} does not exist")
 
     stubs.segmentation_store.get_segment = chatty  # type: ignore[method-assign]
@@ -311,7 +312,7 @@ async def test_a_burst_of_cancelled_and_expired_calls_logs_no_error(
 ) -> None:
     started: set[str] = set()
 
-    async def finishes_as_the_client_gives_up(segment_id: str) -> Document | None:
+    async def finishes_as_the_client_gives_up(segment_id: str) -> StoredSegment | None:
         # Work that completes just as the call ends: the answer (NOT_FOUND) comes too late.
         started.add(segment_id)
         try:

@@ -18,8 +18,8 @@ from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorCollection
 
 from services.platform.fieldnames import field_key
 from services.platform.mongo import Document, database
-from services.segmentation.rule_query import prefilter, to_query
 from services.segmentation.rules import EventRecord, Rule, parse
+from services.segmentation.store.rule_query import prefilter, to_query
 from tests.support.kafka import unique
 
 # Microseconds on ``now`` exercise the rounding of time bounds to BSON's milliseconds.

@@ -23,13 +23,19 @@ from lodestar.v1 import common_pb2, events_pb2, profile_pb2, segmentation_pb2, s
 from services.platform import topics
 from services.platform.bus import Bus, BusConfig, Delivery, ensure_topics
 from services.platform.dbops import DB_OPERATIONS
+from services.platform.errors import PoisonMessage
 from services.platform.mongo import Document, database, mongo_client
 from services.platform.rpc import GrpcServer
 from services.segmentation import clv
 from services.segmentation.api import SegmentationServicer
 from services.segmentation.audience import Audiences
-from services.segmentation.consumers import ProfileChangeHandler, ResolvedEventHandler
+from services.segmentation.consumers import (
+    ProfileChangeHandler,
+    ResolvedEventHandler,
+    merge_handler,
+)
 from services.segmentation.definitions import SegmentDefinitions
+from services.segmentation.records import MemberRecord
 from services.segmentation.rules import parse
 from services.segmentation.scoring import Scoring, summary_of
 from services.segmentation.segments import LIVE, Catalog, Segment
@@ -260,7 +266,7 @@ def _document(change: events_pb2.ProfileChanged) -> Document:
 
 async def _without_since(
     store: SegmentationStore, ids: list[str], other: SegmentationStore
-) -> dict[str, dict[str, Document]]:
+) -> dict[str, dict[str, MemberRecord]]:
     """The other store's memberships with the backfill's 'since' values, so only who is in
     which segment is compared."""
     mine = await store.memberships_of(ids)
@@ -430,6 +436,44 @@ async def test_a_taken_id_is_already_exists(service: Service) -> None:
             segmentation_pb2.CreateSegmentRequest(id="repeat", name="Repeat", rule_json=rule)
         )
     assert failed.value.code() == grpc.StatusCode.ALREADY_EXISTS
+
+
+def identity_merged(
+    event_id: str, survivor: str, merged: Sequence[str]
+) -> Delivery[events_pb2.IdentityMerged]:
+    merge = events_pb2.IdentityMerged(
+        event_id=event_id, survivor_id=survivor, merged_ids=list(merged)
+    )
+    return Delivery("merged", 0, 0, None, merge.SerializeToString(), merge)
+
+
+async def test_a_merged_customer_leaves_its_segments_and_its_events_follow_the_survivor(
+    store: SegmentationStore, bus: Bus, kafka_server: KafkaWireServer
+) -> None:
+    gold = segment("gold", {"field": "loyalty.tier", "op": "eq", "value": "Gold"})
+    audiences = Audiences(store, bus, Catalog([gold]), clock=lambda: NOW)
+    merged, survivor = unique("c"), unique("c")
+    await ProfileChangeHandler(audiences)([profile_change(merged, "e1", tier="Gold")])
+    await ResolvedEventHandler(audiences)(
+        [track(merged, unique("ev"), "Product Viewed", NOW - timedelta(hours=1))]
+    )
+    assert set((await store.memberships_of([merged]))[merged]) == {"gold"}
+    handler = merge_handler(audiences)
+    # The survivor named among the merged ids, and an id named twice, change nothing more.
+    await handler([identity_merged("m1", survivor, [merged, survivor, merged])])
+    assert await store.memberships_of([merged]) == {merged: {}}
+    assert await store.profiles_for([merged]) == {}
+    since = NOW - timedelta(days=1)
+    moved = await store.events_for([merged, survivor], since)
+    assert moved[merged] == []
+    assert [e.name for e in moved[survivor]] == ["Product Viewed"]
+    events = await membership_events(kafka_server.bootstrap_servers, merged)
+    assert [(e.segment_id, e.change) for e in events] == [
+        ("gold", events_pb2.MEMBERSHIP_CHANGE_ENTERED),
+        ("gold", events_pb2.MEMBERSHIP_CHANGE_EXITED),
+    ]
+    with pytest.raises(PoisonMessage):
+        await handler([identity_merged("m2", "", [survivor])])
 
 
 async def test_erasure_leaves_nothing_of_the_customer(store: SegmentationStore) -> None:
@@ -617,7 +661,7 @@ async def test_memberships_are_read_in_one_reply_per_chunk_and_entries_recorded_
     # so reading them chunk by chunk once needed a getMore round trip after each find.
     customers = [f"c{n:03d}" for n in range(120)]
     since = datetime(2026, 11, 1, tzinfo=UTC)
-    entries = [
+    entries: list[MemberRecord] = [
         {
             "_id": f"s{s}:{c}",
             "segment_id": f"s{s}",
@@ -630,7 +674,7 @@ async def test_memberships_are_read_in_one_reply_per_chunk_and_entries_recorded_
     ]
     await store.apply_memberships(entries, [])
     # Redelivered: the same entries again (one newer) change nothing already recorded.
-    again = [{**e, "since": since + timedelta(days=1)} for e in entries[:10]]
+    again: list[MemberRecord] = [{**e, "since": since + timedelta(days=1)} for e in entries[:10]]
     await store.apply_memberships(again, [("s0", "c119")])
     before = DB_OPERATIONS.snapshot()[0]
     found = await store.memberships_of(customers)

@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 
-from services.segmentation.rule_query import literal_pattern, prefilter, to_query
 from services.segmentation.rules import (
     DEFAULT_PII,
     MAX_CONDITIONS,
@@ -18,6 +17,7 @@ from services.segmentation.rules import (
     RuleError,
     parse,
 )
+from services.segmentation.store.rule_query import literal_pattern, prefilter, to_query
 
 NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 DAY = timedelta(days=1)

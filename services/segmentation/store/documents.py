@@ -14,15 +14,25 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from motor.motor_asyncio import AsyncIOMotorCollection, AsyncIOMotorDatabase
-from pymongo import ReplaceOne, UpdateOne
+from pymongo import ReplaceOne, ReturnDocument, UpdateOne
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from services.platform.errors import AlreadyExists
 from services.platform.mongo import Document, IndexSpec, ensure_indexes
-from services.segmentation.rules import EventRecord
+from services.segmentation.records import (
+    MemberRecord,
+    ProfileView,
+    SegmentChanges,
+    StoredEvent,
+    StoredScores,
+    StoredSegment,
+    membership_id,
+)
+from services.segmentation.rules import EventRecord, Rule
+from services.segmentation.store.rule_query import prefilter, to_query
 
 DUPLICATE_KEY = 11000
 CHUNK = 50  # $in lists stay short: the local server slows down on long ones
@@ -49,11 +59,6 @@ VIEW_FIELDS = (
     "engagement",
     "changed_at",
 )
-
-
-def membership_id(segment_id: str, customer_id: str) -> str:
-    """The key of one membership document."""
-    return f"{segment_id}:{customer_id}"
 
 
 class SegmentationStore:
@@ -86,20 +91,21 @@ class SegmentationStore:
 
     # ---- segments ---------------------------------------------------------------------
 
-    async def create_segment(self, doc: Document) -> None:
+    async def create_segment(self, doc: StoredSegment) -> None:
         """Insert a new definition; :class:`SegmentExists` if the id is taken."""
         try:
-            await self.segments.insert_one(doc)
+            await self.segments.insert_one(dict(doc))
         except DuplicateKeyError:
             raise SegmentExists(doc["_id"]) from None
 
-    async def update_segment(self, segment_id: str, changes: Document) -> Document | None:
+    async def update_segment(
+        self, segment_id: str, changes: SegmentChanges
+    ) -> StoredSegment | None:
         """Apply ``changes`` and return the new definition (``None`` if unknown)."""
-        from pymongo import ReturnDocument
-
-        return await self.segments.find_one_and_update(
-            {"_id": segment_id}, {"$set": changes}, return_document=ReturnDocument.AFTER
+        doc = await self.segments.find_one_and_update(
+            {"_id": segment_id}, {"$set": dict(changes)}, return_document=ReturnDocument.AFTER
         )
+        return None if doc is None else _segment(doc)
 
     async def set_progress(
         self, segment_id: str, version: int, evaluated: int, total: int, live: bool
@@ -115,13 +121,14 @@ class SegmentationStore:
         result = await self.segments.delete_one({"_id": segment_id})
         return bool(result.deleted_count)
 
-    async def get_segment(self, segment_id: str) -> Document | None:
+    async def get_segment(self, segment_id: str) -> StoredSegment | None:
         """One definition."""
-        return await self.segments.find_one({"_id": segment_id})
+        doc = await self.segments.find_one({"_id": segment_id})
+        return None if doc is None else _segment(doc)
 
-    async def list_segments(self) -> list[Document]:
+    async def list_segments(self) -> list[StoredSegment]:
         """Every definition, by id."""
-        return await self.segments.find({}).sort("_id", 1).to_list(None)
+        return [_segment(d) for d in await self.segments.find({}).sort("_id", 1).to_list(None)]
 
     async def sizes(self, segment_ids: Sequence[str]) -> dict[str, int]:
         """Current member counts."""
@@ -129,7 +136,7 @@ class SegmentationStore:
 
     # ---- profile views and events -------------------------------------------------------
 
-    async def save_profiles(self, docs: Sequence[Document]) -> None:
+    async def save_profiles(self, docs: Sequence[ProfileView]) -> None:
         """Replace the views of these customers (later documents win within the batch),
         keeping the scores this service computed."""
         latest = {d["_id"]: d for d in docs}
@@ -144,9 +151,9 @@ class SegmentationStore:
         if ops:
             await self.profiles.bulk_write(ops, ordered=False)
 
-    async def profiles_for(self, customer_ids: Sequence[str]) -> dict[str, Document]:
+    async def profiles_for(self, customer_ids: Sequence[str]) -> dict[str, ProfileView]:
         """Views by customer id (unknown ids left out)."""
-        found: dict[str, Document] = {}
+        found: dict[str, ProfileView] = {}
         for doc in await self._in_chunks(self.profiles, "_id", customer_ids):
             found[doc["_id"]] = doc
         return found
@@ -177,23 +184,40 @@ class SegmentationStore:
 
     async def stream_profiles(
         self, query: Mapping[str, Any] | None = None
-    ) -> AsyncIterator[Document]:
+    ) -> AsyncIterator[ProfileView]:
         """Every view (matching ``query``), in id order, in batches from the server."""
         cursor = self.profiles.find(dict(query or {})).sort("_id", 1).batch_size(1_000)
         async for doc in cursor:
             yield doc
+
+    def stream_buyers(self) -> AsyncIterator[ProfileView]:
+        """The views of every customer with an order, in id order."""
+        return self.stream_profiles({"orders.count": {"$gt": 0}})
+
+    def stream_candidates(self, rule: Rule, now: datetime) -> AsyncIterator[ProfileView]:
+        """Every view that can match ``rule`` (its field conditions pushed down; event
+        conditions left to the caller), in id order."""
+        return self.stream_profiles(prefilter(rule, now))
+
+    async def matching(self, rule: Rule, now: datetime) -> set[str] | None:
+        """Ids of the views ``rule`` selects at ``now``, found by the database alone; ``None``
+        when the rule has event conditions (the caller evaluates those)."""
+        query = to_query(rule, now)
+        if query is None:
+            return None
+        return {i async for i in self.matching_ids(query)}
 
     async def matching_ids(self, query: Mapping[str, Any]) -> AsyncIterator[str]:
         """Ids of the views matching a pushed-down rule."""
         async for doc in self.profiles.find(dict(query), {"_id": 1}).batch_size(5_000):
             yield doc["_id"]
 
-    async def save_events(self, records: Sequence[Document]) -> None:
+    async def save_events(self, records: Sequence[StoredEvent]) -> None:
         """Store recent events (a redelivered one is stored once: its id is the key)."""
         if not records:
             return
         try:
-            await self.events.insert_many(list(records), ordered=False)
+            await self.events.insert_many([dict(r) for r in records], ordered=False)
         except BulkWriteError as exc:
             if any(e["code"] != DUPLICATE_KEY for e in exc.details["writeErrors"]):
                 raise
@@ -215,11 +239,13 @@ class SegmentationStore:
 
     # ---- memberships ----------------------------------------------------------------------
 
-    async def memberships_of(self, customer_ids: Sequence[str]) -> dict[str, dict[str, Document]]:
-        """customer id -> segment id -> membership document."""
-        found: dict[str, dict[str, Document]] = {c: {} for c in customer_ids}
+    async def memberships_of(
+        self, customer_ids: Sequence[str]
+    ) -> dict[str, dict[str, MemberRecord]]:
+        """customer id -> segment id -> membership."""
+        found: dict[str, dict[str, MemberRecord]] = {c: {} for c in customer_ids}
         for doc in await self._in_chunks(self.memberships, "customer_id", customer_ids):
-            found.setdefault(doc["customer_id"], {})[doc["segment_id"]] = doc
+            found.setdefault(doc["customer_id"], {})[doc["segment_id"]] = _member(doc)
         return found
 
     async def member_ids(self, segment_id: str) -> AsyncIterator[str]:
@@ -228,13 +254,13 @@ class SegmentationStore:
         async for doc in cursor.sort("customer_id", 1).batch_size(5_000):
             yield doc["customer_id"]
 
-    async def members_page(self, segment_id: str, after: str, limit: int) -> list[Document]:
+    async def members_page(self, segment_id: str, after: str, limit: int) -> list[MemberRecord]:
         """A page of members after customer id ``after``."""
         query: Document = {"segment_id": segment_id}
         if after:
             query["customer_id"] = {"$gt": after}
         cursor = self.memberships.find(query).sort("customer_id", 1).limit(limit)
-        return await cursor.to_list(None)
+        return [_member(d) for d in await cursor.to_list(None)]
 
     async def members_among(self, segment_id: str, customer_ids: Sequence[str]) -> set[str]:
         """Which of these customers are members now."""
@@ -252,7 +278,7 @@ class SegmentationStore:
         return await self.memberships.count_documents({"segment_id": segment_id})
 
     async def apply_memberships(
-        self, entered: Sequence[Document], exited: Sequence[tuple[str, str]]
+        self, entered: Sequence[MemberRecord], exited: Sequence[tuple[str, str]]
     ) -> None:
         """Record entries (membership documents) and exits ((segment, customer) pairs).
         An entry already recorded (a redelivery) stays as it was: entries are inserted, the
@@ -263,7 +289,7 @@ class SegmentationStore:
             *(self.memberships.delete_many({"_id": {"$in": list(c)}}) for c in _chunks(gone)),
         )
 
-    async def _insert_new(self, entered: Sequence[Document]) -> None:
+    async def _insert_new(self, entered: Sequence[MemberRecord]) -> None:
         if not entered:
             return
         try:
@@ -274,24 +300,24 @@ class SegmentationStore:
 
     # ---- scores ---------------------------------------------------------------------------
 
-    async def save_scores(self, scores: Sequence[Document]) -> None:
+    async def save_scores(self, scores: Sequence[StoredScores]) -> None:
         """Replace the scores of these customers and copy them into their views."""
         if not scores:
             return
         await self.scores.bulk_write(
-            [ReplaceOne({"_id": s["_id"]}, s, upsert=True) for s in scores], ordered=False
+            [ReplaceOne({"_id": s["_id"]}, dict(s), upsert=True) for s in scores], ordered=False
         )
         await self.profiles.bulk_write(
             [UpdateOne({"_id": s["_id"]}, {"$set": {"scores": _rule_scores(s)}}) for s in scores],
             ordered=False,
         )
 
-    async def scores_of(self, customer_ids: Sequence[str]) -> dict[str, Document]:
+    async def scores_of(self, customer_ids: Sequence[str]) -> dict[str, StoredScores]:
         """Scores by customer id (customers never scored left out)."""
-        found: dict[str, Document] = {}
+        found: dict[str, StoredScores] = {}
         for chunk in _chunks(list(dict.fromkeys(customer_ids))):
             async for doc in self.scores.find({"_id": {"$in": list(chunk)}}):
-                found[doc["_id"]] = doc
+                found[doc["_id"]] = cast(StoredScores, doc)
         return found
 
     async def move_customer(self, merged_id: str, survivor_id: str) -> None:
@@ -358,6 +384,16 @@ _RULE_SCORES = (
 def _rule_scores(scores: Mapping[str, Any]) -> Document:
     """The score fields rules read (``scores.<name>``)."""
     return {k: scores[k] for k in _RULE_SCORES if k in scores}
+
+
+def _segment(doc: Document) -> StoredSegment:
+    """A stored definition (written only by :meth:`SegmentationStore.create_segment`)."""
+    return cast(StoredSegment, doc)
+
+
+def _member(doc: Document) -> MemberRecord:
+    """A stored membership (written only by :meth:`SegmentationStore.apply_memberships`)."""
+    return cast(MemberRecord, doc)
 
 
 def _utc(at: datetime) -> datetime:
