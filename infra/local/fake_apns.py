@@ -1,15 +1,16 @@
 """A loopback STAND-IN for Apple's Push Notification service, for ``make run`` and the tests.
 
 It is not Apple and delivers nothing to any phone. It speaks the part of the APNs provider API
-the wallet uses, the way APNs does, so the production client (``services/wallet/clients/apns.py``) runs
-unchanged against it: TLS with HTTP/2 only (Hypercorn, ALPN ``h2``), ``POST /3/device/{token}``
-with an ES256 provider token (``authorization: bearer <JWT>``, checked against one auth key's
-public half, key id and team id; older than an hour is ``ExpiredProviderToken``), ``apns-topic``
-(allowed topics, or any ``pass.`` topic when none are configured), ``apns-push-type`` and
-``apns-priority`` (background pushes must be priority 5), a JSON dictionary of at most 4 KiB.
-Success is 200 with an ``apns-id`` header; errors are ``{"reason": ...}`` with APNs's status
-codes and reasons (410 adds ``timestamp`` in milliseconds). The one reason of its own is
-``HTTP2Required`` (400), for requests over HTTP/1.1, which real APNs never accepts.
+the wallet uses, the way APNs does, so the production client
+(``services/wallet/clients/apns.py``) runs unchanged against it: TLS with HTTP/2 only
+(Hypercorn, ALPN ``h2``), ``POST /3/device/{token}`` with an ES256 provider token
+(``authorization: bearer <JWT>``, checked against one auth key's public half, key id and team
+id; older than an hour is ``ExpiredProviderToken``), ``apns-topic`` (allowed topics, or any
+``pass.`` topic when none are configured), ``apns-push-type`` and ``apns-priority`` (background
+pushes must be priority 5), a JSON dictionary of at most 4 KiB. Success is 200 with an
+``apns-id`` header; errors are ``{"reason": ...}`` with APNs's status codes and reasons (410
+adds ``timestamp`` in milliseconds). The one reason of its own is ``HTTP2Required`` (400), for
+requests over HTTP/1.1, which real APNs never accepts.
 
 Control endpoints (HTTP/1.1 or 2) let tests script answers and read what was pushed:
 
