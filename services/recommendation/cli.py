@@ -21,18 +21,16 @@ from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 
-from google.protobuf.json_format import MessageToDict
-
 from services.platform.commandline import USAGE_ERROR, CommandParser, parse_command
 from services.platform.errors import InvalidArgument, Unavailable
 from services.platform.logs import configure_logging
 from services.platform.mongo import database, mongo_client
 from services.platform.settings import load_settings
-from services.recommendation.api import model_info
 from services.recommendation.catalog import read_catalog
 from services.recommendation.datasets import movielens_catalog, movielens_ratings, read_interactions
 from services.recommendation.evaluation import EvaluationResult, evaluate
 from services.recommendation.interactions import InteractionWeights
+from services.recommendation.model import describe
 from services.recommendation.serving import Recommendations
 from services.recommendation.settings import RecommendationSettings
 from services.recommendation.store import RecommendationStore
@@ -155,8 +153,8 @@ async def _train(settings: RecommendationSettings) -> int:
             return NOTHING_DONE
         model = serving.model
         assert model is not None
-        info = model_info(model.info, len(model.customer_ids), len(model.item_ids))
-        print(json.dumps(MessageToDict(info), indent=2))
+        summary = describe(model.info, len(model.customer_ids), len(model.item_ids))
+        print(json.dumps(summary, indent=2, default=str))
         return 0
     finally:
         client.close()

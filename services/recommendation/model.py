@@ -37,6 +37,27 @@ class ModelInfo:
     revision: int = 0
 
 
+def describe(info: ModelInfo, customers: int, items: int) -> dict[str, object]:
+    """A model's metadata as plain JSON values (what ``train`` prints)."""
+
+    def when(at: datetime | None) -> str | None:
+        return at.isoformat() if at else None
+
+    return {
+        "version": info.version,
+        "algorithm": info.algorithm,
+        "trainedAt": when(info.trained_at),
+        "dataFrom": when(info.data_from),
+        "dataTo": when(info.data_to),
+        "customers": customers,
+        "items": items,
+        "interactions": info.interactions,
+        "metrics": dict(info.metrics),
+        "parameters": dict(info.parameters),
+        "revision": info.revision,
+    }
+
+
 def _pack_strings(values: Sequence[str]) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.int64]]:
     """Strings as one UTF-8 buffer and their end offsets (compact, no pickles)."""
     encoded = [v.encode() for v in values]

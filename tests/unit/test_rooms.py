@@ -76,6 +76,13 @@ GATEWAY_FORBIDDEN = ("aiokafka",)
 REACH_THROUGH_ATTRIBUTE = "store"
 
 
+# Settings only describe configuration: reading them must not pull in the store or a door.
+SETTINGS_FORBIDDEN_ROOMS = ("store", "door", "clients")
+# A command line drives the service through its wiring (server, store, domain), never through
+# a door's internals (the gRPC servicer's proto mapping, a Kafka handler).
+CLI_FORBIDDEN_ROOMS = ("door",)
+
+
 # --- reading the code -----------------------------------------------------------------------
 
 
@@ -238,6 +245,25 @@ def gateway_kafka_imports(root: Path) -> list[str]:
     return _pairs(found)
 
 
+def entry_imports(root: Path) -> list[str]:
+    """(f) ``settings`` imports no store, door or client, and ``cli`` no door: configuration
+    is read without the I/O it configures, and a command line uses the wiring, not a door."""
+    rooms = {m.name: m.room for m in modules_under(root, "services")}
+    limits = {"settings": SETTINGS_FORBIDDEN_ROOMS, "cli": CLI_FORBIDDEN_ROOMS}
+    found = []
+    for module in modules_under(root, "services"):
+        last = module.name.rsplit(".", 1)[-1]
+        if module.room != "entry" or last not in limits:
+            continue
+        own = f"services.{module.service}."
+        found += [
+            (module, imported)
+            for imported in imports_of(module)
+            if imported.startswith(own) and rooms.get(imported) in limits[last]
+        ]
+    return _pairs(found)
+
+
 # --- the rules on this repository --------------------------------------------------------------
 
 
@@ -259,6 +285,11 @@ def test_domain_modules_do_no_io() -> None:
 def test_no_reach_through_a_collaborators_store() -> None:
     found = store_reach_through(ROOT)
     assert found == [], "x.<owner>.store.<y> reach-through:\n" + "\n".join(found)
+
+
+def test_settings_and_command_lines_keep_out_of_the_doors() -> None:
+    found = entry_imports(ROOT)
+    assert found == [], "settings or cli importing a store, door or client:\n" + "\n".join(found)
 
 
 def test_the_gateway_does_not_import_aiokafka() -> None:
@@ -313,6 +344,24 @@ def test_a_clean_tree_passes_every_rule(tmp_path: Path) -> None:
     assert domain_io_imports(root) == []
     assert store_reach_through(root) == []
     assert gateway_kafka_imports(root) == []
+    assert entry_imports(root) == []
+
+
+def test_settings_or_a_command_line_reaching_a_door_is_caught(tmp_path: Path) -> None:
+    root = _tree(
+        tmp_path,
+        {
+            **CLEAN,
+            "services/shop/settings.py": "from services.shop.store import LIMIT\n",
+            "services/shop/cli.py": (
+                "from services.shop.api import to_proto\nfrom services.shop.store import S\n"
+            ),
+        },
+    )
+    assert entry_imports(root) == [
+        "services.shop.cli: services.shop.api",
+        "services.shop.settings: services.shop.store",
+    ]
 
 
 def test_rooms_are_told_apart() -> None:
