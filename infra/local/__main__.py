@@ -190,7 +190,12 @@ def load_demo(log_dir: Path, users: int | None, source: Path | None) -> int:
     except (OSError, ValueError) as error:
         print(f"load-demo: error: {error}", file=sys.stderr)
         return 1
-    return run_demo(target, users=users, source_dir=source)
+    try:
+        return run_demo(target, users=users, source_dir=source)
+    except KeyboardInterrupt:
+        # Loading again later sends the same events: nothing doubles.
+        print("load-demo: interrupted (loading again resumes safely)", file=sys.stderr)
+        return 130
 
 
 def _positive(value: str) -> int:

@@ -46,10 +46,22 @@ from services.platform.rpcauth import blocking_channel
 
 BATCH_CALLS = 500
 LOOKUP_BATCH = 1_000
+# Profiles per BatchGetProfiles while waiting: small, so each answers quickly under load.
+PROFILE_BATCH = 100
+# A service answering this while it folds the load is busy, not broken: ask again.
+_BUSY = frozenset(
+    (
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+    )
+)
 # Retries of one batch the gateway pushed back (429/503) or could not take (connection).
 MAX_ATTEMPTS = 20
 # Customers that get a loyalty card in the demo.
 PASS_HOLDERS = 3
+# Between two looks at the profiles (each look costs the profile service reads).
+POLL_S = 2.0
 
 CHAMPIONS = {"field": "scores.rfm_cell", "op": "eq", "value": "Champions"}
 AT_RISK = {"field": "scores.rfm_cell", "op": "in", "value": ["At risk", "Can't lose"]}
@@ -101,14 +113,14 @@ class DemoTarget:
     write_key: str
     api_key: str
     grpc_token: str
-    grpc: Mapping[str, str]
+    grpc_targets: Mapping[str, str]
     passkit_url: str
     anchor: date
     log_dir: str = ""
 
     def channel(self, service: str) -> grpc.Channel:
         """A blocking channel to ``service`` carrying the service token."""
-        return blocking_channel(self.grpc[service], self.grpc_token or None)
+        return blocking_channel(self.grpc_targets[service], self.grpc_token or None)
 
 
 class Progress:
@@ -250,23 +262,39 @@ def customer_ids(target: DemoTarget, user_ids: Sequence[str]) -> dict[str, str]:
     return found
 
 
+def _profiles(target: DemoTarget, ids: Sequence[str]) -> tuple[dict[str, Any], set[str]]:
+    """The profiles of ``ids`` by id, and the ids the profile service was too busy to answer
+    for (a slow answer while it folds the load is not an error: they are asked again)."""
+    found: dict[str, Any] = {}
+    busy: set[str] = set()
+    with target.channel("profile") as channel:
+        stub = profile_pb2_grpc.ProfileServiceStub(channel)
+        for start in range(0, len(ids), PROFILE_BATCH):
+            chunk = ids[start : start + PROFILE_BATCH]
+            try:
+                response = stub.BatchGetProfiles(
+                    profile_pb2.BatchGetProfilesRequest(customer_ids=chunk), timeout=30
+                )
+            except grpc.RpcError as error:
+                if error.code() not in _BUSY:
+                    raise
+                busy.update(chunk)
+                continue
+            found.update(response.profiles)
+    return found, busy
+
+
 def profiles_behind(
     target: DemoTarget, expected: Mapping[str, Expected], known: Mapping[str, str]
 ) -> dict[str, str]:
     """Each ``userId`` whose profile does not hold its expected events yet, with what it holds."""
     behind: dict[str, str] = {u: "not resolved yet" for u in expected if u not in known}
-    ids = [known[u] for u in expected if u in known]
-    with target.channel("profile") as channel:
-        stub = profile_pb2_grpc.ProfileServiceStub(channel)
-        profiles: dict[str, profile_pb2.Profile] = {}
-        for start in range(0, len(ids), LOOKUP_BATCH):
-            response = stub.BatchGetProfiles(
-                profile_pb2.BatchGetProfilesRequest(customer_ids=ids[start : start + LOOKUP_BATCH]),
-                timeout=60,
-            )
-            profiles.update(response.profiles)
+    profiles, busy = _profiles(target, [known[u] for u in expected if u in known])
     for user_id, want in expected.items():
         if user_id not in known:
+            continue
+        if known[user_id] in busy:
+            behind[user_id] = "the profile service did not answer in time"
             continue
         profile = profiles.get(known[user_id])
         counts = dict(profile.event_counts) if profile is not None else {}
@@ -297,7 +325,11 @@ def wait_caught_up(
             raise Stopped("stopped")
         unresolved = [u for u in pending if u not in known]
         if unresolved:
-            known.update(customer_ids(target, unresolved))
+            try:
+                known.update(customer_ids(target, unresolved))
+            except grpc.RpcError as error:
+                if error.code() not in _BUSY:
+                    raise
         behind = profiles_behind(target, pending, known)
         pending = {u: pending[u] for u in behind}
         if not pending:
@@ -308,7 +340,7 @@ def wait_caught_up(
                 f"profiles not caught up after {timeout_s:.0f} s: {len(behind)} of "
                 f"{len(expected)} customers behind ({shown})"
             )
-        time.sleep(1.0)
+        time.sleep(POLL_S)
 
 
 def load(
@@ -317,7 +349,7 @@ def load(
     *,
     stream: TextIO | None = None,
     should_stop: Callable[[], bool] = lambda: False,
-    timeout_s: float = 900.0,
+    timeout_s: float = 1_800.0,
 ) -> LoadResult:
     """Send the catalog, customers and events of ``source``; return once the profiles hold
     every event."""
