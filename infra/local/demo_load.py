@@ -20,6 +20,7 @@ from typing import Any, TextIO
 import grpc
 import httpx
 
+from infra.local.demo import ABANDONED_CHECKOUT
 from infra.local.movielens import (
     DemoSource,
     Expected,
@@ -65,11 +66,6 @@ POLL_S = 2.0
 
 CHAMPIONS = {"field": "scores.rfm_cell", "op": "eq", "value": "Champions"}
 AT_RISK = {"field": "scores.rfm_cell", "op": "in", "value": ["At risk", "Can't lose"]}
-MOVIE_ABANDONED_CHECKOUT = {
-    "event": "Checkout Started",
-    "within_last_days": 30,
-    "not_followed_by": {"event": "Order Completed", "within_hours": 48},
-}
 SCI_FI_FANS = {
     "event": "Product Rated",
     "where": [
@@ -82,11 +78,12 @@ SCI_FI_FANS = {
 MOVIE_SEGMENTS = (
     ("champions", "Champions", "Bought recently, often and for much (RFM)", CHAMPIONS),
     ("at-risk", "At risk", "Good customers who have not bought for a while (RFM)", AT_RISK),
+    # The same segment as the small demo's (whichever creates it first, the other keeps it).
     (
-        "movie-abandoned-checkout",
-        "Abandoned checkout (films)",
-        "Started a checkout in the last 30 days, no order within 2 days",
-        MOVIE_ABANDONED_CHECKOUT,
+        "abandoned-checkout",
+        "Abandoned checkout",
+        "Started a checkout, no order within 2 days",
+        ABANDONED_CHECKOUT,
     ),
     (
         "sci-fi-fans",

@@ -84,7 +84,7 @@ Tour
     {gateway_url}/graphql#key={api_key}
   A customer's 360 view ({customer_email(DEMO_USER)}):
 {_graphql_curl(gateway_url, api_key, CUSTOMER_360 % customer_email(DEMO_USER))}
-  An audience (sci-fi fans; also champions, at-risk, movie-abandoned-checkout):
+  An audience (sci-fi fans; also champions, at-risk, abandoned-checkout):
 {_graphql_curl(gateway_url, api_key, AUDIENCE_QUERY % (AUDIENCE, AUDIENCE))}
   Send an event (then ask for the customer again):
   curl -u '{write_key}:' -H 'Content-Type: application/json' \\

@@ -69,7 +69,7 @@ def demo(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> tuple[DemoTa
     """The 50-user slice loaded once for the module."""
     target = write_connection(tmp_path_factory.mktemp("demo"), stack)
     source = read_source(movielens_dir(), SLICE)
-    return target, load(source, target, timeout_s=300)
+    return target, load(source, target, timeout_s=600)
 
 
 def test_customers_arrive_with_their_traits(demo: tuple[DemoTarget, Any], stack: Stack) -> None:
@@ -113,7 +113,7 @@ def test_rated_and_ordered_counts_match_the_source(demo: tuple[DemoTarget, Any])
 def test_a_second_load_doubles_nothing(demo: tuple[DemoTarget, Any]) -> None:
     target, loaded = demo
     before = counts_of(target, loaded.customers)
-    again = load(read_source(movielens_dir(), SLICE), target, timeout_s=300)
+    again = load(read_source(movielens_dir(), SLICE), target, timeout_s=600)
     assert again.customers == loaded.customers
     # One new event per customer after the repeated ones: once each is folded, everything
     # sent before it for that customer has been too.
@@ -129,7 +129,7 @@ def test_a_second_load_doubles_nothing(demo: tuple[DemoTarget, Any]) -> None:
     def all_marked() -> bool:
         return all(c.get(marker, 0) == 1 for c in counts_of(target, loaded.customers).values())
 
-    wait_for(all_marked, 120, "the marker event in every profile")
+    wait_for(all_marked, 600, "the marker event in every profile")
     after = counts_of(target, loaded.customers)
     for user, counts in after.items():
         counts.pop(marker)
