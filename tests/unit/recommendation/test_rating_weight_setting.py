@@ -37,3 +37,8 @@ def test_an_unknown_weighting_is_refused_by_name(monkeypatch: pytest.MonkeyPatch
     with pytest.raises(ValidationError) as error:
         RecommendationSettings()
     assert "RECOMMENDATION_RATING_WEIGHT" in describe_errors(error.value).upper()
+
+
+def test_every_rating_counts_once_by_default() -> None:
+    # The weighting that scored better through the stack (README: the demo's evaluation).
+    assert RecommendationSettings().interaction_weights().base(RATED, 5) == 1
