@@ -313,31 +313,37 @@ def wait_caught_up(
 ) -> dict[str, str]:
     """Wait until every customer's profile holds the load's events; their customer ids.
 
-    Raises :class:`DemoLoadError` naming the customers still behind after ``timeout_s``."""
+    Customers are checked :data:`PROFILE_BATCH` at a time and the next ones only once these
+    are done (every look reads profiles the service is busy folding). Raises
+    :class:`DemoLoadError` naming customers still behind after ``timeout_s``."""
     deadline = time.monotonic() + timeout_s
     pending = dict(expected)
     known: dict[str, str] = {}
-    while True:
+    while pending:
         if should_stop():
             raise Stopped("stopped")
-        unresolved = [u for u in pending if u not in known]
+        chunk = dict(list(pending.items())[:PROFILE_BATCH])
+        unresolved = [u for u in chunk if u not in known]
         if unresolved:
             try:
                 known.update(customer_ids(target, unresolved))
             except grpc.RpcError as error:
                 if error.code() not in _BUSY:
                     raise
-        behind = profiles_behind(target, pending, known)
-        pending = {u: pending[u] for u in behind}
-        if not pending:
-            return {u: known[u] for u in expected}
+        behind = profiles_behind(target, chunk, known)
+        for user_id in chunk:
+            if user_id not in behind:
+                del pending[user_id]
+        if not behind:
+            continue
         if time.monotonic() > deadline:
             shown = "; ".join(f"{u}: {what}" for u, what in list(behind.items())[:5])
             raise DemoLoadError(
-                f"profiles not caught up after {timeout_s:.0f} s: {len(behind)} of "
-                f"{len(expected)} customers behind ({shown})"
+                f"profiles not caught up after {timeout_s:.0f} s: {len(pending)} of "
+                f"{len(expected)} customers not confirmed yet ({shown})"
             )
         time.sleep(POLL_S)
+    return {u: known[u] for u in expected}
 
 
 def load(
@@ -346,7 +352,7 @@ def load(
     *,
     stream: TextIO | None = None,
     should_stop: Callable[[], bool] = lambda: False,
-    timeout_s: float = 1_800.0,
+    timeout_s: float = 3_600.0,
 ) -> LoadResult:
     """Send the catalog, customers and events of ``source``; return once the profiles hold
     every event."""

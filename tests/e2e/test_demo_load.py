@@ -14,8 +14,15 @@ import httpx
 import pytest
 
 from infra.local.connection import write_connection
-from infra.local.demo_load import DemoTarget, customer_ids, load, send_calls
-from infra.local.movielens import read_source
+from infra.local.demo_load import (
+    DemoLoadError,
+    DemoTarget,
+    customer_ids,
+    load,
+    send_calls,
+    wait_caught_up,
+)
+from infra.local.movielens import Expected, read_source
 from infra.local.stack import Stack
 from lodestar.v1 import profile_pb2, profile_pb2_grpc, recommendation_pb2, recommendation_pb2_grpc
 from services.recommendation.datasets import movielens_dir
@@ -135,3 +142,14 @@ def test_a_second_load_doubles_nothing(demo: tuple[DemoTarget, Any]) -> None:
         counts.pop(marker)
         assert counts == before[user], user
     assert customer_ids(target, list(loaded.customers)) == loaded.customers
+
+
+def test_a_wait_that_times_out_names_who_is_behind(demo: tuple[DemoTarget, Any]) -> None:
+    target, _ = demo
+    expected = {"ml-user-1": Expected(10**6, 0), "ml-user-never-sent": Expected(1, 0)}
+    with pytest.raises(DemoLoadError) as error:
+        wait_caught_up(target, expected, timeout_s=0)
+    message = str(error.value)
+    assert "2 of 2 customers not confirmed" in message
+    assert "ml-user-never-sent: not resolved yet" in message
+    assert "ml-user-1: Product Rated" in message
