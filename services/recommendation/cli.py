@@ -259,6 +259,8 @@ def _evaluate(arguments: argparse.Namespace, settings: RecommendationSettings) -
 
 def _evaluate_through_stack(arguments: argparse.Namespace) -> int:
     # The local launcher's tooling: imported only for this command.
+    import grpc
+
     from infra.local.connection import read_connection
     from infra.local.demo_eval import evaluate_through_stack
     from infra.local.demo_load import DemoLoadError
@@ -281,6 +283,9 @@ def _evaluate_through_stack(arguments: argparse.Namespace) -> int:
         return USAGE_ERROR
     except DemoLoadError as error:
         print(f"evaluate: {error}", file=sys.stderr)
+        return NOTHING_DONE
+    except grpc.RpcError as error:
+        print(f"evaluate: a service refused: {error.code().name}", file=sys.stderr)
         return NOTHING_DONE
     print(json.dumps(result))
     return 0
