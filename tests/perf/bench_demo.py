@@ -101,12 +101,13 @@ def bench_make_run(users: int | None, timeout_s: float) -> None:
         if users is not None:
             command += ["--users", str(users)]
         started = time.monotonic()
+        errors = (Path(folder) / "launcher.err").open("w")
         process = subprocess.Popen(
             command,
             cwd=ROOT,
             env={**os.environ, **_port_env()},
             stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
+            stderr=errors,
             text=True,
         )
         assert process.stdout is not None
@@ -119,18 +120,22 @@ def bench_make_run(users: int | None, timeout_s: float) -> None:
                 line = process.stdout.readline()
                 seen = TOUR_MARKER in line
         wall = time.monotonic() - started
+        # Without a tour, the launcher's last words say why (the load's error, or progress).
+        last = (Path(folder) / "launcher.err").read_text().strip().splitlines()[-1:] or [""]
         process.send_signal(signal.SIGTERM)
         try:
             process.wait(timeout=120)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+        errors.close()
     emit(
         {
             "bench": "make_run_to_tour",
             "users": users or 943,
             "tour_printed": seen,
             "wall_s": round(wall, 1),
+            **({} if seen else {"launcher_last_line": last[0][-300:]}),
         }
     )
 
