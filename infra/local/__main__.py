@@ -1,7 +1,9 @@
 """``python -m infra.local`` (what ``make run`` calls): the whole platform on this machine.
 
 Starts SecantusDB and Tansu, creates the topics, starts the five services and the gateway,
-sends demo data, prints where to go, then supervises: a process that dies is restarted with
+sends demo data, prints where to go, publishes the doors and keys in ``<log dir>/connection.json``
+and loads MovieLens-100k through the ingest API (then prints a tour; ``load-demo`` does that
+alone against a running launcher), then supervises: a process that dies is restarted with
 backoff and reported here; ``python -m infra.local status`` shows each process's state and
 restarts. Stops everything on Ctrl-C or SIGTERM; if the launcher itself is killed, every
 process it started dies with it.
@@ -14,13 +16,13 @@ import json
 import logging
 import os
 import signal
-import subprocess
 import sys
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
 
+from infra.local.connection import read_connection, remove_connection, write_connection
 from infra.local.demo import (
     DEMO_CUSTOMERS,
     DEMO_OFFER_ID,
@@ -30,7 +32,8 @@ from infra.local.demo import (
     create_demo_wallet,
     send_demo_data,
 )
-from infra.local.servers import die_with_parent
+from infra.local.demo_command import run_demo
+from infra.local.demo_load import DemoTarget
 from infra.local.stack import DEV_PASS_TYPE_ID, ROOT, Stack, StackPorts
 from infra.local.status import print_status, write_status
 
@@ -157,18 +160,48 @@ Wallet demo ({user}, customer {cards.customer_id}):
 """
 
 
-def load_movielens_in_background(stack: Stack, log_dir: Path) -> subprocess.Popen[bytes]:
-    """MovieLens-100k as the recommendation service's catalog and interactions, then a
-    trained model (the service picks it up within its poll interval)."""
-    log = (log_dir / "load-movielens.log").open("ab")
-    return subprocess.Popen(
-        [sys.executable, "-m", "services.recommendation", "load-movielens"],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=stack.env_for("recommendation"),
-        cwd=ROOT,
-        preexec_fn=die_with_parent(os.getpid()),  # noqa: PLW1509 (prctl only, no locks)
-    )
+def demo_in_background(
+    target: DemoTarget, stopping: threading.Event, wallet_customer_id: str, users: int | None
+) -> threading.Thread:
+    """MovieLens-100k through the ingest API, then the demo around it and the tour, while the
+    launcher keeps supervising."""
+
+    def run() -> None:
+        code = run_demo(
+            target,
+            users=users,
+            should_stop=stopping.is_set,
+            wallet_customer_id=wallet_customer_id,
+        )
+        if code != 0 and not stopping.is_set():
+            print(
+                "the MovieLens demo did not load (see above); the stack keeps running", flush=True
+            )
+
+    thread = threading.Thread(target=run, name="movielens-demo", daemon=True)
+    thread.start()
+    return thread
+
+
+def load_demo(log_dir: Path, users: int | None, source: Path | None) -> int:
+    """``load-demo``: the MovieLens demo into the launcher running with ``log_dir``."""
+    try:
+        target = read_connection(log_dir)
+    except (OSError, ValueError) as error:
+        print(f"load-demo: error: {error}", file=sys.stderr)
+        return 1
+    try:
+        return run_demo(target, users=users, source_dir=source)
+    except KeyboardInterrupt:
+        # Loading again later sends the same events: nothing doubles.
+        print("load-demo: interrupted (loading again resumes safely)", file=sys.stderr)
+        return 130
+
+
+def _positive(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"{value[:20]!r} is not a whole number >= 1")
+    return int(value)
 
 
 def main() -> None:
@@ -176,14 +209,32 @@ def main() -> None:
     non-zero if the stack broke beyond repair (an in-memory server died)."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument(
-        "command", nargs="?", choices=("run", "status"), default="run", help="default: run"
+        "command",
+        nargs="?",
+        choices=("run", "status", "load-demo"),
+        default="run",
+        help="default: run; load-demo: MovieLens-100k into the running stack",
     )
     parser.add_argument("--no-demo", action="store_true", help="start without demo data")
     parser.add_argument("--log-dir", type=Path, default=ROOT / ".local" / "logs")
+    parser.add_argument(
+        "--users",
+        type=_positive,
+        metavar="N",
+        help="demo: only the first N MovieLens users and their ratings (default: all 943)",
+    )
+    parser.add_argument(
+        "--source",
+        type=Path,
+        metavar="DIR",
+        help="load-demo: the folder with ml-100k.user/.item/.inter (default: recbole's copy)",
+    )
     args = parser.parse_args()
     status_file = args.log_dir / "status.json"
     if args.command == "status":
         sys.exit(print_status(status_file))
+    if args.command == "load-demo":
+        sys.exit(load_demo(args.log_dir, args.users, args.source))
     # The supervisor reports exits and restarts here: names, exit codes and signals only
     # (other libraries stay at WARNING: health probes are not news).
     logging.basicConfig(format="%(asctime)s launcher: %(message)s", stream=sys.stderr)
@@ -203,9 +254,9 @@ def main() -> None:
     signal.signal(signal.SIGTERM, request_stop)
     print("starting SecantusDB, Tansu, 5 services and the gateway ...", flush=True)
     status = 0
-    movielens: subprocess.Popen[bytes] | None = None
     try:
         stack.start()
+        target = write_connection(args.log_dir, stack)
         if not args.no_demo:
             segments = create_demo_segments(stack.grpc_target("segmentation"), stack.grpc_token)
             sent = send_demo_data(stack.gateway_url, stack.write_key)
@@ -221,12 +272,7 @@ def main() -> None:
         if not args.no_demo:
             print(wallet_story(stack, cards), flush=True)
         if not args.no_demo:
-            movielens = load_movielens_in_background(stack, args.log_dir)
-            print(
-                "loading MovieLens-100k into recommendations in the background "
-                f"(log: {args.log_dir / 'load-movielens.log'})",
-                flush=True,
-            )
+            demo_in_background(target, stopping, cards.customer_id, args.users)
         # The supervisor restarts what dies; wake to refresh the status file and to stop if
         # the stack broke beyond repair.
         while not stopping.wait(0.5):
@@ -238,8 +284,7 @@ def main() -> None:
     finally:
         print("stopping ...", flush=True)
         status_file.unlink(missing_ok=True)
-        if movielens is not None and movielens.poll() is None:
-            movielens.terminate()
+        remove_connection(args.log_dir)
         stack.stop()
     sys.exit(status)
 

@@ -40,8 +40,9 @@ MAX_ITEM_ID = 200
 class InteractionWeights:
     """What one interaction of each kind is worth, and how fast it fades.
 
-    A rating is worth ``rated`` times the rating. With a half-life, an interaction's weight
-    halves every ``half_life_days`` of age at training time; 0 turns decay off.
+    A rating is worth ``rated`` times the rating (``rated`` alone when ``rating_counts`` is
+    off: every rating one interaction). With a half-life, an interaction's weight halves every
+    ``half_life_days`` of age at training time; 0 turns decay off.
     """
 
     viewed: float = 1.0
@@ -49,6 +50,7 @@ class InteractionWeights:
     ordered: float = 5.0
     rated: float = 1.0
     half_life_days: float = 0.0
+    rating_counts: bool = True
 
     def __post_init__(self) -> None:
         for name in (*KINDS, "half_life_days"):
@@ -61,7 +63,7 @@ class InteractionWeights:
         if kind not in KINDS:
             raise ValueError(f"unknown interaction kind {kind!r}")
         per_kind: float = getattr(self, kind)
-        return per_kind * value if kind == RATED else per_kind
+        return per_kind * value if kind == RATED and self.rating_counts else per_kind
 
     def decay(self, at: datetime, now: datetime) -> float:
         """The factor an interaction at ``at`` keeps at ``now`` (1 without a half-life; events
@@ -76,8 +78,10 @@ class InteractionWeights:
         return self.base(kind, value) * self.decay(at, now)
 
     def as_dict(self) -> dict[str, float]:
-        """The weights, for a model's parameters."""
-        return {name: float(getattr(self, name)) for name in (*KINDS, "half_life_days")}
+        """The weights, for a model's parameters (``rating_counts`` as 1 or 0)."""
+        found = {name: float(getattr(self, name)) for name in (*KINDS, "half_life_days")}
+        found["rating_counts"] = 1.0 if self.rating_counts else 0.0
+        return found
 
 
 @dataclass(frozen=True)

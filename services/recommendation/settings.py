@@ -25,6 +25,10 @@ class RecommendationSettings(ServiceSettings):
     recommendation_weight_added: float = Field(3.0, ge=0, le=1_000)
     recommendation_weight_ordered: float = Field(5.0, ge=0, le=1_000)
     recommendation_weight_rated: float = Field(1.0, ge=0, le=1_000)
+    # "rating": a rating weighs its value (1-5) times the rated weight; "one": every rating is
+    # one interaction. "one" measured better through the stack on the MovieLens demo (nDCG@10
+    # 0.439 against 0.425, held-out split taken before loading; see the README).
+    recommendation_rating_weight: Literal["rating", "one"] = "one"
     recommendation_half_life_days: float = Field(90.0, ge=0, le=3_650)
     # Interactions older than this are left out of training.
     recommendation_window_days: int = Field(365, ge=1, le=3_650)
@@ -61,6 +65,7 @@ class RecommendationSettings(ServiceSettings):
             ordered=self.recommendation_weight_ordered,
             rated=self.recommendation_weight_rated,
             half_life_days=self.recommendation_half_life_days,
+            rating_counts=self.recommendation_rating_weight == "rating",
         )
 
     def training_config(self) -> TrainingConfig:

@@ -116,3 +116,12 @@ def test_product_properties_come_from_the_event_or_the_order_lines() -> None:
     )
     assert ordered == [ItemProperties("p2")]
     assert ItemProperties("p3", name="N", price=0.0).fields() == {"name": "N", "price": 0.0}
+
+
+def test_every_rating_can_count_as_one_interaction() -> None:
+    weights = InteractionWeights(rating_counts=False)
+    assert weights.base(RATED, 4) == 1
+    assert weights.base(RATED, 1) == 1
+    assert InteractionWeights(rated=2, rating_counts=False).base(RATED, 5) == 2
+    assert weights.as_dict()["rating_counts"] == 0
+    assert InteractionWeights().as_dict()["rating_counts"] == 1
