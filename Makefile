@@ -48,6 +48,7 @@ bench: $(STAMP)
 	$(BIN)/python tests/perf/bench_event_loop.py
 	$(BIN)/python tests/perf/bench_bus_wait.py
 	$(BIN)/python tests/perf/bench_gateway.py --clients 1,10,50
+	$(BIN)/python tests/perf/bench_demo.py
 
 protos: $(STAMP)
 	$(BIN)/python -m infra.protogen
