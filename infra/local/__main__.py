@@ -34,6 +34,7 @@ from infra.local.demo import (
 )
 from infra.local.demo_command import run_demo
 from infra.local.demo_load import DemoTarget
+from infra.local.movielens import DEMO_STORE_SETTINGS
 from infra.local.stack import DEV_PASS_TYPE_ID, ROOT, Stack, StackPorts
 from infra.local.status import print_status, write_status
 
@@ -244,6 +245,7 @@ def main() -> None:
         StackPorts.from_env(os.environ),
         args.log_dir,
         write_key=os.environ.get("LODESTAR_WRITE_KEY"),
+        extra_env={k: v for k, v in DEMO_STORE_SETTINGS.items() if k not in os.environ},
     )
     stopping = threading.Event()
 

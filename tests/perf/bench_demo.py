@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from infra.local.connection import write_connection
 from infra.local.demo_eval import evaluate_through_stack
 from infra.local.demo_load import load
-from infra.local.movielens import read_source
+from infra.local.movielens import DEMO_STORE_SETTINGS, read_source
 from infra.local.stack import ROOT, SERVICES, Stack, StackPorts
 from services.recommendation.datasets import movielens_dir
 
@@ -56,7 +56,7 @@ def private_stack(log_dir: Path, extra_env: Mapping[str, str] | None = None) -> 
 def bench_load(users: int | None) -> None:
     """(a) The demo load's events/s until the profiles caught up."""
     with tempfile.TemporaryDirectory() as folder:
-        stack = private_stack(Path(folder))
+        stack = private_stack(Path(folder), DEMO_STORE_SETTINGS)
         try:
             target = write_connection(Path(folder), stack)
             source = read_source(movielens_dir(), users)
@@ -145,7 +145,8 @@ def bench_evaluate(users: int | None, weightings: list[str], env: Mapping[str, s
     for weighting in weightings:
         with tempfile.TemporaryDirectory() as folder:
             stack = private_stack(
-                Path(folder), {**env, "LODESTAR_RECOMMENDATION_RATING_WEIGHT": weighting}
+                Path(folder),
+                {**DEMO_STORE_SETTINGS, **env, "LODESTAR_RECOMMENDATION_RATING_WEIGHT": weighting},
             )
             try:
                 target = write_connection(Path(folder), stack)

@@ -137,3 +137,15 @@ def test_the_command_reports_a_bad_source_as_a_usage_error(
     error = capsys.readouterr().err
     assert "ml-100k.inter: line 2: timestamp 'soon' is not Unix seconds" in error
     assert "Traceback" not in error
+
+
+def test_the_demo_store_settings_are_recommendation_settings(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from infra.local.movielens import DEMO_STORE_SETTINGS
+    from services.recommendation.settings import RecommendationSettings
+
+    monkeypatch.setenv("LODESTAR_MONGO_URI", "mongodb://127.0.0.1:1")
+    for name, value in DEMO_STORE_SETTINGS.items():
+        monkeypatch.setenv(name, value)
+    assert RecommendationSettings().interaction_weights().ordered == 1.0
