@@ -108,17 +108,22 @@ def bench_make_run(users: int | None, timeout_s: float) -> None:
             env={**os.environ, **_port_env()},
             stdout=subprocess.PIPE,
             stderr=errors,
-            text=True,
         )
         assert process.stdout is not None
         selector = selectors.DefaultSelector()
         selector.register(process.stdout, selectors.EVENT_READ)
         seen = False
         deadline = started + timeout_s
+        # Raw reads: a buffered readline can swallow the tour's lines into its buffer, and the
+        # selector then waits on a pipe that has nothing more to say.
+        marker, tail = TOUR_MARKER.encode(), b""
         while not seen and time.monotonic() < deadline and process.poll() is None:
             if selector.select(timeout=1.0):
-                line = process.stdout.readline()
-                seen = TOUR_MARKER in line
+                chunk = os.read(process.stdout.fileno(), 65_536)
+                if not chunk:
+                    break
+                tail = tail[-len(marker) :] + chunk
+                seen = marker in tail
         wall = time.monotonic() - started
         # Without a tour, the launcher's last words say why (the load's error, or progress).
         last = (Path(folder) / "launcher.err").read_text().strip().splitlines()[-1:] or [""]
