@@ -224,7 +224,7 @@ def send_calls(
                 except httpx.TransportError as error:
                     if attempt == MAX_ATTEMPTS:
                         raise DemoLoadError(f"gateway unreachable: {error}") from None
-                    time.sleep(1)
+                    time.sleep(min(0.1 * 2**attempt, 2.0))  # backoff: the gateway restarting
                     continue
                 if response.status_code in (429, 503) and attempt < MAX_ATTEMPTS:
                     time.sleep(_retry_after(response))
@@ -396,19 +396,25 @@ def create_segments(target: DemoTarget) -> int:
     return created
 
 
+# How long to keep asking while another training run holds the lease.
+TRAIN_WAIT_S = 300.0
+
+
 def train(target: DemoTarget) -> int:
     """Train the recommender now; the model version."""
     with target.channel("recommendation") as channel:
         stub = recommendation_pb2_grpc.RecommendationServiceStub(channel)
-        for _ in range(60):
+        deadline = time.monotonic() + TRAIN_WAIT_S
+        while time.monotonic() < deadline:
             try:
                 info = stub.Train(recommendation_pb2.TrainRequest(), timeout=600)
                 return int(info.version)
             except grpc.RpcError as error:
-                # Another replica (or the service's own schedule) is training: wait for it.
+                # Another replica (or the service's own schedule) is training: ask again
+                # shortly, until the bounded wait is over.
                 if error.code() != grpc.StatusCode.UNAVAILABLE:
                     raise
-                time.sleep(5)
+                time.sleep(POLL_S)
         info = stub.GetModelInfo(recommendation_pb2.GetModelInfoRequest(), timeout=30)
         return int(info.version)
 
