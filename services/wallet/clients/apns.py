@@ -29,7 +29,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import httpx
@@ -37,7 +36,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from google.auth.crypt.es256 import ES256Signer
 
-from services.platform.httpclient import PooledHttp
+from services.platform.httpclient import PooledHttpClient
 from services.platform.metrics import WALLET_APNS_PUSHES
 from services.wallet.pushes import PushOutcome, PushResult
 
@@ -161,7 +160,7 @@ def _timestamp(response: httpx.Response) -> int | None:
     return int(value) if isinstance(value, int | float) else None
 
 
-class ApnsClient:
+class ApnsClient(PooledHttpClient):
     """Sends pass update pushes to APNs at ``base_url`` (:data:`PRODUCTION_URL`, the sandbox,
     or the local stand-in). ``ca_file`` replaces the system trust store (for the stand-in's
     dev CA). ``transport`` is for tests that answer requests without a server; ``on_outcome``
@@ -192,23 +191,8 @@ class ApnsClient:
         # Told after each push whether APNs answered it (False: FAILED, i.e. 429, 5xx or no
         # answer until the attempts ran out), for the wallet's dependency health.
         self.on_outcome = on_outcome
-        self._pool = PooledHttp(self._open)
+        super().__init__(self._open)
         self._streams = asyncio.Semaphore(MAX_CONCURRENT_PUSHES)
-
-    async def __aenter__(self) -> ApnsClient:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        """Close the connection (a later push opens a new one)."""
-        await self._pool.aclose()
 
     def _open(self) -> httpx.AsyncClient:
         verify = ssl.create_default_context(
@@ -253,7 +237,7 @@ class ApnsClient:
             token = self.tokens.current()
             try:
                 async with self._streams:
-                    response = await self._pool.client().post(
+                    response = await self.http().post(
                         f"/3/device/{device_token}",
                         headers={
                             "authorization": f"bearer {token}",

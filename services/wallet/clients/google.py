@@ -14,8 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import httpx
 from cryptography.hazmat.primitives import serialization
@@ -23,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from google.auth import crypt
 from google.auth import jwt as google_jwt
 
-from services.platform.httpclient import PooledHttp
+from services.platform.httpclient import PooledHttpClient
 from services.wallet.google import (
     NOTIFY_ON_UPDATE,
     Resource,
@@ -197,7 +196,7 @@ def _retry_after(response: httpx.Response) -> float:
         return 0.0
 
 
-class GoogleWalletClient:
+class GoogleWalletClient(PooledHttpClient):
     """The Google Wallet API for one issuer, authenticated as one service account.
 
     Access tokens come from the JWT-bearer grant and are cached until shortly before they
@@ -238,7 +237,7 @@ class GoogleWalletClient:
         # Told after each call whether Google answered (False: no answer, 429 or 5xx after
         # every retry), for the wallet's dependency health.
         self.on_outcome = on_outcome
-        self._pool = PooledHttp(
+        super().__init__(
             lambda: httpx.AsyncClient(
                 timeout=timeout_s,
                 limits=httpx.Limits(max_connections=20, max_keepalive_connections=10),
@@ -248,21 +247,6 @@ class GoogleWalletClient:
         self._token_expires_at = 0.0
         self._token_lock = asyncio.Lock()
         self._save_links: OrderedDict[_SaveLinkKey, tuple[str, float]] = OrderedDict()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        """Close the pooled connections (a later call opens new ones)."""
-        await self._pool.aclose()
 
     # -- transport --
 
@@ -312,7 +296,7 @@ class GoogleWalletClient:
         for attempt in range(1, self.max_attempts + 1):
             last = attempt == self.max_attempts
             try:
-                response = await self._pool.client().request(
+                response = await self.http().request(
                     method, url, json=json_body, data=form, headers=headers
                 )
             except httpx.TransportError as exc:
