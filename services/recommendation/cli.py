@@ -40,7 +40,7 @@ from services.recommendation.evaluation import EvaluationResult, evaluate
 from services.recommendation.interactions import InteractionWeights
 from services.recommendation.model import describe
 from services.recommendation.serving import Recommendations
-from services.recommendation.settings import RecommendationSettings
+from services.recommendation.settings import SETTABLE_HYPERPARAMETERS, RecommendationSettings
 from services.recommendation.store import RecommendationStore
 from services.recommendation.trainer import NothingToTrain, Trainer
 from services.recommendation.training import TrainingConfig, build_matrix
@@ -211,13 +211,12 @@ async def _import_catalog(path: str, settings: RecommendationSettings) -> int:
 
 def evaluation_config(arguments: argparse.Namespace, base: TrainingConfig) -> TrainingConfig:
     """The configured hyper-parameters with the command line's overrides."""
+    # A flag's destination is the TrainingConfig field it overrides.
     overrides = {
-        name: getattr(arguments, name)
-        for name in ("algorithm", "weighting", "factors", "regularization", "iterations")
-        if getattr(arguments, name) is not None
+        name: value
+        for name in SETTABLE_HYPERPARAMETERS
+        if (value := getattr(arguments, name, None)) is not None
     }
-    if arguments.learning_rate is not None:
-        overrides["learning_rate"] = arguments.learning_rate
     return replace(base, **overrides)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import fields, replace
 from datetime import timedelta
 from typing import Literal
 
@@ -10,7 +11,11 @@ from pydantic import Field
 from services.platform.settings import ServiceSettings
 from services.recommendation.interactions import InteractionWeights
 from services.recommendation.trainer import TrainingPlan
-from services.recommendation.training import TrainingConfig
+from services.recommendation.training import Algorithm, TrainingConfig, Weighting
+
+_MODEL = TrainingConfig()
+# The TrainingConfig fields a setting (and the evaluate command's flags) may change.
+SETTABLE_HYPERPARAMETERS = tuple(f.name for f in fields(TrainingConfig) if f.name != "seed")
 
 
 class RecommendationSettings(ServiceSettings):
@@ -35,17 +40,18 @@ class RecommendationSettings(ServiceSettings):
 
     # The model: ALS (confidence from BM25, TF-IDF or raw weights, times alpha) or BPR.
     # The defaults scored nDCG@10 0.48 on MovieLens-100k (see the README).
-    recommendation_algorithm: Literal["als", "bpr"] = "als"
-    recommendation_weighting: Literal["bm25", "tfidf", "none"] = "bm25"
-    recommendation_factors: int = Field(64, ge=1, le=1_024)
-    recommendation_regularization: float = Field(20.0, ge=0, le=10_000)
-    recommendation_iterations: int = Field(15, ge=1, le=1_000)
-    recommendation_alpha: float = Field(1.0, gt=0, le=10_000)
-    recommendation_learning_rate: float = Field(0.01, gt=0, le=1)
-    recommendation_bm25_k1: float = Field(100.0, ge=0, le=10_000)
-    recommendation_bm25_b: float = Field(0.8, ge=0, le=1)
+    # Each is ``recommendation_<TrainingConfig field>``, defaulting to TrainingConfig's own.
+    recommendation_algorithm: Algorithm = _MODEL.algorithm
+    recommendation_weighting: Weighting = _MODEL.weighting
+    recommendation_factors: int = Field(_MODEL.factors, ge=1, le=1_024)
+    recommendation_regularization: float = Field(_MODEL.regularization, ge=0, le=10_000)
+    recommendation_iterations: int = Field(_MODEL.iterations, ge=1, le=1_000)
+    recommendation_alpha: float = Field(_MODEL.alpha, gt=0, le=10_000)
+    recommendation_learning_rate: float = Field(_MODEL.learning_rate, gt=0, le=1)
+    recommendation_bm25_k1: float = Field(_MODEL.bm25_k1, ge=0, le=10_000)
+    recommendation_bm25_b: float = Field(_MODEL.bm25_b, ge=0, le=1)
     # Training threads: keep CPU use modest beside the request path.
-    recommendation_num_threads: int = Field(1, ge=1, le=64)
+    recommendation_num_threads: int = Field(_MODEL.num_threads, ge=1, le=64)
 
     # Train this often (every replica tries; one wins the lease), look for a newer model
     # this often, keep this many versions.
@@ -69,18 +75,10 @@ class RecommendationSettings(ServiceSettings):
         )
 
     def training_config(self) -> TrainingConfig:
-        """The hyper-parameters these settings describe."""
-        return TrainingConfig(
-            algorithm=self.recommendation_algorithm,
-            weighting=self.recommendation_weighting,
-            factors=self.recommendation_factors,
-            regularization=self.recommendation_regularization,
-            iterations=self.recommendation_iterations,
-            alpha=self.recommendation_alpha,
-            learning_rate=self.recommendation_learning_rate,
-            bm25_k1=self.recommendation_bm25_k1,
-            bm25_b=self.recommendation_bm25_b,
-            num_threads=self.recommendation_num_threads,
+        """The hyper-parameters these settings describe (the seed is not a setting)."""
+        return replace(
+            _MODEL,
+            **{name: getattr(self, f"recommendation_{name}") for name in SETTABLE_HYPERPARAMETERS},
         )
 
     def training_plan(self) -> TrainingPlan:
