@@ -11,7 +11,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypedDict
 
 PRODUCT_VIEWED = "Product Viewed"
 PRODUCT_ADDED = "Product Added"
@@ -103,6 +103,15 @@ class Interaction:
         return f"{self.event_id}:{self.item_id}"
 
 
+class ItemFields(TypedDict, total=False):
+    """An item's known display properties, as events and the catalog store them."""
+
+    name: str
+    category: str
+    price: float
+    image_url: str
+
+
 @dataclass(frozen=True)
 class ItemProperties:
     """What is known about a product to show it: from events or the catalog."""
@@ -113,15 +122,18 @@ class ItemProperties:
     price: float | None = None
     image_url: str = ""
 
-    def fields(self) -> dict[str, Any]:
+    def fields(self) -> ItemFields:
         """The known (non-empty) properties, by name."""
-        found: dict[str, Any] = {
-            "name": self.name,
-            "category": self.category,
-            "price": self.price,
-            "image_url": self.image_url,
-        }
-        return {k: v for k, v in found.items() if v not in ("", None)}
+        found = ItemFields()
+        if self.name:
+            found["name"] = self.name
+        if self.category:
+            found["category"] = self.category
+        if self.price is not None:
+            found["price"] = self.price
+        if self.image_url:
+            found["image_url"] = self.image_url
+        return found
 
 
 def product_id(properties: Mapping[str, Any]) -> str | None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, NotRequired, TypedDict
@@ -176,12 +176,9 @@ class FactorModel:
             )
 
 
-class StoredModel(TypedDict):
-    """A stored model version: the fields of :func:`info_document` and its artifact's id
-    (``_id`` is the version)."""
+class ModelMetadata(TypedDict):
+    """A model version's metadata as stored beside its artifact (:func:`info_document`)."""
 
-    _id: int
-    file_id: object
     version: int
     algorithm: str
     trained_at: datetime
@@ -194,7 +191,14 @@ class StoredModel(TypedDict):
     revision: NotRequired[int]
 
 
-def info_document(info: ModelInfo) -> dict[str, Any]:
+class StoredModel(ModelMetadata):
+    """A stored model version: its metadata and its artifact's id (``_id`` is the version)."""
+
+    _id: int
+    file_id: object
+
+
+def info_document(info: ModelInfo) -> ModelMetadata:
     """The metadata as stored beside the artifact."""
     return {
         "version": info.version,
@@ -215,7 +219,7 @@ def _utc(at: datetime | None) -> datetime | None:
     return at if at.tzinfo else at.replace(tzinfo=UTC)
 
 
-def info_from_document(doc: Mapping[str, Any]) -> ModelInfo:
+def info_from_document(doc: ModelMetadata) -> ModelInfo:
     """The metadata read back from :func:`info_document`'s form."""
     trained_at = _utc(doc["trained_at"])
     assert trained_at is not None

@@ -15,9 +15,9 @@
 from __future__ import annotations
 
 import io
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from typing import cast
 
 from motor.motor_asyncio import AsyncIOMotorDatabase, AsyncIOMotorGridFSBucket
 from pymongo import DESCENDING, UpdateOne
@@ -25,7 +25,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from services.platform.mongo import Document, IndexSpec, ensure_indexes
 from services.recommendation.catalog import merged
-from services.recommendation.interactions import Interaction, ItemProperties
+from services.recommendation.interactions import Interaction, ItemFields, ItemProperties
 from services.recommendation.model import (
     FactorModel,
     StoredModel,
@@ -85,7 +85,7 @@ class RecommendationStore:
     ) -> None:
         self.db = db
         # item id -> (seen properties this store last wrote, when): unchanged ones are skipped.
-        self._seen: dict[str, tuple[dict[str, Any], datetime]] = {}
+        self._seen: dict[str, tuple[ItemFields, datetime]] = {}
         self._seen_cache_items = seen_cache_items
         self.interactions = db["interactions"]
         self.items = db["items"]
@@ -156,9 +156,9 @@ class RecommendationStore:
         """Remember the properties events carried (later ones win; the catalog wins over all).
         An item whose properties are those this store wrote less than ``SEEN_REFRESH`` ago
         is not written again."""
-        known: dict[str, dict[str, Any]] = {}
+        known: dict[str, ItemFields] = {}
         for item in items:
-            known.setdefault(item.item_id, {}).update(item.fields())
+            known.setdefault(item.item_id, ItemFields()).update(item.fields())
         changed = {
             item_id: fields
             for item_id, fields in known.items()
@@ -176,23 +176,25 @@ class RecommendationStore:
             await self.items.bulk_write(writes, ordered=False)
             self._remember_seen(changed, at)
 
-    def _seen_unchanged(self, item_id: str, fields: dict[str, Any], at: datetime) -> bool:
+    def _seen_unchanged(self, item_id: str, fields: ItemFields, at: datetime) -> bool:
         cached = self._seen.get(item_id)
         if cached is None or at - cached[1] >= SEEN_REFRESH:
             return False
-        written = cached[0]
+        written: Mapping[str, object] = cached[0]
         return all(k in written and written[k] == v for k, v in fields.items())
 
-    def _remember_seen(self, written: dict[str, dict[str, Any]], at: datetime) -> None:
+    def _remember_seen(self, written: dict[str, ItemFields], at: datetime) -> None:
         if self._seen_cache_items <= 0:
             return
         for item_id, fields in written.items():
             cached = self._seen.pop(item_id, None)
             if cached is not None and at - cached[1] < SEEN_REFRESH:
                 # Keeps the older time: every remembered field is re-written in time.
-                self._seen[item_id] = ({**cached[0], **fields}, cached[1])
+                remembered = ItemFields(**cached[0])
+                remembered.update(fields)
+                self._seen[item_id] = (remembered, cached[1])
             else:
-                self._seen[item_id] = (dict(fields), at)
+                self._seen[item_id] = (ItemFields(**fields), at)
         while len(self._seen) > self._seen_cache_items:
             del self._seen[next(iter(self._seen))]
 
@@ -236,14 +238,18 @@ class RecommendationStore:
     async def save_model(self, model: FactorModel) -> None:
         """Store the artifact in GridFS, then its metadata (which makes it visible)."""
         file_id = await self._upload(model)
-        doc = {**info_document(model.info), "_id": model.info.version, "file_id": file_id}
+        doc: Document = {
+            **info_document(model.info),
+            "_id": model.info.version,
+            "file_id": file_id,
+        }
         try:
             await self.models.insert_one(doc)
         except DuplicateKeyError:
             await self.artifacts.delete(file_id)
             raise
 
-    async def _upload(self, model: FactorModel) -> Any:
+    async def _upload(self, model: FactorModel) -> object:
         data = model.to_bytes()
         name = f"model-{model.info.version}-r{model.info.revision}.npz"
         return await self.artifacts.upload_from_stream(

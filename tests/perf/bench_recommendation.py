@@ -327,7 +327,7 @@ async def intake_floor(
         for event in events[start : start + 500]:
             found, products = event_interactions(event)
             interactions.extend(interaction_document(i) for i in found)
-            items.update({p.item_id: p.fields() for p in products})
+            items.update({p.item_id: dict(p.fields()) for p in products})
         batches.append((interactions, items))
     written: dict[str, dict[str, Any]] = {}
     started = time.perf_counter()

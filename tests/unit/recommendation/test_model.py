@@ -60,7 +60,8 @@ def test_the_artifact_round_trip_keeps_every_array_and_id() -> None:
 def test_metadata_round_trips_through_its_document() -> None:
     info = toy_model().info
     assert info_from_document(info_document(info)) == info
-    naive = {**info_document(info), "trained_at": TRAINED.replace(tzinfo=None)}
+    naive = info_document(info)
+    naive["trained_at"] = TRAINED.replace(tzinfo=None)
     assert info_from_document(naive).trained_at == TRAINED
 
 
