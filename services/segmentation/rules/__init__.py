@@ -56,9 +56,13 @@ from services.segmentation.rules.tree import (
     FollowUp,
     Node,
     Not,
+    Operand,
     ProfileView,
     PropertyCondition,
     Rule,
+    Scalar,
+    days_of,
+    items_of,
 )
 
 __all__ = [
@@ -84,10 +88,14 @@ __all__ = [
     "FollowUp",
     "Node",
     "Not",
+    "Operand",
     "ProfileView",
     "PropertyCondition",
     "Rule",
     "RuleError",
+    "Scalar",
+    "days_of",
+    "items_of",
     "json_path",
     "load",
     "parse",

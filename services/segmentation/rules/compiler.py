@@ -7,7 +7,7 @@ import operator
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any, Final
+from typing import Any, Final, TypeGuard
 
 from services.segmentation.rules.fields import FieldKind
 from services.segmentation.rules.tree import (
@@ -21,6 +21,7 @@ from services.segmentation.rules.tree import (
     PropertyCondition,
     ValueTest,
     aware,
+    days_of,
 )
 
 # The ordering operators, shared with the parser (which values they accept).
@@ -34,7 +35,7 @@ _COUNT_BOUND: Final[dict[str, Callable[[Any, Any], bool]]] = {**ORDER, "eq": ope
 _NUMBER_CLASSES: Final = frozenset({int, float})
 
 
-def is_number(value: Any) -> bool:
+def is_number(value: object) -> TypeGuard[int | float]:
     """Whether a value is a number in a rule's sense (``True`` is not 1)."""
     cls = value.__class__
     return cls is int or cls is float or (cls is not bool and isinstance(value, int | float))
@@ -181,7 +182,7 @@ def _field_test(node: FieldCondition) -> ProfileTest:
         return personal
     get = _reader(node.keys)
     if node.op == "within_last_days":
-        span = timedelta(days=node.value)
+        span = timedelta(days=days_of(node.value))
 
         def recent(p: Mapping[str, Any], e: Sequence[EventRecord], now: datetime) -> bool:
             v = get(p)

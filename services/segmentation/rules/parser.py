@@ -32,8 +32,10 @@ from services.segmentation.rules.tree import (
     FollowUp,
     Node,
     Not,
+    Operand,
     PropertyCondition,
     Rule,
+    Scalar,
     aware,
     walk,
 )
@@ -52,7 +54,7 @@ _INT64: Final = 2**63
 _KINDS: Final = ("all", "any", "not", "field", "event")
 
 
-def parse(rule: Any, pii_traits: frozenset[str] = DEFAULT_PII) -> Rule:
+def parse(rule: object, pii_traits: frozenset[str] = DEFAULT_PII) -> Rule:
     """Validate a JSON rule and compile it; raises :class:`RuleError` naming the first
     problem found (depth first, in document order)."""
     root = _Parser(pii_traits).rule(rule, "rule", 1)
@@ -73,7 +75,7 @@ def parse(rule: Any, pii_traits: frozenset[str] = DEFAULT_PII) -> Rule:
     )
 
 
-def load(rule_json: str) -> Any:
+def load(rule_json: str) -> object:
     """The JSON value of a rule's text; :class:`RuleError` when it is not JSON or nests
     deeper than :data:`MAX_JSON_DEPTH` (checked first, without recursion)."""
     if json_nesting_exceeds(rule_json, MAX_JSON_DEPTH):
@@ -103,7 +105,7 @@ class _Parser:
         self.pii = pii_traits
         self.conditions = 0
 
-    def rule(self, raw: Any, path: str, depth: int) -> Node:
+    def rule(self, raw: object, path: str, depth: int) -> Node:
         if not isinstance(raw, Mapping):
             raise RuleError(
                 path, 'a rule is an object, e.g. {"field": ..., "op": ..., "value": ...}'
@@ -165,7 +167,7 @@ class _Parser:
         value = _operand(kind, op, raw["value"], f"{path}.value")
         return FieldCondition(name, op, value, kind, keys)
 
-    def field_kind(self, name: Any, path: str) -> tuple[FieldKind, tuple[str, ...]]:
+    def field_kind(self, name: object, path: str) -> tuple[FieldKind, tuple[str, ...]]:
         if not isinstance(name, str) or not name:
             raise RuleError(path, "field must be a profile path such as orders.revenue")
         if name in FIXED_FIELDS:
@@ -203,7 +205,7 @@ class _Parser:
             follow = self.follow_up(raw["not_followed_by"], f"{path}.not_followed_by")
         return EventCondition(name, where, count, window, follow)
 
-    def follow_up(self, raw: Any, path: str) -> FollowUp:
+    def follow_up(self, raw: object, path: str) -> FollowUp:
         if not isinstance(raw, Mapping):
             raise RuleError(path, 'not_followed_by is {"event": ..., "within_hours": ...}')
         _only(raw, ("event", "where", "within_hours"), path, "takes event, where, within_hours")
@@ -214,7 +216,7 @@ class _Parser:
         hours = _positive(raw["within_hours"], MAX_HOURS, f"{path}.within_hours")
         return FollowUp(name, where, hours)
 
-    def where(self, raw: Any, path: str) -> tuple[PropertyCondition, ...]:
+    def where(self, raw: object, path: str) -> tuple[PropertyCondition, ...]:
         if raw is None:
             return ()
         if not isinstance(raw, list):
@@ -255,13 +257,13 @@ def _operator(raw: Mapping[str, Any], path: str, allowed: Sequence[str]) -> str:
     return str(op)
 
 
-def _event_name(raw: Any, path: str) -> str:
+def _event_name(raw: object, path: str) -> str:
     if not isinstance(raw, str) or not raw.strip():
         raise RuleError(path, "event must be an event name such as 'Order Completed'")
     return raw
 
 
-def _count(raw: Any, path: str) -> CountBound:
+def _count(raw: object, path: str) -> CountBound:
     if not isinstance(raw, Mapping) or len(raw) != 1:
         raise RuleError(path, 'count is one bound, e.g. {"gte": 3}')
     ((op, n),) = raw.items()
@@ -272,13 +274,13 @@ def _count(raw: Any, path: str) -> CountBound:
     return CountBound(op, int(n))
 
 
-def _positive(raw: Any, limit: float, path: str) -> float:
+def _positive(raw: object, limit: float, path: str) -> float:
     if not is_number(raw) or not 0 < raw <= limit:
         raise RuleError(path, f"must be a number greater than 0 and at most {limit:,}")
-    return raw  # type: ignore[no-any-return]
+    return raw
 
 
-def _operand(kind: FieldKind, op: str, raw: Any, path: str) -> Any:
+def _operand(kind: FieldKind, op: str, raw: object, path: str) -> Operand:
     """The validated value of a condition, as matching uses it (lists become tuples)."""
     if op == "exists":
         if not isinstance(raw, bool):
@@ -297,7 +299,7 @@ def _operand(kind: FieldKind, op: str, raw: Any, path: str) -> Any:
         high = _single(kind, "lte", raw[1], f"{path}[1]")
         if isinstance(low, str) != isinstance(high, str):
             raise RuleError(path, "between takes two numbers or two texts")
-        if low > high:
+        if _above(low, high):
             raise RuleError(path, "between takes [low, high] with low not above high")
         return (low, high)
     if op == "contains" and isinstance(raw, str) and not raw:
@@ -305,7 +307,7 @@ def _operand(kind: FieldKind, op: str, raw: Any, path: str) -> Any:
     return _single(kind, op, raw, path)
 
 
-def _single(kind: FieldKind, op: str, raw: Any, path: str) -> Any:
+def _single(kind: FieldKind, op: str, raw: object, path: str) -> Scalar:
     if kind in _TYPED_VALUES:
         return _TYPED_VALUES[kind](raw, path)
     if isinstance(raw, str):
@@ -323,31 +325,31 @@ def _single(kind: FieldKind, op: str, raw: Any, path: str) -> Any:
     )
 
 
-def _number(raw: Any, path: str) -> float:
+def _number(raw: object, path: str) -> float:
     if not is_number(raw) or not _finite(raw):
         raise RuleError(path, "value must be a number")
-    return raw  # type: ignore[no-any-return]
+    return raw
 
 
-def _flag(raw: Any, path: str) -> bool:
+def _flag(raw: object, path: str) -> bool:
     if not isinstance(raw, bool):
         raise RuleError(path, "value must be true or false")
     return raw
 
 
-def _consent(raw: Any, path: str) -> str:
+def _consent(raw: object, path: str) -> str:
     if raw not in STATES:
         raise RuleError(path, f"value must be one of {', '.join(STATES)}")
     return str(raw)
 
 
-def _text(raw: Any, path: str) -> str:
+def _text(raw: object, path: str) -> str:
     if not isinstance(raw, str) or len(raw) > MAX_TEXT:
         raise RuleError(path, f"value must be text of at most {MAX_TEXT:,} characters")
     return raw
 
 
-def _moment(raw: Any, path: str) -> datetime:
+def _moment(raw: object, path: str) -> datetime:
     if isinstance(raw, datetime):
         return aware(raw).astimezone(UTC)
     if isinstance(raw, str):
@@ -358,11 +360,16 @@ def _moment(raw: Any, path: str) -> datetime:
     raise RuleError(path, "value must be a date and time in ISO 8601, e.g. 2026-03-01T00:00:00Z")
 
 
+def _above(low: Scalar, high: Scalar) -> bool:
+    # The field's kind made both numbers, both texts or both times (checked by the caller).
+    return bool(low > high)  # type: ignore[operator]
+
+
 def _finite(value: float) -> bool:
     return -_INT64 <= value < _INT64 if isinstance(value, int) else math.isfinite(value)
 
 
-_TYPED_VALUES: Final[dict[FieldKind, Callable[[Any, str], Any]]] = {
+_TYPED_VALUES: Final[dict[FieldKind, Callable[[object, str], Scalar]]] = {
     FieldKind.NUMBER: _number,
     FieldKind.COUNTER: _number,
     FieldKind.TEXT: _text,

@@ -12,6 +12,9 @@ from services.segmentation.rules.fields import FieldKind
 
 # The document rules read: this service's view of one profile (see the consumers).
 ProfileView = Mapping[str, Any]
+# A condition's validated value: one scalar, or a tuple of them for ``in`` and ``between``.
+Scalar = str | int | float | bool | datetime
+Operand = Scalar | tuple[Scalar, ...]
 
 
 @dataclass(frozen=True)
@@ -21,6 +24,20 @@ class EventRecord:
     name: str
     at: datetime
     properties: Mapping[str, Any] = field(default_factory=dict)
+
+
+def days_of(value: Operand) -> float:
+    """The day count of a ``within_last_days`` condition (a number once parsed)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"within_last_days holds {type(value).__name__}, not a number")
+    return value
+
+
+def items_of(value: Operand) -> tuple[Scalar, ...]:
+    """The values of an ``in`` or ``between`` condition (a tuple once parsed)."""
+    if not isinstance(value, tuple):
+        raise TypeError(f"in/between holds {type(value).__name__}, not a tuple")
+    return value
 
 
 # --- the parsed tree ---------------------------------------------------------------------------
@@ -36,7 +53,7 @@ class FieldCondition:
 
     field: str
     op: str
-    value: Any
+    value: Operand
     kind: FieldKind
     keys: tuple[str, ...]
 
@@ -52,7 +69,7 @@ class PropertyCondition:
 
     property: str
     op: str
-    value: Any
+    value: Operand
 
 
 @dataclass(frozen=True)

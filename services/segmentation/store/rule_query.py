@@ -29,6 +29,8 @@ from services.segmentation.rules import (
     Node,
     Not,
     Rule,
+    days_of,
+    items_of,
     value_test,
 )
 
@@ -135,12 +137,12 @@ def _present(cond: FieldCondition) -> Query:
 def _comparison(cond: FieldCondition, now: datetime) -> Query:
     op, value = cond.op, cond.value
     if op == "within_last_days":
-        return {"$gte": _bound("gte", now - timedelta(days=value))}
+        return {"$gte": _bound("gte", now - timedelta(days=days_of(value)))}
     if op == "between":
-        low, high = value
+        low, high = items_of(value)
         return {"$gte": _bound("gte", low), "$lte": _bound("lte", high)}
     if op == "in":
-        return {"$in": list(value)}
+        return {"$in": list(items_of(value))}
     return {f"${op}": _bound(op, value)}
 
 
