@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -75,7 +75,7 @@ def _too_deep(raw: bytes, kind: str) -> JSONResponse:
     )
 
 
-def _body_key(body: Any) -> str | None:
+def _body_key(body: object) -> str | None:
     """The ``writeKey`` of a browser SDK's body, if it holds one that is valid Unicode."""
     key = body.get("writeKey") if isinstance(body, dict) else None
     if not isinstance(key, str):
@@ -87,14 +87,14 @@ def _body_key(body: Any) -> str | None:
     return key
 
 
-def _calls_in(body: Any, most: int) -> int:
+def _calls_in(body: object, most: int) -> int:
     """The calls a batch body holds, what it costs in tokens; 1 when it is malformed or
     holds more than ``most`` (it will be refused with a 400, never a 429 to retry)."""
     items = body.get("batch") if isinstance(body, dict) else None
     return len(items) if isinstance(items, list) and 0 < len(items) <= most else 1
 
 
-def _drop_keys(body: Any) -> None:
+def _drop_keys(body: object) -> None:
     """Remove every ``writeKey`` (the body's, a batch's items') so none can reach an event."""
     if not isinstance(body, dict):
         return
@@ -146,7 +146,7 @@ class IngestApi:
         """The path of every ingest route."""
         return [route.path for route in self.routes()]
 
-    def _single(self, kind: str) -> Any:
+    def _single(self, kind: str) -> Callable[[Request], Awaitable[JSONResponse]]:
         async def endpoint(request: Request) -> JSONResponse:
             return await self._handle(request, kind)
 
@@ -205,7 +205,7 @@ class IngestApi:
         forwarded = ",".join(request.headers.getlist("x-forwarded-for"))
         return self.intake.client_ip(peer, forwarded)
 
-    async def _batch(self, body: Any, received_at: datetime, client_ip: str) -> JSONResponse:
+    async def _batch(self, body: object, received_at: datetime, client_ip: str) -> JSONResponse:
         """Produce a batch's valid calls and report its rejected ones: SDKs do not retry a
         4xx, so refusing the batch for one bad call would lose the good ones. Refused whole
         (400) only when its envelope is bad or none of its calls is valid."""
@@ -235,7 +235,7 @@ class IngestApi:
             JSONResponse({"success": True, "accepted": len(batch.calls)}), batch
         )
 
-    async def _authorized_body(self, request: Request, kind: str) -> Any:
+    async def _authorized_body(self, request: Request, kind: str) -> object:
         """The request's parsed JSON body, once the write key matched (from the Basic header,
         checked before the body is read, else from the body's ``writeKey``); raises
         :class:`_Refused` with the 4xx to answer."""

@@ -37,7 +37,7 @@ def _parse_int(text: str) -> int | float:
     return int(text) if len(text) <= MAX_INT_DIGITS else float(text)
 
 
-def loads(raw: bytes) -> Any:
+def loads(raw: bytes) -> object:
     """Parse a request body. Raises ``ValueError`` (``json.JSONDecodeError``,
     ``UnicodeDecodeError``) when it is not JSON, ``RecursionError`` when it nests deeper than
     the parser can go (see :func:`deep_path`). Non-finite numbers come back as floats for
@@ -88,7 +88,7 @@ def _fits_a_float(number: int) -> bool:
     return True
 
 
-def check_field(value: Any, path: str, max_depth: int) -> None:
+def check_field(value: object, path: str, max_depth: int) -> None:
     """Refuse what cannot travel or be stored anywhere in ``value``, a call's field at
     ``path``: nesting deeper than ``max_depth`` objects or arrays (named by ``path``), NUL
     characters or unpaired surrogates in any key or string, NaN, infinite numbers or integers
@@ -124,7 +124,7 @@ def check_field(value: Any, path: str, max_depth: int) -> None:
             raise UnsafeJson(parent if key is None else child(parent, key), problem)
 
 
-def looks_safe(value: Any, max_depth: int) -> bool:
+def looks_safe(value: object, max_depth: int) -> bool:
     """A fast test (C-speed, on the JSON text) that ``value`` nests at most ``max_depth``
     levels and holds no NaN, infinity, huge integer, unpaired surrogate or NUL: when ``False``,
     :func:`check_field` finds the problem and its path (or, rarely, that there is none)."""

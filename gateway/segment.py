@@ -201,7 +201,7 @@ def _check_trait_names(traits: dict[str, Any] | None, path: str) -> None:
         raise InvalidEvent(jsonsafe.child(path, ""), "trait names must not be empty")
 
 
-def _shown(value: Any) -> str:
+def _shown(value: object) -> str:
     """``value`` for an error message: as written if short, else only its type."""
     text = repr(value)
     return text if len(text) <= 40 else f"a {type(value).__name__} too long to show"
@@ -218,7 +218,7 @@ def _event_id(message_id: str, content: dict[str, Any]) -> str:
     return str(uuid.uuid5(EVENT_ID_NAMESPACE, f"{message_id}\n{digest}"))
 
 
-def _check_size(value: Any, max_bytes: int, path: str) -> None:
+def _check_size(value: object, max_bytes: int, path: str) -> None:
     """Reject ``value`` when its compact UTF-8 JSON is larger than ``max_bytes``."""
     if len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()) > max_bytes:
         raise InvalidEvent(path, f"is larger than {max_bytes} bytes")
@@ -232,11 +232,11 @@ def _struct(value: dict[str, Any] | None) -> Struct | None:
     return out
 
 
-def _as_object(value: Any) -> dict[str, Any] | None:
+def _as_object(value: object) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def _loose_string(value: Any, allow_int: bool) -> str:
+def _loose_string(value: object, allow_int: bool) -> str:
     """``value`` as an identifier value, or ``""`` when it cannot be one."""
     if allow_int and isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
@@ -317,7 +317,7 @@ def identifiers_of(
 
 
 def parse_call(
-    body: Any,
+    body: object,
     call_type: str,
     received_at: datetime,
     path: str = "",
@@ -453,7 +453,7 @@ def _merged(item: dict[str, Any], key: str, shared: dict[str, Any] | None) -> di
 
 
 def split_batch(
-    body: Any,
+    body: object,
     received_at: datetime,
     max_event_bytes: int,
     max_events: int = MAX_BATCH_EVENTS,
@@ -503,7 +503,7 @@ def split_batch(
 
 
 def _batch_item(
-    item: Any,
+    item: object,
     index: int,
     received_at: datetime,
     max_event_bytes: int,
@@ -526,7 +526,7 @@ def _batch_item(
 
 
 def parse_batch(
-    body: Any, received_at: datetime, max_event_bytes: int, max_events: int = MAX_BATCH_EVENTS
+    body: object, received_at: datetime, max_event_bytes: int, max_events: int = MAX_BATCH_EVENTS
 ) -> list[tuple[str, events_pb2.Event]]:
     """:func:`split_batch`, all or nothing: the first bad call rejects the whole batch."""
     batch = split_batch(body, received_at, max_event_bytes, max_events)
