@@ -11,8 +11,9 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from lodestar.v1 import common_pb2, identity_pb2, identity_pb2_grpc
 from services.identity.graph import GraphIdentifier
+from services.identity.records import StoredIdentifier
 from services.identity.resolution import EventIdentifiers, Resolver
-from services.identity.store import IdentityStore, StoredIdentifier
+from services.identity.store import IdentityStore
 from services.platform.errors import InvalidArgument, NotFound
 from services.platform.validation import check_id, check_ids
 
@@ -95,7 +96,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         """One result per identifier, in order: the customer id, empty, or the reason."""
         if len(request.identifiers) > MAX_BATCH_LOOKUP:
             raise InvalidArgument(f"identifiers: at most {MAX_BATCH_LOOKUP} per call")
-        keys: list[Any] = []
+        keys: list[GraphIdentifier | None] = []
         errors: list[str] = []
         for identifier in request.identifiers:
             try:

@@ -15,7 +15,6 @@ import asyncio
 import logging
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -36,6 +35,7 @@ from services.identity.plan import (
     NewIdentifier,
     Plan,
 )
+from services.identity.records import MergeRecord, StoredIdentifier
 from services.identity.rules import IdentityRules
 from services.platform.crypto import EncryptedValue, FieldCipher
 from services.platform.mongo import Document, IndexSpec, ensure_indexes
@@ -64,17 +64,6 @@ def storage_key(
     if type_ in rules.pii_types:
         return GraphIdentifier(type_, f"{type_}:{cipher.blind_index(value, type_)}")
     return GraphIdentifier(type_, f"{type_}:{value}")
-
-
-@dataclass(frozen=True)
-class StoredIdentifier:
-    """An identifier read back, decrypted for display."""
-
-    type: str
-    value: str
-    first_seen: datetime
-    last_seen: datetime
-    source: str
 
 
 async def _find_in(
@@ -188,7 +177,7 @@ class IdentityStore:
 
     # -- writing a batch's plan -----------------------------------------------------------
 
-    def identifier_document(self, new: NewIdentifier) -> Document:
+    def _identifier_document(self, new: NewIdentifier) -> Document:
         """A new ``identifiers`` document (the value encrypted for PII types)."""
         return {
             "_id": new.identifier.key,
@@ -208,7 +197,7 @@ class IdentityStore:
         Raises :class:`ConcurrentChange` when another replica got there first."""
         new_customers = {c.customer_id for c in plan.new_customers}
         await self._insert_identifiers(
-            [self.identifier_document(i) for i in plan.new_identifiers], new_customers
+            [self._identifier_document(i) for i in plan.new_identifiers], new_customers
         )
         await self._insert_ignoring_duplicates(
             self.customers, [_customer_document(c) for c in plan.new_customers]
@@ -382,12 +371,12 @@ class IdentityStore:
             identifiers.sort(key=lambda i: (self.rules.rank(i.type), i.value))
         return current, dict(found)
 
-    async def merge_history(self, customer_id: str) -> list[Document]:
+    async def merge_history(self, customer_id: str) -> list[MergeRecord]:
         """Merges this customer survived or was merged in, newest first."""
         cursor = self.merges.find(
             {"$or": [{"survivor_id": customer_id}, {"merged_ids": customer_id}]}
         ).sort("at", -1)
-        return await cursor.to_list(None)
+        return [_merge_record(d) for d in await cursor.to_list(None)]
 
     async def erase(self, customer_id: str, at: datetime) -> int:
         """Remove every identifier of the customer (and of customers merged into it), its
@@ -494,6 +483,17 @@ def _merge_document(merge: Merge) -> Document:
         "caused_by_event_id": merge.caused_by_event_id,
         "at": merge.at,
     }
+
+
+def _merge_record(doc: Document) -> MergeRecord:
+    """A ``merges`` document read back as the record the API shows."""
+    return MergeRecord(
+        _id=doc["_id"],
+        survivor_id=doc["survivor_id"],
+        merged_ids=list(doc["merged_ids"]),
+        caused_by_event_id=doc["caused_by_event_id"],
+        at=doc["at"],
+    )
 
 
 def _conflict_document(record: ConflictRecord) -> Document:

@@ -29,10 +29,13 @@ from services.profile.commerce import LoyaltyRules, cart, loyalty, summarize_ord
 from services.profile.engagement import CONSENT_UPDATED, engagement, validate_consent
 from services.profile.fold import TRACK, ResolvedEvent, fold
 from services.profile.privacy_requests import KINDS, PrivacyRequests, PrivacyStatus
+from services.profile.records import ConsentState, TimelineRecord, json_object
 from services.profile.store import ProfileStore, StoredGroup, StoredProfile
 
+Context = grpc.aio.ServicerContext[Any, Any]
 
-def _consent(purpose: str, decision: dict[str, Any]) -> profile_pb2.ConsentState:
+
+def _consent(purpose: str, decision: ConsentState) -> profile_pb2.ConsentState:
     return profile_pb2.ConsentState(
         purpose=purpose,
         state=decision["state"],
@@ -79,10 +82,10 @@ def to_proto(
             cart_updated_at=timestamp(basket.last_added_at),
             channels=profile.channels,
             sources=profile.sources,
-            last_page=(profile.last_page or {}).get("name", ""),
-            last_page_at=timestamp((profile.last_page or {}).get("at")),
-            last_screen=(profile.last_screen or {}).get("name", ""),
-            last_screen_at=timestamp((profile.last_screen or {}).get("at")),
+            last_page=profile.last_page["name"] if profile.last_page else "",
+            last_page_at=timestamp(profile.last_page["at"] if profile.last_page else None),
+            last_screen=profile.last_screen["name"] if profile.last_screen else "",
+            last_screen_at=timestamp(profile.last_screen["at"] if profile.last_screen else None),
             session_count=profile.sessions.count,
             last_session_started_at=timestamp(profile.sessions.last_started_at),
             last_active_at=timestamp(profile.sessions.last_active_at),
@@ -160,16 +163,16 @@ def _check_timeline_request(request: profile_pb2.ListTimelineRequest, where: str
     _read_token(request.page_token, where)
 
 
-def _entry(doc: dict[str, Any], cursor: str) -> profile_pb2.TimelineEntry:
+def _entry(entry: TimelineRecord, cursor: str) -> profile_pb2.TimelineEntry:
     properties, traits = Struct(), Struct()
-    properties.update(doc.get("properties") or {})
-    traits.update(doc.get("traits") or {})
+    properties.update(entry["properties"])
+    traits.update(entry["traits"])
     return profile_pb2.TimelineEntry(
-        event_id=doc["_id"],
-        type=doc["type"],
-        name=doc.get("name", ""),
-        at=timestamp(doc["at"]),
-        source=doc.get("source", ""),
+        event_id=entry["_id"],
+        type=entry["type"],
+        name=entry["name"],
+        at=timestamp(entry["at"]),
+        source=entry["source"],
         properties=properties,
         traits=traits,
         cursor=cursor,
@@ -186,7 +189,7 @@ class ProfileServicer(profile_pb2_grpc.ProfileServiceServicer):
     async def BatchGetProfiles(
         self,
         request: profile_pb2.BatchGetProfilesRequest,
-        context: grpc.aio.ServicerContext[Any, Any],
+        context: Context,
     ) -> profile_pb2.BatchGetProfilesResponse:
         """The profiles of many customers; unknown ids are left out."""
         ids = check_ids("customer_ids", request.customer_ids, most=MAX_BATCH)
@@ -196,18 +199,18 @@ class ProfileServicer(profile_pb2_grpc.ProfileServiceServicer):
         )
 
     async def Export(
-        self, request: profile_pb2.ExportRequest, context: grpc.aio.ServicerContext[Any, Any]
+        self, request: profile_pb2.ExportRequest, context: Context
     ) -> profile_pb2.ExportResponse:
         """Everything the profile service holds about the customer."""
         profile = await self._profile(request.customer_id)
         data = Struct()
-        data.update(profile.export())
+        data.update(json_object(profile.export()))
         return profile_pb2.ExportResponse(customer_id=profile.customer_id, data=data)
 
     async def Erase(
         self,
         request: profile_pb2.EraseProfileRequest,
-        context: grpc.aio.ServicerContext[Any, Any],
+        context: Context,
     ) -> profile_pb2.EraseProfileResponse:
         """Delete the customer's profile (a no-op for an unknown customer)."""
         check_id("customer_id", request.customer_id)
@@ -222,7 +225,7 @@ class ProfileServicer(profile_pb2_grpc.ProfileServiceServicer):
         return profile
 
     async def SetConsent(
-        self, request: profile_pb2.SetConsentRequest, context: grpc.aio.ServicerContext[Any, Any]
+        self, request: profile_pb2.SetConsentRequest, context: Context
     ) -> profile_pb2.Profile:
         """Record a consent decision now, exactly as a ``Consent Updated`` event would."""
         check_id("customer_id", request.customer_id)
@@ -246,7 +249,7 @@ class ProfileServicer(profile_pb2_grpc.ProfileServiceServicer):
     async def ListTimeline(
         self,
         request: profile_pb2.ListTimelineRequest,
-        context: grpc.aio.ServicerContext[Any, Any],
+        context: Context,
     ) -> profile_pb2.ListTimelineResponse:
         """A page of the customer's recent events, newest first, up to the configured cap."""
         return await self._timeline_page(request, "")
@@ -254,7 +257,7 @@ class ProfileServicer(profile_pb2_grpc.ProfileServiceServicer):
     async def BatchListTimeline(
         self,
         request: profile_pb2.BatchListTimelineRequest,
-        context: grpc.aio.ServicerContext[Any, Any],
+        context: Context,
     ) -> profile_pb2.BatchListTimelineResponse:
         """Many timeline pages, each answered in its request's position."""
         if len(request.requests) > MAX_BATCH:
@@ -278,32 +281,32 @@ class ProfileServicer(profile_pb2_grpc.ProfileServiceServicer):
         cap = self.store.timeline_cap
         size = min(request.page_size or DEFAULT_PAGE, cap - shown)
         names = list(request.names)
-        docs = (
+        entries = (
             await self.store.list_timeline(request.customer_id, size, after, names)
             if size > 0
             else []
         )
         token = ""
-        if len(docs) == size and size > 0 and shown + size < cap:
-            token = _write_token(docs[-1]["at"], docs[-1]["_id"], shown + size)
+        if len(entries) == size and size > 0 and shown + size < cap:
+            token = _write_token(entries[-1]["at"], entries[-1]["_id"], shown + size)
         return profile_pb2.ListTimelineResponse(
             entries=[
                 _entry(
-                    d, _write_token(d["at"], d["_id"], shown + n + 1) if shown + n + 1 < cap else ""
+                    e, _write_token(e["at"], e["_id"], shown + n + 1) if shown + n + 1 < cap else ""
                 )
-                for n, d in enumerate(docs)
+                for n, e in enumerate(entries)
             ],
             next_page_token=token,
         )
 
     async def GetProfile(
-        self, request: profile_pb2.GetProfileRequest, context: grpc.aio.ServicerContext[Any, Any]
+        self, request: profile_pb2.GetProfileRequest, context: Context
     ) -> profile_pb2.Profile:
         """The profile of ``request.customer_id``; NOT_FOUND before its first event."""
         return to_proto(await self._profile(request.customer_id), self.rules)
 
     async def GetGroup(
-        self, request: profile_pb2.GetGroupRequest, context: grpc.aio.ServicerContext[Any, Any]
+        self, request: profile_pb2.GetGroupRequest, context: Context
     ) -> profile_pb2.Group:
         """The group ``request.group_id``; NOT_FOUND before its first group call."""
         check_id("group_id", request.group_id)
@@ -315,7 +318,7 @@ class ProfileServicer(profile_pb2_grpc.ProfileServiceServicer):
     async def BatchListCustomerGroups(
         self,
         request: profile_pb2.BatchListCustomerGroupsRequest,
-        context: grpc.aio.ServicerContext[Any, Any],
+        context: Context,
     ) -> profile_pb2.BatchListCustomerGroupsResponse:
         """The groups of many customers, a page each when ``page_size`` is set; every id asked
         for is answered (maybe with none)."""
@@ -396,7 +399,7 @@ class PrivacyServicer(privacy_pb2_grpc.PrivacyServiceServicer):
     async def SubmitPrivacyRequest(
         self,
         request: privacy_pb2.SubmitPrivacyRequestRequest,
-        context: grpc.aio.ServicerContext[Any, Any],
+        context: Context,
     ) -> privacy_pb2.PrivacyRequestStatus:
         """Record the request, then publish it to every service."""
         check_id("customer_id", request.customer_id)
@@ -417,7 +420,7 @@ class PrivacyServicer(privacy_pb2_grpc.PrivacyServiceServicer):
     async def GetPrivacyRequest(
         self,
         request: privacy_pb2.GetPrivacyRequestRequest,
-        context: grpc.aio.ServicerContext[Any, Any],
+        context: Context,
     ) -> privacy_pb2.PrivacyRequestStatus:
         """Pending or done, per service."""
         check_id("request_id", request.request_id, limit=MAX_REQUEST_ID_LENGTH)

@@ -15,6 +15,8 @@ from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
+from services.profile.records import StoredCart
+
 ORDER_COMPLETED = "Order Completed"
 ORDER_UPDATED = "Order Updated"
 ORDER_REFUNDED = "Order Refunded"
@@ -266,8 +268,9 @@ class Cart:
     last_product_id: str
 
 
-def cart(stored: Mapping[str, Mapping[str, Any]]) -> Cart:
-    """The cart state from the stored ``cart.last_added`` / ``cart.last_ordered`` times."""
+def cart(stored: StoredCart | Mapping[str, Mapping[str, Any]]) -> Cart:
+    """The cart state from the stored ``cart.last_added`` / ``cart.last_ordered`` times (or
+    the same times as a fold's timed fields hold them)."""
     added = stored.get("last_added") or {}
     ordered = stored.get("last_ordered") or {}
     added_at = added.get("at")

@@ -6,7 +6,6 @@ import asyncio
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
 
 from google.protobuf.json_format import MessageToDict
 from prometheus_client import Counter
@@ -16,6 +15,7 @@ from services.platform import topics
 from services.platform.bus import Bus, Delivery, Pending
 from services.platform.errors import PoisonMessage
 from services.platform.merges import Merge, MergeHandler
+from services.platform.privacy import Export
 from services.platform.timestamps import event_time
 from services.profile.api import to_proto
 from services.profile.commerce import LoyaltyRules
@@ -31,6 +31,7 @@ from services.profile.fold import (
 )
 from services.profile.groups import group_change
 from services.profile.privacy_requests import PrivacyAnswer, PrivacyRequests
+from services.profile.records import JsonObject, json_object
 from services.profile.store import ProfileStore
 
 SERVICE = "profile"
@@ -62,7 +63,7 @@ def to_resolved_event(event: events_pb2.Event) -> ResolvedEvent:
     context = MessageToDict(event.context) if event.HasField("context") else {}
     context_traits = context.get("traits")
     kind = _KINDS.get(event.type, "other")
-    group_traits: dict[str, Any] = {}
+    group_traits: JsonObject = {}
     if kind == GROUP:
         # A group call's traits are the group's; only context.traits describe the user.
         group_traits, traits = traits, {}
@@ -84,7 +85,7 @@ def to_resolved_event(event: events_pb2.Event) -> ResolvedEvent:
     )
 
 
-def _device(context: dict[str, Any]) -> str:
+def _device(context: JsonObject) -> str:
     """``type/model`` of the device (``ios/iPhone15,2``), or ``""``."""
     device = context.get("device")
     if not isinstance(device, dict):
@@ -177,6 +178,15 @@ def merge_handler(store: ProfileStore) -> MergeHandler:
         FOLDED.labels("merge" if applied else "duplicate").inc()
 
     return MergeHandler(follow)
+
+
+def privacy_export(store: ProfileStore) -> Export:
+    """The profile's privacy export as the privacy handler answers it: plain JSON."""
+
+    async def export(customer_id: str) -> JsonObject:
+        return json_object(await store.export(customer_id))
+
+    return export
 
 
 def privacy_answer(completed: events_pb2.PrivacyCompleted) -> PrivacyAnswer:

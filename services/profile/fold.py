@@ -15,6 +15,7 @@ from typing import Any
 
 from services.platform.fieldnames import field_key, original_name
 from services.profile import commerce, engagement, sessions
+from services.profile.records import JsonObject
 
 TRACK = "track"
 IDENTIFY = "identify"
@@ -30,15 +31,15 @@ class ResolvedEvent:
     kind: str
     name: str
     occurred_at: datetime
-    traits: dict[str, Any] = field(default_factory=dict)
-    properties: dict[str, Any] = field(default_factory=dict)
+    traits: JsonObject = field(default_factory=dict)
+    properties: JsonObject = field(default_factory=dict)
     source: str = ""
     channel: str = ""
     device: str = ""
     # group calls: the group and its traits (``traits`` holds only the user's, from
     # ``context.traits``).
     group_id: str = ""
-    group_traits: dict[str, Any] = field(default_factory=dict)
+    group_traits: JsonObject = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ class ProfileDelta:
 
     event_id: str
     customer_id: str
-    set_traits: dict[str, Any]
+    set_traits: JsonObject
     count_increments: dict[str, int]
     seen_at: datetime
     # Other document paths: set (orders) and added to (loyalty redemptions).
@@ -155,7 +156,7 @@ def fold(event: ResolvedEvent) -> ProfileDelta:
 class MergedDelta:
     """Several deltas of one customer combined: counters summed, later traits win."""
 
-    set_traits: dict[str, Any]
+    set_traits: JsonObject
     count_increments: dict[str, int]
     first_seen: datetime
     last_seen: datetime
@@ -177,7 +178,7 @@ class MergedDelta:
 def merge(deltas: Sequence[ProfileDelta]) -> MergedDelta:
     """Combine one customer's deltas, given in arrival order, into a single change: counters
     summed, each trait from the latest event by the event's own time (ties: last arrived)."""
-    traits: dict[str, Any] = {}
+    traits: JsonObject = {}
     times: dict[str, datetime] = {}
     counts: dict[str, int] = {}
     set_fields: dict[str, Any] = {}

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from services.platform.fieldnames import field_key
 from services.platform.validation import MAX_ID_LENGTH
 from services.profile.fold import GROUP, ResolvedEvent
+from services.profile.records import JsonObject
 
 
 @dataclass(frozen=True)
@@ -24,7 +24,7 @@ class GroupChange:
     group_id: str
     customer_id: str
     # Trait keys are MongoDB-safe (``field_key``).
-    traits: dict[str, Any]
+    traits: JsonObject
     at: datetime
 
 

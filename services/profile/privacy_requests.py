@@ -12,10 +12,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol, TypeAlias
+from typing import Protocol, TypeAlias
 
 from lodestar.v1 import events_pb2
 from services.platform.errors import NotFound
+from services.profile.records import JsonObject
 
 KINDS = (events_pb2.PRIVACY_REQUEST_KIND_ERASE, events_pb2.PRIVACY_REQUEST_KIND_EXPORT)
 EXPORT = events_pb2.PRIVACY_REQUEST_KIND_EXPORT
@@ -39,14 +40,14 @@ class PrivacyAnswer:
     service: str
     kind: Kind
     completed_at: datetime
-    export: Mapping[str, Any] | None = None
+    export: JsonObject | None = None
 
 
 class SealedExport(Protocol):
     """A service's export as stored (encrypted): opened only when the request is done."""
 
-    def reveal(self) -> Any:
-        """The export in clear (JSON values)."""
+    def reveal(self) -> JsonObject:
+        """The export in clear."""
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,8 @@ class PrivacyStatus:
     services: tuple[ServiceState, ...]
     requested_at: datetime
     completed_at: datetime | None
-    export: dict[str, Any] | None
+    # Each answering service's export, by service name.
+    export: dict[str, JsonObject] | None
 
 
 class PrivacyRequestStore(Protocol):

@@ -14,7 +14,12 @@ from services.platform.rotation import Tally
 from services.platform.rpc import GrpcServer
 from services.platform.runtime import serve_until_shutdown
 from services.profile.api import PrivacyServicer, ProfileServicer
-from services.profile.consumers import CompletionHandler, ResolvedEventHandler, merge_handler
+from services.profile.consumers import (
+    CompletionHandler,
+    ResolvedEventHandler,
+    merge_handler,
+    privacy_export,
+)
 from services.profile.privacy_requests import PrivacyRequests
 from services.profile.settings import ProfileSettings
 from services.profile.store import ProfileStore
@@ -73,7 +78,7 @@ async def serve(settings: ProfileSettings) -> None:
         [topics.PRIVACY],
         "profile-privacy",
         events_pb2.PrivacyRequest,
-        PrivacyHandler("profile", bus, erase=store.erase, export=store.export),
+        PrivacyHandler("profile", bus, erase=store.erase, export=privacy_export(store)),
     )
     answers = bus.subscribe(
         [topics.PRIVACY_COMPLETED],

@@ -10,6 +10,7 @@ import pytest
 from motor.motor_asyncio import AsyncIOMotorClient
 
 from services.identity.plan import ACTIVE
+from services.identity.records import MergeRecord
 from services.identity.rules import IdentityRules
 from services.identity.store import IdentityStore
 from services.platform.errors import InvalidArgument
@@ -74,6 +75,25 @@ async def test_anonymous_devices_then_identify_merge_into_the_oldest(store: Iden
         ("anonymous_id", "phone-1"),
         ("anonymous_id", "laptop-1"),
     }
+
+
+async def test_merge_history_is_read_back_as_typed_merge_records(store: IdentityStore) -> None:
+    r = resolver(store)
+    await r.resolve([event("h1", ("user_id", "u-7"), ("anonymous_id", "tablet-1"), minute=0)])
+    await r.resolve([event("h2", ("anonymous_id", "tv-1"), minute=1)])
+    merged = await r.resolve([event("h3", ("user_id", "u-7"), ("anonymous_id", "tv-1"), minute=2)])
+    [merge] = merged.merges
+    [record] = await store.merge_history(merge.survivor_id)
+    # Exactly the fields the record names, with the types it names (what the API reads).
+    assert set(record) == MergeRecord.__required_keys__
+    assert record == MergeRecord(
+        _id=merge.merge_id,
+        survivor_id=merge.survivor_id,
+        merged_ids=merge.merged_ids,
+        caused_by_event_id="h3",
+        at=merge.at,
+    )
+    assert record["at"].tzinfo is not None
 
 
 async def test_redelivered_batch_changes_nothing(store: IdentityStore) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
+from typing import get_type_hints
 
 import pytest
 from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorDatabase
@@ -259,3 +260,57 @@ async def test_merge_joins_sessions_of_both_profiles(db: AsyncIOMotorDatabase[Do
     # 0 and 20 are one session; 100 and 300 are their own.
     assert profile.sessions.count == 3
     assert profile.sessions.last_started_at == T0 + timedelta(minutes=300)
+
+
+async def test_what_the_profile_store_reads_back_has_exactly_its_records_fields(
+    db: AsyncIOMotorDatabase[Document],
+) -> None:
+    """The records are ``TypedDict`` casts of what the fold wrote: this pins that every
+    stored shape is the one its record names (a renamed or extra field fails here)."""
+    from services.profile import records
+    from services.profile.fold import ResolvedEvent, fold
+
+    def keys(record: type) -> set[str]:
+        return set(get_type_hints(record))
+
+    store = ProfileStore(db, 100)
+    at = [T0 + timedelta(minutes=m) for m in range(5)]
+    events = [
+        ResolvedEvent("r1", "c1", "page", "Shoes", at[0], source="web"),
+        ResolvedEvent(
+            "r2",
+            "c1",
+            "track",
+            "Consent Updated",
+            at[1],
+            properties={"purpose": "email_marketing", "state": "granted"},
+            source="web",
+        ),
+        ResolvedEvent("r3", "c1", "track", "Product Added", at[2], properties={"sku": "s-1"}),
+        ResolvedEvent(
+            "r4", "c1", "track", "Order Completed", at[3], properties={"order_id": "o1", "total": 5}
+        ),
+        ResolvedEvent("r5", "c1", "screen", "Home", at[4], traits={"plan": "gold"}),
+    ]
+    await store.apply([fold(e) for e in events])
+    await store.record(events)
+    profile = await store.get("c1")
+    assert profile is not None
+    assert set(profile.consent["email_marketing"]) == keys(records.ConsentState)
+    assert [set(e) for e in profile.consent_history] == [keys(records.ConsentEntry)]
+    assert set(profile.cart) == keys(records.StoredCart)
+    assert set(profile.cart["last_added"]) == keys(records.CartAddition)
+    assert set(profile.cart["last_ordered"]) == keys(records.CartOrder)
+    assert profile.last_page is not None
+    assert profile.last_screen is not None
+    assert set(profile.last_page) == set(profile.last_screen) == keys(records.ViewedAt)
+
+    timeline = await store.list_timeline("c1", 10, None)
+    assert [e["_id"] for e in timeline] == ["r5", "r4", "r3", "r2", "r1"]
+    assert all(set(e) == keys(records.TimelineRecord) for e in timeline)
+
+    export = await store.export("c1")
+    assert set(export) == keys(records.ProfileExport)
+    assert [set(o) for o in export["orders"]] == [keys(records.ExportedOrder)]
+    assert all(set(e) == keys(records.ExportedEvent) for e in export["events"])
+    assert await store.export("nobody") == {}

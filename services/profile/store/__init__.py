@@ -22,7 +22,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from motor.motor_asyncio import AsyncIOMotorCollection, AsyncIOMotorDatabase
 from pymongo import UpdateOne
@@ -43,6 +43,19 @@ from services.profile.fold import (
     merge,
 )
 from services.profile.groups import GroupChange
+from services.profile.records import (
+    ConsentEntry,
+    ConsentState,
+    ExportedEvent,
+    ExportedOrder,
+    ExportedProfile,
+    JsonObject,
+    ProfileExport,
+    StoredCart,
+    TimelineRecord,
+    ViewedAt,
+)
+from services.profile.sessions import DEFAULT_TIMEOUT, Sessions
 from services.profile.timeline import TimelineSettings
 
 DUPLICATE_KEY = 11000
@@ -56,68 +69,85 @@ class StoredProfile:
     """A profile as read back from the store, with original field names and PII traits
     decrypted."""
 
+    customer_id: str
+    traits: JsonObject
+    event_counts: dict[str, int]
+    first_seen: datetime | None
+    last_seen: datetime | None
+    consent: dict[str, ConsentState]
+    consent_history: list[ConsentEntry]
+    channels: list[str]
+    devices: list[str]
+    cart: StoredCart
+    sources: list[str]
+    last_page: ViewedAt | None
+    last_screen: ViewedAt | None
+    event_last: dict[str, datetime]
+    orders: list[Order]
+    redeemed: dict[str, int]
+    sessions: Sessions
+    # The loyalty tier last announced on profile.changed (None: never announced).
+    announced_tier: str | None
+
     def __init__(
         self,
         doc: Document,
         cipher: FieldCipher | None,
-        session_timeout: timedelta = sessions.DEFAULT_TIMEOUT,
+        session_timeout: timedelta = DEFAULT_TIMEOUT,
     ) -> None:
-        self.customer_id: str = doc["_id"]
-        self.traits: dict[str, Any] = {
-            original_name(k): v for k, v in (doc.get("traits") or {}).items()
-        }
+        self.customer_id = doc["_id"]
+        self.traits = {original_name(k): v for k, v in (doc.get("traits") or {}).items()}
         for key, encrypted in (doc.get("pii") or {}).items():
             if cipher is None:
                 raise RuntimeError("profile holds encrypted traits but no PII keys are set")
             name = original_name(key)
             clear = cipher.decrypt(EncryptedValue.from_document(encrypted), _context(name))
             self.traits[name] = json.loads(clear)
-        self.event_counts: dict[str, int] = {
+        self.event_counts = {
             original_name(k): int(v) for k, v in (doc.get("event_counts") or {}).items()
         }
-        self.first_seen: datetime | None = doc.get("first_seen")
-        self.last_seen: datetime | None = doc.get("last_seen")
-        self.consent: dict[str, dict[str, Any]] = dict(doc.get("consent") or {})
-        self.consent_history: list[dict[str, Any]] = sorted(
-            doc.get("consent_history") or [], key=lambda e: (e["at"], e["purpose"])
+        self.first_seen = doc.get("first_seen")
+        self.last_seen = doc.get("last_seen")
+        # Sub-documents the fold writes whole (services/profile/fold.py): their shape is fixed.
+        self.consent = cast(dict[str, ConsentState], dict(doc.get("consent") or {}))
+        self.consent_history = sorted(
+            cast(list[ConsentEntry], doc.get("consent_history") or []),
+            key=lambda e: (e["at"], e["purpose"]),
         )
-        self.channels: list[str] = sorted(doc.get("channels") or [])
-        self.devices: list[str] = sorted(doc.get("devices") or [])
-        self.cart: dict[str, Any] = dict(doc.get("cart") or {})
-        self.sources: list[str] = sorted(doc.get("sources") or [])
-        self.last_page: dict[str, Any] | None = doc.get("last_page")
-        self.last_screen: dict[str, Any] | None = doc.get("last_screen")
-        self.event_last: dict[str, datetime] = {
-            original_name(k): v for k, v in (doc.get("event_last") or {}).items()
-        }
-        self.orders: list[Order] = orders_from(
+        self.channels = sorted(doc.get("channels") or [])
+        self.devices = sorted(doc.get("devices") or [])
+        self.cart = cast(StoredCart, dict(doc.get("cart") or {}))
+        self.sources = sorted(doc.get("sources") or [])
+        self.last_page = doc.get("last_page")
+        self.last_screen = doc.get("last_screen")
+        self.event_last = {original_name(k): v for k, v in (doc.get("event_last") or {}).items()}
+        self.orders = orders_from(
             {original_name(k): v for k, v in (doc.get("orders") or {}).items()}
         )
-        self.redeemed: dict[str, int] = dict(doc.get("loyalty") or {})
+        self.redeemed = dict(doc.get("loyalty") or {})
         self.sessions = sessions.summary(doc.get("activity") or [], session_timeout)
-        # The loyalty tier last announced on profile.changed (None: never announced).
-        self.announced_tier: str | None = doc.get("announced_tier")
+        self.announced_tier = doc.get("announced_tier")
 
-    def export(self) -> dict[str, Any]:
+    def export(self) -> ExportedProfile:
         """Everything this profile holds, as JSON-ready data."""
-        return {
-            "customer_id": self.customer_id,
-            "traits": self.traits,
-            "event_counts": self.event_counts,
-            "first_seen": self.first_seen.isoformat() if self.first_seen else None,
-            "last_seen": self.last_seen.isoformat() if self.last_seen else None,
-            "orders": [
-                {
-                    "order_id": o.order_id,
-                    "amount_minor": o.amount_minor,
-                    "currency": o.currency,
-                    "at": o.at.isoformat(),
-                    "refunded_minor": o.refunded_minor,
-                }
+        return ExportedProfile(
+            customer_id=self.customer_id,
+            traits=self.traits,
+            event_counts=self.event_counts,
+            first_seen=self.first_seen.isoformat() if self.first_seen else None,
+            last_seen=self.last_seen.isoformat() if self.last_seen else None,
+            orders=[
+                ExportedOrder(
+                    order_id=o.order_id,
+                    amount_minor=o.amount_minor,
+                    currency=o.currency,
+                    at=o.at.isoformat(),
+                    refunded_minor=o.refunded_minor,
+                )
                 for o in self.orders
             ],
-            "loyalty": self.redeemed,
-        }
+            loyalty=self.redeemed,
+        )
 
 
 @dataclass(frozen=True)
@@ -125,7 +155,7 @@ class StoredGroup:
     """A group as read back: original trait names, PII traits decrypted."""
 
     group_id: str
-    traits: dict[str, Any]
+    traits: JsonObject
     member_count: int
     created_at: datetime | None
     updated_at: datetime | None
@@ -224,7 +254,7 @@ class ProfileStore:
         page_size: int,
         after: tuple[datetime, str] | None,
         names: Sequence[str] = (),
-    ) -> list[Document]:
+    ) -> list[TimelineRecord]:
         """A page of the customer's timeline, newest first, within the configured cap; PII
         traits decrypted. ``after`` is the (time, event id) the previous page ended with;
         ``names``, when given, keeps only events of those names."""
@@ -237,15 +267,26 @@ class ProfileStore:
         docs = await (
             self.timeline.find(query).sort([("at", -1), ("_id", -1)]).limit(page_size)
         ).to_list(None)
-        for doc in docs:
-            if "pii" in doc:
-                if self.cipher is None:
-                    raise RuntimeError("timeline holds encrypted traits but no PII keys are set")
-                clear = self.cipher.decrypt(
-                    EncryptedValue.from_document(doc.pop("pii")), "timeline"
-                )
-                doc["traits"] = {**doc["traits"], **json.loads(clear)}
-        return docs
+        return [self._timeline_record(doc) for doc in docs]
+
+    def _timeline_record(self, doc: Document) -> TimelineRecord:
+        """A timeline document as the record the API and the export read."""
+        traits: JsonObject = dict(doc.get("traits") or {})
+        if "pii" in doc:
+            if self.cipher is None:
+                raise RuntimeError("timeline holds encrypted traits but no PII keys are set")
+            clear = self.cipher.decrypt(EncryptedValue.from_document(doc["pii"]), "timeline")
+            traits.update(json.loads(clear))
+        return TimelineRecord(
+            _id=doc["_id"],
+            customer_id=doc["customer_id"],
+            type=doc["type"],
+            name=doc.get("name", ""),
+            at=doc["at"],
+            source=doc.get("source", ""),
+            properties=doc.get("properties") or {},
+            traits=traits,
+        )
 
     async def merge(self, merge_id: str, survivor_id: str, merged_ids: Sequence[str]) -> bool:
         """Fold the merged customers' profiles into the survivor's and leave a tombstone
@@ -463,34 +504,34 @@ class ProfileStore:
                     found[doc["_id"]] = StoredProfile(doc, self.cipher, self.session_timeout)
         return found
 
-    async def export(self, customer_id: str) -> dict[str, Any]:
+    async def export(self, customer_id: str) -> ProfileExport:
         """What profile holds about a customer, for a privacy export: the profile and every
         event still in the timeline (``{}`` if nothing)."""
         profile = await self.get(customer_id)
         if profile is None:
-            return {}
-        events: list[dict[str, Any]] = []
+            return ProfileExport()
+        events: list[ExportedEvent] = []
         after: tuple[datetime, str] | None = None
         while page := await self.list_timeline(profile.customer_id, 500, after):
             events.extend(
-                {
-                    "event_id": doc["_id"],
-                    "type": doc["type"],
-                    "name": doc.get("name", ""),
-                    "at": doc["at"].isoformat(),
-                    "source": doc.get("source", ""),
-                    "properties": doc.get("properties") or {},
-                    "traits": doc.get("traits") or {},
-                }
-                for doc in page
+                ExportedEvent(
+                    event_id=entry["_id"],
+                    type=entry["type"],
+                    name=entry["name"],
+                    at=entry["at"].isoformat(),
+                    source=entry["source"],
+                    properties=entry["properties"],
+                    traits=entry["traits"],
+                )
+                for entry in page
             )
             after = (page[-1]["at"], page[-1]["_id"])
         groups = await self.groups_of([profile.customer_id])
-        return {
+        return ProfileExport(
             **profile.export(),
-            "events": events,
-            "groups": [g.group_id for g in groups[profile.customer_id]],
-        }
+            events=events,
+            groups=[g.group_id for g in groups[profile.customer_id]],
+        )
 
     async def announce_tier(self, customer_id: str, tier: str) -> str | None:
         """Record ``tier`` as the one last announced; returns the previous one when it

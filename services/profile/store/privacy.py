@@ -9,7 +9,7 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import cast
 
 from motor.motor_asyncio import AsyncIOMotorDatabase
 from pymongo.errors import DuplicateKeyError
@@ -24,6 +24,7 @@ from services.profile.privacy_requests import (
     StoredAnswer,
     StoredPrivacyRequest,
 )
+from services.profile.records import JsonObject
 from services.profile.store import rotate_values
 
 _EXPORT_CONTEXT = "privacy-export"
@@ -36,10 +37,11 @@ class _Sealed:
     cipher: FieldCipher
     stored: Document
 
-    def reveal(self) -> Any:
+    def reveal(self) -> JsonObject:
         """The export in clear."""
         clear = self.cipher.decrypt(EncryptedValue.from_document(self.stored), _EXPORT_CONTEXT)
-        return json.loads(clear)
+        # Written by :meth:`PrivacyRequestStore.answer` from a mapping: a JSON object.
+        return cast(JsonObject, json.loads(clear))
 
 
 class PrivacyRequestStore:
