@@ -11,10 +11,10 @@ from graphql import GraphQLError
 from strawberry.scalars import JSON
 from strawberry.types import Info
 
+from gateway.consent import Consent
 from gateway.errors import SERVICE_UNAVAILABLE, client_error
 from gateway.intake import EventIntake
 from gateway.mutation_errors import call, input_error
-from gateway.schema import Consent
 from gateway.scopes import Scope, needs
 from gateway.segment import InvalidEvent
 from lodestar.v1 import profile_pb2

@@ -17,6 +17,7 @@ from strawberry.types import ExecutionContext, ExecutionResult, Info
 from strawberry.types.graphql import OperationType
 
 from gateway.admin import AdminMutation, AdminQuery
+from gateway.consent import Consent
 from gateway.devmode import dev_mode_only, schema_config
 from gateway.error_log import log_errors
 from gateway.errors import MaskUnexpectedErrors, from_rpc_error
@@ -25,6 +26,7 @@ from gateway.items import Item, item
 from gateway.limits import document_limits
 from gateway.loaders import Loaders, TimelineKey
 from gateway.masking import masked_identifier, masked_traits
+from gateway.mutations import Mutation
 from gateway.privacy import PrivacyRequest, privacy_request
 from gateway.recommendations import Recommendations, customer_recommendations
 from gateway.relay import Connection, Edge, PageInfo, check_first, connection
@@ -125,23 +127,6 @@ class Loyalty:
     purchases_last_12_months: int = strawberry.field(
         description="Orders in the last 12 months not wholly refunded."
     )
-
-
-@strawberry.type(description="A consent decision for one purpose.")
-class Consent:
-    purpose: str
-    state: str = strawberry.field(description="granted or denied")
-    source: str
-    at: datetime | None
-
-    @staticmethod
-    def of(message: profile_pb2.ConsentState) -> Consent:
-        return Consent(
-            purpose=message.purpose,
-            state=message.state,
-            source=message.source,
-            at=field_time(message, "at"),
-        )
 
 
 @strawberry.type(description="Channels and sources the customer used, and where they were last.")
@@ -596,9 +581,6 @@ class LodestarSchema(strawberry.Schema):
 
 def build_schema(settings: GatewaySettings) -> strawberry.Schema:
     """The schema with the request limits of ``settings``."""
-    # Here, not at the top: the mutations' types build on this module's.
-    from gateway.mutations import Mutation
-
     return LodestarSchema(
         query=merge_types("Query", (Query, AdminQuery)),
         mutation=merge_types("Mutation", (Mutation, AdminMutation)),
