@@ -32,7 +32,7 @@ from infra.local.demo import (
     create_demo_wallet,
     send_demo_data,
 )
-from infra.local.demo_command import run_demo
+from infra.local.demo_command import evaluate_demo, run_demo
 from infra.local.demo_load import DemoTarget
 from infra.local.movielens import DEMO_STORE_SETTINGS
 from infra.local.stack import DEV_PASS_TYPE_ID, ROOT, Stack, StackPorts
@@ -199,22 +199,47 @@ def load_demo(log_dir: Path, users: int | None, source: Path | None) -> int:
         return 130
 
 
+def evaluate_demo_command(
+    log_dir: Path, users: int | None, source: Path | None, test_fraction: float, seed: int
+) -> int:
+    """``evaluate-demo``: recommendation quality through the launcher running with
+    ``log_dir`` (start it with ``--no-demo``: the command loads the training part itself)."""
+    try:
+        target = read_connection(log_dir)
+    except (OSError, ValueError) as error:
+        print(f"evaluate-demo: error: {error}", file=sys.stderr)
+        return 2
+    return evaluate_demo(
+        target, users=users, test_fraction=test_fraction, seed=seed, source_dir=source
+    )
+
+
+def _fraction(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    if not 0 < number < 1:
+        raise argparse.ArgumentTypeError(f"{value[:20]!r} is not a fraction between 0 and 1")
+    return number
+
+
 def _positive(value: str) -> int:
     if not value.isdigit() or int(value) < 1:
         raise argparse.ArgumentTypeError(f"{value[:20]!r} is not a whole number >= 1")
     return int(value)
 
 
-def main() -> None:
-    """Run until Ctrl-C / SIGTERM (``status``: print the running launcher's processes); exit
-    non-zero if the stack broke beyond repair (an in-memory server died)."""
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument(
         "command",
         nargs="?",
-        choices=("run", "status", "load-demo"),
+        choices=("run", "status", "load-demo", "evaluate-demo"),
         default="run",
-        help="default: run; load-demo: MovieLens-100k into the running stack",
+        help="default: run; load-demo: MovieLens-100k into the running stack; evaluate-demo: "
+        "nDCG@10 of the running stack's recommendations on a MovieLens holdout (start the "
+        "stack with --no-demo; minutes)",
     )
     parser.add_argument("--no-demo", action="store_true", help="start without demo data")
     parser.add_argument("--log-dir", type=Path, default=ROOT / ".local" / "logs")
@@ -230,12 +255,32 @@ def main() -> None:
         metavar="DIR",
         help="load-demo: the folder with ml-100k.user/.item/.inter (default: recbole's copy)",
     )
-    args = parser.parse_args()
+    parser.add_argument(
+        "--test-fraction",
+        type=_fraction,
+        default=0.25,
+        metavar="F",
+        help="evaluate-demo: held out per customer",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="evaluate-demo: the split's seed")
+    return parser
+
+
+def main() -> None:
+    """Run until Ctrl-C / SIGTERM (``status``: print the running launcher's processes); exit
+    non-zero if the stack broke beyond repair (an in-memory server died)."""
+    args = _parser().parse_args()
     status_file = args.log_dir / "status.json"
     if args.command == "status":
         sys.exit(print_status(status_file))
     if args.command == "load-demo":
         sys.exit(load_demo(args.log_dir, args.users, args.source))
+    if args.command == "evaluate-demo":
+        sys.exit(
+            evaluate_demo_command(
+                args.log_dir, args.users, args.source, args.test_fraction, args.seed
+            )
+        )
     # The supervisor reports exits and restarts here: names, exit codes and signals only
     # (other libraries stay at WARNING: health probes are not news).
     logging.basicConfig(format="%(asctime)s launcher: %(message)s", stream=sys.stderr)

@@ -1,8 +1,11 @@
 """``python -m infra.local load-demo`` and what ``make run`` does after start-up: MovieLens-100k
-through the front door (:mod:`infra.local.demo_load`), the demo around it, then the tour."""
+through the front door (:mod:`infra.local.demo_load`), the demo around it, then the tour; and
+``evaluate-demo``, the offline holdout scored through the running stack
+(:mod:`infra.local.demo_eval`)."""
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -11,6 +14,7 @@ from typing import TextIO
 import grpc
 
 from infra.local.demo import DEMO_OFFER_ID, WALLET_DEMO_USER
+from infra.local.demo_eval import evaluate_through_stack
 from infra.local.demo_load import DemoLoadError, DemoTarget, Stopped, customer_ids, finish, load
 from infra.local.movielens import DemoSourceError, read_source
 from infra.local.tour import tour
@@ -71,4 +75,35 @@ def run_demo(
         file=out,
         flush=True,
     )
+    return 0
+
+
+def evaluate_demo(
+    target: DemoTarget,
+    *,
+    users: int | None = None,
+    test_fraction: float = 0.25,
+    seed: int = 0,
+    source_dir: Path | None = None,
+) -> int:
+    """Score the stack's recommendations on the MovieLens holdout; one JSON line, or one error
+    line on stderr and the exit code."""
+    try:
+        result = evaluate_through_stack(
+            target,
+            source_dir or movielens_dir(),
+            users=users,
+            test_fraction=test_fraction,
+            seed=seed,
+        )
+    except (DemoSourceError, OSError, ValueError) as error:
+        print(f"evaluate-demo: error: {error}", file=sys.stderr)
+        return USAGE_ERROR
+    except DemoLoadError as error:
+        print(f"evaluate-demo: {error}", file=sys.stderr)
+        return FAILED
+    except grpc.RpcError as error:
+        print(f"evaluate-demo: a service refused: {error.code().name}", file=sys.stderr)
+        return FAILED
+    print(json.dumps(result))
     return 0

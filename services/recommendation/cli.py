@@ -3,9 +3,8 @@
 - ``train``: train, store and report a model version (what a Kubernetes CronJob runs), with a
   progress bar when stderr is a terminal;
 - ``evaluate``: precision@10, MAP@10 and nDCG@10 of the configured model and of the popularity
-  baseline on one holdout, as a table and as JSON lines (MovieLens-100k by default);
-  ``--through-stack``: the same holdout, the training part loaded through the ingest API of
-  the running ``make run`` stack, the service trained and asked over gRPC (one JSON line);
+  baseline on one holdout, as a table and as JSON lines (MovieLens-100k by default; the
+  same holdout through a running stack is the local launcher's ``evaluate-demo``);
 - ``import-catalog FILE.csv``: store catalog items (item_id,name,category,price,image_url);
 - ``load-movielens``: MovieLens-100k as catalog and interactions, then train (demo data).
 
@@ -22,7 +21,6 @@ import sys
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
-from pathlib import Path
 
 from services.platform.commandline import USAGE_ERROR, CommandParser, parse_command
 from services.platform.errors import InvalidArgument, Unavailable
@@ -32,7 +30,6 @@ from services.platform.settings import load_settings
 from services.recommendation.catalog import read_catalog
 from services.recommendation.datasets import (
     movielens_catalog,
-    movielens_dir,
     movielens_ratings,
     read_interactions,
 )
@@ -91,21 +88,6 @@ def _parser() -> CommandParser:
     evaluate_.add_argument("--learning-rate", type=float, metavar="X", help="BPR only")
     evaluate_.add_argument("--test-fraction", type=_fraction, default=0.25, metavar="F")
     evaluate_.add_argument("--seed", type=int, default=0)
-    evaluate_.add_argument(
-        "--through-stack",
-        action="store_true",
-        help="evaluate through the running stack (make run --no-demo): load the training part "
-        "through the ingest API, train the service, ask its Recommend (minutes)",
-    )
-    evaluate_.add_argument(
-        "--log-dir",
-        type=Path,
-        metavar="DIR",
-        help="--through-stack: the launcher's log directory (default: .local/logs)",
-    )
-    evaluate_.add_argument(
-        "--users", type=int, metavar="N", help="--through-stack: the first N MovieLens users"
-    )
     catalog = commands.add_parser(
         "import-catalog",
         help="store catalog items from a CSV file",
@@ -130,8 +112,6 @@ def main(argv: Sequence[str]) -> int:
     if isinstance(arguments, int):
         return arguments
     settings = load_settings(RecommendationSettings)
-    if arguments.command == "evaluate" and arguments.through_stack:
-        return _evaluate_through_stack(arguments)
     if arguments.command == "evaluate":
         return _evaluate(arguments, settings)
     configure_logging("recommendation", settings.log_level)
@@ -251,40 +231,6 @@ def _evaluate(arguments: argparse.Namespace, settings: RecommendationSettings) -
     print(format_table(results))
     for result in results:
         print(json.dumps(result.as_dict()))
-    return 0
-
-
-def _evaluate_through_stack(arguments: argparse.Namespace) -> int:
-    # The local launcher's tooling: imported only for this command.
-    import grpc
-
-    from infra.local.connection import read_connection
-    from infra.local.demo_eval import evaluate_through_stack
-    from infra.local.demo_load import DemoLoadError
-    from infra.local.stack import ROOT
-
-    if arguments.users is not None and arguments.users < 1:
-        print("evaluate: error: --users must be at least 1", file=sys.stderr)
-        return USAGE_ERROR
-    try:
-        target = read_connection(arguments.log_dir or ROOT / ".local" / "logs")
-        result = evaluate_through_stack(
-            target,
-            movielens_dir(),
-            users=arguments.users,
-            test_fraction=arguments.test_fraction,
-            seed=arguments.seed,
-        )
-    except (OSError, ValueError) as error:
-        print(f"evaluate: error: {error}", file=sys.stderr)
-        return USAGE_ERROR
-    except DemoLoadError as error:
-        print(f"evaluate: {error}", file=sys.stderr)
-        return NOTHING_DONE
-    except grpc.RpcError as error:
-        print(f"evaluate: a service refused: {error.code().name}", file=sys.stderr)
-        return NOTHING_DONE
-    print(json.dumps(result))
     return 0
 
 

@@ -264,6 +264,19 @@ def entry_imports(root: Path) -> list[str]:
     return _pairs(found)
 
 
+def production_reaching_tooling(root: Path) -> list[str]:
+    """(h) What ships (``services``, ``gateway``) imports neither the local launcher and its
+    stand-ins (``infra``) nor the tests: a service image holds neither."""
+    found = [
+        (module, imported)
+        for top in ("services", "gateway")
+        for module in modules_under(root, top)
+        for imported in imports_of(module)
+        if _under(imported, "infra") or _under(imported, "tests")
+    ]
+    return _pairs(found)
+
+
 def import_cycles(root: Path) -> list[str]:
     """(g) The import graph of ``services``, ``gateway`` and ``infra`` has no circles, not even
     through an import deferred into a function: each module can be read after the ones it
@@ -348,6 +361,11 @@ def test_the_gateway_does_not_import_aiokafka() -> None:
     assert found == [], "gateway modules importing aiokafka:\n" + "\n".join(found)
 
 
+def test_what_ships_imports_no_local_tooling() -> None:
+    found = production_reaching_tooling(ROOT)
+    assert found == [], "services or gateway importing infra or tests:\n" + "\n".join(found)
+
+
 def test_the_import_graph_has_no_circles() -> None:
     found = import_cycles(ROOT)
     assert found == [], "modules importing each other:\n" + "\n".join(found)
@@ -402,6 +420,23 @@ def test_a_clean_tree_passes_every_rule(tmp_path: Path) -> None:
     assert gateway_kafka_imports(root) == []
     assert entry_imports(root) == []
     assert import_cycles(root) == []
+    assert production_reaching_tooling(root) == []
+
+
+def test_a_service_reaching_the_launcher_is_caught(tmp_path: Path) -> None:
+    root = _tree(
+        tmp_path,
+        {
+            **CLEAN,
+            # Deferred into one command, as the recommendation CLI once did: still caught.
+            "services/shop/cli.py": "def evaluate():\n    from infra.local.demo_eval import run\n",
+            "gateway/app.py": "from tests.support.keys import KEY\n",
+        },
+    )
+    assert production_reaching_tooling(root) == [
+        "gateway.app: tests.support.keys",
+        "services.shop.cli: infra.local.demo_eval",
+    ]
 
 
 def test_a_circle_of_imports_is_caught(tmp_path: Path) -> None:

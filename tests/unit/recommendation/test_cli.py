@@ -98,13 +98,3 @@ def test_the_catalog_file_is_checked_line_by_line(tmp_path: Path) -> None:
     bad.write_text("name\nBoots\n")
     with pytest.raises(InvalidArgument, match="missing column item_id"):
         read_catalog(bad)
-
-
-def test_evaluate_through_the_stack_says_when_no_stack_runs(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path
-) -> None:
-    assert main(["evaluate", "--through-stack", "--log-dir", str(tmp_path)]) == 2
-    error = capsys.readouterr().err
-    assert "no running stack" in error
-    assert "connection.json does not exist" in error
-    assert main(["evaluate", "--through-stack", "--users", "0"]) == 2
