@@ -14,6 +14,7 @@ from __future__ import annotations
 from services.wallet.google.bodies import (
     NOTIFY_ON_UPDATE,
     TEXT_AND_NOTIFY,
+    JsonObject,
     google_class,
     google_object,
     localized_string,
@@ -36,6 +37,7 @@ __all__ = [
     "NOTIFY_ON_UPDATE",
     "RESOURCES",
     "TEXT_AND_NOTIFY",
+    "JsonObject",
     "Resource",
     "check_id",
     "check_resource",
