@@ -14,9 +14,8 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from services.platform.errors import InvalidArgument
-from services.wallet.applepass import PassContent, PassField
+from services.wallet.applepass import JsonObject, PassContent, PassField
 from services.wallet.google import (
-    JsonObject,
     Resource,
     class_id,
     google_class,

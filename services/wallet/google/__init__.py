@@ -14,7 +14,6 @@ from __future__ import annotations
 from services.wallet.google.bodies import (
     NOTIFY_ON_UPDATE,
     TEXT_AND_NOTIFY,
-    JsonObject,
     google_class,
     google_object,
     localized_string,
@@ -37,7 +36,6 @@ __all__ = [
     "NOTIFY_ON_UPDATE",
     "RESOURCES",
     "TEXT_AND_NOTIFY",
-    "JsonObject",
     "Resource",
     "check_id",
     "check_resource",

@@ -7,14 +7,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
 
-from services.wallet.applepass import PassContent, PassField
+from services.wallet.applepass import JsonObject, PassContent, PassField
 from services.wallet.google.ids import check_id, class_id, object_id, resource_for
 from services.wallet.templates import LANGUAGES, MAX_LOCATIONS, PassKind, PassTemplate
-
-# A JSON object of Google's REST API: its schema is Google's, so values stay unchecked here.
-JsonObject = dict[str, Any]
 
 NOTIFY_ON_UPDATE = "NOTIFY_ON_UPDATE"
 TEXT_AND_NOTIFY = "TEXT_AND_NOTIFY"
