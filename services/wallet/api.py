@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,6 +15,7 @@ from services.wallet.downloads import DownloadLinks
 from services.wallet.live import LiveUpdates
 from services.wallet.offers import checked_offer
 from services.wallet.passes import APPLE, GOOGLE, WalletPasses
+from services.wallet.records import StoredOffer, StoredPass
 from services.wallet.templates import PassKind
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -51,7 +51,7 @@ def _stamp(at: datetime) -> Timestamp:
     return stamp
 
 
-def _offer(doc: Mapping[str, Any]) -> wallet_pb2.Offer:
+def _offer(doc: StoredOffer) -> wallet_pb2.Offer:
     offer = wallet_pb2.Offer(
         offer_id=doc["_id"],
         segment_id=doc["segment_id"],
@@ -83,9 +83,9 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
         self.live = live
         self.links = links
 
-    def _pass(self, doc: Mapping[str, Any]) -> wallet_pb2.WalletPass:
+    def _pass(self, doc: StoredPass) -> wallet_pb2.WalletPass:
         """The pass as every call but IssuePass answers it: without its secret token."""
-        google = doc.get("google") or {}
+        google = doc.get("google")
         return wallet_pb2.WalletPass(
             serial_number=doc["_id"],
             customer_id=doc["customer_id"],
@@ -98,7 +98,7 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
             created_at=_stamp(doc["created_at"]),
             updated_at=_stamp(doc["updated_at"]),
             save_link=self.passes.save_link(doc) if google else "",
-            google_object_id=google.get("object_id", ""),
+            google_object_id=google.get("object_id", "") if google else "",
             offer_id=doc.get("offer_id", ""),
             fields={k: str(v) for k, v in doc.get("fields", {}).items()},
             relevant_dates=[_stamp(at) for at in doc.get("relevant_dates", [])],

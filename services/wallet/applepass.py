@@ -26,11 +26,16 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from cryptography.hazmat.primitives.serialization import pkcs7
 from cryptography.x509.oid import NameOID
 from wallet import models
 
 from services.wallet.templates import MAX_LOCATIONS, PassKind, Place, TierColours
+
+# A JSON object in another party's schema (Apple's pass.json, Google Wallet's REST bodies):
+# its shape is theirs, so its values stay unchecked here.
+JsonObject = dict[str, Any]
 
 PKPASS_MEDIA_TYPE = "application/vnd.apple.pkpass"
 # Apple's pass type certificates carry the pass type id as the subject's user id.
@@ -133,7 +138,7 @@ class PassSigner:
         )
 
 
-def _spki(key: Any) -> bytes:
+def _spki(key: PublicKeyTypes) -> bytes:
     return bytes(
         key.public_bytes(
             serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
@@ -186,7 +191,7 @@ def _library_field(item: PassField) -> models.Field:
     return made
 
 
-def _repair_field(raw: dict[str, Any]) -> dict[str, Any]:
+def _repair_field(raw: JsonObject) -> JsonObject:
     fixed = {k: v for k, v in raw.items() if v not in ("", None)}
     message = fixed.get("changeMessage")
     if message is not None and "%@" not in message:
@@ -194,7 +199,7 @@ def _repair_field(raw: dict[str, Any]) -> dict[str, Any]:
     return fixed
 
 
-def _location(place: Place) -> dict[str, Any]:
+def _location(place: Place) -> JsonObject:
     raw = models.Location(place.latitude, place.longitude).json_dict()
     fixed = {"latitude": raw["latitude"], "longitude": raw["longitude"]}
     if place.altitude is not None:
@@ -204,7 +209,7 @@ def _location(place: Place) -> dict[str, Any]:
     return fixed
 
 
-def pass_json(content: PassContent, pass_type_id: str, team_id: str) -> dict[str, Any]:
+def pass_json(content: PassContent, pass_type_id: str, team_id: str) -> JsonObject:
     """The pass.json dictionary: the library's output with its defects repaired."""
     if len(content.places) > MAX_LOCATIONS:
         raise ValueError(f"a pass has at most {MAX_LOCATIONS} locations")
@@ -232,7 +237,7 @@ def pass_json(content: PassContent, pass_type_id: str, team_id: str) -> dict[str
         built.webServiceURL = content.web_service_url
         built.authenticationToken = content.authentication_token
     # Plain JSON types, exactly as the library would serialise them.
-    doc: dict[str, Any] = json.loads(json.dumps(built, default=models.PassHandler))
+    doc: JsonObject = json.loads(json.dumps(built, default=models.PassHandler))
     style = doc[content.kind.value]
     for area in _FIELD_AREAS:
         if area in style:

@@ -40,7 +40,7 @@ from prometheus_client import Counter, Gauge
 
 from services.wallet.passes import APPLE, GOOGLE
 from services.wallet.pushes import PushOutcome, PushResult
-from services.wallet.records import Registration, StoredPass, registration_id
+from services.wallet.records import GoogleIds, Registration, StoredPass, registration_id
 
 log = logging.getLogger(__name__)
 
@@ -122,15 +122,15 @@ class GoogleSync(Protocol):
     """Brings a Google object up to date with the stored pass; returns the ``google`` part
     of the pass to store (ids and the field values messages were derived from)."""
 
-    async def sync(self, doc: Mapping[str, Any]) -> dict[str, Any]:
+    async def sync(self, doc: StoredPass) -> GoogleIds:
         """Patch the object and send its messages."""
         ...
 
 
-Removed = Callable[[Mapping[str, Any], str, str], Awaitable[object]]
+Removed = Callable[[StoredPass, str, str], Awaitable[object]]
 # Told of every pass a change went out for (at least one APNs push delivered, or the Google
 # object updated).
-Pushed = Callable[[Mapping[str, Any]], Awaitable[object]]
+Pushed = Callable[[StoredPass], Awaitable[object]]
 
 
 class Dispatcher:

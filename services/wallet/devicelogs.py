@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import TypedDict
 
 MAX_SHOWN = 10
 MAX_SHOWN_LENGTH = 200
@@ -72,7 +72,14 @@ def redacted(message: str) -> str:
     return text
 
 
-def log_fields(messages: Sequence[str]) -> dict[str, Any]:
+class DeviceLogFields(TypedDict):
+    """The log fields of one device report."""
+
+    messages: int
+    logs: list[str]
+
+
+def log_fields(messages: Sequence[str]) -> DeviceLogFields:
     """The log fields of one device report: how many messages, and the first ones redacted."""
     return {
         "messages": len(messages),

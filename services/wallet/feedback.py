@@ -9,9 +9,9 @@ The same activity, and every push that went out, is also announced on
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Protocol
 
 from google.protobuf.message import Message
 from google.protobuf.struct_pb2 import Struct
@@ -19,6 +19,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from lodestar.v1 import common_pb2, events_pb2
 from services.platform import topics
+from services.wallet.records import StoredPass
 
 # Names the pass-event ids are derived in (uuid5), so a redelivery carries the same id.
 _PASS_EVENT_IDS = uuid.UUID("0f5b2c1e-7a44-4d0e-9c1a-5e2b7d9a3c61")
@@ -29,7 +30,7 @@ SOURCE = "wallet"
 
 
 def pass_event(
-    name: str, doc: Mapping[str, Any], device_id: str, reason: str, now: datetime
+    name: str, doc: StoredPass, device_id: str, reason: str, now: datetime
 ) -> events_pb2.Event:
     """The raw event saying a pass was installed on or removed from a device."""
     properties = Struct()
@@ -59,7 +60,7 @@ def pass_event(
 
 
 def live_pass_event(
-    kind: events_pb2.PassEventKind.ValueType, doc: Mapping[str, Any], what: str, now: datetime
+    kind: events_pb2.PassEventKind.ValueType, doc: StoredPass, what: str, now: datetime
 ) -> events_pb2.PassEvent:
     """The ``wallet.pass-events`` message: ``what`` tells this occurrence apart from others
     of the same kind on the same pass (the device and time, or the pass version pushed)."""
@@ -98,7 +99,7 @@ class WalletFeedback:
     def __init__(self, bus: Publisher) -> None:
         self.bus = bus
 
-    async def installed(self, doc: Mapping[str, Any], device_id: str) -> None:
+    async def installed(self, doc: StoredPass, device_id: str) -> None:
         """A phone registered for the pass."""
         now = datetime.now(UTC)
         event = pass_event(INSTALLED, doc, device_id, "", now)
@@ -112,7 +113,7 @@ class WalletFeedback:
             ]
         )
 
-    async def removed(self, doc: Mapping[str, Any], device_id: str, reason: str = "") -> None:
+    async def removed(self, doc: StoredPass, device_id: str, reason: str = "") -> None:
         """A phone unregistered, or APNs says the device no longer has the pass."""
         now = datetime.now(UTC)
         event = pass_event(REMOVED, doc, device_id, reason, now)
@@ -126,7 +127,7 @@ class WalletFeedback:
             ]
         )
 
-    async def pushed(self, doc: Mapping[str, Any]) -> None:
+    async def pushed(self, doc: StoredPass) -> None:
         """A change of the pass went out (an APNs push or a Google object update); the id
         follows the pass version, so pushing the same version again repeats the id."""
         live = live_pass_event(

@@ -10,11 +10,11 @@ the object to the new tier's class."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from collections.abc import Sequence
+from typing import Protocol
 
 from services.platform.errors import InvalidArgument
-from services.wallet.applepass import PassContent, PassField
+from services.wallet.applepass import JsonObject, PassContent, PassField
 from services.wallet.google import (
     Resource,
     class_id,
@@ -24,6 +24,7 @@ from services.wallet.google import (
     resource_for,
 )
 from services.wallet.passes import pass_content
+from services.wallet.records import GoogleIds, NewPass, StoredPass
 from services.wallet.templates import PassKind, template_named
 
 LOGO_PATH = "/images/logo.png"
@@ -64,23 +65,23 @@ class GoogleApi(Protocol):
     """The Google Wallet API as the passes use it
     (:class:`services.wallet.clients.google.GoogleWalletClient`)."""
 
-    async def ensure_class(self, resource: Resource, body: Mapping[str, Any]) -> dict[str, Any]:
+    async def ensure_class(self, resource: Resource, body: JsonObject) -> object:
         """Insert the class, or patch it when it exists."""
         ...
 
-    async def insert_object(self, resource: Resource, body: Mapping[str, Any]) -> dict[str, Any]:
+    async def insert_object(self, resource: Resource, body: JsonObject) -> object:
         """Insert the object (the stored one when it exists already)."""
         ...
 
     async def patch_object(
-        self, resource: Resource, object_id: str, body: Mapping[str, Any], *, notify: bool = True
-    ) -> dict[str, Any]:
+        self, resource: Resource, object_id: str, body: JsonObject, *, notify: bool = True
+    ) -> object:
         """Patch the object's top-level fields."""
         ...
 
     async def add_message(
         self, resource: Resource, object_id: str, header: str, body: str, message_id: str
-    ) -> dict[str, Any]:
+    ) -> object:
         """Add a message to the pass and push it to the phone."""
         ...
 
@@ -100,7 +101,7 @@ class GooglePasses:
         self.logo_uri = web_service_url.rstrip("/") + LOGO_PATH
         self._classes: set[str] = set()
 
-    async def _class(self, content: PassContent, doc: Mapping[str, Any]) -> tuple[Resource, str]:
+    async def _class(self, content: PassContent, doc: NewPass) -> tuple[Resource, str]:
         resource = resource_for(content.kind)
         template = template_named(doc["template"])
         name = template.name
@@ -116,7 +117,7 @@ class GooglePasses:
             self._classes.add(cid)
         return resource, cid
 
-    async def create(self, doc: Mapping[str, Any], content: PassContent) -> dict[str, Any]:
+    async def create(self, doc: NewPass, content: PassContent) -> GoogleIds:
         """Insert the class (once) and the object of a new pass; the ids to store."""
         try:
             resource, cid = await self._class(content, doc)
@@ -131,15 +132,15 @@ class GooglePasses:
             "pushed": {k: v for k, (v, _) in announced(content).items()},
         }
 
-    def save_link(self, doc: Mapping[str, Any]) -> str:
+    def save_link(self, doc: StoredPass) -> str:
         """The "Save to Google Wallet" link (a JWT holding only the object id)."""
         google = doc["google"]
         return self.client.save_link([(google["resource"], google["object_id"])])
 
-    async def sync(self, doc: Mapping[str, Any]) -> dict[str, Any]:
+    async def sync(self, doc: StoredPass) -> GoogleIds:
         """Bring the object up to date and send the messages of announced changes; returns
         the ``google`` part of the pass to store."""
-        google = dict(doc["google"])
+        google = doc["google"].copy()
         content = pass_content(doc, "")
         resource = resource_for(content.kind)
         if resource != google["resource"]:
@@ -170,8 +171,8 @@ class GooglePasses:
         return google
 
     async def _changed_kind(
-        self, doc: Mapping[str, Any], content: PassContent, google: dict[str, Any]
-    ) -> dict[str, Any]:
+        self, doc: StoredPass, content: PassContent, google: GoogleIds
+    ) -> GoogleIds:
         """Google objects cannot change type: insert one of the new type, and point the old
         object at its save link."""
         resource, cid = await self._class(content, doc)

@@ -29,7 +29,13 @@ from google.protobuf.json_format import MessageToDict
 from lodestar.v1 import events_pb2
 from services.platform.errors import InvalidArgument
 from services.wallet.passes import MAX_TEXT, WalletPasses
-from services.wallet.records import CustomerRecord, StoredOffer, StoredPass
+from services.wallet.records import (
+    CustomerRecord,
+    FieldValue,
+    PassLocation,
+    StoredOffer,
+    StoredPass,
+)
 from services.wallet.templates import PassKind
 
 log = logging.getLogger(__name__)
@@ -68,7 +74,7 @@ def _time(moment: datetime, zone: tzinfo) -> str:
     return moment.astimezone(zone).strftime("%H:%M")
 
 
-def _parse_time(value: Any) -> datetime | None:
+def _parse_time(value: object) -> datetime | None:
     if not isinstance(value, str):
         return None
     try:
@@ -78,7 +84,7 @@ def _parse_time(value: Any) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-def delivery_message(properties: Mapping[str, Any], now: datetime, zone: tzinfo) -> str:
+def delivery_message(properties: Mapping[str, object], now: datetime, zone: tzinfo) -> str:
     """What a shipped order says: the delivery window when the event has one."""
     start = _parse_time(properties.get("delivery_start"))
     end = _parse_time(properties.get("delivery_end"))
@@ -92,9 +98,10 @@ def delivery_message(properties: Mapping[str, Any], now: datetime, zone: tzinfo)
     )
 
 
-def _loyalty(change: events_pb2.ProfileChanged) -> dict[str, Any]:
+def _loyalty(change: events_pb2.ProfileChanged) -> dict[str, FieldValue]:
+    """The card fields a profile change sets: points, cashback and (when known) tier."""
     loyalty = change.loyalty
-    figures: dict[str, Any] = {
+    figures: dict[str, FieldValue] = {
         "points": int(loyalty.points),
         "cashback_minor": int(loyalty.cashback_balance.amount_minor),
     }
@@ -137,11 +144,11 @@ class LiveStore(Protocol):
         """Those of these customers the wallet knows, by id."""
         ...
 
-    async def remember(self, customer_id: str, changes: Mapping[str, Any]) -> None:
+    async def remember(self, customer_id: str, changes: CustomerRecord) -> None:
         """Set what the wallet knows of a customer."""
         ...
 
-    async def remember_many(self, changes: Mapping[str, Mapping[str, Any]]) -> None:
+    async def remember_many(self, changes: Mapping[str, CustomerRecord]) -> None:
         """Set what the wallet knows of several customers at once."""
         ...
 
@@ -234,7 +241,7 @@ class LiveUpdates:
         )
         # Consent is remembered, and only written when it changes; loyalty figures are not
         # (a new card asks the profile service, and the cards themselves hold them).
-        remember: dict[str, dict[str, Any]] = {}
+        remember: dict[str, CustomerRecord] = {}
         for customer_id, change in latest.items():
             consent = _consent(change)
             if (
@@ -331,7 +338,7 @@ class LiveUpdates:
                         owned[owned.index(doc)] = done
         return changed
 
-    async def _ticket(self, owned: list[StoredPass], properties: Mapping[str, Any]) -> int:
+    async def _ticket(self, owned: list[StoredPass], properties: Mapping[str, object]) -> int:
         offer_id = properties.get("offer_id")
         if not isinstance(offer_id, str) or not offer_id:
             return 0
@@ -342,7 +349,7 @@ class LiveUpdates:
         changed = 0
         starts: datetime = event["starts_at"]
         name, venue = event["name"], event.get("venue", "")
-        place = {
+        place: PassLocation = {
             "latitude": event["latitude"],
             "longitude": event["longitude"],
             "relevant_text": f"{name} at {venue}" if venue else name,

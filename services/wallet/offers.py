@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, cast
 
 from services.platform.errors import InvalidArgument
 from services.wallet.passes import MAX_TEXT
@@ -21,9 +21,10 @@ def checked_offer(
     *,
     details: str = "",
     survey_url: str = "",
-    event: dict[str, Any] | None = None,
+    event: Mapping[str, object] | None = None,
 ) -> StoredOffer:
-    """The offer document; InvalidArgument names the bad field."""
+    """The offer document; InvalidArgument names the bad field (``event`` is the request's,
+    checked here)."""
     if not _OFFER_ID.match(offer_id):
         raise InvalidArgument("offer_id must be 1 to 64 letters, digits, '.', '_' or '-'")
     if not segment_id or len(segment_id) > 128:
@@ -46,14 +47,28 @@ def checked_offer(
     return doc
 
 
-def _checked_event(event: dict[str, Any]) -> OfferEvent:
+def _checked_event(event: Mapping[str, object]) -> OfferEvent:
     name = event.get("name", "")
-    if not name or len(name) > MAX_TEXT:
+    if not isinstance(name, str) or not name or len(name) > MAX_TEXT:
         raise InvalidArgument(f"event.name must be 1 to {MAX_TEXT} characters")
-    if len(event.get("venue", "")) > MAX_TEXT:
+    venue = event.get("venue", "")
+    if not isinstance(venue, str) or len(venue) > MAX_TEXT:
         raise InvalidArgument(f"event.venue must be at most {MAX_TEXT} characters")
-    if not -90 <= event["latitude"] <= 90 or not -180 <= event["longitude"] <= 180:
+    latitude, longitude = event.get("latitude"), event.get("longitude")
+    if (
+        not isinstance(latitude, int | float)
+        or not isinstance(longitude, int | float)
+        or not -90 <= latitude <= 90
+        or not -180 <= longitude <= 180
+    ):
         raise InvalidArgument("event.latitude/longitude is not a place on Earth")
-    if not isinstance(event.get("starts_at"), datetime):
+    starts_at = event.get("starts_at")
+    if not isinstance(starts_at, datetime):
         raise InvalidArgument("event.starts_at is required")
-    return cast(OfferEvent, event)
+    return {
+        "name": name,
+        "venue": venue,
+        "latitude": latitude,
+        "longitude": longitude,
+        "starts_at": starts_at,
+    }

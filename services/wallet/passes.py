@@ -6,14 +6,26 @@ import secrets
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Protocol
 
 from prometheus_client import Counter
 
 from services.platform.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.wallet.applepass import PassContent, PassField, PassSigner, build_pkpass
 from services.wallet.images import image_files
-from services.wallet.records import CustomerRecord, Registration, StoredOffer, StoredPass
+from services.wallet.records import (
+    CustomerRecord,
+    FieldValue,
+    GoogleIds,
+    LoyaltyFigures,
+    NewPass,
+    PassChanges,
+    PassExtras,
+    PassLocation,
+    Registration,
+    StoredOffer,
+    StoredPass,
+)
 from services.wallet.templates import (
     MAX_LOCATIONS,
     PassKind,
@@ -54,27 +66,31 @@ DISPLAY_FIELDS = ("points", "cashback_minor", "tier", "status", "offers", "event
 MAX_TEXT = 200
 
 
-def _field(doc: Mapping[str, Any], key: str, value: str | int | float, **kw: Any) -> PassField:
+def _field(
+    doc: NewPass, key: str, value: FieldValue, *, label: str | None = None, currency: str = ""
+) -> PassField:
     announce = doc.get("announce", {}).get(key, True)
     message = CHANGE_MESSAGES.get(key, "") if announce else ""
-    return PassField(key, value, kw.pop("label", key), message, **kw)
+    return PassField(key, value, key if label is None else label, message, currency=currency)
 
 
-def _extras(doc: Mapping[str, Any]) -> tuple[list[PassField], list[PassField]]:
+def _extras(doc: NewPass) -> tuple[list[PassField], list[PassField]]:
     """Status and offers (front) and the last message (back), when the pass has them."""
     values = doc.get("fields", {})
     front = [_field(doc, k, str(values[k])) for k in ("status", "offers") if values.get(k)]
     back = []
     if values.get("message"):
         back.append(
-            _field(doc, "message", str(values["message"]), label=values.get("message_header", ""))
+            _field(
+                doc, "message", str(values["message"]), label=str(values.get("message_header", ""))
+            )
         )
     if values.get("details"):
         back.append(PassField("details", str(values["details"]), "details"))
     return front, back
 
 
-def _fields(doc: Mapping[str, Any], template: PassTemplate) -> dict[str, list[PassField]]:
+def _fields(doc: NewPass, template: PassTemplate) -> dict[str, list[PassField]]:
     values = doc.get("fields", {})
     tier = str(values.get("tier", template.default_tier))
     points = int(values.get("points", 0))
@@ -123,15 +139,15 @@ def _fields(doc: Mapping[str, Any], template: PassTemplate) -> dict[str, list[Pa
     }
 
 
-def _places(doc: Mapping[str, Any], template: PassTemplate) -> tuple[Place, ...]:
+def _places(doc: NewPass, template: PassTemplate) -> tuple[Place, ...]:
     stored = doc.get("locations")
     if not stored:
         return template.places
     return tuple(Place(p["latitude"], p["longitude"], p.get("relevant_text", "")) for p in stored)
 
 
-def pass_content(doc: Mapping[str, Any], web_service_url: str) -> PassContent:
-    """What a stored pass shows, from its template and field values."""
+def pass_content(doc: NewPass, web_service_url: str) -> PassContent:
+    """What a pass (stored, or about to be) shows, from its template and field values."""
     template = template_named(doc["template"])
     tier = str(doc.get("fields", {}).get("tier", template.default_tier))
     colours = template.colours(tier)
@@ -168,7 +184,7 @@ class PassStore(Protocol):
         """What the wallet remembers of a customer, or None."""
         ...
 
-    async def insert_pass(self, doc: Mapping[str, Any], now: datetime) -> StoredPass:
+    async def insert_pass(self, doc: NewPass, now: datetime) -> StoredPass:
         """Store a new pass; returns it as stored."""
         ...
 
@@ -183,17 +199,17 @@ class PassStore(Protocol):
     async def change_pass(
         self,
         serial_number: str,
-        changes: Mapping[str, Any],
+        changes: PassChanges,
         now: datetime,
         push_at: datetime | None = None,
-        current: Mapping[str, Any] | None = None,
+        current: StoredPass | None = None,
     ) -> StoredPass | None:
         """Apply ``changes`` to one pass; None when it does not exist."""
         ...
 
     async def change_passes(
         self,
-        changes: Sequence[tuple[Mapping[str, Any], Mapping[str, Any]]],
+        changes: Sequence[tuple[StoredPass, PassChanges]],
         now: datetime,
         push_at: datetime,
     ) -> list[StoredPass | None]:
@@ -236,11 +252,11 @@ class PassStore(Protocol):
 class GoogleChannel(Protocol):
     """Google Wallet as the passes use it (see :mod:`services.wallet.googlepasses`)."""
 
-    async def create(self, doc: Mapping[str, Any], content: PassContent) -> dict[str, Any]:
+    async def create(self, doc: NewPass, content: PassContent) -> GoogleIds:
         """Insert the class and object of a new pass; returns the ids to store."""
         ...
 
-    def save_link(self, doc: Mapping[str, Any]) -> str:
+    def save_link(self, doc: StoredPass) -> str:
         """The "Save to Google Wallet" link of a stored Google pass."""
         ...
 
@@ -248,7 +264,7 @@ class GoogleChannel(Protocol):
 class LoyaltySource(Protocol):
     """Where a new card's figures come from (the profile service)."""
 
-    async def loyalty(self, customer_id: str) -> dict[str, Any]:
+    async def loyalty(self, customer_id: str) -> LoyaltyFigures:
         """Points, cashback_minor and tier now (empty when unknown)."""
         ...
 
@@ -278,9 +294,9 @@ def _check_count(key: str, value: str) -> int:
     return number
 
 
-def checked_fields(template: PassTemplate, raw: Mapping[str, str]) -> dict[str, Any]:
+def checked_fields(template: PassTemplate, raw: Mapping[str, str]) -> dict[str, FieldValue]:
     """Display fields from UpdatePass, validated; the error names the bad field."""
-    fields: dict[str, Any] = {}
+    fields: dict[str, FieldValue] = {}
     for key, value in raw.items():
         if key not in DISPLAY_FIELDS:
             raise InvalidArgument(
@@ -299,7 +315,7 @@ def checked_fields(template: PassTemplate, raw: Mapping[str, str]) -> dict[str, 
     return fields
 
 
-def checked_locations(places: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def checked_locations(places: Sequence[PassLocation]) -> list[PassLocation]:
     """Relevant locations, validated (at most ten, real coordinates)."""
     if len(places) > MAX_LOCATIONS:
         raise InvalidArgument(f"locations: at most {MAX_LOCATIONS}")
@@ -307,7 +323,7 @@ def checked_locations(places: Sequence[Mapping[str, Any]]) -> list[dict[str, Any
         if not -90 <= place["latitude"] <= 90 or not -180 <= place["longitude"] <= 180:
             raise InvalidArgument(f"locations[{i}] is not a latitude/longitude on Earth")
         _check_text(f"locations[{i}].relevant_text", place.get("relevant_text", ""))
-    return [dict(p) for p in places]
+    return [p.copy() for p in places]
 
 
 class WalletPasses:
@@ -364,18 +380,17 @@ class WalletPasses:
         chosen = template_named(template)
         offer = await self._offer_for(kind, offer_id)
         known: CustomerRecord = await self.store.customer(customer_id) or {}
-        figures = await self.figures.loyalty(customer_id) if self.figures else {}
+        figures: LoyaltyFigures = await self.figures.loyalty(customer_id) if self.figures else {}
         now = self.clock()
         serial = uuid.uuid4().hex
-        fields: dict[str, Any] = {
-            "tier": chosen.default_tier,
-            "points": 0,
-            "cashback_minor": 0,
-            **figures,
+        fields: dict[str, FieldValue] = {
+            "tier": figures.get("tier", chosen.default_tier),
+            "points": figures.get("points", 0),
+            "cashback_minor": figures.get("cashback_minor", 0),
         }
         if kind is PassKind.STORE_CARD and known.get("offer_titles"):
             fields["offers"] = "; ".join(known["offer_titles"])
-        doc: dict[str, Any] = {
+        doc: NewPass = {
             "_id": serial,
             "customer_id": customer_id,
             "kind": kind.value,
@@ -412,7 +427,7 @@ class WalletPasses:
             raise InvalidArgument(f"unknown offer_id {offer_id!r}")
         return offer
 
-    def save_link(self, doc: Mapping[str, Any]) -> str:
+    def save_link(self, doc: StoredPass) -> str:
         """The "Save to Google Wallet" link of a Google pass."""
         if doc.get("platform") != GOOGLE or self.google is None:
             raise InvalidArgument(
@@ -445,10 +460,10 @@ class WalletPasses:
 
     async def apply(
         self,
-        doc: Mapping[str, Any],
-        fields: Mapping[str, Any],
+        doc: StoredPass,
+        fields: Mapping[str, FieldValue],
         announce: Mapping[str, bool] | None = None,
-        extra: Mapping[str, Any] | None = None,
+        extra: PassExtras | None = None,
     ) -> StoredPass | None:
         """Set display ``fields`` (and other keys in ``extra``) on a pass and schedule its
         push; None when nothing changes (a redelivered update pushes nothing).
@@ -458,14 +473,14 @@ class WalletPasses:
         others = {k: v for k, v in (extra or {}).items() if doc.get(k) != v}
         if not changed and not others:
             return None
-        update = {f"fields.{k}": v for k, v in changed.items()}
+        update: dict[str, object] = {f"fields.{k}": v for k, v in changed.items()}
         for key in changed:
             update[f"announce.{key}"] = (announce or {}).get(key, True)
         update.update(others)
         now = self.clock()
         push_at = now + self.push_delay
         result = await self.store.change_pass(
-            doc["_id"], update, now, push_at=push_at, current=dict(doc)
+            doc["_id"], update, now, push_at=push_at, current=doc.copy()
         )
         if result is not None:
             for listener in self._listeners:
@@ -473,16 +488,16 @@ class WalletPasses:
         return result
 
     async def apply_many(
-        self, changes: Sequence[tuple[Mapping[str, Any], Mapping[str, Any]]]
+        self, changes: Sequence[tuple[StoredPass, Mapping[str, FieldValue]]]
     ) -> list[StoredPass | None]:
         """:meth:`apply` of display fields (announced) to many passes, written together;
         None for each pass that nothing changes."""
-        pending: list[tuple[int, Mapping[str, Any], dict[str, Any]]] = []
+        pending: list[tuple[int, StoredPass, dict[str, object]]] = []
         for n, (doc, fields) in enumerate(changes):
             current = doc.get("fields", {})
             changed = {k: v for k, v in fields.items() if current.get(k) != v}
             if changed:
-                update: dict[str, Any] = {f"fields.{k}": v for k, v in changed.items()}
+                update: dict[str, object] = {f"fields.{k}": v for k, v in changed.items()}
                 update.update({f"announce.{k}": True for k in changed})
                 pending.append((n, doc, update))
         out: list[StoredPass | None] = [None] * len(changes)
@@ -505,14 +520,14 @@ class WalletPasses:
         serial_number: str,
         raw_fields: Mapping[str, str],
         relevant_dates: Sequence[datetime] = (),
-        locations: Sequence[Mapping[str, Any]] = (),
+        locations: Sequence[PassLocation] = (),
     ) -> StoredPass:
         """UpdatePass: validated display fields, relevant dates and places."""
         doc = await self.get(serial_number)
         if doc.get("voided"):
             raise FailedPrecondition(f"pass {serial_number!r} is voided")
         fields = checked_fields(template_named(doc["template"]), raw_fields)
-        extra: dict[str, Any] = {}
+        extra: PassExtras = {}
         if relevant_dates:
             if len(relevant_dates) > MAX_LOCATIONS:
                 raise InvalidArgument(f"relevant_dates: at most {MAX_LOCATIONS}")
@@ -530,7 +545,7 @@ class WalletPasses:
         changed = await self.apply(current, {}, extra={"voided": True})
         return changed if changed is not None else current
 
-    def render(self, doc: Mapping[str, Any]) -> bytes:
+    def render(self, doc: StoredPass) -> bytes:
         """The signed ``.pkpass`` of a stored pass."""
         return build_pkpass(pass_content(doc, self.web_service_url), self.signer)
 

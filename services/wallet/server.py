@@ -6,7 +6,7 @@ process. The domain modules get the store and the clients here, through their Pr
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from lodestar.v1 import (
@@ -169,7 +169,12 @@ async def serve(settings: WalletSettings) -> None:
         settings.passkit_port,
     )
     await http.start()
-    closers: list[Any] = [http.stop, bus.stop, identity.close, profile.close]
+    closers: list[Callable[[], Awaitable[object] | None]] = [
+        http.stop,
+        bus.stop,
+        identity.close,
+        profile.close,
+    ]
     if apns is not None:
         closers.append(apns.aclose)
     if google_api is not None:

@@ -29,6 +29,8 @@ from pymongo.errors import DuplicateKeyError
 from services.platform.mongo import Document, IndexSpec, ensure_indexes
 from services.wallet.records import (
     CustomerRecord,
+    NewPass,
+    PassChanges,
     Registration,
     StoredOffer,
     StoredPass,
@@ -65,12 +67,10 @@ def next_update_time(previous: datetime | None, now: datetime) -> datetime:
     return at
 
 
-def _as_changed(
-    current: Mapping[str, Any], values: Mapping[str, Any], push_at: datetime
-) -> StoredPass:
+def _as_changed(current: StoredPass, values: PassChanges, push_at: datetime) -> StoredPass:
     """The pass as the server holds it after ``$set`` of ``values`` (dotted keys) and
     ``$min`` of ``push_due`` (datetimes kept to the millisecond, as stored)."""
-    doc = copy.deepcopy(dict(current))
+    doc: Document = copy.deepcopy(dict(current))
     for key, value in values.items():
         *parents, last = key.split(".")
         target = doc
@@ -141,9 +141,9 @@ class WalletStore:
         else:
             batch["done"].set_result(int(counter["seq"]))
 
-    async def insert_pass(self, doc: Mapping[str, Any], now: datetime) -> StoredPass:
+    async def insert_pass(self, doc: NewPass, now: datetime) -> StoredPass:
         """Store a new pass; its ``updated_at`` and ``update_seq`` are set here."""
-        stored = {
+        stored: Document = {
             **doc,
             # MongoDB keeps milliseconds; the returned document says what a re-read will.
             "created_at": now.replace(microsecond=now.microsecond // 1000 * 1000),
@@ -166,10 +166,10 @@ class WalletStore:
     async def change_pass(
         self,
         serial_number: str,
-        changes: Mapping[str, Any],
+        changes: PassChanges,
         now: datetime,
         push_at: datetime | None = None,
-        current: Mapping[str, Any] | None = None,
+        current: StoredPass | None = None,
     ) -> StoredPass | None:
         """Apply ``changes`` and move the pass's update time and sequence on; None when the
         pass does not exist. ``push_at`` schedules a push (an earlier pending one is kept).
@@ -200,7 +200,7 @@ class WalletStore:
 
     async def change_passes(
         self,
-        changes: Sequence[tuple[Mapping[str, Any], Mapping[str, Any]]],
+        changes: Sequence[tuple[StoredPass, PassChanges]],
         now: datetime,
         push_at: datetime,
     ) -> list[StoredPass | None]:
@@ -286,7 +286,7 @@ class WalletStore:
         await self.customers.delete_many({"_id": {"$in": list(merged_ids)}})
         return int(result.modified_count)
 
-    async def pushed(self, serial_number: str, update_seq: int, extra: Mapping[str, Any]) -> None:
+    async def pushed(self, serial_number: str, update_seq: int, extra: PassChanges) -> None:
         """Record a push of the pass as it was at ``update_seq``: the pending push is cleared
         unless the pass changed meanwhile (then it goes out again)."""
         if extra:
@@ -338,11 +338,11 @@ class WalletStore:
         )
         return [cast(StoredPass, d) for part in parts for d in part]
 
-    async def remember(self, customer_id: str, changes: Mapping[str, Any]) -> None:
+    async def remember(self, customer_id: str, changes: CustomerRecord) -> None:
         """Set what the wallet knows of a customer."""
         await self.customers.update_one({"_id": customer_id}, {"$set": dict(changes)}, upsert=True)
 
-    async def remember_many(self, changes: Mapping[str, Mapping[str, Any]]) -> None:
+    async def remember_many(self, changes: Mapping[str, CustomerRecord]) -> None:
         """Set what the wallet knows of several customers, in one round trip."""
         writes = [
             UpdateOne({"_id": customer_id}, {"$set": dict(values)}, upsert=True)

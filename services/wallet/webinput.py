@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import AsyncIterator, Mapping
-from typing import Any
 
 from services.platform.validation import json_nesting_exceeds
 
@@ -79,7 +78,7 @@ def _bounded_int(digits: str) -> int:
     return int(digits)
 
 
-def json_object(body: bytes) -> dict[str, Any]:
+def json_object(body: bytes) -> dict[str, object]:
     """``body`` as a JSON object, or :class:`InputProblem` naming why it is not one."""
     try:
         text = body.decode("utf-8")

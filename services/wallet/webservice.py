@@ -29,7 +29,7 @@ import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from email.utils import format_datetime, parsedate_to_datetime
-from typing import Any, Protocol
+from typing import Protocol
 
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
@@ -86,11 +86,11 @@ def _unavailable() -> JSONResponse:
 class Feedback(Protocol):
     """Where installs and removals are reported (:class:`services.wallet.feedback`)."""
 
-    async def installed(self, doc: Mapping[str, Any], device_id: str) -> None:
+    async def installed(self, doc: StoredPass, device_id: str) -> None:
         """A phone registered for the pass."""
         ...
 
-    async def removed(self, doc: Mapping[str, Any], device_id: str, reason: str = "") -> None:
+    async def removed(self, doc: StoredPass, device_id: str, reason: str = "") -> None:
         """A phone unregistered."""
         ...
 
@@ -99,7 +99,7 @@ def _unauthorized() -> JSONResponse:
     return JSONResponse({"error": "missing or wrong pass authentication token"}, status_code=401)
 
 
-async def _json_body(request: Request) -> dict[str, Any]:
+async def _json_body(request: Request) -> dict[str, object]:
     """The request's body as a JSON object, read as a capped stream."""
     try:
         body = await read_capped(request.headers.get("content-length"), request.stream())
@@ -108,7 +108,7 @@ async def _json_body(request: Request) -> dict[str, Any]:
     return json_object(body)
 
 
-def _push_token(body: Mapping[str, Any]) -> str:
+def _push_token(body: Mapping[str, object]) -> str:
     push_token = body.get("pushToken")
     if not isinstance(push_token, str) or not _PUSH_TOKEN.fullmatch(push_token):
         raise InputProblem("pushToken must be a string of 1 to 256 letters, digits or ._:-")
@@ -247,7 +247,7 @@ class PassKitWebService:
             )
         return await self._register(request, doc)
 
-    async def _register(self, request: Request, doc: Mapping[str, Any]) -> Response:
+    async def _register(self, request: Request, doc: StoredPass) -> Response:
         device, pass_type, serial = (
             request.path_params["deviceLibraryIdentifier"],
             request.path_params["passTypeIdentifier"],
@@ -269,7 +269,7 @@ class PassKitWebService:
                 return _unavailable()
         return Response(status_code=201 if created else 200)
 
-    async def _unregister(self, doc: Mapping[str, Any], device: str, pass_type: str) -> Response:
+    async def _unregister(self, doc: StoredPass, device: str, pass_type: str) -> Response:
         known = await self.passes.registrations_of(doc["_id"])
         if self.feedback is not None and any(r["device_id"] == device for r in known):
             try:

@@ -14,7 +14,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -44,6 +44,7 @@ from services.wallet.google import (
     resource_for,
 )
 from services.wallet.passes import pass_content
+from services.wallet.records import NewPass
 from services.wallet.templates import DEFAULT_TEMPLATE, PassKind
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -98,7 +99,7 @@ def store_card(**fields: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         "authentication_token": "t" * 43,
         "fields": {"tier": "Gold", "points": 120, "cashback_minor": 1250, **fields},
     }
-    content = pass_content(doc, "https://wallet.example.com/passkit")
+    content = pass_content(cast(NewPass, doc), "https://wallet.example.com/passkit")
     klass = google_class(content, DEFAULT_TEMPLATE, DEV_ISSUER_ID, logo_uri=LOGO)
     return klass, google_object(content, DEV_ISSUER_ID, klass["id"])
 
@@ -270,7 +271,7 @@ async def test_every_kind_goes_through(fake: FakeGoogleWallet, client: GoogleWal
             "authentication_token": "t" * 43,
             "fields": {"tier": "Silver"},
         }
-        content = pass_content(doc, "https://wallet.example.com/passkit")
+        content = pass_content(cast(NewPass, doc), "https://wallet.example.com/passkit")
         resource = resource_for(kind)
         klass = await client.ensure_class(
             resource, google_class(content, DEFAULT_TEMPLATE, DEV_ISSUER_ID)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from typing import cast
 
 import pytest
 from aiokafka import AIOKafkaProducer
@@ -17,6 +18,7 @@ from lodestar.v1 import events_pb2
 from services.platform import topics
 from services.platform.bus import Bus, BusConfig, ensure_topics
 from services.wallet.feedback import WalletFeedback
+from services.wallet.records import StoredPass
 from tests.support.kafka import partitions_of, unique
 
 
@@ -84,14 +86,17 @@ async def test_the_wallets_pass_events_reach_the_customers_subscribers(bootstrap
     await bus.start()
     hub = LiveHub(bootstrap, 100)
     await hub.start()
-    doc = {
-        "_id": unique("serial"),
-        "customer_id": customer,
-        "platform": "apple",
-        "kind": "STORE_CARD",
-        "pass_type_id": "pass.test",
-        "update_seq": 7,
-    }
+    doc = cast(
+        StoredPass,
+        {
+            "_id": unique("serial"),
+            "customer_id": customer,
+            "platform": "apple",
+            "kind": "STORE_CARD",
+            "pass_type_id": "pass.test",
+            "update_seq": 7,
+        },
+    )
     feedback = WalletFeedback(bus)
     try:
         async with hub.watch(Watch.PASSES, customer) as subscriber:

@@ -67,7 +67,7 @@ from services.wallet.devcerts import SigningFiles, ensure_dev_certificates
 from services.wallet.images import image_files
 from services.wallet.live import LiveUpdates
 from services.wallet.passes import WalletPasses, authentication_token, pass_content
-from services.wallet.records import CustomerRecord, StoredPass
+from services.wallet.records import CustomerRecord, NewPass, StoredPass
 from services.wallet.settings import WalletSettings
 from services.wallet.store import WalletStore, next_update_time
 from services.wallet.templates import DEFAULT_TEMPLATE, PassKind
@@ -104,7 +104,7 @@ def stored_pass(i: int) -> dict[str, Any]:
 
 def lodestar_build(signer: PassSigner) -> Callable[[int], bytes]:
     def build(i: int) -> bytes:
-        return build_pkpass(pass_content(stored_pass(i), WEB_SERVICE_URL), signer)
+        return build_pkpass(pass_content(cast(NewPass, stored_pass(i)), WEB_SERVICE_URL), signer)
 
     return build
 
@@ -562,7 +562,7 @@ class LiveBefore(LiveUpdates):
             self.store.customers_of(with_consent),
             self.store.passes_of_live(list(latest)),
         )
-        cards: dict[str, list[Document]] = {}
+        cards: dict[str, list[StoredPass]] = {}
         for doc in docs:
             cards.setdefault(doc["customer_id"], []).append(doc)
 

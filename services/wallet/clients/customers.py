@@ -4,12 +4,11 @@ profile says the customer's loyalty figures now (a card shows them from the star
 
 from __future__ import annotations
 
-from typing import Any
-
 import grpc
 
 from lodestar.v1 import common_pb2, identity_pb2, identity_pb2_grpc, profile_pb2, profile_pb2_grpc
 from services.platform.errors import NotFound, Unavailable
+from services.wallet.records import LoyaltyFigures
 
 # The customer's identifier the serial is linked through, most stable first.
 PREFERENCE = ("user_id", "loyalty_number", "email", "phone", "anonymous_id", "device_id")
@@ -58,7 +57,7 @@ class ProfileFigures:
     def __init__(self, stub: profile_pb2_grpc.ProfileServiceAsyncStub) -> None:
         self.stub = stub
 
-    async def loyalty(self, customer_id: str) -> dict[str, Any]:
+    async def loyalty(self, customer_id: str) -> LoyaltyFigures:
         """Points, cashback and tier now; empty for a customer without a profile yet.
         Unavailable when the profile service is down."""
         try:
@@ -69,7 +68,7 @@ class ProfileFigures:
             if exc.code() == grpc.StatusCode.NOT_FOUND:
                 return {}
             raise Unavailable(f"profile: {exc.details()}") from None
-        figures: dict[str, Any] = {
+        figures: LoyaltyFigures = {
             "points": int(profile.loyalty.points),
             "cashback_minor": int(profile.loyalty.cashback_balance.amount_minor),
         }

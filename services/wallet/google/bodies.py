@@ -7,9 +7,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
 
-from services.wallet.applepass import PassContent, PassField
+from services.wallet.applepass import JsonObject, PassContent, PassField
 from services.wallet.google.ids import check_id, class_id, object_id, resource_for
 from services.wallet.templates import LANGUAGES, MAX_LOCATIONS, PassKind, PassTemplate
 
@@ -18,7 +17,7 @@ TEXT_AND_NOTIFY = "TEXT_AND_NOTIFY"
 _DEFAULT_LANGUAGE = LANGUAGES[0]
 
 
-def text_message(header: str, body: str, message_id: str, *, notify: bool = True) -> dict[str, Any]:
+def text_message(header: str, body: str, message_id: str, *, notify: bool = True) -> JsonObject:
     """A pass message; ``TEXT_AND_NOTIFY`` also pushes a notification to the phone."""
     if not message_id:
         raise ValueError("a message needs an id (it makes redelivered messages recognisable)")
@@ -34,11 +33,11 @@ def _hex(rgb: tuple[int, int, int]) -> str:
     return "#{:02x}{:02x}{:02x}".format(*rgb)
 
 
-def localized_string(text: str, strings: Mapping[str, Mapping[str, str]]) -> dict[str, Any]:
+def localized_string(text: str, strings: Mapping[str, Mapping[str, str]]) -> JsonObject:
     """A ``LocalizedString``: ``text`` translated through the pass strings when it is one of
     their keys (English by default, the other languages as translations), else ``text``."""
     default = strings.get(_DEFAULT_LANGUAGE, {}).get(text, text)
-    doc: dict[str, Any] = {"defaultValue": {"language": _DEFAULT_LANGUAGE, "value": default}}
+    doc: JsonObject = {"defaultValue": {"language": _DEFAULT_LANGUAGE, "value": default}}
     translated = [
         {"language": language, "value": texts[text]}
         for language, texts in sorted(strings.items())
@@ -64,11 +63,11 @@ def _shown_value(item: PassField) -> str:
     return str(item.value)
 
 
-def _text_module(item: PassField, strings: Mapping[str, Mapping[str, str]]) -> dict[str, Any]:
+def _text_module(item: PassField, strings: Mapping[str, Mapping[str, str]]) -> JsonObject:
     """A ``TextModuleData`` (id = the field key): the label as header, the value as body,
     both translated when they are keys of the pass strings."""
     header = localized_string(item.label or item.key, strings)
-    module: dict[str, Any] = {
+    module: JsonObject = {
         "id": item.key,
         "header": header["defaultValue"]["value"],
         "localizedHeader": header,
@@ -95,7 +94,7 @@ def _field(content: PassContent, key: str) -> PassField | None:
     return next((item for item in _fields(content) if item.key == key), None)
 
 
-def _points(item: PassField, strings: Mapping[str, Mapping[str, str]]) -> dict[str, Any]:
+def _points(item: PassField, strings: Mapping[str, Mapping[str, str]]) -> JsonObject:
     label = localized_string(item.label or item.key, strings)
     return {
         "label": label["defaultValue"]["value"],
@@ -104,7 +103,7 @@ def _points(item: PassField, strings: Mapping[str, Mapping[str, str]]) -> dict[s
     }
 
 
-def _money_points(item: PassField, strings: Mapping[str, Mapping[str, str]]) -> dict[str, Any]:
+def _money_points(item: PassField, strings: Mapping[str, Mapping[str, str]]) -> JsonObject:
     if not item.currency:
         raise ValueError(f"field {item.key!r} is a money balance and needs a currency")
     label = localized_string(item.label or item.key, strings)
@@ -127,7 +126,7 @@ _STRUCTURED_KEYS: Mapping[PassKind, frozenset[str]] = {
 
 def google_class(
     content: PassContent, template: PassTemplate, issuer_id: str, *, logo_uri: str = ""
-) -> dict[str, Any]:
+) -> JsonObject:
     """The class of the template's passes of ``content.kind``.
 
     A class is shared by every pass of the template and kind, so its background is the
@@ -137,7 +136,7 @@ def google_class(
     kind = content.kind
     resource_for(kind)
     strings = content.strings
-    body: dict[str, Any] = {
+    body: JsonObject = {
         "id": class_id(issuer_id, template.name, kind),
         "issuerName": template.organization_name,
         "reviewStatus": "UNDER_REVIEW",
@@ -197,12 +196,12 @@ def object_state(content: PassContent, now: datetime) -> str:
 
 def google_object(
     content: PassContent, issuer_id: str, class_id: str, *, now: datetime | None = None
-) -> dict[str, Any]:
+) -> JsonObject:
     """The object of one pass: state, barcode, balances, texts and places."""
     kind = content.kind
     resource_for(kind)
     strings = content.strings
-    body: dict[str, Any] = {
+    body: JsonObject = {
         "id": object_id(issuer_id, content.serial_number),
         "classId": check_id(class_id),
         "state": object_state(content, now or datetime.now(UTC)),

@@ -5,9 +5,21 @@ holds no customer data)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TypedDict
 
 from services.wallet.google.ids import Resource, check_id, check_resource
+
+
+class SaveClaims(TypedDict):
+    """The claims of a save link: issuer, audience, type, issue time, origins, objects."""
+
+    iss: str
+    aud: str
+    typ: str
+    iat: int
+    origins: list[str]
+    # "<resource>Objects" -> the objects' ids.
+    payload: dict[str, list[dict[str, str]]]
 
 
 def save_claims(
@@ -15,7 +27,7 @@ def save_claims(
     objects: Sequence[tuple[Resource, str]],
     origins: Sequence[str],
     now: float,
-) -> dict[str, Any]:
+) -> SaveClaims:
     """The claims of the save link of ``objects``, issued by ``client_email`` at ``now``."""
     if not objects:
         raise ValueError("a save link needs at least one object")

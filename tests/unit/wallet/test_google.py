@@ -11,7 +11,7 @@ import time
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -43,6 +43,7 @@ from services.wallet.google import (
     text_message,
 )
 from services.wallet.passes import pass_content
+from services.wallet.records import NewPass
 from services.wallet.templates import DEFAULT_TEMPLATE, PassKind, Place
 
 ISSUER = "3388000000012345678"
@@ -101,7 +102,8 @@ def stored_pass(kind: PassKind, **changes: Any) -> dict[str, Any]:
 
 
 def content(kind: PassKind, **changes: Any) -> PassContent:
-    return pass_content(stored_pass(kind, **changes), "https://wallet.example.com/passkit")
+    doc = cast(NewPass, stored_pass(kind, **changes))
+    return pass_content(doc, "https://wallet.example.com/passkit")
 
 
 def module(body: dict[str, Any], key: str) -> dict[str, Any]:

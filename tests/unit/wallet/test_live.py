@@ -69,6 +69,31 @@ def test_offers_are_checked_field_by_field() -> None:
         checked_offer("o", "s", "t", event={"name": "Show", "latitude": 1.0, "longitude": 2.0})
 
 
+def test_an_offer_event_place_that_is_not_numbers_is_named() -> None:
+    event: dict[str, object] = {"name": "Show", "longitude": 2.0, "starts_at": NOW}
+    for latitude in ("north", None):
+        with pytest.raises(InvalidArgument, match=r"event\.latitude/longitude is not a place"):
+            checked_offer("o", "s", "t", event={**event, "latitude": latitude})
+    with pytest.raises(InvalidArgument, match=r"event\.latitude/longitude is not a place"):
+        checked_offer("o", "s", "t", event=event)
+
+
+def test_a_checked_offer_event_holds_exactly_the_event_fields() -> None:
+    offer = checked_offer(
+        "o",
+        "s",
+        "t",
+        event={"name": "Show", "latitude": 1, "longitude": 2.5, "starts_at": NOW},
+    )
+    assert offer["event"] == {
+        "name": "Show",
+        "venue": "",
+        "latitude": 1,
+        "longitude": 2.5,
+        "starts_at": NOW,
+    }
+
+
 def test_display_fields_and_places_are_checked() -> None:
     assert checked_fields(DEFAULT_TEMPLATE, {"points": "12", "tier": "Gold"}) == {
         "points": 12,

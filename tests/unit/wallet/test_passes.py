@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
 from services.platform.errors import InvalidArgument
 from services.wallet.applepass import pass_json
 from services.wallet.passes import authentication_token, pass_content
+from services.wallet.records import NewPass
 from services.wallet.store import next_update_time
 from services.wallet.templates import DEFAULT_TEMPLATE, PassKind, template_named
 from tests.support.wallet import pass_problems
@@ -18,8 +19,9 @@ from tests.unit.wallet.conftest import PASS_TYPE_ID, TEAM_ID
 AT = datetime(2026, 11, 20, 9, 0, 0, 400_000, tzinfo=UTC)
 
 
-def stored(kind: PassKind, **fields: Any) -> dict[str, Any]:
-    return {
+def stored(kind: PassKind, **fields: Any) -> NewPass:
+    # Only what pass_content reads (and expires_at None for cards, as an old pass has it).
+    doc = {
         "_id": "serial-1",
         "kind": kind.value,
         "template": "default",
@@ -27,6 +29,7 @@ def stored(kind: PassKind, **fields: Any) -> dict[str, Any]:
         "fields": {"tier": "Silver", "points": 10, "cashback_minor": 1250, **fields},
         "expires_at": AT + timedelta(days=30) if kind is PassKind.COUPON else None,
     }
+    return cast(NewPass, doc)
 
 
 @pytest.mark.parametrize("kind", list(PassKind))
