@@ -37,6 +37,7 @@ from infra.local.demo_load import DemoTarget
 from infra.local.movielens import DEMO_STORE_SETTINGS
 from infra.local.stack import DEV_PASS_TYPE_ID, ROOT, Stack, StackPorts
 from infra.local.status import print_status, write_status
+from services.platform.commandline import fraction
 
 
 def banner(stack: Stack) -> str:
@@ -214,16 +215,6 @@ def evaluate_demo_command(
     )
 
 
-def _fraction(value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        number = -1.0
-    if not 0 < number < 1:
-        raise argparse.ArgumentTypeError(f"{value[:20]!r} is not a fraction between 0 and 1")
-    return number
-
-
 def _positive(value: str) -> int:
     if not value.isdigit() or int(value) < 1:
         raise argparse.ArgumentTypeError(f"{value[:20]!r} is not a whole number >= 1")
@@ -257,7 +248,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--test-fraction",
-        type=_fraction,
+        type=fraction,
         default=0.25,
         metavar="F",
         help="evaluate-demo: held out per customer",

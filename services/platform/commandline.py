@@ -23,6 +23,17 @@ class CommandParser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
+def fraction(value: str) -> float:
+    """An argparse type: a number strictly between 0 and 1 (a share held out, say)."""
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    if not 0 < number < 1:
+        raise argparse.ArgumentTypeError(f"{value[:20]!r} is not a fraction between 0 and 1")
+    return number
+
+
 def parse_command(
     parser: argparse.ArgumentParser, argv: Sequence[str], prog: str
 ) -> argparse.Namespace | int:

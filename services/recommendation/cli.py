@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 
-from services.platform.commandline import USAGE_ERROR, CommandParser, parse_command
+from services.platform.commandline import USAGE_ERROR, CommandParser, fraction, parse_command
 from services.platform.errors import InvalidArgument, Unavailable
 from services.platform.logs import configure_logging
 from services.platform.mongo import database, mongo_client
@@ -45,16 +45,6 @@ from services.recommendation.training import TrainingConfig, build_matrix
 PROG = "python -m services.recommendation"
 NOTHING_DONE = 1
 COMMANDS = ("train", "evaluate", "import-catalog")
-
-
-def _fraction(value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        number = -1.0
-    if not 0 < number < 1:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a fraction between 0 and 1")
-    return number
 
 
 def _parser() -> CommandParser:
@@ -86,7 +76,7 @@ def _parser() -> CommandParser:
     evaluate_.add_argument("--regularization", type=float, metavar="X")
     evaluate_.add_argument("--iterations", type=int, metavar="N")
     evaluate_.add_argument("--learning-rate", type=float, metavar="X", help="BPR only")
-    evaluate_.add_argument("--test-fraction", type=_fraction, default=0.25, metavar="F")
+    evaluate_.add_argument("--test-fraction", type=fraction, default=0.25, metavar="F")
     evaluate_.add_argument("--seed", type=int, default=0)
     catalog = commands.add_parser(
         "import-catalog",

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from motor.motor_asyncio import AsyncIOMotorClient
 
 from services.identity.resolution import EventIdentifiers, Resolver
@@ -58,3 +60,13 @@ def event(
 ) -> EventIdentifiers:
     """An event at ``T0 + minute``."""
     return EventIdentifiers(event_id, list(identifiers), source, T0 + timedelta(minutes=minute))
+
+
+def only_test_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No ``LODESTAR_*`` variable of the developer's shell, only the test keys: a settings
+    class reads exactly what the test sets."""
+    for name in list(os.environ):
+        if name.upper().startswith("LODESTAR_"):
+            monkeypatch.delenv(name)
+    for name, value in key_env().items():
+        monkeypatch.setenv(name, value)

@@ -14,6 +14,17 @@ from infra.local.__main__ import evaluate_demo_command
 REPO = Path(__file__).resolve().parents[3]
 
 
+def _run(module: str, *words: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", module, *words],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
 def test_it_says_when_no_stack_runs(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     assert evaluate_demo_command(tmp_path, None, None, 0.25, 0) == 2
     error = capsys.readouterr().err
@@ -30,26 +41,12 @@ def test_it_says_when_no_stack_runs(capsys: pytest.CaptureFixture[str], tmp_path
     ],
 )
 def test_bad_flags_are_named(tmp_path: Path, flags: list[str], named: str) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "infra.local", "evaluate-demo", "--log-dir", str(tmp_path), *flags],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = _run("infra.local", "evaluate-demo", "--log-dir", str(tmp_path), *flags)
     assert done.returncode == 2
     assert named in done.stderr
 
 
 def test_the_recommendation_command_line_no_longer_offers_it() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "services.recommendation", "evaluate", "--through-stack"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = _run("services.recommendation", "evaluate", "--through-stack")
     assert done.returncode == 2
     assert "--through-stack" in done.stderr

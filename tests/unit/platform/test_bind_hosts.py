@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import socket
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from services.recommendation.settings import RecommendationSettings
 from services.segmentation.settings import SegmentationSettings
 from services.wallet.devcerts import ensure_dev_certificates
 from services.wallet.settings import WalletSettings
-from tests.support.identity import key_env
+from tests.support.identity import only_test_settings
 from tests.support.sockets import listening_addresses
 
 
@@ -37,11 +36,7 @@ def wallet_env(directory: Path) -> dict[str, str]:
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """Only what a test sets: no ``LODESTAR_*`` of the developer's shell."""
-    for name in list(os.environ):
-        if name.upper().startswith("LODESTAR_"):
-            monkeypatch.delenv(name)
-    for name, value in key_env().items():
-        monkeypatch.setenv(name, value)
+    only_test_settings(monkeypatch)
     monkeypatch.setenv("LODESTAR_WRITE_KEY", "write-key-123")
 
 

@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 from pydantic import ValidationError
 
 from services.platform.settings import describe_errors
 from services.recommendation.interactions import RATED
 from services.recommendation.settings import RecommendationSettings
-from tests.support.identity import key_env
+from tests.support.identity import only_test_settings
 
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.upper().startswith("LODESTAR_"):
-            monkeypatch.delenv(name)
-    for name, value in key_env().items():
-        monkeypatch.setenv(name, value)
+    only_test_settings(monkeypatch)
 
 
 @pytest.mark.parametrize(("setting", "weight_of_a_4"), [("rating", 4.0), ("one", 1.0)])

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import fields
 
 import pytest
@@ -11,7 +10,7 @@ import pytest
 from services.recommendation.cli import _parser, evaluation_config
 from services.recommendation.settings import SETTABLE_HYPERPARAMETERS, RecommendationSettings
 from services.recommendation.training import TrainingConfig
-from tests.support.identity import key_env
+from tests.support.identity import only_test_settings
 
 # A value unlike every default, per field.
 CHANGED: dict[str, tuple[str, object]] = {
@@ -30,11 +29,7 @@ CHANGED: dict[str, tuple[str, object]] = {
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.upper().startswith("LODESTAR_"):
-            monkeypatch.delenv(name)
-    for name, value in key_env().items():
-        monkeypatch.setenv(name, value)
+    only_test_settings(monkeypatch)
 
 
 def test_every_field_but_the_seed_is_a_setting() -> None:
