@@ -261,16 +261,23 @@ async def apns_outage(wallet: Wallet, count: int) -> None:
     assert wallet.dispatcher.queued == 0
 
 
-# Out of the default run until the cause is found: on a loaded machine one object is now and
-# then patched twice after recovery (same content, the final balance right), which the
-# exactly-once check below refuses; it fails the same way at the commit before issue 18.
-@pytest.mark.resilience_slow
+def patches(calls: Sequence[Mapping[str, Any]], status: int) -> list[tuple[str, int]]:
+    """(object id, loyalty points sent) of every PATCH of an object answered ``status``."""
+    return [
+        (c["path"].rsplit("/", 1)[-1], c["body"]["loyaltyPoints"]["balance"]["int"])
+        for c in calls
+        if c["method"] == "PATCH" and "Object/" in c["path"] and c["status"] == status
+    ]
+
+
 async def test_google_500_drops_nothing_and_objects_catch_up(wallet: Wallet) -> None:
     customers = [unique("g") for _ in range(CARDS)]
     cards = [
         await wallet.passes.issue(c, PassKind.STORE_CARD, "default", platform=GOOGLE)
         for c in customers
     ]
+    ids = [(await wallet.passes.get(card["_id"]))["google"]["object_id"] for card in cards]
+    latest = 100 * CHANGES
     wallet.google.script_failure(500, count=1_000_000, path_contains="Object")
     for n in range(1, CHANGES + 1):
         await change_all(wallet, customers, 100 * n)
@@ -279,6 +286,16 @@ async def test_google_500_drops_nothing_and_objects_catch_up(wallet: Wallet) -> 
         lambda: sum(c["status"] == 500 for c in wallet.google.calls) >= 2 * CARDS,
         "500s answered",
     )
+    # A sync that read a pass before its last change and is still retrying when Google
+    # recovers rightly lands that older content and is followed by a patch of the latest
+    # one, so none may be left in flight across the recovery. Syncs of one pass never
+    # overlap: once each object was refused its latest content, no older one is retrying.
+    await until(
+        lambda: (
+            set(ids) <= {o for o, points in patches(wallet.google.calls, 500) if points == latest}
+        ),
+        "every object refused its latest content",
+    )
     assert max(wallet.queue_sizes) <= CARDS
     assert wallet.health.ready
 
@@ -286,15 +303,10 @@ async def test_google_500_drops_nothing_and_objects_catch_up(wallet: Wallet) -> 
     wallet.google.clear_failures()
     await until(lambda: wallet.all_pushed(cards), "every Google pass synced after recovery")
     await until(lambda: wallet.health.up["google"], "Google reported up again")
-    patched = [
-        c["path"].rsplit("/", 1)[-1]
-        for c in wallet.google.calls[cleared_at:]
-        if c["method"] == "PATCH" and c["status"] == 200
-    ]
-    ids = []
-    for card in cards:
-        stored = await wallet.passes.get(card["_id"])
-        ids.append(stored["google"]["object_id"])
-        google_object = wallet.google.objects[ids[-1]]
-        assert google_object["loyaltyPoints"]["balance"]["int"] == 100 * CHANGES, google_object
-    assert sorted(patched) == sorted(ids), "each object updated exactly once"
+    patched = patches(wallet.google.calls[cleared_at:], 200)
+    for object_id in ids:
+        google_object = wallet.google.objects[object_id]
+        assert google_object["loyaltyPoints"]["balance"]["int"] == latest, google_object
+    assert sorted(patched) == sorted((o, latest) for o in ids), (
+        "each object updated exactly once, with its latest content"
+    )
