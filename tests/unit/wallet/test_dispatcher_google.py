@@ -16,7 +16,7 @@ import pytest
 from services.wallet import delivery
 from services.wallet.delivery import GRACE, LEASE, Dispatcher
 from services.wallet.passes import GOOGLE
-from services.wallet.records import Registration, StoredPass
+from services.wallet.records import GoogleIds, Registration, StoredPass
 
 
 class Clock:
@@ -103,7 +103,7 @@ class GatedGoogle:
         self.in_flight = 0
         self.most_at_once = 0
 
-    async def sync(self, doc: Mapping[str, Any]) -> dict[str, Any]:
+    async def sync(self, doc: StoredPass) -> GoogleIds:
         self.synced.append(int(doc["update_seq"]))
         self.in_flight += 1
         self.most_at_once = max(self.most_at_once, self.in_flight)
@@ -111,7 +111,7 @@ class GatedGoogle:
             await self.answer.wait()
         finally:
             self.in_flight -= 1
-        return {"object_id": f"object-{doc['_id']}"}
+        return cast(GoogleIds, {"object_id": f"object-{doc['_id']}"})
 
 
 async def until(check: Callable[[], bool], what: str, timeout_s: float = 20.0) -> None:
