@@ -225,11 +225,11 @@ class Bus:
 
     async def _send_many(
         self, records: Sequence[tuple[str, str | bytes | None, Message]]
-    ) -> asyncio.Future[object]:
+    ) -> asyncio.Future[list[object]]:
         pending = [await self._send_one(topic, key, msg) for topic, key, msg in records]
         for topic, _, _ in records:
             metrics.BUS_PRODUCED.labels(topic).inc()
-        return self.producer.acknowledged(pending)
+        return asyncio.gather(*pending)
 
     async def _send_one(
         self, topic: str, key: str | bytes | None, message: Message
