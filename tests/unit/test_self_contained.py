@@ -62,7 +62,7 @@ def test_the_check_sees_each_kind_of_outside_path() -> None:
     samples = {
         "See ../../notes/DESIGN.md": 1,
         "See ../README.md and ../infra/k8s/base": 0,
-        "schema = '/" + "work/shared/schemas/skaffold.json'": 1,
+        "schema = '/" + "work/elsewhere/skaffold.json'": 1,
         "cd /" + "work/main && make": 1,
         "PATH=/tmp/" + "tools/bin:$PATH": 1,
         "/tmp/kafka-logs and https://example.com/work/x and ~/work/notes": 0,
