@@ -209,6 +209,9 @@ class Audiences:
         many changed. This is the backfill, and the scheduled recheck of time windows."""
         now = now or self.clock()
         total = await self.store.count_profiles()
+        # Members are read before the rule is: a customer real time enters while this runs
+        # is not a member here, so this older picture cannot take the entry back.
+        members = {i async for i in self.store.member_ids(segment.id)}
         pushed_down = await self.store.matching(segment.rule, now)
         matched: set[str] = set()
         if pushed_down is not None:
@@ -230,7 +233,6 @@ class Audiences:
             matched |= await self._matching(segment, chunk, now)
             if progress is not None:
                 await progress(evaluated + len(chunk), total)
-        members = {i async for i in self.store.member_ids(segment.id)}
         cause = f"reconcile:{segment.id}:{segment.version}:{now.isoformat()}"
         changes = [
             Transition(segment.id, segment.version, c, ENTERED, now, cause)

@@ -78,6 +78,20 @@ class SegmentDefinitions:
         self.audiences = audiences
         self.pii_traits = pii_traits
         self.backfills: dict[str, asyncio.Task[None]] = {}
+        # Changes made here, numbered, so a refresh that read the store before one of them
+        # keeps it (one number per segment id ever changed by this process).
+        self._changes = 0
+        self._changed: dict[str, int] = {}
+
+    def _put(self, segment: Segment) -> None:
+        self._changes += 1
+        self._changed[segment.id] = self._changes
+        self.audiences.put(segment)
+
+    def _discard(self, segment_id: str) -> None:
+        self._changes += 1
+        self._changed[segment_id] = self._changes
+        self.audiences.discard(segment_id)
 
     def _rule(self, rule_json: str) -> tuple[Rule, str]:
         if len(rule_json.encode()) > MAX_RULE_BYTES:
@@ -130,7 +144,7 @@ class SegmentDefinitions:
         }
         await self.store.create_segment(doc)
         segment = Segment(segment_id, name, 1, rule, BACKFILLING)
-        self.audiences.put(segment)
+        self._put(segment)
         self._start_backfill(segment)
         return doc
 
@@ -162,14 +176,14 @@ class SegmentDefinitions:
             raise NotFound(f"segment {segment_id!r} does not exist")
         if rule is not None and "version" in changes:
             segment = Segment(segment_id, updated["name"], updated["version"], rule, BACKFILLING)
-            self.audiences.put(segment)
+            self._put(segment)
             self._start_backfill(segment)
         return updated
 
     async def delete(self, segment_id: str) -> int:
         """Remove the segment; every member exits. Returns how many did."""
         current = await self.get(segment_id)
-        self.audiences.discard(segment_id)
+        self._discard(segment_id)
         task = self.backfills.pop(segment_id, None)
         if task is not None:
             task.cancel()
@@ -192,9 +206,15 @@ class SegmentDefinitions:
 
     async def refresh(self) -> None:
         """Reload the catalogue from the store (other replicas' changes included), and
-        resume backfills a stopped process left unfinished."""
-        segments = []
-        for doc in await self.store.list_segments():
+        resume backfills a stopped process left unfinished. A segment this process changed
+        while the list was being read keeps its newer form here (the list is older)."""
+        began = self._changes
+        docs = await self.store.list_segments()
+        newer = {i for i, n in self._changed.items() if n > began}
+        segments = [s for s in map(self.audiences.segment, sorted(newer)) if s is not None]
+        for doc in docs:
+            if doc["_id"] in newer:
+                continue
             try:
                 segment = self.parsed(doc)
             except RuleError:
@@ -222,7 +242,7 @@ class SegmentDefinitions:
             await self.store.set_progress(segment.id, segment.version, total, total, True)
             live = Segment(segment.id, segment.name, segment.version, segment.rule, LIVE)
             if (self.audiences.segment(segment.id) or live).version == segment.version:
-                self.audiences.put(live)
+                self._put(live)
             log.info(
                 "segment backfilled",
                 extra={

@@ -35,8 +35,8 @@ from services.segmentation.consumers import (
     merge_handler,
 )
 from services.segmentation.definitions import SegmentDefinitions
-from services.segmentation.records import MemberRecord
-from services.segmentation.rules import parse
+from services.segmentation.records import MemberRecord, ProfileView, StoredSegment
+from services.segmentation.rules import Rule, parse
 from services.segmentation.scoring import Scoring, summary_of
 from services.segmentation.segments import LIVE, Catalog, Segment
 from services.segmentation.server import SERVICE_NAME
@@ -690,3 +690,99 @@ async def test_memberships_are_read_in_one_reply_per_chunk_and_entries_recorded_
     assert sum(len(v) for v in found.values()) == 479
     assert set(found["c119"]) == {"s1", "s2", "s3"}
     assert {d["since"] for v in found.values() for d in v.values()} == {since}
+
+
+class _EntersDuringBackfill(SegmentationStore):
+    """A store whose candidate stream, once read to the end, lets real time go first: a
+    customer's qualifying event is evaluated while the backfill is still running."""
+
+    realtime: Audiences
+    customer: str
+
+    async def stream_candidates(self, rule: Rule, now: datetime) -> AsyncIterator[ProfileView]:
+        async for doc in super().stream_candidates(rule, now):
+            yield doc
+        await ResolvedEventHandler(self.realtime)(
+            [track(self.customer, "late-1", "Checkout Started", NOW - timedelta(days=3))]
+        )
+        await self.save_profiles([_document(profile_change(self.customer, "p1").message)])
+
+
+async def test_a_backfill_does_not_undo_an_entry_made_in_real_time_while_it_ran(
+    mongo_server: MongoWireServer,
+) -> None:
+    checkout = segment(
+        "abandoned",
+        {
+            "event": "Checkout Started",
+            "within_last_days": 30,
+            "not_followed_by": {"event": "Order Completed", "within_hours": 48},
+        },
+    )
+    client: AsyncIOMotorClient[Document] = mongo_client(mongo_server.uri, "tests")
+    try:
+        store = _EntersDuringBackfill(
+            database(client, unique("race").replace("-", "_"), "segmentation"), 30 * 86_400
+        )
+        await store.ensure_indexes()
+        await store.save_profiles([_document(profile_change("someone-else", "p0").message)])
+        audiences = Audiences(store, None, Catalog([checkout]), clock=lambda: NOW)
+        store.realtime, store.customer = audiences, unique("c")
+        # The backfill read every candidate before the event existed; real time then enters
+        # the customer. The backfill's older picture must not take the entry back.
+        assert await audiences.reconcile(checkout) == 0
+        found = await store.memberships_of([store.customer])
+        assert set(found.get(store.customer, {})) == {"abandoned"}
+        # The next recheck sees the event and agrees: nothing to change.
+        assert await audiences.reconcile(checkout) == 0
+    finally:
+        client.close()
+
+
+class _SlowList(SegmentationStore):
+    """A store whose segment list, once read, is held until ``release`` is set: a refresh
+    that began before a segment was created ends after it."""
+
+    read: asyncio.Event
+    release: asyncio.Event
+
+    async def list_segments(self) -> list[StoredSegment]:
+        found = await super().list_segments()
+        self.read.set()
+        await self.release.wait()
+        return found
+
+
+async def test_a_refresh_that_began_before_a_change_does_not_undo_it(
+    mongo_server: MongoWireServer,
+) -> None:
+    client: AsyncIOMotorClient[Document] = mongo_client(mongo_server.uri, "tests")
+    try:
+        store = _SlowList(
+            database(client, unique("refresh").replace("-", "_"), "segmentation"), 30 * 86_400
+        )
+        await store.ensure_indexes()
+        store.read, store.release = asyncio.Event(), asyncio.Event()
+        store.release.set()
+        audiences = Audiences(store, None, Catalog([]), clock=lambda: NOW)
+        definitions = SegmentDefinitions(store, audiences, PII)
+        rule = json.dumps({"field": "loyalty.tier", "op": "eq", "value": "Gold"})
+        await definitions.create("gone", "Gone", "", rule)
+        store.read.clear()
+        store.release.clear()
+        refreshing = asyncio.create_task(definitions.refresh())
+        await store.read.wait()
+        # While the refresh holds the older list: one segment is created, one deleted.
+        await definitions.create("fresh", "Fresh", "", rule)
+        await definitions.delete("gone")
+        store.release.set()
+        await refreshing
+        assert set(audiences.segment_names()) == {"fresh"}
+        assert [s.id for s in audiences.reading(["loyalty.tier"])] == ["fresh"]
+        # The next refresh reads the store as it is now, and agrees.
+        await definitions.refresh()
+        assert set(audiences.segment_names()) == {"fresh"}
+        for task in list(definitions.backfills.values()):
+            await task
+    finally:
+        client.close()
