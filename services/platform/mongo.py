@@ -24,9 +24,17 @@ class IndexSpec:
     options: dict[str, Any] = field(default_factory=dict)
 
 
+# A reply that has not come within this long fails the operation (its caller retries or
+# redelivers) instead of holding a consumer for ever; a URI naming socketTimeoutMS wins.
+SOCKET_TIMEOUT_MS = 120_000
+
+
 def mongo_client(uri: str, app_name: str) -> AsyncIOMotorClient[Document]:
-    """A motor client with bounded timeouts so a dead server surfaces as an error fast; its
-    commands are counted by the process's :data:`DB_OPERATIONS` (exported on /metrics)."""
+    """A motor client with bounded timeouts so a dead or stalled server surfaces as an error;
+    its commands are counted by the process's :data:`DB_OPERATIONS` (exported on /metrics)."""
+    options: dict[str, Any] = {}
+    if "sockettimeoutms=" not in uri.lower():
+        options["socketTimeoutMS"] = SOCKET_TIMEOUT_MS
     return AsyncIOMotorClient(
         uri,
         appname=app_name,
@@ -34,6 +42,7 @@ def mongo_client(uri: str, app_name: str) -> AsyncIOMotorClient[Document]:
         serverSelectionTimeoutMS=5_000,
         connectTimeoutMS=5_000,
         tz_aware=True,
+        **options,
     )
 
 
