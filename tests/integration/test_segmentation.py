@@ -615,17 +615,17 @@ async def test_the_event_loop_keeps_running_while_the_purchase_models_fit(
         assert stored[customer]["clv_12m"] == value.clv_12m
 
 
+ABANDONED_CHECKOUT = {
+    "event": "Checkout Started",
+    "within_last_days": 30,
+    "not_followed_by": {"event": "Order Completed", "within_hours": 48},
+}
+
+
 async def test_an_event_arriving_before_its_profile_change_still_qualifies(
     store: SegmentationStore,
 ) -> None:
-    checkout = segment(
-        "abandoned",
-        {
-            "event": "Checkout Started",
-            "within_last_days": 30,
-            "not_followed_by": {"event": "Order Completed", "within_hours": 48},
-        },
-    )
+    checkout = segment("abandoned", ABANDONED_CHECKOUT)
     audiences = Audiences(store, None, Catalog([checkout]), clock=lambda: NOW)
     customer = unique("c")
     # The event consumer runs first: no profile view yet, and the rule reads events only.
@@ -711,14 +711,7 @@ class _EntersDuringBackfill(SegmentationStore):
 async def test_a_backfill_does_not_undo_an_entry_made_in_real_time_while_it_ran(
     mongo_server: MongoWireServer,
 ) -> None:
-    checkout = segment(
-        "abandoned",
-        {
-            "event": "Checkout Started",
-            "within_last_days": 30,
-            "not_followed_by": {"event": "Order Completed", "within_hours": 48},
-        },
-    )
+    checkout = segment("abandoned", ABANDONED_CHECKOUT)
     client: AsyncIOMotorClient[Document] = mongo_client(mongo_server.uri, "tests")
     try:
         store = _EntersDuringBackfill(
