@@ -225,11 +225,11 @@ class Bus:
 
     async def _send_many(
         self, records: Sequence[tuple[str, str | bytes | None, Message]]
-    ) -> asyncio.Future[list[object]]:
+    ) -> asyncio.Future[object]:
         pending = [await self._send_one(topic, key, msg) for topic, key, msg in records]
         for topic, _, _ in records:
             metrics.BUS_PRODUCED.labels(topic).inc()
-        return asyncio.gather(*pending)
+        return self.producer.acknowledged(pending)
 
     async def _send_one(
         self, topic: str, key: str | bytes | None, message: Message

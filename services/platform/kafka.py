@@ -127,12 +127,22 @@ class KafkaProducer:
         key: bytes | None = None,
         headers: Headers | None = None,
     ) -> asyncio.Future[object]:
-        """Queue one record; the future completes when the broker acknowledged it."""
+        """Queue one record; the future completes when the broker acknowledged it. Its error
+        is Kafka's own: await it through :meth:`acknowledged`, which translates once per
+        batch (a translating future per record cost a callback and a loop turn each)."""
         try:
-            acknowledged = await self._producer.send(topic, value=value, key=key, headers=headers)
+            acknowledged: asyncio.Future[object] = await self._producer.send(
+                topic, value=value, key=key, headers=headers
+            )
         except KafkaError as exc:
             raise unavailable(exc) from exc
-        return _translated(acknowledged)
+        return acknowledged
+
+    @staticmethod
+    def acknowledged(pending: Sequence[asyncio.Future[object]]) -> asyncio.Future[object]:
+        """One future for records :meth:`send` queued: done when the broker acknowledged all
+        of them, failing with :class:`BusUnavailable` when Kafka refused one."""
+        return _translated(asyncio.gather(*pending))
 
     async def send_and_wait(self, topic: str, value: bytes, key: bytes | None = None) -> None:
         """Send one record and wait for the broker's acknowledgement."""

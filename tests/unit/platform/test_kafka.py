@@ -59,7 +59,7 @@ async def test_a_failed_acknowledgement_is_bus_unavailable() -> None:
     producer._producer = _FailingProducer(KafkaTimeoutError())
     acknowledged = await producer.send("t", value=b"v", key=b"k")
     with pytest.raises(BusUnavailable) as failed:
-        await acknowledged
+        await producer.acknowledged([acknowledged])
     assert failed.value.transient
     producer._producer = _FailingProducer(MessageSizeTooLargeError())
     with pytest.raises(BusUnavailable) as refused:
