@@ -11,6 +11,7 @@ import uvicorn
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
 from services.platform import tracing
+from services.platform.httpserver import RefusingH11Protocol
 from services.platform.logs import configure_logging
 from services.platform.runtime import DRAIN_S
 from services.platform.settings import load_settings
@@ -27,6 +28,8 @@ def main() -> None:
         port=settings.http_port,
         log_config=None,
         access_log=False,
+        # A request it cannot read is answered 400/431 saying why, not reset.
+        http=RefusingH11Protocol,
         # Requests still open this long after SIGTERM are cut (Kubernetes' grace is 30 s).
         timeout_graceful_shutdown=int(DRAIN_S),
     )

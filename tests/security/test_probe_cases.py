@@ -257,3 +257,18 @@ async def test_grpc_refuses_calls_without_the_service_token(stack: Stack) -> Non
                 profile_pb2.GetProfileRequest(customer_id="anyone"), timeout=5
             )
     assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+# --- A request head past the HTTP servers' limit ---------------------------------------------
+
+
+async def test_an_oversized_request_head_is_431_naming_the_limit(stack: Stack) -> None:
+    # 100 KB of token: read and dropped after the answer, so the client always gets it.
+    headers = {"Authorization": "Bearer " + "x" * 100_000}
+    async with httpx.AsyncClient(timeout=30) as client:
+        for url in (f"{stack.gateway_url}/graphql", f"{stack.passkit_url}/v1/log"):
+            for _ in range(5):
+                answer = await client.post(url, headers=headers, content=b"{}")
+                assert answer.status_code == 431, (url, answer.status_code, answer.text[:200])
+                assert "at most 16384 bytes" in answer.text, answer.text[:200]
+        assert (await client.get(f"{stack.passkit_url}/healthz")).status_code == 200

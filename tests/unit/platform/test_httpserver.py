@@ -3,7 +3,9 @@ owner, names itself when its port is taken, and stops when told."""
 
 from __future__ import annotations
 
+import asyncio
 import signal
+import socket
 
 import httpx
 import pytest
@@ -13,7 +15,7 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 from infra.local.standin import bind_loopback
-from services.platform.httpserver import QuietUvicorn
+from services.platform.httpserver import HEAD_LIMIT_BYTES, QuietUvicorn
 
 
 async def _hello(_: Request) -> PlainTextResponse:
@@ -53,3 +55,44 @@ async def test_a_taken_port_is_an_error_naming_the_server() -> None:
             await server.start()
     finally:
         taken.close()
+
+
+def _raw_exchange(port: int, head: bytes) -> bytes:
+    """Send ``head`` whole over a plain socket, then read the answer to the end; a reset
+    (the answer lost) raises."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        conn.sendall(head)
+        answer = b""
+        while chunk := conn.recv(65_536):
+            answer += chunk
+    return answer
+
+
+async def test_an_oversized_request_head_is_answered_431_not_reset() -> None:
+    sock = bind_loopback("127.0.0.1", 0)
+    port = sock.getsockname()[1]
+    server = QuietUvicorn(APP, name="the test server", sock=sock, lifespan="off")
+    await server.start()
+    try:
+        # Far past the head limit, and past what one read takes: without reading the rest
+        # before closing, the kernel resets the connection and the answer is lost.
+        token = "x" * (4 * 1024 * 1024)
+        head = f"GET / HTTP/1.1\r\nHost: a\r\nAuthorization: ApplePass {token}\r\n\r\n".encode()
+        for _ in range(3):
+            answer = await asyncio.to_thread(_raw_exchange, port, head)
+            status, _, rest = answer.partition(b"\r\n")
+            assert status == b"HTTP/1.1 431 Request Header Fields Too Large", answer[:200]
+            assert f"at most {HEAD_LIMIT_BYTES} bytes".encode() in rest
+            assert b"connection: close" in rest.lower()
+        # A malformed head is a 400 that says so, also without a reset.
+        answer = await asyncio.to_thread(_raw_exchange, port, b"NOT HTTP\r\n\r\n" + b"y" * 10**6)
+        assert answer.startswith(b"HTTP/1.1 400 Bad Request"), answer[:200]
+        # Still serving; a head just inside the limit, and a large body, are read as ever.
+        async with httpx.AsyncClient() as http:
+            near = {"X-Pad": "p" * (HEAD_LIMIT_BYTES - 200)}
+            assert (await http.get(f"http://127.0.0.1:{port}/", headers=near)).text == "hello"
+            body = b"b" * (2 * 1024 * 1024)
+            answer = await http.post(f"http://127.0.0.1:{port}/", content=body)
+            assert answer.status_code == 405  # the route takes GET only: the body was read
+    finally:
+        await server.stop()
