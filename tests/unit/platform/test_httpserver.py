@@ -92,7 +92,7 @@ async def test_an_oversized_request_head_is_answered_431_not_reset() -> None:
             near = {"X-Pad": "p" * (HEAD_LIMIT_BYTES - 200)}
             assert (await http.get(f"http://127.0.0.1:{port}/", headers=near)).text == "hello"
             body = b"b" * (2 * 1024 * 1024)
-            answer = await http.post(f"http://127.0.0.1:{port}/", content=body)
-            assert answer.status_code == 405  # the route takes GET only: the body was read
+            posted = await http.post(f"http://127.0.0.1:{port}/", content=body)
+            assert posted.status_code == 405  # the route takes GET only: the body was read
     finally:
         await server.stop()
