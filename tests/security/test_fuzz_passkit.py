@@ -13,7 +13,7 @@ from urllib.parse import quote
 
 import httpx
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from infra.local.stack import Stack
@@ -78,6 +78,9 @@ def test_hostile_passkit_calls(stack: Stack, client: httpx.Client) -> None:
     @given(request=requests())
     def one(request: tuple[str, str, dict[str, str], bytes]) -> None:
         method, path, headers, body = request
+        # httpx itself refuses a URL past 64 KiB; the servers' 431 for heads past 16 KiB is
+        # checked in test_probe_cases.
+        assume(len(stack.passkit_url) + len(path) < 65_536)
         response = client.request(
             method, f"{stack.passkit_url}{path}", headers=headers, content=body or None
         )
