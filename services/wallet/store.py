@@ -26,6 +26,7 @@ from motor.motor_asyncio import AsyncIOMotorDatabase
 from pymongo import ReturnDocument, UpdateOne
 from pymongo.errors import DuplicateKeyError
 
+from services.platform.errors import Unavailable
 from services.platform.mongo import Document, IndexSpec, ensure_indexes
 from services.wallet.records import (
     CustomerRecord,
@@ -38,6 +39,8 @@ from services.wallet.records import (
 )
 
 _SEQUENCE = "pass_updates"
+# How often taking sequence numbers is asked again when the reply holds no counter.
+_SEQ_ATTEMPTS = 5
 MARKETING_WINDOW = timedelta(days=1)
 # Ids per ``$in`` read: the server re-checks each document against the whole list, so long
 # lists cost more per document; chunks are read side by side.
@@ -130,16 +133,33 @@ class WalletStore:
     async def _take_seqs(self, batch: _SeqBatch) -> None:
         self._seq_batch = None
         try:
-            counter = await self.counters.find_one_and_update(
-                {"_id": _SEQUENCE},
-                {"$inc": {"seq": batch["count"]}},
-                upsert=True,
-                return_document=ReturnDocument.AFTER,
-            )
-        except Exception as exc:
+            last = await self.take_seqs(batch["count"])
+        except BaseException as exc:
+            # Every caller of the batch hears of it: none waits for ever.
             batch["done"].set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
         else:
-            batch["done"].set_result(int(counter["seq"]))
+            batch["done"].set_result(last)
+
+    async def take_seqs(self, count: int) -> int:
+        """Take ``count`` update sequence numbers in one round trip; returns the last. A
+        reply without the counter (the local server's answer to a first upsert racing
+        another; a duplicate key on MongoDB) is asked again: numbers are only ever unique,
+        never reused."""
+        for _ in range(_SEQ_ATTEMPTS):
+            try:
+                counter = await self.counters.find_one_and_update(
+                    {"_id": _SEQUENCE},
+                    {"$inc": {"seq": count}},
+                    upsert=True,
+                    return_document=ReturnDocument.AFTER,
+                )
+            except DuplicateKeyError:
+                continue
+            if counter is not None:
+                return int(counter["seq"])
+        raise Unavailable(f"the update sequence gave no number in {_SEQ_ATTEMPTS} attempts")
 
     async def insert_pass(self, doc: NewPass, now: datetime) -> StoredPass:
         """Store a new pass; its ``updated_at`` and ``update_seq`` are set here."""
@@ -209,13 +229,7 @@ class WalletStore:
         else changed since it was read is changed again on its own from a fresh read."""
         if not changes:
             return []
-        counter = await self.counters.find_one_and_update(
-            {"_id": _SEQUENCE},
-            {"$inc": {"seq": len(changes)}},
-            upsert=True,
-            return_document=ReturnDocument.AFTER,
-        )
-        first = int(counter["seq"]) - len(changes) + 1
+        first = await self.take_seqs(len(changes)) - len(changes) + 1
         writes: list[UpdateOne] = []
         results: list[StoredPass] = []
         for n, (current, update) in enumerate(changes):
