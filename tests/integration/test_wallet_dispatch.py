@@ -32,6 +32,7 @@ from tests.support.wallet_dispatch import (
     GatedGoogle,
     GatedStore,
     add_passes,
+    change_and_schedule,
     gated_store,
     points,
     until,
@@ -71,11 +72,9 @@ class Setup:
         )
         for n, blocker in enumerate(blockers):
             now = self.clock()
-            changed = await self.store.change_pass(
-                blocker["_id"], {"fields.points": 1}, now, push_at=now, current=blocker
+            await change_and_schedule(
+                self.store, self.dispatcher, blocker["_id"], 1, now, current=blocker
             )
-            assert changed is not None
-            self.dispatcher.schedule(now, changed)
             if n < delivery.ROUNDS:
                 await until(self._hanging(n + 1), f"round {n + 1} hangs on APNs")
         await until(lambda: self.dispatcher.queued == 0, "the last blocker waits for a round")
@@ -196,9 +195,7 @@ async def test_a_claim_taken_during_a_push_does_not_push_that_version_again(
     loop = running(dispatcher)
     try:
         now = clock()
-        changed = await store.change_pass("p1", {"fields.points": 1}, now, push_at=now)
-        assert changed is not None
-        dispatcher.schedule(now, changed)
+        changed = await change_and_schedule(store, dispatcher, "p1", 1, now)
         await until(lambda: apns.waiting == 1, "the queue's push waits for APNs")
         # The push is overdue: the store poll claims it while the queue's push is in flight.
         clock.ahead = GRACE * 2
@@ -231,15 +228,11 @@ async def test_a_google_pass_held_by_the_queue_and_the_poll_is_synced_once_per_v
     loop = running(dispatcher)
     try:
         now = clock()
-        first = await store.change_pass("g1", {"fields.points": 1}, now, push_at=now)
-        assert first is not None
-        dispatcher.schedule(now, first)
+        first = await change_and_schedule(store, dispatcher, "g1", 1, now)
         versions = [first["update_seq"]]
         await until(lambda: google.synced == versions, "the queue's sync waits for Google")
         if changed_meanwhile:
-            second = await store.change_pass("g1", {"fields.points": 2}, now, push_at=now)
-            assert second is not None
-            dispatcher.schedule(now, second)
+            second = await change_and_schedule(store, dispatcher, "g1", 2, now)
             versions.append(second["update_seq"])
         # The push is overdue: the store poll claims it while the queue's sync is in flight.
         if claim_answers_after_the_sync:

@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorDatabase
 
 from services.platform.mongo import Document
+from services.wallet.delivery import Dispatcher
 from services.wallet.passes import APPLE
 from services.wallet.pushes import PushOutcome, PushResult
 from services.wallet.records import GoogleIds, NewPass, StoredPass
@@ -124,6 +125,24 @@ async def add_passes(
             *(store.register(f"device-{s}", PASS_TYPE, s, f"push-{s}", now) for s in serials)
         )
     return list(docs)
+
+
+async def change_and_schedule(
+    store: WalletStore,
+    dispatcher: Dispatcher,
+    serial: str,
+    new_points: int,
+    now: datetime,
+    current: StoredPass | None = None,
+) -> StoredPass:
+    """Change a pass's points through the store (its push due now) and hand the change to
+    the dispatcher, as the live updates do; the pass as changed."""
+    changed = await store.change_pass(
+        serial, {"fields.points": new_points}, now, push_at=now, current=current
+    )
+    assert changed is not None, f"{serial} is not stored"
+    dispatcher.schedule(now, changed)
+    return changed
 
 
 def points(doc: StoredPass) -> int:
